@@ -1,0 +1,133 @@
+"""The driver interface: how the agent starts, watches, stops and re-attaches tasks.
+
+Every driver implements :class:`Driver`.  The agent persists the
+:class:`TaskHandle` a driver returns from ``start`` so that, after the agent
+itself restarts (even after ``kill -9``), ``recover`` can re-attach to the
+still-running task without restarting it and ``wait`` still reports its exit.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from podium.models import DriverInfo, Resources
+
+
+@dataclass
+class TaskContext:
+    """Everything a driver needs to start one task."""
+
+    alloc_id: str
+    task_name: str
+    job_id: str
+    group: str
+    alloc_index: int
+    node_id: str
+    config: BaseModel
+    """The driver's validated config (see :mod:`podium.models.taskconfig`), with ``${VAR}`` expanded."""
+    env: dict[str, str]
+    resources: Resources
+    alloc_dir: str
+    task_dir: str
+    stdout_path: str
+    stderr_path: str
+    user: str | None = None
+    kill_signal: str = "SIGTERM"
+    kill_timeout: float = 5.0
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.alloc_id}/{self.task_name}"
+
+
+@dataclass
+class TaskHandle:
+    """What the agent stores to find a running task again.  JSON-serialisable."""
+
+    driver: str
+    task_id: str
+    pid: int | None = None
+    started_at: float = 0.0
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "driver": self.driver,
+            "task_id": self.task_id,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskHandle:
+        return cls(
+            driver=data["driver"],
+            task_id=data["task_id"],
+            pid=data.get("pid"),
+            started_at=float(data.get("started_at", 0.0)),
+            state=dict(data.get("state") or {}),
+        )
+
+
+@dataclass
+class ExitResult:
+    """How a task ended."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    error: str | None = None
+    """Set when the driver lost track of the task (e.g. it vanished while the agent was down)."""
+
+    @property
+    def successful(self) -> bool:
+        return self.exit_code == 0 and self.signal is None and not self.oom_killed and self.error is None
+
+
+@dataclass
+class TaskStats:
+    cpu_percent: float = 0.0
+    memory_rss_bytes: int = 0
+    timestamp: float = 0.0
+
+
+class Driver(abc.ABC):
+    """One way of running a task.  Implementations must be safe to call from one event loop."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def fingerprint(self) -> DriverInfo:
+        """Whether this driver works on this node (and why not, in ``description``)."""
+
+    @abc.abstractmethod
+    async def start(self, ctx: TaskContext) -> TaskHandle:
+        """Start the task and return at once.  Raises DriverError when it cannot start."""
+
+    @abc.abstractmethod
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        """Resolve when the task has exited; callable again after ``recover``."""
+
+    @abc.abstractmethod
+    async def stop(self, handle: TaskHandle, signal: str, timeout: float) -> None:
+        """Send ``signal`` to the task's whole process group, wait ``timeout``, then SIGKILL."""
+
+    @abc.abstractmethod
+    async def recover(self, handle: TaskHandle) -> bool:
+        """Re-attach to a task started by an earlier agent process.
+
+        True when the task is still running (``wait`` then tracks it); False when it
+        has exited meanwhile (``wait`` then answers its recorded exit at once).
+        """
+
+    @abc.abstractmethod
+    async def stats(self, handle: TaskHandle) -> TaskStats:
+        """CPU and memory use of the task."""
+
+    async def destroy(self, handle: TaskHandle) -> None:  # noqa: B027 - optional hook
+        """Release what the task held on the node (cgroups, status files).  Idempotent."""

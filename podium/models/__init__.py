@@ -1,0 +1,81 @@
+"""Plain typed data shared by every layer; no I/O here.
+
+Everything else may import this package; it imports nothing of Podium's but
+``podium.errors``.
+"""
+
+from __future__ import annotations
+
+from podium.models.alloc import (
+    AllocClientUpdate,
+    Allocation,
+    ClientStatus,
+    DesiredStatus,
+    RescheduleEvent,
+    TaskEvent,
+    TaskState,
+    TaskStateName,
+)
+from podium.models.duration import Duration, format_duration, parse_duration
+from podium.models.evaluation import AllocMetric, EvalStatus, Evaluation, TriggeredBy
+from podium.models.job import (
+    Group,
+    JobSpec,
+    JobType,
+    LogConfig,
+    ReschedulePolicy,
+    Resources,
+    RestartMode,
+    RestartPolicy,
+    Task,
+    tasks_changed,
+)
+from podium.models.node import DriverInfo, Eligibility, Node, NodeResources, NodeStatus
+from podium.models.plan import AllocStop, GroupChanges, Plan, PlanResult, SchedulerResult
+from podium.models.state import Job, JobStatus, JobVersion
+from podium.models.taskconfig import DRIVER_CONFIGS, ExecConfig, MockConfig, parse_config
+
+__all__ = [
+    "DRIVER_CONFIGS",
+    "AllocClientUpdate",
+    "AllocMetric",
+    "AllocStop",
+    "Allocation",
+    "ClientStatus",
+    "DesiredStatus",
+    "DriverInfo",
+    "Duration",
+    "Eligibility",
+    "EvalStatus",
+    "Evaluation",
+    "ExecConfig",
+    "Group",
+    "GroupChanges",
+    "Job",
+    "JobSpec",
+    "JobStatus",
+    "JobType",
+    "JobVersion",
+    "LogConfig",
+    "MockConfig",
+    "Node",
+    "NodeResources",
+    "NodeStatus",
+    "Plan",
+    "PlanResult",
+    "RescheduleEvent",
+    "ReschedulePolicy",
+    "Resources",
+    "RestartMode",
+    "RestartPolicy",
+    "SchedulerResult",
+    "Task",
+    "TaskEvent",
+    "TaskState",
+    "TaskStateName",
+    "TriggeredBy",
+    "format_duration",
+    "parse_config",
+    "parse_duration",
+    "tasks_changed",
+]

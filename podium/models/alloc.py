@@ -1,0 +1,125 @@
+"""Allocations: one instance of a group, placed on one node."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from podium.models.job import Resources
+
+MAX_TASK_EVENTS = 10
+
+
+class DesiredStatus(StrEnum):
+    RUN = "run"
+    STOP = "stop"
+
+
+class ClientStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ClientStatus.COMPLETE, ClientStatus.FAILED, ClientStatus.LOST)
+
+
+class TaskStateName(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DEAD = "dead"
+
+
+class TaskEvent(BaseModel):
+    """Something that happened to a task, for people (``alloc status``)."""
+
+    time: float
+    type: str
+    message: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+
+
+class TaskState(BaseModel):
+    state: TaskStateName = TaskStateName.PENDING
+    failed: bool = False
+    restarts: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_restart: float | None = None
+    events: list[TaskEvent] = Field(default_factory=list)
+
+    def add_event(self, event: TaskEvent) -> None:
+        self.events.append(event)
+        if len(self.events) > MAX_TASK_EVENTS:
+            del self.events[: len(self.events) - MAX_TASK_EVENTS]
+
+
+class RescheduleEvent(BaseModel):
+    time: float
+    prev_alloc_id: str
+    prev_node_id: str
+    delay: float
+
+
+class Allocation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    eval_id: str
+    name: str
+    namespace: str = "default"
+    job_id: str
+    job_version: int
+    group: str
+    index: int
+    node_id: str
+    node_name: str = ""
+    resources: Resources
+    task_resources: dict[str, Resources] = Field(default_factory=dict)
+    desired_status: DesiredStatus = DesiredStatus.RUN
+    desired_description: str = ""
+    client_status: ClientStatus = ClientStatus.PENDING
+    client_description: str = ""
+    task_states: dict[str, TaskState] = Field(default_factory=dict)
+    previous_allocation: str | None = None
+    next_allocation: str | None = None
+    reschedule_events: list[RescheduleEvent] = Field(default_factory=list)
+    followup_eval_id: str | None = None
+    create_index: int = 0
+    modify_index: int = 0
+    create_time: float = 0.0
+    modify_time: float = 0.0
+
+    def terminal(self) -> bool:
+        """Neither running nor going to: stopped by the server or finished on the node."""
+        return self.desired_status == DesiredStatus.STOP or self.client_status.terminal
+
+    def client_terminal(self) -> bool:
+        return self.client_status.terminal
+
+    def uses_resources(self) -> bool:
+        """Whether the node must still count this allocation's resources.
+
+        A stopped allocation keeps its resources until its tasks have exited,
+        so nothing is placed on top of a process still shutting down.
+        """
+        return not self.client_status.terminal
+
+
+class AllocClientUpdate(BaseModel):
+    """What an agent reports about one of its allocations."""
+
+    id: str
+    client_status: ClientStatus
+    client_description: str = ""
+    task_states: dict[str, TaskState] = Field(default_factory=dict)

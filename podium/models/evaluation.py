@@ -1,0 +1,92 @@
+"""Evaluations: a reason for the scheduler to look at a job again."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EvalStatus(StrEnum):
+    PENDING = "pending"
+    BLOCKED = "blocked"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class TriggeredBy(StrEnum):
+    JOB_REGISTER = "job-register"
+    JOB_DEREGISTER = "job-deregister"
+    JOB_SCALE = "job-scale"
+    NODE_UPDATE = "node-update"
+    ALLOC_FAILURE = "alloc-failure"
+    RESCHEDULE = "alloc-reschedule"
+    QUEUED_ALLOCS = "queued-allocs"
+    MANUAL = "manual"
+
+
+class AllocMetric(BaseModel):
+    """Why a placement went where it did, or nowhere: counted per reason."""
+
+    nodes_evaluated: int = 0
+    nodes_filtered: int = 0
+    nodes_available: int = 0
+    nodes_exhausted: int = 0
+    constraint_filtered: dict[str, int] = Field(default_factory=dict)
+    dimension_exhausted: dict[str, int] = Field(default_factory=dict)
+    coalesced_failures: int = 0
+
+    def filter(self, reason: str) -> None:
+        self.nodes_filtered += 1
+        self.constraint_filtered[reason] = self.constraint_filtered.get(reason, 0) + 1
+
+    def exhaust(self, dimension: str) -> None:
+        self.nodes_exhausted += 1
+        self.dimension_exhausted[dimension] = self.dimension_exhausted.get(dimension, 0) + 1
+
+    def describe(self) -> str:
+        """One line in numbers: '3 nodes evaluated: 2 exhausted memory, 1 missing driver exec'."""
+        if self.nodes_evaluated == 0:
+            return "no nodes were available (none registered, ready and eligible)"
+        parts: list[str] = []
+        for reason, n in sorted(self.constraint_filtered.items(), key=lambda kv: -kv[1]):
+            parts.append(f"{n} {reason}")
+        for dim, n in sorted(self.dimension_exhausted.items(), key=lambda kv: -kv[1]):
+            parts.append(f"{n} exhausted {dim}")
+        noun = "node" if self.nodes_evaluated == 1 else "nodes"
+        text = f"{self.nodes_evaluated} {noun} evaluated"
+        if parts:
+            text += ": " + ", ".join(parts)
+        if self.coalesced_failures:
+            text += f" ({self.coalesced_failures + 1} instances could not be placed)"
+        return text
+
+
+class Evaluation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    namespace: str = "default"
+    priority: int = 50
+    type: str = "service"
+    triggered_by: TriggeredBy
+    job_id: str
+    job_modify_index: int = 0
+    node_id: str | None = None
+    status: EvalStatus = EvalStatus.PENDING
+    status_description: str = ""
+    wait_until: float | None = None
+    previous_eval: str | None = None
+    next_eval: str | None = None
+    blocked_eval: str | None = None
+    failed_tg_allocs: dict[str, AllocMetric] = Field(default_factory=dict)
+    queued_allocations: dict[str, int] = Field(default_factory=dict)
+    plan_summary: dict[str, int] = Field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+    create_time: float = 0.0
+    modify_time: float = 0.0
+
+    def terminal(self) -> bool:
+        return self.status in (EvalStatus.COMPLETE, EvalStatus.FAILED, EvalStatus.CANCELED)

@@ -1,0 +1,64 @@
+"""Plans: what a scheduler wants changed, before the plan applier commits it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from podium.models.alloc import Allocation, ClientStatus
+from podium.models.evaluation import Evaluation
+
+
+class AllocStop(BaseModel):
+    """Stop (or mark lost) an existing allocation."""
+
+    alloc_id: str
+    node_id: str
+    description: str
+    client_status: ClientStatus | None = None
+    """Set to ``lost`` when the node is gone; otherwise the agent reports the outcome."""
+    followup_eval_id: str | None = None
+
+
+class GroupChanges(BaseModel):
+    """The scheduler's desired changes for one group, for people and for `job plan`."""
+
+    place: int = 0
+    stop: int = 0
+    ignore: int = 0
+    in_place_update: int = 0
+    destructive_update: int = 0
+    reschedule_now: int = 0
+    reschedule_later: int = 0
+    lost: int = 0
+
+
+class Plan(BaseModel):
+    eval_id: str
+    job_id: str
+    job_version: int | None = None
+    priority: int = 50
+    snapshot_index: int = 0
+    stops: list[AllocStop] = Field(default_factory=list)
+    placements: list[Allocation] = Field(default_factory=list)
+    """New allocations and in-place updates of existing ones (same id)."""
+    changes: dict[str, GroupChanges] = Field(default_factory=dict)
+
+    def empty(self) -> bool:
+        return not self.stops and not self.placements
+
+
+class SchedulerResult(BaseModel):
+    """Everything one scheduler run wants: a plan plus evaluation bookkeeping."""
+
+    plan: Plan
+    eval_update: Evaluation
+    new_evals: list[Evaluation] = Field(default_factory=list)
+    """Blocked evaluations (retry when capacity appears) and delayed follow-ups."""
+
+
+class PlanResult(BaseModel):
+    index: int
+    committed_placements: int = 0
+    committed_stops: int = 0
+    rejected_nodes: list[str] = Field(default_factory=list)
+    """Nodes on which placements no longer fit at commit time; the eval is re-run."""

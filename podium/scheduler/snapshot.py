@@ -1,0 +1,33 @@
+"""What a scheduler may read: an immutable view of the cluster at one index.
+
+The state store's snapshot implements this protocol; the test harness
+implements it over plain dictionaries.  Schedulers never write through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from podium.models import Allocation, Job, JobSpec, Node
+
+
+class Snapshot(Protocol):
+    @property
+    def index(self) -> int:
+        """The store index this snapshot reflects."""
+        ...
+
+    def job(self, job_id: str, namespace: str = "default") -> Job | None: ...
+
+    def job_spec(self, job_id: str, version: int, namespace: str = "default") -> JobSpec | None:
+        """The spec of one stored version (for allocations of older versions)."""
+        ...
+
+    def nodes(self) -> Iterable[Node]: ...
+
+    def node(self, node_id: str) -> Node | None: ...
+
+    def allocs_by_job(self, job_id: str, namespace: str = "default") -> list[Allocation]: ...
+
+    def allocs_by_node(self, node_id: str) -> list[Allocation]: ...
