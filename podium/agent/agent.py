@@ -1,0 +1,350 @@
+"""The node agent: registers the machine, heartbeats, runs its allocations.
+
+It talks to the servers only through :class:`podium.client.AsyncClient`.  Its
+loops:
+
+- **sync**: a blocking query on this node's allocations; new ones get an
+  :class:`~podium.agent.runner.AllocRunner`, changed ones an update;
+- **report**: task-state changes are batched (every ``report_interval``) into
+  one request, retried until the server has them;
+- **heartbeat**: every TTL/2; a server that forgot the node gets a re-register;
+- **persist**: runner state is written to the agent's SQLite file in batches,
+  so a restarted agent (even after kill -9) re-attaches to its tasks;
+- **log rotation**: copy-truncate of oversized task logs.
+
+When it cannot reach a server it keeps its tasks running, as Nomad and the
+kubelet do, and catches up when the server answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from podium.agent.config import AgentSettings
+from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
+from podium.agent.localstate import LocalState, StoredAlloc
+from podium.agent.runner import AllocRunner
+from podium.client import AsyncClient
+from podium.drivers import builtin_drivers
+from podium.drivers.base import Driver
+from podium.drivers.logrotate import rotate_if_needed
+from podium.errors import NotFound, PodiumError
+from podium.models import AllocClientUpdate, Allocation, JobSpec, Node, NodeResources
+
+log = logging.getLogger("podium.agent")
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        client: AsyncClient,
+        *,
+        drivers: dict[str, Driver] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.clock = clock
+        self.data_dir = Path(settings.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state = LocalState(self.data_dir / "agent.db")
+        self.drivers: dict[str, Driver] = (
+            drivers
+            if drivers is not None
+            else builtin_drivers(
+                raw_exec_enabled=settings.raw_exec_enabled, cgroup_root=settings.cgroup_root
+            )
+        )
+        self.node_id = self._node_id()
+        self.node_name = settings.name or socket.gethostname()
+        self.http_addr = ""
+        self.runners: dict[str, AllocRunner] = {}
+        self._dirty: set[str] = set()
+        self._persist: set[str] = set()
+        self._persist_scheduled = False
+        self._report_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.heartbeat_ttl = 10.0
+        self.registered = asyncio.Event()
+        self.synced_index = 0
+
+    def _node_id(self) -> str:
+        existing = self.state.get("node_id")
+        if existing:
+            return existing
+        node_id = str(uuid.uuid4())
+        self.state.put("node_id", node_id)
+        return node_id
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self, http_addr: str) -> None:
+        """Recover local allocations, then start the loops.  ``http_addr`` serves logs."""
+        self.http_addr = http_addr
+        await self._recover()
+        self._tasks = [
+            asyncio.create_task(self._register_and_heartbeat(), name="agent-heartbeat"),
+            asyncio.create_task(self._sync_loop(), name="agent-sync"),
+            asyncio.create_task(self._report_loop(), name="agent-report"),
+            asyncio.create_task(self._rotate_loop(), name="agent-logrotate"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the agent's loops; tasks keep running (a restarted agent re-attaches)."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._flush_persist()
+        with contextlib.suppress(Exception):
+            await self._send_reports()
+        for r in self.runners.values():
+            r.close()
+        self.state.close()
+
+    async def stop_all_tasks(self, timeout: float | None = None) -> None:
+        """Stop every task of this node (used when nobody could re-attach to them later)."""
+        from podium.models import DesiredStatus
+
+        longest = 0.0
+        for runner in list(self.runners.values()):
+            if runner.machine.terminal():
+                continue
+            group = runner.machine.spec.groups.get(runner.alloc.group)
+            if group is not None:
+                longest = max([longest, *(t.kill_timeout for t in group.tasks.values())])
+            stopped = runner.alloc.model_copy(
+                update={"desired_status": DesiredStatus.STOP,
+                        "desired_description": "agent shutting down"}
+            )
+            runner.update(stopped, runner.machine.spec)
+        deadline = self.clock() + (timeout if timeout is not None else longest + 2.0)
+        while self.clock() < deadline and not all(
+            r.machine.terminal() for r in self.runners.values()
+        ):
+            await asyncio.sleep(0.05)
+
+    # ---------------------------------------------------------------- the node
+    def node(self) -> Node:
+        infos = {name: d.fingerprint() for name, d in self.drivers.items()}
+        res = fingerprint_resources()
+        s = self.settings
+        return Node(
+            id=self.node_id,
+            name=self.node_name,
+            datacenter=s.datacenter,
+            node_pool=s.node_pool,
+            http_addr=self.http_addr,
+            attributes=fingerprint_attributes(infos),
+            meta=dict(s.meta),
+            resources=res,
+            reserved=NodeResources(cpu=s.reserved_cpu, memory=s.reserved_memory),
+            drivers=infos,
+        )
+
+    async def _register(self) -> None:
+        answer = await self.client.register_node(self.node())
+        self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
+        self.registered.set()
+        log.info("registered node %s (%s)", self.node_name, self.node_id)
+
+    async def _register_and_heartbeat(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                if not self.registered.is_set():
+                    await self._register()
+                else:
+                    answer = await self.client.heartbeat(self.node_id)
+                    self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
+                backoff = 0.2
+                await asyncio.sleep(max(0.2, self.heartbeat_ttl / 2))
+            except NotFound:
+                self.registered.clear()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot reach server: %s (retrying in %.1fs)", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # ---------------------------------------------------------------- allocations
+    async def _sync_loop(self) -> None:
+        await self.registered.wait()
+        index = 0
+        backoff = 0.2
+        while True:
+            try:
+                sync = await self.client.node_sync(self.node_id, index=index,
+                                                   wait=self.settings.sync_wait)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("allocation sync failed: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if sync.index < index:
+                index = 0  # the server's state was reset; start over
+            if sync.index == index:
+                continue
+            index = sync.index
+            self.apply_sync(sync.allocations, sync.jobs)
+            self.synced_index = index
+
+    def apply_sync(self, allocs: list[Allocation], jobs: dict[str, JobSpec]) -> None:
+        seen: set[str] = set()
+        for alloc in allocs:
+            seen.add(alloc.id)
+            spec = jobs.get(f"{alloc.job_id}@{alloc.job_version}")
+            runner = self.runners.get(alloc.id)
+            if runner is not None:
+                if alloc.modify_index != runner.alloc.modify_index and spec is not None:
+                    runner.update(alloc, spec)
+                continue
+            if spec is None or alloc.terminal():
+                continue
+            runner = AllocRunner(self, alloc, spec)
+            self.runners[alloc.id] = runner
+            runner.start()
+        for alloc_id in list(self.runners):
+            if alloc_id not in seen:
+                runner = self.runners.pop(alloc_id)
+                self.state.delete(alloc_id)
+                asyncio.get_running_loop().create_task(runner.kill_and_forget())
+
+    async def _recover(self) -> None:
+        for stored in self.state.load():
+            try:
+                alloc = Allocation.model_validate_json(stored.alloc)
+                spec = JobSpec.model_validate_json(stored.spec)
+            except Exception:
+                log.exception("cannot read stored allocation %s; forgetting it", stored.id)
+                self.state.delete(stored.id)
+                continue
+            runner = AllocRunner(self, alloc, spec)
+            runner.machine.restore(stored.machine)
+            runner.restore_handles(stored.handles)
+            self.runners[alloc.id] = runner
+            await runner.recover()
+            self.mark_dirty(runner)
+        if self.runners:
+            log.info("re-attached to %d allocations", len(self.runners))
+
+    # ---------------------------------------------------------------- reporting
+    def mark_dirty(self, runner: AllocRunner) -> None:
+        self._dirty.add(runner.id)
+        self._report_wakeup.set()
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report_wakeup.wait()
+            self._report_wakeup.clear()
+            await asyncio.sleep(self.settings.report_interval)  # batch what comes meanwhile
+            try:
+                await self._send_reports()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot report allocation states: %s", exc)
+                self._report_wakeup.set()
+                await asyncio.sleep(1.0)
+
+    async def _send_reports(self) -> None:
+        if not self._dirty or not self.registered.is_set():
+            return
+        ids, self._dirty = self._dirty, set()
+        updates = []
+        for alloc_id in ids:
+            runner = self.runners.get(alloc_id)
+            if runner is None:
+                continue
+            m = runner.machine
+            updates.append(AllocClientUpdate(
+                id=alloc_id,
+                client_status=m.client_status(),
+                client_description=m.client_description(),
+                task_states=m.task_states(),
+            ))
+        try:
+            await self.client.update_allocs(self.node_id, updates)
+        except BaseException:
+            self._dirty |= ids
+            raise
+
+    # ---------------------------------------------------------------- persistence
+    def mark_persist(self, runner: AllocRunner) -> None:
+        self._persist.add(runner.id)
+        if not self._persist_scheduled:
+            self._persist_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_persist)
+
+    def persist_now(self, runner: AllocRunner) -> None:
+        self._persist.add(runner.id)
+        self._flush_persist()
+
+    def _flush_persist(self) -> None:
+        self._persist_scheduled = False
+        ids, self._persist = self._persist, set()
+        items = []
+        for alloc_id in ids:
+            r = self.runners.get(alloc_id)
+            if r is None:
+                continue
+            items.append(StoredAlloc(
+                id=alloc_id,
+                alloc=r.alloc.model_dump_json(),
+                spec=r.machine.spec.model_dump_json(),
+                machine=r.machine.to_dict(),
+                handles=r.handles_dict(),
+            ))
+        try:
+            self.state.save_many(items)
+        except Exception:
+            log.exception("cannot save agent state")
+
+    # ---------------------------------------------------------------- logs
+    async def _rotate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.log_rotate_interval)
+            for runner in list(self.runners.values()):
+                if runner.machine.terminal():
+                    continue
+                group = runner.machine.spec.groups.get(runner.alloc.group)
+                if group is None:
+                    continue
+                for name, task in group.tasks.items():
+                    for stream in ("stdout", "stderr"):
+                        path = runner.log_path(name, stream)
+                        try:
+                            rotate_if_needed(str(path), task.logs.max_file_size * 1024 * 1024,
+                                             task.logs.max_files)
+                        except OSError:
+                            pass
+
+    def alloc_log_path(self, alloc_id: str, task: str, stream: str) -> Path:
+        runner = self.runners.get(alloc_id)
+        base = runner.alloc_dir if runner else self.data_dir / "allocs" / alloc_id
+        return base / "alloc" / "logs" / f"{task}.{stream}"
+
+    def forget_alloc_dirs(self) -> None:
+        """Remove directories of allocations this agent no longer tracks."""
+        root = self.data_dir / "allocs"
+        if not root.exists():
+            return
+        for d in root.iterdir():
+            if d.name not in self.runners:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+__all__ = ["Agent", "AgentSettings", "PodiumError"]

@@ -1,0 +1,461 @@
+"""The allocation runner as a state machine: events in, instructions out, no I/O.
+
+After dask's ``worker_state_machine``: the agent's shell (:mod:`podium.agent.runner`)
+turns driver callbacks, timers and server updates into :class:`Event` objects,
+feeds them to :meth:`AllocStateMachine.handle`, and carries out the returned
+:class:`Instruction` objects (start a task, kill it, arm a timer, report).
+Tests drive the machine with events and compare instructions, with no
+processes and no sleeps.
+
+Restart policy (on this node, per task, as Nomad's ``restarts.go``):
+
+- a service task that exits, for any reason, is restarted; a batch task that
+  exits 0 is done, one that fails is restarted;
+- at most ``attempts`` restarts within ``interval``; each waits ``delay``;
+- when they run out: ``mode: fail`` kills the allocation's other tasks and
+  fails the allocation (the server may reschedule it); ``mode: delay`` waits
+  until the interval is over and starts again;
+- a start error that the driver calls unrecoverable (missing command, bad
+  image) fails the task at once: retrying it cannot help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from podium.models import (
+    Allocation,
+    ClientStatus,
+    DesiredStatus,
+    JobSpec,
+    JobType,
+    RestartMode,
+    RestartPolicy,
+    TaskEvent,
+    TaskState,
+    TaskStateName,
+)
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+
+
+@dataclass(frozen=True)
+class AllocUpdated(Event):
+    """The server's view of the allocation changed (desired status, job version)."""
+
+    alloc: Allocation
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class TaskStarted(Event):
+    task: str
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskStartFailed(Event):
+    task: str
+    error: str
+    recoverable: bool = False
+
+
+@dataclass(frozen=True)
+class TaskExited(Event):
+    task: str
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TimerFired(Event):
+    task: str
+    token: int
+
+
+@dataclass(frozen=True)
+class TaskRecovered(Event):
+    """After an agent restart the task was found still running."""
+
+    task: str
+    pid: int | None = None
+
+
+# --------------------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True)
+class Instruction:
+    pass
+
+
+@dataclass(frozen=True)
+class StartTask(Instruction):
+    task: str
+
+
+@dataclass(frozen=True)
+class KillTask(Instruction):
+    task: str
+    signal: str
+    timeout: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetTimer(Instruction):
+    task: str
+    delay: float
+    token: int
+
+
+@dataclass(frozen=True)
+class Report(Instruction):
+    """The client status or a task state changed: tell the server."""
+
+
+@dataclass(frozen=True)
+class Persist(Instruction):
+    """The runner's state changed: save it so a restarted agent can resume."""
+
+
+@dataclass(frozen=True)
+class Cleanup(Instruction):
+    """Every task is dead and the server wants the allocation stopped: free its resources."""
+
+
+# --------------------------------------------------------------------------- state
+
+
+class Phase(StrEnum):
+    """Where a task is in its life on this node (finer than TaskStateName)."""
+
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    WAITING_RESTART = "waiting_restart"
+    KILLING = "killing"
+    DEAD = "dead"
+
+
+@dataclass
+class TaskTrack:
+    phase: Phase = Phase.PENDING
+    state: TaskState = field(default_factory=TaskState)
+    window_start: float | None = None
+    window_restarts: int = 0
+    timer_token: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.value,
+            "state": self.state.model_dump(mode="json"),
+            "window_start": self.window_start,
+            "window_restarts": self.window_restarts,
+            "timer_token": self.timer_token,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskTrack:
+        return cls(
+            phase=Phase(data["phase"]),
+            state=TaskState.model_validate(data["state"]),
+            window_start=data.get("window_start"),
+            window_restarts=int(data.get("window_restarts", 0)),
+            timer_token=int(data.get("timer_token", 0)),
+        )
+
+
+class AllocStateMachine:
+    """The life of one allocation on this node."""
+
+    def __init__(self, alloc: Allocation, spec: JobSpec) -> None:
+        self.alloc = alloc
+        self.spec = spec
+        self.tasks: dict[str, TaskTrack] = {t: TaskTrack() for t in self._group().tasks}
+        self.failed_reason = ""
+        self.cleaned_up = False
+        self.started = False
+
+    # -- helpers
+    def _group(self) -> Any:
+        return self.spec.groups[self.alloc.group]
+
+    def _policy(self) -> RestartPolicy:
+        policy: RestartPolicy = self._group().restart.with_defaults(self.spec.type)
+        return policy
+
+    def _task_spec(self, name: str) -> Any:
+        return self._group().tasks[name]
+
+    @property
+    def stopping(self) -> bool:
+        return self.alloc.desired_status == DesiredStatus.STOP
+
+    def client_status(self) -> ClientStatus:
+        tracks = list(self.tasks.values())
+        if all(t.phase == Phase.DEAD for t in tracks):
+            if any(t.state.failed for t in tracks):
+                return ClientStatus.FAILED
+            if self.stopping and not self._all_succeeded():
+                # stopped by the server before finishing: complete, not failed
+                return ClientStatus.COMPLETE
+            return ClientStatus.COMPLETE
+        if any(t.phase in (Phase.RUNNING, Phase.KILLING, Phase.WAITING_RESTART) for t in tracks):
+            return ClientStatus.RUNNING
+        if any(t.state.started_at is not None for t in tracks):
+            return ClientStatus.RUNNING
+        return ClientStatus.PENDING
+
+    def _all_succeeded(self) -> bool:
+        return all(t.state.exit_code == 0 for t in self.tasks.values())
+
+    def client_description(self) -> str:
+        status = self.client_status()
+        if status == ClientStatus.FAILED:
+            return self.failed_reason or "a task failed"
+        if status == ClientStatus.COMPLETE:
+            return "all tasks have completed" if not self.stopping else "stopped"
+        if status == ClientStatus.RUNNING:
+            return "tasks are running"
+        return "tasks are starting"
+
+    def terminal(self) -> bool:
+        return all(t.phase == Phase.DEAD for t in self.tasks.values())
+
+    @staticmethod
+    def _event(track: TaskTrack, time: float, type_: str, message: str = "", **kw: Any) -> None:
+        track.state.add_event(TaskEvent(time=time, type=type_, message=message, **kw))
+
+    # -- the machine
+    def handle(self, event: Event) -> list[Instruction]:
+        if isinstance(event, AllocUpdated):
+            return self._on_update(event)
+        if isinstance(event, TaskStarted):
+            return self._on_started(event)
+        if isinstance(event, TaskRecovered):
+            return self._on_recovered(event)
+        if isinstance(event, TaskStartFailed):
+            return self._on_start_failed(event)
+        if isinstance(event, TaskExited):
+            return self._on_exited(event)
+        if isinstance(event, TimerFired):
+            return self._on_timer(event)
+        raise TypeError(f"unknown event {event!r}")
+
+    def start(self, time: float) -> list[Instruction]:
+        """Begin running a newly received allocation."""
+        self.started = True
+        if self.stopping:
+            for track in self.tasks.values():
+                track.phase = Phase.DEAD
+                track.state.state = TaskStateName.DEAD
+            return [Report(), Persist(), Cleanup()]
+        out: list[Instruction] = []
+        for name, track in self.tasks.items():
+            if track.phase == Phase.PENDING:
+                track.phase = Phase.STARTING
+                self._event(track, time, "Received", "task received by the agent")
+                out.append(StartTask(name))
+        return [*out, Report(), Persist()]
+
+    def _on_update(self, ev: AllocUpdated) -> list[Instruction]:
+        was_stopping = self.stopping
+        self.alloc = ev.alloc
+        self.spec = ev.spec
+        if self.stopping and not was_stopping:
+            return self._kill_all(ev.time, ev.alloc.desired_description or "allocation stopped")
+        return [Persist()]
+
+    def _kill_all(self, time: float, reason: str) -> list[Instruction]:
+        out: list[Instruction] = []
+        for name, track in self.tasks.items():
+            spec = self._task_spec(name)
+            if track.phase in (Phase.RUNNING, Phase.STARTING):
+                track.phase = Phase.KILLING
+                self._event(track, time, "Killing", reason)
+                out.append(KillTask(name, spec.kill_signal, spec.kill_timeout, reason))
+            elif track.phase in (Phase.PENDING, Phase.WAITING_RESTART):
+                track.phase = Phase.DEAD
+                track.state.state = TaskStateName.DEAD
+                track.state.finished_at = time
+                track.timer_token += 1
+                self._event(track, time, "Killed", reason)
+        out += [Report(), Persist()]
+        if self.terminal():
+            out.append(Cleanup())
+        return out
+
+    def _on_started(self, ev: TaskStarted) -> list[Instruction]:
+        track = self.tasks[ev.task]
+        if track.phase == Phase.KILLING:
+            # stop arrived while it was starting: the kill instruction is already out
+            return []
+        track.phase = Phase.RUNNING
+        track.state.state = TaskStateName.RUNNING
+        track.state.started_at = ev.time
+        track.state.finished_at = None
+        track.state.pid = ev.pid
+        track.state.exit_code = None
+        track.state.signal = None
+        track.state.oom_killed = False
+        self._event(track, ev.time, "Started", "task started by the driver")
+        return [Report(), Persist()]
+
+    def _on_recovered(self, ev: TaskRecovered) -> list[Instruction]:
+        track = self.tasks[ev.task]
+        track.phase = Phase.RUNNING
+        track.state.state = TaskStateName.RUNNING
+        track.state.pid = ev.pid
+        self._event(track, ev.time, "Reattached", "the restarted agent re-attached to the task")
+        if self.stopping:
+            spec = self._task_spec(ev.task)
+            track.phase = Phase.KILLING
+            return [KillTask(ev.task, spec.kill_signal, spec.kill_timeout, "allocation stopped"),
+                    Report(), Persist()]
+        return [Report(), Persist()]
+
+    def _on_start_failed(self, ev: TaskStartFailed) -> list[Instruction]:
+        track = self.tasks[ev.task]
+        self._event(track, ev.time, "Driver Failure", ev.error)
+        if self.stopping or track.phase == Phase.KILLING:
+            return self._dead(ev.task, ev.time, failed=False)
+        if not ev.recoverable:
+            self.failed_reason = f"task {ev.task!r} could not start: {ev.error}"
+            return self._fail(ev.task, ev.time, ev.error)
+        return self._maybe_restart(ev.task, ev.time, failed_run=True)
+
+    def _on_exited(self, ev: TaskExited) -> list[Instruction]:
+        track = self.tasks[ev.task]
+        if track.phase == Phase.DEAD:
+            return []
+        track.state.exit_code = ev.exit_code
+        track.state.signal = ev.signal
+        track.state.oom_killed = ev.oom_killed
+        track.state.finished_at = ev.time
+        track.state.pid = None
+        if ev.oom_killed:
+            message = "task was killed: it exceeded its memory limit (OOM)"
+            type_ = "OOM Killed"
+        elif ev.error:
+            message = ev.error
+            type_ = "Terminated"
+        elif ev.signal is not None:
+            message = f"task exited on signal {ev.signal}"
+            type_ = "Terminated"
+        else:
+            message = f"task exited with code {ev.exit_code}"
+            type_ = "Terminated"
+        self._event(track, ev.time, type_, message, exit_code=ev.exit_code, signal=ev.signal,
+                    oom_killed=ev.oom_killed)
+        if track.phase == Phase.KILLING or self.stopping:
+            self._event(track, ev.time, "Killed", "task stopped")
+            return self._dead(ev.task, ev.time, failed=False)
+        success = ev.exit_code == 0 and ev.signal is None and not ev.oom_killed and not ev.error
+        if success and self.spec.type == JobType.BATCH:
+            return self._dead(ev.task, ev.time, failed=False)
+        return self._maybe_restart(ev.task, ev.time, failed_run=not success)
+
+    def _maybe_restart(self, task: str, time: float, failed_run: bool) -> list[Instruction]:
+        track = self.tasks[task]
+        policy = self._policy()
+        attempts = policy.attempts or 0
+        interval = policy.interval or 0.0
+        delay = policy.delay or 0.0
+        if track.window_start is None or time - track.window_start > interval:
+            track.window_start = time
+            track.window_restarts = 0
+        if track.window_restarts >= attempts:
+            if policy.mode == RestartMode.DELAY:
+                wait = max(delay, track.window_start + interval - time)
+                track.window_start = None
+                return self._schedule_restart(task, time, wait, "restart attempts exhausted; "
+                                              f"waiting {wait:.0f}s for the interval to pass")
+            what = "failed" if failed_run else "exited"
+            self.failed_reason = (
+                f"task {task!r} {what} and exceeded its restart policy "
+                f"({attempts} attempts in {interval:g}s)"
+            )
+            return self._fail(task, time, self.failed_reason)
+        track.window_restarts += 1
+        return self._schedule_restart(task, time, delay, f"restarting in {delay:g}s")
+
+    def _schedule_restart(self, task: str, time: float, delay: float, msg: str) -> list[Instruction]:
+        track = self.tasks[task]
+        track.phase = Phase.WAITING_RESTART
+        track.state.state = TaskStateName.PENDING
+        track.timer_token += 1
+        self._event(track, time, "Restarting", msg)
+        return [SetTimer(task, delay, track.timer_token), Report(), Persist()]
+
+    def _on_timer(self, ev: TimerFired) -> list[Instruction]:
+        track = self.tasks[ev.task]
+        if ev.token != track.timer_token or track.phase != Phase.WAITING_RESTART:
+            return []
+        if self.stopping:
+            return self._dead(ev.task, ev.time, failed=False)
+        track.phase = Phase.STARTING
+        track.state.restarts += 1
+        track.state.last_restart = ev.time
+        return [StartTask(ev.task), Persist()]
+
+    def _fail(self, task: str, time: float, reason: str) -> list[Instruction]:
+        out = self._dead(task, time, failed=True)
+        # One failed task fails the allocation: stop its siblings (as Nomad does).
+        for name, track in self.tasks.items():
+            if name == task:
+                continue
+            spec = self._task_spec(name)
+            if track.phase in (Phase.RUNNING, Phase.STARTING):
+                track.phase = Phase.KILLING
+                self._event(track, time, "Sibling Failed", f"task {task!r} failed")
+                out.insert(0, KillTask(name, spec.kill_signal, spec.kill_timeout,
+                                       f"task {task!r} failed"))
+            elif track.phase in (Phase.PENDING, Phase.WAITING_RESTART):
+                track.phase = Phase.DEAD
+                track.state.state = TaskStateName.DEAD
+                track.timer_token += 1
+        if self.terminal() and Cleanup() not in out:
+            out.append(Cleanup())
+        return out
+
+    def _dead(self, task: str, time: float, failed: bool) -> list[Instruction]:
+        track = self.tasks[task]
+        track.phase = Phase.DEAD
+        track.state.state = TaskStateName.DEAD
+        track.state.failed = track.state.failed or failed
+        track.state.finished_at = track.state.finished_at or time
+        track.timer_token += 1
+        out: list[Instruction] = [Report(), Persist()]
+        if self.terminal():
+            out.append(Cleanup())
+        return out
+
+    # -- persistence
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
+            "failed_reason": self.failed_reason,
+            "cleaned_up": self.cleaned_up,
+            "started": self.started,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        for name, t in data.get("tasks", {}).items():
+            if name in self.tasks:
+                self.tasks[name] = TaskTrack.from_dict(t)
+        self.failed_reason = data.get("failed_reason", "")
+        self.cleaned_up = bool(data.get("cleaned_up", False))
+        self.started = bool(data.get("started", False))
+
+    def task_states(self) -> dict[str, TaskState]:
+        return {name: t.state for name, t in self.tasks.items()}

@@ -1,0 +1,309 @@
+"""The shell around one allocation's state machine: drivers, timers, files.
+
+Everything with side effects for an allocation happens here; every decision
+happens in :class:`podium.agent.allocrunner.AllocStateMachine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from podium.agent.allocrunner import (
+    AllocStateMachine,
+    AllocUpdated,
+    Cleanup,
+    Event,
+    Instruction,
+    KillTask,
+    Persist,
+    Report,
+    SetTimer,
+    StartTask,
+    TaskExited,
+    TaskRecovered,
+    TaskStarted,
+    TaskStartFailed,
+    TimerFired,
+)
+from podium.drivers.base import Driver, TaskContext, TaskHandle
+from podium.errors import DriverError
+from podium.models import Allocation, JobSpec, parse_config
+
+if TYPE_CHECKING:
+    from podium.agent.agent import Agent
+
+log = logging.getLogger("podium.agent")
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Replace ``${NAME}`` with the task environment's value; unknown names stay as written."""
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    return value
+
+
+class AllocRunner:
+    def __init__(self, agent: Agent, alloc: Allocation, spec: JobSpec) -> None:
+        self.agent = agent
+        self.machine = AllocStateMachine(alloc, spec)
+        self.handles: dict[str, TaskHandle] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, asyncio.Task[None]] = {}
+        self._bg: set[asyncio.Task[Any]] = set()
+        self.alloc_dir = Path(agent.settings.data_dir) / "allocs" / alloc.id
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def alloc(self) -> Allocation:
+        return self.machine.alloc
+
+    @property
+    def id(self) -> str:
+        return self.machine.alloc.id
+
+    def task_dir(self, task: str) -> Path:
+        return self.alloc_dir / task
+
+    def log_path(self, task: str, stream: str) -> Path:
+        return self.alloc_dir / "alloc" / "logs" / f"{task}.{stream}"
+
+    # ---------------------------------------------------------------- the loop
+    def now(self) -> float:
+        return self.agent.clock()
+
+    def dispatch(self, event: Event) -> None:
+        try:
+            instructions = self.machine.handle(event)
+        except Exception:
+            log.exception("alloc %s: state machine failed on %r", self.id, event)
+            return
+        self.execute(instructions)
+
+    def start(self) -> None:
+        self.execute(self.machine.start(self.now()))
+
+    def update(self, alloc: Allocation, spec: JobSpec) -> None:
+        self.dispatch(AllocUpdated(self.now(), alloc, spec))
+
+    def execute(self, instructions: list[Instruction]) -> None:
+        for ins in instructions:
+            if isinstance(ins, StartTask):
+                self._spawn(self._start_task(ins.task), self._starting, ins.task)
+            elif isinstance(ins, KillTask):
+                self._bg_task(self._kill_task(ins))
+            elif isinstance(ins, SetTimer):
+                old = self._timers.pop(ins.task, None)
+                if old is not None:
+                    old.cancel()
+                self._timers[ins.task] = asyncio.get_running_loop().call_later(
+                    ins.delay, self.dispatch, TimerFired(self.now() + ins.delay, ins.task, ins.token)
+                )
+            elif isinstance(ins, Report):
+                self.agent.mark_dirty(self)
+            elif isinstance(ins, Persist):
+                self.agent.mark_persist(self)
+            elif isinstance(ins, Cleanup):
+                self._bg_task(self._cleanup())
+
+    def _spawn(self, coro: Any, table: dict[str, asyncio.Task[None]], key: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        table[key] = task
+        task.add_done_callback(lambda t: table.pop(key, None) if table.get(key) is t else None)
+
+    def _bg_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # ---------------------------------------------------------------- tasks
+    def driver_for(self, task: str) -> Driver:
+        spec = self.machine.spec.groups[self.alloc.group].tasks[task]
+        driver = self.agent.drivers.get(spec.driver)
+        if driver is None:
+            raise DriverError(f"driver {spec.driver!r} is not enabled on this node")
+        return driver
+
+    def build_env(self, task: str) -> dict[str, str]:
+        spec = self.machine.spec.groups[self.alloc.group].tasks[task]
+        alloc = self.alloc
+        env = {
+            "PATH": os.environ.get("PATH", DEFAULT_PATH),
+            "HOME": str(self.task_dir(task)),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PODIUM_JOB_ID": alloc.job_id,
+            "PODIUM_JOB_VERSION": str(alloc.job_version),
+            "PODIUM_GROUP_NAME": alloc.group,
+            "PODIUM_TASK_NAME": task,
+            "PODIUM_ALLOC_ID": alloc.id,
+            "PODIUM_ALLOC_NAME": alloc.name,
+            "PODIUM_ALLOC_INDEX": str(alloc.index),
+            "PODIUM_NODE_ID": alloc.node_id,
+            "PODIUM_NODE_NAME": self.agent.node_name,
+            "PODIUM_ALLOC_DIR": str(self.alloc_dir / "alloc"),
+            "PODIUM_TASK_DIR": str(self.task_dir(task)),
+            "PODIUM_CPU_LIMIT": str(spec.resources.cpu),
+            "PODIUM_MEMORY_LIMIT": str(spec.resources.memory),
+        }
+        for key, value in spec.env.items():
+            env[key] = interpolate(value, env)
+        return env
+
+    def context(self, task: str) -> TaskContext:
+        spec = self.machine.spec.groups[self.alloc.group].tasks[task]
+        env = self.build_env(task)
+        config = parse_config(spec.driver, interpolate(spec.config, env))
+        task_dir = self.task_dir(task)
+        (self.alloc_dir / "alloc" / "logs").mkdir(parents=True, exist_ok=True)
+        (self.alloc_dir / "alloc" / "data").mkdir(parents=True, exist_ok=True)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        return TaskContext(
+            alloc_id=self.id,
+            task_name=task,
+            job_id=self.alloc.job_id,
+            group=self.alloc.group,
+            alloc_index=self.alloc.index,
+            node_id=self.alloc.node_id,
+            config=config,
+            env=env,
+            resources=spec.resources,
+            alloc_dir=str(self.alloc_dir / "alloc"),
+            task_dir=str(task_dir),
+            stdout_path=str(self.log_path(task, "stdout")),
+            stderr_path=str(self.log_path(task, "stderr")),
+            user=spec.user,
+            kill_signal=spec.kill_signal,
+            kill_timeout=spec.kill_timeout,
+        )
+
+    async def _start_task(self, task: str) -> None:
+        try:
+            driver = self.driver_for(task)
+            ctx = self.context(task)
+            handle = await driver.start(ctx)
+        except DriverError as exc:
+            self.dispatch(TaskStartFailed(self.now(), task, str(exc), exc.recoverable))
+            return
+        except Exception as exc:
+            log.exception("alloc %s task %s: start failed", self.id, task)
+            self.dispatch(TaskStartFailed(self.now(), task, f"{type(exc).__name__}: {exc}"))
+            return
+        self.handles[task] = handle
+        # Save the handle before anything else, so a crash now still finds the process.
+        self.agent.persist_now(self)
+        self.dispatch(TaskStarted(self.now(), task, handle.pid))
+        self._watch(task, driver, handle)
+
+    def _watch(self, task: str, driver: Driver, handle: TaskHandle) -> None:
+        async def waiter() -> None:
+            try:
+                result = await driver.wait(handle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("alloc %s task %s: wait failed", self.id, task)
+                self.dispatch(TaskExited(self.now(), task, error=f"lost track of task: {exc}"))
+                return
+            self.dispatch(
+                TaskExited(self.now(), task, exit_code=result.exit_code, signal=result.signal,
+                           oom_killed=result.oom_killed, error=result.error)
+            )
+
+        self._spawn(waiter(), self._waiters, task)
+
+    async def _kill_task(self, ins: KillTask) -> None:
+        starting = self._starting.get(ins.task)
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await starting
+        handle = self.handles.get(ins.task)
+        if handle is None:
+            return
+        try:
+            await self.driver_for(ins.task).stop(handle, ins.signal, ins.timeout)
+        except Exception:
+            log.exception("alloc %s task %s: stop failed", self.id, ins.task)
+
+    async def recover(self) -> None:
+        """Re-attach to the tasks an earlier agent process started."""
+        from podium.agent.allocrunner import Phase
+
+        for task, track in self.machine.tasks.items():
+            handle = self.handles.get(task)
+            if track.phase in (Phase.RUNNING, Phase.KILLING, Phase.STARTING) and handle:
+                try:
+                    driver = self.driver_for(task)
+                    alive = await driver.recover(handle)
+                except Exception as exc:
+                    log.exception("alloc %s task %s: recover failed", self.id, task)
+                    self.dispatch(TaskExited(self.now(), task,
+                                             error=f"could not re-attach after restart: {exc}"))
+                    continue
+                if alive:
+                    self.dispatch(TaskRecovered(self.now(), task, handle.pid))
+                self._watch(task, driver, handle)
+            elif track.phase == Phase.STARTING:
+                # The agent died between deciding to start and recording the handle.
+                self._spawn(self._start_task(task), self._starting, task)
+            elif track.phase == Phase.WAITING_RESTART:
+                delay = self.machine._policy().delay or 0.0
+                self.execute([SetTimer(task, delay, track.timer_token)])
+        if self.machine.terminal() and not self.machine.cleaned_up:
+            self._bg_task(self._cleanup())
+
+    async def _cleanup(self) -> None:
+        if self.machine.cleaned_up:
+            return
+        for task, handle in list(self.handles.items()):
+            try:
+                await self.driver_for(task).destroy(handle)
+            except Exception:
+                log.exception("alloc %s task %s: destroy failed", self.id, task)
+        self.machine.cleaned_up = True
+        self.agent.mark_persist(self)
+
+    async def kill_and_forget(self) -> None:
+        """The server no longer knows this allocation: stop everything, remove its files."""
+        for timer in self._timers.values():
+            timer.cancel()
+        for task, handle in list(self.handles.items()):
+            with contextlib.suppress(Exception):
+                spec = self.machine.spec.groups[self.alloc.group].tasks[task]
+                await self.driver_for(task).stop(handle, spec.kill_signal, spec.kill_timeout)
+            with contextlib.suppress(Exception):
+                await self.driver_for(task).destroy(handle)
+        for w in list(self._waiters.values()):
+            w.cancel()
+        shutil.rmtree(self.alloc_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Detach without touching tasks (agent shutdown): they keep running."""
+        for timer in self._timers.values():
+            timer.cancel()
+        for t in [*self._waiters.values(), *self._starting.values(), *self._bg]:
+            t.cancel()
+
+    # ---------------------------------------------------------------- persistence
+    def handles_dict(self) -> dict[str, dict[str, Any]]:
+        return {k: h.to_dict() for k, h in self.handles.items()}
+
+    def restore_handles(self, data: dict[str, dict[str, Any]]) -> None:
+        self.handles = {k: TaskHandle.from_dict(v) for k, v in data.items()}
+
+
+RunnerFactory = Callable[["Agent", Allocation, JobSpec], AllocRunner]

@@ -1,0 +1,215 @@
+"""The composition root: starts a server, an agent, or both in one process.
+
+This is the only module that imports both :mod:`podium.server` and
+:mod:`podium.agent`; the CLI's ``podium agent`` command calls :func:`run_agent`.
+In ``--dev`` mode the server and the agent share one event loop, but the agent
+still reaches the server through HTTP, exactly as it would across machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger("podium")
+
+DEFAULT_HTTP_ADDR = "127.0.0.1:7634"
+
+
+@dataclass
+class AgentConfig:
+    dev: bool = False
+    data_dir: str | None = None
+    http_addr: str = DEFAULT_HTTP_ADDR
+    servers: list[str] = field(default_factory=list)
+    name: str | None = None
+    log_level: str = "info"
+    server: bool = False
+    """Run a server in this process (implied by ``dev``)."""
+    client: bool = True
+    """Run an agent (node) in this process."""
+    heartbeat_ttl: float = 10.0
+    raw_exec: bool | None = None
+    """Enable the raw_exec driver (default: only in dev mode)."""
+    meta: dict[str, str] = field(default_factory=dict)
+    datacenter: str = "dc1"
+    node_pool: str = "default"
+    agent_http_addr: str | None = None
+    """Where the agent serves logs (HOST:PORT); default: the http_addr host, a free port."""
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: this process handles signals once."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address {addr!r} must be HOST:PORT, such as 127.0.0.1:7634")
+    return host.strip("[]"), int(port)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _uvicorn(app: Any, level: str) -> _Uvicorn:
+    config = uvicorn.Config(
+        app, log_level="warning" if level != "debug" else "debug", access_log=level == "debug",
+        lifespan="off", timeout_graceful_shutdown=2, limit_concurrency=None, backlog=2048,
+    )
+    return _Uvicorn(config)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or cancellation)."""
+    from podium.agent.agent import Agent
+    from podium.agent.config import AgentSettings
+    from podium.agent.http import create_agent_app
+    from podium.client import AsyncClient
+    from podium.server.api import create_app
+    from podium.server.core import Server, ServerConfig
+    from podium.state import SqliteBackend, StateStore
+
+    run_server = config.dev or config.server
+    ephemeral = config.dev and config.data_dir is None
+    data_dir = Path(config.data_dir or tempfile.mkdtemp(prefix="podium-dev-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    host, port = _split_addr(config.http_addr)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    uvicorns: list[tuple[_Uvicorn, socket.socket]] = []
+    server = None
+    store = None
+    if run_server:
+        store = StateStore(SqliteBackend(data_dir / "server" / "state.db"))
+        server = Server(store, ServerConfig(heartbeat_ttl=config.heartbeat_ttl))
+        await server.start()
+        uvicorns.append((_uvicorn(create_app(server), config.log_level), _bind(host, port)))
+    servers = list(config.servers)
+    if run_server and not servers:
+        connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        servers = [f"http://{connect_host}:{port}"]
+
+    agent = None
+    client = None
+    if config.client:
+        if not servers:
+            raise ValueError("an agent needs --servers (or --dev)")
+        client = AsyncClient(servers[0], timeout=60.0)
+        raw_exec = config.raw_exec if config.raw_exec is not None else config.dev
+        if config.agent_http_addr:
+            a_host, a_port = _split_addr(config.agent_http_addr)
+        else:
+            a_host, a_port = (host if host not in ("0.0.0.0", "") else "127.0.0.1"), 0
+        settings = AgentSettings(
+            data_dir=str(data_dir / "agent"),
+            servers=servers,
+            name=config.name,
+            raw_exec_enabled=raw_exec,
+            meta=config.meta,
+            datacenter=config.datacenter,
+            node_pool=config.node_pool,
+        )
+        agent = Agent(settings, client)
+        agent_sock = _bind(a_host, a_port)
+        bound_host, bound_port = agent_sock.getsockname()[:2]
+        uvicorns.append((_uvicorn(create_agent_app(agent), config.log_level), agent_sock))
+        await agent.start(f"http://{bound_host}:{bound_port}")
+
+    serve_tasks = [
+        asyncio.create_task(u.serve(sockets=[s]), name="http") for u, s in uvicorns
+    ]
+    if config.dev:
+        log.info("Podium dev agent: API http://%s:%d, data in %s%s", host, port, data_dir,
+                 " (temporary)" if ephemeral else "")
+    if ready is not None:
+        ready.set()
+    try:
+        done_waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([done_waiter, *serve_tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in serve_tasks:
+            if t.done() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        log.info("shutting down")
+        if agent is not None:
+            if ephemeral:
+                # Nobody could re-attach to these tasks later: stop them now.
+                await agent.stop_all_tasks()
+            await agent.stop()
+        if client is not None:
+            await client.aclose()
+        for u, _ in uvicorns:
+            u.should_exit = True
+        for t in serve_tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(t, 5)
+        if server is not None:
+            await server.stop()
+        if store is not None:
+            store.close()
+        if ephemeral:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Blocking entry point of ``podium agent``; returns the exit status."""
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"podium: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"podium: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_server(config: AgentConfig) -> int:
+    config.server = True
+    config.client = False
+    return run_agent(config)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_agent(AgentConfig(dev=True, data_dir=os.environ.get("PODIUM_DATA_DIR"))))

@@ -1,0 +1,500 @@
+"""The HTTP API (``/v1``): a thin FastAPI layer over :class:`podium.server.core.Server`.
+
+Responses are serialised straight from the stored pydantic models (no second
+validation pass), every response carries ``X-Podium-Index``, list endpoints
+take blocking queries (``?index=N&wait=30s``), and every ``/{id}`` path takes
+a unique id prefix.  docs/api.md is the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, TypeAdapter
+
+from podium import __version__
+from podium.errors import AmbiguousPrefix, Conflict, NotFound, SpecError
+from podium.models import (
+    AllocClientUpdate,
+    Allocation,
+    ClientStatus,
+    DesiredStatus,
+    Evaluation,
+    Job,
+    JobSpec,
+    JobStatus,
+    JobVersion,
+    Node,
+    parse_duration,
+)
+from podium.server.core import Server
+from podium.spec import validate_job_dict
+from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
+
+T = TypeVar("T")
+INDEX_HEADER = "X-Podium-Index"
+MAX_WAIT = 600.0
+DEFAULT_WAIT = 300.0
+
+
+# --------------------------------------------------------------------------- bodies
+class JobRegisterRequest(BaseModel):
+    job: dict[str, Any]
+    check_index: int | None = None
+
+
+class ScaleRequest(BaseModel):
+    group: str
+    count: int
+
+
+class ClientUpdateRequest(BaseModel):
+    node_id: str
+    updates: list[AllocClientUpdate]
+
+
+class GroupSummary(BaseModel):
+    pending: int = 0
+    running: int = 0
+    complete: int = 0
+    failed: int = 0
+    lost: int = 0
+    queued: int = 0
+
+
+class JobListItem(BaseModel):
+    id: str
+    namespace: str
+    type: str
+    priority: int
+    status: JobStatus
+    version: int
+    stop: bool
+    submit_time: float
+    modify_index: int
+    job_modify_index: int
+    summary: dict[str, GroupSummary]
+
+
+class JobDetail(Job):
+    summary: dict[str, GroupSummary] = {}
+
+
+class NodeDetail(Node):
+    alloc_count: int = 0
+    allocated: dict[str, int] = {}
+
+
+class NodeSyncResponse(BaseModel):
+    index: int
+    allocations: list[Allocation]
+    jobs: dict[str, JobSpec]
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _json(value: Any, tp: Any, index: int, status: int = 200) -> Response:
+    adapter = _adapters.get(tp)
+    if adapter is None:
+        adapter = _adapters[tp] = TypeAdapter(tp)
+    return Response(
+        content=adapter.dump_json(value),
+        media_type="application/json",
+        status_code=status,
+        headers={INDEX_HEADER: str(index)},
+    )
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _resolve(kind: str, ident: str, exact: Callable[[str], T | None], ids: Iterable[str]) -> T:
+    """An object by exact id or unique id prefix."""
+    found = exact(ident)
+    if found is not None:
+        return found
+    matches = sorted(i for i in ids if i.startswith(ident))
+    if not matches:
+        raise NotFound(f"{kind} {ident!r} not found")
+    if len(matches) > 1:
+        raise AmbiguousPrefix(
+            f"{kind} id prefix {ident!r} matches {len(matches)} {kind}s: "
+            + ", ".join(matches[:10])
+            + ("…" if len(matches) > 10 else "")
+        )
+    result = exact(matches[0])
+    assert result is not None
+    return result
+
+
+def _parse_wait(wait: str | None) -> float:
+    if wait is None:
+        return DEFAULT_WAIT
+    return min(parse_duration(wait), MAX_WAIT)
+
+
+# --------------------------------------------------------------------------- app
+def create_app(server: Server) -> FastAPI:
+    store = server.store
+    app = FastAPI(
+        title="Podium",
+        version=__version__,
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+        description="The Podium workload orchestrator's HTTP API.",
+    )
+
+    async def blocking(index: int | None, wait: str | None, *tables: str) -> int:
+        if index is not None:
+            return await store.wait_for(index, _parse_wait(wait), tables=tables)
+        return store.table_index(*tables)
+
+    # ---------------------------------------------------------------- errors
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(AmbiguousPrefix)
+    async def _ambiguous(_: Request, exc: AmbiguousPrefix) -> JSONResponse:
+        text = str(exc)
+        matches = text.split(": ", 1)[1].rstrip("…").split(", ") if ": " in text else []
+        return _error(400, text, matches=matches)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(SpecError)
+    async def _spec(_: Request, exc: SpecError) -> JSONResponse:
+        return _error(
+            400,
+            "invalid job specification: " + "; ".join(
+                f"{i.path}: {i.message}" + (f" ({i.hint})" if i.hint else "") for i in exc.issues
+            ),
+            issues=[i.as_dict() for i in exc.issues],
+        )
+
+    @app.exception_handler(ValueError)
+    async def _value(_: Request, exc: ValueError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{loc or 'body'}: {err.get('msg')}")
+        return _error(400, "invalid request: " + "; ".join(parts))
+
+    # ---------------------------------------------------------------- helpers
+    def summarize(job: Job) -> dict[str, GroupSummary]:
+        out = {g: GroupSummary() for g in job.spec.groups}
+        for a in store.allocs_by_job(job.id, job.namespace):
+            s = out.setdefault(a.group, GroupSummary())
+            status = a.client_status
+            if status in (ClientStatus.PENDING, ClientStatus.RUNNING):
+                if a.desired_status == DesiredStatus.STOP and status == ClientStatus.PENDING:
+                    continue
+                setattr(s, status.value, getattr(s, status.value) + 1)
+            else:
+                setattr(s, status.value, getattr(s, status.value) + 1)
+        for ev in store.evals_by_job(job.id, job.namespace):
+            if ev.status.value == "blocked":
+                for g, n in ev.queued_allocations.items():
+                    if g in out:
+                        out[g].queued += n
+        return out
+
+    def job_status(job: Job, summary: dict[str, GroupSummary]) -> JobStatus:
+        live = sum(s.pending + s.running for s in summary.values())
+        if live:
+            return JobStatus.RUNNING
+        if job.stop:
+            return JobStatus.DEAD
+        if job.type == "batch":
+            done = all(
+                s.complete >= job.spec.groups[g].count for g, s in summary.items()
+                if g in job.spec.groups
+            )
+            if done:
+                return JobStatus.DEAD
+        return JobStatus.PENDING
+
+    def job_item(job: Job) -> JobListItem:
+        summary = summarize(job)
+        return JobListItem(
+            id=job.id, namespace=job.namespace, type=job.type, priority=job.priority,
+            status=job_status(job, summary), version=job.version, stop=job.stop,
+            submit_time=job.submit_time, modify_index=job.modify_index,
+            job_modify_index=job.job_modify_index, summary=summary,
+        )
+
+    def resolve_job(ident: str) -> Job:
+        return _resolve("job", ident, store.job, (j.id for j in store.jobs()))
+
+    def resolve_alloc(ident: str) -> Allocation:
+        return _resolve("allocation", ident, store.alloc, (a.id for a in store.allocs()))
+
+    def resolve_node(ident: str) -> Node:
+        def exact(i: str) -> Node | None:
+            node = store.node(i)
+            if node is not None:
+                return node
+            by_name = [n for n in store.nodes() if n.name == i]
+            return by_name[0] if len(by_name) == 1 else None
+
+        return _resolve("node", ident, exact, (n.id for n in store.nodes()))
+
+    def resolve_eval(ident: str) -> Evaluation:
+        return _resolve("evaluation", ident, store.evaluation, (e.id for e in store.evaluations()))
+
+    def node_detail(node: Node) -> NodeDetail:
+        cpu = mem = count = 0
+        for a in store.allocs_by_node(node.id):
+            if a.uses_resources():
+                cpu += a.resources.cpu
+                mem += a.resources.memory
+            if not a.terminal():
+                count += 1
+        return NodeDetail(**node.model_dump(), alloc_count=count,
+                          allocated={"cpu": cpu, "memory": mem})
+
+    def sorted_allocs(allocs: Sequence[Allocation]) -> list[Allocation]:
+        return sorted(allocs, key=lambda a: (a.create_index, a.name))
+
+    # ---------------------------------------------------------------- jobs
+    @app.post("/v1/jobs", tags=["jobs"])
+    async def register_job(body: JobRegisterRequest) -> Response:
+        spec = validate_job_dict(body.job)
+        r = server.register_job(spec, body.check_index)
+        return _json(
+            {"eval_id": r.eval_id, "version": r.version, "job_modify_index": r.job_modify_index,
+             "index": r.index, "changed": r.changed, "warnings": r.warnings},
+            dict[str, Any], r.index,
+        )
+
+    @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobListItem])
+    async def list_jobs(prefix: str | None = None, index: int | None = None,
+                        wait: str | None = None) -> Response:
+        idx = await blocking(index, wait, JOBS, ALLOCS)
+        jobs = sorted(store.jobs(), key=lambda j: j.id)
+        items = [job_item(j) for j in jobs if prefix is None or j.id.startswith(prefix)]
+        return _json(items, list[JobListItem], idx)
+
+    @app.get("/v1/job/{job_id}", tags=["jobs"], response_model=JobDetail)
+    async def get_job(job_id: str, index: int | None = None, wait: str | None = None) -> Response:
+        job = resolve_job(job_id)
+        if index is not None:
+            await store.wait_for(index, _parse_wait(wait), tables=(JOBS, ALLOCS))
+            job = resolve_job(job.id)
+        summary = summarize(job)
+        detail = JobDetail(**{**job.model_dump(), "spec": job.spec}, summary=summary)
+        detail.status = job_status(job, summary)
+        return _json(detail, JobDetail, store.table_index(JOBS, ALLOCS))
+
+    @app.delete("/v1/job/{job_id}", tags=["jobs"])
+    async def stop_job(job_id: str, purge: bool = False) -> Response:
+        job = resolve_job(job_id)
+        eval_id, idx = server.stop_job(job.id, purge=purge)
+        return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
+
+    @app.get("/v1/job/{job_id}/allocations", tags=["jobs"], response_model=list[Allocation])
+    async def job_allocs(job_id: str, all: bool = True, index: int | None = None,
+                         wait: str | None = None) -> Response:
+        job = resolve_job(job_id)
+        idx = await blocking(index, wait, ALLOCS)
+        allocs = store.allocs_by_job(job.id, job.namespace)
+        if not all:
+            allocs = [a for a in allocs if not a.terminal()]
+        return _json(sorted_allocs(allocs), list[Allocation], idx)
+
+    @app.get("/v1/job/{job_id}/versions", tags=["jobs"], response_model=list[JobVersion])
+    async def job_versions(job_id: str, index: int | None = None,
+                           wait: str | None = None) -> Response:
+        job = resolve_job(job_id)
+        idx = await blocking(index, wait, VERSIONS)
+        return _json(store.job_versions(job.id, job.namespace), list[JobVersion], idx)
+
+    @app.get("/v1/job/{job_id}/evaluations", tags=["jobs"], response_model=list[Evaluation])
+    async def job_evals(job_id: str, index: int | None = None,
+                        wait: str | None = None) -> Response:
+        job = resolve_job(job_id)
+        idx = await blocking(index, wait, EVALS)
+        evs = sorted(store.evals_by_job(job.id, job.namespace), key=lambda e: -e.create_index)
+        return _json(evs, list[Evaluation], idx)
+
+    @app.post("/v1/job/{job_id}/scale", tags=["jobs"])
+    async def scale_job(job_id: str, body: ScaleRequest) -> Response:
+        job = resolve_job(job_id)
+        r = server.scale_job(job.id, body.group, body.count)
+        return _json({"eval_id": r.eval_id, "version": r.version, "index": r.index,
+                      "job_modify_index": r.job_modify_index, "changed": r.changed},
+                     dict[str, Any], r.index)
+
+    # ---------------------------------------------------------------- allocations
+    @app.get("/v1/allocations", tags=["allocations"], response_model=list[Allocation])
+    async def list_allocs(prefix: str | None = None, job_id: str | None = None,
+                          node_id: str | None = None, index: int | None = None,
+                          wait: str | None = None) -> Response:
+        idx = await blocking(index, wait, ALLOCS)
+        if job_id is not None:
+            allocs = store.allocs_by_job(job_id)
+        elif node_id is not None:
+            allocs = store.allocs_by_node(node_id)
+        else:
+            allocs = store.allocs()
+        if prefix:
+            allocs = [a for a in allocs if a.id.startswith(prefix)]
+        return _json(sorted_allocs(allocs), list[Allocation], idx)
+
+    @app.get("/v1/allocation/{alloc_id}", tags=["allocations"], response_model=Allocation)
+    async def get_alloc(alloc_id: str, index: int | None = None,
+                        wait: str | None = None) -> Response:
+        alloc = resolve_alloc(alloc_id)
+        if index is not None:
+            await store.wait_for(index, _parse_wait(wait), tables=(ALLOCS,))
+            alloc = resolve_alloc(alloc.id)
+        return _json(alloc, Allocation, store.table_index(ALLOCS))
+
+    @app.get("/v1/allocation/{alloc_id}/logs", tags=["allocations"])
+    async def alloc_logs(alloc_id: str, task: str | None = None, type: str = "stdout",
+                         origin: str = "start", offset: int = 0,
+                         follow: bool = False) -> Response:
+        alloc = resolve_alloc(alloc_id)
+        if type not in ("stdout", "stderr"):
+            raise ValueError("type must be 'stdout' or 'stderr'")
+        if task is None:
+            tasks = list(alloc.task_states) or list(alloc.task_resources)
+            if len(tasks) != 1:
+                raise ValueError(f"allocation {alloc.id} has several tasks; name one of: "
+                                 + ", ".join(tasks))
+            task = tasks[0]
+        node = store.node(alloc.node_id)
+        if node is None or not node.http_addr:
+            raise NotFound(f"node {alloc.node_id} of allocation {alloc.id} cannot be reached")
+        url = f"{node.http_addr.rstrip('/')}/v1/client/allocation/{alloc.id}/logs"
+        params = {"task": task, "type": type, "origin": origin, "offset": str(offset),
+                  "follow": "true" if follow else "false"}
+        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        try:
+            upstream = await client.send(client.build_request("GET", url, params=params),
+                                         stream=True)
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            return _error(502, f"cannot reach the agent of node {node.name} at "
+                               f"{node.http_addr}: {exc}")
+        if upstream.status_code != 200:
+            body = await upstream.aread()
+            await upstream.aclose()
+            await client.aclose()
+            return Response(content=body, status_code=upstream.status_code,
+                            media_type=upstream.headers.get("content-type"))
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                await client.aclose()
+
+        return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
+
+    # ---------------------------------------------------------------- nodes
+    @app.get("/v1/nodes", tags=["nodes"], response_model=list[NodeDetail])
+    async def list_nodes(prefix: str | None = None, index: int | None = None,
+                         wait: str | None = None) -> Response:
+        idx = await blocking(index, wait, NODES)
+        nodes = sorted(store.nodes(), key=lambda n: n.name)
+        if prefix:
+            nodes = [n for n in nodes if n.id.startswith(prefix)]
+        return _json([node_detail(n) for n in nodes], list[NodeDetail], idx)
+
+    @app.get("/v1/node/{node_id}", tags=["nodes"], response_model=NodeDetail)
+    async def get_node(node_id: str) -> Response:
+        return _json(node_detail(resolve_node(node_id)), NodeDetail, store.table_index(NODES))
+
+    @app.get("/v1/node/{node_id}/allocations", tags=["nodes"], response_model=list[Allocation])
+    async def node_allocs(node_id: str, index: int | None = None,
+                          wait: str | None = None) -> Response:
+        node = resolve_node(node_id)
+        idx = await blocking(index, wait, ALLOCS)
+        return _json(sorted_allocs(store.allocs_by_node(node.id)), list[Allocation], idx)
+
+    @app.put("/v1/node/register", tags=["agent"])
+    async def register_node(node: Node) -> Response:
+        idx = server.register_node(node)
+        return _json({"node_id": node.id, "index": idx,
+                      "heartbeat_ttl": server.config.heartbeat_ttl}, dict[str, Any], idx)
+
+    @app.put("/v1/node/{node_id}/heartbeat", tags=["agent"])
+    async def heartbeat(node_id: str) -> Response:
+        idx = server.heartbeat(node_id)
+        return _json({"index": idx, "heartbeat_ttl": server.config.heartbeat_ttl},
+                     dict[str, Any], idx)
+
+    @app.put("/v1/node/{node_id}/eligibility", tags=["nodes"])
+    async def eligibility(node_id: str, eligible: bool) -> Response:
+        node = resolve_node(node_id)
+        idx = server.set_eligibility(node.id, eligible)
+        return _json({"index": idx}, dict[str, Any], idx)
+
+    @app.get("/v1/client/node/{node_id}/allocations", tags=["agent"],
+             response_model=NodeSyncResponse)
+    async def node_sync(node_id: str, index: int | None = None,
+                        wait: str | None = None) -> Response:
+        if index is not None:
+            await store.wait_for(index, _parse_wait(wait), node_allocs=node_id)
+        idx = store.node_alloc_index(node_id)
+        allocs = store.allocs_by_node(node_id)
+        jobs: dict[str, JobSpec] = {}
+        for a in allocs:
+            key = f"{a.job_id}@{a.job_version}"
+            if key not in jobs:
+                spec = store.job_spec(a.job_id, a.job_version, a.namespace)
+                if spec is not None:
+                    jobs[key] = spec
+        return _json(NodeSyncResponse(index=idx, allocations=allocs, jobs=jobs),
+                     NodeSyncResponse, idx)
+
+    @app.post("/v1/client/allocations", tags=["agent"])
+    async def client_update(body: ClientUpdateRequest) -> Response:
+        idx = server.client_update(body.node_id, body.updates)
+        return _json({"index": idx}, dict[str, Any], idx)
+
+    # ---------------------------------------------------------------- evaluations
+    @app.get("/v1/evaluations", tags=["evaluations"], response_model=list[Evaluation])
+    async def list_evals(job_id: str | None = None, prefix: str | None = None,
+                         index: int | None = None, wait: str | None = None) -> Response:
+        idx = await blocking(index, wait, EVALS)
+        evs = store.evals_by_job(job_id) if job_id else store.evaluations()
+        if prefix:
+            evs = [e for e in evs if e.id.startswith(prefix)]
+        evs = sorted(evs, key=lambda e: -e.create_index)
+        return _json(evs, list[Evaluation], idx)
+
+    @app.get("/v1/evaluation/{eval_id}", tags=["evaluations"], response_model=Evaluation)
+    async def get_eval(eval_id: str, index: int | None = None,
+                       wait: str | None = None) -> Response:
+        ev = resolve_eval(eval_id)
+        if index is not None:
+            await store.wait_for(index, _parse_wait(wait), tables=(EVALS,))
+            ev = resolve_eval(ev.id)
+        return _json(ev, Evaluation, store.table_index(EVALS))
+
+    # ---------------------------------------------------------------- status
+    @app.get("/v1/status", tags=["status"])
+    async def status() -> Response:
+        return _json({"version": __version__, "index": store.index,
+                      "nodes": len(store.nodes()), "jobs": len(store.jobs()),
+                      "broker": server.broker.stats()}, dict[str, Any], store.index)
+
+    return app

@@ -1,0 +1,129 @@
+"""The plan applier: the single committer of scheduling decisions.
+
+Schedulers plan optimistically against a snapshot; by the time a plan arrives
+the cluster may have changed (a node went down, another plan filled it).  The
+applier re-checks every node a plan places on against the *latest* state and
+commits the whole plan, with the evaluation's outcome, in one transaction.  If
+any node no longer fits, nothing is committed and the worker re-plans on a
+fresh snapshot (Nomad's ``plan_apply.go`` commits the fitting part; plans here
+are per job and cheap to redo, so all-or-nothing keeps the invariant simple).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from podium.models import Allocation, DesiredStatus, PlanResult, SchedulerResult
+from podium.state import StateStore
+
+
+class PlanApplier:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def check(self, result: SchedulerResult) -> list[str]:
+        """Nodes on which the plan's placements no longer fit."""
+        plan = result.plan
+        store = self.store
+        by_node: dict[str, list[Allocation]] = defaultdict(list)
+        for alloc in plan.placements:
+            by_node[alloc.node_id].append(alloc)
+        stopping = {s.alloc_id for s in plan.stops}
+        rejected: list[str] = []
+        for node_id, allocs in by_node.items():
+            node = store.node(node_id)
+            new_ids = {a.id for a in allocs}
+            fresh = [a for a in allocs if store.alloc(a.id) is None]
+            if node is None:
+                rejected.append(node_id)
+                continue
+            if fresh and not node.schedulable():
+                rejected.append(node_id)
+                continue
+            cap = node.capacity()
+            cpu = mem = 0
+            for existing in store.allocs_by_node(node_id):
+                if existing.id in new_ids or existing.id in stopping:
+                    # Counted below as its in-place update, or freed by this plan's stop.
+                    # A stopping task holds its resources until it exits, but counting
+                    # them would forbid every destructive update on a full node; Nomad
+                    # frees them at plan time too.
+                    continue
+                if existing.uses_resources():
+                    cpu += existing.resources.cpu
+                    mem += existing.resources.memory
+            for a in allocs:
+                if a.desired_status == DesiredStatus.RUN and not a.client_status.terminal:
+                    cpu += a.resources.cpu
+                    mem += a.resources.memory
+            if cpu > cap.cpu or mem > cap.memory:
+                rejected.append(node_id)
+        return rejected
+
+    def apply(self, result: SchedulerResult, now: float) -> PlanResult:
+        rejected = self.check(result)
+        if rejected:
+            return PlanResult(index=self.store.index, rejected_nodes=rejected)
+        store = self.store
+        txn = store.txn()
+        plan = result.plan
+        placed = 0
+        for alloc in plan.placements:
+            old = store.alloc(alloc.id)
+            if old is None:
+                alloc = alloc.model_copy(
+                    update={"create_index": txn.index, "modify_index": txn.index}
+                )
+                placed += 1
+            else:
+                # in-place update: keep what the agent reported meanwhile
+                alloc = alloc.model_copy(
+                    update={
+                        "create_index": old.create_index,
+                        "modify_index": txn.index,
+                        "client_status": old.client_status,
+                        "client_description": old.client_description,
+                        "task_states": old.task_states,
+                        "modify_time": now,
+                    }
+                )
+            txn.put_alloc(alloc)
+            if alloc.previous_allocation:
+                prev = store.alloc(alloc.previous_allocation)
+                if prev is not None and prev.next_allocation != alloc.id:
+                    txn.puts["allocs"].setdefault(prev.id, prev)
+                    current = txn.puts["allocs"][prev.id]
+                    txn.put_alloc(
+                        current.model_copy(
+                            update={"next_allocation": alloc.id, "modify_index": txn.index}
+                        )
+                    )
+        stopped = 0
+        for stop in plan.stops:
+            current = txn.puts["allocs"].get(stop.alloc_id) or store.alloc(stop.alloc_id)
+            if current is None:
+                continue
+            update: dict[str, object] = {
+                "desired_status": DesiredStatus.STOP,
+                "desired_description": stop.description,
+                "modify_index": txn.index,
+                "modify_time": now,
+            }
+            if stop.client_status is not None and not current.client_status.terminal:
+                update["client_status"] = stop.client_status
+                update["client_description"] = stop.description
+            if stop.followup_eval_id:
+                update["followup_eval_id"] = stop.followup_eval_id
+            txn.put_alloc(current.model_copy(update=update))
+            stopped += 1
+        ev = result.eval_update.model_copy(update={"modify_index": txn.index, "modify_time": now})
+        txn.put_eval(ev)
+        for new_ev in result.new_evals:
+            txn.put_eval(
+                new_ev.model_copy(
+                    update={"create_index": txn.index, "modify_index": txn.index,
+                            "create_time": now, "modify_time": now}
+                )
+            )
+        index = store.commit(txn)
+        return PlanResult(index=index, committed_placements=placed, committed_stops=stopped)

@@ -1,0 +1,556 @@
+"""The server: turns API calls into versioned state and evaluations, and runs
+the loops that act on them (scheduler workers, heartbeat watcher, GC).
+
+Every write here is one store transaction; the HTTP layer (:mod:`podium.server.api`)
+only translates requests into these calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from podium.errors import Conflict, NotFound
+from podium.models import (
+    AllocClientUpdate,
+    ClientStatus,
+    DesiredStatus,
+    Eligibility,
+    EvalStatus,
+    Evaluation,
+    Job,
+    JobSpec,
+    JobVersion,
+    Node,
+    NodeStatus,
+    TriggeredBy,
+)
+from podium.models.diff import spec_diff
+from podium.scheduler import schedule
+from podium.server.applier import PlanApplier
+from podium.server.broker import EvalBroker
+from podium.state import StateStore, Txn
+
+log = logging.getLogger("podium.server")
+
+
+@dataclass
+class ServerConfig:
+    heartbeat_ttl: float = 10.0
+    heartbeat_grace: float = 10.0
+    workers: int = 1
+    eval_gc_keep: int = 20
+    """Terminal evaluations kept per job (older ones are removed)."""
+    gc_interval: float = 30.0
+
+
+@dataclass
+class RegisterResult:
+    eval_id: str
+    version: int
+    job_modify_index: int
+    index: int
+    changed: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Server:
+    def __init__(
+        self,
+        store: StateStore,
+        config: ServerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config or ServerConfig()
+        self.clock = clock
+        self.broker = EvalBroker(clock)
+        self.applier = PlanApplier(store)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeats: dict[str, float] = {}
+        self._pending_enqueue: list[Evaluation] = []
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Restore the broker from the store and start the background loops."""
+        now = self.clock()
+        for ev in sorted(self.store.evaluations(), key=lambda e: e.create_index):
+            if ev.status == EvalStatus.PENDING:
+                self.broker.enqueue(ev)
+            elif ev.status == EvalStatus.BLOCKED:
+                self.broker.block(ev)
+        # A restarted server gives every node a fresh TTL (as Nomad's new leader does),
+        # so nodes are not declared down for the time the server itself was away.
+        for node in self.store.nodes():
+            if node.status != NodeStatus.DOWN:
+                self._heartbeats[node.id] = now
+        for i in range(self.config.workers):
+            self._tasks.append(asyncio.create_task(self._worker(i), name=f"scheduler-worker-{i}"))
+        self._tasks.append(asyncio.create_task(self._heartbeat_watcher(), name="heartbeats"))
+        self._tasks.append(asyncio.create_task(self._gc_loop(), name="gc"))
+        self.started = True
+
+    async def stop(self) -> None:
+        self.broker.close()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    # ------------------------------------------------------------------ jobs
+    def register_job(self, spec: JobSpec, check_index: int | None = None) -> RegisterResult:
+        store = self.store
+        now = self.clock()
+        current = store.job(spec.job)
+        if check_index is not None:
+            have = current.job_modify_index if current is not None else 0
+            if have != check_index:
+                raise Conflict(
+                    f"job {spec.job!r} changed since index {check_index} (now at {have}); "
+                    "review it with `podium job plan` and try again"
+                )
+        txn = store.txn()
+        changed = current is None or current.stop or current.spec != spec
+        if current is None:
+            version = 0
+            create_index = txn.index
+        else:
+            version = current.version + 1 if changed else current.version
+            create_index = current.create_index
+        job_modify_index = txn.index if changed or current is None else current.job_modify_index
+        job = Job(
+            id=spec.job,
+            version=version,
+            type=spec.type.value,
+            priority=spec.priority,
+            stop=False,
+            spec=spec,
+            submit_time=now if changed else (current.submit_time if current else now),
+            create_index=create_index,
+            modify_index=txn.index,
+            job_modify_index=job_modify_index,
+        )
+        txn.put_job(job)
+        if changed:
+            txn.put_version(
+                JobVersion(
+                    job_id=spec.job,
+                    version=version,
+                    spec=spec,
+                    submit_time=now,
+                    modify_index=txn.index,
+                    diff=spec_diff(current.spec if current else None, spec),
+                )
+            )
+        ev = self._new_eval(job, TriggeredBy.JOB_REGISTER, txn.index, now)
+        txn.put_eval(ev)
+        self._drop_blocked(job.namespace, job.id, txn, now)
+        index = store.commit(txn)
+        self.broker.enqueue(ev)
+        return RegisterResult(
+            eval_id=ev.id, version=version, job_modify_index=job_modify_index, index=index,
+            changed=changed,
+        )
+
+    def scale_job(self, job_id: str, group: str, count: int) -> RegisterResult:
+        job = self._job(job_id)
+        if group not in job.spec.groups:
+            raise NotFound(
+                f"job {job.id!r} has no group {group!r} (groups: {', '.join(job.spec.groups)})"
+            )
+        if count < 0:
+            raise ValueError("count cannot be negative")
+        spec = job.spec.model_copy(deep=True)
+        spec.groups[group].count = count
+        return self.register_job(spec)
+
+    def stop_job(self, job_id: str, purge: bool = False) -> tuple[str, int]:
+        store = self.store
+        job = self._job(job_id)
+        now = self.clock()
+        txn = store.txn()
+        if purge:
+            versions = [v.version for v in store.job_versions(job.id)]
+            txn.delete_job(job.namespace, job.id, versions)
+        else:
+            version = job.version + 1 if not job.stop else job.version
+            stopped = job.model_copy(
+                update={
+                    "stop": True,
+                    "version": version,
+                    "modify_index": txn.index,
+                    "job_modify_index": txn.index,
+                    "submit_time": now,
+                }
+            )
+            txn.put_job(stopped)
+            if not job.stop:
+                txn.put_version(
+                    JobVersion(
+                        job_id=job.id, version=version, stop=True, spec=job.spec,
+                        submit_time=now, modify_index=txn.index, diff=["~ stop: False => True"],
+                    )
+                )
+        ev = self._new_eval(job, TriggeredBy.JOB_DEREGISTER, txn.index, now)
+        txn.put_eval(ev)
+        self._drop_blocked(job.namespace, job.id, txn, now)
+        index = store.commit(txn)
+        self.broker.enqueue(ev)
+        return ev.id, index
+
+    def _job(self, job_id: str) -> Job:
+        job = self.store.job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
+    def _new_eval(
+        self, job: Job, trigger: TriggeredBy, index: int, now: float, node_id: str | None = None
+    ) -> Evaluation:
+        return Evaluation(
+            id=new_id(),
+            namespace=job.namespace,
+            priority=job.priority,
+            type=job.type,
+            triggered_by=trigger,
+            job_id=job.id,
+            job_modify_index=job.job_modify_index,
+            node_id=node_id,
+            status=EvalStatus.PENDING,
+            create_index=index,
+            modify_index=index,
+            create_time=now,
+            modify_time=now,
+        )
+
+    def _drop_blocked(self, namespace: str, job_id: str, txn: Txn, now: float) -> None:
+        """A new evaluation for a job supersedes its blocked one."""
+        blocked = self.broker.drop_blocked(namespace, job_id)
+        if blocked is not None:
+            txn.put_eval(
+                blocked.model_copy(
+                    update={
+                        "status": EvalStatus.CANCELED,
+                        "status_description": "superseded by a newer evaluation",
+                        "modify_index": txn.index,
+                        "modify_time": now,
+                    }
+                )
+            )
+
+    # ------------------------------------------------------------------ nodes
+    def register_node(self, node: Node) -> int:
+        store = self.store
+        now = self.clock()
+        existing = store.node(node.id)
+        txn = store.txn()
+        update: dict[str, object] = {
+            "status": NodeStatus.READY,
+            "status_description": "registered",
+            "modify_index": txn.index,
+            "status_updated_at": now,
+            "last_heartbeat": now,
+        }
+        if existing is None:
+            update["create_index"] = txn.index
+        else:
+            # What operators set on the server side survives an agent's re-registration.
+            update["create_index"] = existing.create_index
+            update["eligibility"] = existing.eligibility
+            update["drain"] = existing.drain
+        stored = node.model_copy(update=update)
+        txn.put_node(stored)
+        was_down = existing is None or existing.status != NodeStatus.READY
+        if was_down:
+            self._node_evals(stored, txn, now)
+        index = store.commit(txn)
+        self._heartbeats[node.id] = now
+        if was_down:
+            self._after_node_change()
+        return index
+
+    def heartbeat(self, node_id: str) -> int:
+        node = self.store.node(node_id)
+        if node is None:
+            raise NotFound(f"node {node_id!r} is not registered")
+        now = self.clock()
+        self._heartbeats[node_id] = now
+        if node.status == NodeStatus.DOWN:
+            # It reconnected: bring it back and let the scheduler look at its jobs
+            # (their lost allocations were replaced; the agent will stop its copies).
+            txn = self.store.txn()
+            up = node.model_copy(
+                update={
+                    "status": NodeStatus.READY,
+                    "status_description": "heartbeat resumed",
+                    "status_updated_at": now,
+                    "modify_index": txn.index,
+                }
+            )
+            txn.put_node(up)
+            self._node_evals(up, txn, now)
+            index = self.store.commit(txn)
+            self._after_node_change()
+            return index
+        return self.store.index
+
+    def set_eligibility(self, node_id: str, eligible: bool) -> int:
+        node = self.store.node(node_id)
+        if node is None:
+            raise NotFound(f"node {node_id!r} not found")
+        txn = self.store.txn()
+        txn.put_node(
+            node.model_copy(
+                update={
+                    "eligibility": Eligibility.ELIGIBLE if eligible else Eligibility.INELIGIBLE,
+                    "modify_index": txn.index,
+                }
+            )
+        )
+        index = self.store.commit(txn)
+        if eligible:
+            self._after_node_change()
+        return index
+
+    def _node_evals(self, node: Node, txn: Txn, now: float) -> list[Evaluation]:
+        """An evaluation for every job with allocations on ``node`` (enqueued after commit)."""
+        seen: set[tuple[str, str]] = set()
+        evs: list[Evaluation] = []
+        for alloc in self.store.allocs_by_node(node.id):
+            key = (alloc.namespace, alloc.job_id)
+            if key in seen or alloc.terminal():
+                continue
+            seen.add(key)
+            job = self.store.job(alloc.job_id, alloc.namespace)
+            if job is None:
+                continue
+            ev = self._new_eval(job, TriggeredBy.NODE_UPDATE, txn.index, now, node_id=node.id)
+            txn.put_eval(ev)
+            evs.append(ev)
+        self._pending_enqueue.extend(evs)
+        return evs
+
+    def _after_node_change(self) -> None:
+        """Enqueue node evaluations and wake blocked ones: capacity may have changed."""
+        pending, self._pending_enqueue = self._pending_enqueue, []
+        for ev in pending:
+            self.broker.enqueue(ev)
+        self.unblock_evals()
+
+    def unblock_evals(self) -> None:
+        blocked = self.broker.unblock()
+        if not blocked:
+            return
+        now = self.clock()
+        txn = self.store.txn()
+        evs = []
+        for ev in blocked:
+            current = self.store.evaluation(ev.id) or ev
+            if current.status != EvalStatus.BLOCKED:
+                continue
+            pending = current.model_copy(
+                update={"status": EvalStatus.PENDING, "modify_index": txn.index,
+                        "modify_time": now, "status_description": "capacity changed"}
+            )
+            txn.put_eval(pending)
+            evs.append(pending)
+        self.store.commit(txn)
+        for ev in evs:
+            self.broker.enqueue(ev)
+
+    async def _heartbeat_watcher(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.config.heartbeat_ttl / 4))
+            try:
+                self.check_heartbeats()
+            except Exception:
+                log.exception("heartbeat check failed")
+
+    def check_heartbeats(self) -> list[str]:
+        """Mark nodes whose heartbeat is older than TTL + grace as down."""
+        now = self.clock()
+        limit = self.config.heartbeat_ttl + self.config.heartbeat_grace
+        expired = [
+            n for n in self.store.nodes()
+            if n.status == NodeStatus.READY and now - self._heartbeats.get(n.id, now) > limit
+        ]
+        if not expired:
+            return []
+        txn = self.store.txn()
+        for node in expired:
+            down = node.model_copy(
+                update={
+                    "status": NodeStatus.DOWN,
+                    "status_description": f"missed heartbeats for {limit:g}s",
+                    "status_updated_at": now,
+                    "modify_index": txn.index,
+                }
+            )
+            txn.put_node(down)
+            self._node_evals(down, txn, now)
+            log.warning("node %s (%s) is down: no heartbeat for %.0fs", node.name, node.id, limit)
+        self.store.commit(txn)
+        pending, self._pending_enqueue = self._pending_enqueue, []
+        for ev in pending:
+            self.broker.enqueue(ev)
+        return [n.id for n in expired]
+
+    # ------------------------------------------------------------------ agents' reports
+    def client_update(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
+        store = self.store
+        now = self.clock()
+        txn = store.txn()
+        failed_jobs: dict[tuple[str, str], Job] = {}
+        freed = False
+        for u in updates:
+            alloc = store.alloc(u.id)
+            if alloc is None or alloc.node_id != node_id:
+                continue
+            if alloc.client_status == ClientStatus.LOST and not u.client_status.terminal:
+                # The server already gave up on it; the agent will stop it.
+                continue
+            txn.put_alloc(
+                alloc.model_copy(
+                    update={
+                        "client_status": u.client_status,
+                        "client_description": u.client_description,
+                        "task_states": u.task_states,
+                        "modify_index": txn.index,
+                        "modify_time": now,
+                    }
+                )
+            )
+            if u.client_status.terminal and not alloc.client_status.terminal:
+                freed = True
+                if (
+                    u.client_status == ClientStatus.FAILED
+                    and alloc.desired_status == DesiredStatus.RUN
+                ):
+                    job = store.job(alloc.job_id, alloc.namespace)
+                    if job is not None and not job.stop:
+                        failed_jobs[(job.namespace, job.id)] = job
+        evs = []
+        for job in failed_jobs.values():
+            ev = self._new_eval(job, TriggeredBy.ALLOC_FAILURE, txn.index, now)
+            txn.put_eval(ev)
+            evs.append(ev)
+        index = store.commit(txn)
+        for ev in evs:
+            self.broker.enqueue(ev)
+        if freed:
+            self.unblock_evals()
+        return index
+
+    # ------------------------------------------------------------------ scheduling
+    async def _worker(self, n: int) -> None:
+        while True:
+            ev = await self.broker.dequeue()
+            try:
+                self.process_eval(ev)
+            except Exception as exc:
+                log.exception("evaluation %s failed", ev.id)
+                self._fail_eval(ev, f"scheduler error: {exc}")
+            finally:
+                self.broker.ack(ev)
+                self._cancel_superseded()
+            # let the API breathe between evaluations
+            await asyncio.sleep(0)
+
+    def process_eval(self, ev: Evaluation, attempts: int = 3) -> None:
+        """Schedule one evaluation and commit its plan (re-planning if the plan went stale)."""
+        for _ in range(attempts):
+            current = self.store.evaluation(ev.id) or ev
+            if current.terminal():
+                return
+            snap = self.store.snapshot()
+            now = self.clock()
+            result = schedule(snap, current, now, new_id=new_id)
+            result.plan.snapshot_index = snap.index
+            outcome = self.applier.apply(result, now)
+            if outcome.rejected_nodes:
+                log.info("plan for %s went stale on %d nodes; re-planning", ev.id,
+                         len(outcome.rejected_nodes))
+                continue
+            for new_ev in result.new_evals:
+                stored = self.store.evaluation(new_ev.id) or new_ev
+                if stored.status == EvalStatus.BLOCKED:
+                    self.broker.block(stored)
+                elif stored.status == EvalStatus.PENDING:
+                    self.broker.enqueue(stored)
+            if outcome.committed_stops:
+                # stopping frees capacity only when tasks exit; client_update unblocks then
+                pass
+            return
+        self._fail_eval(ev, f"plan rejected {attempts} times: the cluster kept changing")
+
+    def _fail_eval(self, ev: Evaluation, why: str) -> None:
+        txn = self.store.txn()
+        txn.put_eval(
+            ev.model_copy(
+                update={"status": EvalStatus.FAILED, "status_description": why,
+                        "modify_index": txn.index, "modify_time": self.clock()}
+            )
+        )
+        self.store.commit(txn)
+
+    def _cancel_superseded(self) -> None:
+        old = self.broker.take_superseded()
+        if not old:
+            return
+        txn = self.store.txn()
+        for ev in old:
+            current = self.store.evaluation(ev.id)
+            if current is None or current.terminal():
+                continue
+            txn.put_eval(
+                current.model_copy(
+                    update={"status": EvalStatus.CANCELED,
+                            "status_description": "superseded by a newer evaluation",
+                            "modify_index": txn.index, "modify_time": self.clock()}
+                )
+            )
+        self.store.commit(txn)
+
+    # ------------------------------------------------------------------ garbage collection
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.gc_interval)
+            try:
+                self.gc()
+            except Exception:
+                log.exception("garbage collection failed")
+
+    def gc(self) -> int:
+        """Remove terminal evaluations beyond the newest few per job, and the allocations
+        of purged jobs once their tasks have exited.  Returns how many objects went."""
+        store = self.store
+        txn = store.txn()
+        removed = 0
+        by_job: dict[tuple[str, str], list[Evaluation]] = {}
+        for ev in store.evaluations():
+            if ev.terminal():
+                by_job.setdefault((ev.namespace, ev.job_id), []).append(ev)
+        for evs in by_job.values():
+            evs.sort(key=lambda e: e.modify_index, reverse=True)
+            for ev in evs[self.config.eval_gc_keep:]:
+                txn.delete_eval(ev.id)
+                removed += 1
+        for alloc in store.allocs():
+            if store.job(alloc.job_id, alloc.namespace) is None and alloc.client_terminal():
+                txn.delete_alloc(alloc.id)
+                removed += 1
+        if removed:
+            store.commit(txn)
+        return removed

@@ -1,0 +1,403 @@
+"""The state store: every object the servers know, stamped with one global index.
+
+Shape (after Nomad's go-memdb over Raft): the authoritative tables are held in
+memory, and every write transaction is first made durable by a
+:class:`~podium.state.backend.Backend` (SQLite by default; nothing for the
+in-memory store of tests; etcd later) and only then applied and announced.  So:
+
+- reads are memory-speed and never touch the disk;
+- an acknowledged write has been committed to the backend (it survives kill -9);
+- each commit bumps one increasing ``index`` and stamps it on what it wrote, so
+  blocking queries and watches resume from an index;
+- snapshots are cheap: secondary indexes hold immutable frozensets that writes
+  replace (copy-on-write), so a snapshot copies only the top-level dicts.
+
+All writes run on the server's event loop thread; the store is not thread-safe
+for writers, and it need not be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from podium.models import Allocation, Evaluation, Job, JobSpec, JobVersion, Node
+from podium.state.backend import Backend, NullBackend
+
+JOBS = "jobs"
+VERSIONS = "job_versions"
+ALLOCS = "allocs"
+NODES = "nodes"
+EVALS = "evals"
+TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS)
+
+_MODELS: dict[str, Any] = {
+    JOBS: Job,
+    VERSIONS: JobVersion,
+    ALLOCS: Allocation,
+    NODES: Node,
+    EVALS: Evaluation,
+}
+
+JobKey = tuple[str, str]
+
+
+def _job_key(namespace: str, job_id: str) -> JobKey:
+    return (namespace, job_id)
+
+
+def _key_str(table: str, obj: Any) -> str:
+    if table == JOBS:
+        return f"{obj.namespace}/{obj.id}"
+    if table == VERSIONS:
+        return f"default/{obj.job_id}/{obj.version}"
+    return str(obj.id)
+
+
+@dataclass
+class Txn:
+    """One atomic write.  Build it, then hand it to :meth:`StateStore.commit`.
+
+    ``index`` is the index the transaction will commit at: stamp it on the
+    objects you put (``create_index``/``modify_index``).
+    """
+
+    index: int
+    puts: dict[str, dict[str, Any]] = field(default_factory=lambda: {t: {} for t in TABLES})
+    deletes: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in TABLES})
+
+    def put_job(self, job: Job) -> None:
+        self.puts[JOBS][_key_str(JOBS, job)] = job
+
+    def put_version(self, version: JobVersion) -> None:
+        self.puts[VERSIONS][_key_str(VERSIONS, version)] = version
+
+    def put_alloc(self, alloc: Allocation) -> None:
+        self.puts[ALLOCS][alloc.id] = alloc
+
+    def put_node(self, node: Node) -> None:
+        self.puts[NODES][node.id] = node
+
+    def put_eval(self, evaluation: Evaluation) -> None:
+        self.puts[EVALS][evaluation.id] = evaluation
+
+    def delete_job(self, namespace: str, job_id: str, versions: Iterable[int]) -> None:
+        self.deletes[JOBS].add(f"{namespace}/{job_id}")
+        for v in versions:
+            self.deletes[VERSIONS].add(f"{namespace}/{job_id}/{v}")
+
+    def delete_alloc(self, alloc_id: str) -> None:
+        self.deletes[ALLOCS].add(alloc_id)
+
+    def delete_eval(self, eval_id: str) -> None:
+        self.deletes[EVALS].add(eval_id)
+
+    def empty(self) -> bool:
+        return not any(self.puts.values()) and not any(self.deletes.values())
+
+    def tables(self) -> set[str]:
+        return {t for t in TABLES if self.puts[t] or self.deletes[t]}
+
+
+class _Tables:
+    """The in-memory state plus secondary indexes (immutable values, replaced on write)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[JobKey, Job] = {}
+        self.versions: dict[JobKey, dict[int, JobVersion]] = {}
+        self.allocs: dict[str, Allocation] = {}
+        self.nodes: dict[str, Node] = {}
+        self.evals: dict[str, Evaluation] = {}
+        self.allocs_by_job: dict[JobKey, frozenset[str]] = {}
+        self.allocs_by_node: dict[str, frozenset[str]] = {}
+        self.evals_by_job: dict[JobKey, frozenset[str]] = {}
+
+    def copy(self) -> _Tables:
+        t = _Tables()
+        t.jobs = dict(self.jobs)
+        # version dicts are replaced, never mutated, once published
+        t.versions = dict(self.versions)
+        t.allocs = dict(self.allocs)
+        t.nodes = dict(self.nodes)
+        t.evals = dict(self.evals)
+        t.allocs_by_job = dict(self.allocs_by_job)
+        t.allocs_by_node = dict(self.allocs_by_node)
+        t.evals_by_job = dict(self.evals_by_job)
+        return t
+
+
+class Snapshot:
+    """A consistent, read-only view of the state at one index.
+
+    Implements :class:`podium.scheduler.snapshot.Snapshot` (structurally).
+    """
+
+    def __init__(self, tables: _Tables, index: int) -> None:
+        self._t = tables
+        self._index = index
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    # -- jobs
+    def job(self, job_id: str, namespace: str = "default") -> Job | None:
+        return self._t.jobs.get(_job_key(namespace, job_id))
+
+    def jobs(self) -> list[Job]:
+        return list(self._t.jobs.values())
+
+    def job_versions(self, job_id: str, namespace: str = "default") -> list[JobVersion]:
+        versions = self._t.versions.get(_job_key(namespace, job_id), {})
+        return [versions[v] for v in sorted(versions, reverse=True)]
+
+    def job_spec(self, job_id: str, version: int, namespace: str = "default") -> JobSpec | None:
+        v = self._t.versions.get(_job_key(namespace, job_id), {}).get(version)
+        return v.spec if v is not None else None
+
+    # -- nodes
+    def nodes(self) -> list[Node]:
+        return list(self._t.nodes.values())
+
+    def node(self, node_id: str) -> Node | None:
+        return self._t.nodes.get(node_id)
+
+    # -- allocations
+    def alloc(self, alloc_id: str) -> Allocation | None:
+        return self._t.allocs.get(alloc_id)
+
+    def allocs(self) -> list[Allocation]:
+        return list(self._t.allocs.values())
+
+    def allocs_by_job(self, job_id: str, namespace: str = "default") -> list[Allocation]:
+        ids = self._t.allocs_by_job.get(_job_key(namespace, job_id), frozenset())
+        return [self._t.allocs[i] for i in ids]
+
+    def allocs_by_node(self, node_id: str) -> list[Allocation]:
+        ids = self._t.allocs_by_node.get(node_id, frozenset())
+        return [self._t.allocs[i] for i in ids]
+
+    # -- evaluations
+    def evaluation(self, eval_id: str) -> Evaluation | None:
+        return self._t.evals.get(eval_id)
+
+    def evaluations(self) -> list[Evaluation]:
+        return list(self._t.evals.values())
+
+    def evals_by_job(self, job_id: str, namespace: str = "default") -> list[Evaluation]:
+        ids = self._t.evals_by_job.get(_job_key(namespace, job_id), frozenset())
+        return [self._t.evals[i] for i in ids]
+
+
+class StateStore(Snapshot):
+    """The live store.  Reading it directly reads the latest state."""
+
+    def __init__(self, backend: Backend | None = None) -> None:
+        super().__init__(_Tables(), 0)
+        self._backend: Backend = backend or NullBackend()
+        self._table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self._node_alloc_index: dict[str, int] = {}
+        self._changed = asyncio.Event()
+        self._load()
+
+    # -- bookkeeping
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def table_index(self, *tables: str) -> int:
+        """The last index at which any of ``tables`` changed."""
+        return max((self._table_index[t] for t in tables), default=self._index)
+
+    def node_alloc_index(self, node_id: str) -> int:
+        """The last index at which an allocation on ``node_id`` changed."""
+        return self._node_alloc_index.get(node_id, 0)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self._t.copy(), self._index)
+
+    def txn(self) -> Txn:
+        return Txn(index=self._index + 1)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    # -- loading
+    def _load(self) -> None:
+        index, rows = self._backend.load()
+        self._index = index
+        for table, _key, data in rows:
+            obj = _MODELS[table].model_validate_json(data)
+            self._apply_put(table, obj)
+            idx = getattr(obj, "modify_index", 0)
+            self._table_index[table] = max(self._table_index[table], idx)
+            if table == ALLOCS:
+                self._node_alloc_index[obj.node_id] = max(
+                    self._node_alloc_index.get(obj.node_id, 0), idx
+                )
+        self._rebuild_indexes()
+        # Deletions leave no stamp behind, so after a restart every table counts as
+        # changed at the last index: a blocking query from an older index answers at once.
+        for table in TABLES:
+            self._table_index[table] = index
+        for node_id in self._node_alloc_index:
+            self._node_alloc_index[node_id] = index
+
+    def _rebuild_indexes(self) -> None:
+        by_job: dict[JobKey, set[str]] = {}
+        by_node: dict[str, set[str]] = {}
+        for a in self._t.allocs.values():
+            by_job.setdefault(_job_key(a.namespace, a.job_id), set()).add(a.id)
+            by_node.setdefault(a.node_id, set()).add(a.id)
+        evals: dict[JobKey, set[str]] = {}
+        for e in self._t.evals.values():
+            evals.setdefault(_job_key(e.namespace, e.job_id), set()).add(e.id)
+        self._t.allocs_by_job = {k: frozenset(v) for k, v in by_job.items()}
+        self._t.allocs_by_node = {k: frozenset(v) for k, v in by_node.items()}
+        self._t.evals_by_job = {k: frozenset(v) for k, v in evals.items()}
+
+    def _apply_put(self, table: str, obj: Any) -> None:
+        t = self._t
+        if table == JOBS:
+            t.jobs[_job_key(obj.namespace, obj.id)] = obj
+        elif table == VERSIONS:
+            key = _job_key("default", obj.job_id)
+            versions = dict(t.versions.get(key, {}))
+            versions[obj.version] = obj
+            t.versions[key] = versions
+        elif table == ALLOCS:
+            t.allocs[obj.id] = obj
+        elif table == NODES:
+            t.nodes[obj.id] = obj
+        elif table == EVALS:
+            t.evals[obj.id] = obj
+
+    # -- writing
+    def commit(self, txn: Txn) -> int:
+        """Make ``txn`` durable, apply it, wake watchers; returns the new index.
+
+        Raises whatever the backend raises, in which case nothing was applied.
+        """
+        if txn.empty():
+            return self._index
+        if txn.index != self._index + 1:
+            raise RuntimeError(f"stale transaction: built at {txn.index}, store at {self._index}")
+        puts = {
+            table: [(key, obj.model_dump_json().encode()) for key, obj in objs.items()]
+            for table, objs in txn.puts.items()
+            if objs
+        }
+        deletes = {table: sorted(keys) for table, keys in txn.deletes.items() if keys}
+        self._backend.commit(txn.index, puts, deletes)
+        self._apply(txn)
+        self._index = txn.index
+        for table in txn.tables():
+            self._table_index[table] = txn.index
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return txn.index
+
+    def _apply(self, txn: Txn) -> None:
+        t = self._t
+        job_allocs: dict[JobKey, set[str]] = {}
+        node_allocs: dict[str, set[str]] = {}
+        job_allocs_del: dict[JobKey, set[str]] = {}
+        node_allocs_del: dict[str, set[str]] = {}
+        for alloc in txn.puts[ALLOCS].values():
+            old = t.allocs.get(alloc.id)
+            if old is not None and old.node_id != alloc.node_id:
+                node_allocs_del.setdefault(old.node_id, set()).add(alloc.id)
+            t.allocs[alloc.id] = alloc
+            job_allocs.setdefault(_job_key(alloc.namespace, alloc.job_id), set()).add(alloc.id)
+            node_allocs.setdefault(alloc.node_id, set()).add(alloc.id)
+            self._node_alloc_index[alloc.node_id] = txn.index
+        for alloc_id in txn.deletes[ALLOCS]:
+            old = t.allocs.pop(alloc_id, None)
+            if old is not None:
+                job_allocs_del.setdefault(_job_key(old.namespace, old.job_id), set()).add(old.id)
+                node_allocs_del.setdefault(old.node_id, set()).add(old.id)
+                self._node_alloc_index[old.node_id] = txn.index
+        for key in job_allocs.keys() | job_allocs_del.keys():
+            cur = t.allocs_by_job.get(key, frozenset())
+            new = (cur | job_allocs.get(key, set())) - job_allocs_del.get(key, set())
+            if new:
+                t.allocs_by_job[key] = frozenset(new)
+            else:
+                t.allocs_by_job.pop(key, None)
+        for node_id in node_allocs.keys() | node_allocs_del.keys():
+            cur = t.allocs_by_node.get(node_id, frozenset())
+            new = (cur | node_allocs.get(node_id, set())) - node_allocs_del.get(node_id, set())
+            if new:
+                t.allocs_by_node[node_id] = frozenset(new)
+            else:
+                t.allocs_by_node.pop(node_id, None)
+
+        for table in (JOBS, VERSIONS, NODES):
+            for obj in txn.puts[table].values():
+                self._apply_put(table, obj)
+        for key in txn.deletes[JOBS]:
+            ns, job_id = key.split("/", 1)
+            t.jobs.pop(_job_key(ns, job_id), None)
+        for key in txn.deletes[VERSIONS]:
+            ns, rest = key.split("/", 1)
+            job_id, version = rest.rsplit("/", 1)
+            jk = _job_key(ns, job_id)
+            versions = dict(t.versions.get(jk, {}))
+            versions.pop(int(version), None)
+            if versions:
+                t.versions[jk] = versions
+            else:
+                t.versions.pop(jk, None)
+        for key in txn.deletes[NODES]:
+            t.nodes.pop(key, None)
+
+        eval_add: dict[JobKey, set[str]] = {}
+        eval_del: dict[JobKey, set[str]] = {}
+        for ev in txn.puts[EVALS].values():
+            t.evals[ev.id] = ev
+            eval_add.setdefault(_job_key(ev.namespace, ev.job_id), set()).add(ev.id)
+        for eval_id in txn.deletes[EVALS]:
+            old_ev = t.evals.pop(eval_id, None)
+            if old_ev is not None:
+                eval_del.setdefault(_job_key(old_ev.namespace, old_ev.job_id), set()).add(eval_id)
+        for key in eval_add.keys() | eval_del.keys():
+            cur = t.evals_by_job.get(key, frozenset())
+            new = (cur | eval_add.get(key, set())) - eval_del.get(key, set())
+            if new:
+                t.evals_by_job[key] = frozenset(new)
+            else:
+                t.evals_by_job.pop(key, None)
+
+    # -- watching
+    async def wait_for(self, min_index: int, timeout: float, *, tables: Iterable[str] = TABLES,
+                       node_allocs: str | None = None) -> int:
+        """Wait until ``tables`` (or one node's allocations) change past ``min_index``.
+
+        Returns the relevant index (which may still be ``<= min_index`` on timeout).
+        """
+        tables = tuple(tables)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+
+        def current() -> int:
+            if node_allocs is not None:
+                return self.node_alloc_index(node_allocs)
+            return self.table_index(*tables)
+
+        while True:
+            idx = current()
+            if idx > min_index:
+                return idx
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return idx
+            event = self._changed
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return current()
+
+    def iter_tables(self) -> Iterator[str]:
+        yield from TABLES

@@ -1,0 +1,184 @@
+"""The state store: indexes, snapshots, blocking waits and SQLite durability."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from podium.models import Allocation, Evaluation, Job, JobSpec, Node, NodeResources, Resources
+from podium.models import TriggeredBy
+from podium.state import SqliteBackend, StateStore
+
+
+def spec(job_id: str = "web") -> JobSpec:
+    return JobSpec.model_validate(
+        {"job": job_id, "groups": {"g": {"tasks": {"t": {"driver": "mock"}}}}}
+    )
+
+
+def alloc(i: int, node: str = "n1", job: str = "web") -> Allocation:
+    return Allocation(id=f"a{i}", eval_id="e", name=f"{job}.g[{i}]", job_id=job, job_version=0,
+                      group="g", index=i, node_id=node, resources=Resources())
+
+
+def node(node_id: str = "n1") -> Node:
+    return Node(id=node_id, name=node_id, resources=NodeResources(cpu=1000, memory=1000))
+
+
+def test_every_commit_bumps_the_index_and_stamps_tables() -> None:
+    store = StateStore()
+    assert store.index == 0
+    txn = store.txn()
+    txn.put_job(Job(id="web", spec=spec(), modify_index=txn.index))
+    assert store.commit(txn) == 1
+    txn = store.txn()
+    txn.put_alloc(alloc(0))
+    assert store.commit(txn) == 2
+    assert store.table_index("jobs") == 1
+    assert store.table_index("allocs") == 2
+    assert store.node_alloc_index("n1") == 2
+    assert [a.id for a in store.allocs_by_job("web")] == ["a0"]
+    assert [a.id for a in store.allocs_by_node("n1")] == ["a0"]
+
+
+def test_empty_transaction_is_a_no_op() -> None:
+    store = StateStore()
+    assert store.commit(store.txn()) == 0
+
+
+def test_stale_transaction_is_refused() -> None:
+    store = StateStore()
+    t1 = store.txn()
+    t2 = store.txn()
+    t1.put_node(node())
+    store.commit(t1)
+    t2.put_node(node("n2"))
+    with pytest.raises(RuntimeError, match="stale"):
+        store.commit(t2)
+    assert store.node("n2") is None
+
+
+def test_snapshot_does_not_see_later_writes() -> None:
+    store = StateStore()
+    txn = store.txn()
+    txn.put_alloc(alloc(0))
+    store.commit(txn)
+    snap = store.snapshot()
+    txn = store.txn()
+    txn.put_alloc(alloc(1))
+    txn.put_alloc(alloc(0, node="n2"))
+    store.commit(txn)
+    assert snap.index == 1
+    assert [a.id for a in snap.allocs_by_job("web")] == ["a0"]
+    assert [a.node_id for a in snap.allocs_by_node("n1")] == ["n1"]
+    assert sorted(a.id for a in store.allocs_by_job("web")) == ["a0", "a1"]
+    assert [a.id for a in store.allocs_by_node("n2")] == ["a0"]
+    assert [a.id for a in store.allocs_by_node("n1")] == ["a1"]
+
+
+def test_delete_updates_secondary_indexes() -> None:
+    store = StateStore()
+    txn = store.txn()
+    txn.put_alloc(alloc(0))
+    txn.put_eval(Evaluation(id="e1", job_id="web", triggered_by=TriggeredBy.MANUAL))
+    store.commit(txn)
+    txn = store.txn()
+    txn.delete_alloc("a0")
+    txn.delete_eval("e1")
+    store.commit(txn)
+    assert store.allocs_by_job("web") == []
+    assert store.allocs_by_node("n1") == []
+    assert store.evals_by_job("web") == []
+
+
+async def test_wait_for_wakes_on_a_change_of_its_table_only() -> None:
+    store = StateStore()
+    waiter = asyncio.create_task(store.wait_for(0, 5.0, tables=("allocs",)))
+    await asyncio.sleep(0.01)
+    txn = store.txn()
+    txn.put_node(node())
+    store.commit(txn)
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    txn = store.txn()
+    txn.put_alloc(alloc(0))
+    store.commit(txn)
+    assert await asyncio.wait_for(waiter, 1.0) == 2
+
+
+async def test_wait_for_times_out_with_the_current_index() -> None:
+    store = StateStore()
+    assert await store.wait_for(0, 0.05, tables=("allocs",)) == 0
+
+
+async def test_wait_for_one_node() -> None:
+    store = StateStore()
+    waiter = asyncio.create_task(store.wait_for(0, 5.0, node_allocs="n2"))
+    txn = store.txn()
+    txn.put_alloc(alloc(0, node="n1"))
+    store.commit(txn)
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    txn = store.txn()
+    txn.put_alloc(alloc(1, node="n2"))
+    store.commit(txn)
+    assert await asyncio.wait_for(waiter, 1.0) == 2
+
+
+def test_sqlite_state_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(SqliteBackend(path))
+    txn = store.txn()
+    txn.put_job(Job(id="web", spec=spec(), modify_index=txn.index))
+    txn.put_node(node())
+    for i in range(3):
+        txn.put_alloc(alloc(i))
+    store.commit(txn)
+    txn = store.txn()
+    txn.delete_alloc("a2")
+    store.commit(txn)
+    store.close()
+
+    again = StateStore(SqliteBackend(path))
+    assert again.index == 2
+    assert again.job("web") is not None
+    assert sorted(a.id for a in again.allocs_by_job("web")) == ["a0", "a1"]
+    assert again.node("n1") is not None
+    assert again.table_index("allocs") == 2  # every table counts as changed at the last index
+
+
+def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
+    """A child commits and prints each index; we kill -9 it mid-stream and reopen."""
+    path = tmp_path / "state.db"
+    script = textwrap.dedent(f"""
+        import sys
+        from podium.models import Node, NodeResources
+        from podium.state import SqliteBackend, StateStore
+        store = StateStore(SqliteBackend({str(path)!r}))
+        i = 0
+        while True:
+            txn = store.txn()
+            txn.put_node(Node(id=f"n{{i}}", name="x", resources=NodeResources(cpu=1, memory=1)))
+            idx = store.commit(txn)
+            print(idx, flush=True)
+            i += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    acked = 0
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        acked = int(line)
+        if acked >= 50:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = StateStore(SqliteBackend(path))
+    assert store.index >= acked
+    assert all(store.node(f"n{i}") is not None for i in range(acked))
