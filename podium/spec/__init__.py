@@ -1,0 +1,23 @@
+"""Job specifications: files and API bodies in, validated models out.
+
+Pure by contract (import-linter enforces it): only ``podium.models``,
+``podium.errors``, the standard library, PyYAML and pydantic are imported here,
+so the CLI, the SDK and the server can all validate a job the same way without
+pulling in each other.  Every failure is a :class:`podium.errors.SpecError`
+listing all issues found, each with a dotted path, a line and column where the
+input had them, and a hint such as "did you mean 'command'?".
+"""
+
+from __future__ import annotations
+
+from podium.spec.loader import load_job_file, parse_job_text
+from podium.spec.locations import Locations, format_path
+from podium.spec.validate import validate_job_dict
+
+__all__ = [
+    "Locations",
+    "format_path",
+    "load_job_file",
+    "parse_job_text",
+    "validate_job_dict",
+]
