@@ -1,0 +1,187 @@
+"""End to end: the real CLI against a real `podium agent --dev` running real processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.e2e.conftest import DevAgent, as_json, wait_until, write_job
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_run_status_logs_scale_history_stop(dev_agent: DevAgent) -> None:
+    run = dev_agent.cli("job", "run", str(EXAMPLES / "hello.yaml"), check=True)
+    assert "running" in run.stdout.lower()
+    allocs = dev_agent.wait_running("hello", 2)
+    pids = [a["task_states"]["server"]["pid"] for a in allocs]
+    assert all(psutil.pid_exists(p) for p in pids)
+
+    status = dev_agent.cli("job", "status", "hello", check=True)
+    assert "hello" in status.stdout and "running" in status.stdout
+
+    alloc_id = allocs[0]["id"]
+    logs = wait_until(
+        lambda: (r := dev_agent.cli("alloc", "logs", alloc_id[:8])).returncode == 0
+        and "hello from" in r.stdout and r,
+        timeout=15, what="the task's output in alloc logs",
+    )
+    assert f"allocation {alloc_id}" in logs.stdout
+
+    alloc_status = dev_agent.cli("alloc", "status", alloc_id[:6], check=True)
+    assert "server" in alloc_status.stdout and "Started" in alloc_status.stdout
+
+    dev_agent.cli("job", "scale", "hello", "web", "3", check=True)
+    dev_agent.wait_running("hello", 3)
+    history = dev_agent.cli("job", "history", "hello", "-o", "json", check=True)
+    versions = as_json(history)
+    assert [v["version"] for v in versions] == [1, 0]
+    assert any("count" in line for line in versions[0]["diff"])
+
+    dev_agent.cli("job", "stop", "hello", check=True, timeout=60)
+    wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                               for p in pids), timeout=15, what="the task processes to exit")
+    final = dev_agent.allocs("hello")
+    assert all(a["desired_status"] == "stop" for a in final)
+    assert all(a["client_status"] == "complete" for a in final)
+    job = dev_agent.get("/v1/job/hello")
+    assert job["status"] == "dead" and job["stop"] is True
+
+
+def test_restart_on_failure_then_fail_with_exit_code(dev_agent: DevAgent, tmp_path: Path) -> None:
+    path = write_job(tmp_path, """
+job: flaky
+groups:
+  g:
+    restart: {attempts: 2, interval: 1m, delay: 100ms, mode: fail}
+    reschedule: {attempts: 0, unlimited: false}
+    tasks:
+      t:
+        driver: raw_exec
+        config: {command: /bin/sh, args: ["-c", "echo starting; exit 3"]}
+""")
+    run = dev_agent.cli("job", "run", path, timeout=60)
+    assert run.returncode != 0
+    assert "exit" in (run.stdout + run.stderr).lower()
+    alloc = wait_until(lambda: [a for a in dev_agent.allocs("flaky")
+                                if a["client_status"] == "failed"], what="a failed alloc")[0]
+    state = alloc["task_states"]["t"]
+    assert state["restarts"] == 2
+    assert state["exit_code"] == 3
+    assert state["failed"] is True
+    assert "restart policy" in alloc["client_description"]
+
+
+def test_batch_job_completes(dev_agent: DevAgent) -> None:
+    dev_agent.cli("job", "run", str(EXAMPLES / "batch.yaml"), check=True, timeout=60)
+    allocs = wait_until(lambda: (a := dev_agent.allocs("report"))
+                        and all(x["client_status"] == "complete" for x in a) and a,
+                        what="the batch allocation to complete")
+    assert allocs[0]["task_states"]
+    assert all(s["exit_code"] == 0 for s in allocs[0]["task_states"].values())
+    wait_until(lambda: dev_agent.get("/v1/job/report")["status"] == "dead",
+               what="the batch job to be dead")
+
+
+def test_stop_honours_kill_signal_and_kill_timeout(dev_agent: DevAgent, tmp_path: Path) -> None:
+    path = write_job(tmp_path, """
+job: signals
+groups:
+  polite:
+    tasks:
+      t:
+        driver: raw_exec
+        kill_signal: SIGINT
+        config:
+          command: /bin/sh
+          args: ["-c", "trap 'echo got INT; exit 0' INT; echo ready; while true; do sleep 0.1; done"]
+  stubborn:
+    tasks:
+      t:
+        driver: raw_exec
+        kill_timeout: 2s
+        config:
+          command: /bin/sh
+          args: ["-c", "trap 'echo ignoring TERM' TERM; echo ready; while true; do sleep 0.1; done"]
+""")
+    dev_agent.cli("job", "run", path, check=True)
+    allocs = dev_agent.wait_running("signals", 2)
+    by_group = {a["group"]: a for a in allocs}
+    wait_until(lambda: all("ready" in dev_agent.cli("alloc", "logs", a["id"]).stdout
+                           for a in allocs), what="both tasks to be ready")
+    started = time.monotonic()
+    dev_agent.cli("job", "stop", "signals", check=True, timeout=60)
+    elapsed = time.monotonic() - started
+    polite_logs = dev_agent.cli("alloc", "logs", by_group["polite"]["id"], check=True).stdout
+    assert "got INT" in polite_logs
+    stubborn_logs = dev_agent.cli("alloc", "logs", by_group["stubborn"]["id"], check=True).stdout
+    assert "ignoring TERM" in stubborn_logs
+    assert elapsed >= 2.0  # the stubborn task was given its kill_timeout before SIGKILL
+    stubborn = dev_agent.get(f"/v1/allocation/{by_group['stubborn']['id']}")
+    assert stubborn["task_states"]["t"]["signal"] == 9
+
+
+def test_bad_spec_is_refused_with_file_and_line(dev_agent: DevAgent, tmp_path: Path) -> None:
+    path = write_job(tmp_path, """job: broken
+groups:
+  g:
+    tasks:
+      t:
+        driver: raw_exec
+        config:
+          comand: /bin/true
+""")
+    result = dev_agent.cli("job", "run", path)
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert f"{path}:8" in out
+    assert "did you mean 'command'" in out
+    assert dev_agent.get("/v1/jobs") == []
+
+
+def test_placement_failure_explains_itself(dev_agent: DevAgent, tmp_path: Path) -> None:
+    path = write_job(tmp_path, """
+job: huge
+groups:
+  g:
+    tasks:
+      t:
+        driver: raw_exec
+        config: {command: /bin/sleep, args: ["60"]}
+        resources: {memory: 100000000}
+""")
+    result = dev_agent.cli("job", "run", path, timeout=60)
+    assert result.returncode == 2
+    assert "1 node evaluated: 1 exhausted memory" in result.stdout + result.stderr
+    status = dev_agent.cli("job", "status", "huge", check=True)
+    assert "exhausted memory" in status.stdout
+
+
+def test_env_and_interpolation(dev_agent: DevAgent, tmp_path: Path) -> None:
+    path = write_job(tmp_path, """
+job: envjob
+type: batch
+groups:
+  g:
+    tasks:
+      t:
+        driver: raw_exec
+        env: {GREETING: "hi ${PODIUM_TASK_NAME}"}
+        config:
+          command: /bin/sh
+          args: ["-c", "echo $GREETING; echo dir=${PODIUM_TASK_DIR}; env | grep ^PODIUM_ | sort"]
+""")
+    dev_agent.cli("job", "run", path, check=True)
+    alloc = wait_until(lambda: (a := dev_agent.allocs("envjob"))
+                       and a[0]["client_status"] == "complete" and a[0], what="completion")
+    out = dev_agent.cli("alloc", "logs", alloc["id"], check=True).stdout
+    assert "hi t" in out
+    for var in ("PODIUM_JOB_ID=envjob", "PODIUM_GROUP_NAME=g", "PODIUM_TASK_NAME=t",
+                f"PODIUM_ALLOC_ID={alloc['id']}", "PODIUM_ALLOC_INDEX=0", "PODIUM_NODE_ID=",
+                "PODIUM_ALLOC_DIR=", "PODIUM_TASK_DIR="):
+        assert var in out
+    task_dir = [line for line in out.splitlines() if line.startswith("dir=")][0][4:]
+    assert os.path.isabs(task_dir)
