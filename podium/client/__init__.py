@@ -1,0 +1,61 @@
+"""The Python SDK: ``podium.Client`` (blocking) and ``podium.AsyncClient`` (asyncio).
+
+Both wrap the whole HTTP API of docs/api.md and answer with the typed models
+of :mod:`podium.models` (plus the small answer models of
+:mod:`podium.client.results`).  This package imports only ``podium.models``,
+``podium.errors``, httpx and the standard library, so programs can drive
+Podium without pulling in the server or the agent.
+
+Blocking queries::
+
+    from podium import Client
+    from podium.client import endpoints
+
+    with Client() as client:
+        result = client.query(endpoints.job_allocations("web"))
+        while True:  # wake up on every change to the job's allocations
+            result = client.query(
+                endpoints.job_allocations("web"), index=result.index, wait="1m"
+            )
+            print([a.client_status for a in result.value])
+"""
+
+from __future__ import annotations
+
+from podium.client import endpoints
+from podium.client._http import DEFAULT_ADDRESS, ServerUnreachable, resolve_address
+from podium.client.aio import AsyncClient
+from podium.client.endpoints import Endpoint
+from podium.client.results import (
+    GroupSummary,
+    JobInfo,
+    JobListItem,
+    NodeInfo,
+    NodeSync,
+    QueryResult,
+    RegisterResult,
+    ScaleResult,
+    ServerStatus,
+    StopResult,
+)
+from podium.client.sync import Client
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "AsyncClient",
+    "Client",
+    "Endpoint",
+    "GroupSummary",
+    "JobInfo",
+    "JobListItem",
+    "NodeInfo",
+    "NodeSync",
+    "QueryResult",
+    "RegisterResult",
+    "ScaleResult",
+    "ServerStatus",
+    "ServerUnreachable",
+    "StopResult",
+    "endpoints",
+    "resolve_address",
+]

@@ -1,0 +1,185 @@
+"""``podium alloc ...``: one allocation's status, and its tasks' logs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+from rich.console import Group as RenderGroup
+from rich.console import RenderableType
+from rich.text import Text
+
+from podium.cli import common, render
+from podium.cli.common import AddressOpt, Output, OutputOpt
+from podium.client import Client, endpoints
+from podium.models import Allocation
+
+app = typer.Typer(help="Inspect allocations and read their logs.", no_args_is_help=True)
+
+AllocArg = Annotated[
+    str, typer.Argument(metavar="ALLOC_ID", help="An allocation id or unique prefix.")
+]
+
+TAIL_BYTES_PER_LINE = 512
+"""How far back ``--tail N`` reads: N lines at this many bytes each, a generous guess."""
+
+
+@app.command("status")
+def status(
+    alloc_id: AllocArg,
+    address: AddressOpt = common.DEFAULT_ADDR,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Where an allocation runs, what it should and does do, and its tasks' recent events."""
+    with common.handle_errors(), common.make_client(address) as client:
+        result = client.query(endpoints.allocation(alloc_id))
+        if output == Output.JSON:
+            common.print_json(result.raw)
+            return
+        a = result.value
+        rows: list[tuple[str, object]] = [
+            ("ID", a.id),
+            ("Name", a.name),
+            ("Node", f"{a.node_name} ({render.short(a.node_id)})" if a.node_name else a.node_id),
+            ("Job", f"{a.job_id} (version {a.job_version})"),
+            ("Group", a.group),
+            ("Evaluation", render.short(a.eval_id)),
+            ("Desired Status", _with_reason(a.desired_status.value, a.desired_description)),
+            ("Client Status", _with_reason(a.client_status.value, a.client_description)),
+            ("Resources", f"{a.resources.cpu} MHz, {a.resources.memory} MB"),
+            ("Created", render.age(a.create_time)),
+            ("Modified", render.age(a.modify_time)),
+        ]
+        if a.previous_allocation:
+            rows.append(("Replaces", render.short(a.previous_allocation)))
+        if a.next_allocation:
+            rows.append(("Replaced By", render.short(a.next_allocation)))
+        if a.reschedule_events:
+            rows.append(("Reschedules", len(a.reschedule_events)))
+        parts: list[RenderableType] = [render.fields(rows)]
+        for name, state in sorted(a.task_states.items()):
+            head = Text.assemble(
+                ("Task ", "bold"),
+                (f'"{name}"', "bold"),
+                " is ",
+                render.status_text(state.state.value),
+            )
+            if state.failed:
+                head.append(" (failed)", style="red")
+            trows: list[tuple[str, object]] = [("Restarts", state.restarts)]
+            if state.exit_code is not None:
+                trows.append(("Exit Code", state.exit_code))
+            if state.signal:
+                trows.append(("Signal", state.signal))
+            if state.oom_killed:
+                trows.append(("OOM Killed", "yes"))
+            if state.started_at:
+                trows.append(("Started", render.age(state.started_at)))
+            if state.finished_at:
+                trows.append(("Finished", render.age(state.finished_at)))
+            block: list[RenderableType] = [head, render.fields(trows)]
+            if state.events:
+                block += [Text("Recent Events:"), render.events_table(state.events)]
+            parts.append(RenderGroup(*block))
+        common.console().print(render.stack(*parts))
+
+
+def _with_reason(status: str, description: str) -> str:
+    return f"{status} ({description})" if description else status
+
+
+def _pick_task(client: Client, alloc: Allocation, task: str | None) -> str:
+    """The task to read: the one named, or the group's only task."""
+    names = sorted(alloc.task_states)
+    if not names:
+        # Not started yet: the job version says which tasks the group has.
+        for version in client.job_versions(alloc.job_id):
+            if version.version == alloc.job_version and alloc.group in version.spec.groups:
+                names = sorted(version.spec.groups[alloc.group].tasks)
+                break
+    if task is not None:
+        if names and task not in names:
+            common.fail(
+                f'allocation {render.short(alloc.id)} has no task "{task}"; '
+                f"its tasks are: {', '.join(names)}"
+            )
+        return task
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        common.fail(f"allocation {render.short(alloc.id)} has no tasks yet; name the task")
+    common.fail(
+        f"allocation {render.short(alloc.id)} has {len(names)} tasks; "
+        f"name one of: {', '.join(names)}"
+    )
+
+
+@app.command("logs")
+def logs(
+    alloc_id: AllocArg,
+    task: Annotated[
+        str | None,
+        typer.Argument(help="The task; may be left out when the group has only one."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as the task writes.")
+    ] = False,
+    stderr: Annotated[
+        bool, typer.Option("--stderr", help="Read stderr instead of stdout.")
+    ] = False,
+    tail: Annotated[
+        int | None,
+        typer.Option("--tail", "-n", min=0, help="Start with (about) the last N lines."),
+    ] = None,
+    address: AddressOpt = common.DEFAULT_ADDR,
+) -> None:
+    """Print a task's stdout (or stderr), proxied by the server from the node's agent."""
+    with common.handle_errors(), common.make_client(address) as client:
+        alloc = client.allocation(alloc_id)
+        name = _pick_task(client, alloc, task)
+        kind = "stderr" if stderr else "stdout"
+        if tail is None:
+            chunks = client.alloc_logs(alloc.id, name, type=kind, follow=follow)
+            try:
+                for chunk in chunks:
+                    common.echo_raw(chunk)
+            except KeyboardInterrupt:
+                return  # the usual way to stop following
+            return
+        chunks = client.alloc_logs(
+            alloc.id,
+            name,
+            type=kind,
+            origin="end",
+            offset=max(tail, 1) * TAIL_BYTES_PER_LINE,
+            follow=follow,
+        )
+        try:
+            _print_tail(chunks, tail, follow)
+        except KeyboardInterrupt:
+            return
+
+
+def _print_tail(chunks: Iterator[str], lines: int, follow: bool) -> None:
+    """Print the last ``lines`` lines of what came first, then (following) everything after.
+
+    Without ``--follow`` the whole answer is the window, so the cut is exact;
+    while following, the first chunk stands for the window.
+    """
+    it = iter(chunks)
+    if not follow:
+        text = "".join(it)
+        common.echo_raw(_last_lines(text, lines))
+        return
+    first = next(it, "")
+    common.echo_raw(_last_lines(first, lines))
+    for chunk in it:
+        common.echo_raw(chunk)
+
+
+def _last_lines(text: str, n: int) -> str:
+    if n == 0:
+        return ""
+    kept = text.splitlines(keepends=True)[-n:]
+    return "".join(kept)

@@ -1,0 +1,218 @@
+"""Tables and small formatting helpers shared by the commands.
+
+Kept apart from the commands so that ``job status`` and ``node status`` draw
+an allocation the same way, and so the formats are testable on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from rich.console import Group as RenderGroup
+from rich.console import RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from podium.client import GroupSummary
+from podium.models import Allocation, AllocMetric, Evaluation, TaskEvent
+
+SHORT = 8
+
+
+def short(ident: str | None) -> str:
+    """The first 8 characters of an id: unique in practice and accepted back as a prefix."""
+    return (ident or "")[:SHORT] or "-"
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    """``12s ago``, ``3m ago``, ``2h5m ago``, ``4d ago``; ``-`` for an unset time."""
+    if not ts:
+        return "-"
+    delta = (time.time() if now is None else now) - ts
+    if delta < 0:
+        return "just now" if delta > -5 else "in the future"
+    secs = int(delta)
+    if secs < 60:
+        return f"{secs}s ago"
+    mins, secs = divmod(secs, 60)
+    if mins < 60:
+        return f"{mins}m{secs}s ago" if mins < 10 and secs else f"{mins}m ago"
+    hours, mins = divmod(mins, 60)
+    if hours < 24:
+        return f"{hours}h{mins}m ago" if mins else f"{hours}h ago"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h ago" if hours and days < 7 else f"{days}d ago"
+
+
+def clock(ts: float | None) -> str:
+    """A local wall-clock time, for events where the order matters more than the age."""
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    t = Table(
+        *columns,
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        pad_edge=False,
+        header_style="bold",
+    )
+    return t
+
+
+def fields(rows: Iterable[tuple[str, object]]) -> Table:
+    """``Key = value`` lines, Nomad-style, for one object's details."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_column(overflow="fold")
+    for key, value in rows:
+        grid.add_row(key, "=", escape(str(value)))
+    return grid
+
+
+def status_text(status: str) -> Text:
+    colours = {
+        "running": "green",
+        "ready": "green",
+        "complete": "blue",
+        "eligible": "green",
+        "pending": "yellow",
+        "blocked": "yellow",
+        "initializing": "yellow",
+        "failed": "red",
+        "lost": "red",
+        "down": "red",
+        "dead": "dim",
+        "canceled": "dim",
+        "ineligible": "yellow",
+        "stop": "dim",
+        "run": "",
+    }
+    return Text(status, style=colours.get(status, ""))
+
+
+def summary_table(summary: dict[str, GroupSummary]) -> Table:
+    t = table(
+        "Group", "Queued", "Pending", "Running", "Complete", "Failed", "Lost", title="Summary"
+    )
+    for group, s in sorted(summary.items()):
+        t.add_row(
+            escape(group),
+            str(s.queued),
+            str(s.pending),
+            str(s.running),
+            str(s.complete),
+            str(s.failed),
+            str(s.lost),
+        )
+    return t
+
+
+def allocs_table(
+    allocs: Sequence[Allocation],
+    *,
+    title: str | None = "Allocations",
+    show_job: bool = False,
+    now: float | None = None,
+) -> Table:
+    cols = ["ID", "Node", "Group", "Version", "Desired", "Status", "Created"]
+    if show_job:
+        cols.insert(1, "Job")
+    t = table(*cols, title=title)
+    for a in sorted(allocs, key=lambda a: (-a.create_index, a.name)):
+        row: list[RenderableType] = [
+            short(a.id),
+            short(a.node_id),
+            escape(a.group),
+            str(a.job_version),
+            status_text(a.desired_status.value),
+            status_text(a.client_status.value),
+            age(a.create_time, now),
+        ]
+        if show_job:
+            row.insert(1, escape(a.job_id))
+        t.add_row(*row)
+    return t
+
+
+def placement_failures(metrics: dict[str, AllocMetric], ev: Evaluation) -> list[str]:
+    """One line per group that could not be placed, with the scheduler's reasons."""
+    lines = []
+    for group, metric in sorted(metrics.items()):
+        queued = ev.queued_allocations.get(group)
+        what = f"{queued} allocation{'s' if queued != 1 else ''}" if queued else "allocations"
+        lines.append(f'Group "{group}" could not place {what}: {metric.describe()}')
+    return lines
+
+
+def plan_text(plan: dict[str, int]) -> str:
+    """``place 2, stop 1``: the non-zero counts of an evaluation's plan."""
+    return (
+        ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(plan.items()) if v)
+        or "no changes"
+    )
+
+
+def placement_eval(evals: Sequence[Evaluation]) -> Evaluation | None:
+    """The evaluation whose placement failures still apply, if any.
+
+    ``evals`` is newest first.  Blocked evaluations only wait for capacity and
+    carry no metrics, so the newest evaluation that ran decides: its failures
+    are shown, and a later success hides older failures.
+    """
+    for ev in evals:
+        if ev.status.value == "blocked":
+            continue
+        return ev if ev.failed_tg_allocs else None
+    return None
+
+
+def evals_table(evals: Sequence[Evaluation], now: float | None = None) -> Table:
+    t = table("ID", "Job", "Triggered By", "Status", "Placement Failures", "Created")
+    for ev in evals:
+        t.add_row(
+            short(ev.id),
+            escape(ev.job_id),
+            ev.triggered_by.value,
+            status_text(ev.status.value),
+            "yes" if ev.failed_tg_allocs else "no",
+            age(ev.create_time, now),
+        )
+    return t
+
+
+def event_description(ev: TaskEvent) -> str:
+    parts = [ev.message] if ev.message else []
+    if ev.exit_code is not None:
+        parts.append(f"exit code {ev.exit_code}")
+    if ev.signal:
+        parts.append(f"signal {ev.signal}")
+    if ev.oom_killed:
+        parts.append("OOM killed")
+    return "; ".join(parts)
+
+
+def events_table(events: Sequence[TaskEvent]) -> Table:
+    t = table("Time", "Type", "Description")
+    for ev in sorted(events, key=lambda e: e.time, reverse=True):
+        t.add_row(clock(ev.time), escape(ev.type), escape(event_description(ev)))
+    return t
+
+
+def stack(*parts: RenderableType | None) -> RenderGroup:
+    """Renderables one under the other, with a blank line between them."""
+    items: list[RenderableType] = []
+    for part in parts:
+        if part is None:
+            continue
+        if items:
+            items.append(Text(""))
+        items.append(part)
+    return RenderGroup(*items)

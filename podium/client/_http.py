@@ -1,0 +1,209 @@
+"""What the sync and async clients share: addresses, timeouts, answers, errors.
+
+Everything here is pure (no sockets), so the two clients differ only in
+whether they ``await``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from podium.client.endpoints import Endpoint
+from podium.client.results import QueryResult
+from podium.errors import (
+    AmbiguousPrefix,
+    APIError,
+    Conflict,
+    NotFound,
+    PodiumError,
+    SpecError,
+    SpecIssue,
+)
+from podium.models import format_duration, parse_duration
+
+T = TypeVar("T")
+
+DEFAULT_ADDRESS = "http://127.0.0.1:7634"
+DEFAULT_TIMEOUT = 10.0
+INDEX_HEADER = "X-Podium-Index"
+DEFAULT_BLOCKING_WAIT = 300.0
+"""What the server waits when a blocking query names no ``wait`` (docs/api.md)."""
+
+
+class ServerUnreachable(PodiumError):
+    """No answer came back: the server is not listening, or the connection failed.
+
+    Distinct from :class:`~podium.errors.APIError` (the server answered, with
+    an error) because the remedy differs: start the server, or check the address.
+    """
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+def resolve_address(address: str | None) -> str:
+    """The server's base URL: the argument, else ``$PODIUM_ADDR``, else the local default.
+
+    ``host:port`` without a scheme means plain HTTP, as people type it.
+    """
+    addr = (address or os.environ.get("PODIUM_ADDR") or DEFAULT_ADDRESS).strip()
+    if "://" not in addr:
+        addr = "http://" + addr
+    return addr.rstrip("/")
+
+
+def wait_seconds(wait: str | float | None) -> float | None:
+    return None if wait is None else parse_duration(wait)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An endpoint turned into the arguments of ``httpx.Client.request``."""
+
+    method: str
+    url: str
+    params: dict[str, str]
+    json: Any
+    timeout: httpx.Timeout
+
+
+def prepare(
+    endpoint: Endpoint[Any], index: int | None, wait: str | float | None, timeout: float
+) -> Prepared:
+    params = dict(endpoint.params)
+    read = timeout
+    if index is not None:
+        params["index"] = str(index)
+    seconds = wait_seconds(wait)
+    if seconds is not None:
+        params["wait"] = format_duration(seconds)
+    if index is not None:
+        # A blocking query is meant to sit on the server for up to `wait`; the
+        # read timeout must outlast it (plus the server's jitter, wait/16, as
+        # Nomad adds) or every quiet period would look like a dead server.
+        waited = seconds if seconds is not None else DEFAULT_BLOCKING_WAIT
+        read = timeout + waited + waited / 16
+    return Prepared(
+        method=endpoint.method,
+        url=endpoint.path,
+        params=params,
+        json=endpoint.body,
+        timeout=httpx.Timeout(timeout, read=read),
+    )
+
+
+def response_index(response: httpx.Response, body: Any) -> int:
+    """The store index an answer reflects: the header, else an ``index`` in the body."""
+    header = response.headers.get(INDEX_HEADER)
+    if header is not None:
+        try:
+            return int(header)
+        except ValueError:
+            pass
+    if isinstance(body, dict) and isinstance(body.get("index"), int):
+        return int(body["index"])
+    return 0
+
+
+def finish(endpoint: Endpoint[T], response: httpx.Response) -> QueryResult[T]:
+    """Turn a read response into a result, or raise the error it carries."""
+    if response.is_error:
+        raise error_for(response)
+    try:
+        body = response.json() if response.content else None
+    except ValueError as exc:
+        raise APIError(
+            response.status_code, f"the server answered {endpoint.path} with invalid JSON: {exc}"
+        ) from exc
+    try:
+        value = endpoint.parse(body)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise APIError(
+            response.status_code,
+            f"unexpected answer from {endpoint.method} {endpoint.path}: {exc}",
+            detail=body,
+        ) from exc
+    return QueryResult(value=value, index=response_index(response, body), raw=body)
+
+
+def _issues(raw: Any) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        issues.append(
+            SpecIssue(
+                path=str(item.get("path") or ""),
+                message=str(item.get("message") or ""),
+                line=item.get("line") if isinstance(item.get("line"), int) else None,
+                column=item.get("column") if isinstance(item.get("column"), int) else None,
+                hint=item.get("hint") if isinstance(item.get("hint"), str) else None,
+            )
+        )
+    return issues
+
+
+def _message(response: httpx.Response, body: Any) -> str:
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), str):
+            return str(body["error"])
+        detail = body.get("detail")  # FastAPI's own errors (422, 405, ...)
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list) and detail:
+            first = detail[0]
+            if isinstance(first, dict) and "msg" in first:
+                loc = ".".join(str(p) for p in first.get("loc", []))
+                return f"{loc}: {first['msg']}" if loc else str(first["msg"])
+    text = response.text.strip()
+    if text and len(text) < 500 and "\n" not in text:
+        return text
+    return f"{response.status_code} {response.reason_phrase}".strip()
+
+
+def error_for(response: httpx.Response) -> PodiumError:
+    """Map an error answer onto the exception tree of :mod:`podium.errors`.
+
+    The caller must have read the body (``response.read()``) when streaming.
+    """
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    status = response.status_code
+    message = _message(response, body)
+    data = body if isinstance(body, dict) else {}
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return Conflict(message)
+    if status == 400 and isinstance(data.get("matches"), list):
+        matches = [str(m) for m in data["matches"]]
+        if matches and not any(m in message for m in matches):
+            message += ": " + ", ".join(matches)
+        return AmbiguousPrefix(message)
+    if status in (400, 422) and isinstance(data.get("issues"), list):
+        issues = _issues(data["issues"])
+        if issues:
+            return SpecError(issues=issues)
+    return APIError(status, message, detail=body)
+
+
+def transport_error(address: str, exc: httpx.TransportError) -> ServerUnreachable:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        text = f"cannot reach the Podium server at {address}: is `podium agent --dev` running?"
+    elif isinstance(exc, httpx.TimeoutException):
+        text = f"the Podium server at {address} did not answer in time ({type(exc).__name__})"
+    else:
+        text = f"lost the connection to the Podium server at {address}: {exc or type(exc).__name__}"
+    return ServerUnreachable(text, address)
+
+
+def logs_timeout(timeout: float, follow: bool) -> httpx.Timeout:
+    """Following a log may be silent for as long as the task is: never time out reading."""
+    return httpx.Timeout(timeout, read=None if follow else timeout)

@@ -1,0 +1,241 @@
+"""Every call of the HTTP API described once, as data (see docs/api.md).
+
+An :class:`Endpoint` says which request to send and how to read the answer;
+it performs no I/O.  :class:`podium.client.Client` and
+:class:`podium.client.AsyncClient` both execute the same endpoints, so the two
+clients cannot drift apart, and the request side of the SDK can be tested
+without a server.
+
+Most callers use the client's named methods (``client.job("web")``).  Build
+an endpoint yourself when you need the store index with the answer, e.g. to
+write a blocking-query loop::
+
+    result = client.query(endpoints.job_allocations("web"))
+    while True:
+        result = client.query(endpoints.job_allocations("web"), index=result.index, wait="30s")
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from pydantic import TypeAdapter
+
+from podium.client.results import (
+    JobInfo,
+    JobListItem,
+    NodeInfo,
+    NodeSync,
+    RegisterResult,
+    ScaleResult,
+    ServerStatus,
+    StopResult,
+)
+from podium.models import (
+    Allocation,
+    AllocClientUpdate,
+    Evaluation,
+    JobSpec,
+    JobVersion,
+    Node,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[T]):
+    """One API call: method, path, query parameters, JSON body and answer parser."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+def _adapter(tp: Any) -> Callable[[Any], Any]:
+    return TypeAdapter(tp).validate_python
+
+
+_ALLOCS: Callable[[Any], list[Allocation]] = _adapter(list[Allocation])
+_EVALS: Callable[[Any], list[Evaluation]] = _adapter(list[Evaluation])
+_VERSIONS: Callable[[Any], list[JobVersion]] = _adapter(list[JobVersion])
+_JOB_LIST: Callable[[Any], list[JobListItem]] = _adapter(list[JobListItem])
+_NODES: Callable[[Any], list[NodeInfo]] = _adapter(list[NodeInfo])
+
+
+def _seg(value: str) -> str:
+    """Quote one path segment: ids are user input and may hold anything."""
+    if not value:
+        raise ValueError("an id (or id prefix) cannot be empty")
+    return quote(value, safe="")
+
+
+def _params(**values: str | int | bool | None) -> dict[str, str]:
+    """Query parameters, leaving out what is unset; booleans as ``true``."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if value is None or value is False:
+            continue
+        out[key] = "true" if value is True else str(value)
+    return out
+
+
+def _dict(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _job_info(body: Any) -> JobInfo:
+    data = _dict(body)
+    # The contract is the job's fields plus "summary"; accept the job nested
+    # under "job" too, so a server that wraps it still reads the same.
+    if isinstance(data.get("job"), dict) and "id" not in data:
+        data = {**data["job"], "summary": data.get("summary", {})}
+    return JobInfo.model_validate(data)
+
+
+def _index(body: Any) -> int:
+    return int(_dict(body)["index"])
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+def jobs(prefix: str | None = None) -> Endpoint[list[JobListItem]]:
+    return Endpoint("GET", "/v1/jobs", _JOB_LIST, _params(prefix=prefix))
+
+
+def job(job_id: str) -> Endpoint[JobInfo]:
+    return Endpoint("GET", f"/v1/job/{_seg(job_id)}", _job_info)
+
+
+def register_job(
+    spec: JobSpec | Mapping[str, Any], check_index: int | None = None
+) -> Endpoint[RegisterResult]:
+    doc = (
+        spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else dict(spec)
+    )
+    body: dict[str, Any] = {"job": doc}
+    if check_index is not None:
+        body["check_index"] = check_index
+    return Endpoint("POST", "/v1/jobs", RegisterResult.model_validate, body=body)
+
+
+def stop_job(job_id: str, purge: bool = False) -> Endpoint[StopResult]:
+    return Endpoint(
+        "DELETE", f"/v1/job/{_seg(job_id)}", StopResult.model_validate, _params(purge=purge)
+    )
+
+
+def job_allocations(job_id: str, all: bool = False) -> Endpoint[list[Allocation]]:
+    return Endpoint("GET", f"/v1/job/{_seg(job_id)}/allocations", _ALLOCS, _params(all=all))
+
+
+def job_versions(job_id: str) -> Endpoint[list[JobVersion]]:
+    return Endpoint("GET", f"/v1/job/{_seg(job_id)}/versions", _VERSIONS)
+
+
+def job_evaluations(job_id: str) -> Endpoint[list[Evaluation]]:
+    return Endpoint("GET", f"/v1/job/{_seg(job_id)}/evaluations", _EVALS)
+
+
+def scale_job(job_id: str, group: str, count: int) -> Endpoint[ScaleResult]:
+    return Endpoint(
+        "POST",
+        f"/v1/job/{_seg(job_id)}/scale",
+        ScaleResult.model_validate,
+        body={"group": group, "count": count},
+    )
+
+
+# -- allocations -----------------------------------------------------------------------
+
+
+def allocations(
+    prefix: str | None = None, job_id: str | None = None, node_id: str | None = None
+) -> Endpoint[list[Allocation]]:
+    return Endpoint(
+        "GET", "/v1/allocations", _ALLOCS, _params(prefix=prefix, job_id=job_id, node_id=node_id)
+    )
+
+
+def allocation(alloc_id: str) -> Endpoint[Allocation]:
+    return Endpoint("GET", f"/v1/allocation/{_seg(alloc_id)}", Allocation.model_validate)
+
+
+def alloc_logs_path(alloc_id: str) -> str:
+    """The logs endpoint streams text, so it is not an :class:`Endpoint`; this is its path."""
+    return f"/v1/allocation/{_seg(alloc_id)}/logs"
+
+
+def alloc_logs_params(
+    task: str, type: str = "stdout", origin: str = "start", offset: int = 0, follow: bool = False
+) -> dict[str, str]:
+    if type not in ("stdout", "stderr"):
+        raise ValueError(f"log type must be 'stdout' or 'stderr', not {type!r}")
+    if origin not in ("start", "end"):
+        raise ValueError(f"log origin must be 'start' or 'end', not {origin!r}")
+    if offset < 0:
+        raise ValueError("a log offset cannot be negative")
+    params = {"task": task, "type": type, "origin": origin, "offset": str(offset)}
+    if follow:
+        params["follow"] = "true"
+    return params
+
+
+# -- nodes, evaluations, status --------------------------------------------------------
+
+
+def nodes(prefix: str | None = None) -> Endpoint[list[NodeInfo]]:
+    return Endpoint("GET", "/v1/nodes", _NODES, _params(prefix=prefix))
+
+
+def node(node_id: str) -> Endpoint[NodeInfo]:
+    return Endpoint("GET", f"/v1/node/{_seg(node_id)}", NodeInfo.model_validate)
+
+
+def node_allocations(node_id: str) -> Endpoint[list[Allocation]]:
+    return Endpoint("GET", f"/v1/node/{_seg(node_id)}/allocations", _ALLOCS)
+
+
+def evaluations(job_id: str | None = None, prefix: str | None = None) -> Endpoint[list[Evaluation]]:
+    return Endpoint("GET", "/v1/evaluations", _EVALS, _params(job_id=job_id, prefix=prefix))
+
+
+def evaluation(eval_id: str) -> Endpoint[Evaluation]:
+    return Endpoint("GET", f"/v1/evaluation/{_seg(eval_id)}", Evaluation.model_validate)
+
+
+def status() -> Endpoint[ServerStatus]:
+    return Endpoint("GET", "/v1/status", ServerStatus.model_validate)
+
+
+# -- agent <-> server ------------------------------------------------------------------
+
+
+def register_node(node: Node) -> Endpoint[dict[str, Any]]:
+    return Endpoint("PUT", "/v1/node/register", _dict, body=node.model_dump(mode="json"))
+
+
+def heartbeat(node_id: str) -> Endpoint[dict[str, Any]]:
+    return Endpoint("PUT", f"/v1/node/{_seg(node_id)}/heartbeat", _dict)
+
+
+def node_sync(node_id: str) -> Endpoint[NodeSync]:
+    return Endpoint("GET", f"/v1/client/node/{_seg(node_id)}/allocations", NodeSync.model_validate)
+
+
+def update_allocs(node_id: str, updates: list[AllocClientUpdate]) -> Endpoint[int]:
+    return Endpoint(
+        "POST",
+        "/v1/client/allocations",
+        _index,
+        body={"node_id": node_id, "updates": [u.model_dump(mode="json") for u in updates]},
+    )

@@ -1,0 +1,140 @@
+"""Typed answers of the API that are not one of the stored objects in :mod:`podium.models`.
+
+The server adds a few fields to its objects when it answers (a job's group
+summary, a node's allocation count) and answers writes with small receipts.
+These models give those shapes names.  They ignore unknown fields so that a
+newer server can add to an answer without breaking an older SDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from podium.models import (
+    Allocation,
+    Job,
+    JobSpec,
+    JobStatus,
+    Node,
+    NodeResources,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class QueryResult(Generic[T]):
+    """An answer together with the store index it reflects.
+
+    ``index`` is the ``X-Podium-Index`` header: pass it back as ``index=`` to
+    block until something behind the endpoint changes (Nomad's ``QueryMeta``
+    ``LastIndex``).  ``raw`` is the decoded JSON body exactly as the server
+    sent it, for callers that print or forward it (``podium ... -o json``).
+    """
+
+    value: T
+    index: int
+    raw: Any
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GroupSummary(_Answer):
+    """How many allocations of one group are in each client state.
+
+    ``queued`` counts instances the scheduler could not place yet (a blocked
+    evaluation is waiting for capacity).
+    """
+
+    queued: int = 0
+    pending: int = 0
+    running: int = 0
+    complete: int = 0
+    failed: int = 0
+    lost: int = 0
+
+
+class JobListItem(_Answer):
+    """One row of ``GET /v1/jobs``: a job without its spec, plus its group summary."""
+
+    id: str
+    type: str = "service"
+    priority: int = 50
+    status: JobStatus = JobStatus.PENDING
+    version: int = 0
+    stop: bool = False
+    submit_time: float = 0.0
+    modify_index: int = 0
+    summary: dict[str, GroupSummary] = Field(default_factory=dict)
+
+
+class JobInfo(Job):
+    """``GET /v1/job/{id}``: the job (with its spec) and its group summary."""
+
+    summary: dict[str, GroupSummary] = Field(default_factory=dict)
+
+
+class NodeInfo(Node):
+    """A node as the API lists it: with the resources its allocations hold."""
+
+    alloc_count: int = 0
+    allocated: NodeResources = Field(default_factory=lambda: NodeResources(cpu=0, memory=0))
+
+
+class RegisterResult(_Answer):
+    """``POST /v1/jobs``: the evaluation to follow and the version now current.
+
+    ``changed`` is false when the spec equals the current version: no new
+    version was stored, but an evaluation was still created.
+    """
+
+    eval_id: str
+    job_modify_index: int = 0
+    version: int = 0
+    index: int = 0
+    changed: bool = True
+    warnings: list[str] = Field(default_factory=list)
+
+
+class StopResult(_Answer):
+    """``DELETE /v1/job/{id}``: the evaluation that stops the job's allocations."""
+
+    eval_id: str | None = None
+    index: int = 0
+
+
+class ScaleResult(_Answer):
+    """``POST /v1/job/{id}/scale``: the evaluation and the version the new count made."""
+
+    eval_id: str
+    version: int = 0
+    index: int = 0
+
+
+class ServerStatus(_Answer):
+    """``GET /v1/status``: the server's version, store index and object counts."""
+
+    version: str = ""
+    index: int = 0
+    nodes: int = 0
+    jobs: int = 0
+
+
+class NodeSync(_Answer):
+    """What an agent must run: its allocations and the job specs they refer to.
+
+    ``jobs`` is keyed ``"<job_id>@<version>"`` so that allocations of two
+    versions of one job (during an update) each find their own spec.
+    """
+
+    index: int = 0
+    allocations: list[Allocation] = Field(default_factory=list)
+    jobs: dict[str, JobSpec] = Field(default_factory=dict)
+
+    def spec_for(self, alloc: Allocation) -> JobSpec | None:
+        return self.jobs.get(f"{alloc.job_id}@{alloc.job_version}")

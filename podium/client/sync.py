@@ -1,0 +1,249 @@
+"""``podium.Client``: the blocking Python SDK over the HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from podium.client import endpoints as ep
+from podium.client._http import (
+    DEFAULT_TIMEOUT,
+    error_for,
+    finish,
+    logs_timeout,
+    prepare,
+    resolve_address,
+    transport_error,
+)
+from podium.client.endpoints import Endpoint
+from podium.client.results import (
+    JobInfo,
+    JobListItem,
+    NodeInfo,
+    NodeSync,
+    QueryResult,
+    RegisterResult,
+    ScaleResult,
+    ServerStatus,
+    StopResult,
+)
+from podium.models import (
+    Allocation,
+    AllocClientUpdate,
+    Evaluation,
+    JobSpec,
+    JobVersion,
+    Node,
+)
+
+T = TypeVar("T")
+Wait = str | float | None
+
+
+class Client:
+    """A connection to a Podium server.
+
+    ``address`` defaults to ``$PODIUM_ADDR``, else ``http://127.0.0.1:7634``.
+    ``transport`` replaces the network (``httpx.MockTransport`` in tests).
+
+    Read methods return the answer itself.  Those that support blocking
+    queries take ``index=`` and ``wait=``: the server holds the request until
+    its state is newer than ``index`` (or ``wait`` passes).  To learn the index
+    to pass, call :meth:`query` with the same endpoint from
+    :mod:`podium.client.endpoints`; it returns a :class:`QueryResult` with
+    ``value``, ``index`` and the ``raw`` JSON.
+
+    Errors raise :mod:`podium.errors` exceptions: ``NotFound``,
+    ``AmbiguousPrefix``, ``SpecError``, ``Conflict``, ``APIError``, and
+    :class:`~podium.client.ServerUnreachable` when nothing answered.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.address = resolve_address(address)
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.address,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": "podium-sdk", **(headers or {})},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.address!r})"
+
+    # -- the one place requests are sent ------------------------------------------------
+
+    def query(
+        self, endpoint: Endpoint[T], *, index: int | None = None, wait: Wait = None
+    ) -> QueryResult[T]:
+        """Send ``endpoint``; answer its value with the store index and the raw JSON."""
+        req = prepare(endpoint, index, wait, self.timeout)
+        try:
+            response = self._http.request(
+                req.method, req.url, params=req.params, json=req.json, timeout=req.timeout
+            )
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+        return finish(endpoint, response)
+
+    def _get(self, endpoint: Endpoint[T], index: int | None, wait: Wait) -> T:
+        return self.query(endpoint, index=index, wait=wait).value
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def register_job(
+        self, spec: JobSpec | Mapping[str, Any], check_index: int | None = None
+    ) -> RegisterResult:
+        """Register (or update) a job; a dict is sent as is and validated by the server."""
+        return self.query(ep.register_job(spec, check_index)).value
+
+    def jobs(
+        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+    ) -> list[JobListItem]:
+        return self._get(ep.jobs(prefix), index, wait)
+
+    def job(self, id: str, *, index: int | None = None, wait: Wait = None) -> JobInfo:
+        return self._get(ep.job(id), index, wait)
+
+    def stop_job(self, id: str, purge: bool = False) -> StopResult:
+        return self.query(ep.stop_job(id, purge)).value
+
+    def job_allocations(
+        self, id: str, all: bool = False, *, index: int | None = None, wait: Wait = None
+    ) -> list[Allocation]:
+        """The job's allocations; terminal ones only with ``all=True``."""
+        return self._get(ep.job_allocations(id, all), index, wait)
+
+    def job_versions(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> list[JobVersion]:
+        """Stored versions, newest first."""
+        return self._get(ep.job_versions(id), index, wait)
+
+    def job_evaluations(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> list[Evaluation]:
+        """The job's evaluations, newest first."""
+        return self._get(ep.job_evaluations(id), index, wait)
+
+    def scale_job(self, id: str, group: str, count: int) -> ScaleResult:
+        return self.query(ep.scale_job(id, group, count)).value
+
+    # -- allocations --------------------------------------------------------------------
+
+    def allocations(
+        self,
+        prefix: str | None = None,
+        job_id: str | None = None,
+        node_id: str | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+    ) -> list[Allocation]:
+        return self._get(ep.allocations(prefix, job_id, node_id), index, wait)
+
+    def allocation(self, id: str, *, index: int | None = None, wait: Wait = None) -> Allocation:
+        return self._get(ep.allocation(id), index, wait)
+
+    def alloc_logs(
+        self,
+        id: str,
+        task: str,
+        type: str = "stdout",
+        origin: str = "start",
+        offset: int = 0,
+        follow: bool = False,
+    ) -> Iterator[str]:
+        """Stream a task's log as text chunks (not lines), as they arrive.
+
+        With ``follow=True`` the stream stays open while the task runs; stop
+        iterating (or ``close()`` the iterator) to end it.  Errors are raised
+        on the first iteration, as the request is sent only then.
+        """
+        params = ep.alloc_logs_params(task, type, origin, offset, follow)
+        try:
+            with self._http.stream(
+                "GET",
+                ep.alloc_logs_path(id),
+                params=params,
+                timeout=logs_timeout(self.timeout, follow),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_for(response)
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+
+    # -- nodes, evaluations, status -----------------------------------------------------
+
+    def nodes(
+        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+    ) -> list[NodeInfo]:
+        return self._get(ep.nodes(prefix), index, wait)
+
+    def node(self, id: str, *, index: int | None = None, wait: Wait = None) -> NodeInfo:
+        return self._get(ep.node(id), index, wait)
+
+    def node_allocations(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> list[Allocation]:
+        return self._get(ep.node_allocations(id), index, wait)
+
+    def evaluations(
+        self,
+        job_id: str | None = None,
+        *,
+        prefix: str | None = None,
+        index: int | None = None,
+        wait: Wait = None,
+    ) -> list[Evaluation]:
+        return self._get(ep.evaluations(job_id, prefix), index, wait)
+
+    def evaluation(self, id: str, *, index: int | None = None, wait: Wait = None) -> Evaluation:
+        return self._get(ep.evaluation(id), index, wait)
+
+    def status(self) -> ServerStatus:
+        return self.query(ep.status()).value
+
+    # -- agent <-> server ---------------------------------------------------------------
+
+    def register_node(self, node: Node) -> dict[str, Any]:
+        """``{"node_id", "index", "heartbeat_ttl"}``."""
+        return self.query(ep.register_node(node)).value
+
+    def heartbeat(self, node_id: str) -> dict[str, Any]:
+        """``{"index", "heartbeat_ttl"}``."""
+        return self.query(ep.heartbeat(node_id)).value
+
+    def node_sync(self, node_id: str, index: int = 0, wait: Wait = None) -> NodeSync:
+        """Block until the node's allocations change past ``index`` (or ``wait`` passes)."""
+        return self.query(ep.node_sync(node_id), index=index, wait=wait).value
+
+    def update_allocs(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
+        """Report allocation states; answers the store index of the write."""
+        return self.query(ep.update_allocs(node_id, updates)).value
