@@ -49,11 +49,10 @@ class AllocMetric(BaseModel):
         """One line in numbers: '3 nodes evaluated: 2 exhausted memory, 1 missing driver exec'."""
         if self.nodes_evaluated == 0:
             return "no nodes were available (none registered, ready and eligible)"
-        parts: list[str] = []
-        for reason, n in sorted(self.constraint_filtered.items(), key=lambda kv: -kv[1]):
-            parts.append(f"{n} {reason}")
-        for dim, n in sorted(self.dimension_exhausted.items(), key=lambda kv: -kv[1]):
-            parts.append(f"{n} exhausted {dim}")
+        # every reason, the most common first, so the line leads with what matters most
+        counted = [(n, reason) for reason, n in self.constraint_filtered.items()]
+        counted += [(n, f"exhausted {dim}") for dim, n in self.dimension_exhausted.items()]
+        parts = [f"{n} {reason}" for n, reason in sorted(counted, key=lambda c: (-c[0], c[1]))]
         noun = "node" if self.nodes_evaluated == 1 else "nodes"
         text = f"{self.nodes_evaluated} {noun} evaluated"
         if parts:

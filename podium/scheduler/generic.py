@@ -1,0 +1,270 @@
+"""The service and batch scheduler: reconcile, then place, then report.
+
+``GenericScheduler.run`` is the whole pipeline for one evaluation::
+
+    job + allocs --reconcile--> stops, in-place updates, placements wanted
+    placements wanted --feasible + rank--> allocations on nodes (or queued)
+    everything --> Plan + updated Evaluation + new Evaluations
+
+It reads the snapshot and nothing else, and builds new objects only, so the
+caller (a server worker, ``job plan``, a simulation) decides what to do with
+the result.  Service and batch jobs differ in two small ways, both flags here:
+batch instances that finished stay done, and batch placements score two
+candidates instead of log2(n).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from podium.models import (
+    Allocation,
+    AllocMetric,
+    AllocStop,
+    ClientStatus,
+    DesiredStatus,
+    EvalStatus,
+    Evaluation,
+    GroupChanges,
+    Job,
+    Plan,
+    Resources,
+    SchedulerResult,
+    TriggeredBy,
+)
+from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage
+from podium.scheduler.rank import PlacementGroup, Ranker, default_candidate_limit
+from podium.scheduler.reconcile import Placement, instance_name, reconcile
+from podium.scheduler.snapshot import Snapshot
+
+
+class GenericScheduler:
+    """Schedules one evaluation of a service or batch job.  Use once, then discard."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        evaluation: Evaluation,
+        now: float,
+        new_id: Callable[[], str],
+        *,
+        batch: bool,
+        candidate_limit: int | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._eval = evaluation
+        self._now = now
+        self._new_id = new_id
+        self._batch = batch
+        self._candidate_limit = candidate_limit
+
+    def run(self) -> SchedulerResult:
+        snap = self._snapshot
+        ev = self._eval
+        job = snap.job(ev.job_id, ev.namespace)
+        allocs = snap.allocs_by_job(ev.job_id, ev.namespace)
+        rec = reconcile(snap, job, allocs, ev, self._now, self._new_id)
+
+        plan = Plan(
+            eval_id=ev.id,
+            job_id=ev.job_id,
+            job_version=job.version if job is not None else None,
+            priority=job.priority if job is not None else ev.priority,
+            snapshot_index=snap.index,
+            stops=list(rec.stops),
+            placements=list(rec.updates),
+            changes=rec.changes,
+        )
+        new_evals: list[Evaluation] = list(rec.followups)
+        failed: dict[str, AllocMetric] = {}
+        queued: dict[str, int] = {}
+        notes = list(rec.notes)
+
+        if job is not None and not job.stop:
+            for name in job.spec.groups:
+                queued[name] = 0
+            if rec.place:
+                self._place(job, rec.place, rec.running, plan, failed, queued)
+
+        blocked_id: str | None = None
+        if failed:
+            for name, metric in failed.items():
+                notes.append(f"group {name}: {metric.describe()}")
+            assert job is not None  # only a live job places
+            blocked = self._blocked_eval(job)
+            new_evals.append(blocked)
+            blocked_id = blocked.id
+
+        summary = _summarise(plan.changes)
+        summary["queued"] = sum(queued.values())
+        update: dict[str, object] = {
+            "status": EvalStatus.COMPLETE,
+            "status_description": "; ".join(notes),
+            "failed_tg_allocs": failed,
+            "queued_allocations": queued,
+            "plan_summary": summary,
+            "modify_time": self._now,
+        }
+        if blocked_id is not None:
+            update["blocked_eval"] = blocked_id
+        return SchedulerResult(
+            plan=plan, eval_update=ev.model_copy(update=update), new_evals=new_evals
+        )
+
+    # -- placement ---------------------------------------------------------
+
+    def _place(
+        self,
+        job: Job,
+        wanted: list[Placement],
+        running: list[Allocation],
+        plan: Plan,
+        failed: dict[str, AllocMetric],
+        queued: dict[str, int],
+    ) -> None:
+        snap = self._snapshot
+        nodes = list(snap.nodes())
+        limit = self._candidate_limit
+        if limit is None:
+            limit = default_candidate_limit(len(nodes), batch=self._batch)
+        elif limit <= 0:
+            limit = len(nodes)  # score every feasible node: the slow, exact baseline
+        usage = NodeUsage(snap)
+        ranker = Ranker(nodes, usage, seed=self._eval.id, limit=limit)
+
+        collisions: dict[str, dict[str, int]] = {}
+        for alloc in running:
+            per_node = collisions.setdefault(alloc.group, {})
+            per_node[alloc.node_id] = per_node.get(alloc.node_id, 0) + 1
+
+        groups: dict[str, PlacementGroup] = {}
+        templates: dict[str, tuple[dict[str, tuple[int, int]], int, int]] = {}
+        for want in wanted:
+            name = want.group
+            pg = groups.get(name)
+            if pg is None:
+                spec = job.spec.groups[name]
+                pg = groups[name] = PlacementGroup(
+                    GroupNeeds.of(name, spec), spec.count, collisions.setdefault(name, {})
+                )
+                templates[name] = (
+                    {
+                        t: (task.resources.cpu, task.resources.memory)
+                        for t, task in spec.tasks.items()
+                    },
+                    pg.needs.cpu,
+                    pg.needs.memory,
+                )
+            if name in failed:
+                # Nothing freed up since this group last failed (placements only
+                # take resources), so trying again would only cost a full scan.
+                failed[name].coalesced_failures += 1
+                queued[name] += 1
+                continue
+            metric = MetricCounter()
+            st = ranker.select(pg, metric)
+            if st is None:
+                failed[name] = metric.to_metric(nodes_available=metric.evaluated)
+                queued[name] += 1
+                continue
+            if want.previous is not None and want.stop_previous is not None:
+                plan.stops.append(
+                    AllocStop(
+                        alloc_id=want.previous.id,
+                        node_id=want.previous.node_id,
+                        description=want.stop_previous,
+                    )
+                )
+            plan.placements.append(
+                self._new_alloc(job, want, st.node.id, st.node.name, templates[name])
+            )
+
+    def _new_alloc(
+        self,
+        job: Job,
+        want: Placement,
+        node_id: str,
+        node_name: str,
+        template: tuple[dict[str, tuple[int, int]], int, int],
+    ) -> Allocation:
+        """A fresh allocation at ``want.index`` on the chosen node.
+
+        Built with the validating constructor on purpose: pydantic-core
+        validates faster than ``model_construct`` fills in Python, and every
+        placement stays a checked object.
+        """
+        task_res, cpu, memory = template
+        prev = want.previous
+        events = []
+        if want.reschedule is not None and prev is not None:
+            events = [*prev.reschedule_events, want.reschedule]
+        now = self._now
+        return Allocation(
+            id=self._new_id(),
+            eval_id=self._eval.id,
+            name=instance_name(job.id, want.group, want.index),
+            namespace=job.namespace,
+            job_id=job.id,
+            job_version=job.version,
+            group=want.group,
+            index=want.index,
+            node_id=node_id,
+            node_name=node_name,
+            resources=Resources(cpu=cpu, memory=memory),
+            task_resources={t: Resources(cpu=c, memory=m) for t, (c, m) in task_res.items()},
+            desired_status=DesiredStatus.RUN,
+            client_status=ClientStatus.PENDING,
+            previous_allocation=prev.id if prev is not None else None,
+            reschedule_events=events,
+            create_time=now,
+            modify_time=now,
+        )
+
+    def _blocked_eval(self, job: Job) -> Evaluation:
+        """The evaluation that waits for capacity; the broker re-runs it when nodes change."""
+        return Evaluation(
+            id=self._new_id(),
+            namespace=job.namespace,
+            priority=job.priority,
+            type=job.spec.type.value,
+            triggered_by=TriggeredBy.QUEUED_ALLOCS,
+            job_id=job.id,
+            job_modify_index=job.job_modify_index,
+            status=EvalStatus.BLOCKED,
+            status_description="created to place the allocations that did not fit",
+            previous_eval=self._eval.id,
+            create_time=self._now,
+            modify_time=self._now,
+        )
+
+
+def _summarise(changes: dict[str, GroupChanges]) -> dict[str, int]:
+    total: dict[str, int] = dict.fromkeys(GroupChanges.model_fields, 0)
+    for ch in changes.values():
+        for key in total:
+            total[key] += getattr(ch, key)
+    return total
+
+
+def schedule_service(
+    snapshot: Snapshot,
+    evaluation: Evaluation,
+    now: float,
+    new_id: Callable[[], str],
+    candidate_limit: int | None = None,
+) -> SchedulerResult:
+    return GenericScheduler(
+        snapshot, evaluation, now, new_id, batch=False, candidate_limit=candidate_limit
+    ).run()
+
+
+def schedule_batch(
+    snapshot: Snapshot,
+    evaluation: Evaluation,
+    now: float,
+    new_id: Callable[[], str],
+    candidate_limit: int | None = None,
+) -> SchedulerResult:
+    return GenericScheduler(
+        snapshot, evaluation, now, new_id, batch=True, candidate_limit=candidate_limit
+    ).run()

@@ -1,0 +1,458 @@
+"""Reconciliation: what should change, before asking where.
+
+Given a job and its existing allocations, the reconciler decides per group
+which allocations to keep, stop, update in place, replace, reschedule, and how
+many new instances are missing.  It looks at nodes only to learn whether they
+are down; choosing nodes is :mod:`podium.scheduler.rank`'s job.  Keeping the
+two apart means the same reconciliation serves ``job plan`` (a dry run), and a
+system scheduler can later pair its own per-node reconciler with the same
+feasibility and ranking code.
+
+Instances are named ``"{job}.{group}[{index}]"``.  Indexes are the identity of
+an instance across replacements: a lost, rescheduled or updated allocation is
+replaced at the *same* index, scaling down stops the highest indexes, and new
+instances take the lowest free ones.  That keeps names stable and lets a person
+follow ``web[2]`` through its history.
+
+How :class:`GroupChanges` counts: every existing allocation the reconciler
+considers lands in exactly one of ``ignore``, ``in_place_update``,
+``destructive_update``, ``stop``, ``lost``, ``reschedule_now`` and
+``reschedule_later``.  ``place`` counts the new instances the plan asks for
+other than the replacements of destructive updates (so lost and rescheduled
+replacements are in ``place`` as well).  Hence, per group, *new allocations
+placed + queued == place + destructive_update*.  The counts are intents, as
+Nomad's are: what could not be placed is reported separately as queued.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from podium.models import (
+    Allocation,
+    AllocStop,
+    ClientStatus,
+    DesiredStatus,
+    EvalStatus,
+    Evaluation,
+    Group,
+    GroupChanges,
+    Job,
+    JobType,
+    NodeStatus,
+    RescheduleEvent,
+    ReschedulePolicy,
+    TriggeredBy,
+    tasks_changed,
+)
+from podium.scheduler.snapshot import Snapshot
+
+JOB_STOPPED = "job stopped"
+JOB_PURGED = "job purged"
+GROUP_REMOVED = "alloc not needed: its group was removed from the job"
+NODE_LOST = "alloc is lost since its node is down"
+SCALED_DOWN = "alloc not needed: group count lowered"
+DUPLICATE = "alloc not needed: another allocation holds its index"
+UPDATED = "alloc is being replaced by a new job version"
+RESCHEDULED = "rescheduled"
+
+FOLLOWUP_BATCH_WINDOW = 5.0
+"""Failed allocations due within this many seconds of each other share one follow-up eval.
+
+A group whose instances crash together would otherwise create one delayed
+evaluation per instance; Nomad batches the same way.
+"""
+
+_MAX_DOUBLINGS = 62
+"""Exponential delays stop doubling here; the cap (max_delay) applies long before."""
+
+# Occupant kinds, ordered by preference when two allocations claim one index.
+_LIVE_CURRENT = 0
+_LIVE_OLD = 1
+_FAILED = 2
+_DONE = 3
+
+
+@dataclass(slots=True)
+class Placement:
+    """One instance the plan must find a node for."""
+
+    group: str
+    index: int
+    previous: Allocation | None = None
+    """The allocation this one replaces (lost, rescheduled, updated), linked for history."""
+    stop_previous: str | None = None
+    """Stop ``previous`` with this description, but only if this placement succeeds.
+
+    A failed allocation or an old version keeps its place until a successor
+    exists, so a full cluster never turns "old version running" into "nothing".
+    """
+    reschedule: RescheduleEvent | None = None
+    """Appended to ``previous``'s reschedule history on the new allocation."""
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    """Everything the reconciler decided for one job."""
+
+    stops: list[AllocStop] = field(default_factory=list)
+    updates: list[Allocation] = field(default_factory=list)
+    """In-place updates: existing allocations (same id and node) with new fields."""
+    place: list[Placement] = field(default_factory=list)
+    followups: list[Evaluation] = field(default_factory=list)
+    changes: dict[str, GroupChanges] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Sentences for the evaluation's status_description."""
+    running: list[Allocation] = field(default_factory=list)
+    """Allocations that keep running where they are: the anti-affinity baseline."""
+
+
+@dataclass(frozen=True, slots=True)
+class RescheduleDecision:
+    when: Literal["now", "later", "exhausted"]
+    at: float
+    """When the replacement may be placed (failure time + delay)."""
+    delay: float
+
+
+def reschedule_delay(policy: ReschedulePolicy, alloc: Allocation) -> float:
+    """The wait before replacing ``alloc``: constant, or doubling per previous reschedule.
+
+    A crash-looping service backs off (30s, 1m, 2m, ... up to max_delay)
+    instead of hammering the cluster with replacements.
+    """
+    base = policy.delay or 0.0
+    if policy.delay_function != "exponential":
+        return base
+    delay = base * float(2 ** min(len(alloc.reschedule_events), _MAX_DOUBLINGS))
+    if policy.max_delay is not None:
+        delay = min(delay, policy.max_delay)
+    return delay
+
+
+def reschedule_eligible(policy: ReschedulePolicy, alloc: Allocation) -> bool:
+    """Whether the policy allows another attempt, counting attempts within ``interval``
+    before the failure (the allocation's modify_time)."""
+    if policy.unlimited:
+        return True
+    attempts = policy.attempts or 0
+    if attempts <= 0:
+        return False
+    interval = policy.interval or 0.0
+    failed_at = alloc.modify_time
+    recent = sum(1 for ev in alloc.reschedule_events if failed_at - ev.time < interval)
+    return recent < attempts
+
+
+def decide_reschedule(
+    alloc: Allocation, policy: ReschedulePolicy, now: float, eval_id: str
+) -> RescheduleDecision:
+    """Now, later (at ``at``), or never.
+
+    The follow-up evaluation created for ``alloc`` reschedules it even if the
+    clock says a moment early: it was created for exactly this, and the
+    failure time it was computed from may have been rounded by the store.
+    """
+    if not reschedule_eligible(policy, alloc):
+        return RescheduleDecision("exhausted", math.inf, 0.0)
+    delay = reschedule_delay(policy, alloc)
+    at = alloc.modify_time + delay
+    if now >= at or (alloc.followup_eval_id is not None and alloc.followup_eval_id == eval_id):
+        return RescheduleDecision("now", at, delay)
+    return RescheduleDecision("later", at, delay)
+
+
+def _remember(predecessors: dict[int, Allocation], alloc: Allocation) -> None:
+    """Keep the newest allocation that ended at each index: the one a new instance succeeds."""
+    known = predecessors.get(alloc.index)
+    if known is None or (alloc.create_time, alloc.id) > (known.create_time, known.id):
+        predecessors[alloc.index] = alloc
+
+
+def instance_name(job_id: str, group: str, index: int) -> str:
+    return f"{job_id}.{group}[{index}]"
+
+
+class Reconciler:
+    """Desired state (the job) against actual state (its allocations), per group."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        job: Job | None,
+        evaluation: Evaluation,
+        now: float,
+        new_id: Callable[[], str],
+    ) -> None:
+        self._snapshot = snapshot
+        self._job = job
+        self._eval = evaluation
+        self._now = now
+        self._new_id = new_id
+        self._down: dict[str, bool] = {}
+        self._in_place: dict[tuple[str, int], bool] = {}
+        self._out = Reconciliation()
+
+    def run(self, allocs: Iterable[Allocation]) -> Reconciliation:
+        job = self._job
+        if job is None or job.stop:
+            self._stop_all(allocs, JOB_PURGED if job is None else JOB_STOPPED)
+            return self._out
+        by_group: dict[str, list[Allocation]] = {}
+        for alloc in allocs:
+            by_group.setdefault(alloc.group, []).append(alloc)
+        for name, group in job.spec.groups.items():
+            self._group(job, name, group, by_group.pop(name, []))
+        for name in sorted(by_group):
+            self._stop_all(by_group[name], GROUP_REMOVED)
+        return self._out
+
+    # -- helpers -----------------------------------------------------------
+
+    def _changes(self, group: str) -> GroupChanges:
+        ch = self._out.changes.get(group)
+        if ch is None:
+            ch = self._out.changes[group] = GroupChanges()
+        return ch
+
+    def _node_down(self, node_id: str) -> bool:
+        down = self._down.get(node_id)
+        if down is None:
+            node = self._snapshot.node(node_id)
+            down = node is None or node.status == NodeStatus.DOWN
+            self._down[node_id] = down
+        return down
+
+    def _stop(self, alloc: Allocation, description: str, *, lost: bool = False) -> None:
+        self._out.stops.append(
+            AllocStop(
+                alloc_id=alloc.id,
+                node_id=alloc.node_id,
+                description=description,
+                client_status=ClientStatus.LOST if lost else None,
+            )
+        )
+
+    def _stop_all(self, allocs: Iterable[Allocation], description: str) -> None:
+        """Stop every allocation still meant to run; those on dead nodes are marked lost too,
+        since no agent will ever report them gone."""
+        for alloc in sorted(allocs, key=lambda a: (a.group, a.index, a.id)):
+            if alloc.terminal():
+                continue
+            self._stop(alloc, description, lost=self._node_down(alloc.node_id))
+            self._changes(alloc.group).stop += 1
+
+    def _can_update_in_place(self, job: Job, name: str, group: Group, version: int) -> bool:
+        key = (name, version)
+        ok = self._in_place.get(key)
+        if ok is None:
+            spec = self._snapshot.job_spec(job.id, version, job.namespace)
+            old = spec.groups.get(name) if spec is not None else None
+            ok = old is not None and not tasks_changed(old, group)
+            self._in_place[key] = ok
+        return ok
+
+    def _destructive_now(self, candidates: list[Allocation]) -> list[Allocation]:
+        """Which outdated allocations to replace in this plan: all of them, for now.
+
+        This is the seam for rolling updates: an ``update`` block's
+        ``max_parallel`` (and a deployment's health gates) will cut this list
+        down; the rest stay running on their old version until a later eval.
+        """
+        return candidates
+
+    # -- one group ---------------------------------------------------------
+
+    def _group(self, job: Job, name: str, group: Group, allocs: list[Allocation]) -> None:
+        out = self._out
+        ch = self._changes(name)
+        batch = job.spec.type == JobType.BATCH
+
+        occupants: list[tuple[int, Allocation]] = []
+        predecessors: dict[int, Allocation] = {}
+        # Sorted so the plan does not depend on the order the store returns
+        # allocations in (a set's order can differ between processes).
+        for alloc in sorted(allocs, key=lambda a: (a.index, a.create_time, a.id)):
+            if alloc.desired_status == DesiredStatus.STOP:
+                continue
+            status = alloc.client_status
+            if status in (ClientStatus.PENDING, ClientStatus.RUNNING):
+                if self._node_down(alloc.node_id):
+                    self._stop(alloc, NODE_LOST, lost=True)
+                    ch.lost += 1
+                    _remember(predecessors, alloc)
+                else:
+                    kind = _LIVE_CURRENT if alloc.job_version == job.version else _LIVE_OLD
+                    occupants.append((kind, alloc))
+            elif status == ClientStatus.FAILED:
+                occupants.append((_FAILED, alloc))
+            elif status == ClientStatus.COMPLETE and batch:
+                # A batch instance that finished is done for good: it holds its index.
+                occupants.append((_DONE, alloc))
+            else:
+                # A service that exited, or an allocation already reported lost:
+                # its index is free and the new instance there succeeds it.
+                _remember(predecessors, alloc)
+
+        # One allocation per index; a second claimant (only a broken history
+        # makes one) is surplus.
+        occupants.sort(key=lambda ka: (ka[1].index, ka[0], ka[1].create_time, ka[1].id))
+        kept: list[tuple[int, Allocation]] = []
+        taken: set[int] = set()
+        for kind, alloc in occupants:
+            if alloc.index in taken:
+                if kind in (_LIVE_CURRENT, _LIVE_OLD):
+                    self._stop(alloc, DUPLICATE)
+                    ch.stop += 1
+                continue
+            taken.add(alloc.index)
+            kept.append((kind, alloc))
+
+        # Too many: the highest indexes go.  Finished and failed ones have no
+        # process to stop; they simply stop counting.
+        while len(kept) > group.count:
+            kind, alloc = kept.pop()
+            taken.discard(alloc.index)
+            if kind in (_LIVE_CURRENT, _LIVE_OLD):
+                self._stop(alloc, SCALED_DOWN)
+                ch.stop += 1
+
+        outdated: list[Allocation] = []
+        failed: list[Allocation] = []
+        placements: list[Placement] = []
+        for kind, alloc in kept:
+            if kind == _LIVE_CURRENT:
+                ch.ignore += 1
+                out.running.append(alloc)
+            elif kind == _LIVE_OLD:
+                if self._can_update_in_place(job, name, group, alloc.job_version):
+                    out.updates.append(
+                        alloc.model_copy(
+                            update={
+                                "job_version": job.version,
+                                "eval_id": self._eval.id,
+                                "modify_time": self._now,
+                            }
+                        )
+                    )
+                    ch.in_place_update += 1
+                    out.running.append(alloc)
+                else:
+                    outdated.append(alloc)
+            elif kind == _DONE:
+                ch.ignore += 1
+            else:
+                failed.append(alloc)
+
+        replace_now = self._destructive_now(outdated)
+        replacing = {a.id for a in replace_now}
+        for alloc in outdated:
+            if alloc.id in replacing:
+                placements.append(
+                    Placement(name, alloc.index, previous=alloc, stop_previous=UPDATED)
+                )
+                ch.destructive_update += 1
+            else:
+                ch.ignore += 1
+                out.running.append(alloc)
+
+        if failed:
+            placements.extend(self._reschedule(job, name, group, failed, ch))
+
+        missing = group.count - len(kept)
+        index = 0
+        while missing > 0:
+            if index not in taken:
+                placements.append(Placement(name, index, previous=predecessors.get(index)))
+                ch.place += 1
+                missing -= 1
+            index += 1
+
+        placements.sort(key=lambda p: p.index)
+        out.place.extend(placements)
+
+    def _reschedule(
+        self, job: Job, name: str, group: Group, failed: list[Allocation], ch: GroupChanges
+    ) -> list[Placement]:
+        policy = group.reschedule.with_defaults(job.spec.type)
+        now = self._now
+        placements: list[Placement] = []
+        later: list[tuple[float, Allocation]] = []
+        exhausted = 0
+        for alloc in failed:
+            decision = decide_reschedule(alloc, policy, now, self._eval.id)
+            if decision.when == "now":
+                event = RescheduleEvent(
+                    time=now,
+                    prev_alloc_id=alloc.id,
+                    prev_node_id=alloc.node_id,
+                    delay=decision.delay,
+                )
+                placements.append(
+                    Placement(
+                        name,
+                        alloc.index,
+                        previous=alloc,
+                        stop_previous=RESCHEDULED,
+                        reschedule=event,
+                    )
+                )
+                ch.reschedule_now += 1
+                ch.place += 1
+            elif decision.when == "later":
+                if alloc.followup_eval_id is None:
+                    later.append((decision.at, alloc))
+                else:
+                    ch.ignore += 1  # a follow-up evaluation is already waiting for it
+            else:
+                exhausted += 1
+                ch.ignore += 1
+        if exhausted:
+            noun = "allocation" if exhausted == 1 else "allocations"
+            self._out.notes.append(
+                f"group {name}: {exhausted} failed {noun} not rescheduled "
+                "(reschedule attempts exhausted)"
+            )
+
+        later.sort(key=lambda ta: (ta[0], ta[1].index, ta[1].id))
+        followup: Evaluation | None = None
+        for at, alloc in later:
+            if followup is None or at - (followup.wait_until or 0.0) > FOLLOWUP_BATCH_WINDOW:
+                followup = self._followup_eval(job, at)
+                self._out.followups.append(followup)
+            # Only the link changes; modify_time stays the failure time the delay counts from.
+            self._out.updates.append(alloc.model_copy(update={"followup_eval_id": followup.id}))
+            ch.reschedule_later += 1
+        return placements
+
+    def _followup_eval(self, job: Job, at: float) -> Evaluation:
+        return Evaluation(
+            id=self._new_id(),
+            namespace=job.namespace,
+            priority=job.priority,
+            type=job.spec.type.value,
+            triggered_by=TriggeredBy.RESCHEDULE,
+            job_id=job.id,
+            job_modify_index=job.job_modify_index,
+            status=EvalStatus.PENDING,
+            status_description="created to reschedule failed allocations after their delay",
+            wait_until=at,
+            previous_eval=self._eval.id,
+            create_time=self._now,
+            modify_time=self._now,
+        )
+
+
+def reconcile(
+    snapshot: Snapshot,
+    job: Job | None,
+    allocs: Iterable[Allocation],
+    evaluation: Evaluation,
+    now: float,
+    new_id: Callable[[], str],
+) -> Reconciliation:
+    """Decide what changes for ``job`` (None when purged); see the module docstring."""
+    return Reconciler(snapshot, job, evaluation, now, new_id).run(allocs)
