@@ -91,7 +91,9 @@ class GenericScheduler:
             for name, metric in failed.items():
                 notes.append(f"group {name}: {metric.describe()}")
             assert job is not None  # only a live job places
-            blocked = self._blocked_eval(job)
+            blocked = self._blocked_eval(job).model_copy(
+                update={"queued_allocations": {g: n for g, n in queued.items() if n}}
+            )
             new_evals.append(blocked)
             blocked_id = blocked.id
 

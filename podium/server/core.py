@@ -486,6 +486,10 @@ class Server:
             for new_ev in result.new_evals:
                 stored = self.store.evaluation(new_ev.id) or new_ev
                 if stored.status == EvalStatus.BLOCKED:
+                    # one blocked evaluation per job: a newer one replaces the older
+                    older = self.broker.drop_blocked(stored.namespace, stored.job_id)
+                    if older is not None and older.id != stored.id:
+                        self._cancel(older, "superseded by a newer blocked evaluation")
                     self.broker.block(stored)
                 elif stored.status == EvalStatus.PENDING:
                     self.broker.enqueue(stored)
@@ -500,6 +504,19 @@ class Server:
         txn.put_eval(
             ev.model_copy(
                 update={"status": EvalStatus.FAILED, "status_description": why,
+                        "modify_index": txn.index, "modify_time": self.clock()}
+            )
+        )
+        self.store.commit(txn)
+
+    def _cancel(self, ev: Evaluation, why: str) -> None:
+        current = self.store.evaluation(ev.id)
+        if current is None or current.terminal():
+            return
+        txn = self.store.txn()
+        txn.put_eval(
+            current.model_copy(
+                update={"status": EvalStatus.CANCELED, "status_description": why,
                         "modify_index": txn.index, "modify_time": self.clock()}
             )
         )
