@@ -101,9 +101,9 @@ class Agent:
         """Stop the agent's loops; tasks keep running (a restarted agent re-attaches)."""
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._tasks:
+            # A loop parked in a blocking query may take a moment to notice; don't hang on it.
+            await asyncio.wait(self._tasks, timeout=2.0)
         self._flush_persist()
         with contextlib.suppress(Exception):
             await self._send_reports()
@@ -209,8 +209,9 @@ class Agent:
             spec = jobs.get(f"{alloc.job_id}@{alloc.job_version}")
             runner = self.runners.get(alloc.id)
             if runner is not None:
-                if alloc.modify_index != runner.alloc.modify_index and spec is not None:
-                    runner.update(alloc, spec)
+                if alloc.modify_index != runner.alloc.modify_index:
+                    # a purged job has no stored spec any more: keep the one we run
+                    runner.update(alloc, spec or runner.machine.spec)
                 continue
             if spec is None or alloc.terminal():
                 continue

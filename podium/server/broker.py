@@ -100,7 +100,8 @@ class EvalBroker:
                 timeout = max(0.0, self._delayed[0][0] - self._clock())
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
 

@@ -337,11 +337,11 @@ class StateStore(Snapshot):
         for table in (JOBS, VERSIONS, NODES):
             for obj in txn.puts[table].values():
                 self._apply_put(table, obj)
-        for key in txn.deletes[JOBS]:
-            ns, job_id = key.split("/", 1)
+        for job_str in txn.deletes[JOBS]:
+            ns, job_id = job_str.split("/", 1)
             t.jobs.pop(_job_key(ns, job_id), None)
-        for key in txn.deletes[VERSIONS]:
-            ns, rest = key.split("/", 1)
+        for version_str in txn.deletes[VERSIONS]:
+            ns, rest = version_str.split("/", 1)
             job_id, version = rest.rsplit("/", 1)
             jk = _job_key(ns, job_id)
             versions = dict(t.versions.get(jk, {}))
@@ -350,8 +350,8 @@ class StateStore(Snapshot):
                 t.versions[jk] = versions
             else:
                 t.versions.pop(jk, None)
-        for key in txn.deletes[NODES]:
-            t.nodes.pop(key, None)
+        for node_id in txn.deletes[NODES]:
+            t.nodes.pop(node_id, None)
 
         eval_add: dict[JobKey, set[str]] = {}
         eval_del: dict[JobKey, set[str]] = {}
@@ -395,7 +395,10 @@ class StateStore(Snapshot):
                 return idx
             event = self._changed
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that races with the event firing.
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except TimeoutError:
                 return current()
 
