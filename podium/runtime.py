@@ -176,6 +176,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             await agent.stop()
         if client is not None:
             await client.aclose()
+        if store is not None:
+            store.release_waiters()  # blocking queries answer now, so HTTP can close cleanly
         for u, _ in uvicorns:
             u.should_exit = True
         for t in serve_tasks:

@@ -1,0 +1,46 @@
+"""Task drivers: how the agent runs, watches, stops and re-attaches to tasks.
+
+``raw_exec`` and ``exec`` run real processes under a tiny POSIX-sh shim that
+outlives the agent (see ``README.md`` in this package); ``mock`` only pretends.
+"""
+
+from __future__ import annotations
+
+from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
+from podium.drivers.exec import ExecDriver
+from podium.drivers.logrotate import log_files, read_log, rotate_if_needed
+from podium.drivers.mock import MockDriver
+from podium.drivers.process import ProcessDriver
+from podium.drivers.procfs import raise_nofile_limit
+from podium.drivers.raw_exec import RawExecDriver
+
+__all__ = [
+    "Driver",
+    "ExecDriver",
+    "ExitResult",
+    "MockDriver",
+    "ProcessDriver",
+    "RawExecDriver",
+    "TaskContext",
+    "TaskHandle",
+    "TaskStats",
+    "builtin_drivers",
+    "log_files",
+    "raise_nofile_limit",
+    "read_log",
+    "rotate_if_needed",
+]
+
+
+def builtin_drivers(*, raw_exec_enabled: bool, cgroup_root: str | None = None) -> dict[str, Driver]:
+    """The drivers an agent offers, by name.
+
+    ``raw_exec`` runs tasks unisolated as the agent's user, so it exists only
+    when the agent's configuration enables it.  ``exec`` is always offered; its
+    fingerprint says whether it works on this node (root, cgroups, namespaces).
+    """
+    raise_nofile_limit()
+    drivers: dict[str, Driver] = {"exec": ExecDriver(cgroup_root), "mock": MockDriver()}
+    if raw_exec_enabled:
+        drivers["raw_exec"] = RawExecDriver()
+    return drivers

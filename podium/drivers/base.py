@@ -86,7 +86,12 @@ class ExitResult:
 
     @property
     def successful(self) -> bool:
-        return self.exit_code == 0 and self.signal is None and not self.oom_killed and self.error is None
+        return (
+            self.exit_code == 0
+            and self.signal is None
+            and not self.oom_killed
+            and self.error is None
+        )
 
 
 @dataclass

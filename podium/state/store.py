@@ -200,6 +200,7 @@ class StateStore(Snapshot):
         self._table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
         self._node_alloc_index: dict[str, int] = {}
         self._changed = asyncio.Event()
+        self._closing = False
         self._load()
 
     # -- bookkeeping
@@ -223,6 +224,11 @@ class StateStore(Snapshot):
 
     def close(self) -> None:
         self._backend.close()
+
+    def release_waiters(self) -> None:
+        """Answer every blocking query now (the server is shutting down)."""
+        self._closing = True
+        self._changed.set()
 
     # -- loading
     def _load(self) -> None:
@@ -391,7 +397,7 @@ class StateStore(Snapshot):
             if idx > min_index:
                 return idx
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self._closing:
                 return idx
             event = self._changed
             try:

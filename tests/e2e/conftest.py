@@ -145,7 +145,7 @@ class DevAgent:
 
 def kill_recorded_tasks(data_dir: Path) -> None:
     """Last resort: SIGKILL every process group recorded by a task shim under data_dir."""
-    for pid_file in data_dir.rglob("*.pid"):
+    for pid_file in data_dir.rglob(".podium/pid"):
         try:
             pid = int(pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):

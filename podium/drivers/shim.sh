@@ -1,0 +1,68 @@
+#!/bin/sh
+# Podium task shim: the only process Podium keeps per task (dash: ~0.1-0.4 MB PSS).
+#
+#   sh shim.sh NOFILE PWD [CGROUP_PROCS_FILE ...] -- STATE_DIR SETSID [ENV...] COMMAND [ARG ...]
+#
+# stdin: the write end of a pipe the starting agent reads; stdout and stderr:
+# the task's log files.  NOFILE: the task's soft RLIMIT_NOFILE, or "-".
+# PWD: "=VALUE" to give the task PWD=VALUE, "-" for none (dash sets its own).
+#
+# A foreground subshell joins the task's cgroups, reports itself (its
+# /proc/self/stat line: pid, parent, start time) in STATE_DIR/pid and on the
+# pipe, and execs `setsid COMMAND`: the task keeps that pid and leads its own
+# session and process group (pgid == pid), so the agent stops it with killpg
+# and never signals the shim.  The shim waits and writes the exit status to
+# STATE_DIR/status.  It outlives the agent, so a restarted agent still learns
+# the status (see README.md).
+#
+# Rules this file keeps, and why:
+# * The task runs in the FOREGROUND, not with `&`: a non-interactive shell sets
+#   SIGINT and SIGQUIT to SIG_IGN in background jobs, the task would inherit
+#   that, and kill_signal = "SIGINT" would silently do nothing.
+# * The task's environment is exactly the shim's: a variable named like one in
+#   it is exported, so assigning it would change what the task sees.  The one
+#   variable the subshell needs has a reserved name (the driver refuses a task
+#   env that uses it) and is unset; PWD, which dash sets, is put back as the
+#   agent asked.  After the task has started, the shim's variables reach no one.
+# * No helper is found through PATH (the task's PATH may lack them): the agent
+#   passes absolute paths (SETSID, ENV), and no external command such as mv
+#   runs at all: each would cost a fork+exec (~1 ms CPU) per task.
+# * The pid and status files are each one write(2) of a short line; a reader
+#   sees no file, an empty file, or the whole line (the agent treats empty as
+#   "not yet"; it reads status only after the shim has exited).
+# * The pipe spares the starting agent from polling for the pid file.  If that
+#   agent is already gone, the write kills the subshell (SIGPIPE) before the
+#   task starts: a start nobody recorded does not run.
+# * `trap :` (a handler; '' would mean "ignore" and be inherited) keeps a stray
+#   SIGHUP or SIGTERM from killing the shim before it records the exit; the
+#   subshell and the task get default handlers.
+# * While it waits, the shim's stderr is /dev/null: dash reports a child's
+#   death by signal ("Killed") there, and that is not the task's output.
+# * A setup failure exits 125 before STATE_DIR/pid exists; the agent reports
+#   that as a setup error rather than as the task's exit code.
+
+trap : HUP INT QUIT TERM
+exec 3>&0 0</dev/null 4>&2 2>/dev/null
+
+(
+	exec 2>&4 4>&-
+	read -r __podium_shim_stat </proc/self/stat || exit 125
+	[ "$1" = - ] || ulimit -S -n "$1" || exit 125
+	case $2 in -) unset PWD ;; *) PWD=${2#=} ;; esac
+	shift 2
+	while [ "$1" != -- ]; do
+		echo 0 >"$1" || exit 125
+		shift
+	done
+	echo "$__podium_shim_stat" >"$2/pid" || exit 125
+	echo "$__podium_shim_stat" >&3
+	exec 3>&-
+	unset __podium_shim_stat
+	shift 2
+	exec "$@"
+)
+
+st=$?
+exec 2>&4 3>&- 4>&-
+while [ "$1" != -- ]; do shift; done
+echo "$st" >"$2/status"
