@@ -45,8 +45,13 @@ def free_port() -> int:
 def floor(count: int) -> float:
     start = time.perf_counter()
     procs = [
-        subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            ["sleep", "3600"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         for _ in range(count)
     ]
     elapsed = time.perf_counter() - start
@@ -73,9 +78,19 @@ def podium_run(count: int) -> dict[str, float]:
     addr = f"http://127.0.0.1:{port}"
     data = tempfile.mkdtemp(prefix="podium-bench-")
     agent = subprocess.Popen(
-        [str(PODIUM), "agent", "--dev", "--data-dir", data, "--http-addr", f"127.0.0.1:{port}",
-         "--log-level", "warning"],
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(PODIUM),
+            "agent",
+            "--dev",
+            "--data-dir",
+            data,
+            "--http-addr",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     client = httpx.Client(base_url=addr, timeout=60)
     try:
@@ -92,14 +107,18 @@ def podium_run(count: int) -> dict[str, float]:
             raise RuntimeError("the dev agent did not come up")
         job = {
             "job": "bench",
-            "groups": {"sleepers": {
-                "count": count,
-                "tasks": {"sleep": {
-                    "driver": "raw_exec",
-                    "config": {"command": "sleep", "args": ["3600"]},
-                    "resources": {"cpu": 1, "memory": 1},
-                }},
-            }},
+            "groups": {
+                "sleepers": {
+                    "count": count,
+                    "tasks": {
+                        "sleep": {
+                            "driver": "raw_exec",
+                            "config": {"command": "sleep", "args": ["3600"]},
+                            "resources": {"cpu": 1, "memory": 1},
+                        }
+                    },
+                }
+            },
         }
         start = time.perf_counter()
         client.post("/v1/jobs", json={"job": job}).raise_for_status()
@@ -125,8 +144,12 @@ def podium_run(count: int) -> dict[str, float]:
             if s["running"] == 0 and s["pending"] == 0:
                 break
             time.sleep(0.2)
-        return {"seconds": elapsed, "rss_mb": rss_mb, "shim_pss_mb": per_task_pss,
-                "shims": float(len(shims))}
+        return {
+            "seconds": elapsed,
+            "rss_mb": rss_mb,
+            "shim_pss_mb": per_task_pss,
+            "shims": float(len(shims)),
+        }
     finally:
         client.close()
         agent.send_signal(signal.SIGTERM)
@@ -141,14 +164,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, "
+        f"python {platform.python_version()}"
+    )
     floors, runs = [], []
     for i in range(args.runs):
         floors.append(floor(args.count))
         runs.append(podium_run(args.count))
-        print(f"run {i + 1}: floor {floors[-1]:.2f}s  podium {runs[-1]['seconds']:.2f}s  "
-              f"rss {runs[-1]['rss_mb']:.0f} MB  shim pss {runs[-1]['shim_pss_mb']:.2f} MB")
+        print(
+            f"run {i + 1}: floor {floors[-1]:.2f}s  podium {runs[-1]['seconds']:.2f}s  "
+            f"rss {runs[-1]['rss_mb']:.0f} MB  shim pss {runs[-1]['shim_pss_mb']:.2f} MB"
+        )
     f = statistics.median(floors)
     p = statistics.median(r["seconds"] for r in runs)
     rss = statistics.median(r["rss_mb"] for r in runs)
@@ -156,8 +183,10 @@ def main() -> None:
     print()
     print(f"{args.count} tasks, median of {args.runs} runs")
     print(f"  floor (Python spawns {args.count} sleeps): {f:6.2f} s")
-    print(f"  podium (job run → all running):           {p:6.2f} s   ratio {p / f:.1f}x floor"
-          "   (target < 2 s; supervisord 4.3 here: ~4.1 s)")
+    print(
+        f"  podium (job run → all running):           {p:6.2f} s   ratio {p / f:.1f}x floor"
+        "   (target < 2 s; supervisord 4.3 here: ~4.1 s)"
+    )
     print(f"  dev agent RSS with tasks running:         {rss:6.0f} MB  (target < 100 MB)")
     print(f"  supervision cost per task (shim PSS):     {pss:6.2f} MB  (Nomad: 10-25 MB RSS)")
 

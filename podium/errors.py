@@ -1,12 +1,12 @@
 """The exception tree, drawn once so callers know what to catch.
 
-    PodiumError
-    ├── SpecError            a job file or API body is invalid (file, line, field, hint)
-    ├── NotFound             an id (or id prefix) names nothing
-    ├── AmbiguousPrefix      an id prefix names more than one object
-    ├── Conflict             a conditional write lost (check-index mismatch)
-    ├── APIError             the server answered an error status (the client's view)
-    └── DriverError          a driver could not start, stop or recover a task
+PodiumError
+├── SpecError            a job file or API body is invalid (file, line, field, hint)
+├── NotFound             an id (or id prefix) names nothing
+├── AmbiguousPrefix      an id prefix names more than one object
+├── Conflict             a conditional write lost (check-index mismatch)
+├── APIError             the server answered an error status (the client's view)
+└── DriverError          a driver could not start, stop or recover a task
 """
 
 from __future__ import annotations

@@ -78,8 +78,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _uvicorn(app: Any, level: str) -> _Uvicorn:
     config = uvicorn.Config(
-        app, log_level="warning" if level != "debug" else "debug", access_log=level == "debug",
-        lifespan="off", timeout_graceful_shutdown=2, limit_concurrency=None, backlog=2048,
+        app,
+        log_level="warning" if level != "debug" else "debug",
+        access_log=level == "debug",
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+        limit_concurrency=None,
+        backlog=2048,
     )
     return _Uvicorn(config)
 
@@ -153,12 +158,15 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         uvicorns.append((_uvicorn(create_agent_app(agent), config.log_level), agent_sock))
         await agent.start(f"http://{bound_host}:{bound_port}")
 
-    serve_tasks = [
-        asyncio.create_task(u.serve(sockets=[s]), name="http") for u, s in uvicorns
-    ]
+    serve_tasks = [asyncio.create_task(u.serve(sockets=[s]), name="http") for u, s in uvicorns]
     if config.dev:
-        log.info("Podium dev agent: API http://%s:%d, data in %s%s", host, port, data_dir,
-                 " (temporary)" if ephemeral else "")
+        log.info(
+            "Podium dev agent: API http://%s:%d, data in %s%s",
+            host,
+            port,
+            data_dir,
+            " (temporary)" if ephemeral else "",
+        )
     if ready is not None:
         ready.set()
     try:

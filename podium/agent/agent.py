@@ -37,7 +37,7 @@ from podium.drivers import builtin_drivers
 from podium.drivers.base import Driver
 from podium.drivers.logrotate import rotate_if_needed
 from podium.errors import NotFound, PodiumError
-from podium.models import AllocClientUpdate, Allocation, JobSpec, Node, NodeResources
+from podium.models import Allocation, AllocClientUpdate, JobSpec, Node, NodeResources
 
 log = logging.getLogger("podium.agent")
 
@@ -123,8 +123,10 @@ class Agent:
             if group is not None:
                 longest = max([longest, *(t.kill_timeout for t in group.tasks.values())])
             stopped = runner.alloc.model_copy(
-                update={"desired_status": DesiredStatus.STOP,
-                        "desired_description": "agent shutting down"}
+                update={
+                    "desired_status": DesiredStatus.STOP,
+                    "desired_description": "agent shutting down",
+                }
             )
             runner.update(stopped, runner.machine.spec)
         deadline = self.clock() + (timeout if timeout is not None else longest + 2.0)
@@ -184,8 +186,9 @@ class Agent:
         backoff = 0.2
         while True:
             try:
-                sync = await self.client.node_sync(self.node_id, index=index,
-                                                   wait=self.settings.sync_wait)
+                sync = await self.client.node_sync(
+                    self.node_id, index=index, wait=self.settings.sync_wait
+                )
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -271,12 +274,14 @@ class Agent:
             if runner is None:
                 continue
             m = runner.machine
-            updates.append(AllocClientUpdate(
-                id=alloc_id,
-                client_status=m.client_status(),
-                client_description=m.client_description(),
-                task_states=m.task_states(),
-            ))
+            updates.append(
+                AllocClientUpdate(
+                    id=alloc_id,
+                    client_status=m.client_status(),
+                    client_description=m.client_description(),
+                    task_states=m.task_states(),
+                )
+            )
         try:
             await self.client.update_allocs(self.node_id, updates)
         except BaseException:
@@ -302,13 +307,15 @@ class Agent:
             r = self.runners.get(alloc_id)
             if r is None:
                 continue
-            items.append(StoredAlloc(
-                id=alloc_id,
-                alloc=r.alloc.model_dump_json(),
-                spec=r.machine.spec.model_dump_json(),
-                machine=r.machine.to_dict(),
-                handles=r.handles_dict(),
-            ))
+            items.append(
+                StoredAlloc(
+                    id=alloc_id,
+                    alloc=r.alloc.model_dump_json(),
+                    spec=r.machine.spec.model_dump_json(),
+                    machine=r.machine.to_dict(),
+                    handles=r.handles_dict(),
+                )
+            )
         try:
             self.state.save_many(items)
         except Exception:
@@ -327,11 +334,12 @@ class Agent:
                 for name, task in group.tasks.items():
                     for stream in ("stdout", "stderr"):
                         path = runner.log_path(name, stream)
-                        try:
-                            rotate_if_needed(str(path), task.logs.max_file_size * 1024 * 1024,
-                                             task.logs.max_files)
-                        except OSError:
-                            pass
+                        with contextlib.suppress(OSError):
+                            rotate_if_needed(
+                                str(path),
+                                task.logs.max_file_size * 1024 * 1024,
+                                task.logs.max_files,
+                            )
 
     def alloc_log_path(self, alloc_id: str, task: str, stream: str) -> Path:
         runner = self.runners.get(alloc_id)

@@ -320,8 +320,11 @@ class AllocStateMachine:
         if self.stopping:
             spec = self._task_spec(ev.task)
             track.phase = Phase.KILLING
-            return [KillTask(ev.task, spec.kill_signal, spec.kill_timeout, "allocation stopped"),
-                    Report(), Persist()]
+            return [
+                KillTask(ev.task, spec.kill_signal, spec.kill_timeout, "allocation stopped"),
+                Report(),
+                Persist(),
+            ]
         return [Report(), Persist()]
 
     def _on_start_failed(self, ev: TaskStartFailed) -> list[Instruction]:
@@ -355,8 +358,15 @@ class AllocStateMachine:
         else:
             message = f"task exited with code {ev.exit_code}"
             type_ = "Terminated"
-        self._event(track, ev.time, type_, message, exit_code=ev.exit_code, signal=ev.signal,
-                    oom_killed=ev.oom_killed)
+        self._event(
+            track,
+            ev.time,
+            type_,
+            message,
+            exit_code=ev.exit_code,
+            signal=ev.signal,
+            oom_killed=ev.oom_killed,
+        )
         if track.phase == Phase.KILLING or self.stopping:
             self._event(track, ev.time, "Killed", "task stopped")
             return self._dead(ev.task, ev.time, failed=False)
@@ -378,8 +388,12 @@ class AllocStateMachine:
             if policy.mode == RestartMode.DELAY:
                 wait = max(delay, track.window_start + interval - time)
                 track.window_start = None
-                return self._schedule_restart(task, time, wait, "restart attempts exhausted; "
-                                              f"waiting {wait:.0f}s for the interval to pass")
+                return self._schedule_restart(
+                    task,
+                    time,
+                    wait,
+                    f"restart attempts exhausted; waiting {wait:.0f}s for the interval to pass",
+                )
             what = "failed" if failed_run else "exited"
             self.failed_reason = (
                 f"task {task!r} {what} and exceeded its restart policy "
@@ -389,7 +403,9 @@ class AllocStateMachine:
         track.window_restarts += 1
         return self._schedule_restart(task, time, delay, f"restarting in {delay:g}s")
 
-    def _schedule_restart(self, task: str, time: float, delay: float, msg: str) -> list[Instruction]:
+    def _schedule_restart(
+        self, task: str, time: float, delay: float, msg: str
+    ) -> list[Instruction]:
         track = self.tasks[task]
         track.phase = Phase.WAITING_RESTART
         track.state.state = TaskStateName.PENDING
@@ -418,8 +434,9 @@ class AllocStateMachine:
             if track.phase in (Phase.RUNNING, Phase.STARTING):
                 track.phase = Phase.KILLING
                 self._event(track, time, "Sibling Failed", f"task {task!r} failed")
-                out.insert(0, KillTask(name, spec.kill_signal, spec.kill_timeout,
-                                       f"task {task!r} failed"))
+                out.insert(
+                    0, KillTask(name, spec.kill_signal, spec.kill_timeout, f"task {task!r} failed")
+                )
             elif track.phase in (Phase.PENDING, Phase.WAITING_RESTART):
                 track.phase = Phase.DEAD
                 track.state.state = TaskStateName.DEAD

@@ -31,8 +31,14 @@ def create_agent_app(agent: Agent) -> FastAPI:
     app = FastAPI(title="Podium agent", openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.get("/v1/client/allocation/{alloc_id}/logs")
-    async def logs(alloc_id: str, task: str, type: str = "stdout", origin: str = "start",
-                   offset: int = 0, follow: bool = False) -> Response:
+    async def logs(
+        alloc_id: str,
+        task: str,
+        type: str = "stdout",
+        origin: str = "start",
+        offset: int = 0,
+        follow: bool = False,
+    ) -> Response:
         if type not in ("stdout", "stderr"):
             return JSONResponse({"error": "type must be stdout or stderr"}, status_code=400)
         path = agent.alloc_log_path(alloc_id, task, type)
@@ -45,8 +51,10 @@ def create_agent_app(agent: Agent) -> FastAPI:
             tasks = list(runner.machine.tasks) if runner else []
             if runner and task not in tasks:
                 return JSONResponse(
-                    {"error": f"allocation {alloc_id} has no task {task!r} "
-                              f"(tasks: {', '.join(tasks)})"},
+                    {
+                        "error": f"allocation {alloc_id} has no task {task!r} "
+                        f"(tasks: {', '.join(tasks)})"
+                    },
                     status_code=404,
                 )
 

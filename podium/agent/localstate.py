@@ -55,9 +55,7 @@ class LocalState:
 
     def load(self) -> list[StoredAlloc]:
         rows = self._db.execute("SELECT id, alloc, spec, machine, handles FROM allocs").fetchall()
-        return [
-            StoredAlloc(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4])) for r in rows
-        ]
+        return [StoredAlloc(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4])) for r in rows]
 
     def save_many(self, items: list[StoredAlloc]) -> None:
         if not items:
@@ -67,8 +65,10 @@ class LocalState:
             self._db.executemany(
                 "INSERT OR REPLACE INTO allocs(id, alloc, spec, machine, handles) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [(i.id, i.alloc, i.spec, json.dumps(i.machine), json.dumps(i.handles))
-                 for i in items],
+                [
+                    (i.id, i.alloc, i.spec, json.dumps(i.machine), json.dumps(i.handles))
+                    for i in items
+                ],
             )
             self._db.execute("COMMIT")
         except BaseException:

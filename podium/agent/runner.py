@@ -112,7 +112,9 @@ class AllocRunner:
                 if old is not None:
                     old.cancel()
                 self._timers[ins.task] = asyncio.get_running_loop().call_later(
-                    ins.delay, self.dispatch, TimerFired(self.now() + ins.delay, ins.task, ins.token)
+                    ins.delay,
+                    self.dispatch,
+                    TimerFired(self.now() + ins.delay, ins.task, ins.token),
                 )
             elif isinstance(ins, Report):
                 self.agent.mark_dirty(self)
@@ -223,8 +225,14 @@ class AllocRunner:
                 self.dispatch(TaskExited(self.now(), task, error=f"lost track of task: {exc}"))
                 return
             self.dispatch(
-                TaskExited(self.now(), task, exit_code=result.exit_code, signal=result.signal,
-                           oom_killed=result.oom_killed, error=result.error)
+                TaskExited(
+                    self.now(),
+                    task,
+                    exit_code=result.exit_code,
+                    signal=result.signal,
+                    oom_killed=result.oom_killed,
+                    error=result.error,
+                )
             )
 
         self._spawn(waiter(), self._waiters, task)
@@ -254,8 +262,11 @@ class AllocRunner:
                     alive = await driver.recover(handle)
                 except Exception as exc:
                     log.exception("alloc %s task %s: recover failed", self.id, task)
-                    self.dispatch(TaskExited(self.now(), task,
-                                             error=f"could not re-attach after restart: {exc}"))
+                    self.dispatch(
+                        TaskExited(
+                            self.now(), task, error=f"could not re-attach after restart: {exc}"
+                        )
+                    )
                     continue
                 if alive:
                     self.dispatch(TaskRecovered(self.now(), task, handle.pid))

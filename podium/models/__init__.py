@@ -7,8 +7,8 @@ Everything else may import this package; it imports nothing of Podium's but
 from __future__ import annotations
 
 from podium.models.alloc import (
-    AllocClientUpdate,
     Allocation,
+    AllocClientUpdate,
     ClientStatus,
     DesiredStatus,
     RescheduleEvent,

@@ -84,13 +84,21 @@ class ReschedulePolicy(Spec):
     def with_defaults(self, job_type: JobType) -> ReschedulePolicy:
         if job_type == JobType.BATCH:
             base = ReschedulePolicy(
-                attempts=1, interval=86400.0, delay=5.0, delay_function="constant",
-                max_delay=3600.0, unlimited=False,
+                attempts=1,
+                interval=86400.0,
+                delay=5.0,
+                delay_function="constant",
+                max_delay=3600.0,
+                unlimited=False,
             )
         else:
             base = ReschedulePolicy(
-                attempts=0, interval=0.0, delay=30.0, delay_function="exponential",
-                max_delay=3600.0, unlimited=True,
+                attempts=0,
+                interval=0.0,
+                delay=30.0,
+                delay_function="exponential",
+                max_delay=3600.0,
+                unlimited=True,
             )
         return ReschedulePolicy(
             **{

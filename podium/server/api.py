@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import httpx
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, TypeAdapter
@@ -20,8 +20,8 @@ from pydantic import BaseModel, TypeAdapter
 from podium import __version__
 from podium.errors import AmbiguousPrefix, Conflict, NotFound, SpecError
 from podium.models import (
-    AllocClientUpdate,
     Allocation,
+    AllocClientUpdate,
     ClientStatus,
     DesiredStatus,
     Evaluation,
@@ -176,7 +176,8 @@ def create_app(server: Server) -> FastAPI:
     async def _spec(_: Request, exc: SpecError) -> JSONResponse:
         return _error(
             400,
-            "invalid job specification: " + "; ".join(
+            "invalid job specification: "
+            + "; ".join(
                 f"{i.path}: {i.message}" + (f" ({i.hint})" if i.hint else "") for i in exc.issues
             ),
             issues=[i.as_dict() for i in exc.issues],
@@ -221,7 +222,8 @@ def create_app(server: Server) -> FastAPI:
             return JobStatus.DEAD
         if job.type == "batch":
             done = all(
-                s.complete >= job.spec.groups[g].count for g, s in summary.items()
+                s.complete >= job.spec.groups[g].count
+                for g, s in summary.items()
                 if g in job.spec.groups
             )
             if done:
@@ -231,10 +233,17 @@ def create_app(server: Server) -> FastAPI:
     def job_item(job: Job) -> JobListItem:
         summary = summarize(job)
         return JobListItem(
-            id=job.id, namespace=job.namespace, type=job.type, priority=job.priority,
-            status=job_status(job, summary), version=job.version, stop=job.stop,
-            submit_time=job.submit_time, modify_index=job.modify_index,
-            job_modify_index=job.job_modify_index, summary=summary,
+            id=job.id,
+            namespace=job.namespace,
+            type=job.type,
+            priority=job.priority,
+            status=job_status(job, summary),
+            version=job.version,
+            stop=job.stop,
+            submit_time=job.submit_time,
+            modify_index=job.modify_index,
+            job_modify_index=job.job_modify_index,
+            summary=summary,
         )
 
     def resolve_job(ident: str) -> Job:
@@ -264,8 +273,9 @@ def create_app(server: Server) -> FastAPI:
                 mem += a.resources.memory
             if not a.terminal():
                 count += 1
-        return NodeDetail(**node.model_dump(), alloc_count=count,
-                          allocated={"cpu": cpu, "memory": mem})
+        return NodeDetail(
+            **node.model_dump(), alloc_count=count, allocated={"cpu": cpu, "memory": mem}
+        )
 
     def sorted_allocs(allocs: Sequence[Allocation]) -> list[Allocation]:
         return sorted(allocs, key=lambda a: (a.create_index, a.name))
@@ -276,14 +286,22 @@ def create_app(server: Server) -> FastAPI:
         spec = validate_job_dict(body.job)
         r = server.register_job(spec, body.check_index)
         return _json(
-            {"eval_id": r.eval_id, "version": r.version, "job_modify_index": r.job_modify_index,
-             "index": r.index, "changed": r.changed, "warnings": r.warnings},
-            dict[str, Any], r.index,
+            {
+                "eval_id": r.eval_id,
+                "version": r.version,
+                "job_modify_index": r.job_modify_index,
+                "index": r.index,
+                "changed": r.changed,
+                "warnings": r.warnings,
+            },
+            dict[str, Any],
+            r.index,
         )
 
     @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobListItem])
-    async def list_jobs(prefix: str | None = None, index: int | None = None,
-                        wait: str | None = None) -> Response:
+    async def list_jobs(
+        prefix: str | None = None, index: int | None = None, wait: str | None = None
+    ) -> Response:
         idx = await blocking(index, wait, JOBS, ALLOCS)
         jobs = sorted(store.jobs(), key=lambda j: j.id)
         items = [job_item(j) for j in jobs if prefix is None or j.id.startswith(prefix)]
@@ -307,8 +325,9 @@ def create_app(server: Server) -> FastAPI:
         return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
     @app.get("/v1/job/{job_id}/allocations", tags=["jobs"], response_model=list[Allocation])
-    async def job_allocs(job_id: str, all: bool = True, index: int | None = None,
-                         wait: str | None = None) -> Response:
+    async def job_allocs(
+        job_id: str, all: bool = True, index: int | None = None, wait: str | None = None
+    ) -> Response:
         job = resolve_job(job_id)
         idx = await blocking(index, wait, ALLOCS)
         allocs = store.allocs_by_job(job.id, job.namespace)
@@ -317,15 +336,15 @@ def create_app(server: Server) -> FastAPI:
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
     @app.get("/v1/job/{job_id}/versions", tags=["jobs"], response_model=list[JobVersion])
-    async def job_versions(job_id: str, index: int | None = None,
-                           wait: str | None = None) -> Response:
+    async def job_versions(
+        job_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
         job = resolve_job(job_id)
         idx = await blocking(index, wait, VERSIONS)
         return _json(store.job_versions(job.id, job.namespace), list[JobVersion], idx)
 
     @app.get("/v1/job/{job_id}/evaluations", tags=["jobs"], response_model=list[Evaluation])
-    async def job_evals(job_id: str, index: int | None = None,
-                        wait: str | None = None) -> Response:
+    async def job_evals(job_id: str, index: int | None = None, wait: str | None = None) -> Response:
         job = resolve_job(job_id)
         idx = await blocking(index, wait, EVALS)
         evs = sorted(store.evals_by_job(job.id, job.namespace), key=lambda e: -e.create_index)
@@ -335,15 +354,27 @@ def create_app(server: Server) -> FastAPI:
     async def scale_job(job_id: str, body: ScaleRequest) -> Response:
         job = resolve_job(job_id)
         r = server.scale_job(job.id, body.group, body.count)
-        return _json({"eval_id": r.eval_id, "version": r.version, "index": r.index,
-                      "job_modify_index": r.job_modify_index, "changed": r.changed},
-                     dict[str, Any], r.index)
+        return _json(
+            {
+                "eval_id": r.eval_id,
+                "version": r.version,
+                "index": r.index,
+                "job_modify_index": r.job_modify_index,
+                "changed": r.changed,
+            },
+            dict[str, Any],
+            r.index,
+        )
 
     # ---------------------------------------------------------------- allocations
     @app.get("/v1/allocations", tags=["allocations"], response_model=list[Allocation])
-    async def list_allocs(prefix: str | None = None, job_id: str | None = None,
-                          node_id: str | None = None, index: int | None = None,
-                          wait: str | None = None) -> Response:
+    async def list_allocs(
+        prefix: str | None = None,
+        job_id: str | None = None,
+        node_id: str | None = None,
+        index: int | None = None,
+        wait: str | None = None,
+    ) -> Response:
         idx = await blocking(index, wait, ALLOCS)
         if job_id is not None:
             allocs = store.allocs_by_job(job_id)
@@ -356,8 +387,9 @@ def create_app(server: Server) -> FastAPI:
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
     @app.get("/v1/allocation/{alloc_id}", tags=["allocations"], response_model=Allocation)
-    async def get_alloc(alloc_id: str, index: int | None = None,
-                        wait: str | None = None) -> Response:
+    async def get_alloc(
+        alloc_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
         alloc = resolve_alloc(alloc_id)
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), tables=(ALLOCS,))
@@ -365,38 +397,54 @@ def create_app(server: Server) -> FastAPI:
         return _json(alloc, Allocation, store.table_index(ALLOCS))
 
     @app.get("/v1/allocation/{alloc_id}/logs", tags=["allocations"])
-    async def alloc_logs(alloc_id: str, task: str | None = None, type: str = "stdout",
-                         origin: str = "start", offset: int = 0,
-                         follow: bool = False) -> Response:
+    async def alloc_logs(
+        alloc_id: str,
+        task: str | None = None,
+        type: str = "stdout",
+        origin: str = "start",
+        offset: int = 0,
+        follow: bool = False,
+    ) -> Response:
         alloc = resolve_alloc(alloc_id)
         if type not in ("stdout", "stderr"):
             raise ValueError("type must be 'stdout' or 'stderr'")
         if task is None:
             tasks = list(alloc.task_states) or list(alloc.task_resources)
             if len(tasks) != 1:
-                raise ValueError(f"allocation {alloc.id} has several tasks; name one of: "
-                                 + ", ".join(tasks))
+                raise ValueError(
+                    f"allocation {alloc.id} has several tasks; name one of: " + ", ".join(tasks)
+                )
             task = tasks[0]
         node = store.node(alloc.node_id)
         if node is None or not node.http_addr:
             raise NotFound(f"node {alloc.node_id} of allocation {alloc.id} cannot be reached")
         url = f"{node.http_addr.rstrip('/')}/v1/client/allocation/{alloc.id}/logs"
-        params = {"task": task, "type": type, "origin": origin, "offset": str(offset),
-                  "follow": "true" if follow else "false"}
+        params = {
+            "task": task,
+            "type": type,
+            "origin": origin,
+            "offset": str(offset),
+            "follow": "true" if follow else "false",
+        }
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
         try:
-            upstream = await client.send(client.build_request("GET", url, params=params),
-                                         stream=True)
+            upstream = await client.send(
+                client.build_request("GET", url, params=params), stream=True
+            )
         except httpx.HTTPError as exc:
             await client.aclose()
-            return _error(502, f"cannot reach the agent of node {node.name} at "
-                               f"{node.http_addr}: {exc}")
+            return _error(
+                502, f"cannot reach the agent of node {node.name} at {node.http_addr}: {exc}"
+            )
         if upstream.status_code != 200:
             body = await upstream.aread()
             await upstream.aclose()
             await client.aclose()
-            return Response(content=body, status_code=upstream.status_code,
-                            media_type=upstream.headers.get("content-type"))
+            return Response(
+                content=body,
+                status_code=upstream.status_code,
+                media_type=upstream.headers.get("content-type"),
+            )
 
         async def relay() -> AsyncIterator[bytes]:
             try:
@@ -410,8 +458,9 @@ def create_app(server: Server) -> FastAPI:
 
     # ---------------------------------------------------------------- nodes
     @app.get("/v1/nodes", tags=["nodes"], response_model=list[NodeDetail])
-    async def list_nodes(prefix: str | None = None, index: int | None = None,
-                         wait: str | None = None) -> Response:
+    async def list_nodes(
+        prefix: str | None = None, index: int | None = None, wait: str | None = None
+    ) -> Response:
         idx = await blocking(index, wait, NODES)
         nodes = sorted(store.nodes(), key=lambda n: n.name)
         if prefix:
@@ -423,8 +472,9 @@ def create_app(server: Server) -> FastAPI:
         return _json(node_detail(resolve_node(node_id)), NodeDetail, store.table_index(NODES))
 
     @app.get("/v1/node/{node_id}/allocations", tags=["nodes"], response_model=list[Allocation])
-    async def node_allocs(node_id: str, index: int | None = None,
-                          wait: str | None = None) -> Response:
+    async def node_allocs(
+        node_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
         node = resolve_node(node_id)
         idx = await blocking(index, wait, ALLOCS)
         return _json(sorted_allocs(store.allocs_by_node(node.id)), list[Allocation], idx)
@@ -432,14 +482,18 @@ def create_app(server: Server) -> FastAPI:
     @app.put("/v1/node/register", tags=["agent"])
     async def register_node(node: Node) -> Response:
         idx = server.register_node(node)
-        return _json({"node_id": node.id, "index": idx,
-                      "heartbeat_ttl": server.config.heartbeat_ttl}, dict[str, Any], idx)
+        return _json(
+            {"node_id": node.id, "index": idx, "heartbeat_ttl": server.config.heartbeat_ttl},
+            dict[str, Any],
+            idx,
+        )
 
     @app.put("/v1/node/{node_id}/heartbeat", tags=["agent"])
     async def heartbeat(node_id: str) -> Response:
         idx = server.heartbeat(node_id)
-        return _json({"index": idx, "heartbeat_ttl": server.config.heartbeat_ttl},
-                     dict[str, Any], idx)
+        return _json(
+            {"index": idx, "heartbeat_ttl": server.config.heartbeat_ttl}, dict[str, Any], idx
+        )
 
     @app.put("/v1/node/{node_id}/eligibility", tags=["nodes"])
     async def eligibility(node_id: str, eligible: bool) -> Response:
@@ -447,10 +501,12 @@ def create_app(server: Server) -> FastAPI:
         idx = server.set_eligibility(node.id, eligible)
         return _json({"index": idx}, dict[str, Any], idx)
 
-    @app.get("/v1/client/node/{node_id}/allocations", tags=["agent"],
-             response_model=NodeSyncResponse)
-    async def node_sync(node_id: str, index: int | None = None,
-                        wait: str | None = None) -> Response:
+    @app.get(
+        "/v1/client/node/{node_id}/allocations", tags=["agent"], response_model=NodeSyncResponse
+    )
+    async def node_sync(
+        node_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), node_allocs=node_id)
         idx = store.node_alloc_index(node_id)
@@ -462,8 +518,9 @@ def create_app(server: Server) -> FastAPI:
                 spec = store.job_spec(a.job_id, a.job_version, a.namespace)
                 if spec is not None:
                     jobs[key] = spec
-        return _json(NodeSyncResponse(index=idx, allocations=allocs, jobs=jobs),
-                     NodeSyncResponse, idx)
+        return _json(
+            NodeSyncResponse(index=idx, allocations=allocs, jobs=jobs), NodeSyncResponse, idx
+        )
 
     @app.post("/v1/client/allocations", tags=["agent"])
     async def client_update(body: ClientUpdateRequest) -> Response:
@@ -472,8 +529,12 @@ def create_app(server: Server) -> FastAPI:
 
     # ---------------------------------------------------------------- evaluations
     @app.get("/v1/evaluations", tags=["evaluations"], response_model=list[Evaluation])
-    async def list_evals(job_id: str | None = None, prefix: str | None = None,
-                         index: int | None = None, wait: str | None = None) -> Response:
+    async def list_evals(
+        job_id: str | None = None,
+        prefix: str | None = None,
+        index: int | None = None,
+        wait: str | None = None,
+    ) -> Response:
         idx = await blocking(index, wait, EVALS)
         evs = store.evals_by_job(job_id) if job_id else store.evaluations()
         if prefix:
@@ -482,8 +543,7 @@ def create_app(server: Server) -> FastAPI:
         return _json(evs, list[Evaluation], idx)
 
     @app.get("/v1/evaluation/{eval_id}", tags=["evaluations"], response_model=Evaluation)
-    async def get_eval(eval_id: str, index: int | None = None,
-                       wait: str | None = None) -> Response:
+    async def get_eval(eval_id: str, index: int | None = None, wait: str | None = None) -> Response:
         ev = resolve_eval(eval_id)
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), tables=(EVALS,))
@@ -493,8 +553,16 @@ def create_app(server: Server) -> FastAPI:
     # ---------------------------------------------------------------- status
     @app.get("/v1/status", tags=["status"])
     async def status() -> Response:
-        return _json({"version": __version__, "index": store.index,
-                      "nodes": len(store.nodes()), "jobs": len(store.jobs()),
-                      "broker": server.broker.stats()}, dict[str, Any], store.index)
+        return _json(
+            {
+                "version": __version__,
+                "index": store.index,
+                "nodes": len(store.nodes()),
+                "jobs": len(store.jobs()),
+                "broker": server.broker.stats(),
+            },
+            dict[str, Any],
+            store.index,
+        )
 
     return app

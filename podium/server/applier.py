@@ -121,8 +121,12 @@ class PlanApplier:
         for new_ev in result.new_evals:
             txn.put_eval(
                 new_ev.model_copy(
-                    update={"create_index": txn.index, "modify_index": txn.index,
-                            "create_time": now, "modify_time": now}
+                    update={
+                        "create_index": txn.index,
+                        "modify_index": txn.index,
+                        "create_time": now,
+                        "modify_time": now,
+                    }
                 )
             )
         index = store.commit(txn)

@@ -160,7 +160,10 @@ class Server:
         index = store.commit(txn)
         self.broker.enqueue(ev)
         return RegisterResult(
-            eval_id=ev.id, version=version, job_modify_index=job_modify_index, index=index,
+            eval_id=ev.id,
+            version=version,
+            job_modify_index=job_modify_index,
+            index=index,
             changed=changed,
         )
 
@@ -199,8 +202,13 @@ class Server:
             if not job.stop:
                 txn.put_version(
                     JobVersion(
-                        job_id=job.id, version=version, stop=True, spec=job.spec,
-                        submit_time=now, modify_index=txn.index, diff=["~ stop: False => True"],
+                        job_id=job.id,
+                        version=version,
+                        stop=True,
+                        spec=job.spec,
+                        submit_time=now,
+                        modify_index=txn.index,
+                        diff=["~ stop: False => True"],
                     )
                 )
         ev = self._new_eval(job, TriggeredBy.JOB_DEREGISTER, txn.index, now)
@@ -361,8 +369,12 @@ class Server:
             if current.status != EvalStatus.BLOCKED:
                 continue
             pending = current.model_copy(
-                update={"status": EvalStatus.PENDING, "modify_index": txn.index,
-                        "modify_time": now, "status_description": "capacity changed"}
+                update={
+                    "status": EvalStatus.PENDING,
+                    "modify_index": txn.index,
+                    "modify_time": now,
+                    "status_description": "capacity changed",
+                }
             )
             txn.put_eval(pending)
             evs.append(pending)
@@ -383,7 +395,8 @@ class Server:
         now = self.clock()
         limit = self.config.heartbeat_ttl + self.config.heartbeat_grace
         expired = [
-            n for n in self.store.nodes()
+            n
+            for n in self.store.nodes()
             if n.status == NodeStatus.READY and now - self._heartbeats.get(n.id, now) > limit
         ]
         if not expired:
@@ -480,8 +493,11 @@ class Server:
             result.plan.snapshot_index = snap.index
             outcome = self.applier.apply(result, now)
             if outcome.rejected_nodes:
-                log.info("plan for %s went stale on %d nodes; re-planning", ev.id,
-                         len(outcome.rejected_nodes))
+                log.info(
+                    "plan for %s went stale on %d nodes; re-planning",
+                    ev.id,
+                    len(outcome.rejected_nodes),
+                )
                 continue
             for new_ev in result.new_evals:
                 stored = self.store.evaluation(new_ev.id) or new_ev
@@ -503,8 +519,12 @@ class Server:
         txn = self.store.txn()
         txn.put_eval(
             ev.model_copy(
-                update={"status": EvalStatus.FAILED, "status_description": why,
-                        "modify_index": txn.index, "modify_time": self.clock()}
+                update={
+                    "status": EvalStatus.FAILED,
+                    "status_description": why,
+                    "modify_index": txn.index,
+                    "modify_time": self.clock(),
+                }
             )
         )
         self.store.commit(txn)
@@ -516,8 +536,12 @@ class Server:
         txn = self.store.txn()
         txn.put_eval(
             current.model_copy(
-                update={"status": EvalStatus.CANCELED, "status_description": why,
-                        "modify_index": txn.index, "modify_time": self.clock()}
+                update={
+                    "status": EvalStatus.CANCELED,
+                    "status_description": why,
+                    "modify_index": txn.index,
+                    "modify_time": self.clock(),
+                }
             )
         )
         self.store.commit(txn)
@@ -533,9 +557,12 @@ class Server:
                 continue
             txn.put_eval(
                 current.model_copy(
-                    update={"status": EvalStatus.CANCELED,
-                            "status_description": "superseded by a newer evaluation",
-                            "modify_index": txn.index, "modify_time": self.clock()}
+                    update={
+                        "status": EvalStatus.CANCELED,
+                        "status_description": "superseded by a newer evaluation",
+                        "modify_index": txn.index,
+                        "modify_time": self.clock(),
+                    }
                 )
             )
         self.store.commit(txn)
@@ -561,7 +588,7 @@ class Server:
                 by_job.setdefault((ev.namespace, ev.job_id), []).append(ev)
         for evs in by_job.values():
             evs.sort(key=lambda e: e.modify_index, reverse=True)
-            for ev in evs[self.config.eval_gc_keep:]:
+            for ev in evs[self.config.eval_gc_keep :]:
                 txn.delete_eval(ev.id)
                 removed += 1
         for alloc in store.allocs():

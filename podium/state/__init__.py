@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from podium.state.backend import Backend, NullBackend
 from podium.state.sqlite import SqliteBackend
-from podium.state.store import ALLOCS, EVALS, JOBS, NODES, TABLES, VERSIONS, Snapshot, StateStore, Txn
+from podium.state.store import (
+    ALLOCS,
+    EVALS,
+    JOBS,
+    NODES,
+    TABLES,
+    VERSIONS,
+    Snapshot,
+    StateStore,
+    Txn,
+)
 
 __all__ = [
     "ALLOCS",

@@ -59,9 +59,7 @@ class SqliteBackend:
                 db.executemany(
                     "DELETE FROM objects WHERE tbl=? AND key=?", [(table, k) for k in keys]
                 )
-            db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('index', ?)", (index,)
-            )
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('index', ?)", (index,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -377,8 +377,14 @@ class StateStore(Snapshot):
                 t.evals_by_job.pop(key, None)
 
     # -- watching
-    async def wait_for(self, min_index: int, timeout: float, *, tables: Iterable[str] = TABLES,
-                       node_allocs: str | None = None) -> int:
+    async def wait_for(
+        self,
+        min_index: int,
+        timeout: float,
+        *,
+        tables: Iterable[str] = TABLES,
+        node_allocs: str | None = None,
+    ) -> int:
         """Wait until ``tables`` (or one node's allocations) change past ``min_index``.
 
         Returns the relevant index (which may still be ``<= min_index`` on timeout).

@@ -23,17 +23,35 @@ from podium.agent.allocrunner import (
 from podium.models import Allocation, ClientStatus, DesiredStatus, JobSpec, Resources
 
 
-def make(job_type: str = "service", restart: dict[str, Any] | None = None,
-         tasks: tuple[str, ...] = ("web",)) -> AllocStateMachine:
-    spec = JobSpec.model_validate({
-        "job": "j", "type": job_type,
-        "groups": {"g": {
-            "restart": restart or {"attempts": 2, "interval": "1m", "delay": "1s", "mode": "fail"},
-            "tasks": {t: {"driver": "mock", "kill_timeout": "3s"} for t in tasks},
-        }},
-    })
-    alloc = Allocation(id="a1", eval_id="e", name="j.g[0]", job_id="j", job_version=0,
-                       group="g", index=0, node_id="n1", resources=Resources())
+def make(
+    job_type: str = "service",
+    restart: dict[str, Any] | None = None,
+    tasks: tuple[str, ...] = ("web",),
+) -> AllocStateMachine:
+    spec = JobSpec.model_validate(
+        {
+            "job": "j",
+            "type": job_type,
+            "groups": {
+                "g": {
+                    "restart": restart
+                    or {"attempts": 2, "interval": "1m", "delay": "1s", "mode": "fail"},
+                    "tasks": {t: {"driver": "mock", "kill_timeout": "3s"} for t in tasks},
+                }
+            },
+        }
+    )
+    alloc = Allocation(
+        id="a1",
+        eval_id="e",
+        name="j.g[0]",
+        job_id="j",
+        job_version=0,
+        group="g",
+        index=0,
+        node_id="n1",
+        resources=Resources(),
+    )
     return AllocStateMachine(alloc, spec)
 
 
@@ -72,7 +90,7 @@ def test_service_exit_restarts_after_delay_then_fails_when_attempts_run_out() ->
     assert m.tasks["web"].state.restarts == 1
     m.handle(TaskStarted(3.1, "web"))
     out = m.handle(TaskExited(4.0, "web", exit_code=1))
-    token = [i for i in out if isinstance(i, SetTimer)][0].token
+    token = next(i for i in out if isinstance(i, SetTimer)).token
     m.handle(TimerFired(5.0, "web", token))
     m.handle(TaskStarted(5.1, "web"))
     out = m.handle(TaskExited(6.0, "web", exit_code=1))
@@ -96,7 +114,7 @@ def test_restart_window_resets_after_interval() -> None:
     m.start(0.0)
     m.handle(TaskStarted(0.0, "web"))
     out = m.handle(TaskExited(1.0, "web", exit_code=1))
-    m.handle(TimerFired(1.0, "web", [i for i in out if isinstance(i, SetTimer)][0].token))
+    m.handle(TimerFired(1.0, "web", next(i for i in out if isinstance(i, SetTimer)).token))
     m.handle(TaskStarted(1.0, "web"))
     # 20 s later: a new interval, so one more restart is allowed
     out = m.handle(TaskExited(21.0, "web", exit_code=1))
@@ -142,8 +160,9 @@ def test_recoverable_start_error_is_retried() -> None:
 
 
 def test_one_failed_task_kills_its_siblings() -> None:
-    m = make(restart={"attempts": 0, "interval": "1m", "delay": "0s", "mode": "fail"},
-             tasks=("a", "b"))
+    m = make(
+        restart={"attempts": 0, "interval": "1m", "delay": "0s", "mode": "fail"}, tasks=("a", "b")
+    )
     m.start(0.0)
     m.handle(TaskStarted(1.0, "a"))
     m.handle(TaskStarted(1.0, "b"))
@@ -175,7 +194,7 @@ def test_stop_while_waiting_to_restart_cancels_restart() -> None:
     m.start(0.0)
     m.handle(TaskStarted(1.0, "web"))
     out = m.handle(TaskExited(2.0, "web", exit_code=1))
-    token = [i for i in out if isinstance(i, SetTimer)][0].token
+    token = next(i for i in out if isinstance(i, SetTimer)).token
     stopped = m.alloc.model_copy(update={"desired_status": DesiredStatus.STOP})
     out = m.handle(AllocUpdated(2.5, stopped, m.spec))
     assert not any(isinstance(i, KillTask) for i in out)
@@ -213,7 +232,7 @@ def test_events_are_capped() -> None:
     for n in range(30):
         m.handle(TaskStarted(float(n), "web"))
         out = m.handle(TaskExited(float(n) + 0.5, "web", exit_code=1))
-        token = [i for i in out if isinstance(i, SetTimer)][0].token
+        token = next(i for i in out if isinstance(i, SetTimer)).token
         m.handle(TimerFired(float(n) + 0.6, "web", token))
     assert len(m.tasks["web"].state.events) == 10
     assert kinds([StartTask("x")]) == ["StartTask"]

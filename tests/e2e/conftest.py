@@ -7,6 +7,7 @@ so a failing test never leaves processes behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +34,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
-               what: str = "condition") -> Any:
+def wait_until(
+    cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -61,9 +63,19 @@ class DevAgent:
         host_port = self.addr.removeprefix("http://")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [*PODIUM, "agent", "--dev", "--data-dir", str(self.data_dir), "--http-addr",
-             host_port, *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                *PODIUM,
+                "agent",
+                "--dev",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-addr",
+                host_port,
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -103,11 +115,13 @@ class DevAgent:
         r.raise_for_status()
         return r.json()
 
-    def cli(self, *args: str, timeout: float = 60.0, check: bool = False,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 60.0, check: bool = False, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200", "NO_COLOR": "1"}
-        result = subprocess.run([*PODIUM, *args], capture_output=True, text=True, env=env,
-                                timeout=timeout, input=input)
+        result = subprocess.run(
+            [*PODIUM, *args], capture_output=True, text=True, env=env, timeout=timeout, input=input
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"podium {' '.join(args)} exited {result.returncode}\n"
@@ -119,23 +133,35 @@ class DevAgent:
         return list(self.get(f"/v1/job/{job}/allocations"))
 
     def running(self, job: str) -> list[dict[str, Any]]:
-        return [a for a in self.allocs(job)
-                if a["client_status"] == "running" and a["desired_status"] == "run"]
+        return [
+            a
+            for a in self.allocs(job)
+            if a["client_status"] == "running" and a["desired_status"] == "run"
+        ]
 
     def wait_running(self, job: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-        return list(wait_until(lambda: (r := self.running(job)) and len(r) == count and r,
-                               timeout=timeout, what=f"{count} running allocations of {job}"))
+        return list(
+            wait_until(
+                lambda: (r := self.running(job)) and len(r) == count and r,
+                timeout=timeout,
+                what=f"{count} running allocations of {job}",
+            )
+        )
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 for job in self.get("/v1/jobs"):
-                    httpx.delete(f"{self.addr}/v1/job/{job['id']}", params={"purge": "true"},
-                                 timeout=5)
+                    httpx.delete(
+                        f"{self.addr}/v1/job/{job['id']}", params={"purge": "true"}, timeout=5
+                    )
                 wait_until(
-                    lambda: all(a["client_status"] not in ("running", "pending")
-                                for a in self.get("/v1/allocations")),
-                    timeout=20, what="every allocation to stop",
+                    lambda: all(
+                        a["client_status"] not in ("running", "pending")
+                        for a in self.get("/v1/allocations")
+                    ),
+                    timeout=20,
+                    what="every allocation to stop",
                 )
             except (AssertionError, httpx.HTTPError):
                 pass
@@ -150,17 +176,19 @@ def kill_recorded_tasks(data_dir: Path) -> None:
             pid = int(pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-            try:
-                target()
-            except (ProcessLookupError, PermissionError):
-                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
 def dev_agent(tmp_path: Path) -> Iterator[DevAgent]:
-    agent = DevAgent(addr=f"http://127.0.0.1:{free_port()}", data_dir=tmp_path / "data",
-                     log_path=tmp_path / "agent.log")
+    agent = DevAgent(
+        addr=f"http://127.0.0.1:{free_port()}",
+        data_dir=tmp_path / "data",
+        log_path=tmp_path / "agent.log",
+    )
     try:
         agent.start()
         yield agent

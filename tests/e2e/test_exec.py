@@ -21,7 +21,9 @@ def _exec_healthy(dev_agent: DevAgent) -> None:
 
 def test_exec_task_over_memory_limit_is_oom_killed(dev_agent: DevAgent, tmp_path: Path) -> None:
     _exec_healthy(dev_agent)
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
 job: hog
 type: batch
 groups:
@@ -35,10 +37,13 @@ groups:
         config:
           command: /bin/sh
           args: ["-c", "id -u; python3 -c 'b = bytearray(256 * 1024 * 1024); print(len(b))'"]
-""")
+""",
+    )
     dev_agent.cli("job", "run", path, timeout=60)
-    alloc = wait_until(lambda: (a := dev_agent.allocs("hog")) and a[0]["client_status"] == "failed"
-                       and a[0], what="the allocation to fail")
+    alloc = wait_until(
+        lambda: (a := dev_agent.allocs("hog")) and a[0]["client_status"] == "failed" and a[0],
+        what="the allocation to fail",
+    )
     state = alloc["task_states"]["t"]
     assert state["oom_killed"] is True
     assert any("memory" in e["message"].lower() for e in state["events"])
@@ -48,7 +53,9 @@ groups:
 
 def test_exec_runs_isolated_as_nobody(dev_agent: DevAgent, tmp_path: Path) -> None:
     _exec_healthy(dev_agent)
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
 job: iso
 type: batch
 groups:
@@ -59,10 +66,13 @@ groups:
         config:
           command: /bin/sh
           args: ["-c", "echo uid=$(id -u); echo pids=$(ls /proc | grep -c '^[0-9]')"]
-""")
+""",
+    )
     dev_agent.cli("job", "run", path, check=True, timeout=60)
-    alloc = wait_until(lambda: (a := dev_agent.allocs("iso")) and a[0]["client_status"] == "complete"
-                       and a[0], what="completion")
+    alloc = wait_until(
+        lambda: (a := dev_agent.allocs("iso")) and a[0]["client_status"] == "complete" and a[0],
+        what="completion",
+    )
     out = dev_agent.cli("alloc", "logs", alloc["id"], check=True).stdout
     assert "uid=65534" in out
     pids = int(out.split("pids=")[1].split()[0])

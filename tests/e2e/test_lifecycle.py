@@ -25,9 +25,13 @@ def test_run_status_logs_scale_history_stop(dev_agent: DevAgent) -> None:
 
     alloc_id = allocs[0]["id"]
     logs = wait_until(
-        lambda: (r := dev_agent.cli("alloc", "logs", alloc_id[:8])).returncode == 0
-        and "hello from" in r.stdout and r,
-        timeout=15, what="the task's output in alloc logs",
+        lambda: (
+            (r := dev_agent.cli("alloc", "logs", alloc_id[:8])).returncode == 0
+            and "hello from" in r.stdout
+            and r
+        ),
+        timeout=15,
+        what="the task's output in alloc logs",
     )
     assert f"allocation {alloc_id}" in logs.stdout
 
@@ -42,8 +46,13 @@ def test_run_status_logs_scale_history_stop(dev_agent: DevAgent) -> None:
     assert any("count" in line for line in versions[0]["diff"])
 
     dev_agent.cli("job", "stop", "hello", check=True, timeout=60)
-    wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                               for p in pids), timeout=15, what="the task processes to exit")
+    wait_until(
+        lambda: (
+            not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+        ),
+        timeout=15,
+        what="the task processes to exit",
+    )
     final = dev_agent.allocs("hello")
     assert all(a["desired_status"] == "stop" for a in final)
     assert all(a["client_status"] == "complete" for a in final)
@@ -52,7 +61,9 @@ def test_run_status_logs_scale_history_stop(dev_agent: DevAgent) -> None:
 
 
 def test_restart_on_failure_then_fail_with_exit_code(dev_agent: DevAgent, tmp_path: Path) -> None:
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
 job: flaky
 groups:
   g:
@@ -62,11 +73,14 @@ groups:
       t:
         driver: raw_exec
         config: {command: /bin/sh, args: ["-c", "echo starting; exit 3"]}
-""")
+""",
+    )
     # `job run` may see the task running before its first exit; what matters is the outcome
     dev_agent.cli("job", "run", path, timeout=60)
-    alloc = wait_until(lambda: [a for a in dev_agent.allocs("flaky")
-                                if a["client_status"] == "failed"], what="a failed alloc")[0]
+    alloc = wait_until(
+        lambda: [a for a in dev_agent.allocs("flaky") if a["client_status"] == "failed"],
+        what="a failed alloc",
+    )[0]
     state = alloc["task_states"]["t"]
     assert state["restarts"] == 2
     assert state["exit_code"] == 3
@@ -78,17 +92,25 @@ groups:
 
 def test_batch_job_completes(dev_agent: DevAgent) -> None:
     dev_agent.cli("job", "run", str(EXAMPLES / "batch.yaml"), check=True, timeout=60)
-    allocs = wait_until(lambda: (a := dev_agent.allocs("report"))
-                        and all(x["client_status"] == "complete" for x in a) and a,
-                        what="the batch allocation to complete")
+    allocs = wait_until(
+        lambda: (
+            (a := dev_agent.allocs("report"))
+            and all(x["client_status"] == "complete" for x in a)
+            and a
+        ),
+        what="the batch allocation to complete",
+    )
     assert allocs[0]["task_states"]
     assert all(s["exit_code"] == 0 for s in allocs[0]["task_states"].values())
-    wait_until(lambda: dev_agent.get("/v1/job/report")["status"] == "dead",
-               what="the batch job to be dead")
+    wait_until(
+        lambda: dev_agent.get("/v1/job/report")["status"] == "dead", what="the batch job to be dead"
+    )
 
 
 def test_stop_honours_kill_signal_and_kill_timeout(dev_agent: DevAgent, tmp_path: Path) -> None:
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
 job: signals
 groups:
   polite:
@@ -107,12 +129,15 @@ groups:
         config:
           command: /bin/sh
           args: ["-c", "trap 'echo ignoring TERM' TERM; echo ready; while true; do sleep 0.1; done"]
-""")
+""",
+    )
     dev_agent.cli("job", "run", path, check=True)
     allocs = dev_agent.wait_running("signals", 2)
     by_group = {a["group"]: a for a in allocs}
-    wait_until(lambda: all("ready" in dev_agent.cli("alloc", "logs", a["id"]).stdout
-                           for a in allocs), what="both tasks to be ready")
+    wait_until(
+        lambda: all("ready" in dev_agent.cli("alloc", "logs", a["id"]).stdout for a in allocs),
+        what="both tasks to be ready",
+    )
     started = time.monotonic()
     dev_agent.cli("job", "stop", "signals", check=True, timeout=60)
     elapsed = time.monotonic() - started
@@ -126,7 +151,9 @@ groups:
 
 
 def test_bad_spec_is_refused_with_file_and_line(dev_agent: DevAgent, tmp_path: Path) -> None:
-    path = write_job(tmp_path, """job: broken
+    path = write_job(
+        tmp_path,
+        """job: broken
 groups:
   g:
     tasks:
@@ -134,7 +161,8 @@ groups:
         driver: raw_exec
         config:
           comand: /bin/true
-""")
+""",
+    )
     result = dev_agent.cli("job", "run", path)
     assert result.returncode == 1
     out = result.stdout + result.stderr
@@ -144,7 +172,9 @@ groups:
 
 
 def test_placement_failure_explains_itself(dev_agent: DevAgent, tmp_path: Path) -> None:
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
 job: huge
 groups:
   g:
@@ -153,7 +183,8 @@ groups:
         driver: raw_exec
         config: {command: /bin/sleep, args: ["60"]}
         resources: {memory: 100000000}
-""")
+""",
+    )
     result = dev_agent.cli("job", "run", path, timeout=60)
     assert result.returncode == 2
     assert "1 node evaluated: 1 exhausted memory" in result.stdout + result.stderr
@@ -162,7 +193,9 @@ groups:
 
 
 def test_env_and_interpolation(dev_agent: DevAgent, tmp_path: Path) -> None:
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
 job: envjob
 type: batch
 groups:
@@ -174,15 +207,25 @@ groups:
         config:
           command: /bin/sh
           args: ["-c", "echo $GREETING; echo dir=${PODIUM_TASK_DIR}; env | grep ^PODIUM_ | sort"]
-""")
+""",
+    )
     dev_agent.cli("job", "run", path, check=True)
-    alloc = wait_until(lambda: (a := dev_agent.allocs("envjob"))
-                       and a[0]["client_status"] == "complete" and a[0], what="completion")
+    alloc = wait_until(
+        lambda: (a := dev_agent.allocs("envjob")) and a[0]["client_status"] == "complete" and a[0],
+        what="completion",
+    )
     out = dev_agent.cli("alloc", "logs", alloc["id"], check=True).stdout
     assert "hi t" in out
-    for var in ("PODIUM_JOB_ID=envjob", "PODIUM_GROUP_NAME=g", "PODIUM_TASK_NAME=t",
-                f"PODIUM_ALLOC_ID={alloc['id']}", "PODIUM_ALLOC_INDEX=0", "PODIUM_NODE_ID=",
-                "PODIUM_ALLOC_DIR=", "PODIUM_TASK_DIR="):
+    for var in (
+        "PODIUM_JOB_ID=envjob",
+        "PODIUM_GROUP_NAME=g",
+        "PODIUM_TASK_NAME=t",
+        f"PODIUM_ALLOC_ID={alloc['id']}",
+        "PODIUM_ALLOC_INDEX=0",
+        "PODIUM_NODE_ID=",
+        "PODIUM_ALLOC_DIR=",
+        "PODIUM_TASK_DIR=",
+    ):
         assert var in out
-    task_dir = [line for line in out.splitlines() if line.startswith("dir=")][0][4:]
+    task_dir = next(line for line in out.splitlines() if line.startswith("dir="))[4:]
     assert os.path.isabs(task_dir)

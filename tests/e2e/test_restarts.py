@@ -41,8 +41,13 @@ def test_agent_kill9_keeps_tasks_and_reattaches(dev_agent: DevAgent, tmp_path: P
         state = a["task_states"]["t"]
         assert state["pid"] == pids[a["id"]], "the task was restarted"
         assert state["restarts"] == 0
-    wait_until(lambda: all(any(e["type"] == "Reattached" for e in a["task_states"]["t"]["events"])
-                           for a in dev_agent.allocs("keep")), what="Reattached events")
+    wait_until(
+        lambda: all(
+            any(e["type"] == "Reattached" for e in a["task_states"]["t"]["events"])
+            for a in dev_agent.allocs("keep")
+        ),
+        what="Reattached events",
+    )
 
     # the re-attached agent still notices the task's exit and records its code
     victim_id, victim_pid = next(iter(pids.items()))
@@ -58,8 +63,9 @@ def test_agent_kill9_keeps_tasks_and_reattaches(dev_agent: DevAgent, tmp_path: P
     assert any(e["type"] == "Terminated" and e.get("signal") == 9 for e in events)
 
 
-def test_server_kill9_loses_no_job_and_restarts_no_task(dev_agent: DevAgent,
-                                                        tmp_path: Path) -> None:
+def test_server_kill9_loses_no_job_and_restarts_no_task(
+    dev_agent: DevAgent, tmp_path: Path
+) -> None:
     dev_agent.cli("job", "run", write_job(tmp_path, SLEEPER), check=True)
     dev_agent.cli("job", "scale", "keep", "g", "3", check=True)
     before = dev_agent.wait_running("keep", 3)

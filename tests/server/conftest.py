@@ -40,8 +40,13 @@ class Cluster:
         n = len(self.agents)
         client = AsyncClient("http://podium", transport=self._transport, timeout=30)
         agent = Agent(
-            AgentSettings(data_dir=str(self.tmp / f"agent{n}"), servers=["http://podium"],
-                          name=name or f"node{n}", sync_wait=5.0, **settings),
+            AgentSettings(
+                data_dir=str(self.tmp / f"agent{n}"),
+                servers=["http://podium"],
+                name=name or f"node{n}",
+                sync_wait=5.0,
+                **settings,
+            ),
             client,
             drivers={"mock": MockDriver()},
         )
@@ -68,8 +73,11 @@ class Cluster:
         return self.store.allocs_by_job(job)
 
     def running(self, job: str) -> list[Allocation]:
-        return [a for a in self.allocs(job)
-                if a.client_status == ClientStatus.RUNNING and a.desired_status == "run"]
+        return [
+            a
+            for a in self.allocs(job)
+            if a.client_status == ClientStatus.RUNNING and a.desired_status == "run"
+        ]
 
     def check_invariants(self) -> None:
         for node in self.store.nodes():
@@ -77,7 +85,8 @@ class Cluster:
             live = [a for a in self.store.allocs_by_node(node.id) if a.uses_resources()]
             assert sum(a.resources.cpu for a in live) <= cap.cpu, f"{node.name} cpu over-committed"
             assert sum(a.resources.memory for a in live) <= cap.memory, (
-                f"{node.name} memory over-committed")
+                f"{node.name} memory over-committed"
+            )
         for job in self.store.jobs():
             names = [a.name for a in self.store.allocs_by_job(job.id) if not a.terminal()]
             assert len(names) == len(set(names)), f"duplicate live instances of {job.id}: {names}"
@@ -103,15 +112,27 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         await server.stop()
 
 
-def mock_job(job_id: str = "web", count: int = 1, *, job_type: str = "service",
-             run_for: str = "1h", exit_code: int = 0, cpu: int = 100, memory: int = 100,
-             restart: dict[str, Any] | None = None,
-             reschedule: dict[str, Any] | None = None) -> dict[str, Any]:
+def mock_job(
+    job_id: str = "web",
+    count: int = 1,
+    *,
+    job_type: str = "service",
+    run_for: str = "1h",
+    exit_code: int = 0,
+    cpu: int = 100,
+    memory: int = 100,
+    restart: dict[str, Any] | None = None,
+    reschedule: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     group: dict[str, Any] = {
         "count": count,
-        "tasks": {"t": {"driver": "mock",
-                        "config": {"run_for": run_for, "exit_code": exit_code},
-                        "resources": {"cpu": cpu, "memory": memory}}},
+        "tasks": {
+            "t": {
+                "driver": "mock",
+                "config": {"run_for": run_for, "exit_code": exit_code},
+                "resources": {"cpu": cpu, "memory": memory},
+            }
+        },
     }
     if restart:
         group["restart"] = restart

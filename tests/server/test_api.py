@@ -45,15 +45,22 @@ async def test_register_and_read_back(api: tuple[httpx.AsyncClient, Server]) -> 
     # same spec again: no new version, still an evaluation
     again = (await client.post("/v1/jobs", json={"job": JOB})).json()
     assert again["version"] == 0 and again["changed"] is False
-    for path in ("/v1/job/web/versions", "/v1/job/web/allocations", "/v1/job/web/evaluations",
-                 "/v1/allocations", "/v1/nodes", "/v1/evaluations"):
+    for path in (
+        "/v1/job/web/versions",
+        "/v1/job/web/allocations",
+        "/v1/job/web/evaluations",
+        "/v1/allocations",
+        "/v1/nodes",
+        "/v1/evaluations",
+    ):
         r = await client.get(path)
         assert r.status_code == 200 and isinstance(r.json(), list), path
         assert "X-Podium-Index" in r.headers
 
 
 async def test_bad_job_body_is_a_400_with_issues_and_changes_nothing(
-        api: tuple[httpx.AsyncClient, Server]) -> None:
+    api: tuple[httpx.AsyncClient, Server],
+) -> None:
     client, server = api
     bad = {"job": "web", "groups": {"g": {"tasks": {"t": {"driver": "mock", "resourcez": {}}}}}}
     before = server.store.index
@@ -72,8 +79,9 @@ async def test_not_found_and_prefixes(api: tuple[httpx.AsyncClient, Server]) -> 
     assert (await client.get("/v1/job/nope")).status_code == 404
     assert "not found" in (await client.get("/v1/allocation/zzz")).json()["error"]
     for node_id in ("abc111", "abc222"):
-        server.register_node(Node(id=node_id, name=node_id,
-                                  resources=NodeResources(cpu=100, memory=100)))
+        server.register_node(
+            Node(id=node_id, name=node_id, resources=NodeResources(cpu=100, memory=100))
+        )
     assert (await client.get("/v1/node/abc1")).json()["id"] == "abc111"
     r = await client.get("/v1/node/abc")
     assert r.status_code == 400
@@ -86,8 +94,9 @@ async def test_check_index_conflict(api: tuple[httpx.AsyncClient, Server]) -> No
     changed = {**JOB, "priority": 70}
     r = await client.post("/v1/jobs", json={"job": changed, "check_index": 0})
     assert r.status_code == 409
-    r = await client.post("/v1/jobs", json={"job": changed,
-                                            "check_index": first["job_modify_index"]})
+    r = await client.post(
+        "/v1/jobs", json={"job": changed, "check_index": first["job_modify_index"]}
+    )
     assert r.status_code == 200 and r.json()["version"] == 1
 
 
@@ -111,8 +120,14 @@ async def test_blocking_query_wakes_on_change(api: tuple[httpx.AsyncClient, Serv
 async def test_openapi_document(api: tuple[httpx.AsyncClient, Server]) -> None:
     client, _ = api
     doc = (await client.get("/v1/openapi.json")).json()
-    for path in ("/v1/jobs", "/v1/job/{job_id}", "/v1/allocations", "/v1/nodes",
-                 "/v1/evaluations", "/v1/job/{job_id}/versions"):
+    for path in (
+        "/v1/jobs",
+        "/v1/job/{job_id}",
+        "/v1/allocations",
+        "/v1/nodes",
+        "/v1/evaluations",
+        "/v1/job/{job_id}/versions",
+    ):
         assert path in doc["paths"]
 
 

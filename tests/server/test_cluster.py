@@ -12,8 +12,9 @@ async def test_job_runs_and_spreads_over_nodes(cluster: Cluster) -> None:
     await cluster.add_agent()
     await cluster.add_agent()
     await cluster.run(mock_job(count=4))
-    running = await cluster.until(lambda: len(cluster.running("web")) == 4 and
-                                  cluster.running("web"), what="4 running")
+    running = await cluster.until(
+        lambda: len(cluster.running("web")) == 4 and cluster.running("web"), what="4 running"
+    )
     per_node: dict[str, int] = {}
     for a in running:
         per_node[a.node_id] = per_node.get(a.node_id, 0) + 1
@@ -29,23 +30,33 @@ async def test_scale_down_stops_highest_indexes(cluster: Cluster) -> None:
     await cluster.until(lambda: len(cluster.running("web")) == 1, what="scaled to 1")
     assert [a.index for a in cluster.running("web")] == [0]
     stopped = [a for a in cluster.allocs("web") if a.desired_status == DesiredStatus.STOP]
-    await cluster.until(lambda: all(cluster.store.alloc(a.id).client_status  # type: ignore[union-attr]
-                                    == ClientStatus.COMPLETE for a in stopped),
-                        what="stopped allocs complete")
+    await cluster.until(
+        lambda: all(
+            cluster.store.alloc(a.id).client_status  # type: ignore[union-attr]
+            == ClientStatus.COMPLETE
+            for a in stopped
+        ),
+        what="stopped allocs complete",
+    )
     versions = await cluster.client.job_versions("web")
     assert [v.version for v in versions] == [1, 0]
 
 
 async def test_failed_allocation_is_rescheduled(cluster: Cluster) -> None:
     await cluster.add_agent()
-    spec = mock_job(run_for="10ms", exit_code=1,
-                    restart={"attempts": 0, "mode": "fail"},
-                    reschedule={"attempts": 1, "interval": "1h", "delay": "0s",
-                                "unlimited": False})
+    spec = mock_job(
+        run_for="10ms",
+        exit_code=1,
+        restart={"attempts": 0, "mode": "fail"},
+        reschedule={"attempts": 1, "interval": "1h", "delay": "0s", "unlimited": False},
+    )
     await cluster.run(spec)
     failed = await cluster.until(
-        lambda: len([a for a in cluster.allocs("web") if a.client_status == ClientStatus.FAILED])
-        == 2, what="the original and its one replacement to fail")
+        lambda: (
+            len([a for a in cluster.allocs("web") if a.client_status == ClientStatus.FAILED]) == 2
+        ),
+        what="the original and its one replacement to fail",
+    )
     assert failed
     allocs = sorted(cluster.allocs("web"), key=lambda a: a.create_index)
     assert allocs[1].previous_allocation == allocs[0].id
@@ -62,11 +73,21 @@ async def test_lost_node_allocations_are_replaced(cluster: Cluster) -> None:
     # the first node falls silent
     await a0.stop()
     cluster.agents.remove(a0)
-    await cluster.until(lambda: cluster.store.node(a0.node_id).status  # type: ignore[union-attr]
-                        == NodeStatus.DOWN, timeout=5, what="node down")
-    await cluster.until(lambda: len(cluster.running("web")) == 2 and
-                        all(a.node_id != a0.node_id for a in cluster.running("web")),
-                        what="replacements running on the other node")
+    await cluster.until(
+        lambda: (
+            cluster.store.node(a0.node_id).status  # type: ignore[union-attr]
+            == NodeStatus.DOWN
+        ),
+        timeout=5,
+        what="node down",
+    )
+    await cluster.until(
+        lambda: (
+            len(cluster.running("web")) == 2
+            and all(a.node_id != a0.node_id for a in cluster.running("web"))
+        ),
+        what="replacements running on the other node",
+    )
     lost = [a for a in cluster.allocs("web") if a.client_status == ClientStatus.LOST]
     assert len(lost) == 2
 
@@ -75,8 +96,9 @@ async def test_blocked_evaluation_places_when_capacity_appears(cluster: Cluster)
     await cluster.run(mock_job(count=1))
     blocked = await cluster.until(
         lambda: [e for e in cluster.store.evaluations() if e.status == EvalStatus.BLOCKED],
-        what="a blocked eval")
-    first = [e for e in cluster.store.evaluations() if e.status == EvalStatus.COMPLETE][0]
+        what="a blocked eval",
+    )
+    first = next(e for e in cluster.store.evaluations() if e.status == EvalStatus.COMPLETE)
     assert "no nodes" in first.failed_tg_allocs["g"].describe()
     assert blocked
     await cluster.add_agent()
@@ -88,16 +110,20 @@ async def test_resource_exhaustion_is_explained(cluster: Cluster) -> None:
     node = cluster.store.nodes()[0]
     await cluster.run(mock_job(memory=node.capacity().memory + 1))
     ev = await cluster.until(
-        lambda: [e for e in cluster.store.evaluations() if e.failed_tg_allocs], what="metrics")
+        lambda: [e for e in cluster.store.evaluations() if e.failed_tg_allocs], what="metrics"
+    )
     assert ev[0].failed_tg_allocs["g"].describe() == "1 node evaluated: 1 exhausted memory"
 
 
 async def test_batch_job_completes_and_is_not_replaced(cluster: Cluster) -> None:
     await cluster.add_agent()
     await cluster.run(mock_job(count=2, job_type="batch", run_for="20ms"))
-    await cluster.until(lambda: len([a for a in cluster.allocs("web")
-                                     if a.client_status == ClientStatus.COMPLETE]) == 2,
-                        what="2 complete")
+    await cluster.until(
+        lambda: (
+            len([a for a in cluster.allocs("web") if a.client_status == ClientStatus.COMPLETE]) == 2
+        ),
+        what="2 complete",
+    )
     await asyncio.sleep(0.2)
     assert len(cluster.allocs("web")) == 2
 
@@ -108,8 +134,10 @@ async def test_stop_and_purge(cluster: Cluster) -> None:
     await cluster.until(lambda: len(cluster.running("web")) == 2, what="2 running")
     await cluster.client.stop_job("web", purge=True)
     await cluster.until(lambda: cluster.store.job("web") is None, what="purged")
-    await cluster.until(lambda: all(a.client_status == ClientStatus.COMPLETE
-                                    for a in cluster.allocs("web")), what="stopped")
+    await cluster.until(
+        lambda: all(a.client_status == ClientStatus.COMPLETE for a in cluster.allocs("web")),
+        what="stopped",
+    )
     assert cluster.server.gc() >= 2
     assert cluster.allocs("web") == []
 
@@ -118,16 +146,27 @@ async def test_in_place_update_keeps_allocations(cluster: Cluster) -> None:
     await cluster.add_agent()
     spec = mock_job(count=2)
     await cluster.run(spec)
-    before = await cluster.until(lambda: len(cluster.running("web")) == 2 and
-                                 {a.id for a in cluster.running("web")}, what="2 running")
+    before = await cluster.until(
+        lambda: len(cluster.running("web")) == 2 and {a.id for a in cluster.running("web")},
+        what="2 running",
+    )
     spec["meta"] = {"owner": "team-a"}  # not a task change: update in place
     await cluster.run(spec)
-    await cluster.until(lambda: all(a.job_version == 1 for a in cluster.running("web"))
-                        and len(cluster.running("web")) == 2, what="in-place update")
+    await cluster.until(
+        lambda: (
+            all(a.job_version == 1 for a in cluster.running("web"))
+            and len(cluster.running("web")) == 2
+        ),
+        what="in-place update",
+    )
     assert {a.id for a in cluster.running("web")} == before
     spec["groups"]["g"]["tasks"]["t"]["config"]["run_for"] = "2h"  # a task change: replace
     await cluster.run(spec)
-    await cluster.until(lambda: len(cluster.running("web")) == 2 and
-                        all(a.job_version == 2 for a in cluster.running("web")),
-                        what="destructive update")
+    await cluster.until(
+        lambda: (
+            len(cluster.running("web")) == 2
+            and all(a.job_version == 2 for a in cluster.running("web"))
+        ),
+        what="destructive update",
+    )
     assert not ({a.id for a in cluster.running("web")} & before)

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from podium.models import Allocation, Evaluation, Job, JobSpec, Node, NodeResources, Resources
-from podium.models import TriggeredBy
+from podium.models import (
+    Allocation,
+    Evaluation,
+    Job,
+    JobSpec,
+    Node,
+    NodeResources,
+    Resources,
+    TriggeredBy,
+)
 from podium.state import SqliteBackend, StateStore
 
 
@@ -24,8 +32,17 @@ def spec(job_id: str = "web") -> JobSpec:
 
 
 def alloc(i: int, node: str = "n1", job: str = "web") -> Allocation:
-    return Allocation(id=f"a{i}", eval_id="e", name=f"{job}.g[{i}]", job_id=job, job_version=0,
-                      group="g", index=i, node_id=node, resources=Resources())
+    return Allocation(
+        id=f"a{i}",
+        eval_id="e",
+        name=f"{job}.g[{i}]",
+        job_id=job,
+        job_version=0,
+        group="g",
+        index=i,
+        node_id=node,
+        resources=Resources(),
+    )
 
 
 def node(node_id: str = "n1") -> Node:
