@@ -95,6 +95,9 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # every heartbeat and sync is an HTTP request: only worth seeing when debugging
+    if level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None:
