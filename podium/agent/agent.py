@@ -31,6 +31,7 @@ from pathlib import Path
 from podium.agent.config import AgentSettings
 from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
 from podium.agent.localstate import LocalState, StoredAlloc
+from podium.memtrim import trim_after
 from podium.agent.runner import AllocRunner
 from podium.client import AsyncClient
 from podium.drivers import builtin_drivers
@@ -40,6 +41,12 @@ from podium.errors import NotFound, PodiumError
 from podium.models import Allocation, AllocClientUpdate, JobSpec, Node, NodeResources
 
 log = logging.getLogger("podium.agent")
+
+PERSIST_DELAY = 0.05
+START_CONCURRENCY = 32
+"""Tasks being started at once.  A burst of 1,000 starts then proceeds in waves,
+so the loop keeps serving (and reporting the tasks already running) meanwhile
+instead of forking a thousand times before it looks at anything else."""
 
 
 class Agent:
@@ -75,6 +82,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self.heartbeat_ttl = 10.0
         self.registered = asyncio.Event()
+        self.start_slots = asyncio.Semaphore(START_CONCURRENCY)
         self.synced_index = 0
 
     def _node_id(self) -> str:
@@ -203,6 +211,7 @@ class Agent:
                 continue
             index = sync.index
             self.apply_sync(sync.allocations, sync.jobs)
+            trim_after(len(sync.allocations))
             self.synced_index = index
 
     def apply_sync(self, allocs: list[Allocation], jobs: dict[str, JobSpec]) -> None:
@@ -287,13 +296,18 @@ class Agent:
         except BaseException:
             self._dirty |= ids
             raise
+        trim_after(len(updates))
 
     # ---------------------------------------------------------------- persistence
     def mark_persist(self, runner: AllocRunner) -> None:
         self._persist.add(runner.id)
         if not self._persist_scheduled:
+            # Batched: one transaction per PERSIST_DELAY however many runners changed.
+            # An agent killed inside that window loses only the last few state changes:
+            # tasks it started meanwhile are found again by the driver (the shim's pid file
+            # in the task dir), which stops such a forgotten instance before starting anew.
             self._persist_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_persist)
+            asyncio.get_running_loop().call_later(PERSIST_DELAY, self._flush_persist)
 
     def persist_now(self, runner: AllocRunner) -> None:
         self._persist.add(runner.id)

@@ -266,7 +266,9 @@ class AllocStateMachine:
                 track.phase = Phase.STARTING
                 self._event(track, time, "Received", "task received by the agent")
                 out.append(StartTask(name))
-        return [*out, Report(), Persist()]
+        # No Report: the server already has this allocation as pending; the first
+        # report worth a request is the task's start (or its failure to start).
+        return [*out, Persist()]
 
     def _on_update(self, ev: AllocUpdated) -> list[Instruction]:
         was_stopping = self.stopping

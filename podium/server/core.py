@@ -30,6 +30,7 @@ from podium.models import (
     NodeStatus,
     TriggeredBy,
 )
+from podium.memtrim import trim_after
 from podium.models.diff import spec_diff
 from podium.scheduler import schedule
 from podium.server.applier import PlanApplier
@@ -425,6 +426,7 @@ class Server:
         store = self.store
         now = self.clock()
         txn = store.txn()
+        txn.client_update = True
         failed_jobs: dict[tuple[str, str], Job] = {}
         freed = False
         for u in updates:
@@ -464,6 +466,7 @@ class Server:
             self.broker.enqueue(ev)
         if freed:
             self.unblock_evals()
+        trim_after(len(updates))
         return index
 
     # ------------------------------------------------------------------ scheduling

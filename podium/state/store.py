@@ -65,6 +65,9 @@ class Txn:
     """
 
     index: int
+    client_update: bool = False
+    """Only agents' reports of their own allocations: this does not wake the nodes'
+    allocation syncs (an agent needs no echo of what it just said)."""
     puts: dict[str, dict[str, Any]] = field(default_factory=lambda: {t: {} for t in TABLES})
     deletes: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in TABLES})
 
@@ -318,7 +321,8 @@ class StateStore(Snapshot):
             t.allocs[alloc.id] = alloc
             job_allocs.setdefault(_job_key(alloc.namespace, alloc.job_id), set()).add(alloc.id)
             node_allocs.setdefault(alloc.node_id, set()).add(alloc.id)
-            self._node_alloc_index[alloc.node_id] = txn.index
+            if not txn.client_update or old is None or old.node_id != alloc.node_id:
+                self._node_alloc_index[alloc.node_id] = txn.index
         for alloc_id in txn.deletes[ALLOCS]:
             old = t.allocs.pop(alloc_id, None)
             if old is not None:
