@@ -31,13 +31,13 @@ from pathlib import Path
 from podium.agent.config import AgentSettings
 from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
 from podium.agent.localstate import LocalState, StoredAlloc
-from podium.memtrim import trim_after
 from podium.agent.runner import AllocRunner
 from podium.client import AsyncClient
 from podium.drivers import builtin_drivers
 from podium.drivers.base import Driver
 from podium.drivers.logrotate import rotate_if_needed
 from podium.errors import NotFound, PodiumError
+from podium.memtrim import trim_after
 from podium.models import Allocation, AllocClientUpdate, JobSpec, Node, NodeResources
 
 log = logging.getLogger("podium.agent")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from podium.errors import Conflict, NotFound
+from podium.memtrim import trim_after
 from podium.models import (
     AllocClientUpdate,
     ClientStatus,
@@ -30,7 +31,6 @@ from podium.models import (
     NodeStatus,
     TriggeredBy,
 )
-from podium.memtrim import trim_after
 from podium.models.diff import spec_diff
 from podium.scheduler import schedule
 from podium.server.applier import PlanApplier
