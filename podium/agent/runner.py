@@ -172,7 +172,7 @@ class AllocRunner:
         env = self.build_env(task)
         config = parse_config(spec.driver, interpolate(spec.config, env))
         task_dir = self.task_dir(task)
-        self._prepare_dirs()
+        self.make_dirs()
         return TaskContext(
             alloc_id=self.id,
             task_name=task,
@@ -192,7 +192,7 @@ class AllocRunner:
             kill_timeout=spec.kill_timeout,
         )
 
-    def _prepare_dirs(self) -> None:
+    def make_dirs(self) -> None:
         """The allocation's directory tree, made once, top down (one mkdir per directory:
         on a burst of 1,000 starts, pathlib's parents=True retries cost a third of a second)."""
         if self._dirs_ready:
