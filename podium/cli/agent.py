@@ -68,6 +68,13 @@ def agent(
         bool,
         typer.Option("--client/--no-client", help="Run a client (a node that runs tasks)."),
     ] = True,
+    raw_exec: Annotated[
+        bool | None,
+        typer.Option(
+            "--raw-exec/--no-raw-exec",
+            help="Offer the raw_exec driver (unisolated; default: only with --dev).",
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium agent.
 
@@ -99,6 +106,8 @@ def agent(
             config.server = True
         if not client:
             config.client = False
+        if raw_exec is not None:
+            config.raw_exec = raw_exec
         try:
             outcome: object = run_agent(config)
             if inspect.isawaitable(outcome):  # tolerate a coroutine entry point

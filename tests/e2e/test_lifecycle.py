@@ -229,3 +229,50 @@ groups:
         assert var in out
     task_dir = next(line for line in out.splitlines() if line.startswith("dir="))[4:]
     assert os.path.isabs(task_dir)
+
+
+def test_alloc_logs_follow_streams_new_output(dev_agent: DevAgent, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.e2e.conftest import PODIUM
+
+    path = write_job(
+        tmp_path,
+        """
+job: ticker
+groups:
+  g:
+    tasks:
+      t:
+        driver: raw_exec
+        config:
+          command: /bin/sh
+          args: ["-c", "i=0; while true; do i=$((i+1)); echo tick $i; echo err $i >&2; sleep 0.2; done"]
+""",
+    )
+    dev_agent.cli("job", "run", path, check=True)
+    alloc = dev_agent.wait_running("ticker", 1)[0]
+    env = {**os.environ, "PODIUM_ADDR": dev_agent.addr}
+    follower = subprocess.Popen(
+        [*PODIUM, "alloc", "logs", "-f", alloc["id"][:8]],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert follower.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(seen) < 8:
+            line = follower.stdout.readline()
+            if line.startswith("tick"):
+                seen.append(line.strip())
+        # it keeps streaming lines the task writes after the command started
+        assert len(seen) >= 8
+        numbers = [int(s.split()[1]) for s in seen]
+        assert numbers == sorted(numbers)
+    finally:
+        follower.kill()
+        follower.wait()
+    stderr = dev_agent.cli("alloc", "logs", "--stderr", alloc["id"], check=True).stdout
+    assert "err 1" in stderr and "tick" not in stderr

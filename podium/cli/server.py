@@ -1,0 +1,48 @@
+"""``podium server``: run only the control plane (API, scheduler, store) in this process.
+
+Agents on other machines join it with ``podium agent --servers URL``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from podium.cli import common
+from podium.cli.agent import DEFAULT_HTTP_ADDR, LogLevel
+
+
+def server(
+    data_dir: Annotated[
+        str, typer.Option("--data-dir", help="Where the server keeps its SQLite state.")
+    ],
+    http_addr: Annotated[
+        str, typer.Option("--http-addr", help="HOST:PORT the HTTP API listens on.")
+    ] = DEFAULT_HTTP_ADDR,
+    heartbeat_ttl: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat-ttl",
+            help="Seconds between a node's heartbeats; silent for TTL + grace, it is down.",
+        ),
+    ] = 10.0,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log verbosity.")] = (
+        LogLevel.INFO
+    ),
+) -> None:
+    """Run a Podium server (no tasks run here; agents join it with --servers)."""
+    with common.handle_errors():
+        if heartbeat_ttl <= 0:
+            common.fail("--heartbeat-ttl must be a positive number of seconds")
+        from podium.runtime import AgentConfig, run_server
+
+        config = AgentConfig(
+            data_dir=data_dir,
+            http_addr=http_addr,
+            log_level=log_level.value,
+            heartbeat_ttl=heartbeat_ttl,
+        )
+        outcome = run_server(config)
+    if outcome:
+        raise typer.Exit(outcome)
