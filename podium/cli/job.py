@@ -24,6 +24,7 @@ from podium.models import (
     Evaluation,
     JobSpec,
     JobType,
+    TaskStateName,
     format_duration,
     parse_duration,
 )
@@ -224,7 +225,16 @@ class RunMonitor:
             ):
                 self.phase = "failed"
                 return EXIT_ERROR
-            done = [a for a in self.allocs if a.client_status in ok]
+            # running means every task is up, not one of them waiting to be restarted
+            done = [
+                a
+                for a in self.allocs
+                if a.client_status in ok
+                and (
+                    a.client_status != ClientStatus.RUNNING
+                    or all(t.state == TaskStateName.RUNNING for t in a.task_states.values())
+                )
+            ]
             if len(done) >= self._wanted() and len(done) == len(self.allocs):
                 self.phase = "done"
                 return EXIT_OK
