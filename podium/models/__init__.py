@@ -7,6 +7,7 @@ Everything else may import this package; it imports nothing of Podium's but
 from __future__ import annotations
 
 from podium.models.alloc import (
+    AllocatedPort,
     Allocation,
     AllocClientUpdate,
     ClientStatus,
@@ -19,14 +20,21 @@ from podium.models.alloc import (
 from podium.models.duration import Duration, format_duration, parse_duration
 from podium.models.evaluation import AllocMetric, EvalStatus, Evaluation, TriggeredBy
 from podium.models.job import (
+    Affinity,
+    Constraint,
     Group,
     JobSpec,
     JobType,
     LogConfig,
+    Migrate,
+    Network,
+    Port,
     ReschedulePolicy,
     Resources,
     RestartMode,
     RestartPolicy,
+    Spread,
+    SpreadTarget,
     Task,
     tasks_changed,
 )
@@ -37,11 +45,14 @@ from podium.models.taskconfig import DRIVER_CONFIGS, ExecConfig, MockConfig, par
 
 __all__ = [
     "DRIVER_CONFIGS",
+    "Affinity",
     "AllocClientUpdate",
     "AllocMetric",
     "AllocStop",
+    "AllocatedPort",
     "Allocation",
     "ClientStatus",
+    "Constraint",
     "DesiredStatus",
     "DriverInfo",
     "Duration",
@@ -57,18 +68,23 @@ __all__ = [
     "JobType",
     "JobVersion",
     "LogConfig",
+    "Migrate",
     "MockConfig",
+    "Network",
     "Node",
     "NodeResources",
     "NodeStatus",
     "Plan",
     "PlanResult",
+    "Port",
     "RescheduleEvent",
     "ReschedulePolicy",
     "Resources",
     "RestartMode",
     "RestartPolicy",
     "SchedulerResult",
+    "Spread",
+    "SpreadTarget",
     "Task",
     "TaskEvent",
     "TaskState",

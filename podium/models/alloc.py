@@ -64,6 +64,14 @@ class TaskState(BaseModel):
             del self.events[: len(self.events) - MAX_TASK_EVENTS]
 
 
+class AllocatedPort(BaseModel):
+    """A port an allocation holds on its node (``label`` → number), chosen by the agent
+    for a dynamic port, or the group's static one."""
+
+    value: int
+    host_ip: str = ""
+
+
 class RescheduleEvent(BaseModel):
     time: float
     prev_alloc_id: str
@@ -91,6 +99,7 @@ class Allocation(BaseModel):
     client_status: ClientStatus = ClientStatus.PENDING
     client_description: str = ""
     task_states: dict[str, TaskState] = Field(default_factory=dict)
+    ports: dict[str, AllocatedPort] = Field(default_factory=dict)
     previous_allocation: str | None = None
     next_allocation: str | None = None
     reschedule_events: list[RescheduleEvent] = Field(default_factory=list)
@@ -123,3 +132,4 @@ class AllocClientUpdate(BaseModel):
     client_status: ClientStatus
     client_description: str = ""
     task_states: dict[str, TaskState] = Field(default_factory=dict)
+    ports: dict[str, AllocatedPort] = Field(default_factory=dict)

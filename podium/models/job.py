@@ -38,6 +38,7 @@ class Spec(BaseModel):
 class JobType(StrEnum):
     SERVICE = "service"
     BATCH = "batch"
+    SYSTEM = "system"
 
 
 class RestartMode(StrEnum):
@@ -108,6 +109,96 @@ class ReschedulePolicy(Spec):
         )
 
 
+ConstraintOperator = Literal[
+    "=",
+    "!=",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "regexp",
+    "version",
+    "set_contains",
+    "is_set",
+    "is_not_set",
+    "distinct_hosts",
+    "distinct_property",
+]
+
+
+class Constraint(Spec):
+    """A hard placement rule over a node attribute, e.g. ``${attr.cpu.arch} = amd64``.
+
+    ``attribute`` is an interpolation such as ``${node.name}``, ``${node.datacenter}``,
+    ``${node.pool}``, ``${attr.os.name}`` or ``${meta.rack}``.  ``distinct_hosts``
+    needs no attribute; ``distinct_property`` takes the attribute and, as ``value``,
+    how many allocations may share one value of it (default 1).
+    """
+
+    attribute: str = ""
+    operator: ConstraintOperator = "="
+    value: str = ""
+
+    @model_validator(mode="after")
+    def _needs_attribute(self) -> Constraint:
+        if self.operator != "distinct_hosts" and not self.attribute:
+            raise ValueError(f"operator {self.operator!r} needs an attribute")
+        return self
+
+
+class Affinity(Spec):
+    """A soft placement preference: nodes that match score higher (or lower, for a
+    negative ``weight``)."""
+
+    attribute: str
+    operator: ConstraintOperator = "="
+    value: str = ""
+    weight: int = Field(default=50, ge=-100, le=100)
+
+
+class SpreadTarget(Spec):
+    value: str
+    percent: int = Field(ge=0, le=100)
+
+
+class Spread(Spec):
+    """Spread allocations over the values of an attribute, evenly or by ``targets``."""
+
+    attribute: str
+    weight: int = Field(default=50, ge=0, le=100)
+    targets: list[SpreadTarget] = Field(default_factory=list)
+
+
+class Port(Spec):
+    """A port a group needs: ``{}`` for a dynamic one the agent picks, ``{static: N}``."""
+
+    static: int | None = Field(default=None, ge=1, le=65535)
+
+
+class Network(Spec):
+    ports: dict[str, Port] = Field(default_factory=dict)
+
+    @field_validator("ports")
+    @classmethod
+    def _labels(cls, v: dict[str, Port]) -> dict[str, Port]:
+        for label in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", label):
+                raise ValueError(
+                    f"port label {label!r} must be letters, digits and '_' "
+                    "(it becomes the PODIUM_PORT_<label> variable)"
+                )
+        statics = [p.static for p in v.values() if p.static is not None]
+        if len(statics) != len(set(statics)):
+            raise ValueError("two port labels ask for the same static port")
+        return v
+
+
+class Migrate(Spec):
+    """How a drain moves this group's allocations: ``max_parallel`` at a time."""
+
+    max_parallel: int = Field(default=1, ge=1)
+
+
 class Resources(Spec):
     """What one task asks of its node: ``cpu`` in MHz, ``memory`` in MB."""
 
@@ -137,6 +228,8 @@ class Task(Spec):
     user: str | None = None
     meta: dict[str, str] = Field(default_factory=dict)
     logs: LogConfig = Field(default_factory=LogConfig)
+    constraints: list[Constraint] = Field(default_factory=list)
+    affinities: list[Affinity] = Field(default_factory=list)
 
     @field_validator("kill_signal")
     @classmethod
@@ -164,6 +257,12 @@ class Group(Spec):
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     reschedule: ReschedulePolicy = Field(default_factory=ReschedulePolicy)
     meta: dict[str, str] = Field(default_factory=dict)
+    constraints: list[Constraint] = Field(default_factory=list)
+    affinities: list[Affinity] = Field(default_factory=list)
+    spread: list[Spread] = Field(default_factory=list)
+    max_per_node: int | None = Field(default=None, ge=1)
+    network: Network = Field(default_factory=Network)
+    migrate: Migrate = Field(default_factory=Migrate)
     tasks: dict[str, Task]
 
     @field_validator("tasks")
@@ -183,6 +282,12 @@ class JobSpec(Spec):
     type: JobType = JobType.SERVICE
     priority: int = Field(default=50, ge=1, le=100)
     meta: dict[str, str] = Field(default_factory=dict)
+    datacenters: list[str] = Field(default_factory=lambda: ["*"])
+    """Datacenters the job may run in; ``*`` (the default) means all, globs allowed."""
+    node_pool: str = "default"
+    constraints: list[Constraint] = Field(default_factory=list)
+    affinities: list[Affinity] = Field(default_factory=list)
+    spread: list[Spread] = Field(default_factory=list)
     groups: dict[str, Group]
 
     @field_validator("job")
@@ -223,10 +328,12 @@ def tasks_changed(old: Group, new: Group) -> bool:
     of tasks needs a new process; count, restart and reschedule policies and
     metadata do not (Nomad's ``tasksUpdated`` draws the same line).
     """
-    if old.tasks.keys() != new.tasks.keys():
+    if old.tasks.keys() != new.tasks.keys() or old.network != new.network:
         return True
+    # placement rules are the scheduler's business, not a reason to restart a process
+    ignore = {"meta", "constraints", "affinities"}
     for name, t_old in old.tasks.items():
         t_new = new.tasks[name]
-        if t_old.model_dump(exclude={"meta"}) != t_new.model_dump(exclude={"meta"}):
+        if t_old.model_dump(exclude=ignore) != t_new.model_dump(exclude=ignore):
             return True
     return False

@@ -360,7 +360,7 @@ def test_many_issues_at_once_in_file_order() -> None:
         ("groups.web.tasks.helper.driver", 14),
     ]
     found = by_path(issues)
-    assert found["type"].message == "expected 'service' or 'batch', got 'servce'"
+    assert found["type"].message == "expected 'service', 'batch' or 'system', got 'servce'"
     assert found["type"].hint == "did you mean 'service'?"
     assert found["priority"].message == "expected an integer, got 'high'"
     assert found["groups.web.count"].message == "must be at least 0, got -1"
