@@ -12,6 +12,7 @@ from rich.text import Text
 from podium.cli import common, render
 from podium.cli.common import AddressOpt, Output, OutputOpt
 from podium.client import NodeInfo, endpoints
+from podium.models import parse_duration
 
 app = typer.Typer(help="Inspect the nodes of the cluster.", no_args_is_help=True)
 
@@ -120,3 +121,79 @@ def _attributes(node: NodeInfo) -> RenderableType | None:
     for key, value in sorted(node.meta.items()):
         t.add_row(escape(f"meta.{key}"), escape(value))
     return t
+
+
+@app.command("drain")
+def drain(
+    node_id: Annotated[str, typer.Argument(metavar="NODE", help="A node id, prefix or name.")],
+    deadline: Annotated[
+        str,
+        typer.Option(
+            "--deadline", help="How long allocations may take to leave; then all are stopped."
+        ),
+    ] = "1h",
+    ignore_system: Annotated[
+        bool, typer.Option("--ignore-system", help="Leave system allocations running.")
+    ] = False,
+    disable: Annotated[
+        bool, typer.Option("--disable", help="Cancel a drain (the node becomes eligible).")
+    ] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Return once the drain is set.")] = False,
+    address: AddressOpt = common.DEFAULT_ADDR,
+) -> None:
+    """Move every allocation off a node (service ones a few at a time); it stays ineligible."""
+    with common.handle_errors(), common.make_client(address) as client:
+        con = common.console()
+        try:
+            seconds = parse_duration(deadline)
+        except ValueError as exc:
+            common.fail(f"--deadline: {exc}")
+        node = client.node(node_id)
+        client.drain_node(
+            node.id, enable=not disable, deadline=seconds, ignore_system=ignore_system
+        )
+        if disable:
+            con.print(f"Drain of node {escape(node.name)} cancelled; it is eligible again.")
+            return
+        con.print(
+            f"Draining node {escape(node.name)} ({render.short(node.id)}), "
+            f"deadline {escape(deadline)}."
+        )
+        if detach:
+            return
+        index = 0
+        while True:
+            result = client.query(endpoints.node(node.id), index=index, wait="5s")
+            index = result.index
+            current = result.value
+            if not current.drain:
+                left = [
+                    a
+                    for a in client.node_allocations(node.id)
+                    if not a.terminal() and a.desired_status.value == "run"
+                ]
+                con.print(
+                    f"Node {escape(current.name)} drained"
+                    + (f"; {len(left)} system allocation(s) left running." if left else ".")
+                )
+                return
+            con.print(f"  {current.alloc_count} allocation(s) left on the node", end="\r")
+
+
+@app.command("eligibility")
+def eligibility(
+    node_id: Annotated[str, typer.Argument(metavar="NODE", help="A node id, prefix or name.")],
+    enable: Annotated[
+        bool | None,
+        typer.Option("--enable/--disable", help="Allow (or forbid) new placements on the node."),
+    ] = None,
+    address: AddressOpt = common.DEFAULT_ADDR,
+) -> None:
+    """Allow or forbid new placements on a node (what runs there keeps running)."""
+    with common.handle_errors(), common.make_client(address) as client:
+        if enable is None:
+            common.fail("say --enable or --disable")
+        node = client.node(node_id)
+        client.node_eligibility(node.id, enable)
+        state = "eligible" if enable else "ineligible"
+        common.console().print(f"Node {escape(node.name)} is {state}.")

@@ -141,6 +141,22 @@ class AsyncClient:
         """The job's evaluations, newest first."""
         return await self._get(ep.job_evaluations(id), index, wait)
 
+    async def drain_node(
+        self,
+        id: str,
+        *,
+        enable: bool = True,
+        deadline: str | float = "1h",
+        ignore_system: bool = False,
+    ) -> int:
+        """Drain a node (``enable=False`` cancels); answers the store index."""
+        endpoint = ep.drain_node(id, enable=enable, deadline=deadline, ignore_system=ignore_system)
+        return (await self.query(endpoint)).value
+
+    async def node_eligibility(self, id: str, eligible: bool) -> int:
+        """Allow or forbid new placements on a node; answers the store index."""
+        return (await self.query(ep.node_eligibility(id, eligible))).value
+
     async def scale_job(self, id: str, group: str, count: int) -> ScaleResult:
         return (await self.query(ep.scale_job(id, group, count))).value
 

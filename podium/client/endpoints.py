@@ -201,6 +201,21 @@ def node(node_id: str) -> Endpoint[NodeInfo]:
     return Endpoint("GET", f"/v1/node/{_seg(node_id)}", NodeInfo.model_validate)
 
 
+def drain_node(
+    node_id: str, *, enable: bool = True, deadline: str | float = "1h", ignore_system: bool = False
+) -> Endpoint[int]:
+    """Start (or, with ``enable=False``, cancel) draining a node; answers the index."""
+    body = {"enable": enable, "deadline": deadline, "ignore_system": ignore_system}
+    return Endpoint("PUT", f"/v1/node/{_seg(node_id)}/drain", _index, body=body)
+
+
+def node_eligibility(node_id: str, eligible: bool) -> Endpoint[int]:
+    """Mark a node eligible (or not) for new placements; answers the index."""
+    return Endpoint(
+        "PUT", f"/v1/node/{_seg(node_id)}/eligibility", _index, body={"eligible": eligible}
+    )
+
+
 def node_allocations(node_id: str) -> Endpoint[list[Allocation]]:
     return Endpoint("GET", f"/v1/node/{_seg(node_id)}/allocations", _ALLOCS)
 

@@ -150,6 +150,22 @@ class Client:
         """The job's evaluations, newest first."""
         return self._get(ep.job_evaluations(id), index, wait)
 
+    def drain_node(
+        self,
+        id: str,
+        *,
+        enable: bool = True,
+        deadline: str | float = "1h",
+        ignore_system: bool = False,
+    ) -> int:
+        """Drain a node (``enable=False`` cancels); answers the store index."""
+        endpoint = ep.drain_node(id, enable=enable, deadline=deadline, ignore_system=ignore_system)
+        return (self.query(endpoint)).value
+
+    def node_eligibility(self, id: str, eligible: bool) -> int:
+        """Allow or forbid new placements on a node; answers the store index."""
+        return (self.query(ep.node_eligibility(id, eligible))).value
+
     def scale_job(self, id: str, group: str, count: int) -> ScaleResult:
         return self.query(ep.scale_job(id, group, count)).value
 

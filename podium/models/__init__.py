@@ -38,12 +38,20 @@ from podium.models.job import (
     Task,
     tasks_changed,
 )
-from podium.models.node import DriverInfo, Eligibility, Node, NodeResources, NodeStatus
+from podium.models.node import (
+    DrainStrategy,
+    DriverInfo,
+    Eligibility,
+    Node,
+    NodeResources,
+    NodeStatus,
+)
 from podium.models.plan import AllocStop, GroupChanges, Plan, PlanResult, SchedulerResult
 from podium.models.state import Job, JobStatus, JobVersion
 from podium.models.taskconfig import DRIVER_CONFIGS, ExecConfig, MockConfig, parse_config
 
 __all__ = [
+    "DrainStrategy",
     "DRIVER_CONFIGS",
     "Affinity",
     "AllocClientUpdate",

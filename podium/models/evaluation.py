@@ -20,6 +20,7 @@ class TriggeredBy(StrEnum):
     JOB_DEREGISTER = "job-deregister"
     JOB_SCALE = "job-scale"
     NODE_UPDATE = "node-update"
+    NODE_DRAIN = "node-drain"
     ALLOC_FAILURE = "alloc-failure"
     RESCHEDULE = "alloc-reschedule"
     QUEUED_ALLOCS = "queued-allocs"

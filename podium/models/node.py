@@ -32,6 +32,16 @@ class DriverInfo(BaseModel):
     attributes: dict[str, str] = Field(default_factory=dict)
 
 
+class DrainStrategy(BaseModel):
+    """An operator's request to empty a node (``podium node drain``)."""
+
+    deadline: float = Field(ge=0, description="seconds allowed; 0 = no deadline")
+    deadline_at: float = 0.0
+    """Wall-clock time after which everything left is stopped (0: none)."""
+    ignore_system: bool = False
+    started_at: float = 0.0
+
+
 class Node(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -43,6 +53,7 @@ class Node(BaseModel):
     status_description: str = ""
     eligibility: Eligibility = Eligibility.ELIGIBLE
     drain: bool = False
+    drain_strategy: DrainStrategy | None = None
     http_addr: str = ""
     attributes: dict[str, str] = Field(default_factory=dict)
     meta: dict[str, str] = Field(default_factory=dict)

@@ -58,6 +58,17 @@ class ClientUpdateRequest(BaseModel):
     updates: list[AllocClientUpdate]
 
 
+class EligibilityRequest(BaseModel):
+    eligible: bool
+
+
+class DrainRequest(BaseModel):
+    enable: bool = True
+    deadline: str | float = "1h"
+    """How long service and batch allocations may take to leave; then everything stops."""
+    ignore_system: bool = False
+
+
 class GroupSummary(BaseModel):
     pending: int = 0
     running: int = 0
@@ -496,9 +507,20 @@ def create_app(server: Server) -> FastAPI:
         )
 
     @app.put("/v1/node/{node_id}/eligibility", tags=["nodes"])
-    async def eligibility(node_id: str, eligible: bool) -> Response:
+    async def eligibility(node_id: str, body: EligibilityRequest) -> Response:
         node = resolve_node(node_id)
-        idx = server.set_eligibility(node.id, eligible)
+        idx = server.set_eligibility(node.id, body.eligible)
+        return _json({"index": idx}, dict[str, Any], idx)
+
+    @app.put("/v1/node/{node_id}/drain", tags=["nodes"])
+    async def drain(node_id: str, body: DrainRequest) -> Response:
+        node = resolve_node(node_id)
+        idx = server.drain_node(
+            node.id,
+            enable=body.enable,
+            deadline=parse_duration(body.deadline),
+            ignore_system=body.ignore_system,
+        )
         return _json({"index": idx}, dict[str, Any], idx)
 
     @app.get(

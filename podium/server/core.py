@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from podium.errors import Conflict, NotFound
 from podium.memtrim import trim_after
 from podium.models import (
+    Allocation,
     AllocClientUpdate,
     ClientStatus,
     DesiredStatus,
+    DrainStrategy,
     Eligibility,
     EvalStatus,
     Evaluation,
@@ -48,6 +50,7 @@ class ServerConfig:
     eval_gc_keep: int = 20
     """Terminal evaluations kept per job (older ones are removed)."""
     gc_interval: float = 30.0
+    drain_interval: float = 1.0
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Server:
             self._tasks.append(asyncio.create_task(self._worker(i), name=f"scheduler-worker-{i}"))
         self._tasks.append(asyncio.create_task(self._heartbeat_watcher(), name="heartbeats"))
         self._tasks.append(asyncio.create_task(self._gc_loop(), name="gc"))
+        self._tasks.append(asyncio.create_task(self._drainer(), name="drainer"))
         self.started = True
 
     async def stop(self) -> None:
@@ -332,6 +336,159 @@ class Server:
         if eligible:
             self._after_node_change()
         return index
+
+    # ------------------------------------------------------------------ drains
+    def drain_node(
+        self,
+        node_id: str,
+        *,
+        enable: bool = True,
+        deadline: float = 3600.0,
+        ignore_system: bool = False,
+    ) -> int:
+        """Start (or cancel) draining a node: it becomes ineligible, and the drainer
+        moves its allocations off (see :meth:`drain_tick`)."""
+        node = self.store.node(node_id)
+        if node is None:
+            raise NotFound(f"node {node_id!r} not found")
+        if deadline < 0:
+            raise ValueError("a drain deadline cannot be negative")
+        now = self.clock()
+        txn = self.store.txn()
+        if enable:
+            update: dict[str, object] = {
+                "drain": True,
+                "eligibility": Eligibility.INELIGIBLE,
+                "drain_strategy": DrainStrategy(
+                    deadline=deadline,
+                    deadline_at=now + deadline if deadline > 0 else 0.0,
+                    ignore_system=ignore_system,
+                    started_at=now,
+                ),
+            }
+        else:
+            update = {"drain": False, "drain_strategy": None, "eligibility": Eligibility.ELIGIBLE}
+        txn.put_node(node.model_copy(update={**update, "modify_index": txn.index}))
+        index = self.store.commit(txn)
+        if enable:
+            self.drain_tick()
+        else:
+            self._after_node_change()
+        return index
+
+    async def _drainer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.drain_interval)
+            try:
+                self.drain_tick()
+            except Exception:
+                log.exception("drainer failed")
+
+    def drain_tick(self) -> None:
+        """One pass of the drainer over every draining node.
+
+        Service allocations leave a few at a time: per group, at most its
+        ``migrate.max_parallel`` may be migrating (stopped here, replacement not
+        yet running).  Batch allocations may finish until the deadline.  System
+        allocations go last, once nothing else is left (never, with
+        ``ignore_system``).  At the deadline everything left is stopped.  When
+        the node is empty, the drain is done and the node stays ineligible.
+        """
+        now = self.clock()
+        store = self.store
+        for node in store.nodes():
+            if not node.drain or node.drain_strategy is None:
+                continue
+            strat = node.drain_strategy
+            forced = bool(strat.deadline_at) and now >= strat.deadline_at
+            on_node = store.allocs_by_node(node.id)
+            live = [a for a in on_node if not a.terminal()]
+            kinds: dict[str, str] = {}
+            for a in live:
+                job = store.job(a.job_id, a.namespace)
+                kinds[a.id] = job.type if job is not None else "service"
+            stop: list[Allocation] = []
+            if forced:
+                stop = [a for a in live if not (strat.ignore_system and kinds[a.id] == "system")]
+            else:
+                groups: dict[tuple[str, str, str], list[Allocation]] = {}
+                for a in live:
+                    if kinds[a.id] == "service":
+                        groups.setdefault((a.namespace, a.job_id, a.group), []).append(a)
+                for (ns, job_id, group), allocs in groups.items():
+                    job = store.job(job_id, ns)
+                    spec_group = job.spec.groups.get(group) if job is not None else None
+                    max_parallel = spec_group.migrate.max_parallel if spec_group else 1
+                    migrating = sum(
+                        1
+                        for a in on_node
+                        if a.job_id == job_id
+                        and a.group == group
+                        and a.desired_status == DesiredStatus.STOP
+                        and a.desired_description.startswith("node drain")
+                        and a.modify_time >= strat.started_at
+                        and not self._replacement_running(a)
+                    )
+                    room = max(0, max_parallel - migrating)
+                    stop += sorted(allocs, key=lambda a: a.index)[:room]
+                others = [a for a in live if kinds[a.id] != "system"]
+                if not others and not strat.ignore_system:
+                    stop += [a for a in live if kinds[a.id] == "system"]
+            if stop:
+                self._drain_stop(node, stop, now, forced)
+                continue
+            remaining = [a for a in live if not (strat.ignore_system and kinds[a.id] == "system")]
+            if not remaining:
+                txn = store.txn()
+                txn.put_node(
+                    node.model_copy(
+                        update={
+                            "drain": False,
+                            "drain_strategy": None,
+                            "modify_index": txn.index,
+                            "status_description": "drain complete",
+                        }
+                    )
+                )
+                store.commit(txn)
+                log.info("node %s drained", node.name)
+
+    def _replacement_running(self, alloc: Allocation) -> bool:
+        """Whether a migrating allocation is done moving: it has exited, and its
+        replacement (when the scheduler linked one) is up."""
+        if not alloc.client_status.terminal:
+            return False
+        if not alloc.next_allocation:
+            return True
+        nxt = self.store.alloc(alloc.next_allocation)
+        return nxt is None or nxt.client_status in (ClientStatus.RUNNING, ClientStatus.COMPLETE)
+
+    def _drain_stop(self, node: Node, allocs: list[Allocation], now: float, forced: bool) -> None:
+        txn = self.store.txn()
+        why = "node drain: deadline reached" if forced else "node drain"
+        jobs: dict[tuple[str, str], Job] = {}
+        for a in allocs:
+            txn.put_alloc(
+                a.model_copy(
+                    update={
+                        "desired_status": DesiredStatus.STOP,
+                        "desired_description": why,
+                        "modify_index": txn.index,
+                        "modify_time": now,
+                    }
+                )
+            )
+            job = self.store.job(a.job_id, a.namespace)
+            if job is not None:
+                jobs[(job.namespace, job.id)] = job
+        evs = []
+        for job in jobs.values():
+            ev = self._new_eval(job, TriggeredBy.NODE_DRAIN, txn.index, now, node_id=node.id)
+            txn.put_eval(ev)
+            evs.append(ev)
+        self.store.commit(txn)
+        for ev in evs:
+            self.broker.enqueue(ev)
 
     def _node_evals(self, node: Node, txn: Txn, now: float) -> list[Evaluation]:
         """An evaluation for every job with allocations on ``node`` (enqueued after commit)."""

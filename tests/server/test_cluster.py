@@ -170,3 +170,56 @@ async def test_in_place_update_keeps_allocations(cluster: Cluster) -> None:
         what="destructive update",
     )
     assert not ({a.id for a in cluster.running("web")} & before)
+
+
+async def test_drain_moves_service_allocs_one_at_a_time(cluster: Cluster) -> None:
+    a0 = await cluster.add_agent()
+    await cluster.run(mock_job(count=3))
+    await cluster.until(lambda: len(cluster.running("web")) == 3, what="3 running")
+    await cluster.add_agent()
+    cluster.server.config.drain_interval = 0.05
+    await cluster.client.drain_node(a0.node_id, deadline="1m")
+    max_migrating = 0
+
+    def migrating() -> int:
+        return len(
+            [
+                a
+                for a in cluster.allocs("web")
+                if a.node_id == a0.node_id
+                and a.desired_description.startswith("node drain")
+                and not a.client_status.terminal
+            ]
+        )
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while loop.time() < deadline:
+        max_migrating = max(max_migrating, migrating())
+        node = cluster.store.node(a0.node_id)
+        assert node is not None
+        if not node.drain and len(cluster.running("web")) == 3:
+            break
+        await asyncio.sleep(0.01)
+    node = cluster.store.node(a0.node_id)
+    assert node is not None and not node.drain
+    assert node.eligibility == "ineligible"
+    assert all(a.node_id != a0.node_id for a in cluster.running("web"))
+    assert len(cluster.running("web")) == 3
+    assert max_migrating <= 1  # migrate.max_parallel defaults to 1
+
+
+async def test_drain_deadline_stops_batch_work(cluster: Cluster) -> None:
+    a0 = await cluster.add_agent()
+    await cluster.run(mock_job("crunch", count=1, job_type="batch", run_for="1h"))
+    await cluster.until(lambda: len(cluster.running("crunch")) == 1, what="batch running")
+    cluster.server.config.drain_interval = 0.05
+    await cluster.client.drain_node(a0.node_id, deadline="300ms")
+    await asyncio.sleep(0.1)
+    assert len(cluster.running("crunch")) == 1  # batch work may finish until the deadline
+    await cluster.until(
+        lambda: not cluster.store.node(a0.node_id).drain,  # type: ignore[union-attr]
+        what="drain done",
+    )
+    stopped = cluster.allocs("crunch")[0]
+    assert stopped.desired_description == "node drain: deadline reached"
