@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import shutil
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from podium.agent.config import AgentSettings
 from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
@@ -36,11 +38,34 @@ from podium.client import AsyncClient
 from podium.drivers import builtin_drivers
 from podium.drivers.base import Driver
 from podium.drivers.logrotate import rotate_if_needed
-from podium.errors import NotFound, PodiumError
+from podium.errors import DriverError, NotFound, PodiumError
 from podium.memtrim import trim_after
-from podium.models import Allocation, AllocClientUpdate, JobSpec, Node, NodeResources
+from podium.models import (
+    AllocatedPort,
+    Allocation,
+    AllocClientUpdate,
+    JobSpec,
+    Network,
+    Node,
+    NodeResources,
+)
 
 log = logging.getLogger("podium.agent")
+
+DYNAMIC_PORTS = (20000, 32000)
+"""The range dynamic ports are chosen from (as Nomad's default min/max_dynamic_port)."""
+
+
+def _port_free(port: int) -> bool:
+    """Nothing on this machine listens on ``port`` (TCP, any address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
 
 PERSIST_DELAY = 0.05
 START_CONCURRENCY = 32
@@ -142,6 +167,49 @@ class Agent:
             r.machine.terminal() for r in self.runners.values()
         ):
             await asyncio.sleep(0.05)
+
+    # ---------------------------------------------------------------- ports
+    @property
+    def advertise_ip(self) -> str:
+        """The address tasks' ports are reached at: the host this agent advertises."""
+        host = urlsplit(self.http_addr).hostname if self.http_addr else None
+        return host or "127.0.0.1"
+
+    def assign_ports(self, alloc_id: str, network: Network) -> dict[str, AllocatedPort]:
+        """Choose the allocation's ports: its static ones, and a free one per dynamic label.
+
+        A static port already held by another allocation here, or bound by anything
+        else on the machine, is refused (a non-recoverable start error that says so).
+        """
+        used = {
+            p.value
+            for r in self.runners.values()
+            if r.id != alloc_id and not r.machine.terminal()
+            for p in r.machine.ports.values()
+        }
+        ip = self.advertise_ip
+        out: dict[str, AllocatedPort] = {}
+        for label, port in network.ports.items():
+            if port.static is not None:
+                if port.static in used or not _port_free(port.static):
+                    raise DriverError(
+                        f"static port {port.static} ({label}) is already in use on this node"
+                    )
+                value = port.static
+            else:
+                value = self._free_dynamic_port(used)
+            used.add(value)
+            out[label] = AllocatedPort(value=value, host_ip=ip)
+        return out
+
+    def _free_dynamic_port(self, used: set[int]) -> int:
+        low, high = DYNAMIC_PORTS
+        start = random.randrange(low, high)
+        for offset in range(high - low):
+            candidate = low + (start - low + offset) % (high - low)
+            if candidate not in used and _port_free(candidate):
+                return candidate
+        raise DriverError(f"no free dynamic port left in {low}-{high - 1} on this node")
 
     # ---------------------------------------------------------------- the node
     def node(self) -> Node:
@@ -289,6 +357,7 @@ class Agent:
                     client_status=m.client_status(),
                     client_description=m.client_description(),
                     task_states=m.task_states(),
+                    ports=m.ports,
                 )
             )
         try:

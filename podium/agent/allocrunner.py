@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from podium.models import (
+    AllocatedPort,
     Allocation,
     ClientStatus,
     DesiredStatus,
@@ -185,6 +186,8 @@ class AllocStateMachine:
         self.failed_reason = ""
         self.cleaned_up = False
         self.started = False
+        self.ports: dict[str, AllocatedPort] = {}
+        """The group's ports on this node, chosen once for the allocation's life."""
 
     # -- helpers
     def _group(self) -> Any:
@@ -466,6 +469,7 @@ class AllocStateMachine:
             "failed_reason": self.failed_reason,
             "cleaned_up": self.cleaned_up,
             "started": self.started,
+            "ports": {k: v.model_dump() for k, v in self.ports.items()},
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -475,6 +479,7 @@ class AllocStateMachine:
         self.failed_reason = data.get("failed_reason", "")
         self.cleaned_up = bool(data.get("cleaned_up", False))
         self.started = bool(data.get("started", False))
+        self.ports = {k: AllocatedPort.model_validate(v) for k, v in data.get("ports", {}).items()}
 
     def task_states(self) -> dict[str, TaskState]:
         return {name: t.state for name, t in self.tasks.items()}

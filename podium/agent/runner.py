@@ -163,6 +163,10 @@ class AllocRunner:
             "PODIUM_CPU_LIMIT": str(spec.resources.cpu),
             "PODIUM_MEMORY_LIMIT": str(spec.resources.memory),
         }
+        for label, port in self.machine.ports.items():
+            env[f"PODIUM_PORT_{label}"] = str(port.value)
+            env[f"PODIUM_IP_{label}"] = port.host_ip
+            env[f"PODIUM_ADDR_{label}"] = f"{port.host_ip}:{port.value}"
         for key, value in spec.env.items():
             env[key] = interpolate(value, env)
         return env
@@ -212,6 +216,10 @@ class AllocRunner:
     async def _start_task(self, task: str) -> None:
         try:
             driver = self.driver_for(task)
+            network = self.machine.spec.groups[self.alloc.group].network
+            if network.ports and not self.machine.ports:
+                self.machine.ports = self.agent.assign_ports(self.id, network)
+                self.agent.mark_dirty(self)
             async with self.agent.start_slots:
                 ctx = self.context(task)
                 handle = await driver.start(ctx)

@@ -99,6 +99,7 @@ class JobDetail(Job):
 class NodeDetail(Node):
     alloc_count: int = 0
     allocated: dict[str, int] = {}
+    ports_in_use: list[int] = []
 
 
 class NodeSyncResponse(BaseModel):
@@ -278,14 +279,19 @@ def create_app(server: Server) -> FastAPI:
 
     def node_detail(node: Node) -> NodeDetail:
         cpu = mem = count = 0
+        ports: set[int] = set()
         for a in store.allocs_by_node(node.id):
             if a.uses_resources():
                 cpu += a.resources.cpu
                 mem += a.resources.memory
+                ports.update(p.value for p in a.ports.values())
             if not a.terminal():
                 count += 1
         return NodeDetail(
-            **node.model_dump(), alloc_count=count, allocated={"cpu": cpu, "memory": mem}
+            **node.model_dump(),
+            alloc_count=count,
+            allocated={"cpu": cpu, "memory": mem},
+            ports_in_use=sorted(ports),
         )
 
     def sorted_allocs(allocs: Sequence[Allocation]) -> list[Allocation]:

@@ -599,6 +599,7 @@ class Server:
                         "client_status": u.client_status,
                         "client_description": u.client_description,
                         "task_states": u.task_states,
+                        "ports": u.ports or alloc.ports,
                         "modify_index": txn.index,
                         "modify_time": now,
                     }

@@ -276,3 +276,44 @@ groups:
         follower.wait()
     stderr = dev_agent.cli("alloc", "logs", "--stderr", alloc["id"], check=True).stdout
     assert "err 1" in stderr and "tick" not in stderr
+
+
+def test_ports_reach_the_task(dev_agent: DevAgent, tmp_path: Path) -> None:
+    from tests.e2e.conftest import free_port
+
+    static = free_port()
+    path = write_job(
+        tmp_path,
+        f"""
+job: ported
+type: batch
+groups:
+  g:
+    network:
+      ports:
+        http: {{}}
+        admin: {{static: {static}}}
+    tasks:
+      t:
+        driver: raw_exec
+        config:
+          command: /bin/sh
+          args: ["-c", "echo http=$PODIUM_PORT_http admin=$PODIUM_ADDR_admin; sleep 30"]
+""",
+    )
+    dev_agent.cli("job", "run", path, check=True)
+    alloc = dev_agent.wait_running("ported", 1)[0]
+    ports = wait_until(
+        lambda: dev_agent.get(f"/v1/allocation/{alloc['id']}")["ports"],
+        what="the allocation's ports",
+    )
+    assert ports["admin"]["value"] == static
+    assert 20000 <= ports["http"]["value"] < 32000
+    out = wait_until(
+        lambda: (o := dev_agent.cli("alloc", "logs", alloc["id"]).stdout) and "http=" in o and o,
+        what="the task's output",
+    )
+    assert f"http={ports['http']['value']}" in out
+    assert f"admin=127.0.0.1:{static}" in out
+    node = dev_agent.get("/v1/nodes")[0]
+    assert static in node["ports_in_use"]
