@@ -51,7 +51,6 @@ from podium.models.state import Job, JobStatus, JobVersion
 from podium.models.taskconfig import DRIVER_CONFIGS, ExecConfig, MockConfig, parse_config
 
 __all__ = [
-    "DrainStrategy",
     "DRIVER_CONFIGS",
     "Affinity",
     "AllocClientUpdate",
@@ -62,6 +61,7 @@ __all__ = [
     "ClientStatus",
     "Constraint",
     "DesiredStatus",
+    "DrainStrategy",
     "DriverInfo",
     "Duration",
     "Eligibility",
