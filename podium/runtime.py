@@ -42,13 +42,19 @@ class AgentConfig:
     client: bool = True
     """Run an agent (node) in this process."""
     heartbeat_ttl: float = 10.0
+    heartbeat_grace: float = 10.0
+    """Seconds past the TTL before a silent node is marked down."""
     raw_exec: bool | None = None
     """Enable the raw_exec driver (default: only in dev mode)."""
     meta: dict[str, str] = field(default_factory=dict)
     datacenter: str = "dc1"
     node_pool: str = "default"
     agent_http_addr: str | None = None
-    """Where the agent serves logs (HOST:PORT); default: the http_addr host, a free port."""
+    """Where the agent serves logs (HOST:PORT, port 0: a free one).  Default: with a server in
+    this process, the http_addr host; joining remote servers, the local address that routes to
+    the first of them (so a server on another machine can reach it)."""
+    advertise_host: str | None = None
+    """The host registered as the node's http_addr when it listens on a wildcard address."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -74,6 +80,45 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def _route_source(server_url: str) -> str | None:
+    """The local address this machine uses to reach ``server_url`` (no packet is sent)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server_url if "//" in server_url else f"http://{server_url}")
+    if not parts.hostname:
+        return None
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(sockaddr)  # UDP connect only picks a route and a source address
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
+
+
+def _agent_listen_addr(config: AgentConfig, api_host: str, servers: list[str]) -> tuple[str, int]:
+    if config.agent_http_addr:
+        return _split_addr(config.agent_http_addr)
+    if not (config.dev or config.server) and servers:
+        source = _route_source(servers[0])
+        if source:
+            return source, 0
+    return (api_host if api_host not in ("0.0.0.0", "") else "127.0.0.1"), 0
+
+
+def _advertised(config: AgentConfig, bound_host: str, servers: list[str]) -> str:
+    if config.advertise_host:
+        return config.advertise_host
+    if bound_host in ("0.0.0.0", "::", ""):
+        return (_route_source(servers[0]) if servers else None) or "127.0.0.1"
+    return bound_host
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _uvicorn(app: Any, level: str) -> _Uvicorn:
@@ -127,7 +172,12 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     store = None
     if run_server:
         store = StateStore(SqliteBackend(data_dir / "server" / "state.db"))
-        server = Server(store, ServerConfig(heartbeat_ttl=config.heartbeat_ttl))
+        server = Server(
+            store,
+            ServerConfig(
+                heartbeat_ttl=config.heartbeat_ttl, heartbeat_grace=config.heartbeat_grace
+            ),
+        )
         await server.start()
         uvicorns.append((_uvicorn(create_app(server), config.log_level), _bind(host, port)))
     servers = list(config.servers)
@@ -142,10 +192,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             raise ValueError("an agent needs --servers (or --dev)")
         client = AsyncClient(servers[0], timeout=60.0)
         raw_exec = config.raw_exec if config.raw_exec is not None else config.dev
-        if config.agent_http_addr:
-            a_host, a_port = _split_addr(config.agent_http_addr)
-        else:
-            a_host, a_port = (host if host not in ("0.0.0.0", "") else "127.0.0.1"), 0
+        a_host, a_port = _agent_listen_addr(config, host, servers)
         settings = AgentSettings(
             data_dir=str(data_dir / "agent"),
             servers=servers,
@@ -158,8 +205,10 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         agent = Agent(settings, client)
         agent_sock = _bind(a_host, a_port)
         bound_host, bound_port = agent_sock.getsockname()[:2]
+        advertised = _url_host(_advertised(config, bound_host, servers))
         uvicorns.append((_uvicorn(create_agent_app(agent), config.log_level), agent_sock))
-        await agent.start(f"http://{bound_host}:{bound_port}")
+        await agent.start(f"http://{advertised}:{bound_port}")
+        log.info("agent %s: logs served on http://%s:%d", agent.node_name, advertised, bound_port)
 
     serve_tasks = [asyncio.create_task(u.serve(sockets=[s]), name="http") for u, s in uvicorns]
     if config.dev:

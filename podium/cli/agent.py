@@ -35,6 +35,18 @@ def _split_servers(values: list[str] | None) -> list[str]:
     return out
 
 
+def _parse_meta(values: list[str] | None) -> dict[str, str]:
+    """``--meta rack=r1 --meta zone=a`` → ``{"rack": "r1", "zone": "a"}``."""
+    meta: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            common.fail(f"--meta {value!r} is not KEY=VALUE (for example --meta rack=r1)")
+        meta[key] = val.strip()
+    return meta
+
+
 def agent(
     dev: Annotated[
         bool,
@@ -75,6 +87,36 @@ def agent(
             help="Offer the raw_exec driver (unisolated; default: only with --dev).",
         ),
     ] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--meta",
+            help="Node metadata KEY=VALUE, for constraints such as ${meta.rack} (repeatable).",
+        ),
+    ] = None,
+    datacenter: Annotated[
+        str, typer.Option("--datacenter", help="The datacenter this node is in.")
+    ] = "dc1",
+    node_pool: Annotated[
+        str, typer.Option("--node-pool", help="The node pool this node belongs to.")
+    ] = "default",
+    agent_http_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--agent-http-addr",
+            help=(
+                "HOST:PORT where this node serves task logs to the servers (port 0: any free "
+                "port). Default: the local address that routes to the first server, any port."
+            ),
+        ),
+    ] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            help="The host servers use to reach this node's HTTP (when it listens on 0.0.0.0).",
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium agent.
 
@@ -84,6 +126,17 @@ def agent(
     """
     with common.handle_errors():
         server_list = _split_servers(servers)
+        node_meta = _parse_meta(meta)
+        for flag, value in (("--datacenter", datacenter), ("--node-pool", node_pool)):
+            if not value.strip():
+                common.fail(f"{flag} must not be empty")
+        if agent_http_addr is not None:
+            host, _, port = agent_http_addr.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                common.fail(
+                    f"--agent-http-addr {agent_http_addr!r} must be HOST:PORT, "
+                    "such as 10.0.0.5:0 or 0.0.0.0:4647"
+                )
         if not dev and not data_dir:
             common.fail("give --data-dir (or --dev for a throwaway one-machine cluster)")
         try:
@@ -100,6 +153,11 @@ def agent(
             servers=server_list,
             name=name,
             log_level=log_level.value,
+            meta=node_meta,
+            datacenter=datacenter.strip(),
+            node_pool=node_pool.strip(),
+            agent_http_addr=agent_http_addr,
+            advertise_host=advertise,
         )
         # The roles only when asked for, so their defaults stay the runtime's.
         if server:

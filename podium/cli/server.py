@@ -27,6 +27,13 @@ def server(
             help="Seconds between a node's heartbeats; silent for TTL + grace, it is down.",
         ),
     ] = 10.0,
+    heartbeat_grace: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat-grace",
+            help="Seconds a node may stay silent past the TTL before it is marked down.",
+        ),
+    ] = 10.0,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log verbosity.")] = (
         LogLevel.INFO
     ),
@@ -35,6 +42,8 @@ def server(
     with common.handle_errors():
         if heartbeat_ttl <= 0:
             common.fail("--heartbeat-ttl must be a positive number of seconds")
+        if heartbeat_grace < 0:
+            common.fail("--heartbeat-grace must be zero or a positive number of seconds")
         from podium.runtime import AgentConfig, run_server
 
         config = AgentConfig(
@@ -42,6 +51,7 @@ def server(
             http_addr=http_addr,
             log_level=log_level.value,
             heartbeat_ttl=heartbeat_ttl,
+            heartbeat_grace=heartbeat_grace,
         )
         outcome = run_server(config)
     if outcome:
