@@ -44,6 +44,8 @@ from podium.models import (
     AllocatedPort,
     Allocation,
     AllocClientUpdate,
+    ClientStatus,
+    DesiredStatus,
     JobSpec,
     Network,
     Node,
@@ -101,6 +103,8 @@ class Agent:
         self.http_addr = ""
         self.runners: dict[str, AllocRunner] = {}
         self._dirty: set[str] = set()
+        self._direct: dict[str, AllocClientUpdate] = {}
+        """Reports for allocations that have no runner (stopped before they started)."""
         self._persist: set[str] = set()
         self._persist_scheduled = False
         self._report_wakeup = asyncio.Event()
@@ -233,6 +237,8 @@ class Agent:
         answer = await self.client.register_node(self.node())
         self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
         self.registered.set()
+        if self._dirty or self._direct:
+            self._report_wakeup.set()  # what happened while no server answered
         log.info("registered node %s (%s)", self.node_name, self.node_id)
 
     async def _register_and_heartbeat(self) -> None:
@@ -293,7 +299,17 @@ class Agent:
                     # a purged job has no stored spec any more: keep the one we run
                     runner.update(alloc, spec or runner.machine.spec)
                 continue
-            if spec is None or alloc.terminal():
+            if alloc.client_terminal():
+                continue
+            if alloc.desired_status == DesiredStatus.STOP or spec is None:
+                # Stopped before this agent ever ran it: nothing to stop, but the server
+                # must hear that it is done, or it would hold its resources forever.
+                self._direct[alloc.id] = AllocClientUpdate(
+                    id=alloc.id,
+                    client_status=ClientStatus.COMPLETE,
+                    client_description="stopped before it started",
+                )
+                self._report_wakeup.set()
                 continue
             runner = AllocRunner(self, alloc, spec)
             self.runners[alloc.id] = runner
@@ -342,10 +358,11 @@ class Agent:
                 await asyncio.sleep(1.0)
 
     async def _send_reports(self) -> None:
-        if not self._dirty or not self.registered.is_set():
+        if not (self._dirty or self._direct) or not self.registered.is_set():
             return
         ids, self._dirty = self._dirty, set()
-        updates = []
+        direct, self._direct = self._direct, {}
+        updates = list(direct.values())
         for alloc_id in ids:
             runner = self.runners.get(alloc_id)
             if runner is None:
@@ -364,6 +381,7 @@ class Agent:
             await self.client.update_allocs(self.node_id, updates)
         except BaseException:
             self._dirty |= ids
+            self._direct = {**direct, **self._direct}
             raise
         trim_after(len(updates))
 

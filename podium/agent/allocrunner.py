@@ -318,15 +318,20 @@ class AllocStateMachine:
 
     def _on_recovered(self, ev: TaskRecovered) -> list[Instruction]:
         track = self.tasks[ev.task]
+        was_killing = track.phase == Phase.KILLING
         track.phase = Phase.RUNNING
         track.state.state = TaskStateName.RUNNING
         track.state.pid = ev.pid
         self._event(track, ev.time, "Reattached", "the restarted agent re-attached to the task")
-        if self.stopping:
+        sibling_failed = any(t.state.failed for t in self.tasks.values())
+        if self.stopping or was_killing or sibling_failed:
+            # The earlier agent was stopping it (the allocation was stopped, or a sibling
+            # failed): finish that, or the allocation would run on forever.
             spec = self._task_spec(ev.task)
             track.phase = Phase.KILLING
+            reason = "allocation stopped" if self.stopping else "a sibling task failed"
             return [
-                KillTask(ev.task, spec.kill_signal, spec.kill_timeout, "allocation stopped"),
+                KillTask(ev.task, spec.kill_signal, spec.kill_timeout, reason),
                 Report(),
                 Persist(),
             ]

@@ -34,6 +34,7 @@ from podium.agent.allocrunner import (
     TimerFired,
 )
 from podium.drivers.base import Driver, TaskContext, TaskHandle
+from podium.drivers.process import STATE_SUBDIR, kill_previous
 from podium.errors import DriverError
 from podium.models import Allocation, JobSpec, parse_config
 
@@ -68,6 +69,7 @@ class AllocRunner:
         self._bg: set[asyncio.Task[Any]] = set()
         self.alloc_dir = Path(agent.settings.data_dir) / "allocs" / alloc.id
         self._dirs_ready = False
+        self.forgotten = False
 
     # ---------------------------------------------------------------- properties
     @property
@@ -221,6 +223,8 @@ class AllocRunner:
                 self.machine.ports = self.agent.assign_ports(self.id, network)
                 self.agent.mark_dirty(self)
             async with self.agent.start_slots:
+                if self.forgotten:
+                    return
                 ctx = self.context(task)
                 handle = await driver.start(ctx)
         except DriverError as exc:
@@ -296,6 +300,12 @@ class AllocRunner:
                 if alive:
                     self.dispatch(TaskRecovered(self.now(), task, handle.pid))
                 self._watch(task, driver, handle)
+            elif track.phase == Phase.KILLING:
+                # Stopped while it was starting, and the agent died before the handle was
+                # saved: stop any instance that did start (its shim left a pid file), then
+                # let the task be dead.
+                kill_previous(str(self.task_dir(task) / STATE_SUBDIR))
+                self.dispatch(TaskExited(self.now(), task, error="stopped while starting"))
             elif track.phase == Phase.STARTING:
                 # The agent died between deciding to start and recording the handle.
                 self._spawn(self._start_task(task), self._starting, task)
@@ -318,8 +328,14 @@ class AllocRunner:
 
     async def kill_and_forget(self) -> None:
         """The server no longer knows this allocation: stop everything, remove its files."""
+        self.forgotten = True
         for timer in self._timers.values():
             timer.cancel()
+        for starting in list(self._starting.values()):
+            # a start still waiting for its slot must not spawn a process nobody owns
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
         for task, handle in list(self.handles.items()):
             with contextlib.suppress(Exception):
                 spec = self.machine.spec.groups[self.alloc.group].tasks[task]

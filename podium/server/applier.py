@@ -40,6 +40,17 @@ class PlanApplier:
             if fresh and not node.schedulable():
                 rejected.append(node_id)
                 continue
+            grows = any(
+                (old := store.alloc(a.id)) is not None
+                and (
+                    a.resources.cpu > old.resources.cpu or a.resources.memory > old.resources.memory
+                )
+                for a in allocs
+            )
+            if not fresh and not grows:
+                # Only in-place updates that ask for no more than before: nothing here can
+                # over-commit the node, even one whose capacity shrank under its load.
+                continue
             cap = node.capacity()
             cpu = mem = 0
             for existing in store.allocs_by_node(node_id):
@@ -84,7 +95,7 @@ class PlanApplier:
                         "client_status": old.client_status,
                         "client_description": old.client_description,
                         "task_states": old.task_states,
-                        "modify_time": now,
+                        "ports": old.ports,
                     }
                 )
             txn.put_alloc(alloc)

@@ -571,6 +571,20 @@ class Server:
             )
             txn.put_node(down)
             self._node_evals(down, txn, now)
+            # Allocations already told to stop whose agent never said they did: nobody
+            # will, now.  They are lost (and free), or they would count as running forever.
+            for alloc in self.store.allocs_by_node(node.id):
+                if alloc.desired_status == DesiredStatus.STOP and not alloc.client_status.terminal:
+                    txn.put_alloc(
+                        alloc.model_copy(
+                            update={
+                                "client_status": ClientStatus.LOST,
+                                "client_description": "node down before the allocation stopped",
+                                "modify_index": txn.index,
+                                "modify_time": now,
+                            }
+                        )
+                    )
             log.warning("node %s (%s) is down: no heartbeat for %.0fs", node.name, node.id, limit)
         self.store.commit(txn)
         pending, self._pending_enqueue = self._pending_enqueue, []
@@ -590,8 +604,18 @@ class Server:
             alloc = store.alloc(u.id)
             if alloc is None or alloc.node_id != node_id:
                 continue
-            if alloc.client_status == ClientStatus.LOST and not u.client_status.terminal:
-                # The server already gave up on it; the agent will stop it.
+            if alloc.client_status == ClientStatus.LOST:
+                # The server gave up on it and replaced it; what the agent says of it now
+                # (its copy stopping after a reconnect) only updates the task states.
+                txn.put_alloc(
+                    alloc.model_copy(
+                        update={
+                            "task_states": u.task_states,
+                            "modify_index": txn.index,
+                            "modify_time": now,
+                        }
+                    )
+                )
                 continue
             txn.put_alloc(
                 alloc.model_copy(

@@ -236,3 +236,21 @@ def test_events_are_capped() -> None:
         m.handle(TimerFired(float(n) + 0.6, "web", token))
     assert len(m.tasks["web"].state.events) == 10
     assert kinds([StartTask("x")]) == ["StartTask"]
+
+
+def test_recovered_while_killing_for_a_failed_sibling_is_killed_again() -> None:
+    m = make(
+        restart={"attempts": 0, "interval": "1m", "delay": "0s", "mode": "fail"}, tasks=("a", "b")
+    )
+    m.start(0.0)
+    m.handle(TaskStarted(1.0, "a"))
+    m.handle(TaskStarted(1.0, "b"))
+    m.handle(TaskExited(2.0, "a", exit_code=1))  # b is being killed now
+    restored = make(
+        restart={"attempts": 0, "interval": "1m", "delay": "0s", "mode": "fail"}, tasks=("a", "b")
+    )
+    restored.restore(m.to_dict())  # the agent died and came back
+    out = restored.handle(TaskRecovered(3.0, "b"))
+    assert any(isinstance(i, KillTask) and i.task == "b" for i in out)
+    restored.handle(TaskExited(4.0, "b", signal=15))
+    assert restored.client_status() == ClientStatus.FAILED

@@ -223,3 +223,23 @@ async def test_drain_deadline_stops_batch_work(cluster: Cluster) -> None:
     )
     stopped = cluster.allocs("crunch")[0]
     assert stopped.desired_description == "node drain: deadline reached"
+
+
+async def test_allocation_stopped_before_its_agent_saw_it_is_freed(cluster: Cluster) -> None:
+    agent = await cluster.add_agent()
+    # the agent is slow to sync (busy, or briefly cut off): pause its sync loop
+    sync = next(t for t in agent._tasks if t.get_name() == "agent-sync")
+    sync.cancel()
+    await cluster.run(mock_job("early", count=1))
+    await cluster.until(lambda: cluster.allocs("early"), what="placed")
+    await cluster.client.stop_job("early")
+    await cluster.until(
+        lambda: cluster.allocs("early")[0].desired_status == DesiredStatus.STOP, what="stopped"
+    )
+    agent._tasks.append(asyncio.create_task(agent._sync_loop()))
+    await cluster.until(
+        lambda: cluster.allocs("early")[0].client_status == ClientStatus.COMPLETE,
+        what="the agent to report the never-started allocation done",
+    )
+    assert not cluster.allocs("early")[0].uses_resources()
+    assert "early" not in {r.alloc.job_id for r in agent.runners.values()}
