@@ -93,7 +93,16 @@ def create_agent_app(agent: Agent) -> FastAPI:
                         return
                     continue
                 if size < pos_in_current:
-                    pos_in_current = 0  # rotated (copy-truncate): continue from the top
+                    # Rotated (copy-truncate): what was written after our last read went
+                    # into the newest rotated copy; send that tail, then the new file.
+                    rotated = [p for p in _segments(path) if p != path]
+                    if rotated:
+                        with open(rotated[-1], "rb") as f:
+                            f.seek(pos_in_current)
+                            tail = f.read()
+                        if tail:
+                            yield tail
+                    pos_in_current = 0
                 if size > pos_in_current:
                     with open(path, "rb") as f:
                         f.seek(pos_in_current)
