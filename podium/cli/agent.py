@@ -95,11 +95,12 @@ def agent(
         ),
     ] = None,
     datacenter: Annotated[
-        str, typer.Option("--datacenter", help="The datacenter this node is in.")
-    ] = "dc1",
+        str | None, typer.Option("--datacenter", help="The datacenter this node is in [dc1].")
+    ] = None,
     node_pool: Annotated[
-        str, typer.Option("--node-pool", help="The node pool this node belongs to.")
-    ] = "default",
+        str | None,
+        typer.Option("--node-pool", help="The node pool this node belongs to [default]."),
+    ] = None,
     agent_http_addr: Annotated[
         str | None,
         typer.Option(
@@ -128,7 +129,7 @@ def agent(
         server_list = _split_servers(servers)
         node_meta = _parse_meta(meta)
         for flag, value in (("--datacenter", datacenter), ("--node-pool", node_pool)):
-            if not value.strip():
+            if value is not None and not value.strip():
                 common.fail(f"{flag} must not be empty")
         if agent_http_addr is not None:
             host, _, port = agent_http_addr.rpartition(":")
@@ -153,13 +154,18 @@ def agent(
             servers=server_list,
             name=name,
             log_level=log_level.value,
-            meta=node_meta,
-            datacenter=datacenter.strip(),
-            node_pool=node_pool.strip(),
-            agent_http_addr=agent_http_addr,
-            advertise_host=advertise,
         )
-        # The roles only when asked for, so their defaults stay the runtime's.
+        # The roles and node settings only when asked for, so their defaults stay the runtime's.
+        if node_meta:
+            config.meta = node_meta
+        if datacenter is not None:
+            config.datacenter = datacenter.strip()
+        if node_pool is not None:
+            config.node_pool = node_pool.strip()
+        if agent_http_addr is not None:
+            config.agent_http_addr = agent_http_addr
+        if advertise is not None:
+            config.advertise_host = advertise
         if server:
             config.server = True
         if not client:

@@ -1,0 +1,252 @@
+"""A real cluster on one machine: `podium server` in the root namespace, and one
+`podium agent` per "host", each host a network namespace on a private bridge
+(see netns.py).  Needs root and `ip netns`; skipped otherwise.
+
+Fixtures:
+
+- ``make_cluster(hosts=3, heartbeat_ttl=2, heartbeat_grace=2)`` → a started :class:`Cluster`;
+- ``cluster``: ``make_cluster()`` with the defaults.
+
+Cleanup always runs, even when a test fails: jobs purged (briefly), agents killed, every task
+recorded under the agents' data dirs killed, every process left in the namespaces killed, then
+the namespaces, veths and bridge removed, then the server stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.cluster import netns
+from tests.e2e.conftest import PODIUM, DevAgent, free_port, kill_recorded_tasks, wait_until
+
+
+class Cluster:
+    def __init__(
+        self, tmp: Path, net: netns.Network, heartbeat_ttl: float, heartbeat_grace: float
+    ) -> None:
+        self.tmp = tmp
+        self.net = net
+        self.heartbeat_ttl = heartbeat_ttl
+        self.heartbeat_grace = heartbeat_grace
+        self.port = free_port()
+        self.addr = f"http://{net.gateway}:{self.port}"
+        self.server: subprocess.Popen[bytes] | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        # the e2e helpers (get, cli, allocs, running, wait_running) against this server
+        self.view = DevAgent(addr=self.addr, data_dir=tmp, log_path=tmp / "server.log")
+
+    @property
+    def hosts(self) -> dict[str, netns.Host]:
+        return self.net.hosts
+
+    # ------------------------------------------------------------------ processes
+    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as f:
+            return subprocess.Popen(
+                args,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def start_server(self) -> None:
+        self.server = self._spawn(
+            [
+                *PODIUM,
+                "server",
+                "--data-dir",
+                str(self.tmp / "server"),
+                "--http-addr",
+                f"{self.net.gateway}:{self.port}",
+                "--heartbeat-ttl",
+                f"{self.heartbeat_ttl:g}",
+                "--heartbeat-grace",
+                f"{self.heartbeat_grace:g}",
+            ],
+            self.tmp / "server.log",
+        )
+        server = self.server
+
+        def up() -> bool:
+            if server.poll() is not None:
+                raise AssertionError(f"server exited:\n{self.log('server')}")
+            return httpx.get(f"{self.addr}/v1/status", timeout=1).status_code == 200
+
+        wait_until(up, timeout=30, what="the server")
+
+    def kill_server(self) -> None:
+        assert self.server is not None
+        os.kill(self.server.pid, signal.SIGKILL)
+        self.server.wait(10)
+
+    def agent_dir(self, name: str) -> Path:
+        return self.tmp / name
+
+    def start_agent(self, name: str, *extra: str) -> None:
+        """Start host's agent inside its namespace; returns once it has (re-)registered."""
+        host = self.hosts[name]
+        log = self.tmp / f"{name}.log"
+        before = self.log(name).count("registered node")
+        rack = f"r{name.removeprefix('host')}"
+        proc = self._spawn(
+            [
+                *host.exec_prefix(),
+                *PODIUM,
+                "agent",
+                "--servers",
+                self.addr,
+                "--data-dir",
+                str(self.agent_dir(name)),
+                "--name",
+                name,
+                "--raw-exec",
+                "--datacenter",
+                "dc1",
+                "--meta",
+                f"rack={rack}",
+                *extra,
+            ],
+            log,
+        )
+        self.agents[name] = proc
+
+        def registered() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"agent {name} exited:\n{self.log(name)}")
+            return self.log(name).count("registered node") > before
+
+        wait_until(registered, timeout=30, what=f"agent {name} to register")
+
+    def kill_agent(self, name: str) -> None:
+        proc = self.agents[name]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.tmp / f"{name}.log").read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ network
+    def cut(self, name: str) -> None:
+        self.net.cut(self.hosts[name])
+
+    def heal(self, name: str) -> None:
+        self.net.heal(self.hosts[name])
+
+    # ------------------------------------------------------------------ views
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return {n["name"]: n for n in self.view.get("/v1/nodes")}
+
+    def wait_nodes(self, status: str, names: list[str], timeout: float = 30) -> None:
+        wait_until(
+            lambda: all((n := self.nodes().get(x)) and n["status"] == status for x in names),
+            timeout=timeout,
+            what=f"nodes {names} {status}",
+        )
+
+    def node_name(self, node_id: str) -> str:
+        return str({n["id"]: n["name"] for n in self.view.get("/v1/nodes")}[node_id])
+
+    def task_pids(self, job: str, task: str = "t") -> dict[str, int]:
+        """alloc id → task pid of the job's running allocations (as the API reports them)."""
+        return {a["id"]: a["task_states"][task]["pid"] for a in self.view.running(job)}
+
+    def live_task_pids(self, job: str, host: str | None = None) -> list[int]:
+        """Live processes that run the job's tasks: pids recorded by the shims under the agents'
+        data dirs (of one host, or all), alive and in that host's namespace."""
+        found = []
+        for name, h in self.hosts.items():
+            if host is not None and name != host:
+                continue
+            for pid_file in self.agent_dir(name).rglob(".podium/pid"):
+                try:
+                    pid = int(pid_file.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if job_of(pid) == job and h.owns_pid(pid):
+                    found.append(pid)
+        return found
+
+    # ------------------------------------------------------------------ cleanup
+    def cleanup(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            try:
+                for job in self.view.get("/v1/jobs"):
+                    httpx.delete(
+                        f"{self.addr}/v1/job/{job['id']}", params={"purge": "true"}, timeout=5
+                    )
+                wait_until(
+                    lambda: all(
+                        a["client_status"] not in ("running", "pending")
+                        for a in self.view.get("/v1/allocations")
+                    ),
+                    timeout=10,
+                    what="every allocation to stop",
+                )
+            except (AssertionError, httpx.HTTPError):
+                pass
+        for proc in self.agents.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        kill_recorded_tasks(self.tmp)
+        self.net.destroy()
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(15)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(5)
+
+
+def job_of(pid: int) -> str | None:
+    """The PODIUM_JOB_ID a task process runs with (None when gone or unreadable)."""
+    try:
+        return psutil.Process(pid).environ().get("PODIUM_JOB_ID")
+    except (psutil.Error, OSError):
+        return None
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    reason = netns.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    netns.clean_stale()
+    made: list[Cluster] = []
+
+    def make(hosts: int = 3, heartbeat_ttl: float = 2.0, heartbeat_grace: float = 2.0) -> Cluster:
+        net = netns.Network()
+        c = Cluster(tmp_path / f"c{len(made)}", net, heartbeat_ttl, heartbeat_grace)
+        c.tmp.mkdir(parents=True)
+        made.append(c)
+        net.create(hosts)
+        c.start_server()
+        for name in c.hosts:
+            c.start_agent(name)
+        c.wait_nodes("ready", list(c.hosts))
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.cleanup()
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    return make_cluster()
