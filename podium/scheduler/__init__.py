@@ -18,6 +18,7 @@ from podium.models import EvalStatus, Evaluation, Plan, SchedulerResult
 from podium.scheduler.generic import GenericScheduler, schedule_batch, schedule_service
 from podium.scheduler.rank import default_candidate_limit
 from podium.scheduler.snapshot import Snapshot
+from podium.scheduler.system import schedule_system
 
 
 class SchedulerFunc(Protocol):
@@ -36,8 +37,9 @@ class SchedulerFunc(Protocol):
 SCHEDULERS: dict[str, SchedulerFunc] = {
     "service": schedule_service,
     "batch": schedule_batch,
+    "system": schedule_system,
 }
-"""Job type -> scheduler.  ``system`` slots in here when it exists."""
+"""Job type -> scheduler."""
 
 
 def _uuid() -> str:

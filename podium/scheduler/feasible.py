@@ -1,11 +1,15 @@
 """Feasibility: may this node run this group at all, and does it have room now?
 
-Two kinds of check, kept apart on purpose (Nomad draws the same line):
+Three kinds of check, kept apart on purpose (Nomad draws the same lines):
 
-* **Static filters** depend only on the node and the group (drivers today;
-  constraints, datacenters and node pools later).  Their answer cannot change
-  while one evaluation runs, so :class:`GroupNeeds` caches it per node: a
-  group of 500 instances asks each node once, not 500 times.
+* **Static filters** depend only on the node and the group: datacenters,
+  node pool, constraints (job, group and tasks) and drivers.  Their answer
+  cannot change while one evaluation runs, so :class:`GroupNeeds` caches it
+  per node: a group of 500 instances asks each node once, not 500 times.
+* **Placement-dependent rules** (``distinct_hosts``, ``distinct_property``,
+  ``max_per_node``, static ports) depend on where the job's other instances
+  are, so :class:`PlacementState` answers them from counts it keeps current
+  as the plan places; only groups that use them pay for them.
 * **Resources** change with every placement the plan makes, so they are
   checked against :class:`NodeState`, which holds a node's capacity and the
   resources in use -- summed once per schedule call from the snapshot and
@@ -18,14 +22,62 @@ missing driver exec") instead of just "no".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Literal
 
-from podium.models import AllocMetric, Group, Node
+from podium.models import Allocation, AllocMetric, Constraint, Group, JobSpec, Node, Spread
+from podium.scheduler.constraints import PLACEMENT_OPERATORS, check, resolve
 from podium.scheduler.snapshot import Snapshot
 
 StaticFilter = Callable[[Node, "GroupNeeds"], str | None]
 """A check that depends only on the node and the group; returns a reason or None."""
+
+NodeRule = tuple[str, str, str, str]
+"""A constraint or affinity ready to check: (attribute, operator, value, reason text)."""
+
+
+def constraint_reason(c: Constraint) -> str:
+    """How a failed constraint reads in metrics: ``constraint ${attr.cpu.arch} = arm64``."""
+    if c.operator == "distinct_hosts":
+        return "distinct_hosts"
+    if c.operator == "distinct_property":
+        return f"distinct_property {c.attribute}"
+    if c.operator in ("is_set", "is_not_set") or not c.value:
+        return f"constraint {c.attribute} {c.operator}"
+    return f"constraint {c.attribute} {c.operator} {c.value}"
+
+
+def _first_failing(rules: Sequence[NodeRule], node: Node) -> str | None:
+    for attribute, operator, value, reason in rules:
+        if not check(operator, resolve(attribute, node), resolve(value, node)):
+            return reason
+    return None
+
+
+def outside_datacenters(node: Node, needs: GroupNeeds) -> str | None:
+    """The node's datacenter must match one of the job's (glob patterns; ``*`` is all)."""
+    patterns = needs.datacenters
+    if not patterns:
+        return None
+    dc = node.datacenter
+    for pattern in patterns:
+        if fnmatchcase(dc, pattern):
+            return None
+    return needs.datacenter_reason
+
+
+def outside_node_pool(node: Node, needs: GroupNeeds) -> str | None:
+    """The node must be in the job's pool; pool ``all`` takes any node."""
+    pool = needs.node_pool
+    if pool == "all" or node.node_pool == pool:
+        return None
+    return f"node pool not {pool}"
+
+
+def job_constraints(node: Node, needs: GroupNeeds) -> str | None:
+    return _first_failing(needs.job_constraints, node)
 
 
 def missing_driver(node: Node, needs: GroupNeeds) -> str | None:
@@ -36,12 +88,59 @@ def missing_driver(node: Node, needs: GroupNeeds) -> str | None:
     return None
 
 
-STATIC_FILTERS: tuple[StaticFilter, ...] = (missing_driver,)
-"""Applied in order; the first reason found is the one counted.
+def group_constraints(node: Node, needs: GroupNeeds) -> str | None:
+    """The group's constraints and those of all its tasks."""
+    return _first_failing(needs.group_constraints, node)
 
-Constraints, datacenters and node pools slot in here; the ranker never needs to
-know how many there are because it only sees the cached verdict.
+
+STATIC_FILTERS: tuple[StaticFilter, ...] = (
+    outside_datacenters,
+    outside_node_pool,
+    job_constraints,
+    missing_driver,
+    group_constraints,
+)
+"""Applied in order (Nomad's order: job constraints, drivers, group constraints);
+the first reason found is the one counted.  The ranker never needs to know how
+many there are because it only sees the cached verdict.
 """
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctProperty:
+    attribute: str
+    limit: int
+    job_scope: bool
+    """A job-level constraint counts the job's allocations; a group-level one the group's."""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadRule:
+    attribute: str
+    weight: int
+    targets: dict[str, float]
+    """Value -> share (0..1) of the group's count; ``*`` holds the share left over, if any."""
+
+
+def _rules(constraints: Iterable[Constraint], seen: set[tuple[str, str, str]]) -> list[NodeRule]:
+    out: list[NodeRule] = []
+    for c in constraints:
+        key = (c.attribute, c.operator, c.value)
+        if c.operator in PLACEMENT_OPERATORS or key in seen:
+            continue
+        seen.add(key)
+        out.append((c.attribute, c.operator, c.value, constraint_reason(c)))
+    return out
+
+
+def _spread_rule(spread: Spread) -> SpreadRule:
+    targets = {t.value: t.percent / 100.0 for t in spread.targets}
+    if targets:
+        left = 1.0 - sum(targets.values())
+        if left > 1e-9 and "*" not in targets:
+            targets["*"] = left
+    return SpreadRule(spread.attribute, spread.weight, targets)
 
 
 @dataclass(slots=True)
@@ -53,16 +152,106 @@ class GroupNeeds:
     memory: int
     drivers: tuple[str, ...]
     filters: Sequence[StaticFilter] = STATIC_FILTERS
+    datacenters: tuple[str, ...] = ()
+    """Glob patterns; empty when the job runs in every datacenter."""
+    datacenter_reason: str = ""
+    node_pool: str = "all"
+    job_constraints: tuple[NodeRule, ...] = ()
+    group_constraints: tuple[NodeRule, ...] = ()
+    distinct_hosts: Literal["job", "group"] | None = None
+    distinct_properties: tuple[DistinctProperty, ...] = ()
+    max_per_node: int | None = None
+    static_ports: dict[str, int] = field(default_factory=dict)
+    """Port label -> static port number."""
+    affinities: tuple[tuple[NodeRule, int], ...] = ()
+    affinity_total: int = 0
+    spreads: tuple[SpreadRule, ...] = ()
+    spread_total: int = 0
     _verdicts: dict[str, str | None] = field(default_factory=dict)
+    _affinity: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(
-        cls, name: str, group: Group, filters: Sequence[StaticFilter] = STATIC_FILTERS
+        cls,
+        name: str,
+        group: Group,
+        job: JobSpec | None = None,
+        filters: Sequence[StaticFilter] = STATIC_FILTERS,
     ) -> GroupNeeds:
         cpu = sum(t.resources.cpu for t in group.tasks.values())
         memory = sum(t.resources.memory for t in group.tasks.values())
         drivers = tuple(sorted({t.driver for t in group.tasks.values()}))
-        return cls(name=name, cpu=cpu, memory=memory, drivers=drivers, filters=filters)
+        needs = cls(name=name, cpu=cpu, memory=memory, drivers=drivers, filters=filters)
+
+        job_level: list[Constraint] = list(job.constraints) if job is not None else []
+        group_level: list[Constraint] = list(group.constraints)
+        for task in group.tasks.values():
+            group_level.extend(task.constraints)
+        seen: set[tuple[str, str, str]] = set()
+        needs.job_constraints = tuple(_rules(job_level, seen))
+        needs.group_constraints = tuple(_rules(group_level, seen))
+
+        props: list[DistinctProperty] = []
+        for scope_is_job, constraints in ((True, job_level), (False, group_level)):
+            for c in constraints:
+                if c.operator == "distinct_hosts" and c.value.strip().lower() != "false":
+                    if scope_is_job:
+                        needs.distinct_hosts = "job"
+                    elif needs.distinct_hosts is None:
+                        needs.distinct_hosts = "group"
+                elif c.operator == "distinct_property":
+                    try:
+                        limit = int(c.value) if c.value.strip() else 1
+                    except ValueError:
+                        limit = 1
+                    props.append(
+                        DistinctProperty(
+                            c.attribute, max(limit, 1), scope_is_job, constraint_reason(c)
+                        )
+                    )
+        needs.distinct_properties = tuple(props)
+        needs.max_per_node = group.max_per_node
+        needs.static_ports = {
+            label: port.static
+            for label, port in group.network.ports.items()
+            if port.static is not None
+        }
+
+        affinities = list(job.affinities) if job is not None else []
+        affinities += group.affinities
+        for task in group.tasks.values():
+            affinities += task.affinities
+        needs.affinities = tuple(
+            ((a.attribute, a.operator, a.value, ""), a.weight) for a in affinities if a.weight
+        )
+        needs.affinity_total = sum(abs(w) for _, w in needs.affinities)
+        spreads = list(job.spread) if job is not None else []
+        spreads += group.spread
+        needs.spreads = tuple(_spread_rule(s) for s in spreads if s.weight > 0)
+        needs.spread_total = sum(s.weight for s in needs.spreads)
+
+        if job is not None:
+            dcs = tuple(job.datacenters)
+            if "*" not in dcs:
+                needs.datacenters = dcs
+                needs.datacenter_reason = f"datacenter not in [{', '.join(dcs)}]"
+            needs.node_pool = job.node_pool
+        return needs
+
+    @property
+    def placement_dependent(self) -> bool:
+        """Whether feasibility also depends on where this plan has placed (never cached)."""
+        return bool(
+            self.distinct_hosts
+            or self.distinct_properties
+            or self.max_per_node is not None
+            or self.static_ports
+        )
+
+    @property
+    def scored(self) -> bool:
+        """Whether affinities or spreads make every feasible node worth scoring (as in Nomad)."""
+        return bool(self.affinities or self.spreads)
 
     def static_reason(self, node: Node) -> str | None:
         """Why ``node`` can never run this group (cached per node), or None."""
@@ -72,12 +261,161 @@ class GroupNeeds:
         except KeyError:
             pass
         reason: str | None = None
-        for check in self.filters:
-            reason = check(node, self)
+        for check_node in self.filters:
+            reason = check_node(node, self)
             if reason is not None:
                 break
         verdicts[node.id] = reason
         return reason
+
+    def affinity_score(self, node: Node) -> float:
+        """Sum of the matching affinities' weights over the sum of all |weights|: [-1, 1]."""
+        cache = self._affinity
+        score = cache.get(node.id)
+        if score is None:
+            total = 0
+            for (attribute, operator, value, _), weight in self.affinities:
+                if check(operator, resolve(attribute, node), resolve(value, node)):
+                    total += weight
+            score = total / self.affinity_total if self.affinity_total else 0.0
+            cache[node.id] = score
+        return score
+
+
+class PlacementState:
+    """Where one job's allocations will run, kept current as the plan places.
+
+    Starts from the allocations the reconciler keeps running and grows with
+    every placement, so rules that depend on other allocations
+    (``distinct_hosts``, ``distinct_property``, ``max_per_node``, spread)
+    and static ports see the plan so far.  Everything is built lazily: a job
+    without such rules never pays for it.
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        running: Iterable[Allocation],
+        released: Iterable[str] = (),
+    ) -> None:
+        self._snapshot = snapshot
+        self.by_node: dict[str, int] = {}
+        """Node id -> this job's allocations there."""
+        self.by_group: dict[str, dict[str, int]] = {}
+        """Group -> node id -> that group's allocations there."""
+        self.released: set[str] = set(released)
+        """Allocations this plan stops: their static ports do not block."""
+        self._values: dict[tuple[str | None, str], dict[str, int]] = {}
+        self._attr: dict[str, dict[str, str | None]] = {}
+        self._ports: dict[str, dict[int, list[str]]] = {}
+        self._spec_ports: dict[tuple[str, str, int, str], tuple[int, ...]] = {}
+        for alloc in running:
+            self.by_node[alloc.node_id] = self.by_node.get(alloc.node_id, 0) + 1
+            per_node = self.by_group.setdefault(alloc.group, {})
+            per_node[alloc.node_id] = per_node.get(alloc.node_id, 0) + 1
+
+    def group_counts(self, group: str) -> dict[str, int]:
+        return self.by_group.setdefault(group, {})
+
+    def value_of(self, attribute: str, node: Node) -> str | None:
+        """``resolve(attribute, node)``, cached per node for the call."""
+        per_node = self._attr.get(attribute)
+        if per_node is None:
+            per_node = self._attr[attribute] = {}
+        try:
+            return per_node[node.id]
+        except KeyError:
+            value = per_node[node.id] = resolve(attribute, node)
+            return value
+
+    def value_counts(self, group: str | None, attribute: str) -> dict[str, int]:
+        """Attribute value -> allocations of ``group`` (of the whole job when None) on it."""
+        key = (group, attribute)
+        counts = self._values.get(key)
+        if counts is None:
+            counts = self._values[key] = {}
+            source = self.by_node if group is None else self.by_group.get(group, {})
+            for node_id, n in source.items():
+                node = self._snapshot.node(node_id)
+                value = self.value_of(attribute, node) if node is not None else None
+                if value is not None:
+                    counts[value] = counts.get(value, 0) + n
+        return counts
+
+    def ports_on(self, node_id: str) -> dict[int, list[str]]:
+        """Static port -> ids of the non-terminal allocations holding it on the node."""
+        held = self._ports.get(node_id)
+        if held is None:
+            held = self._ports[node_id] = {}
+            for alloc in self._snapshot.allocs_by_node(node_id):
+                if alloc.terminal():
+                    continue
+                ports = {p.value for p in alloc.ports.values()}
+                ports.update(self._static_ports_of(alloc))
+                for port in ports:
+                    held.setdefault(port, []).append(alloc.id)
+        return held
+
+    def _static_ports_of(self, alloc: Allocation) -> tuple[int, ...]:
+        key = (alloc.namespace, alloc.job_id, alloc.job_version, alloc.group)
+        ports = self._spec_ports.get(key)
+        if ports is None:
+            spec = self._snapshot.job_spec(alloc.job_id, alloc.job_version, alloc.namespace)
+            group = spec.groups.get(alloc.group) if spec is not None else None
+            ports = ()
+            if group is not None:
+                ports = tuple(
+                    p.static for p in group.network.ports.values() if p.static is not None
+                )
+            self._spec_ports[key] = ports
+        return ports
+
+    def dynamic_reason(self, needs: GroupNeeds, node: Node, replaces: str | None) -> str | None:
+        """Why ``node`` cannot take one more instance given the placements so far, or None.
+
+        ``replaces`` is the allocation this placement supersedes: its static
+        ports are free for its successor.
+        """
+        if needs.distinct_hosts is not None:
+            counts = (
+                self.by_node if needs.distinct_hosts == "job" else self.by_group.get(needs.name)
+            )
+            if counts and counts.get(node.id, 0):
+                return "distinct_hosts"
+        for prop in needs.distinct_properties:
+            value = self.value_of(prop.attribute, node)
+            if value is None:
+                return prop.reason
+            scope = None if prop.job_scope else needs.name
+            if self.value_counts(scope, prop.attribute).get(value, 0) >= prop.limit:
+                return prop.reason
+        limit = needs.max_per_node
+        if limit is not None and self.by_group.get(needs.name, {}).get(node.id, 0) >= limit:
+            return f"max_per_node {limit}"
+        if needs.static_ports:
+            held = self.ports_on(node.id)
+            released = self.released
+            for port in needs.static_ports.values():
+                for holder in held.get(port, ()):
+                    if holder != replaces and holder not in released:
+                        return f"port {port} in use"
+        return None
+
+    def record(self, needs: GroupNeeds, node: Node, alloc_id: str = "") -> None:
+        """One more instance of ``needs`` on ``node`` (placed by this plan)."""
+        node_id = node.id
+        self.by_node[node_id] = self.by_node.get(node_id, 0) + 1
+        per_node = self.by_group.setdefault(needs.name, {})
+        per_node[node_id] = per_node.get(node_id, 0) + 1
+        for (group, attribute), counts in self._values.items():
+            if group is None or group == needs.name:
+                value = self.value_of(attribute, node)
+                if value is not None:
+                    counts[value] = counts.get(value, 0) + 1
+        if needs.static_ports:
+            held = self.ports_on(node_id)
+            for port in needs.static_ports.values():
+                held.setdefault(port, []).append(alloc_id)
 
 
 class NodeState:

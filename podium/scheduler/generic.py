@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from podium.models import (
+    AllocatedPort,
     Allocation,
     AllocMetric,
     AllocStop,
@@ -25,6 +26,7 @@ from podium.models import (
     DesiredStatus,
     EvalStatus,
     Evaluation,
+    Group,
     GroupChanges,
     Job,
     Plan,
@@ -32,7 +34,7 @@ from podium.models import (
     SchedulerResult,
     TriggeredBy,
 )
-from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage
+from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage, PlacementState
 from podium.scheduler.rank import PlacementGroup, Ranker, default_candidate_limit
 from podium.scheduler.reconcile import Placement, instance_name, reconcile
 from podium.scheduler.snapshot import Snapshot
@@ -97,7 +99,7 @@ class GenericScheduler:
             new_evals.append(blocked)
             blocked_id = blocked.id
 
-        summary = _summarise(plan.changes)
+        summary = summarise_changes(plan.changes)
         summary["queued"] = sum(queued.values())
         update: dict[str, object] = {
             "status": EvalStatus.COMPLETE,
@@ -134,29 +136,22 @@ class GenericScheduler:
         usage = NodeUsage(snap)
         ranker = Ranker(nodes, usage, seed=self._eval.id, limit=limit)
 
-        collisions: dict[str, dict[str, int]] = {}
-        for alloc in running:
-            per_node = collisions.setdefault(alloc.group, {})
-            per_node[alloc.node_id] = per_node.get(alloc.node_id, 0) + 1
+        # What keeps running (and what this plan places) is the baseline of
+        # anti-affinity, spread and the distinct_*/max_per_node/port rules;
+        # what the plan stops frees its static ports.
+        state = PlacementState(snap, running, released=(s.alloc_id for s in plan.stops))
 
         groups: dict[str, PlacementGroup] = {}
-        templates: dict[str, tuple[dict[str, tuple[int, int]], int, int]] = {}
+        templates: dict[str, Template] = {}
         for want in wanted:
             name = want.group
             pg = groups.get(name)
             if pg is None:
                 spec = job.spec.groups[name]
                 pg = groups[name] = PlacementGroup(
-                    GroupNeeds.of(name, spec), spec.count, collisions.setdefault(name, {})
+                    GroupNeeds.of(name, spec, job.spec), spec.count, state
                 )
-                templates[name] = (
-                    {
-                        t: (task.resources.cpu, task.resources.memory)
-                        for t, task in spec.tasks.items()
-                    },
-                    pg.needs.cpu,
-                    pg.needs.memory,
-                )
+                templates[name] = group_template(pg.needs, spec)
             if name in failed:
                 # Nothing freed up since this group last failed (placements only
                 # take resources), so trying again would only cost a full scan.
@@ -164,7 +159,9 @@ class GenericScheduler:
                 queued[name] += 1
                 continue
             metric = MetricCounter()
-            st = ranker.select(pg, metric)
+            st = ranker.select(
+                pg, metric, replaces=want.previous.id if want.previous is not None else None
+            )
             if st is None:
                 failed[name] = metric.to_metric(nodes_available=metric.evaluated)
                 queued[name] += 1
@@ -178,69 +175,99 @@ class GenericScheduler:
                     )
                 )
             plan.placements.append(
-                self._new_alloc(job, want, st.node.id, st.node.name, templates[name])
+                new_alloc(
+                    self._eval,
+                    job,
+                    want,
+                    st.node.id,
+                    st.node.name,
+                    templates[name],
+                    self._new_id(),
+                    self._now,
+                )
             )
 
-    def _new_alloc(
-        self,
-        job: Job,
-        want: Placement,
-        node_id: str,
-        node_name: str,
-        template: tuple[dict[str, tuple[int, int]], int, int],
-    ) -> Allocation:
-        """A fresh allocation at ``want.index`` on the chosen node.
-
-        Built with the validating constructor on purpose: pydantic-core
-        validates faster than ``model_construct`` fills in Python, and every
-        placement stays a checked object.
-        """
-        task_res, cpu, memory = template
-        prev = want.previous
-        events = []
-        if want.reschedule is not None and prev is not None:
-            events = [*prev.reschedule_events, want.reschedule]
-        now = self._now
-        return Allocation(
-            id=self._new_id(),
-            eval_id=self._eval.id,
-            name=instance_name(job.id, want.group, want.index),
-            namespace=job.namespace,
-            job_id=job.id,
-            job_version=job.version,
-            group=want.group,
-            index=want.index,
-            node_id=node_id,
-            node_name=node_name,
-            resources=Resources(cpu=cpu, memory=memory),
-            task_resources={t: Resources(cpu=c, memory=m) for t, (c, m) in task_res.items()},
-            desired_status=DesiredStatus.RUN,
-            client_status=ClientStatus.PENDING,
-            previous_allocation=prev.id if prev is not None else None,
-            reschedule_events=events,
-            create_time=now,
-            modify_time=now,
-        )
-
     def _blocked_eval(self, job: Job) -> Evaluation:
-        """The evaluation that waits for capacity; the broker re-runs it when nodes change."""
-        return Evaluation(
-            id=self._new_id(),
-            namespace=job.namespace,
-            priority=job.priority,
-            type=job.spec.type.value,
-            triggered_by=TriggeredBy.QUEUED_ALLOCS,
-            job_id=job.id,
-            job_modify_index=job.job_modify_index,
-            status=EvalStatus.BLOCKED,
-            status_description="created to place the allocations that did not fit",
-            previous_eval=self._eval.id,
-            create_time=self._now,
-            modify_time=self._now,
-        )
+        return blocked_eval(self._eval, job, self._new_id(), self._now)
 
 
-def _summarise(changes: dict[str, GroupChanges]) -> dict[str, int]:
+Template = tuple[dict[str, tuple[int, int]], int, int, dict[str, int]]
+"""Per-task (cpu, memory), group cpu, group memory, static ports by label."""
+
+
+def group_template(needs: GroupNeeds, group: Group) -> Template:
+    return (
+        {t: (task.resources.cpu, task.resources.memory) for t, task in group.tasks.items()},
+        needs.cpu,
+        needs.memory,
+        needs.static_ports,
+    )
+
+
+def new_alloc(
+    evaluation: Evaluation,
+    job: Job,
+    want: Placement,
+    node_id: str,
+    node_name: str,
+    template: Template,
+    alloc_id: str,
+    now: float,
+) -> Allocation:
+    """A fresh allocation at ``want.index`` on the chosen node.
+
+    Static ports are recorded on it at once (dynamic ones are the agent's to
+    pick).  Built with the validating constructor on purpose: pydantic-core
+    validates faster than ``model_construct`` fills in Python, and every
+    placement stays a checked object.
+    """
+    task_res, cpu, memory, ports = template
+    prev = want.previous
+    events = []
+    if want.reschedule is not None and prev is not None:
+        events = [*prev.reschedule_events, want.reschedule]
+    return Allocation(
+        id=alloc_id,
+        eval_id=evaluation.id,
+        name=instance_name(job.id, want.group, want.index),
+        namespace=job.namespace,
+        job_id=job.id,
+        job_version=job.version,
+        group=want.group,
+        index=want.index,
+        node_id=node_id,
+        node_name=node_name,
+        resources=Resources(cpu=cpu, memory=memory),
+        task_resources={t: Resources(cpu=c, memory=m) for t, (c, m) in task_res.items()},
+        desired_status=DesiredStatus.RUN,
+        client_status=ClientStatus.PENDING,
+        previous_allocation=prev.id if prev is not None else None,
+        reschedule_events=events,
+        ports={label: AllocatedPort(value=port) for label, port in ports.items()},
+        create_time=now,
+        modify_time=now,
+    )
+
+
+def blocked_eval(evaluation: Evaluation, job: Job, eval_id: str, now: float) -> Evaluation:
+    """The evaluation that waits for capacity; the broker re-runs it when nodes change."""
+    return Evaluation(
+        id=eval_id,
+        namespace=job.namespace,
+        priority=job.priority,
+        type=job.spec.type.value,
+        triggered_by=TriggeredBy.QUEUED_ALLOCS,
+        job_id=job.id,
+        job_modify_index=job.job_modify_index,
+        status=EvalStatus.BLOCKED,
+        status_description="created to place the allocations that did not fit",
+        previous_eval=evaluation.id,
+        create_time=now,
+        modify_time=now,
+    )
+
+
+def summarise_changes(changes: dict[str, GroupChanges]) -> dict[str, int]:
     total: dict[str, int] = dict.fromkeys(GroupChanges.model_fields, 0)
     for ch in changes.values():
         for key in total:

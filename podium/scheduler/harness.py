@@ -68,11 +68,19 @@ def make_node(
     node_id: str | None = None,
     reserved_cpu: int = 0,
     reserved_memory: int = 0,
+    datacenter: str = "dc1",
+    node_pool: str = "default",
+    attributes: Mapping[str, str] | None = None,
+    meta: Mapping[str, str] | None = None,
 ) -> Node:
     """A ready, eligible node named ``name`` (its id is ``node-{name}`` unless given)."""
     return Node(
         id=node_id or f"node-{name}",
         name=name,
+        datacenter=datacenter,
+        node_pool=node_pool,
+        attributes=dict(attributes or {}),
+        meta=dict(meta or {}),
         status=status,
         eligibility=eligibility,
         drain=drain,
@@ -92,21 +100,30 @@ def make_group(
     config: Mapping[str, Any] | None = None,
     reschedule: ReschedulePolicy | None = None,
     meta: Mapping[str, str] | None = None,
+    **fields: Any,
 ) -> Group:
-    """A group of ``tasks`` identical tasks (``task``, ``task1``, ...) asking ``cpu``/``memory`` each."""
+    """A group of ``tasks`` identical tasks (``task``, ``task1``, ...) asking ``cpu``/``memory`` each.
+
+    ``fields`` are further :class:`Group` fields as in a job file, e.g.
+    ``constraints=[{"attribute": "${meta.rack}", "value": "r1"}]``, ``max_per_node=1``
+    or ``network={"ports": {"http": {"static": 8080}}}``.
+    """
     names = ["task"] + [f"task{i}" for i in range(1, tasks)]
-    return Group(
-        count=count,
-        reschedule=reschedule or ReschedulePolicy(),
-        meta=dict(meta or {}),
-        tasks={
-            n: Task(
-                driver=driver,
-                config=dict(config or {}),
-                resources=Resources(cpu=cpu, memory=memory),
-            )
-            for n in names
-        },
+    return Group.model_validate(
+        {
+            "count": count,
+            "reschedule": reschedule or ReschedulePolicy(),
+            "meta": dict(meta or {}),
+            "tasks": {
+                n: Task(
+                    driver=driver,
+                    config=dict(config or {}),
+                    resources=Resources(cpu=cpu, memory=memory),
+                )
+                for n in names
+            },
+            **fields,
+        }
     )
 
 
@@ -116,9 +133,14 @@ def make_job(
     type: JobType | str = JobType.SERVICE,
     groups: Mapping[str, Group] | None = None,
     priority: int = 50,
+    job_fields: Mapping[str, Any] | None = None,
     **group_kwargs: Any,
 ) -> JobSpec:
-    """A job spec; without ``groups``, one group named like the job built by :func:`make_group`."""
+    """A job spec; without ``groups``, one group named like the job built by :func:`make_group`.
+
+    ``job_fields`` are further :class:`JobSpec` fields as in a job file
+    (``datacenters``, ``node_pool``, ``constraints``, ``affinities``, ``spread``).
+    """
     if groups is None:
         groups = {job_id: make_group(**group_kwargs)}
     # Validate through the model so policy defaults are filled in as for a real job file.
@@ -128,6 +150,7 @@ def make_job(
             "type": JobType(type),
             "priority": priority,
             "groups": {k: g.model_dump() for k, g in groups.items()},
+            **dict(job_fields or {}),
         }
     )
 

@@ -23,7 +23,13 @@ import random
 from collections.abc import Sequence
 
 from podium.models import Node
-from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeState, NodeUsage
+from podium.scheduler.feasible import (
+    GroupNeeds,
+    MetricCounter,
+    NodeState,
+    NodeUsage,
+    PlacementState,
+)
 
 BINPACK_MAX_SCORE = 18.0
 """The best raw fit score: a node left exactly full (10**0 + 10**0 = 2; 20 - 2 = 18)."""
@@ -65,6 +71,54 @@ def with_anti_affinity(fit: float, collisions: int, desired: int) -> float:
     return (fit - (collisions + 1) / max(desired, 1)) / 2.0
 
 
+def spread_score(needs: GroupNeeds, state: PlacementState, node: Node, desired: int) -> float:
+    """How much placing one more instance on ``node`` helps the group's spread blocks: [-1, 1].
+
+    Each block's boost is weighted by its share of the blocks' total weight.
+    With targets, a value's desired count is its percent of ``desired``
+    (values not named share what the percents leave, else get -1) and the
+    boost is ``(wanted - used_after) / wanted``.  Without targets the aim is
+    an even spread, judged as Nomad does from the values in use: a value
+    below the least used one is boosted, the most used penalised, and when
+    all are even every node scores -1 alike.  A node without the attribute
+    scores -1.
+    """
+    total = 0.0
+    weight_sum = needs.spread_total
+    for rule in needs.spreads:
+        share = rule.weight / weight_sum
+        value = state.value_of(rule.attribute, node)
+        if value is None:
+            total -= share
+            continue
+        counts = state.value_counts(needs.name, rule.attribute)
+        used = counts.get(value, 0)
+        if rule.targets:
+            pct = rule.targets.get(value)
+            if pct is None:
+                pct = rule.targets.get("*")
+            wanted = (pct or 0.0) * desired
+            if wanted <= 0.0:
+                total -= share
+                continue
+            total += share * (wanted - (used + 1)) / wanted
+            continue
+        if not counts:
+            continue  # nothing placed yet: every value is as good
+        low = min(counts.values())
+        high = max(counts.values())
+        if used < low:
+            boost = 1.0 if low == 0 or used == 0 else (low - used) / low
+        elif used > low:
+            boost = (low - used) / low if low else -1.0
+        elif low == high:
+            boost = -1.0
+        else:
+            boost = (high - low) / low if low else 1.0
+        total += share * max(-1.0, min(1.0, boost))
+    return total
+
+
 def default_candidate_limit(n_nodes: int, *, batch: bool) -> int:
     """How many feasible nodes to score per placement when the caller does not say."""
     if batch or n_nodes <= 0:
@@ -103,12 +157,13 @@ class NodeOrder:
 class PlacementGroup:
     """Per-group ranking state: what it needs and where its instances already run."""
 
-    __slots__ = ("collisions", "desired", "needs")
+    __slots__ = ("collisions", "desired", "needs", "state")
 
-    def __init__(self, needs: GroupNeeds, desired: int, collisions: dict[str, int]) -> None:
+    def __init__(self, needs: GroupNeeds, desired: int, state: PlacementState) -> None:
         self.needs = needs
         self.desired = desired
-        self.collisions = collisions
+        self.state = state
+        self.collisions = state.group_counts(needs.name)
         """Node id -> instances of this group that will keep running there (and placed so far)."""
 
 
@@ -126,11 +181,17 @@ class Ranker:
         self._limit = max(1, limit)
         self._pos = 0
 
-    def select(self, group: PlacementGroup, metric: MetricCounter) -> NodeState | None:
+    def select(
+        self, group: PlacementGroup, metric: MetricCounter, replaces: str | None = None
+    ) -> NodeState | None:
         """The best of up to ``limit`` feasible nodes, with its resources reserved; None if none fits.
 
         Rejections are counted into ``metric``.  When nothing fits, every node
         has been visited once, so the metric describes the whole cluster.
+        A group with affinities or spreads scores every feasible node, as in
+        Nomad: a preference seen on 2 of 5,000 nodes would be no preference.
+        ``replaces`` is the allocation this placement supersedes (its static
+        ports do not block).
         """
         order = self._order
         n = len(order)
@@ -141,8 +202,12 @@ class Ranker:
         memory = needs.memory
         collisions = group.collisions
         desired = group.desired
-        limit = self._limit
+        limit = n if needs.scored else self._limit
         usage = self._usage
+        state = group.state
+        dynamic = needs.placement_dependent
+        affinities = bool(needs.affinities)
+        spreads = bool(needs.spreads)
 
         best: NodeState | None = None
         best_score = -math.inf
@@ -162,6 +227,11 @@ class Ranker:
             if reason is not None:
                 metric.filter(reason)
                 continue
+            if dynamic:
+                reason = state.dynamic_reason(needs, node, replaces)
+                if reason is not None:
+                    metric.filter(reason)
+                    continue
             dim = st.exhausted(cpu, memory)
             if dim is not None:
                 metric.exhaust(dim)
@@ -170,11 +240,27 @@ class Ranker:
                 st.cap_cpu, st.cap_memory, st.used_cpu + cpu, st.used_memory + memory
             )
             hits = collisions.get(st.id, 0)
-            if hits:
+            if affinities or spreads:
+                # Nomad's normalisation: the mean of the scores that apply.
+                total = score
+                parts = 1
+                if hits:
+                    total -= (hits + 1) / max(desired, 1)
+                    parts += 1
+                if affinities:
+                    bonus = needs.affinity_score(node)
+                    if bonus:
+                        total += bonus
+                        parts += 1
+                if spreads:
+                    total += spread_score(needs, state, node, desired)
+                    parts += 1
+                score = total / parts
+            elif hits:
                 score = with_anti_affinity(score, hits, desired)
-                if score < SKIP_SCORE_THRESHOLD and len(skipped) < MAX_SKIP:
-                    skipped.append((st, score))
-                    continue
+            if hits and score < SKIP_SCORE_THRESHOLD and len(skipped) < MAX_SKIP:
+                skipped.append((st, score))
+                continue
             found += 1
             if score > best_score:
                 best, best_score = st, score
@@ -192,5 +278,5 @@ class Ranker:
 
         if best is not None:
             best.reserve(cpu, memory)
-            collisions[best.id] = collisions.get(best.id, 0) + 1
+            state.record(needs, best.node)
         return best

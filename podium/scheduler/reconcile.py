@@ -58,6 +58,16 @@ SCALED_DOWN = "alloc not needed: group count lowered"
 DUPLICATE = "alloc not needed: another allocation holds its index"
 UPDATED = "alloc is being replaced by a new job version"
 RESCHEDULED = "rescheduled"
+NODE_DRAIN = "node drain"
+"""Prefix of the description the server's drainer stops allocations with."""
+
+
+def drained(alloc: Allocation) -> bool:
+    """Whether the drainer stopped ``alloc`` to move it off its node."""
+    return alloc.desired_status == DesiredStatus.STOP and alloc.desired_description.startswith(
+        NODE_DRAIN
+    )
+
 
 FOLLOWUP_BATCH_WINDOW = 5.0
 """Failed allocations due within this many seconds of each other share one follow-up eval.
@@ -277,6 +287,10 @@ class Reconciler:
         # allocations in (a set's order can differ between processes).
         for alloc in sorted(allocs, key=lambda a: (a.index, a.create_time, a.id)):
             if alloc.desired_status == DesiredStatus.STOP:
+                if drained(alloc):
+                    # Migrated off a draining node: like a lost one, its index is
+                    # refilled elsewhere and the new instance links back to it.
+                    _remember(predecessors, alloc)
                 continue
             status = alloc.client_status
             if status in (ClientStatus.PENDING, ClientStatus.RUNNING):
