@@ -266,6 +266,9 @@ class Harness:
     def allocs_by_node(self, node_id: str) -> list[Allocation]:
         return [self._allocs[i] for i in self._by_node.get(node_id, {})]
 
+    def evaluation(self, eval_id: str) -> Evaluation | None:
+        return self.evals.get(eval_id)
+
     # -- writes --------------------------------------------------------------
 
     def _bump(self) -> int:

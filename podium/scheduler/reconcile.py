@@ -417,10 +417,10 @@ class Reconciler:
                 ch.reschedule_now += 1
                 ch.place += 1
             elif decision.when == "later":
-                if alloc.followup_eval_id is None:
-                    later.append((decision.at, alloc))
-                else:
+                if self._followup_waiting(alloc):
                     ch.ignore += 1  # a follow-up evaluation is already waiting for it
+                else:
+                    later.append((decision.at, alloc))
             else:
                 exhausted += 1
                 ch.ignore += 1
@@ -441,6 +441,18 @@ class Reconciler:
             self._out.updates.append(alloc.model_copy(update={"followup_eval_id": followup.id}))
             ch.reschedule_later += 1
         return placements
+
+    def _followup_waiting(self, alloc: Allocation) -> bool:
+        """Whether the follow-up evaluation this allocation points at will still run.
+
+        The broker may have cancelled it (superseded by another evaluation of the
+        job), or it may have failed or been collected: then a new one is needed, or
+        the allocation would never be rescheduled.
+        """
+        if alloc.followup_eval_id is None:
+            return False
+        ev = self._snapshot.evaluation(alloc.followup_eval_id)
+        return ev is not None and not ev.terminal()
 
     def _followup_eval(self, job: Job, at: float) -> Evaluation:
         return Evaluation(

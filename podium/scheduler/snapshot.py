@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from podium.models import Allocation, Job, JobSpec, Node
+from podium.models import Allocation, Evaluation, Job, JobSpec, Node
 
 
 class Snapshot(Protocol):
@@ -31,3 +31,7 @@ class Snapshot(Protocol):
     def allocs_by_job(self, job_id: str, namespace: str = "default") -> list[Allocation]: ...
 
     def allocs_by_node(self, node_id: str) -> list[Allocation]: ...
+
+    def evaluation(self, eval_id: str) -> Evaluation | None:
+        """An evaluation by id (the reconciler checks that a follow-up still waits)."""
+        ...

@@ -287,7 +287,7 @@ class Server:
         txn.put_node(stored)
         was_down = existing is None or existing.status != NodeStatus.READY
         if was_down:
-            self._node_evals(stored, txn, now)
+            self._node_evals(stored, txn, now, system=True)
         index = store.commit(txn)
         self._heartbeats[node.id] = now
         if was_down:
@@ -313,7 +313,7 @@ class Server:
                 }
             )
             txn.put_node(up)
-            self._node_evals(up, txn, now)
+            self._node_evals(up, txn, now, system=True)
             index = self.store.commit(txn)
             self._after_node_change()
             return index
@@ -332,6 +332,8 @@ class Server:
                 }
             )
         )
+        if eligible and node.eligibility != Eligibility.ELIGIBLE:
+            self._node_evals(node, txn, self.clock(), system=True)
         index = self.store.commit(txn)
         if eligible:
             self._after_node_change()
@@ -369,6 +371,8 @@ class Server:
         else:
             update = {"drain": False, "drain_strategy": None, "eligibility": Eligibility.ELIGIBLE}
         txn.put_node(node.model_copy(update={**update, "modify_index": txn.index}))
+        if not enable:
+            self._node_evals(node, txn, now, system=True)
         index = self.store.commit(txn)
         if enable:
             self.drain_tick()
@@ -490,10 +494,22 @@ class Server:
         for ev in evs:
             self.broker.enqueue(ev)
 
-    def _node_evals(self, node: Node, txn: Txn, now: float) -> list[Evaluation]:
-        """An evaluation for every job with allocations on ``node`` (enqueued after commit)."""
+    def _node_evals(
+        self, node: Node, txn: Txn, now: float, *, system: bool = False
+    ) -> list[Evaluation]:
+        """An evaluation for every job with allocations on ``node`` (enqueued after commit),
+        and with ``system``, for every system job too: the node may now need one."""
         seen: set[tuple[str, str]] = set()
         evs: list[Evaluation] = []
+        if system:
+            for system_job in self.store.jobs():
+                if system_job.type == "system" and not system_job.stop:
+                    seen.add((system_job.namespace, system_job.id))
+                    ev = self._new_eval(
+                        system_job, TriggeredBy.NODE_UPDATE, txn.index, now, node_id=node.id
+                    )
+                    txn.put_eval(ev)
+                    evs.append(ev)
         for alloc in self.store.allocs_by_node(node.id):
             key = (alloc.namespace, alloc.job_id)
             if key in seen or alloc.terminal():

@@ -237,3 +237,19 @@ def test_reschedule_replacement_does_not_fit_keeps_failed_alloc(job_type: JobTyp
     assert result.eval_update.queued_allocations == {"web": 1}
     assert result.new_evals[0].status == EvalStatus.BLOCKED
     assert h.alloc(failed.id).desired_status == DesiredStatus.RUN
+
+
+def test_a_cancelled_follow_up_is_replaced_so_the_allocation_is_not_forgotten() -> None:
+    h, failed = failed_service()
+    first = h.evaluate("web", triggered_by=TriggeredBy.ALLOC_FAILURE, now=T0 + 10)
+    (followup,) = first.new_evals
+    # the broker superseded the follow-up with another evaluation of the job
+    h.evals[followup.id] = followup.model_copy(update={"status": EvalStatus.CANCELED})
+
+    again = h.evaluate("web", now=T0 + 20)
+
+    (new_followup,) = again.new_evals
+    assert new_followup.id != followup.id
+    assert new_followup.wait_until == T0 + 30
+    (update,) = again.plan.placements
+    assert update.id == failed.id and update.followup_eval_id == new_followup.id

@@ -88,7 +88,12 @@ class Cluster:
                 f"{node.name} memory over-committed"
             )
         for job in self.store.jobs():
-            names = [a.name for a in self.store.allocs_by_job(job.id) if not a.terminal()]
+            # an instance is a name, and for system jobs (one per node) a name on a node
+            names = [
+                (a.name, a.node_id if job.type == "system" else "")
+                for a in self.store.allocs_by_job(job.id)
+                if not a.terminal()
+            ]
             assert len(names) == len(set(names)), f"duplicate live instances of {job.id}: {names}"
 
 

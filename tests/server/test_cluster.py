@@ -243,3 +243,20 @@ async def test_allocation_stopped_before_its_agent_saw_it_is_freed(cluster: Clus
     )
     assert not cluster.allocs("early")[0].uses_resources()
     assert "early" not in {r.alloc.job_id for r in agent.runners.values()}
+
+
+async def test_system_job_runs_on_every_node_including_later_ones(cluster: Cluster) -> None:
+    await cluster.add_agent()
+    await cluster.add_agent()
+    spec = mock_job("logs", job_type="system")
+    await cluster.run(spec)
+    await cluster.until(lambda: len(cluster.running("logs")) == 2, what="one per node")
+    late = await cluster.add_agent()
+    await cluster.until(
+        lambda: (
+            len(cluster.running("logs")) == 3
+            and any(a.node_id == late.node_id for a in cluster.running("logs"))
+        ),
+        what="the late node to get one",
+    )
+    assert len({a.node_id for a in cluster.running("logs")}) == 3
