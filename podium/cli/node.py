@@ -95,6 +95,7 @@ def _rows(node: NodeInfo) -> list[tuple[str, object]]:
             "Memory",
             f"{node.allocated.memory}/{cap.memory} MB used (reserved {node.reserved.memory})",
         ),
+        ("Ports", ", ".join(str(p) for p in node.ports_in_use) or "-"),
     ]
 
 

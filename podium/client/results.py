@@ -84,6 +84,7 @@ class NodeInfo(Node):
 
     alloc_count: int = 0
     allocated: NodeResources = Field(default_factory=lambda: NodeResources(cpu=0, memory=0))
+    ports_in_use: list[int] = Field(default_factory=list)
 
 
 class RegisterResult(_Answer):

@@ -126,6 +126,33 @@ ConstraintOperator = Literal[
 ]
 
 
+NODE_TARGETS = frozenset(
+    {
+        "node.id",
+        "node.unique.id",
+        "node.name",
+        "node.unique.name",
+        "node.datacenter",
+        "node.pool",
+        "node.class",
+    }
+)
+
+
+def check_target(value: str) -> str:
+    """A literal, or one interpolation the scheduler can resolve against a node."""
+    if "${" not in value:
+        return value
+    key = value[2:-1].strip() if value.startswith("${") and value.endswith("}") else ""
+    if key in NODE_TARGETS or (key[:5] in ("attr.", "meta.") and len(key) > 5):
+        return value
+    raise ValueError(
+        f"{value!r} is not a node attribute: write one of ${{node.name}}, ${{node.id}}, "
+        "${node.datacenter}, ${node.pool}, ${attr.<name>} (e.g. ${attr.cpu.arch}) "
+        "or ${meta.<key>}"
+    )
+
+
 class Constraint(Spec):
     """A hard placement rule over a node attribute, e.g. ``${attr.cpu.arch} = amd64``.
 
@@ -143,7 +170,19 @@ class Constraint(Spec):
     def _needs_attribute(self) -> Constraint:
         if self.operator != "distinct_hosts" and not self.attribute:
             raise ValueError(f"operator {self.operator!r} needs an attribute")
+        if self.operator == "regexp":
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(
+                    f"value {self.value!r} is not a regular expression: {exc}"
+                ) from exc
         return self
+
+    @field_validator("attribute", "value")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        return check_target(v)
 
 
 class Affinity(Spec):
@@ -154,6 +193,11 @@ class Affinity(Spec):
     operator: ConstraintOperator = "="
     value: str = ""
     weight: int = Field(default=50, ge=-100, le=100)
+
+    @field_validator("attribute", "value")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        return check_target(v)
 
 
 class SpreadTarget(Spec):
@@ -167,6 +211,18 @@ class Spread(Spec):
     attribute: str
     weight: int = Field(default=50, ge=0, le=100)
     targets: list[SpreadTarget] = Field(default_factory=list)
+
+    @field_validator("attribute")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        return check_target(v)
+
+    @model_validator(mode="after")
+    def _percents(self) -> Spread:
+        total = sum(t.percent for t in self.targets)
+        if total > 100:
+            raise ValueError(f"spread targets add up to {total}%, more than 100%")
+        return self
 
 
 class Port(Spec):

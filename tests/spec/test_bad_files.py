@@ -560,3 +560,29 @@ def test_issue_dicts_for_the_api() -> None:
         "column": 40,
         "hint": issue.hint,
     }
+
+
+def test_placement_rules_are_checked_where_they_are_written() -> None:
+    text = """job: x
+constraints:
+  - attribute: ${attr.cpu.arch
+    value: amd64
+groups:
+  g:
+    constraints:
+      - {attribute: "${nod.name}", value: a}
+      - {attribute: "${attr.os.name}", operator: regexp, value: "(unclosed"}
+    spread:
+      - attribute: ${meta.rack}
+        targets: [{value: r1, percent: 80}, {value: r2, percent: 30}]
+    tasks:
+      t: {driver: mock}
+"""
+    with pytest.raises(SpecError) as info:
+        parse_job_text(text, "rules.yaml")
+    found = {i.path: i for i in info.value.issues}
+    assert found["constraints[0].attribute"].line == 3
+    assert "is not a node attribute" in found["constraints[0].attribute"].message
+    assert "${nod.name}" in found["groups.g.constraints[0].attribute"].message
+    assert "regular expression" in found["groups.g.constraints[1]"].message
+    assert "110%" in found["groups.g.spread[0]"].message
