@@ -468,14 +468,7 @@ class NodeUsage:
     def state(self, node: Node) -> NodeState:
         st = self._states.get(node.id)
         if st is None:
-            cpu = 0
-            memory = 0
-            # A node that cannot take work is never checked for room: skip the sum.
-            if node.schedulable():
-                for alloc in self._snapshot.allocs_by_node(node.id):
-                    if alloc.uses_resources():
-                        cpu += alloc.resources.cpu
-                        memory += alloc.resources.memory
+            cpu, memory = self._snapshot.node_usage(node.id)
             st = NodeState(node, cpu, memory)
             self._states[node.id] = st
         return st

@@ -53,6 +53,30 @@ def id_sequence(prefix: str = "id") -> Callable[[], str]:
     return lambda: f"{prefix}-{next(counter):06d}"
 
 
+class _AllocTable(dict[str, Allocation]):
+    """Allocations by id that keep each node's resources in use up to date on every write,
+    as the state store does, so reading a node's usage costs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage: dict[str, tuple[int, int]] = {}
+
+    def _add(self, alloc: Allocation, sign: int) -> None:
+        if alloc.uses_resources():
+            cpu, memory = self.usage.get(alloc.node_id, (0, 0))
+            self.usage[alloc.node_id] = (
+                cpu + sign * alloc.resources.cpu,
+                memory + sign * alloc.resources.memory,
+            )
+
+    def __setitem__(self, key: str, alloc: Allocation) -> None:
+        old = self.get(key)
+        if old is not None:
+            self._add(old, -1)
+        self._add(alloc, 1)
+        super().__setitem__(key, alloc)
+
+
 # -- builders ---------------------------------------------------------------
 
 
@@ -229,7 +253,7 @@ class Harness:
         self._nodes: dict[str, Node] = {}
         self._jobs: dict[tuple[str, str], Job] = {}
         self._versions: dict[tuple[str, str, int], JobSpec] = {}
-        self._allocs: dict[str, Allocation] = {}
+        self._allocs = _AllocTable()
         self._by_job: dict[tuple[str, str], dict[str, None]] = {}
         self._by_node: dict[str, dict[str, None]] = {}
         self.evals: dict[str, Evaluation] = {}
@@ -389,12 +413,7 @@ class Harness:
 
     def node_usage(self, node_id: str) -> tuple[int, int]:
         """(cpu, memory) held on the node by allocations whose tasks have not exited."""
-        cpu = memory = 0
-        for alloc in self.allocs_by_node(node_id):
-            if alloc.uses_resources():
-                cpu += alloc.resources.cpu
-                memory += alloc.resources.memory
-        return cpu, memory
+        return self._allocs.usage.get(node_id, (0, 0))
 
     def overcommitted(self) -> list[str]:
         """Node ids whose in-use resources exceed their capacity (should always be empty)."""

@@ -32,6 +32,11 @@ class Snapshot(Protocol):
 
     def allocs_by_node(self, node_id: str) -> list[Allocation]: ...
 
+    def node_usage(self, node_id: str) -> tuple[int, int]:
+        """(cpu, memory) held on the node by allocations whose tasks have not exited,
+        kept up to date by the store on every write (reading it is O(1))."""
+        ...
+
     def evaluation(self, eval_id: str) -> Evaluation | None:
         """An evaluation by id (the reconciler checks that a follow-up still waits)."""
         ...

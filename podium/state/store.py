@@ -116,6 +116,16 @@ class _Tables:
         self.allocs_by_job: dict[JobKey, frozenset[str]] = {}
         self.allocs_by_node: dict[str, frozenset[str]] = {}
         self.evals_by_job: dict[JobKey, frozenset[str]] = {}
+        self.usage: dict[str, tuple[int, int]] = {}
+        """(cpu, memory) per node held by allocations that still use resources."""
+
+    def add_usage(self, alloc: Allocation, sign: int) -> None:
+        if alloc.uses_resources():
+            cpu, memory = self.usage.get(alloc.node_id, (0, 0))
+            self.usage[alloc.node_id] = (
+                cpu + sign * alloc.resources.cpu,
+                memory + sign * alloc.resources.memory,
+            )
 
     def copy(self) -> _Tables:
         t = _Tables()
@@ -128,6 +138,7 @@ class _Tables:
         t.allocs_by_job = dict(self.allocs_by_job)
         t.allocs_by_node = dict(self.allocs_by_node)
         t.evals_by_job = dict(self.evals_by_job)
+        t.usage = dict(self.usage)
         return t
 
 
@@ -181,6 +192,10 @@ class Snapshot:
     def allocs_by_node(self, node_id: str) -> list[Allocation]:
         ids = self._t.allocs_by_node.get(node_id, frozenset())
         return [self._t.allocs[i] for i in ids]
+
+    def node_usage(self, node_id: str) -> tuple[int, int]:
+        """(cpu, memory) held on the node by allocations whose tasks have not exited."""
+        return self._t.usage.get(node_id, (0, 0))
 
     # -- evaluations
     def evaluation(self, eval_id: str) -> Evaluation | None:
@@ -257,7 +272,9 @@ class StateStore(Snapshot):
     def _rebuild_indexes(self) -> None:
         by_job: dict[JobKey, set[str]] = {}
         by_node: dict[str, set[str]] = {}
+        self._t.usage = {}
         for a in self._t.allocs.values():
+            self._t.add_usage(a, 1)
             by_job.setdefault(_job_key(a.namespace, a.job_id), set()).add(a.id)
             by_node.setdefault(a.node_id, set()).add(a.id)
         evals: dict[JobKey, set[str]] = {}
@@ -316,8 +333,11 @@ class StateStore(Snapshot):
         node_allocs_del: dict[str, set[str]] = {}
         for alloc in txn.puts[ALLOCS].values():
             old = t.allocs.get(alloc.id)
-            if old is not None and old.node_id != alloc.node_id:
-                node_allocs_del.setdefault(old.node_id, set()).add(alloc.id)
+            if old is not None:
+                t.add_usage(old, -1)
+                if old.node_id != alloc.node_id:
+                    node_allocs_del.setdefault(old.node_id, set()).add(alloc.id)
+            t.add_usage(alloc, 1)
             t.allocs[alloc.id] = alloc
             job_allocs.setdefault(_job_key(alloc.namespace, alloc.job_id), set()).add(alloc.id)
             node_allocs.setdefault(alloc.node_id, set()).add(alloc.id)
@@ -326,6 +346,7 @@ class StateStore(Snapshot):
         for alloc_id in txn.deletes[ALLOCS]:
             old = t.allocs.pop(alloc_id, None)
             if old is not None:
+                t.add_usage(old, -1)
                 job_allocs_del.setdefault(_job_key(old.namespace, old.job_id), set()).add(old.id)
                 node_allocs_del.setdefault(old.node_id, set()).add(old.id)
                 self._node_alloc_index[old.node_id] = txn.index

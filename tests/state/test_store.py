@@ -199,3 +199,40 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     store = StateStore(SqliteBackend(path))
     assert store.index >= acked
     assert all(store.node(f"n{i}") is not None for i in range(acked))
+
+
+def test_node_usage_is_kept_in_step_with_the_allocations(tmp_path: Path) -> None:
+    import random
+
+    from podium.models import ClientStatus, DesiredStatus
+
+    rng = random.Random(3)
+    store = StateStore(SqliteBackend(tmp_path / "s.db"))
+    for step in range(300):
+        txn = store.txn()
+        i = rng.randrange(40)
+        existing = store.alloc(f"a{i}")
+        if existing is not None and rng.random() < 0.2:
+            txn.delete_alloc(existing.id)
+        else:
+            a = alloc(i, node=rng.choice(["n1", "n2", "n3"]))
+            status = rng.choice(list(ClientStatus))
+            a = a.model_copy(
+                update={
+                    "client_status": status,
+                    "desired_status": rng.choice(list(DesiredStatus)),
+                    "resources": Resources(cpu=rng.randrange(1, 500), memory=rng.randrange(1, 500)),
+                }
+            )
+            txn.put_alloc(a)
+        store.commit(txn)
+        snap = store.snapshot()
+        for node_id in ("n1", "n2", "n3"):
+            live = [x for x in store.allocs_by_node(node_id) if x.uses_resources()]
+            expected = (sum(x.resources.cpu for x in live), sum(x.resources.memory for x in live))
+            assert store.node_usage(node_id) == expected, step
+            assert snap.node_usage(node_id) == expected
+    store.close()
+    reopened = StateStore(SqliteBackend(tmp_path / "s.db"))
+    for node_id in ("n1", "n2", "n3"):
+        assert reopened.node_usage(node_id) == store.node_usage(node_id)
