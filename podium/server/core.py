@@ -50,6 +50,8 @@ class ServerConfig:
     eval_gc_keep: int = 20
     """Terminal evaluations kept per job (older ones are removed)."""
     gc_interval: float = 30.0
+    alloc_gc_age: float = 3600.0
+    """Stopped, finished allocations older than this are removed (Nomad: 1h too)."""
     drain_interval: float = 1.0
 
 
@@ -778,9 +780,12 @@ class Server:
                 log.exception("garbage collection failed")
 
     def gc(self) -> int:
-        """Remove terminal evaluations beyond the newest few per job, and the allocations
-        of purged jobs once their tasks have exited.  Returns how many objects went."""
+        """Remove terminal evaluations beyond the newest few per job, the allocations of
+        purged jobs once their tasks have exited, and any allocation that has been
+        finished for longer than ``alloc_gc_age`` and stopped (its agent then forgets it
+        and removes its directory).  Returns how many objects went."""
         store = self.store
+        now = self.clock()
         txn = store.txn()
         removed = 0
         by_job: dict[tuple[str, str], list[Evaluation]] = {}
@@ -793,7 +798,14 @@ class Server:
                 txn.delete_eval(ev.id)
                 removed += 1
         for alloc in store.allocs():
-            if store.job(alloc.job_id, alloc.namespace) is None and alloc.client_terminal():
+            if not alloc.client_terminal():
+                continue
+            purged = store.job(alloc.job_id, alloc.namespace) is None
+            old = (
+                alloc.desired_status == DesiredStatus.STOP
+                and now - alloc.modify_time > self.config.alloc_gc_age
+            )
+            if purged or old:
                 txn.delete_alloc(alloc.id)
                 removed += 1
         if removed:

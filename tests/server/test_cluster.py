@@ -260,3 +260,18 @@ async def test_system_job_runs_on_every_node_including_later_ones(cluster: Clust
         what="the late node to get one",
     )
     assert len({a.node_id for a in cluster.running("logs")}) == 3
+
+
+async def test_old_stopped_allocations_are_collected_and_forgotten(cluster: Cluster) -> None:
+    agent = await cluster.add_agent()
+    await cluster.run(mock_job(count=2))
+    await cluster.until(lambda: len(cluster.running("web")) == 2, what="2 running")
+    await cluster.client.scale_job("web", "g", 1)
+    await cluster.until(
+        lambda: any(a.client_status == ClientStatus.COMPLETE for a in cluster.allocs("web")),
+        what="one stopped",
+    )
+    cluster.server.config.alloc_gc_age = 0.0
+    assert cluster.server.gc() >= 1
+    assert len(cluster.allocs("web")) == 1
+    await cluster.until(lambda: len(agent.runners) == 1, what="the agent to forget it")
