@@ -47,12 +47,13 @@ def build(nodes: int, seed: int) -> Harness:
     for i in range(nodes):
         cores, mem = rng.choice(SHAPES)
         arch = "arm64" if rng.random() < 0.1 else "amd64"
-        h.add_node(make_node(f"n{i}", cpu=cores * 2000, memory=mem,
-                             attributes={"cpu.arch": arch}))
+        h.add_node(make_node(f"n{i}", cpu=cores * 2000, memory=mem, attributes={"cpu.arch": arch}))
     return h
 
 
-def run(nodes: int, placements: int, per_job: int, limit: int | None, seed: int) -> dict[str, float]:
+def run(
+    nodes: int, placements: int, per_job: int, limit: int | None, seed: int
+) -> dict[str, float]:
     h = build(nodes, seed)
     new_id = id_sequence()
     rng = random.Random(seed + 1)
@@ -103,25 +104,35 @@ def main() -> None:
     for r in range(args.runs):
         last = run(args.nodes, args.placements, args.per_job, None, seed=r)
         rates.append(last["rate"])
-        print(f"run {r + 1}: {last['placed']:.0f} placements in {last['seconds']:.2f}s "
-              f"= {last['rate']:,.0f}/s, over-committed nodes: {last['overcommitted']:.0f}")
+        print(
+            f"run {r + 1}: {last['placed']:.0f} placements in {last['seconds']:.2f}s "
+            f"= {last['rate']:,.0f}/s, over-committed nodes: {last['overcommitted']:.0f}"
+        )
     rate = statistics.median(rates)
     print()
-    print(f"{args.nodes} nodes, {args.placements} placements, {args.per_job} per job, "
-          f"median of {args.runs}:")
-    print(f"  podium scheduler: {rate:10,.0f} placements/s  "
-          f"({rate / KUBE_FLOOR:.1f}x kube-scheduler's CI floor of {KUBE_FLOOR:.0f}/s, "
-          f"{rate / C1M:.1f}x Nomad C1M's {C1M:.0f}/s)")
+    print(
+        f"{args.nodes} nodes, {args.placements} placements, {args.per_job} per job, "
+        f"median of {args.runs}:"
+    )
+    print(
+        f"  podium scheduler: {rate:10,.0f} placements/s  "
+        f"({rate / KUBE_FLOOR:.1f}x kube-scheduler's CI floor of {KUBE_FLOOR:.0f}/s, "
+        f"{rate / C1M:.1f}x Nomad C1M's {C1M:.0f}/s)"
+    )
 
     small_nodes, small_placements = 200, 2000
     fast = run(small_nodes, small_placements, 50, None, seed=7)
     exact = run(small_nodes, small_placements, 50, 0, seed=7)
     print()
-    print(f"quality on {small_nodes} nodes / {small_placements} placements "
-          "(default candidates vs every feasible node scored):")
+    print(
+        f"quality on {small_nodes} nodes / {small_placements} placements "
+        "(default candidates vs every feasible node scored):"
+    )
     for name, res in (("default (log2 n)", fast), ("exhaustive", exact)):
-        print(f"  {name:17s} {res['rate']:10,.0f}/s  used nodes {res['used_nodes']:4.0f}  "
-              f"mean utilisation {res['util']:.2f}  allocs/node sd {res['spread_sd']:.2f}")
+        print(
+            f"  {name:17s} {res['rate']:10,.0f}/s  used nodes {res['used_nodes']:4.0f}  "
+            f"mean utilisation {res['util']:.2f}  allocs/node sd {res['spread_sd']:.2f}"
+        )
 
 
 if __name__ == "__main__":

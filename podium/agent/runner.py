@@ -196,6 +196,7 @@ class AllocRunner:
             user=spec.user,
             kill_signal=spec.kill_signal,
             kill_timeout=spec.kill_timeout,
+            ports=dict(self.machine.ports),
         )
 
     def make_dirs(self) -> None:

@@ -1,12 +1,14 @@
 """Task drivers: how the agent runs, watches, stops and re-attaches to tasks.
 
 ``raw_exec`` and ``exec`` run real processes under a tiny POSIX-sh shim that
-outlives the agent (see ``README.md`` in this package); ``mock`` only pretends.
+outlives the agent (see ``README.md`` in this package); ``docker`` runs
+containers through the Docker Engine API; ``mock`` only pretends.
 """
 
 from __future__ import annotations
 
 from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
+from podium.drivers.docker import DockerDriver
 from podium.drivers.exec import ExecDriver
 from podium.drivers.logrotate import log_files, read_log, rotate_if_needed
 from podium.drivers.mock import MockDriver
@@ -15,6 +17,7 @@ from podium.drivers.procfs import raise_nofile_limit
 from podium.drivers.raw_exec import RawExecDriver
 
 __all__ = [
+    "DockerDriver",
     "Driver",
     "ExecDriver",
     "ExitResult",
@@ -32,15 +35,25 @@ __all__ = [
 ]
 
 
-def builtin_drivers(*, raw_exec_enabled: bool, cgroup_root: str | None = None) -> dict[str, Driver]:
+def builtin_drivers(
+    *,
+    raw_exec_enabled: bool,
+    cgroup_root: str | None = None,
+    docker_allow_privileged: bool = False,
+) -> dict[str, Driver]:
     """The drivers an agent offers, by name.
 
     ``raw_exec`` runs tasks unisolated as the agent's user, so it exists only
     when the agent's configuration enables it.  ``exec`` is always offered; its
     fingerprint says whether it works on this node (root, cgroups, namespaces).
+    ``docker`` likewise: healthy when a Docker Engine answers.
     """
     raise_nofile_limit()
-    drivers: dict[str, Driver] = {"exec": ExecDriver(cgroup_root), "mock": MockDriver()}
+    drivers: dict[str, Driver] = {
+        "docker": DockerDriver(allow_privileged=docker_allow_privileged),
+        "exec": ExecDriver(cgroup_root),
+        "mock": MockDriver(),
+    }
     if raw_exec_enabled:
         drivers["raw_exec"] = RawExecDriver()
     return drivers

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from podium.models import DriverInfo, Resources
+from podium.models import AllocatedPort, DriverInfo, Resources
 
 
 @dataclass
@@ -38,6 +38,8 @@ class TaskContext:
     user: str | None = None
     kill_signal: str = "SIGTERM"
     kill_timeout: float = 5.0
+    ports: dict[str, AllocatedPort] = field(default_factory=dict)
+    """The allocation's ports by group label (host port and IP), for drivers that map them."""
 
     @property
     def task_id(self) -> str:

@@ -8,9 +8,9 @@ drivers themselves.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from podium.models.duration import Duration
 
@@ -39,7 +39,61 @@ class MockConfig(DriverConfig):
     stderr: str = ""
 
 
+class DockerMount(DriverConfig):
+    """One ``docker`` mount: a host path (bind), a named volume, or a tmpfs."""
+
+    type: Literal["bind", "volume", "tmpfs"] = "volume"
+    source: str | None = None
+    """Host path (bind; relative to the task dir when not absolute) or volume name."""
+    target: str = Field(min_length=1)
+    readonly: bool = False
+
+
+class DockerConfig(DriverConfig):
+    """``docker``: a container from ``image``, run through the Docker Engine API."""
+
+    image: str = Field(min_length=1)
+    command: str | None = None
+    entrypoint: str | list[str] | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: dict[str, int] = Field(default_factory=dict)
+    """Group port label -> container port."""
+    volumes: list[str] = Field(default_factory=list)
+    """``"src:dst[:ro|rw]"``: an absolute or ``./``-relative ``src`` is a bind, a bare name a volume."""
+    mounts: list[DockerMount] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    network_mode: str | None = None
+    hostname: str | None = None
+    work_dir: str | None = None
+    user: str | None = None
+    privileged: bool = False
+    cap_add: list[str] = Field(default_factory=list)
+    cap_drop: list[str] = Field(default_factory=list)
+    image_pull: Literal["if_not_present", "always", "never"] = "if_not_present"
+
+    @field_validator("ports")
+    @classmethod
+    def _ports_in_range(cls, value: dict[str, int]) -> dict[str, int]:
+        for label, port in value.items():
+            if not 1 <= port <= 65535:
+                raise ValueError(f"container port for {label!r} must be 1-65535, not {port}")
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_syntax(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+                raise ValueError(f"volume {spec!r} must be 'src:/container/path[:ro|rw]'")
+            if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+                raise ValueError(f"volume {spec!r}: the mode must be 'ro' or 'rw'")
+        return value
+
+
 DRIVER_CONFIGS: dict[str, type[DriverConfig]] = {
+    "docker": DockerConfig,
     "raw_exec": ExecConfig,
     "exec": ExecConfig,
     "mock": MockConfig,

@@ -67,9 +67,9 @@ def test_nofile_limit_raised_once() -> None:
 
 
 def test_builtin_drivers() -> None:
-    assert set(builtin_drivers(raw_exec_enabled=False)) == {"exec", "mock"}
+    assert set(builtin_drivers(raw_exec_enabled=False)) == {"docker", "exec", "mock"}
     drivers = builtin_drivers(raw_exec_enabled=True, cgroup_root="custom")
-    assert set(drivers) == {"exec", "mock", "raw_exec"}
+    assert set(drivers) == {"docker", "exec", "mock", "raw_exec"}
     assert all(d.name == name for name, d in drivers.items())
 
 

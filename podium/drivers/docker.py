@@ -1,0 +1,649 @@
+"""``docker``: a task as a container, through the Docker Engine API (the ``docker`` SDK).
+
+The SDK is blocking.  Short calls (inspect, create, kill, remove, stats) run in
+the loop's default executor via :func:`asyncio.to_thread`; calls that block for
+the task's lifetime (``wait``, following the log stream) run on their own daemon
+threads with their own API client, so a thousand containers never starve the
+executor or the SDK's connection pool.
+
+Logs: one follower thread per container and stream (stdout, stderr) reads the
+engine's log stream with timestamps and appends each line to the task's log
+file, then records ``<ns> <count>`` (the last timestamp written, and how many
+lines carried it) in a checkpoint file under ``<task_dir>/.podium/``.  After an
+agent restart, ``recover`` resumes each stream from its checkpoint: it asks the
+engine for lines ``since`` that second and skips what was already written, so
+no line is lost or duplicated (a crash between a line's write and its
+checkpoint duplicates that one line).  ``README.md`` has the details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
+from podium.drivers.procfs import parse_signal
+from podium.errors import DriverError
+from podium.models import DriverInfo
+from podium.models.taskconfig import DockerConfig
+
+log = logging.getLogger(__name__)
+
+LABEL_ALLOC = "podium.alloc_id"
+LABEL_JOB = "podium.job_id"
+LABEL_GROUP = "podium.group"
+LABEL_TASK = "podium.task"
+
+STATE_SUBDIR = ".podium"
+ALLOC_MOUNT = "/alloc"
+"""Where the allocation's shared directory appears inside the container."""
+LOCAL_MOUNT = "/local"
+"""Where the task's own directory appears inside the container."""
+HOST_ONLY_ENV = ("PATH", "HOME")
+"""Task-env variables that describe the host, not the image: left to the image."""
+
+API_TIMEOUT = 60.0
+FINGERPRINT_TIMEOUT = 3.0
+FINGERPRINT_TTL = 15.0
+KILL_WAIT = 10.0
+"""How long ``stop`` waits for the exit after SIGKILL."""
+LOG_DRAIN = 5.0
+"""How long ``wait`` lets the log followers catch up after the container exited."""
+ENGINE_RETRY = 30.0
+"""How long a waiter keeps retrying an engine that does not answer."""
+MIN_CPU_SHARES = 2
+LOG_OPTIONS = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
+"""The engine's own copy of the logs, which ``recover`` resumes from; kept small."""
+
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]")
+_TS = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$")
+
+
+def _docker() -> Any:
+    import docker  # type: ignore[import-untyped]
+
+    return docker
+
+
+def _errors() -> Any:
+    import docker.errors  # type: ignore[import-untyped]
+
+    return docker.errors
+
+
+def new_client(timeout: float | None = API_TIMEOUT) -> Any:
+    """A client for the engine named by the environment (``DOCKER_HOST``, else the socket)."""
+    return _docker().from_env(timeout=timeout)
+
+
+def container_name(task: str, alloc_id: str) -> str:
+    return _NAME_BAD.sub("-", f"podium-{task}-{alloc_id}")
+
+
+def parse_timestamp(raw: bytes) -> int:
+    """The engine's RFC 3339 UTC timestamp (``...T12:00:00.123456789Z``) in nanoseconds."""
+    m = _TS.match(raw)
+    if m is None:
+        raise ValueError(f"not a log timestamp: {raw[:40]!r}")
+    secs = calendar.timegm(time.strptime(m.group(1).decode(), "%Y-%m-%dT%H:%M:%S"))
+    frac = (m.group(2) or b"0").decode().ljust(9, "0")
+    return secs * 1_000_000_000 + int(frac)
+
+
+def exit_result(state: dict[str, Any]) -> ExitResult:
+    """How a container ended, from ``inspect``'s ``State``."""
+    code = int(state.get("ExitCode") or 0)
+    sig = code - 128 if 128 < code <= 128 + 64 else None
+    error = state.get("Error") or None
+    return ExitResult(
+        exit_code=code, signal=sig, oom_killed=bool(state.get("OOMKilled")), error=error
+    )
+
+
+def cleanup_orphans(client: Any, live_alloc_ids: Iterable[str]) -> list[str]:
+    """Remove (force) every container labelled ``podium.alloc_id`` whose allocation is not live.
+
+    Blocking; returns the names removed.  The agent calls it after its first sync.
+    """
+    live = set(live_alloc_ids)
+    removed: list[str] = []
+    errors = _errors()
+    for c in client.containers.list(all=True, filters={"label": LABEL_ALLOC}):
+        if c.labels.get(LABEL_ALLOC) in live:
+            continue
+        try:
+            c.remove(force=True)
+        except errors.NotFound:
+            pass
+        except errors.APIError as exc:
+            log.warning("could not remove orphaned container %s: %s", c.name, exc)
+            continue
+        removed.append(str(c.name))
+    return removed
+
+
+# --------------------------------------------------------------------------- logs
+class _Follower:
+    """Appends one stream of one container's logs to a file, from a checkpoint."""
+
+    def __init__(self, container_id: str, stream: str, path: str, checkpoint: str) -> None:
+        self.container_id = container_id
+        self.stream = stream
+        self.path = path
+        self.checkpoint = checkpoint
+        self.stop = threading.Event()
+        self._response: Any = None
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(
+            target=self._run, name=f"docker-logs-{container_id[:12]}-{stream}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def join(self, timeout: float) -> None:
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+    def _read_checkpoint(self) -> tuple[int, int]:
+        try:
+            ns, count = Path(self.checkpoint).read_text().split()
+            return int(ns), int(count)
+        except (OSError, ValueError):
+            return 0, 0
+
+    def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception:
+            log.exception("docker log follower %s/%s failed", self.container_id[:12], self.stream)
+
+    def _follow(self) -> None:
+        errors = _errors()
+        last_ns, last_count = self._read_checkpoint()
+        client = new_client(timeout=None)
+        out = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        ckpt = os.open(self.checkpoint, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            while not self.stop.is_set():
+                kwargs: dict[str, Any] = {
+                    "stdout": self.stream == "stdout",
+                    "stderr": self.stream == "stderr",
+                    "stream": True,
+                    "follow": True,
+                    "timestamps": True,
+                }
+                if last_ns:
+                    kwargs["since"] = max(1, last_ns // 1_000_000_000)
+                try:
+                    frames = client.api.logs(self.container_id, **kwargs)
+                    with self._lock:
+                        self._response = frames
+                    if self.stop.is_set():
+                        break
+                    seen = 0  # lines at last_ns seen again in this pass
+                    for frame in frames:
+                        space = frame.find(b" ")
+                        try:
+                            ns = parse_timestamp(frame[:space])
+                        except ValueError:
+                            ns, space = last_ns, -1
+                        if ns < last_ns:
+                            continue
+                        if ns == last_ns:
+                            seen += 1
+                            if seen <= last_count:
+                                continue
+                            last_count = seen
+                        else:
+                            last_ns, last_count, seen = ns, 1, 1
+                        os.write(out, frame[space + 1 :])
+                        os.pwrite(ckpt, f"{last_ns:020d} {last_count:010d}\n".encode(), 0)
+                except errors.NotFound:
+                    return
+                except Exception as exc:
+                    if self.stop.is_set():
+                        return
+                    log.debug("docker log stream %s broke: %s", self.container_id[:12], exc)
+                    time.sleep(0.5)
+                # The stream ended: the container stopped (all its lines delivered), or the
+                # connection broke (read again from the checkpoint).
+                try:
+                    running = client.api.inspect_container(self.container_id)["State"]["Running"]
+                except errors.NotFound:
+                    return
+                except Exception:
+                    running = True
+                    time.sleep(0.5)
+                if not running:
+                    return
+        finally:
+            os.close(out)
+            os.close(ckpt)
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+# --------------------------------------------------------------------------- tracking
+@dataclass
+class _Container:
+    """One container this driver watches: its exit future and its log followers."""
+
+    container_id: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[ExitResult]
+    followers: list[_Follower] = field(default_factory=list)
+    waiter: threading.Thread | None = None
+    cpu_sample: tuple[int, int] | None = None
+
+    def resolve(self, result: ExitResult) -> None:
+        def set_result() -> None:
+            if not self.future.done():
+                self.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone
+            self.loop.call_soon_threadsafe(set_result)
+
+    def close_followers(self) -> None:
+        for f in self.followers:
+            f.close()
+
+
+def _container_id(handle: TaskHandle) -> str:
+    cid = handle.state.get("container_id")
+    if not isinstance(cid, str) or not cid:
+        raise DriverError(f"task {handle.task_id}: handle has no container id")
+    return cid
+
+
+class DockerDriver(Driver):
+    name = "docker"
+
+    def __init__(self, *, allow_privileged: bool = False) -> None:
+        self.allow_privileged = allow_privileged
+        self._client_obj: Any = None
+        self._containers: dict[str, _Container] = {}
+        self._fingerprint: tuple[float, DriverInfo] | None = None
+
+    # ------------------------------------------------------------------ engine
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            self._client_obj = new_client()
+        return self._client_obj
+
+    def fingerprint(self) -> DriverInfo:
+        now = time.monotonic()
+        if self._fingerprint is not None and now - self._fingerprint[0] < FINGERPRINT_TTL:
+            return self._fingerprint[1]
+        info = self._probe()
+        self._fingerprint = (now, info)
+        return info
+
+    @staticmethod
+    def _probe() -> DriverInfo:
+        try:
+            client = new_client(timeout=FINGERPRINT_TIMEOUT)
+        except ImportError:
+            return DriverInfo(description="the docker Python SDK is not installed")
+        except Exception as exc:
+            return DriverInfo(description=f"no Docker Engine: {exc}")
+        try:
+            version = client.version()
+        except Exception as exc:
+            return DriverInfo(description=f"the Docker Engine does not answer: {exc}")
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+        ver = str(version.get("Version", "unknown"))
+        attrs = {"version": ver}
+        if version.get("ApiVersion"):
+            attrs["api_version"] = str(version["ApiVersion"])
+        return DriverInfo(
+            detected=True, healthy=True, description=f"Docker Engine {ver}", attributes=attrs
+        )
+
+    # ------------------------------------------------------------------ start
+    async def start(self, ctx: TaskContext) -> TaskHandle:
+        cfg = ctx.config
+        if not isinstance(cfg, DockerConfig):
+            cfg = DockerConfig.model_validate(cfg.model_dump())
+        if cfg.privileged and not self.allow_privileged:
+            raise DriverError("privileged containers are not allowed on this node")
+        create = self._create_args(ctx, cfg)
+        state_dir = Path(ctx.task_dir) / STATE_SUBDIR
+        state_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints = {s: str(state_dir / f"docker.{s}.since") for s in ("stdout", "stderr")}
+        for path in checkpoints.values():  # a restarted task's new container logs afresh
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        cid, pid = await asyncio.to_thread(self._create_and_start, cfg, create)
+        handle = TaskHandle(
+            driver=self.name,
+            task_id=ctx.task_id,
+            pid=pid,
+            started_at=time.time(),
+            state={
+                "container_id": cid,
+                "container_name": create["name"],
+                "image": cfg.image,
+                "stdout_path": ctx.stdout_path,
+                "stderr_path": ctx.stderr_path,
+                "stdout_checkpoint": checkpoints["stdout"],
+                "stderr_checkpoint": checkpoints["stderr"],
+            },
+        )
+        watch = self._watch(handle)
+        self._follow(watch, handle)
+        return handle
+
+    def _create_args(self, ctx: TaskContext, cfg: DockerConfig) -> dict[str, Any]:
+        types = _docker().types
+        env = {k: v for k, v in ctx.env.items() if k not in HOST_ONLY_ENV}
+        env["PODIUM_ALLOC_DIR"] = ALLOC_MOUNT
+        env["PODIUM_TASK_DIR"] = LOCAL_MOUNT
+        env.update(cfg.env)
+        labels = {
+            **cfg.labels,
+            LABEL_ALLOC: ctx.alloc_id,
+            LABEL_JOB: ctx.job_id,
+            LABEL_GROUP: ctx.group,
+            LABEL_TASK: ctx.task_name,
+        }
+        mounts = [
+            types.Mount(ALLOC_MOUNT, ctx.alloc_dir, type="bind"),
+            types.Mount(LOCAL_MOUNT, ctx.task_dir, type="bind"),
+        ]
+        for spec in cfg.volumes:
+            src, dst, *mode = spec.split(":")
+            ro = mode == ["ro"]
+            if src.startswith("/"):
+                mounts.append(types.Mount(dst, src, type="bind", read_only=ro))
+            elif src.startswith(".") or "/" in src:
+                path = os.path.normpath(os.path.join(ctx.task_dir, src))
+                mounts.append(types.Mount(dst, path, type="bind", read_only=ro))
+            else:
+                mounts.append(types.Mount(dst, src, type="volume", read_only=ro))
+        for m in cfg.mounts:
+            source = m.source
+            if m.type == "bind":
+                if not source:
+                    raise DriverError(f"bind mount {m.target!r} needs a source")
+                source = os.path.normpath(os.path.join(ctx.task_dir, source))
+            mounts.append(types.Mount(m.target, source, type=m.type, read_only=m.readonly))
+        ports: dict[str, tuple[str, int]] = {}
+        for label, container_port in cfg.ports.items():
+            port = ctx.ports.get(label)
+            if port is None:
+                raise DriverError(
+                    f"port label {label!r} is not in the group's network "
+                    f"(has: {', '.join(sorted(ctx.ports)) or 'none'})"
+                )
+            bind = (port.host_ip or "0.0.0.0", port.value)
+            ports[f"{container_port}/tcp"] = bind
+            ports[f"{container_port}/udp"] = bind
+        command: list[str] | None = None
+        if cfg.command is not None:
+            command = [cfg.command, *cfg.args]
+        elif cfg.args:
+            command = list(cfg.args)
+        entrypoint = [cfg.entrypoint] if isinstance(cfg.entrypoint, str) else cfg.entrypoint
+        memory = f"{ctx.resources.memory}m"
+        args: dict[str, Any] = {
+            "image": cfg.image,
+            "command": command,
+            "entrypoint": entrypoint,
+            "name": container_name(ctx.task_name, ctx.alloc_id),
+            "environment": env,
+            "labels": labels,
+            "mounts": mounts,
+            "ports": ports,
+            "mem_limit": memory,
+            "memswap_limit": memory,
+            "cpu_shares": max(MIN_CPU_SHARES, ctx.resources.cpu),
+            "privileged": cfg.privileged,
+            "cap_add": cfg.cap_add or None,
+            "cap_drop": cfg.cap_drop or None,
+            "network_mode": cfg.network_mode,
+            "hostname": cfg.hostname,
+            "working_dir": cfg.work_dir,
+            "user": cfg.user or ctx.user or None,
+            "log_config": LOG_OPTIONS,
+            "detach": True,
+        }
+        return {k: v for k, v in args.items() if v is not None}
+
+    def _ensure_image(self, cfg: DockerConfig) -> None:
+        client = self._client()
+        errors = _errors()
+        image = cfg.image
+        present = True
+        try:
+            client.images.get(image)
+        except errors.ImageNotFound:
+            present = False
+        except errors.APIError as exc:
+            raise DriverError(f"image {image!r}: {exc}", recoverable=True) from exc
+        if present and cfg.image_pull != "always":
+            return
+        if not present and cfg.image_pull == "never":
+            raise DriverError(
+                f"image {image!r} is not present on this node and image_pull is 'never'",
+                recoverable=False,
+            )
+        repo, tag = _docker().utils.parse_repository_tag(image)
+        try:
+            client.images.pull(repo, tag=tag or "latest")
+        except (errors.APIError, errors.DockerException) as exc:
+            if present:
+                log.warning("pulling %s failed, using the local image: %s", image, exc)
+                return
+            raise DriverError(
+                f"image {image!r} is not present on this node and could not be pulled: "
+                f"{_explain(exc)}",
+                recoverable=False,
+            ) from exc
+
+    def _create_and_start(self, cfg: DockerConfig, create: dict[str, Any]) -> tuple[str, int]:
+        client = self._client()
+        errors = _errors()
+        self._ensure_image(cfg)
+        name = create["name"]
+        with contextlib.suppress(errors.NotFound):  # left by a crashed agent
+            client.api.remove_container(name, force=True)
+        try:
+            container = client.containers.create(**create)
+        except errors.APIError as exc:
+            raise DriverError(
+                f"could not create container {name}: {_explain(exc)}",
+                recoverable=not exc.is_client_error(),
+            ) from exc
+        try:
+            container.start()
+            container.reload()
+        except errors.APIError as exc:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise DriverError(
+                f"could not start container {name}: {_explain(exc)}",
+                recoverable=not exc.is_client_error(),
+            ) from exc
+        return str(container.id), int(container.attrs["State"].get("Pid") or 0)
+
+    # ------------------------------------------------------------------ watching
+    def _watch(self, handle: TaskHandle) -> _Container:
+        cid = _container_id(handle)
+        watch = self._containers.get(cid)
+        loop = asyncio.get_running_loop()
+        if watch is not None and (watch.loop is loop or watch.future.done()):
+            return watch
+        watch = _Container(cid, loop, loop.create_future())
+        self._containers[cid] = watch
+        watch.waiter = threading.Thread(
+            target=self._wait_thread, args=(watch,), name=f"docker-wait-{cid[:12]}", daemon=True
+        )
+        watch.waiter.start()
+        return watch
+
+    def _follow(self, watch: _Container, handle: TaskHandle) -> None:
+        if any(f.thread.is_alive() for f in watch.followers):
+            return
+        st = handle.state
+        watch.followers = [
+            _Follower(watch.container_id, s, st[f"{s}_path"], st[f"{s}_checkpoint"])
+            for s in ("stdout", "stderr")
+        ]
+        for f in watch.followers:
+            f.start()
+
+    def _wait_thread(self, watch: _Container) -> None:
+        errors = _errors()
+        cid = watch.container_id
+        deadline = time.monotonic() + ENGINE_RETRY
+        result: ExitResult | None = None
+        while result is None:
+            client = None
+            try:
+                client = new_client(timeout=None)
+                client.api.wait(cid)
+                state = client.api.inspect_container(cid)["State"]
+                if state.get("Running"):
+                    continue  # restarted under us (should not happen: no restart policy)
+                result = exit_result(state)
+            except errors.NotFound:
+                result = ExitResult(error=f"container {cid[:12]} no longer exists")
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    result = ExitResult(error=f"lost track of container {cid[:12]}: {exc}")
+                else:
+                    time.sleep(1.0)
+            finally:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
+        for f in watch.followers:
+            f.join(LOG_DRAIN)
+        watch.resolve(result)
+
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        watch = self._watch(handle)
+        return await asyncio.shield(watch.future)
+
+    async def recover(self, handle: TaskHandle) -> bool:
+        cid = _container_id(handle)
+        errors = _errors()
+        try:
+            info = await asyncio.to_thread(self._client().api.inspect_container, cid)
+        except errors.NotFound:
+            loop = asyncio.get_running_loop()
+            watch = _Container(cid, loop, loop.create_future())
+            watch.future.set_result(
+                ExitResult(error=f"container {cid[:12]} vanished while the agent was down")
+            )
+            self._containers[cid] = watch
+            return False
+        state = info["State"]
+        handle.pid = int(state.get("Pid") or 0) or handle.pid
+        watch = self._watch(handle)
+        self._follow(watch, handle)  # catches up on what was logged while the agent was down
+        return bool(state.get("Running"))
+
+    # ------------------------------------------------------------------ stop
+    async def stop(self, handle: TaskHandle, signal: str, timeout: float) -> None:
+        try:
+            sig = parse_signal(signal)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from exc
+        watch = self._watch(handle)
+        if watch.future.done():
+            return
+        if not await self._kill(watch.container_id, sig.name):
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(watch.future), max(0.0, timeout))
+            return
+        await self._kill(watch.container_id, "SIGKILL")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(watch.future), KILL_WAIT)
+
+    async def _kill(self, cid: str, sig: str) -> bool:
+        """Send ``sig``; False when the container is not running (or gone)."""
+        errors = _errors()
+        try:
+            await asyncio.to_thread(self._client().api.kill, cid, sig)
+        except errors.NotFound:
+            return False
+        except errors.APIError as exc:
+            if exc.status_code == 409:  # not running
+                return False
+            raise DriverError(f"could not signal container {cid[:12]}: {_explain(exc)}") from exc
+        return True
+
+    async def destroy(self, handle: TaskHandle) -> None:
+        cid = _container_id(handle)
+        errors = _errors()
+        with contextlib.suppress(errors.NotFound):
+            await asyncio.to_thread(self._client().api.remove_container, cid, force=True)
+        watch = self._containers.pop(cid, None)
+        if watch is not None:
+            watch.close_followers()
+            if not watch.future.done():
+                watch.future.set_result(ExitResult(error=f"container {cid[:12]} was removed"))
+
+    # ------------------------------------------------------------------ stats
+    async def stats(self, handle: TaskHandle) -> TaskStats:
+        cid = _container_id(handle)
+        errors = _errors()
+        try:
+            raw = await asyncio.to_thread(self._client().api.stats, cid, stream=False)
+        except errors.NotFound:
+            return TaskStats(timestamp=time.time())
+        return TaskStats(
+            cpu_percent=_cpu_percent(raw),
+            memory_rss_bytes=_memory_bytes(raw),
+            timestamp=time.time(),
+        )
+
+
+def _cpu_percent(raw: dict[str, Any]) -> float:
+    cpu = raw.get("cpu_stats") or {}
+    pre = raw.get("precpu_stats") or {}
+    total = (cpu.get("cpu_usage") or {}).get("total_usage", 0)
+    pre_total = (pre.get("cpu_usage") or {}).get("total_usage", 0)
+    system = cpu.get("system_cpu_usage", 0)
+    pre_system = pre.get("system_cpu_usage", 0)
+    cpus = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or [1])
+    d_cpu, d_sys = total - pre_total, system - pre_system
+    if d_cpu <= 0 or d_sys <= 0:
+        return 0.0
+    return float(round(d_cpu / d_sys * cpus * 100.0, 2))
+
+
+def _memory_bytes(raw: dict[str, Any]) -> int:
+    mem = raw.get("memory_stats") or {}
+    usage = int(mem.get("usage", 0))
+    st = mem.get("stats") or {}
+    cache = st.get("total_inactive_file", st.get("inactive_file", st.get("cache", 0)))
+    return max(0, usage - int(cache))
+
+
+def _explain(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)
