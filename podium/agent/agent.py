@@ -104,6 +104,7 @@ class Agent:
         self.runners: dict[str, AllocRunner] = {}
         self._dirty: set[str] = set()
         self._direct: dict[str, AllocClientUpdate] = {}
+        self._orphans_checked = False
         """Reports for allocations that have no runner (stopped before they started)."""
         self._persist: set[str] = set()
         self._persist_scheduled = False
@@ -285,8 +286,26 @@ class Agent:
                 continue
             index = sync.index
             self.apply_sync(sync.allocations, sync.jobs)
+            if not self._orphans_checked:
+                self._orphans_checked = True
+                live = {a.id for a in sync.allocations} | set(self.runners)
+                asyncio.get_running_loop().create_task(self._remove_orphans(live))
             trim_after(len(sync.allocations))
             self.synced_index = index
+
+    async def _remove_orphans(self, live: set[str]) -> None:
+        """Containers left by allocations this node no longer has (the agent was down
+        when they were stopped or collected) are removed, once, after the first sync."""
+        remover = getattr(self.drivers.get("docker"), "remove_orphans", None)
+        if remover is None:
+            return
+        try:
+            removed = await remover(live)
+        except Exception as exc:
+            log.warning("could not remove orphaned containers: %s", exc)
+            return
+        if removed:
+            log.info("removed %d orphaned containers: %s", len(removed), ", ".join(removed))
 
     def apply_sync(self, allocs: list[Allocation], jobs: dict[str, JobSpec]) -> None:
         seen: set[str] = set()

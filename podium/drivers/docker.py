@@ -284,6 +284,14 @@ class DockerDriver(Driver):
         self._fingerprint: tuple[float, DriverInfo] | None = None
 
     # ------------------------------------------------------------------ engine
+    async def remove_orphans(self, live_alloc_ids: Iterable[str]) -> list[str]:
+        """Remove this node's Podium containers whose allocations are gone (see
+        :func:`cleanup_orphans`); the agent calls it once it knows its allocations."""
+        if not self.fingerprint().healthy:
+            return []
+        live = set(live_alloc_ids)
+        return await asyncio.to_thread(cleanup_orphans, self._client(), live)
+
     def _client(self) -> Any:
         if self._client_obj is None:
             self._client_obj = new_client()
