@@ -7,6 +7,7 @@ import typer
 from podium import __version__
 from podium.cli import agent as agent_cmd
 from podium.cli import alloc, job, node
+from podium.cli import compose as compose_cmd
 from podium.cli import eval as eval_cmd
 from podium.cli import server as server_cmd
 from podium.cli.common import Output, OutputOpt, print_json
@@ -22,6 +23,7 @@ app.add_typer(job.app, name="job")
 app.add_typer(alloc.app, name="alloc")
 app.add_typer(node.app, name="node")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(compose_cmd.app, name="compose")
 app.command("agent")(agent_cmd.agent)
 app.command("server")(server_cmd.server)
 

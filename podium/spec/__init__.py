@@ -10,13 +10,27 @@ input had them, and a hint such as "did you mean 'command'?".
 
 from __future__ import annotations
 
+from podium.spec.compose import (
+    ComposeProject,
+    convert_compose,
+    convert_compose_project,
+    find_compose_file,
+    load_compose_file,
+    load_compose_project,
+)
 from podium.spec.loader import load_job_file, parse_job_text
 from podium.spec.locations import Locations, format_path
 from podium.spec.validate import validate_job_dict
 
 __all__ = [
+    "ComposeProject",
     "Locations",
+    "convert_compose",
+    "convert_compose_project",
+    "find_compose_file",
     "format_path",
+    "load_compose_file",
+    "load_compose_project",
     "load_job_file",
     "parse_job_text",
     "validate_job_dict",

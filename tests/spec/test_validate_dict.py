@@ -86,19 +86,19 @@ def test_body_must_be_a_mapping(data: object) -> None:
 
 
 def test_drivers_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    class DockerConfig(DriverConfig):
+    class PodmanConfig(DriverConfig):
         image: str
 
-    assert error_of(body(driver="docker", config={"image": "redis"})).issues[0].message == (
-        "unknown driver 'docker'"
+    assert error_of(body(driver="podman", config={"image": "redis"})).issues[0].message == (
+        "unknown driver 'podman'"
     )
-    monkeypatch.setitem(taskconfig.DRIVER_CONFIGS, "docker", DockerConfig)
-    spec = validate_job_dict(body(driver="docker", config={"image": "redis"}))
+    monkeypatch.setitem(taskconfig.DRIVER_CONFIGS, "podman", PodmanConfig)
+    spec = validate_job_dict(body(driver="podman", config={"image": "redis"}))
     assert spec.group("g").tasks["t"].config == {"image": "redis"}
-    issue = error_of(body(driver="docker", config={"imag": "redis"})).issues[0]
+    issue = error_of(body(driver="podman", config={"imag": "redis"})).issues[0]
     assert (issue.path, issue.hint) == ("groups.g.tasks.t.config.imag", "did you mean 'image'?")
-    issue = error_of(body(driver="dokcer")).issues[0]
-    assert issue.hint == "did you mean 'docker'?"
+    issue = error_of(body(driver="podmann")).issues[0]
+    assert issue.hint == "did you mean 'podman'?"
 
 
 def test_config_checked_even_when_other_fields_fail() -> None:
