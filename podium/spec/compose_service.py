@@ -774,14 +774,17 @@ class ServiceConverter:
         cpu = mem = None
         picked: dict[str, tuple[PathKey, Any]] = {}
         for key, alt_key in (("cpus", "cpus"), ("memory", "mem_limit")):
+            # Podium enforces a task's resources as hard limits (cgroups, the container's
+            # memory limit) and places by the same figures, so a Compose limit is what
+            # the task gets; a reservation counts only where no limit is given.
             for path, value in (
+                (self.at("deploy", "resources", "limits", key), limits.get(key)),
+                (self.at(alt_key), self.body.get(alt_key)),
                 (self.at("deploy", "resources", "reservations", key), reserved.get(key)),
                 (
                     self.at("mem_reservation"),
                     self.body.get("mem_reservation") if key == "memory" else None,
                 ),
-                (self.at("deploy", "resources", "limits", key), limits.get(key)),
-                (self.at(alt_key), self.body.get(alt_key)),
             ):
                 if value is not None:
                     picked[key] = (path, value)
@@ -801,15 +804,19 @@ class ServiceConverter:
             self.task["resources"] = resources
         if reserved and limits:
             record: dict[str, Any] = {}
-            if limits.get("cpus") is not None:
+            if reserved.get("cpus") is not None:
                 record["cpu"] = c.parsed(
-                    self.at("deploy", "resources", "limits", "cpus"), cpus_mhz, limits["cpus"]
+                    self.at("deploy", "resources", "reservations", "cpus"),
+                    cpus_mhz,
+                    reserved["cpus"],
                 )
-            if limits.get("memory") is not None:
+            if reserved.get("memory") is not None:
                 record["memory"] = c.parsed(
-                    self.at("deploy", "resources", "limits", "memory"), size_mb, limits["memory"]
+                    self.at("deploy", "resources", "reservations", "memory"),
+                    size_mb,
+                    reserved["memory"],
                 )
-            self.meta[f"{META_PREFIX}limits"] = meta_json(record)
+            self.meta[f"{META_PREFIX}reservations"] = meta_json(record)
         for key in ("devices", "generic_resources"):
             if reserved.get(key) is not None:
                 c.warn(f"service {self.name!r}: deploy.resources.reservations.{key} was ignored")

@@ -125,9 +125,9 @@ def test_shop_web_service(shop: list[JobSpec]) -> None:
     }
     assert t.config["labels"] == {"tier": "front"}
     assert web.restart.mode == "delay" and web.restart.delay == 5.0 and web.restart.attempts >= 100
-    # reservations place; limits are recorded
-    assert (t.resources.cpu, t.resources.memory) == (250, 256)
-    assert json.loads(web.meta["compose.limits"]) == {"cpu": 500, "memory": 512}
+    # limits are what the task gets (and is placed by); reservations are recorded
+    assert (t.resources.cpu, t.resources.memory) == (500, 512)
+    assert json.loads(web.meta["compose.reservations"]) == {"cpu": 250, "memory": 256}
     assert [(c.attribute, c.operator, c.value) for c in web.constraints] == [
         ("${meta.rack}", "!=", "r1")
     ]
@@ -531,7 +531,7 @@ def test_resources_from_limits_and_compose_keys() -> None:
         """
     )
     res = {n: (task_of(job, n).resources.cpu, task_of(job, n).resources.memory) for n in "abcd"}
-    assert res == {"a": (2000, 1024), "b": (1500, 1024), "c": (100, 100), "d": (100, 1536)}
+    assert res == {"a": (2000, 1024), "b": (1500, 1024), "c": (100, 1024), "d": (100, 1536)}
 
 
 def test_bad_sizes_and_cpus() -> None:
