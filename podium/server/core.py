@@ -409,8 +409,11 @@ class Server:
             forced = bool(strat.deadline_at) and now >= strat.deadline_at
             on_node = store.allocs_by_node(node.id)
             live = [a for a in on_node if not a.terminal()]
+            # what still runs on the node, told to stop or not: the node is not empty
+            # (and system allocations must wait) until its tasks have exited
+            present = [a for a in on_node if not a.client_status.terminal]
             kinds: dict[str, str] = {}
-            for a in live:
+            for a in present:
                 job = store.job(a.job_id, a.namespace)
                 kinds[a.id] = job.type if job is not None else "service"
             stop: list[Allocation] = []
@@ -437,13 +440,15 @@ class Server:
                     )
                     room = max(0, max_parallel - migrating)
                     stop += sorted(allocs, key=lambda a: a.index)[:room]
-                others = [a for a in live if kinds[a.id] != "system"]
+                others = [a for a in present if kinds[a.id] != "system"]
                 if not others and not strat.ignore_system:
                     stop += [a for a in live if kinds[a.id] == "system"]
             if stop:
                 self._drain_stop(node, stop, now, forced)
                 continue
-            remaining = [a for a in live if not (strat.ignore_system and kinds[a.id] == "system")]
+            remaining = [
+                a for a in present if not (strat.ignore_system and kinds[a.id] == "system")
+            ]
             if not remaining:
                 txn = store.txn()
                 txn.put_node(

@@ -4,7 +4,8 @@
 
 Fixtures:
 
-- ``make_cluster(hosts=3, heartbeat_ttl=2, heartbeat_grace=2)`` → a started :class:`Cluster`;
+- ``make_cluster(hosts=3, heartbeat_ttl=2, heartbeat_grace=2)`` → a started :class:`Cluster`
+  (``Cluster.add_host()`` adds one more host and its agent later);
 - ``cluster``: ``make_cluster()`` with the defaults.
 
 Cleanup always runs, even when a test fails: jobs purged (briefly), agents killed, every task
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import yaml
 
 from tests.cluster import netns
 from tests.e2e.conftest import PODIUM, DevAgent, free_port, kill_recorded_tasks, wait_until
@@ -127,6 +129,13 @@ class Cluster:
 
         wait_until(registered, timeout=30, what=f"agent {name} to register")
 
+    def add_host(self, *extra: str) -> str:
+        """One more host (namespace ``host<N+1>``, rack ``r<N+1>``) and its agent, after the
+        cluster has started; returns its name once the agent has registered."""
+        host = self.net.add_host(len(self.hosts) + 1)
+        self.start_agent(host.name, *extra)
+        return host.name
+
     def kill_agent(self, name: str) -> None:
         proc = self.agents[name]
         os.kill(proc.pid, signal.SIGKILL)
@@ -210,6 +219,47 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self.server.kill()
                 self.server.wait(5)
+
+
+SLEEP_LOOP = {"command": "/bin/sh", "args": ["-c", "while true; do sleep 0.2; done"]}
+
+
+def job_file(
+    tmp: Path,
+    name: str,
+    *,
+    count: int | None = 1,
+    group: dict[str, Any] | None = None,
+    task: dict[str, Any] | None = None,
+    groups: dict[str, dict[str, Any]] | None = None,
+    **job: Any,
+) -> str:
+    """Write a job file of raw_exec sleep loops (task ``t``, 50 MHz / 32 MB) and return its path.
+
+    ``job`` holds job-level fields (``type=``, ``constraints=``, ``datacenters=`` ...);
+    ``group``/``task`` extra fields of the one group ``g`` and its task; ``groups`` several
+    groups instead (name → extra group fields, each with the same task).  ``count=None`` leaves
+    the count out (system jobs).
+    """
+    t: dict[str, Any] = {
+        "driver": "raw_exec",
+        "config": SLEEP_LOOP,
+        "resources": {"cpu": 50, "memory": 32},
+        **(task or {}),
+    }
+
+    def make_group(extra: dict[str, Any]) -> dict[str, Any]:
+        g: dict[str, Any] = {} if count is None else {"count": count}
+        return {**g, **extra, "tasks": {"t": t}}
+
+    spec = {
+        "job": name,
+        **job,
+        "groups": {n: make_group(e) for n, e in (groups or {"g": group or {}}).items()},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
 
 
 def job_of(pid: int) -> str | None:
