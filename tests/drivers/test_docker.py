@@ -173,7 +173,7 @@ async def test_logs_stream_while_running(ctx_for: Any) -> None:
     driver = DockerDriver()
     ctx = ctx_for(LOOP)
     handle = await driver.start(ctx)
-    await until(has_text(ctx.stdout_path, "ready"), timeout=10)
+    await until(has_text(ctx.stdout_path, "ready"), timeout=30)
     await driver.stop(handle, "SIGTERM", 5)
     result = await asyncio.wait_for(driver.wait(handle), 10)
     assert result.exit_code == 0
@@ -185,7 +185,7 @@ async def test_stop_after_kill_timeout_is_sigkill(ctx_for: Any) -> None:
     driver = DockerDriver()
     ctx = ctx_for(IGNORE)
     handle = await driver.start(ctx)
-    await until(has_text(ctx.stdout_path, "ready"), timeout=10)
+    await until(has_text(ctx.stdout_path, "ready"), timeout=30)
     t0 = time.monotonic()
     await driver.stop(handle, "SIGTERM", 1.0)
     took = time.monotonic() - t0
@@ -201,7 +201,7 @@ async def test_stop_honours_kill_signal(ctx_for: Any) -> None:
     driver = DockerDriver()
     ctx = ctx_for("trap 'echo got USR1; exit 7' USR1; echo ready; while true; do sleep 0.1; done")
     handle = await driver.start(ctx)
-    await until(has_text(ctx.stdout_path, "ready"), timeout=10)
+    await until(has_text(ctx.stdout_path, "ready"), timeout=30)
     await driver.stop(handle, "SIGUSR1", 5)
     result = await asyncio.wait_for(driver.wait(handle), 10)
     assert result.exit_code == 7
@@ -313,7 +313,7 @@ async def test_reattach_from_the_handle_dict(ctx_for: Any) -> None:
     driver = DockerDriver()
     ctx = ctx_for("echo before; sleep 1; " + LOOP)
     handle = await driver.start(ctx)
-    await until(has_text(ctx.stdout_path, "ready"), timeout=10)
+    await until(has_text(ctx.stdout_path, "ready"), timeout=30)
     saved = handle.to_dict()
     for f in driver._containers[handle.state["container_id"]].followers:  # the agent dies
         f.close()
