@@ -13,14 +13,23 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.models import (
-    Allocation,
-    Job,
-    JobSpec,
-    JobStatus,
-    Node,
-    NodeResources,
-)
+from podium.models import Allocation, JobSpec
+from podium.models.views import GroupSummary, JobInfo, JobListItem, NodeInfo
+
+# The read views are shared with the server (podium.models.views); re-exported here
+# because they are what the SDK answers with.
+__all__ = [
+    "GroupSummary",
+    "JobInfo",
+    "JobListItem",
+    "NodeInfo",
+    "NodeSync",
+    "QueryResult",
+    "RegisterResult",
+    "ScaleResult",
+    "ServerStatus",
+    "StopResult",
+]
 
 T = TypeVar("T")
 
@@ -42,49 +51,6 @@ class QueryResult(Generic[T]):
 
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-
-class GroupSummary(_Answer):
-    """How many allocations of one group are in each client state.
-
-    ``queued`` counts instances the scheduler could not place yet (a blocked
-    evaluation is waiting for capacity).
-    """
-
-    queued: int = 0
-    pending: int = 0
-    running: int = 0
-    complete: int = 0
-    failed: int = 0
-    lost: int = 0
-
-
-class JobListItem(_Answer):
-    """One row of ``GET /v1/jobs``: a job without its spec, plus its group summary."""
-
-    id: str
-    type: str = "service"
-    priority: int = 50
-    status: JobStatus = JobStatus.PENDING
-    version: int = 0
-    stop: bool = False
-    submit_time: float = 0.0
-    modify_index: int = 0
-    summary: dict[str, GroupSummary] = Field(default_factory=dict)
-
-
-class JobInfo(Job):
-    """``GET /v1/job/{id}``: the job (with its spec) and its group summary."""
-
-    summary: dict[str, GroupSummary] = Field(default_factory=dict)
-
-
-class NodeInfo(Node):
-    """A node as the API lists it: with the resources its allocations hold."""
-
-    alloc_count: int = 0
-    allocated: NodeResources = Field(default_factory=lambda: NodeResources(cpu=0, memory=0))
-    ports_in_use: list[int] = Field(default_factory=list)
 
 
 class RegisterResult(_Answer):

@@ -30,8 +30,10 @@ from podium.models import (
     JobStatus,
     JobVersion,
     Node,
+    NodeResources,
     parse_duration,
 )
+from podium.models.views import GroupSummary, JobInfo, JobListItem, NodeInfo
 from podium.server.core import Server
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
@@ -67,39 +69,6 @@ class DrainRequest(BaseModel):
     deadline: str | float = "1h"
     """How long service and batch allocations may take to leave; then everything stops."""
     ignore_system: bool = False
-
-
-class GroupSummary(BaseModel):
-    pending: int = 0
-    running: int = 0
-    complete: int = 0
-    failed: int = 0
-    lost: int = 0
-    queued: int = 0
-
-
-class JobListItem(BaseModel):
-    id: str
-    namespace: str
-    type: str
-    priority: int
-    status: JobStatus
-    version: int
-    stop: bool
-    submit_time: float
-    modify_index: int
-    job_modify_index: int
-    summary: dict[str, GroupSummary]
-
-
-class JobDetail(Job):
-    summary: dict[str, GroupSummary] = {}
-
-
-class NodeDetail(Node):
-    alloc_count: int = 0
-    allocated: dict[str, int] = {}
-    ports_in_use: list[int] = []
 
 
 class NodeSyncResponse(BaseModel):
@@ -277,7 +246,7 @@ def create_app(server: Server) -> FastAPI:
     def resolve_eval(ident: str) -> Evaluation:
         return _resolve("evaluation", ident, store.evaluation, (e.id for e in store.evaluations()))
 
-    def node_detail(node: Node) -> NodeDetail:
+    def node_detail(node: Node) -> NodeInfo:
         cpu = mem = count = 0
         ports: set[int] = set()
         for a in store.allocs_by_node(node.id):
@@ -287,10 +256,10 @@ def create_app(server: Server) -> FastAPI:
                 ports.update(p.value for p in a.ports.values())
             if not a.terminal():
                 count += 1
-        return NodeDetail(
+        return NodeInfo(
             **node.model_dump(),
             alloc_count=count,
-            allocated={"cpu": cpu, "memory": mem},
+            allocated=NodeResources(cpu=cpu, memory=mem),
             ports_in_use=sorted(ports),
         )
 
@@ -324,16 +293,16 @@ def create_app(server: Server) -> FastAPI:
         items = [job_item(j) for j in jobs if prefix is None or j.id.startswith(prefix)]
         return _json(items, list[JobListItem], idx)
 
-    @app.get("/v1/job/{job_id}", tags=["jobs"], response_model=JobDetail)
+    @app.get("/v1/job/{job_id}", tags=["jobs"], response_model=JobInfo)
     async def get_job(job_id: str, index: int | None = None, wait: str | None = None) -> Response:
         job = resolve_job(job_id)
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), tables=(JOBS, ALLOCS))
             job = resolve_job(job.id)
         summary = summarize(job)
-        detail = JobDetail(**{**job.model_dump(), "spec": job.spec}, summary=summary)
+        detail = JobInfo(**{**job.model_dump(), "spec": job.spec}, summary=summary)
         detail.status = job_status(job, summary)
-        return _json(detail, JobDetail, store.table_index(JOBS, ALLOCS))
+        return _json(detail, JobInfo, store.table_index(JOBS, ALLOCS))
 
     @app.delete("/v1/job/{job_id}", tags=["jobs"])
     async def stop_job(job_id: str, purge: bool = False) -> Response:
@@ -474,7 +443,7 @@ def create_app(server: Server) -> FastAPI:
         return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
 
     # ---------------------------------------------------------------- nodes
-    @app.get("/v1/nodes", tags=["nodes"], response_model=list[NodeDetail])
+    @app.get("/v1/nodes", tags=["nodes"], response_model=list[NodeInfo])
     async def list_nodes(
         prefix: str | None = None, index: int | None = None, wait: str | None = None
     ) -> Response:
@@ -482,11 +451,11 @@ def create_app(server: Server) -> FastAPI:
         nodes = sorted(store.nodes(), key=lambda n: n.name)
         if prefix:
             nodes = [n for n in nodes if n.id.startswith(prefix)]
-        return _json([node_detail(n) for n in nodes], list[NodeDetail], idx)
+        return _json([node_detail(n) for n in nodes], list[NodeInfo], idx)
 
-    @app.get("/v1/node/{node_id}", tags=["nodes"], response_model=NodeDetail)
+    @app.get("/v1/node/{node_id}", tags=["nodes"], response_model=NodeInfo)
     async def get_node(node_id: str) -> Response:
-        return _json(node_detail(resolve_node(node_id)), NodeDetail, store.table_index(NODES))
+        return _json(node_detail(resolve_node(node_id)), NodeInfo, store.table_index(NODES))
 
     @app.get("/v1/node/{node_id}/allocations", tags=["nodes"], response_model=list[Allocation])
     async def node_allocs(
