@@ -607,8 +607,14 @@ class DockerDriver(Driver):
     async def destroy(self, handle: TaskHandle) -> None:
         cid = _container_id(handle)
         errors = _errors()
-        with contextlib.suppress(errors.NotFound):
+        try:
             await asyncio.to_thread(self._client().api.remove_container, cid, force=True)
+        except errors.NotFound:
+            pass  # already gone
+        except errors.APIError as exc:
+            # 409: someone (an operator, a cleanup) is removing it already; that is the goal
+            if exc.status_code != 409:
+                raise
         watch = self._containers.pop(cid, None)
         if watch is not None:
             watch.close_followers()

@@ -1,0 +1,334 @@
+"""Benchmark: N busybox containers, Podium against Docker Swarm on the same Docker Engine.
+
+    python bench/swarm_race.py [--count 100] [--runs 1]
+
+For each run it measures, against the local engine (image podium-test/busybox:1, `sleep 3600`):
+
+- floor: bare parallel `docker run -d` of COUNT containers through the Docker SDK in a pool
+  of 8 threads, until every call has returned with its container started;
+- swarm: `docker swarm init` on loopback, one service of COUNT replicas, from the create call
+  until COUNT of its tasks report `running` (polling service.tasks());
+- podium: from `POST /v1/jobs` (one job, one group of COUNT docker tasks) on a fresh
+  `podium agent --dev` until the job summary reports COUNT running; then the job is stopped
+  and the time until its containers are gone is reported too.
+
+Everything created (containers, the service, the swarm) is removed, also on error.
+It prints medians and the ratios podium/swarm and podium/floor. Results go in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import docker.errors
+import docker.types
+import httpx
+
+PODIUM = Path(sys.executable).parent / "podium"
+IMAGE = "podium-test/busybox:1"
+BENCH_LABEL = "podium-bench"
+BENCH_VALUE = "swarm_race"
+JOB_ID = "swarm-race"
+SERVICE = "podium-swarm-race"
+
+# Figures in the design brief, measured earlier on this machine.
+BRIEF_SWARM_S = 32.0
+BRIEF_FLOOR_S = 10.8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def container_ids(client: docker.DockerClient, label: str, *, running: bool = False) -> list[str]:
+    """IDs of the containers carrying ``label``: one list call, no per-container inspect
+    (``containers.list`` inspects each one and races with removals in progress)."""
+    filters: dict[str, str] = {"label": label}
+    if running:
+        filters["status"] = "running"
+    return [c["Id"] for c in client.api.containers(all=not running, filters=filters)]
+
+
+def remove_containers(client: docker.DockerClient, label: str) -> int:
+    """Force-remove every container carrying ``label`` (``key`` or ``key=value``)."""
+    found = container_ids(client, label)
+
+    def rm(cid: str) -> None:
+        try:
+            client.api.remove_container(cid, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(rm, found))
+    return len(found)
+
+
+# --- floor -------------------------------------------------------------------------------------
+
+
+def floor_run(client: docker.DockerClient, count: int) -> float:
+    label = {BENCH_LABEL: BENCH_VALUE}
+
+    def one(_: int) -> str:
+        c = client.containers.run(IMAGE, ["sleep", "3600"], detach=True, labels=label)
+        return c.id
+
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(one, range(count)))
+        elapsed = time.perf_counter() - start
+        running = len(container_ids(client, f"{BENCH_LABEL}={BENCH_VALUE}", running=True))
+        if running < len(ids):
+            raise RuntimeError(f"floor: only {running} of {len(ids)} containers running")
+        return elapsed
+    finally:
+        remove_containers(client, f"{BENCH_LABEL}={BENCH_VALUE}")
+
+
+# --- swarm -------------------------------------------------------------------------------------
+
+
+def swarm_init(client: docker.DockerClient) -> str | None:
+    """Init a single-node swarm; return None on success, else the reason it failed."""
+    try:
+        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+        return None
+    except docker.errors.APIError as exc:
+        first = str(exc)
+    try:
+        client.swarm.init()
+        return None
+    except docker.errors.APIError as exc:
+        return f"loopback: {first}; default: {exc}"
+
+
+def swarm_run(client: docker.DockerClient, count: int, timeout: float = 300) -> float:
+    service = None
+    try:
+        start = time.perf_counter()
+        service = client.services.create(
+            IMAGE,
+            command=["sleep", "3600"],
+            name=SERVICE,
+            mode=docker.types.ServiceMode("replicated", replicas=count),
+            labels={BENCH_LABEL: BENCH_VALUE},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tasks = service.tasks(filters={"desired-state": "running"})
+            running = sum(1 for t in tasks if t["Status"]["State"] == "running")
+            if running >= count:
+                return time.perf_counter() - start
+            time.sleep(0.1)
+        raise RuntimeError(f"swarm: only {running} of {count} tasks running after {timeout:.0f} s")
+    finally:
+        if service is not None:
+            with contextlib.suppress(docker.errors.APIError):
+                service.remove()
+        # The service's containers go away asynchronously; wait for them, then force the rest.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not container_ids(client, f"com.docker.swarm.service.name={SERVICE}"):
+                break
+            time.sleep(0.5)
+        remove_containers(client, f"com.docker.swarm.service.name={SERVICE}")
+
+
+def swarm_leave(client: docker.DockerClient) -> None:
+    with contextlib.suppress(docker.errors.APIError):
+        client.swarm.leave(force=True)
+
+
+# --- podium ------------------------------------------------------------------------------------
+
+
+def podium_run(client: docker.DockerClient, count: int) -> dict[str, float]:
+    port = free_port()
+    addr = f"http://127.0.0.1:{port}"
+    data = tempfile.mkdtemp(prefix="podium-bench-")
+    agent = subprocess.Popen(
+        [
+            str(PODIUM),
+            "agent",
+            "--dev",
+            "--data-dir",
+            data,
+            "--http-addr",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    http = httpx.Client(base_url=addr, timeout=60)
+    job_label = f"podium.job_id={JOB_ID}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                nodes = http.get("/v1/nodes").json()
+                if nodes and nodes[0]["status"] == "ready":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the dev agent did not come up")
+        job = {
+            "job": JOB_ID,
+            "groups": {
+                "boxes": {
+                    "count": count,
+                    "tasks": {
+                        "box": {
+                            "driver": "docker",
+                            "config": {"image": IMAGE, "command": "sleep", "args": ["3600"]},
+                            "resources": {"cpu": 10, "memory": 16},
+                        }
+                    },
+                }
+            },
+        }
+        start = time.perf_counter()
+        http.post("/v1/jobs", json={"job": job}).raise_for_status()
+        index = 0
+        first_running = None
+        deadline = time.monotonic() + 300
+        while True:
+            r = http.get(f"/v1/job/{JOB_ID}", params={"index": index, "wait": "5s"})
+            r.raise_for_status()
+            index = int(r.headers["X-Podium-Index"])
+            summary = r.json()["summary"]["boxes"]
+            if first_running is None and summary["running"] > 0:
+                first_running = time.perf_counter() - start
+            if summary["running"] >= count:
+                break
+            if summary["failed"]:
+                raise RuntimeError(f"tasks failed: {summary}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"podium: not all running after 300 s: {summary}")
+        elapsed = time.perf_counter() - start
+        containers = len(container_ids(client, job_label, running=True))
+
+        stop_start = time.perf_counter()
+        http.delete(f"/v1/job/{JOB_ID}").raise_for_status()
+        deadline = time.monotonic() + 180
+        stopped = None
+        while time.monotonic() < deadline:
+            if not container_ids(client, job_label):
+                stopped = time.perf_counter() - stop_start
+                break
+            time.sleep(0.2)
+        return {
+            "seconds": elapsed,
+            "first_running": first_running or elapsed,
+            "containers": float(containers),
+            "stop_seconds": stopped if stopped is not None else float("nan"),
+        }
+    finally:
+        http.close()
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        left = remove_containers(client, job_label)
+        if left:
+            print(f"  (podium left {left} containers behind; force-removed)")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--skip-swarm", action="store_true")
+    args = parser.parse_args()
+    client = docker.from_env(timeout=120)
+    client.images.get(IMAGE)  # fail early if the image is missing
+    version = client.version().get("Version", "?")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, "
+        f"docker {version}, python {platform.python_version()}"
+    )
+    floors: list[float] = []
+    swarms: list[float] = []
+    runs: list[dict[str, float]] = []
+    swarm_skipped = "--skip-swarm" if args.skip_swarm else None
+    in_swarm = False
+    try:
+        if swarm_skipped is None:
+            if client.info().get("Swarm", {}).get("LocalNodeState") == "active":
+                swarm_skipped = "this engine is already in a swarm; not touching it"
+            else:
+                swarm_skipped = swarm_init(client)
+                in_swarm = swarm_skipped is None
+            if swarm_skipped:
+                print(f"swarm skipped: {swarm_skipped}")
+        for i in range(args.runs):
+            floors.append(floor_run(client, args.count))
+            if in_swarm:
+                swarms.append(swarm_run(client, args.count))
+            runs.append(podium_run(client, args.count))
+            sw = f"{swarms[-1]:.2f}s" if swarms else "n/a"
+            print(
+                f"run {i + 1}: floor {floors[-1]:.2f}s  swarm {sw}  "
+                f"podium {runs[-1]['seconds']:.2f}s (first running {runs[-1]['first_running']:.2f}s, "
+                f"{runs[-1]['containers']:.0f} containers; stop → gone {runs[-1]['stop_seconds']:.2f}s)"
+            )
+    finally:
+        if in_swarm:
+            swarm_leave(client)
+        remove_containers(client, f"{BENCH_LABEL}={BENCH_VALUE}")
+
+    f = statistics.median(floors)
+    p = statistics.median(r["seconds"] for r in runs)
+    stop = statistics.median(r["stop_seconds"] for r in runs)
+    print()
+    print(f"{args.count} containers, median of {args.runs} runs")
+    print(f"  floor (8 threads of docker run -d):   {f:6.2f} s   (brief: {BRIEF_FLOOR_S} s)")
+    if swarms:
+        s = statistics.median(swarms)
+        print(
+            f"  swarm (service → {args.count} running):      {s:6.2f} s   (brief: {BRIEF_SWARM_S} s)"
+        )
+    else:
+        s = None
+        print(f"  swarm: skipped ({swarm_skipped})")
+    print(f"  podium (job run → all running):      {p:6.2f} s")
+    print(f"  podium stop → containers gone:       {stop:6.2f} s")
+    if s is not None:
+        print(
+            f"  podium / swarm: {p / s:.2f}x   (vs brief's swarm figure: {p / BRIEF_SWARM_S:.2f}x)"
+        )
+    print(f"  podium / floor: {p / f:.2f}x   (vs brief's floor figure: {p / BRIEF_FLOOR_S:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
