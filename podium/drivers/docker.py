@@ -279,6 +279,7 @@ class DockerDriver(Driver):
 
     def __init__(self, *, allow_privileged: bool = False) -> None:
         self.allow_privileged = allow_privileged
+        self._images_seen: dict[str, float] = {}
         self._client_obj: Any = None
         self._containers: dict[str, _Container] = {}
         self._fingerprint: tuple[float, DriverInfo] | None = None
@@ -442,6 +443,9 @@ class DockerDriver(Driver):
         client = self._client()
         errors = _errors()
         image = cfg.image
+        seen = self._images_seen.get(image)
+        if cfg.image_pull != "always" and seen is not None and time.monotonic() - seen < 60:
+            return  # checked a moment ago: a burst of starts asks the engine once
         present = True
         try:
             client.images.get(image)
@@ -450,6 +454,7 @@ class DockerDriver(Driver):
         except errors.APIError as exc:
             raise DriverError(f"image {image!r}: {exc}", recoverable=True) from exc
         if present and cfg.image_pull != "always":
+            self._images_seen[image] = time.monotonic()
             return
         if not present and cfg.image_pull == "never":
             raise DriverError(
@@ -474,10 +479,21 @@ class DockerDriver(Driver):
         errors = _errors()
         self._ensure_image(cfg)
         name = create["name"]
-        with contextlib.suppress(errors.NotFound):  # left by a crashed agent
-            client.api.remove_container(name, force=True)
         try:
-            container = client.containers.create(**create)
+            try:
+                container = client.containers.create(**create)
+            except errors.ImageNotFound:
+                # removed since we last checked it: check (and pull) again, once
+                self._images_seen.pop(cfg.image, None)
+                self._ensure_image(cfg)
+                container = client.containers.create(**create)
+            except errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                # the name is taken: a container left by a crashed agent; replace it
+                with contextlib.suppress(errors.NotFound):
+                    client.api.remove_container(name, force=True)
+                container = client.containers.create(**create)
         except errors.APIError as exc:
             raise DriverError(
                 f"could not create container {name}: {_explain(exc)}",
