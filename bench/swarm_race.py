@@ -22,23 +22,16 @@ import argparse
 import contextlib
 import os
 import platform
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import docker
 import docker.errors
 import docker.types
 import httpx
+from devagent import dev_agent, wait_group_running
 
-PODIUM = Path(sys.executable).parent / "podium"
 IMAGE = "podium-test/busybox:1"
 BENCH_LABEL = "podium-bench"
 BENCH_VALUE = "swarm_race"
@@ -48,12 +41,6 @@ SERVICE = "podium-swarm-race"
 # Figures in the design brief, measured earlier on this machine.
 BRIEF_SWARM_S = 32.0
 BRIEF_FLOOR_S = 10.8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def container_ids(client: docker.DockerClient, label: str, *, running: bool = False) -> list[str]:
@@ -164,101 +151,55 @@ def swarm_leave(client: docker.DockerClient) -> None:
 
 
 def podium_run(client: docker.DockerClient, count: int) -> dict[str, float]:
-    port = free_port()
-    addr = f"http://127.0.0.1:{port}"
-    data = tempfile.mkdtemp(prefix="podium-bench-")
-    agent = subprocess.Popen(
-        [
-            str(PODIUM),
-            "agent",
-            "--dev",
-            "--data-dir",
-            data,
-            "--http-addr",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    http = httpx.Client(base_url=addr, timeout=60)
     job_label = f"podium.job_id={JOB_ID}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                nodes = http.get("/v1/nodes").json()
-                if nodes and nodes[0]["status"] == "ready":
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("the dev agent did not come up")
-        job = {
-            "job": JOB_ID,
-            "groups": {
-                "boxes": {
-                    "count": count,
-                    "tasks": {
-                        "box": {
-                            "driver": "docker",
-                            "config": {"image": IMAGE, "command": "sleep", "args": ["3600"]},
-                            "resources": {"cpu": 10, "memory": 16},
-                        }
-                    },
-                }
-            },
-        }
-        start = time.perf_counter()
-        http.post("/v1/jobs", json={"job": job}).raise_for_status()
-        index = 0
-        first_running = None
-        deadline = time.monotonic() + 300
-        while True:
-            r = http.get(f"/v1/job/{JOB_ID}", params={"index": index, "wait": "5s"})
-            r.raise_for_status()
-            index = int(r.headers["X-Podium-Index"])
-            summary = r.json()["summary"]["boxes"]
-            if first_running is None and summary["running"] > 0:
-                first_running = time.perf_counter() - start
-            if summary["running"] >= count:
-                break
-            if summary["failed"]:
-                raise RuntimeError(f"tasks failed: {summary}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"podium: not all running after 300 s: {summary}")
-        elapsed = time.perf_counter() - start
-        containers = len(container_ids(client, job_label, running=True))
-
-        stop_start = time.perf_counter()
-        http.delete(f"/v1/job/{JOB_ID}").raise_for_status()
-        deadline = time.monotonic() + 180
-        stopped = None
-        while time.monotonic() < deadline:
-            if not container_ids(client, job_label):
-                stopped = time.perf_counter() - stop_start
-                break
-            time.sleep(0.2)
-        return {
-            "seconds": elapsed,
-            "first_running": first_running or elapsed,
-            "containers": float(containers),
-            "stop_seconds": stopped if stopped is not None else float("nan"),
-        }
+        with dev_agent(stop_timeout=60) as (http, _agent):
+            return _podium_race(client, http, count, job_label)
     finally:
-        http.close()
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(60)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
         left = remove_containers(client, job_label)
         if left:
             print(f"  (podium left {left} containers behind; force-removed)")
-        shutil.rmtree(data, ignore_errors=True)
+
+
+def _podium_race(
+    client: docker.DockerClient, http: httpx.Client, count: int, job_label: str
+) -> dict[str, float]:
+    job = {
+        "job": JOB_ID,
+        "groups": {
+            "boxes": {
+                "count": count,
+                "tasks": {
+                    "box": {
+                        "driver": "docker",
+                        "config": {"image": IMAGE, "command": "sleep", "args": ["3600"]},
+                        "resources": {"cpu": 10, "memory": 16},
+                    }
+                },
+            }
+        },
+    }
+    start = time.perf_counter()
+    http.post("/v1/jobs", json={"job": job}).raise_for_status()
+    first_running = wait_group_running(http, JOB_ID, "boxes", count, since=start)
+    elapsed = time.perf_counter() - start
+    containers = len(container_ids(client, job_label, running=True))
+
+    stop_start = time.perf_counter()
+    http.delete(f"/v1/job/{JOB_ID}").raise_for_status()
+    deadline = time.monotonic() + 180
+    stopped = None
+    while time.monotonic() < deadline:
+        if not container_ids(client, job_label):
+            stopped = time.perf_counter() - stop_start
+            break
+        time.sleep(0.2)
+    return {
+        "seconds": elapsed,
+        "first_running": first_running or elapsed,
+        "containers": float(containers),
+        "stop_seconds": stopped if stopped is not None else float("nan"),
+    }
 
 
 # --- main --------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import shutil
 import socket
 import time
 import uuid
@@ -38,7 +37,7 @@ from podium.client import AsyncClient
 from podium.drivers import builtin_drivers
 from podium.drivers.base import Driver
 from podium.drivers.logrotate import rotate_if_needed
-from podium.errors import DriverError, NotFound, PodiumError
+from podium.errors import DriverError, NotFound
 from podium.memtrim import trim_after
 from podium.models import (
     AllocatedPort,
@@ -415,10 +414,6 @@ class Agent:
             self._persist_scheduled = True
             asyncio.get_running_loop().call_later(PERSIST_DELAY, self._flush_persist)
 
-    def persist_now(self, runner: AllocRunner) -> None:
-        self._persist.add(runner.id)
-        self._flush_persist()
-
     def _flush_persist(self) -> None:
         self._persist_scheduled = False
         ids, self._persist = self._persist, set()
@@ -466,14 +461,5 @@ class Agent:
         base = runner.alloc_dir if runner else self.data_dir / "allocs" / alloc_id
         return base / "alloc" / "logs" / f"{task}.{stream}"
 
-    def forget_alloc_dirs(self) -> None:
-        """Remove directories of allocations this agent no longer tracks."""
-        root = self.data_dir / "allocs"
-        if not root.exists():
-            return
-        for d in root.iterdir():
-            if d.name not in self.runners:
-                shutil.rmtree(d, ignore_errors=True)
 
-
-__all__ = ["Agent", "AgentSettings", "PodiumError"]
+__all__ = ["Agent", "AgentSettings"]

@@ -207,20 +207,14 @@ class AllocStateMachine:
     def client_status(self) -> ClientStatus:
         tracks = list(self.tasks.values())
         if all(t.phase == Phase.DEAD for t in tracks):
-            if any(t.state.failed for t in tracks):
-                return ClientStatus.FAILED
-            if self.stopping and not self._all_succeeded():
-                # stopped by the server before finishing: complete, not failed
-                return ClientStatus.COMPLETE
-            return ClientStatus.COMPLETE
+            # stopped by the server before finishing is complete too, not failed
+            failed = any(t.state.failed for t in tracks)
+            return ClientStatus.FAILED if failed else ClientStatus.COMPLETE
         if any(t.phase in (Phase.RUNNING, Phase.KILLING, Phase.WAITING_RESTART) for t in tracks):
             return ClientStatus.RUNNING
         if any(t.state.started_at is not None for t in tracks):
             return ClientStatus.RUNNING
         return ClientStatus.PENDING
-
-    def _all_succeeded(self) -> bool:
-        return all(t.state.exit_code == 0 for t in self.tasks.values())
 
     def client_description(self) -> str:
         status = self.client_status()

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -360,6 +359,3 @@ class AllocRunner:
 
     def restore_handles(self, data: dict[str, dict[str, Any]]) -> None:
         self.handles = {k: TaskHandle.from_dict(v) for k, v in data.items()}
-
-
-RunnerFactory = Callable[["Agent", Allocation, JobSpec], AllocRunner]

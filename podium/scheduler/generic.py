@@ -88,32 +88,7 @@ class GenericScheduler:
             if rec.place:
                 self._place(job, rec.place, rec.running, plan, failed, queued)
 
-        blocked_id: str | None = None
-        if failed:
-            for name, metric in failed.items():
-                notes.append(f"group {name}: {metric.describe()}")
-            assert job is not None  # only a live job places
-            blocked = self._blocked_eval(job).model_copy(
-                update={"queued_allocations": {g: n for g, n in queued.items() if n}}
-            )
-            new_evals.append(blocked)
-            blocked_id = blocked.id
-
-        summary = summarise_changes(plan.changes)
-        summary["queued"] = sum(queued.values())
-        update: dict[str, object] = {
-            "status": EvalStatus.COMPLETE,
-            "status_description": "; ".join(notes),
-            "failed_tg_allocs": failed,
-            "queued_allocations": queued,
-            "plan_summary": summary,
-            "modify_time": self._now,
-        }
-        if blocked_id is not None:
-            update["blocked_eval"] = blocked_id
-        return SchedulerResult(
-            plan=plan, eval_update=ev.model_copy(update=update), new_evals=new_evals
-        )
+        return finish(ev, job, plan, failed, queued, notes, new_evals, self._new_id, self._now)
 
     # -- placement ---------------------------------------------------------
 
@@ -187,9 +162,6 @@ class GenericScheduler:
                 )
             )
 
-    def _blocked_eval(self, job: Job) -> Evaluation:
-        return blocked_eval(self._eval, job, self._new_id(), self._now)
-
 
 Template = tuple[dict[str, tuple[int, int]], int, int, dict[str, int]]
 """Per-task (cpu, memory), group cpu, group memory, static ports by label."""
@@ -247,6 +219,42 @@ def new_alloc(
         create_time=now,
         modify_time=now,
     )
+
+
+def finish(
+    ev: Evaluation,
+    job: Job | None,
+    plan: Plan,
+    failed: dict[str, AllocMetric],
+    queued: dict[str, int],
+    notes: list[str],
+    new_evals: list[Evaluation],
+    new_id: Callable[[], str],
+    now: float,
+) -> SchedulerResult:
+    """The evaluation's outcome, the same for every scheduler: the plan, the eval marked
+    complete with its placement failures explained, and a blocked eval when some
+    instances did not fit (retried by the broker when capacity appears)."""
+    notes = notes + [f"group {name}: {metric.describe()}" for name, metric in failed.items()]
+    summary = summarise_changes(plan.changes)
+    summary["queued"] = sum(queued.values())
+    update: dict[str, object] = {
+        "status": EvalStatus.COMPLETE,
+        "status_description": "; ".join(notes),
+        "failed_tg_allocs": failed,
+        "queued_allocations": queued,
+        "plan_summary": summary,
+        "modify_time": now,
+    }
+    new_evals = list(new_evals)
+    if failed:
+        assert job is not None  # only a live job places
+        blocked = blocked_eval(ev, job, new_id(), now).model_copy(
+            update={"queued_allocations": {g: n for g, n in queued.items() if n}}
+        )
+        new_evals.append(blocked)
+        update["blocked_eval"] = blocked.id
+    return SchedulerResult(plan=plan, eval_update=ev.model_copy(update=update), new_evals=new_evals)
 
 
 def blocked_eval(evaluation: Evaluation, job: Job, eval_id: str, now: float) -> Evaluation:

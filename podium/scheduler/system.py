@@ -36,7 +36,6 @@ from podium.models import (
     AllocStop,
     ClientStatus,
     DesiredStatus,
-    EvalStatus,
     Evaluation,
     GroupChanges,
     Job,
@@ -47,7 +46,7 @@ from podium.models import (
     tasks_changed,
 )
 from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage, PlacementState
-from podium.scheduler.generic import blocked_eval, group_template, new_alloc, summarise_changes
+from podium.scheduler.generic import finish, group_template, new_alloc
 from podium.scheduler.reconcile import (
     DUPLICATE,
     GROUP_REMOVED,
@@ -98,28 +97,7 @@ class SystemScheduler:
         else:
             self._schedule(job, allocs, plan, failed, queued)
 
-        notes = [f"group {name}: {metric.describe()}" for name, metric in failed.items()]
-        new_evals: list[Evaluation] = []
-        summary = summarise_changes(plan.changes)
-        summary["queued"] = sum(queued.values())
-        update: dict[str, object] = {
-            "status": EvalStatus.COMPLETE,
-            "status_description": "; ".join(notes),
-            "failed_tg_allocs": failed,
-            "queued_allocations": queued,
-            "plan_summary": summary,
-            "modify_time": self._now,
-        }
-        if failed:
-            assert job is not None
-            blocked = blocked_eval(ev, job, self._new_id(), self._now).model_copy(
-                update={"queued_allocations": {g: n for g, n in queued.items() if n}}
-            )
-            new_evals.append(blocked)
-            update["blocked_eval"] = blocked.id
-        return SchedulerResult(
-            plan=plan, eval_update=ev.model_copy(update=update), new_evals=new_evals
-        )
+        return finish(ev, job, plan, failed, queued, [], [], self._new_id, self._now)
 
     def _stop(self, plan: Plan, alloc: Allocation, description: str, *, lost: bool = False) -> None:
         plan.stops.append(

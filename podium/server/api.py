@@ -247,12 +247,11 @@ def create_app(server: Server) -> FastAPI:
         return _resolve("evaluation", ident, store.evaluation, (e.id for e in store.evaluations()))
 
     def node_detail(node: Node) -> NodeInfo:
-        cpu = mem = count = 0
+        cpu, mem = store.node_usage(node.id)
+        count = 0
         ports: set[int] = set()
         for a in store.allocs_by_node(node.id):
             if a.uses_resources():
-                cpu += a.resources.cpu
-                mem += a.resources.memory
                 ports.update(p.value for p in a.ports.values())
             if not a.terminal():
                 count += 1

@@ -28,7 +28,12 @@ class PlanApplier:
         by_node: dict[str, list[Allocation]] = defaultdict(list)
         for alloc in plan.placements:
             by_node[alloc.node_id].append(alloc)
-        stopping = {s.alloc_id for s in plan.stops}
+        placed = {a.id for a in plan.placements}
+        stopping: dict[str, list[Allocation]] = defaultdict(list)
+        for stop in plan.stops:
+            stopped = store.alloc(stop.alloc_id)
+            if stopped is not None and stopped.id not in placed:
+                stopping[stopped.node_id].append(stopped)
         rejected: list[str] = []
         for node_id, allocs in by_node.items():
             node = store.node(node_id)
@@ -52,17 +57,17 @@ class PlanApplier:
                 # over-commit the node, even one whose capacity shrank under its load.
                 continue
             cap = node.capacity()
-            cpu = mem = 0
-            for existing in store.allocs_by_node(node_id):
-                if existing.id in new_ids or existing.id in stopping:
-                    # Counted below as its in-place update, or freed by this plan's stop.
-                    # A stopping task holds its resources until it exits, but counting
-                    # them would forbid every destructive update on a full node; Nomad
-                    # frees them at plan time too.
-                    continue
-                if existing.uses_resources():
-                    cpu += existing.resources.cpu
-                    mem += existing.resources.memory
+            # What the node holds now (kept by the store as allocations change), less what
+            # this plan replaces: allocations it updates in place (counted below in their
+            # new form) and the ones it stops.  A stopping task holds its resources until
+            # it exits, but counting them would forbid every destructive update on a full
+            # node; Nomad frees them at plan time too.
+            cpu, mem = store.node_usage(node_id)
+            replaced = [e for i in new_ids if (e := store.alloc(i)) is not None]
+            for existing in [*replaced, *stopping.get(node_id, ())]:
+                if existing.node_id == node_id and existing.uses_resources():
+                    cpu -= existing.resources.cpu
+                    mem -= existing.resources.memory
             for a in allocs:
                 if a.desired_status == DesiredStatus.RUN and not a.client_status.terminal:
                     cpu += a.resources.cpu

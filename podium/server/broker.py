@@ -78,9 +78,6 @@ class EvalBroker:
         self._blocked.clear()
         return evs
 
-    def blocked_for(self, namespace: str, job_id: str) -> Evaluation | None:
-        return self._blocked.get((namespace, job_id))
-
     def drop_blocked(self, namespace: str, job_id: str) -> Evaluation | None:
         return self._blocked.pop((namespace, job_id), None)
 

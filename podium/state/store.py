@@ -19,7 +19,7 @@ for writers, and it need not be.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -438,6 +438,3 @@ class StateStore(Snapshot):
                     await event.wait()
             except TimeoutError:
                 return current()
-
-    def iter_tables(self) -> Iterator[str]:
-        yield from TABLES

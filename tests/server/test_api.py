@@ -112,9 +112,12 @@ async def test_blocking_query_wakes_on_change(api: tuple[httpx.AsyncClient, Serv
     assert int(r.headers["X-Podium-Index"]) > index
     assert [j["id"] for j in r.json()] == ["web"]
     # and a wait that sees no change answers after the wait
-    index = int(r.headers["X-Podium-Index"])
-    r = await client.get("/v1/nodes", params={"index": 10_000, "wait": "50ms"})
+    nodes_index = int((await client.get("/v1/nodes")).headers["X-Podium-Index"])
+    started = asyncio.get_running_loop().time()
+    r = await client.get("/v1/nodes", params={"index": nodes_index, "wait": "50ms"})
     assert r.status_code == 200
+    assert asyncio.get_running_loop().time() - started >= 0.04
+    assert int(r.headers["X-Podium-Index"]) == nodes_index
 
 
 async def test_openapi_document(api: tuple[httpx.AsyncClient, Server]) -> None:
