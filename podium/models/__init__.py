@@ -10,6 +10,9 @@ from podium.models.alloc import (
     AllocatedPort,
     Allocation,
     AllocClientUpdate,
+    AllocHealth,
+    CheckResult,
+    CheckStatus,
     ClientStatus,
     DesiredStatus,
     RescheduleEvent,
@@ -17,10 +20,12 @@ from podium.models.alloc import (
     TaskState,
     TaskStateName,
 )
+from podium.models.deployment import Deployment, DeploymentGroup, DeploymentStatus
 from podium.models.duration import Duration, format_duration, parse_duration
 from podium.models.evaluation import AllocMetric, EvalStatus, Evaluation, TriggeredBy
 from podium.models.job import (
     Affinity,
+    Check,
     Constraint,
     Group,
     JobSpec,
@@ -33,9 +38,12 @@ from podium.models.job import (
     Resources,
     RestartMode,
     RestartPolicy,
+    Service,
     Spread,
     SpreadTarget,
     Task,
+    Template,
+    UpdateStrategy,
     tasks_changed,
 )
 from podium.models.node import (
@@ -47,24 +55,39 @@ from podium.models.node import (
     NodeStatus,
 )
 from podium.models.plan import AllocStop, GroupChanges, Plan, PlanResult, SchedulerResult
+from podium.models.service import ServiceRegistration, registration_id
 from podium.models.state import Job, JobStatus, JobVersion
 from podium.models.taskconfig import DRIVER_CONFIGS, ExecConfig, MockConfig, parse_config
+from podium.models.variable import (
+    EncryptedVariable,
+    Variable,
+    VariableMetadata,
+    check_var_path,
+)
 
 __all__ = [
     "DRIVER_CONFIGS",
     "Affinity",
     "AllocClientUpdate",
+    "AllocHealth",
     "AllocMetric",
     "AllocStop",
     "AllocatedPort",
     "Allocation",
+    "Check",
+    "CheckResult",
+    "CheckStatus",
     "ClientStatus",
     "Constraint",
+    "Deployment",
+    "DeploymentGroup",
+    "DeploymentStatus",
     "DesiredStatus",
     "DrainStrategy",
     "DriverInfo",
     "Duration",
     "Eligibility",
+    "EncryptedVariable",
     "EvalStatus",
     "Evaluation",
     "ExecConfig",
@@ -91,15 +114,23 @@ __all__ = [
     "RestartMode",
     "RestartPolicy",
     "SchedulerResult",
+    "Service",
+    "ServiceRegistration",
     "Spread",
     "SpreadTarget",
     "Task",
     "TaskEvent",
     "TaskState",
     "TaskStateName",
+    "Template",
     "TriggeredBy",
+    "UpdateStrategy",
+    "Variable",
+    "VariableMetadata",
+    "check_var_path",
     "format_duration",
     "parse_config",
     "parse_duration",
+    "registration_id",
     "tasks_changed",
 ]

@@ -72,6 +72,38 @@ class AllocatedPort(BaseModel):
     host_ip: str = ""
 
 
+class AllocHealth(BaseModel):
+    """An allocation's standing in its deployment, as its agent judged it.
+
+    ``healthy`` stays None until the agent decides: True once every task has
+    run (and every check passed) for ``min_healthy_time``; False when a task
+    failed or ``healthy_deadline`` passed first.  ``canary`` marks a canary
+    of an unpromoted deployment.
+    """
+
+    healthy: bool | None = None
+    timestamp: float = 0.0
+    canary: bool = False
+    description: str = ""
+
+
+class CheckStatus(StrEnum):
+    PENDING = "pending"
+    PASSING = "passing"
+    CRITICAL = "critical"
+
+
+class CheckResult(BaseModel):
+    """The latest outcome of one health check of one allocation."""
+
+    name: str
+    service: str
+    status: CheckStatus = CheckStatus.PENDING
+    output: str = ""
+    time: float = 0.0
+    consecutive_failures: int = 0
+
+
 class RescheduleEvent(BaseModel):
     time: float
     prev_alloc_id: str
@@ -104,6 +136,11 @@ class Allocation(BaseModel):
     next_allocation: str | None = None
     reschedule_events: list[RescheduleEvent] = Field(default_factory=list)
     followup_eval_id: str | None = None
+    deployment_id: str | None = None
+    """The deployment that placed (or last adopted) this allocation."""
+    deployment_status: AllocHealth | None = None
+    checks: dict[str, CheckResult] = Field(default_factory=dict)
+    """The agent's latest check results, by check name."""
     create_index: int = 0
     modify_index: int = 0
     create_time: float = 0.0
@@ -133,3 +170,7 @@ class AllocClientUpdate(BaseModel):
     client_description: str = ""
     task_states: dict[str, TaskState] = Field(default_factory=dict)
     ports: dict[str, AllocatedPort] = Field(default_factory=dict)
+    deployment_status: AllocHealth | None = None
+    """Sent once the agent has judged the allocation's health (it does not change after)."""
+    checks: dict[str, CheckResult] | None = None
+    """Every check's latest result; None when unchanged since the last report."""

@@ -272,6 +272,179 @@ class LogConfig(Spec):
 _SIGNALS = {s.name for s in signal.Signals}
 
 
+class Check(Spec):
+    """A health check of a service instance, run by the agent on its node.
+
+    ``http`` passes on ``expected_status`` (any 2xx when unset), ``tcp`` when a
+    connection opens, ``script`` when ``command`` exits 0 in the task's context.
+    With ``on_failure: restart`` the task is restarted after
+    ``failures_before_restart`` consecutive failures, ignoring failures during
+    ``grace`` after the task (re)started.
+    """
+
+    name: str = ""
+    """Defaults to ``<service>-<type>-<n>``."""
+    type: Literal["http", "tcp", "script"]
+    port: str = ""
+    """A port label of the group; defaults to the service's port."""
+    path: str = ""
+    method: str = "GET"
+    expected_status: int | None = Field(default=None, ge=100, le=599)
+    command: str = ""
+    args: list[str] = Field(default_factory=list)
+    task: str = ""
+    """The task a script check runs in (its environment and directory); defaults to the
+    group's first task."""
+    interval: Duration = Field(default=10.0, gt=0)
+    timeout: Duration = Field(default=2.0, gt=0)
+    on_failure: Literal["restart", "ignore"] = "ignore"
+    failures_before_restart: int = Field(default=3, ge=1)
+    grace: Duration = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> Check:
+        if self.type == "http" and not self.path.startswith("/"):
+            raise ValueError("an http check needs a path starting with '/' (such as /health)")
+        if self.type == "script" and not self.command:
+            raise ValueError("a script check needs a command")
+        if self.type != "script" and (self.command or self.args):
+            raise ValueError(f"command and args are for script checks, not {self.type}")
+        if self.timeout > self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must not be longer than interval "
+                f"({self.interval:g}s)"
+            )
+        return self
+
+
+SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class Service(Spec):
+    """An instance of the group registered in the service catalog (and DNS).
+
+    ``port`` is a label of the group's ``network.ports``; the catalog holds the
+    node's address and the port the label got on that node.
+    """
+
+    name: str
+    port: str = ""
+    tags: list[str] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        if not SERVICE_NAME_RE.match(v):
+            raise ValueError(
+                f"service name {v!r} must be a DNS label: lower-case letters, digits and "
+                "'-', at most 63 characters, not starting or ending with '-'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Service:
+        seen: set[str] = set()
+        for i, check in enumerate(self.checks):
+            if not check.name:
+                check.name = f"{self.name}-{check.type}-{i}"
+            if check.name in seen:
+                raise ValueError(f"two checks of service {self.name!r} are named {check.name!r}")
+            seen.add(check.name)
+        return self
+
+
+class UpdateStrategy(Spec):
+    """How a new version of a service group replaces the running one (a deployment).
+
+    ``max_parallel`` instances are replaced at a time; the next batch starts only
+    after those have been healthy for ``min_healthy_time``.  An instance not healthy
+    within ``healthy_deadline`` is unhealthy; a deployment that makes no progress
+    (no new healthy instance) for ``progress_deadline`` fails.  With ``canary: N``
+    N new instances run beside the old ones until the deployment is promoted
+    (``auto_promote`` does it once they are healthy).  ``auto_revert`` sends the job
+    back to its last version that deployed successfully when a deployment fails.
+    ``max_parallel: 0`` turns deployments off for the group (all at once, no gates).
+    """
+
+    max_parallel: int = Field(default=1, ge=0)
+    health_check: Literal["checks", "task_states"] = "checks"
+    min_healthy_time: Duration = Field(default=10.0, ge=0)
+    healthy_deadline: Duration = Field(default=300.0, gt=0)
+    progress_deadline: Duration = Field(default=600.0, ge=0)
+    """0 means no progress deadline."""
+    auto_revert: bool = False
+    canary: int = Field(default=0, ge=0)
+    auto_promote: bool = False
+    stagger: Duration = Field(default=30.0, ge=0)
+    """Nomad's spacing of migrations; kept for file compatibility, batches are paced by health."""
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> UpdateStrategy:
+        if self.progress_deadline and self.progress_deadline < self.healthy_deadline:
+            raise ValueError(
+                f"progress_deadline ({self.progress_deadline:g}s) must be at least "
+                f"healthy_deadline ({self.healthy_deadline:g}s), or 0 for none"
+            )
+        if self.min_healthy_time >= self.healthy_deadline:
+            raise ValueError(
+                f"min_healthy_time ({self.min_healthy_time:g}s) must be shorter than "
+                f"healthy_deadline ({self.healthy_deadline:g}s)"
+            )
+        if self.auto_promote and not self.canary:
+            raise ValueError("auto_promote needs canary > 0")
+        return self
+
+
+class Template(Spec):
+    """A file rendered (Jinja2, sandboxed) into the task's directory before it starts.
+
+    It may read variables (``var("app/config").db_url``), the service catalog
+    (``service("db")``) and the task's environment (``env.NAME``), and is
+    rendered again when what it read changes; then ``change_mode`` restarts or
+    signals the task, or does nothing.  With ``env: true`` the rendered
+    ``KEY=VALUE`` lines are added to the task's environment.
+    """
+
+    destination: str
+    data: str | None = None
+    source: str | None = None
+    change_mode: Literal["restart", "signal", "noop"] = "restart"
+    change_signal: str | None = None
+    env: bool = False
+
+    @field_validator("destination")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        parts = v.replace("\\", "/").split("/")
+        if not v or v.startswith("/") or ".." in parts:
+            raise ValueError(
+                f"destination {v!r} must be a path inside the task's directory "
+                "(relative, without '..'), such as local/app.conf"
+            )
+        return v
+
+    @field_validator("change_signal")
+    @classmethod
+    def _signal(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        name = v.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        if name not in _SIGNALS:
+            raise ValueError(f"{v!r} is not a signal name (such as SIGHUP, SIGUSR1)")
+        return name
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Template:
+        if (self.data is None) == (self.source is None):
+            raise ValueError("a template needs exactly one of data (inline) or source (a file)")
+        if self.change_mode == "signal" and not self.change_signal:
+            raise ValueError("change_mode: signal needs change_signal (such as SIGHUP)")
+        return self
+
+
 class Task(Spec):
     """One process (or container) of a group."""
 
@@ -286,6 +459,7 @@ class Task(Spec):
     logs: LogConfig = Field(default_factory=LogConfig)
     constraints: list[Constraint] = Field(default_factory=list)
     affinities: list[Affinity] = Field(default_factory=list)
+    templates: list[Template] = Field(default_factory=list)
 
     @field_validator("kill_signal")
     @classmethod
@@ -319,6 +493,9 @@ class Group(Spec):
     max_per_node: int | None = Field(default=None, ge=1)
     network: Network = Field(default_factory=Network)
     migrate: Migrate = Field(default_factory=Migrate)
+    update: UpdateStrategy | None = None
+    """Rolling updates of a service group; the job's ``update`` when unset."""
+    services: list[Service] = Field(default_factory=list)
     tasks: dict[str, Task]
 
     @field_validator("tasks")
@@ -329,6 +506,33 @@ class Group(Spec):
         for name in v:
             _check_name(name, "task name")
         return v
+
+    @model_validator(mode="after")
+    def _services(self) -> Group:
+        names: set[str] = set()
+        for svc in self.services:
+            if svc.name in names:
+                raise ValueError(f"service {svc.name!r} is listed twice")
+            names.add(svc.name)
+            for label in [svc.port] + [c.port for c in svc.checks]:
+                if label and label not in self.network.ports:
+                    known = ", ".join(sorted(self.network.ports)) or "none"
+                    raise ValueError(
+                        f"service {svc.name!r}: port {label!r} is not a label of the "
+                        f"group's network.ports (known: {known})"
+                    )
+            for check in svc.checks:
+                if check.type in ("http", "tcp") and not (check.port or svc.port):
+                    raise ValueError(
+                        f"service {svc.name!r}: {check.type} check {check.name!r} needs a "
+                        "port (the service's port or the check's own)"
+                    )
+                if check.task and check.task not in self.tasks:
+                    raise ValueError(
+                        f"service {svc.name!r}: check {check.name!r} names task "
+                        f"{check.task!r}, which is not in the group"
+                    )
+        return self
 
 
 class JobSpec(Spec):
@@ -344,6 +548,8 @@ class JobSpec(Spec):
     constraints: list[Constraint] = Field(default_factory=list)
     affinities: list[Affinity] = Field(default_factory=list)
     spread: list[Spread] = Field(default_factory=list)
+    update: UpdateStrategy | None = None
+    """The default ``update`` of every group that has none (service jobs only)."""
     groups: dict[str, Group]
 
     @field_validator("job")
@@ -367,7 +573,21 @@ class JobSpec(Spec):
         for group in self.groups.values():
             group.restart = group.restart.with_defaults(self.type)
             group.reschedule = group.reschedule.with_defaults(self.type)
+        if self.type != JobType.SERVICE and (
+            self.update is not None or any(g.update is not None for g in self.groups.values())
+        ):
+            raise ValueError(
+                f"update (rolling deployments) is for service jobs, not {self.type.value} jobs"
+            )
         return self
+
+    def update_strategy(self, group: str) -> UpdateStrategy | None:
+        """The group's rolling-update rules (its own, else the job's); None when the
+        group deploys all at once (no update block, or ``max_parallel: 0``)."""
+        strategy = self.groups[group].update or self.update
+        if strategy is None or strategy.max_parallel == 0:
+            return None
+        return strategy
 
     @property
     def id(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from podium.models.alloc import Allocation, ClientStatus
+from podium.models.deployment import Deployment
 from podium.models.evaluation import Evaluation
 
 
@@ -42,9 +43,11 @@ class Plan(BaseModel):
     placements: list[Allocation] = Field(default_factory=list)
     """New allocations and in-place updates of existing ones (same id)."""
     changes: dict[str, GroupChanges] = Field(default_factory=dict)
+    deployment: Deployment | None = None
+    """A deployment this plan creates (or updates: its status, canaries placed)."""
 
     def empty(self) -> bool:
-        return not self.stops and not self.placements
+        return not self.stops and not self.placements and self.deployment is None
 
 
 class SchedulerResult(BaseModel):

@@ -23,7 +23,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from podium.models import Allocation, Evaluation, Job, JobSpec, JobVersion, Node
+from podium.models import (
+    Allocation,
+    Deployment,
+    EncryptedVariable,
+    Evaluation,
+    Job,
+    JobSpec,
+    JobVersion,
+    Node,
+    ServiceRegistration,
+)
 from podium.state.backend import Backend, NullBackend
 
 JOBS = "jobs"
@@ -31,7 +41,10 @@ VERSIONS = "job_versions"
 ALLOCS = "allocs"
 NODES = "nodes"
 EVALS = "evals"
-TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS)
+DEPLOYMENTS = "deployments"
+SERVICES = "services"
+VARIABLES = "variables"
+TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS, DEPLOYMENTS, SERVICES, VARIABLES)
 
 _MODELS: dict[str, Any] = {
     JOBS: Job,
@@ -39,6 +52,9 @@ _MODELS: dict[str, Any] = {
     ALLOCS: Allocation,
     NODES: Node,
     EVALS: Evaluation,
+    DEPLOYMENTS: Deployment,
+    SERVICES: ServiceRegistration,
+    VARIABLES: EncryptedVariable,
 }
 
 JobKey = tuple[str, str]
@@ -53,6 +69,8 @@ def _key_str(table: str, obj: Any) -> str:
         return f"{obj.namespace}/{obj.id}"
     if table == VERSIONS:
         return f"default/{obj.job_id}/{obj.version}"
+    if table == VARIABLES:
+        return f"{obj.namespace}/{obj.path}"
     return str(obj.id)
 
 
@@ -97,6 +115,26 @@ class Txn:
     def delete_eval(self, eval_id: str) -> None:
         self.deletes[EVALS].add(eval_id)
 
+    def put_deployment(self, deployment: Deployment) -> None:
+        self.puts[DEPLOYMENTS][deployment.id] = deployment
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self.deletes[DEPLOYMENTS].add(deployment_id)
+
+    def put_service(self, registration: ServiceRegistration) -> None:
+        self.puts[SERVICES][registration.id] = registration
+        self.deletes[SERVICES].discard(registration.id)
+
+    def delete_service(self, registration_id: str) -> None:
+        self.deletes[SERVICES].add(registration_id)
+        self.puts[SERVICES].pop(registration_id, None)
+
+    def put_variable(self, variable: EncryptedVariable) -> None:
+        self.puts[VARIABLES][_key_str(VARIABLES, variable)] = variable
+
+    def delete_variable(self, namespace: str, path: str) -> None:
+        self.deletes[VARIABLES].add(f"{namespace}/{path}")
+
     def empty(self) -> bool:
         return not any(self.puts.values()) and not any(self.deletes.values())
 
@@ -118,6 +156,14 @@ class _Tables:
         self.evals_by_job: dict[JobKey, frozenset[str]] = {}
         self.usage: dict[str, tuple[int, int]] = {}
         """(cpu, memory) per node held by allocations that still use resources."""
+        self.deployments: dict[str, Deployment] = {}
+        self.deployments_by_job: dict[JobKey, frozenset[str]] = {}
+        self.services: dict[str, ServiceRegistration] = {}
+        self.services_by_name: dict[JobKey, frozenset[str]] = {}
+        """(namespace, service name) -> registration ids."""
+        self.services_by_alloc: dict[str, frozenset[str]] = {}
+        self.variables: dict[str, EncryptedVariable] = {}
+        """``namespace/path`` -> sealed variable."""
 
     def add_usage(self, alloc: Allocation, sign: int) -> None:
         if alloc.uses_resources():
@@ -139,7 +185,29 @@ class _Tables:
         t.allocs_by_node = dict(self.allocs_by_node)
         t.evals_by_job = dict(self.evals_by_job)
         t.usage = dict(self.usage)
+        t.deployments = dict(self.deployments)
+        t.deployments_by_job = dict(self.deployments_by_job)
+        t.services = dict(self.services)
+        t.services_by_name = dict(self.services_by_name)
+        t.services_by_alloc = dict(self.services_by_alloc)
+        t.variables = dict(self.variables)
         return t
+
+
+def _index_update(
+    index: dict[Any, frozenset[str]], key: Any, add: str | None = None, remove: str | None = None
+) -> None:
+    """Replace one immutable secondary-index entry (copy-on-write)."""
+    cur = index.get(key, frozenset())
+    new = set(cur)
+    if add is not None:
+        new.add(add)
+    if remove is not None:
+        new.discard(remove)
+    if new:
+        index[key] = frozenset(new)
+    else:
+        index.pop(key, None)
 
 
 class Snapshot:
@@ -207,6 +275,48 @@ class Snapshot:
     def evals_by_job(self, job_id: str, namespace: str = "default") -> list[Evaluation]:
         ids = self._t.evals_by_job.get(_job_key(namespace, job_id), frozenset())
         return [self._t.evals[i] for i in ids]
+
+    # -- deployments
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        return self._t.deployments.get(deployment_id)
+
+    def deployments(self) -> list[Deployment]:
+        return list(self._t.deployments.values())
+
+    def deployments_by_job(self, job_id: str, namespace: str = "default") -> list[Deployment]:
+        """Newest first."""
+        ids = self._t.deployments_by_job.get(_job_key(namespace, job_id), frozenset())
+        found = [self._t.deployments[i] for i in ids]
+        found.sort(key=lambda d: (d.create_index, d.job_version, d.id), reverse=True)
+        return found
+
+    def latest_deployment(self, job_id: str, namespace: str = "default") -> Deployment | None:
+        found = self.deployments_by_job(job_id, namespace)
+        return found[0] if found else None
+
+    # -- service catalog
+    def service_registrations(self) -> list[ServiceRegistration]:
+        return list(self._t.services.values())
+
+    def services_by_name(self, name: str, namespace: str = "default") -> list[ServiceRegistration]:
+        ids = self._t.services_by_name.get((namespace, name), frozenset())
+        return sorted((self._t.services[i] for i in ids), key=lambda r: r.id)
+
+    def services_by_alloc(self, alloc_id: str) -> list[ServiceRegistration]:
+        ids = self._t.services_by_alloc.get(alloc_id, frozenset())
+        return sorted((self._t.services[i] for i in ids), key=lambda r: r.id)
+
+    # -- variables (sealed; podium.server opens them)
+    def variable(self, path: str, namespace: str = "default") -> EncryptedVariable | None:
+        return self._t.variables.get(f"{namespace}/{path}")
+
+    def variables(self, prefix: str = "", namespace: str = "default") -> list[EncryptedVariable]:
+        found = [
+            v
+            for v in self._t.variables.values()
+            if v.namespace == namespace and v.path.startswith(prefix)
+        ]
+        return sorted(found, key=lambda v: v.path)
 
 
 class StateStore(Snapshot):
@@ -299,6 +409,23 @@ class StateStore(Snapshot):
             t.nodes[obj.id] = obj
         elif table == EVALS:
             t.evals[obj.id] = obj
+        elif table == DEPLOYMENTS:
+            if obj.id not in t.deployments:
+                _index_update(t.deployments_by_job, _job_key(obj.namespace, obj.job_id), add=obj.id)
+            t.deployments[obj.id] = obj
+        elif table == SERVICES:
+            old = t.services.get(obj.id)
+            if old is not None:
+                self._unindex_service(old)
+            t.services[obj.id] = obj
+            _index_update(t.services_by_name, (obj.namespace, obj.service_name), add=obj.id)
+            _index_update(t.services_by_alloc, obj.alloc_id, add=obj.id)
+        elif table == VARIABLES:
+            t.variables[_key_str(VARIABLES, obj)] = obj
+
+    def _unindex_service(self, reg: ServiceRegistration) -> None:
+        _index_update(self._t.services_by_name, (reg.namespace, reg.service_name), remove=reg.id)
+        _index_update(self._t.services_by_alloc, reg.alloc_id, remove=reg.id)
 
     # -- writing
     def commit(self, txn: Txn) -> int:
@@ -383,6 +510,21 @@ class StateStore(Snapshot):
                 t.versions.pop(jk, None)
         for node_id in txn.deletes[NODES]:
             t.nodes.pop(node_id, None)
+        for table in (DEPLOYMENTS, SERVICES, VARIABLES):
+            for obj in txn.puts[table].values():
+                self._apply_put(table, obj)
+        for dep_id in txn.deletes[DEPLOYMENTS]:
+            dep = t.deployments.pop(dep_id, None)
+            if dep is not None:
+                _index_update(
+                    t.deployments_by_job, _job_key(dep.namespace, dep.job_id), remove=dep_id
+                )
+        for reg_id in txn.deletes[SERVICES]:
+            reg = t.services.pop(reg_id, None)
+            if reg is not None:
+                self._unindex_service(reg)
+        for var_key in txn.deletes[VARIABLES]:
+            t.variables.pop(var_key, None)
 
         eval_add: dict[JobKey, set[str]] = {}
         eval_del: dict[JobKey, set[str]] = {}
