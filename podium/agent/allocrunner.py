@@ -84,6 +84,19 @@ class TimerFired(Event):
 
 
 @dataclass(frozen=True)
+class RestartRequested(Event):
+    """Something outside the task wants it restarted: a failing health check, or a
+    template whose content changed.  ``counts`` says whether the restart counts
+    against the restart policy (a check's does, as Nomad's check_restart; a
+    template's does not)."""
+
+    task: str
+    reason: str
+    type: str = "Restart Signaled"
+    counts: bool = False
+
+
+@dataclass(frozen=True)
 class TaskRecovered(Event):
     """After an agent restart the task was found still running."""
 
@@ -155,6 +168,8 @@ class TaskTrack:
     window_start: float | None = None
     window_restarts: int = 0
     timer_token: int = 0
+    restart_after_kill: str = ""
+    """Set while a requested restart kills the task: "counted" or "free"."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +178,7 @@ class TaskTrack:
             "window_start": self.window_start,
             "window_restarts": self.window_restarts,
             "timer_token": self.timer_token,
+            "restart_after_kill": self.restart_after_kill,
         }
 
     @classmethod
@@ -173,6 +189,7 @@ class TaskTrack:
             window_start=data.get("window_start"),
             window_restarts=int(data.get("window_restarts", 0)),
             timer_token=int(data.get("timer_token", 0)),
+            restart_after_kill=str(data.get("restart_after_kill", "")),
         )
 
 
@@ -247,6 +264,8 @@ class AllocStateMachine:
             return self._on_exited(event)
         if isinstance(event, TimerFired):
             return self._on_timer(event)
+        if isinstance(event, RestartRequested):
+            return self._on_restart_requested(event)
         raise TypeError(f"unknown event {event!r}")
 
     def start(self, time: float) -> list[Instruction]:
@@ -310,6 +329,20 @@ class AllocStateMachine:
         self._event(track, ev.time, "Started", "task started by the driver")
         return [Report(), Persist()]
 
+    def _on_restart_requested(self, ev: RestartRequested) -> list[Instruction]:
+        track = self.tasks.get(ev.task)
+        if track is None or self.stopping or track.phase != Phase.RUNNING:
+            return []
+        spec = self._task_spec(ev.task)
+        track.phase = Phase.KILLING
+        track.restart_after_kill = "counted" if ev.counts else "free"
+        self._event(track, ev.time, ev.type, ev.reason)
+        return [
+            KillTask(ev.task, spec.kill_signal, spec.kill_timeout, ev.reason),
+            Report(),
+            Persist(),
+        ]
+
     def _on_recovered(self, ev: TaskRecovered) -> list[Instruction]:
         track = self.tasks[ev.task]
         was_killing = track.phase == Phase.KILLING
@@ -371,6 +404,12 @@ class AllocStateMachine:
             signal=ev.signal,
             oom_killed=ev.oom_killed,
         )
+        restart, track.restart_after_kill = track.restart_after_kill, ""
+        sibling_failed = any(t.state.failed for t in self.tasks.values())
+        if restart and not self.stopping and not sibling_failed and track.phase == Phase.KILLING:
+            if restart == "counted":
+                return self._maybe_restart(ev.task, ev.time, failed_run=True)
+            return self._schedule_restart(ev.task, ev.time, 0.0, "restarting now")
         if track.phase == Phase.KILLING or self.stopping:
             self._event(track, ev.time, "Killed", "task stopped")
             return self._dead(ev.task, ev.time, failed=False)

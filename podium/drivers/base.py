@@ -97,6 +97,15 @@ class ExitResult:
 
 
 @dataclass
+class DriverHealth:
+    """A health verdict the driver itself keeps for a task (Docker's HEALTHCHECK)."""
+
+    healthy: bool | None
+    """None while the driver has no verdict yet (Docker's "starting")."""
+    output: str = ""
+
+
+@dataclass
 class TaskStats:
     cpu_percent: float = 0.0
     memory_rss_bytes: int = 0
@@ -135,6 +144,17 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def stats(self, handle: TaskHandle) -> TaskStats:
         """CPU and memory use of the task."""
+
+    async def health(self, handle: TaskHandle) -> DriverHealth | None:
+        """The driver's own health verdict for the task, or None when it keeps none.
+
+        The agent polls it like a check (see :mod:`podium.agent.checks`).
+        """
+        return None
+
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """Send ``signal`` to the task (a template's ``change_mode: signal``)."""
+        raise NotImplementedError(f"driver {self.name} cannot signal its tasks")
 
     async def destroy(self, handle: TaskHandle) -> None:  # noqa: B027 - optional hook
         """Release what the task held on the node (cgroups, status files).  Idempotent."""

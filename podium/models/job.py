@@ -496,6 +496,11 @@ class Group(Spec):
     update: UpdateStrategy | None = None
     """Rolling updates of a service group; the job's ``update`` when unset."""
     services: list[Service] = Field(default_factory=list)
+    depends_on: dict[str, Literal["started", "healthy", "completed_successfully"]] = Field(
+        default_factory=dict
+    )
+    """Groups of the same job this one waits for when it is first placed (Compose's
+    ``depends_on``): every instance of each running, healthy, or exited 0."""
     tasks: dict[str, Task]
 
     @field_validator("tasks")
@@ -573,6 +578,7 @@ class JobSpec(Spec):
         for group in self.groups.values():
             group.restart = group.restart.with_defaults(self.type)
             group.reschedule = group.reschedule.with_defaults(self.type)
+        _check_depends_on(self.groups)
         if self.type != JobType.SERVICE and (
             self.update is not None or any(g.update is not None for g in self.groups.values())
         ):
@@ -595,6 +601,32 @@ class JobSpec(Spec):
 
     def group(self, name: str) -> Group:
         return self.groups[name]
+
+
+def _check_depends_on(groups: dict[str, Group]) -> None:
+    for name, group in groups.items():
+        for dep in group.depends_on:
+            if dep not in groups:
+                raise ValueError(f"group {name!r} depends on {dep!r}, which is not a group")
+            if dep == name:
+                raise ValueError(f"group {name!r} depends on itself")
+    seen: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise ValueError(f"groups depend on each other in a cycle: {cycle}")
+        if name in seen:
+            return
+        path.append(name)
+        for dep in groups[name].depends_on:
+            visit(dep)
+        path.pop()
+        seen.add(name)
+
+    for name in groups:
+        visit(name)
 
 
 def tasks_changed(old: Group, new: Group) -> bool:

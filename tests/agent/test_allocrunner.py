@@ -12,6 +12,7 @@ from podium.agent.allocrunner import (
     Persist,
     Phase,
     Report,
+    RestartRequested,
     SetTimer,
     StartTask,
     TaskExited,
@@ -249,3 +250,38 @@ def test_recovered_while_killing_for_a_failed_sibling_is_killed_again() -> None:
     assert any(isinstance(i, KillTask) and i.task == "b" for i in out)
     restored.handle(TaskExited(4.0, "b", signal=15))
     assert restored.client_status() == ClientStatus.FAILED
+
+
+def test_requested_restart_kills_then_starts_again_without_using_the_policy() -> None:
+    m = make()
+    m.start(0.0)
+    m.handle(TaskStarted(1.0, "web"))
+    out = m.handle(RestartRequested(2.0, "web", "template local/app.conf changed"))
+    assert KillTask("web", "SIGTERM", 3.0, "template local/app.conf changed") in out
+    assert m.tasks["web"].state.events[-1].type == "Restart Signaled"
+    out = m.handle(TaskExited(3.0, "web", signal=15))
+    timer = next(i for i in out if isinstance(i, SetTimer))
+    assert timer.delay == 0.0 and m.tasks["web"].window_restarts == 0
+    assert m.handle(TimerFired(3.0, "web", timer.token)) == [StartTask("web"), Persist()]
+    assert m.client_status() == ClientStatus.RUNNING
+
+
+def test_counted_restart_uses_the_policy_and_can_fail_the_alloc() -> None:
+    m = make(restart={"attempts": 0, "interval": "1m", "delay": "1s", "mode": "fail"})
+    m.start(0.0)
+    m.handle(TaskStarted(1.0, "web"))
+    m.handle(RestartRequested(2.0, "web", "check web-http-0 failed 3 times", counts=True))
+    m.handle(TaskExited(3.0, "web", signal=15))
+    assert m.client_status() == ClientStatus.FAILED
+    assert "restart policy" in m.client_description()
+
+
+def test_restart_requested_while_stopping_is_ignored() -> None:
+    m = make()
+    m.start(0.0)
+    m.handle(TaskStarted(1.0, "web"))
+    stopped = m.alloc.model_copy(update={"desired_status": DesiredStatus.STOP})
+    m.handle(AllocUpdated(2.0, stopped, m.spec))
+    assert m.handle(RestartRequested(2.5, "web", "x")) == []
+    m.handle(TaskExited(3.0, "web", signal=15))
+    assert m.client_status() == ClientStatus.COMPLETE
