@@ -25,6 +25,9 @@ class TriggeredBy(StrEnum):
     RESCHEDULE = "alloc-reschedule"
     QUEUED_ALLOCS = "queued-allocs"
     MANUAL = "manual"
+    DEPLOYMENT_WATCHER = "deployment-watcher"
+    ALLOC_STATUS = "alloc-status"
+    """An allocation a waiting group depends on changed (depends_on)."""
 
 
 class AllocMetric(BaseModel):

@@ -31,6 +31,8 @@ class GroupChanges(BaseModel):
     reschedule_now: int = 0
     reschedule_later: int = 0
     lost: int = 0
+    canary: int = 0
+    """New instances placed beside the old ones until the deployment is promoted."""
 
 
 class Plan(BaseModel):
@@ -44,10 +46,17 @@ class Plan(BaseModel):
     """New allocations and in-place updates of existing ones (same id)."""
     changes: dict[str, GroupChanges] = Field(default_factory=dict)
     deployment: Deployment | None = None
-    """A deployment this plan creates (or updates: its status, canaries placed)."""
+    """A deployment this plan creates, or the current one with canaries it placed."""
+    cancel_deployments: dict[str, str] = Field(default_factory=dict)
+    """Active deployments of older versions (or of a stopped job) to cancel: id -> why."""
 
     def empty(self) -> bool:
-        return not self.stops and not self.placements and self.deployment is None
+        return (
+            not self.stops
+            and not self.placements
+            and self.deployment is None
+            and not self.cancel_deployments
+        )
 
 
 class SchedulerResult(BaseModel):

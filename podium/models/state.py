@@ -46,3 +46,7 @@ class JobVersion(BaseModel):
     submit_time: float
     modify_index: int
     diff: list[str] = []
+    description: str = ""
+    """Why this version exists when it is not a plain registration ("reverted to version 3")."""
+    stable: bool = False
+    """Deployed successfully (every instance healthy): what auto_revert goes back to."""

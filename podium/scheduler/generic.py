@@ -20,9 +20,11 @@ from collections.abc import Callable
 from podium.models import (
     AllocatedPort,
     Allocation,
+    AllocHealth,
     AllocMetric,
     AllocStop,
     ClientStatus,
+    Deployment,
     DesiredStatus,
     EvalStatus,
     Evaluation,
@@ -76,6 +78,7 @@ class GenericScheduler:
             stops=list(rec.stops),
             placements=list(rec.updates),
             changes=rec.changes,
+            cancel_deployments=dict(rec.cancel_deployments),
         )
         new_evals: list[Evaluation] = list(rec.followups)
         failed: dict[str, AllocMetric] = {}
@@ -87,6 +90,8 @@ class GenericScheduler:
                 queued[name] = 0
             if rec.place:
                 self._place(job, rec.place, rec.running, plan, failed, queued)
+            if rec.deployment is not None:
+                plan.deployment = with_placed_canaries(rec.deployment, plan.placements)
 
         return finish(ev, job, plan, failed, queued, notes, new_evals, self._new_id, self._now)
 
@@ -163,6 +168,18 @@ class GenericScheduler:
             )
 
 
+def with_placed_canaries(deployment: Deployment, placed: list[Allocation]) -> Deployment:
+    """A copy of ``deployment`` that lists the canaries this plan places."""
+    dep = deployment.model_copy(deep=True)
+    for alloc in placed:
+        ds = alloc.deployment_status
+        if alloc.deployment_id == dep.id and ds is not None and ds.canary:
+            group = dep.groups.get(alloc.group)
+            if group is not None and alloc.id not in group.placed_canaries:
+                group.placed_canaries.append(alloc.id)
+    return dep
+
+
 Template = tuple[dict[str, tuple[int, int]], int, int, dict[str, int]]
 """Per-task (cpu, memory), group cpu, group memory, static ports by label."""
 
@@ -215,6 +232,8 @@ def new_alloc(
         client_status=ClientStatus.PENDING,
         previous_allocation=prev.id if prev is not None else None,
         reschedule_events=events,
+        deployment_id=want.deployment_id,
+        deployment_status=AllocHealth(canary=True) if want.canary else None,
         ports={label: AllocatedPort(value=port) for label, port in ports.items()},
         create_time=now,
         modify_time=now,

@@ -23,7 +23,10 @@ from typing import Any
 
 from podium.models import (
     Allocation,
+    AllocHealth,
     ClientStatus,
+    Deployment,
+    DeploymentStatus,
     DesiredStatus,
     DriverInfo,
     Eligibility,
@@ -257,6 +260,7 @@ class Harness:
         self._by_job: dict[tuple[str, str], dict[str, None]] = {}
         self._by_node: dict[str, dict[str, None]] = {}
         self.evals: dict[str, Evaluation] = {}
+        self.deployments: dict[str, Deployment] = {}
         self.results: list[SchedulerResult] = []
         """Every result applied, in order."""
         self.plan_results: list[PlanResult] = []
@@ -292,6 +296,45 @@ class Harness:
 
     def evaluation(self, eval_id: str) -> Evaluation | None:
         return self.evals.get(eval_id)
+
+    def latest_deployment(self, job_id: str, namespace: str = "default") -> Deployment | None:
+        found = [
+            d for d in self.deployments.values() if d.job_id == job_id and d.namespace == namespace
+        ]
+        if not found:
+            return None
+        return max(found, key=lambda d: (d.create_index, d.job_version, d.id))
+
+    def set_deployment(self, deployment_id: str, **changes: Any) -> Deployment:
+        """Change a deployment as the server's watcher would (status, promoted groups)."""
+        dep = self.deployments[deployment_id].model_copy(
+            update={**changes, "modify_index": self._bump()}
+        )
+        self.deployments[deployment_id] = dep
+        return dep
+
+    def promote(self, deployment_id: str) -> Deployment:
+        dep = self.deployments[deployment_id].model_copy(deep=True)
+        for group in dep.groups.values():
+            group.promoted = True
+        self.deployments[deployment_id] = dep
+        return dep
+
+    def set_health(
+        self, alloc_id: str, healthy: bool | None, *, now: float | None = None
+    ) -> Allocation:
+        """What an agent reports once it judged an allocation's deployment health."""
+        now = self.now if now is None else now
+        alloc = self._allocs[alloc_id]
+        ds = alloc.deployment_status or AllocHealth()
+        alloc = alloc.model_copy(
+            update={
+                "deployment_status": ds.model_copy(update={"healthy": healthy, "timestamp": now}),
+                "modify_index": self._bump(),
+            }
+        )
+        self._allocs[alloc_id] = alloc
+        return alloc
 
     # -- writes --------------------------------------------------------------
 
@@ -482,6 +525,30 @@ class Harness:
                         update={"next_allocation": alloc.id}
                     )
 
+        if plan.deployment is not None:
+            stored = self.deployments.get(plan.deployment.id)
+            if stored is None:
+                self.deployments[plan.deployment.id] = plan.deployment.model_copy(
+                    update={"create_index": index, "modify_index": index}
+                )
+            else:
+                merged = stored.model_copy(deep=True)
+                for name, group in plan.deployment.groups.items():
+                    if name in merged.groups:
+                        for alloc_id in group.placed_canaries:
+                            if alloc_id not in merged.groups[name].placed_canaries:
+                                merged.groups[name].placed_canaries.append(alloc_id)
+                self.deployments[stored.id] = merged.model_copy(update={"modify_index": index})
+        for dep_id, why in plan.cancel_deployments.items():
+            stored = self.deployments.get(dep_id)
+            if stored is not None and stored.active():
+                self.deployments[dep_id] = stored.model_copy(
+                    update={
+                        "status": DeploymentStatus.CANCELLED,
+                        "status_description": why,
+                        "modify_index": index,
+                    }
+                )
         self.evals[result.eval_update.id] = result.eval_update
         for ev in result.new_evals:
             self.evals[ev.id] = ev

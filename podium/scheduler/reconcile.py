@@ -20,8 +20,24 @@ considers lands in exactly one of ``ignore``, ``in_place_update``,
 ``reschedule_later``.  ``place`` counts the new instances the plan asks for
 other than the replacements of destructive updates (so lost and rescheduled
 replacements are in ``place`` as well).  Hence, per group, *new allocations
-placed + queued == place + destructive_update*.  The counts are intents, as
-Nomad's are: what could not be placed is reported separately as queued.
+placed + queued == place + destructive_update + canary*.  The counts are
+intents, as Nomad's are: what could not be placed is reported separately as
+queued.
+
+Deployments (groups with an ``update`` block, service jobs only): the first
+evaluation of a job version that places anything creates a deployment, and
+every allocation it places joins it.  Outdated allocations are then replaced
+``max_parallel`` at a time: each evaluation replaces only as many as leave at
+most ``max_parallel`` of the deployment's allocations not yet healthy; the
+server's deployment watcher evaluates the job again as instances turn
+healthy.  With ``canary: N`` the deployment first places N canaries *beside*
+the old instances (at the indexes of the first N they will replace; they do
+not take part in index bookkeeping until promoted), and replaces nothing
+until promoted; once promoted a canary wins its index and the old instance
+there is stopped.  A failed deployment replaces nothing more and its
+unpromoted canaries are stopped.  A deployment of an older version still
+running is cancelled.  ``depends_on`` holds back a group that has never
+been placed until the groups it names are started, healthy or completed.
 """
 
 from __future__ import annotations
@@ -34,7 +50,11 @@ from typing import Literal
 from podium.models import (
     Allocation,
     AllocStop,
+    CheckStatus,
     ClientStatus,
+    Deployment,
+    DeploymentGroup,
+    DeploymentStatus,
     DesiredStatus,
     EvalStatus,
     Evaluation,
@@ -46,6 +66,7 @@ from podium.models import (
     RescheduleEvent,
     ReschedulePolicy,
     TriggeredBy,
+    UpdateStrategy,
     tasks_changed,
 )
 from podium.scheduler.snapshot import Snapshot
@@ -58,6 +79,8 @@ SCALED_DOWN = "alloc not needed: group count lowered"
 DUPLICATE = "alloc not needed: another allocation holds its index"
 UPDATED = "alloc is being replaced by a new job version"
 RESCHEDULED = "rescheduled"
+CANARY_REMOVED = "alloc not needed: its deployment failed (canary removed)"
+REPLACED_BY_CANARY = "alloc replaced by a promoted canary"
 NODE_DRAIN = "node drain"
 """Prefix of the description the server's drainer stops allocations with."""
 
@@ -102,6 +125,8 @@ class Placement:
     """
     reschedule: RescheduleEvent | None = None
     """Appended to ``previous``'s reschedule history on the new allocation."""
+    deployment_id: str | None = None
+    canary: bool = False
 
 
 @dataclass(slots=True)
@@ -118,6 +143,9 @@ class Reconciliation:
     """Sentences for the evaluation's status_description."""
     running: list[Allocation] = field(default_factory=list)
     """Allocations that keep running where they are: the anti-affinity baseline."""
+    deployment: Deployment | None = None
+    """The deployment to create (new) or to store again (canaries placed)."""
+    cancel_deployments: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +214,30 @@ def instance_name(job_id: str, group: str, index: int) -> str:
     return f"{job_id}.{group}[{index}]"
 
 
+def alloc_healthy(alloc: Allocation, group: Group | None = None) -> bool:
+    """Running and healthy, for ``depends_on: healthy``: its deployment health when the
+    agent judged it, else every check passing; an allocation with no checks at all is
+    healthy while it runs, unless its group declares checks that have not reported."""
+    if alloc.client_status != ClientStatus.RUNNING:
+        return False
+    ds = alloc.deployment_status
+    if ds is not None and ds.healthy is not None:
+        return ds.healthy
+    if alloc.checks:
+        return all(c.status == CheckStatus.PASSING for c in alloc.checks.values())
+    if group is None:
+        return True
+    declares = any(s.checks for s in group.services) or any(
+        "healthcheck" in t.config for t in group.tasks.values()
+    )
+    return not declares
+
+
+def _is_canary_of(alloc: Allocation, deployment: Deployment) -> bool:
+    ds = alloc.deployment_status
+    return alloc.deployment_id == deployment.id and ds is not None and ds.canary
+
+
 class Reconciler:
     """Desired state (the job) against actual state (its allocations), per group."""
 
@@ -205,20 +257,100 @@ class Reconciler:
         self._down: dict[str, bool] = {}
         self._in_place: dict[tuple[str, int], bool] = {}
         self._out = Reconciliation()
+        self._deployment: Deployment | None = None
+        """The current version's deployment: stored, or created by this evaluation."""
+        self._dep_new = False
+        self._dep_used = False
+        self._by_group: dict[str, list[Allocation]] = {}
 
     def run(self, allocs: Iterable[Allocation]) -> Reconciliation:
         job = self._job
+        latest = None
+        if job is not None:
+            latest = self._snapshot.latest_deployment(job.id, job.namespace)
+        elif self._eval.job_id:
+            latest = self._snapshot.latest_deployment(self._eval.job_id, self._eval.namespace)
         if job is None or job.stop:
+            if latest is not None and latest.active():
+                why = "job purged" if job is None else "job stopped"
+                self._out.cancel_deployments[latest.id] = f"cancelled: {why}"
             self._stop_all(allocs, JOB_PURGED if job is None else JOB_STOPPED)
             return self._out
+        if latest is not None and latest.job_version == job.version:
+            self._deployment = latest
+        else:
+            if latest is not None and latest.active():
+                self._out.cancel_deployments[latest.id] = (
+                    f"cancelled: job updated to version {job.version}"
+                )
+            self._deployment = self._new_deployment(job)
         by_group: dict[str, list[Allocation]] = {}
         for alloc in allocs:
             by_group.setdefault(alloc.group, []).append(alloc)
+        self._by_group = dict(by_group)
         for name, group in job.spec.groups.items():
             self._group(job, name, group, by_group.pop(name, []))
         for name in sorted(by_group):
             self._stop_all(by_group[name], GROUP_REMOVED)
+        if self._deployment is not None and self._dep_used:
+            self._out.deployment = self._deployment
         return self._out
+
+    def _new_deployment(self, job: Job) -> Deployment | None:
+        """A deployment for this version, kept only if some group places anything."""
+        if job.spec.type != JobType.SERVICE:
+            return None
+        groups: dict[str, DeploymentGroup] = {}
+        for name, group in job.spec.groups.items():
+            strategy = job.spec.update_strategy(name)
+            if strategy is None:
+                continue
+            deadline = strategy.progress_deadline
+            groups[name] = DeploymentGroup(
+                desired_total=group.count,
+                desired_canaries=strategy.canary,
+                auto_revert=strategy.auto_revert,
+                auto_promote=strategy.auto_promote,
+                progress_deadline=deadline,
+                require_progress_by=self._now + deadline if deadline else None,
+            )
+        if not groups:
+            return None
+        self._dep_new = True
+        return Deployment(
+            id=self._new_id(),
+            namespace=job.namespace,
+            job_id=job.id,
+            job_version=job.version,
+            job_modify_index=job.job_modify_index,
+            status_description="deployment is running",
+            groups=groups,
+            create_time=self._now,
+            modify_time=self._now,
+        )
+
+    def _waiting_on(self, job: Job, group: Group) -> list[str]:
+        """The ``depends_on`` conditions not met yet, as phrases (empty: go ahead)."""
+        waiting: list[str] = []
+        for dep, condition in sorted(group.depends_on.items()):
+            dep_group = job.spec.groups[dep]
+            live = [a for a in self._by_group.get(dep, []) if a.desired_status == DesiredStatus.RUN]
+            if condition == "started":
+                ok = sum(a.client_status == ClientStatus.RUNNING for a in live)
+            elif condition == "healthy":
+                ok = sum(alloc_healthy(a, dep_group) for a in live)
+            else:
+                ok = sum(
+                    a.client_status == ClientStatus.COMPLETE
+                    and not any(t.failed for t in a.task_states.values())
+                    for a in live
+                )
+            if ok < dep_group.count:
+                what = (
+                    "completed successfully" if condition == "completed_successfully" else condition
+                )
+                waiting.append(f"{dep} to be {what} ({ok}/{dep_group.count})")
+        return waiting
 
     # -- helpers -----------------------------------------------------------
 
@@ -280,6 +412,29 @@ class Reconciler:
         out = self._out
         ch = self._changes(name)
         batch = job.spec.type == JobType.BATCH
+        first_placement = not allocs
+        strategy = job.spec.update_strategy(name) if job.spec.type == JobType.SERVICE else None
+        dep = self._deployment if strategy is not None else None
+        dep_group = dep.groups.get(name) if dep is not None else None
+        if dep is not None and dep_group is None:
+            dep = None  # the group got its update block after the deployment began
+        all_allocs = allocs
+        canaries: list[Allocation] = []
+        if dep is not None and dep_group is not None and not dep_group.promoted:
+            rest: list[Allocation] = []
+            for alloc in allocs:
+                if not _is_canary_of(alloc, dep):
+                    rest.append(alloc)
+                elif alloc.terminal():
+                    continue
+                elif not dep.active() or self._node_down(alloc.node_id):
+                    down = self._node_down(alloc.node_id)
+                    self._stop(alloc, NODE_LOST if down else CANARY_REMOVED, lost=down)
+                    ch.stop += 1
+                else:
+                    canaries.append(alloc)
+                    out.running.append(alloc)
+            allocs = rest
 
         occupants: list[tuple[int, Allocation]] = []
         predecessors: dict[int, Allocation] = {}
@@ -316,13 +471,17 @@ class Reconciler:
         occupants.sort(key=lambda ka: (ka[1].index, ka[0], ka[1].create_time, ka[1].id))
         kept: list[tuple[int, Allocation]] = []
         taken: set[int] = set()
+        holder: dict[int, Allocation] = {}
         for kind, alloc in occupants:
             if alloc.index in taken:
                 if kind in (_LIVE_CURRENT, _LIVE_OLD):
-                    self._stop(alloc, DUPLICATE)
+                    winner = holder[alloc.index]
+                    promoted = dep is not None and _is_canary_of(winner, dep)
+                    self._stop(alloc, REPLACED_BY_CANARY if promoted else DUPLICATE)
                     ch.stop += 1
                 continue
             taken.add(alloc.index)
+            holder[alloc.index] = alloc
             kept.append((kind, alloc))
 
         # Too many: the highest indexes go.  Finished and failed ones have no
@@ -362,6 +521,10 @@ class Reconciler:
                 failed.append(alloc)
 
         replace_now = self._destructive_now(outdated)
+        if dep is not None and dep_group is not None and strategy is not None:
+            replace_now = self._gate(
+                name, dep, dep_group, strategy, outdated, canaries, all_allocs, placements, ch
+            )
         replacing = {a.id for a in replace_now}
         for alloc in outdated:
             if alloc.id in replacing:
@@ -377,6 +540,11 @@ class Reconciler:
             placements.extend(self._reschedule(job, name, group, failed, ch))
 
         missing = group.count - len(kept)
+        if missing > 0 and first_placement and group.depends_on:
+            waiting = self._waiting_on(job, group)
+            if waiting:
+                out.notes.append(f"group {name} waits for " + ", ".join(waiting))
+                missing = 0
         index = 0
         while missing > 0:
             if index not in taken:
@@ -385,8 +553,65 @@ class Reconciler:
                 missing -= 1
             index += 1
 
-        placements.sort(key=lambda p: p.index)
+        if dep is not None and dep.active() and placements:
+            for want in placements:
+                want.deployment_id = dep.id
+            self._dep_used = True
+        placements.sort(key=lambda p: (p.index, p.canary))
         out.place.extend(placements)
+
+    def _gate(
+        self,
+        name: str,
+        dep: Deployment,
+        dep_group: DeploymentGroup,
+        strategy: UpdateStrategy,
+        outdated: list[Allocation],
+        canaries: list[Allocation],
+        all_allocs: list[Allocation],
+        placements: list[Placement],
+        ch: GroupChanges,
+    ) -> list[Allocation]:
+        """Which outdated allocations a deployment lets this evaluation replace.
+
+        Places the canaries an unpromoted canary deployment still lacks (and
+        replaces nothing); otherwise replaces up to ``max_parallel`` less the
+        deployment's allocations not yet healthy.
+        """
+        if dep.status == DeploymentStatus.SUCCESSFUL:
+            return outdated
+        if not dep.active():
+            if outdated:
+                self._out.notes.append(
+                    f"group {name}: deployment {dep.id[:8]} {dep.status.value}; "
+                    f"{len(outdated)} allocation(s) left on their old version"
+                )
+            return []
+        if self._dep_new and not outdated:
+            dep_group.desired_canaries = 0  # canaries test an update; a new job has none
+        if dep_group.desired_canaries and not dep_group.promoted:
+            if not outdated and not canaries:
+                return []
+            have = {a.index for a in canaries}
+            need = dep_group.desired_canaries - len(canaries)
+            for alloc in outdated:
+                if need <= 0:
+                    break
+                if alloc.index in have:
+                    continue
+                placements.append(Placement(name, alloc.index, canary=True))
+                ch.canary += 1
+                need -= 1
+            return []
+        in_flight = sum(
+            1
+            for a in all_allocs
+            if a.deployment_id == dep.id
+            and not a.terminal()
+            and (a.deployment_status is None or a.deployment_status.healthy is not True)
+        )
+        limit = max(0, strategy.max_parallel - in_flight)
+        return outdated[:limit]
 
     def _reschedule(
         self, job: Job, name: str, group: Group, failed: list[Allocation], ch: GroupChanges

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from podium.models import Allocation, Evaluation, Job, JobSpec, Node
+from podium.models import Allocation, Deployment, Evaluation, Job, JobSpec, Node
 
 
 class Snapshot(Protocol):
@@ -39,4 +39,8 @@ class Snapshot(Protocol):
 
     def evaluation(self, eval_id: str) -> Evaluation | None:
         """An evaluation by id (the reconciler checks that a follow-up still waits)."""
+        ...
+
+    def latest_deployment(self, job_id: str, namespace: str = "default") -> Deployment | None:
+        """The job's newest deployment (any status), or None."""
         ...
