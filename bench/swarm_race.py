@@ -11,6 +11,12 @@ For each run it measures, against the local engine (image podium-test/busybox:1,
 - podium: from `POST /v1/jobs` (one job, one group of COUNT docker tasks) on a fresh
   `podium agent --dev` until the job summary reports COUNT running; then the job is stopped
   and the time until its containers are gone is reported too.
+- rolling update (both): all COUNT instances replaced by a new version (an environment
+  variable changes), PARALLEL at a time, each batch after the previous one has run for
+  MONITOR seconds: Swarm's `service update` with update_config parallelism/monitor (delay 0),
+  Podium's `update` block max_parallel/min_healthy_time (health from task states).  Timed
+  from the update call until every running instance is the new version (Podium: until its
+  deployment reports successful).
 
 Everything created (containers, the service, the swarm) is removed, also on error.
 It prints medians and the ratios podium/swarm and podium/floor. Results go in bench/RESULTS.md.
@@ -25,6 +31,7 @@ import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import docker
 import docker.errors
@@ -110,7 +117,27 @@ def swarm_init(client: docker.DockerClient) -> str | None:
         return f"loopback: {first}; default: {exc}"
 
 
-def swarm_run(client: docker.DockerClient, count: int, timeout: float = 300) -> float:
+def _swarm_wait(service: Any, count: int, version: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    running = 0
+    while time.monotonic() < deadline:
+        tasks = service.tasks(filters={"desired-state": "running"})
+        running = sum(
+            1
+            for t in tasks
+            if t["Status"]["State"] == "running"
+            and f"V={version}" in (t["Spec"]["ContainerSpec"].get("Env") or [])
+        )
+        if running >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"swarm: only {running} of {count} tasks running after {timeout:.0f} s")
+
+
+def swarm_run(
+    client: docker.DockerClient, count: int, parallel: int, monitor: float, timeout: float = 300
+) -> tuple[float, float]:
+    """(seconds to COUNT running, seconds for the rolling update of all of them)."""
     service = None
     try:
         start = time.perf_counter()
@@ -118,17 +145,25 @@ def swarm_run(client: docker.DockerClient, count: int, timeout: float = 300) -> 
             IMAGE,
             command=["sleep", "3600"],
             name=SERVICE,
+            env=["V=1"],
             mode=docker.types.ServiceMode("replicated", replicas=count),
             labels={BENCH_LABEL: BENCH_VALUE},
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            tasks = service.tasks(filters={"desired-state": "running"})
-            running = sum(1 for t in tasks if t["Status"]["State"] == "running")
-            if running >= count:
-                return time.perf_counter() - start
-            time.sleep(0.1)
-        raise RuntimeError(f"swarm: only {running} of {count} tasks running after {timeout:.0f} s")
+        _swarm_wait(service, count, "1", timeout)
+        up = time.perf_counter() - start
+        service.reload()
+        start = time.perf_counter()
+        service.update(
+            env=["V=2"],
+            update_config=docker.types.UpdateConfig(
+                parallelism=parallel,
+                delay=0,
+                monitor=int(monitor * 1e9),
+                failure_action="pause",
+            ),
+        )
+        _swarm_wait(service, count, "2", timeout)
+        return up, time.perf_counter() - start
     finally:
         if service is not None:
             with contextlib.suppress(docker.errors.APIError):
@@ -150,28 +185,34 @@ def swarm_leave(client: docker.DockerClient) -> None:
 # --- podium ------------------------------------------------------------------------------------
 
 
-def podium_run(client: docker.DockerClient, count: int) -> dict[str, float]:
+def podium_run(
+    client: docker.DockerClient, count: int, parallel: int, monitor: float
+) -> dict[str, float]:
     job_label = f"podium.job_id={JOB_ID}"
     try:
         with dev_agent(stop_timeout=60) as (http, _agent):
-            return _podium_race(client, http, count, job_label)
+            return _podium_race(client, http, count, job_label, parallel, monitor)
     finally:
         left = remove_containers(client, job_label)
         if left:
             print(f"  (podium left {left} containers behind; force-removed)")
 
 
-def _podium_race(
-    client: docker.DockerClient, http: httpx.Client, count: int, job_label: str
-) -> dict[str, float]:
-    job = {
+def _podium_job(count: int, version: str, parallel: int, monitor: float) -> dict[str, Any]:
+    return {
         "job": JOB_ID,
+        "update": {
+            "max_parallel": parallel,
+            "min_healthy_time": monitor,
+            "health_check": "task_states",
+        },
         "groups": {
             "boxes": {
                 "count": count,
                 "tasks": {
                     "box": {
                         "driver": "docker",
+                        "env": {"V": version},
                         "config": {"image": IMAGE, "command": "sleep", "args": ["3600"]},
                         "resources": {"cpu": 10, "memory": 16},
                     }
@@ -179,11 +220,46 @@ def _podium_race(
             }
         },
     }
+
+
+def _podium_deployed(http: httpx.Client, version: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    index = 0
+    while time.monotonic() < deadline:
+        r = http.get(f"/v1/job/{JOB_ID}/deployment", params={"index": index, "wait": "5s"})
+        r.raise_for_status()
+        index = int(r.headers.get("X-Podium-Index", "0"))
+        dep = r.json()
+        if dep and dep["job_version"] == version:
+            if dep["status"] == "successful":
+                return
+            if dep["status"] != "running":
+                raise RuntimeError(
+                    f"podium deployment {dep['status']}: {dep['status_description']}"
+                )
+    raise RuntimeError(f"podium: deployment of version {version} not done after {timeout:.0f} s")
+
+
+def _podium_race(
+    client: docker.DockerClient,
+    http: httpx.Client,
+    count: int,
+    job_label: str,
+    parallel: int,
+    monitor: float,
+) -> dict[str, float]:
     start = time.perf_counter()
+    job = _podium_job(count, "1", parallel, monitor)
     http.post("/v1/jobs", json={"job": job}).raise_for_status()
     first_running = wait_group_running(http, JOB_ID, "boxes", count, since=start)
     elapsed = time.perf_counter() - start
     containers = len(container_ids(client, job_label, running=True))
+
+    update_start = time.perf_counter()
+    job = _podium_job(count, "2", parallel, monitor)
+    http.post("/v1/jobs", json={"job": job}).raise_for_status()
+    _podium_deployed(http, 1)
+    update = time.perf_counter() - update_start
 
     stop_start = time.perf_counter()
     http.delete(f"/v1/job/{JOB_ID}").raise_for_status()
@@ -196,6 +272,7 @@ def _podium_race(
         time.sleep(0.2)
     return {
         "seconds": elapsed,
+        "update_seconds": update,
         "first_running": first_running or elapsed,
         "containers": float(containers),
         "stop_seconds": stopped if stopped is not None else float("nan"),
@@ -210,6 +287,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--skip-swarm", action="store_true")
+    parser.add_argument("--parallel", type=int, default=10, help="rolling update batch size")
+    parser.add_argument(
+        "--monitor", type=float, default=1.0, help="seconds a batch must run before the next"
+    )
     args = parser.parse_args()
     client = docker.from_env(timeout=120)
     client.images.get(IMAGE)  # fail early if the image is missing
@@ -220,6 +301,7 @@ def main() -> None:
     )
     floors: list[float] = []
     swarms: list[float] = []
+    swarm_updates: list[float] = []
     runs: list[dict[str, float]] = []
     swarm_skipped = "--skip-swarm" if args.skip_swarm else None
     in_swarm = False
@@ -235,13 +317,16 @@ def main() -> None:
         for i in range(args.runs):
             floors.append(floor_run(client, args.count))
             if in_swarm:
-                swarms.append(swarm_run(client, args.count))
-            runs.append(podium_run(client, args.count))
-            sw = f"{swarms[-1]:.2f}s" if swarms else "n/a"
+                up, upd = swarm_run(client, args.count, args.parallel, args.monitor)
+                swarms.append(up)
+                swarm_updates.append(upd)
+            runs.append(podium_run(client, args.count, args.parallel, args.monitor))
+            sw = f"{swarms[-1]:.2f}s (update {swarm_updates[-1]:.2f}s)" if swarms else "n/a"
             print(
                 f"run {i + 1}: floor {floors[-1]:.2f}s  swarm {sw}  "
                 f"podium {runs[-1]['seconds']:.2f}s (first running {runs[-1]['first_running']:.2f}s, "
-                f"{runs[-1]['containers']:.0f} containers; stop → gone {runs[-1]['stop_seconds']:.2f}s)"
+                f"{runs[-1]['containers']:.0f} containers; update {runs[-1]['update_seconds']:.2f}s; "
+                f"stop → gone {runs[-1]['stop_seconds']:.2f}s)"
             )
     finally:
         if in_swarm:
@@ -269,6 +354,18 @@ def main() -> None:
             f"  podium / swarm: {p / s:.2f}x   (vs brief's swarm figure: {p / BRIEF_SWARM_S:.2f}x)"
         )
     print(f"  podium / floor: {p / f:.2f}x   (vs brief's floor figure: {p / BRIEF_FLOOR_S:.2f}x)")
+    pu = statistics.median(r["update_seconds"] for r in runs)
+    batches = -(-args.count // args.parallel)
+    print(
+        f"rolling update of {args.count}, {args.parallel} at a time, {args.monitor:g} s monitor "
+        f"({batches} batches; floor {batches * args.monitor:.0f} s of monitoring alone)"
+    )
+    if swarm_updates:
+        su = statistics.median(swarm_updates)
+        print(f"  swarm (service update → all new):    {su:6.2f} s")
+    print(f"  podium (job run → deployment done):  {pu:6.2f} s")
+    if swarm_updates:
+        print(f"  podium / swarm: {pu / su:.2f}x")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ class AgentConfig:
     """Seconds past the TTL before a silent node is marked down."""
     raw_exec: bool | None = None
     """Enable the raw_exec driver (default: only in dev mode)."""
+    template_host_files: bool = False
+    """Let templates read ``source`` files outside the task directory."""
     meta: dict[str, str] = field(default_factory=dict)
     datacenter: str = "dc1"
     node_pool: str = "default"
@@ -55,6 +57,12 @@ class AgentConfig:
     the first of them (so a server on another machine can reach it)."""
     advertise_host: str | None = None
     """The host registered as the node's http_addr when it listens on a wildcard address."""
+    keyring_file: str | None = None
+    """The key file variables are sealed with (created if missing); default: one created in
+    <data_dir>/server/keyring/ on first start.  Never inside the store."""
+    dns_addr: str | None = None
+    """HOST:PORT of the service catalog's DNS server (with a server in this process);
+    "" or "off" disables it.  None: 127.0.0.1:8600, skipped with a warning when taken."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -117,6 +125,37 @@ def _advertised(config: AgentConfig, bound_host: str, servers: list[str]) -> str
     return bound_host
 
 
+async def _start_dns(config: AgentConfig, store: Any) -> Any:
+    """The catalog's DNS server, or None when disabled (or, by default, when 8600 is taken)."""
+    from podium.server.dns import DEFAULT_DNS_ADDR, DnsServer
+
+    addr = (config.dns_addr if config.dns_addr is not None else DEFAULT_DNS_ADDR).strip()
+    if addr.lower() in ("", "off"):
+        return None
+    host, port = _split_addr(addr)
+    dns = DnsServer(store, host, port)
+    try:
+        await dns.start()
+    except OSError as exc:
+        if config.dns_addr is not None:
+            raise OSError(f"cannot serve DNS on {addr}: {exc.strerror or exc}") from exc
+        log.warning("DNS is off: cannot listen on %s (%s); see --dns-addr", addr, exc.strerror)
+        return None
+    return dns
+
+
+def _load_keyring(config: AgentConfig, data_dir: Path) -> Any:
+    """The keys variables are sealed with: --keyring-file, else <data_dir>/server/keyring/."""
+    from podium.server.keyring import Keyring, KeyringError
+
+    try:
+        if config.keyring_file:
+            return Keyring.from_file(Path(config.keyring_file))
+        return Keyring.load_or_create(data_dir / "server" / "keyring")
+    except KeyringError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -170,13 +209,17 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     uvicorns: list[tuple[_Uvicorn, socket.socket]] = []
     server = None
     store = None
+    dns = None
     if run_server:
+        keyring = _load_keyring(config, data_dir)
         store = StateStore(SqliteBackend(data_dir / "server" / "state.db"))
+        dns = await _start_dns(config, store)
         server = Server(
             store,
             ServerConfig(
                 heartbeat_ttl=config.heartbeat_ttl, heartbeat_grace=config.heartbeat_grace
             ),
+            keyring=keyring,
         )
         await server.start()
         uvicorns.append((_uvicorn(create_app(server), config.log_level), _bind(host, port)))
@@ -198,6 +241,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             servers=servers,
             name=config.name,
             raw_exec_enabled=raw_exec,
+            template_host_files=config.template_host_files,
             meta=config.meta,
             datacenter=config.datacenter,
             node_pool=config.node_pool,
@@ -243,6 +287,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         for t in serve_tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(t, 5)
+        if dns is not None:
+            await dns.stop()
         if server is not None:
             await server.stop()
         if store is not None:

@@ -83,13 +83,15 @@ class Agent:
         *,
         drivers: dict[str, Driver] | None = None,
         clock: Callable[[], float] = time.time,
+        state: LocalState | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.clock = clock
         self.data_dir = Path(settings.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.state = LocalState(self.data_dir / "agent.db")
+        # ``state``: the simulator gives each of its agents an in-memory one
+        self.state = state if state is not None else LocalState(self.data_dir / "agent.db")
         self.drivers: dict[str, Driver] = (
             drivers
             if drivers is not None
@@ -299,7 +301,7 @@ class Agent:
         if remover is None:
             return
         try:
-            removed = await remover(live)
+            removed = await remover(live, node_id=self.node_id)
         except Exception as exc:
             log.warning("could not remove orphaned containers: %s", exc)
             return
@@ -393,6 +395,8 @@ class Agent:
                     client_description=m.client_description(),
                     task_states=m.task_states(),
                     ports=m.ports,
+                    checks=runner.checks.report(),
+                    deployment_status=runner.judge_health(),
                 )
             )
         try:

@@ -123,6 +123,8 @@ class KillTask(Instruction):
     signal: str
     timeout: float
     reason: str
+    delay: float = 0.0
+    """Wait this long before signalling (the task's shutdown_delay, on allocation stop)."""
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,15 @@ class AllocStateMachine:
             if track.phase in (Phase.RUNNING, Phase.STARTING):
                 track.phase = Phase.KILLING
                 self._event(track, time, "Killing", reason)
-                out.append(KillTask(name, spec.kill_signal, spec.kill_timeout, reason))
+                out.append(
+                    KillTask(
+                        name,
+                        spec.kill_signal,
+                        spec.kill_timeout,
+                        reason,
+                        delay=spec.shutdown_delay,
+                    )
+                )
             elif track.phase in (Phase.PENDING, Phase.WAITING_RESTART):
                 track.phase = Phase.DEAD
                 track.state.state = TaskStateName.DEAD

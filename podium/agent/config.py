@@ -24,3 +24,7 @@ class AgentSettings:
     report_interval: float = 0.05
     log_rotate_interval: float = 5.0
     sync_wait: float = 30.0
+    alloc_dirs: bool = True
+    template_host_files: bool = False
+    """Let templates read ``source`` files outside the task's directory (off: sandboxed)."""
+    """Make each allocation's directory tree (the simulator's mock tasks need none)."""

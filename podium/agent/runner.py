@@ -32,10 +32,13 @@ from podium.agent.allocrunner import (
     TaskStartFailed,
     TimerFired,
 )
+from podium.agent.checks import AllocChecks
+from podium.agent.health import HealthTracker
+from podium.agent.templates import TemplateManager
 from podium.drivers.base import Driver, TaskContext, TaskHandle
 from podium.drivers.process import STATE_SUBDIR, kill_previous
 from podium.errors import DriverError
-from podium.models import Allocation, JobSpec, parse_config
+from podium.models import Allocation, AllocHealth, CheckResult, JobSpec, parse_config
 
 if TYPE_CHECKING:
     from podium.agent.agent import Agent
@@ -69,6 +72,14 @@ class AllocRunner:
         self.alloc_dir = Path(agent.settings.data_dir) / "allocs" / alloc.id
         self._dirs_ready = False
         self.forgotten = False
+        self.templates = TemplateManager(self, agent.client)
+        """Rendered before each start, watched while the task runs (podium.agent.templates)."""
+        self.check_results: dict[str, CheckResult] = {}
+        """The latest result of each health check (see podium.agent.checks), by name."""
+        self.checks = AllocChecks(self)
+        self.health = HealthTracker.for_alloc(alloc, spec, agent.clock())
+        """Deployment health (None outside a deployment); see podium.agent.health."""
+        self._health_timer: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- properties
     @property
@@ -101,9 +112,29 @@ class AllocRunner:
         self.execute(self.machine.start(self.now()))
 
     def update(self, alloc: Allocation, spec: JobSpec) -> None:
+        if self.health is None:
+            self.health = HealthTracker.for_alloc(alloc, spec, self.now())
         self.dispatch(AllocUpdated(self.now(), alloc, spec))
 
+    def judge_health(self) -> AllocHealth | None:
+        """The allocation's deployment health as of now (None while undecided or outside a
+        deployment); arms a timer to look again when the verdict may change."""
+        tracker = self.health
+        if tracker is None:
+            return None
+        now = self.now()
+        again = tracker.observe(now, self.machine.task_states(), self.check_results)
+        if self._health_timer is not None:
+            self._health_timer.cancel()
+            self._health_timer = None
+        if again is not None and not self.machine.stopping:
+            self._health_timer = asyncio.get_running_loop().call_later(
+                max(0.0, again - now) + 0.01, self.agent.mark_dirty, self
+            )
+        return tracker.verdict
+
     def execute(self, instructions: list[Instruction]) -> None:
+        self.checks.update()  # checks follow the tasks: off before a kill, on once running
         for ins in instructions:
             if isinstance(ins, StartTask):
                 self._spawn(self._start_task(ins.task), self._starting, ins.task)
@@ -201,7 +232,7 @@ class AllocRunner:
     def make_dirs(self) -> None:
         """The allocation's directory tree, made once, top down (one mkdir per directory:
         on a burst of 1,000 starts, pathlib's parents=True retries cost a third of a second)."""
-        if self._dirs_ready:
+        if self._dirs_ready or not self.agent.settings.alloc_dirs:
             return
         shared = self.alloc_dir / "alloc"
         dirs = [self.alloc_dir, shared, shared / "logs", shared / "data"]
@@ -222,10 +253,12 @@ class AllocRunner:
             if network.ports and not self.machine.ports:
                 self.machine.ports = self.agent.assign_ports(self.id, network)
                 self.agent.mark_dirty(self)
+            template_env = await self.templates.render_for_start(task)
             async with self.agent.start_slots:
                 if self.forgotten:
                     return
                 ctx = self.context(task)
+                ctx.env.update(template_env)
                 handle = await driver.start(ctx)
         except DriverError as exc:
             self.dispatch(TaskStartFailed(self.now(), task, str(exc), exc.recoverable))
@@ -242,6 +275,7 @@ class AllocRunner:
         self.agent.mark_persist(self)
         self.dispatch(TaskStarted(self.now(), task, handle.pid))
         self._watch(task, driver, handle)
+        self.templates.started(task)
 
     def _watch(self, task: str, driver: Driver, handle: TaskHandle) -> None:
         async def waiter() -> None:
@@ -274,6 +308,10 @@ class AllocRunner:
         handle = self.handles.get(ins.task)
         if handle is None:
             return
+        if ins.delay > 0:
+            # shutdown_delay: the catalog dropped the instance with the stop; let the
+            # clients that had already looked it up finish before the signal.
+            await asyncio.sleep(ins.delay)
         try:
             await self.driver_for(ins.task).stop(handle, ins.signal, ins.timeout)
         except Exception:
@@ -299,6 +337,7 @@ class AllocRunner:
                     continue
                 if alive:
                     self.dispatch(TaskRecovered(self.now(), task, handle.pid))
+                    self.templates.resume(task)
                 self._watch(task, driver, handle)
             elif track.phase == Phase.KILLING:
                 # Stopped while it was starting, and the agent died before the handle was
@@ -318,6 +357,7 @@ class AllocRunner:
     async def _cleanup(self) -> None:
         if self.machine.cleaned_up:
             return
+        self.templates.stop()
         for task, handle in list(self.handles.items()):
             try:
                 await self.driver_for(task).destroy(handle)
@@ -329,6 +369,8 @@ class AllocRunner:
     async def kill_and_forget(self) -> None:
         """The server no longer knows this allocation: stop everything, remove its files."""
         self.forgotten = True
+        self.checks.stop()
+        self.templates.stop()
         for timer in self._timers.values():
             timer.cancel()
         for starting in list(self._starting.values()):
@@ -348,6 +390,10 @@ class AllocRunner:
 
     def close(self) -> None:
         """Detach without touching tasks (agent shutdown): they keep running."""
+        self.checks.stop()
+        self.templates.stop()
+        if self._health_timer is not None:
+            self._health_timer.cancel()
         for timer in self._timers.values():
             timer.cancel()
         for t in [*self._waiters.values(), *self._starting.values(), *self._bg]:

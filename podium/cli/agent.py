@@ -18,6 +18,21 @@ import typer
 from podium.cli import common
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:7634"
+DNS_ADDR_HELP = (
+    "HOST:PORT where a server answers DNS for <service>.service.podium "
+    '[127.0.0.1:8600]; "" or off disables it.'
+)
+
+
+def check_dns_addr(value: str) -> str:
+    """``--dns-addr``: HOST:PORT, or "" / off."""
+    value = value.strip()
+    if value.lower() in ("", "off"):
+        return ""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        common.fail(f"--dns-addr {value!r} must be HOST:PORT (such as 127.0.0.1:8600) or off")
+    return value
 
 
 class LogLevel(StrEnum):
@@ -87,6 +102,13 @@ def agent(
             help="Offer the raw_exec driver (unisolated; default: only with --dev).",
         ),
     ] = None,
+    template_host_files: Annotated[
+        bool,
+        typer.Option(
+            "--template-host-files",
+            help="Let templates read source files outside the task's directory.",
+        ),
+    ] = False,
     meta: Annotated[
         list[str] | None,
         typer.Option(
@@ -117,6 +139,10 @@ def agent(
             "--advertise",
             help="The host servers use to reach this node's HTTP (when it listens on 0.0.0.0).",
         ),
+    ] = None,
+    dns_addr: Annotated[
+        str | None,
+        typer.Option("--dns-addr", help=DNS_ADDR_HELP),
     ] = None,
 ) -> None:
     """Run a Podium agent.
@@ -166,12 +192,15 @@ def agent(
             config.agent_http_addr = agent_http_addr
         if advertise is not None:
             config.advertise_host = advertise
+        if dns_addr is not None:
+            config.dns_addr = check_dns_addr(dns_addr)
         if server:
             config.server = True
         if not client:
             config.client = False
         if raw_exec is not None:
             config.raw_exec = raw_exec
+        config.template_host_files = template_host_files
         try:
             outcome: object = run_agent(config)
             if inspect.isawaitable(outcome):  # tolerate a coroutine entry point

@@ -1,7 +1,8 @@
-"""``podium job ...``: run, status, scale, history, stop, inspect."""
+"""``podium job ...``: run, plan, status, scale, history, revert, stop, inspect."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,13 +13,16 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from podium.cli import common, render
+from podium.cli import common, jobdiff, render
 from podium.cli.common import AddressOpt, Deadline, Output, OutputOpt, TimedOut
+from podium.cli.deployment import deployment_view, waiting_for_promotion
 from podium.client import Client, RegisterResult, endpoints
 from podium.errors import PodiumError
 from podium.models import (
     Allocation,
     ClientStatus,
+    Deployment,
+    DeploymentStatus,
     DesiredStatus,
     EvalStatus,
     Evaluation,
@@ -34,6 +38,7 @@ app = typer.Typer(help="Run, inspect, scale and stop jobs.", no_args_is_help=Tru
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_PLACEMENT = 2
+EXIT_PLAN_ERROR = 255
 
 TimeoutOpt = Annotated[
     str, typer.Option("--timeout", help="How long to wait, as a duration (30s, 5m).")
@@ -109,6 +114,45 @@ def run(
         raise typer.Exit(code)
 
 
+# -- plan --------------------------------------------------------------------------------
+
+
+@app.command("plan")
+def plan(
+    file: Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)],
+    diff: Annotated[
+        bool, typer.Option("--diff/--no-diff", help="Show the changes to the running version.")
+    ] = True,
+    address: AddressOpt = common.DEFAULT_ADDR,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Show what `job run` would do with a job file, changing nothing.
+
+    Prints the differences from the running version (+ added, - removed,
+    ~ changed), what the scheduler would do per group (create, destroy,
+    in-place or create/destroy update) and what could not be placed, then the
+    job's modify index: `podium job run --check-index N` registers the file
+    only if the job has not changed since this plan.  Exits 0 when nothing
+    would change, 1 when the job would change or allocations would be created
+    or destroyed, 255 on any error.
+    """
+    try:
+        with common.handle_errors(str(file)):
+            spec = _load_spec(file)
+            with common.make_client(address) as client:
+                result = client.query(endpoints.plan_job(spec, diff))
+    except typer.Exit as exc:
+        raise typer.Exit(EXIT_PLAN_ERROR if exc.exit_code else 0) from None
+    planned = result.value
+    if output == Output.JSON:
+        common.print_json(result.raw)
+    else:
+        con = common.console()
+        for line in jobdiff.plan_lines(planned, str(file)):
+            con.print(line, soft_wrap=True)
+    raise typer.Exit(1 if planned.changed or planned.creates_or_destroys() else 0)
+
+
 def _print_registered(con: Console, spec: JobSpec, reg: RegisterResult) -> None:
     what = "registered" if reg.changed else "unchanged"
     con.print(
@@ -141,6 +185,7 @@ class RunMonitor:
         self.con = common.console()
         self.eval: Evaluation | None = None
         self.allocs: list[Allocation] = []
+        self.deployment: Deployment | None = None
         self.phase = "evaluating"
 
     # The rendered view: eval line, then this version's allocations.
@@ -161,6 +206,8 @@ class RunMonitor:
         top = RenderGroup(header, ev_line)
         if self.phase == "evaluating":
             return top
+        if self.deployment is not None:
+            return render.stack(top, deployment_view(self.deployment, time.time()))
         return render.stack(top, render.allocs_table(self.allocs, title=None))
 
     def run(self) -> int:
@@ -182,6 +229,11 @@ class RunMonitor:
             ev = self._wait_eval(live)
             if ev.status != EvalStatus.COMPLETE or ev.failed_tg_allocs:
                 return EXIT_PLACEMENT if ev.failed_tg_allocs else EXIT_ERROR
+            dep = self._new_deployment()
+            if dep is not None:
+                self.deployment = dep
+                self.phase = "deploying"
+                return self._wait_deployment(live, dep)
             self.phase = "placing"
             return self._wait_allocs(live)
         except TimedOut:
@@ -196,6 +248,32 @@ class RunMonitor:
             self._refresh(live)
             if self.eval.terminal():
                 return self.eval
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _new_deployment(self) -> Deployment | None:
+        """The deployment this registration started, if the job rolls out (update block)."""
+        if not self.reg.changed or self.spec.type != JobType.SERVICE:
+            return None
+        if not any(self.spec.update_strategy(g) for g in self.spec.groups):
+            return None
+        dep = self.client.job_deployment(self.spec.id)
+        if dep is None or dep.job_version != self.reg.version:
+            return None  # nothing to roll out (say, only in-place changes)
+        return dep
+
+    def _wait_deployment(self, live: Live | None, dep: Deployment) -> int:
+        for result in common.watch(self.client, endpoints.deployment(dep.id), self.deadline):
+            self.deployment = result.value
+            self._refresh(live)
+            if self.deployment.status == DeploymentStatus.SUCCESSFUL:
+                self.phase = "deployed"
+                return EXIT_OK
+            if not self.deployment.active():
+                self.phase = "deploy-failed"
+                return EXIT_ERROR
+            if waiting_for_promotion(self.deployment):
+                self.phase = "promote"
+                return EXIT_OK
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _mine(self, allocs: list[Allocation]) -> list[Allocation]:
@@ -265,6 +343,23 @@ class RunMonitor:
             for alloc in self.allocs:
                 if alloc.client_status in (ClientStatus.FAILED, ClientStatus.LOST):
                     _print_failure(con, alloc)
+        elif self.phase == "deployed" and self.deployment is not None:
+            con.print(
+                f"[green]Deployment {render.short(self.deployment.id)} successful: every "
+                "instance of the new version is healthy.[/]"
+            )
+        elif self.phase == "deploy-failed" and self.deployment is not None:
+            con.print(
+                f"[bold red]Deployment {render.short(self.deployment.id)} "
+                f"{self.deployment.status.value}[/]: {escape(self.deployment.status_description)}",
+                soft_wrap=True,
+            )
+        elif self.phase == "promote" and self.deployment is not None:
+            con.print(
+                "[yellow]Canaries are healthy and wait for promotion:[/] "
+                f"podium deployment promote {render.short(self.deployment.id)} "
+                f"(or podium deployment fail {render.short(self.deployment.id)})"
+            )
         elif self.phase == "done":
             n = len(self.allocs)
             state = "running" if self.spec.type == JobType.SERVICE else "running or complete"
@@ -389,6 +484,10 @@ def scale(
 @app.command("history")
 def history(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="A job id or unique prefix.")],
+    diff: Annotated[
+        bool,
+        typer.Option("--diff", "-p", help="Each version with its changes, coloured, in full."),
+    ] = False,
     address: AddressOpt = common.DEFAULT_ADDR,
     output: OutputOpt = Output.TABLE,
 ) -> None:
@@ -398,15 +497,69 @@ def history(
         if output == Output.JSON:
             common.print_json(result.raw)
             return
+        con = common.console()
+        if diff:
+            newest = max((v.version for v in result.value), default=None)
+            for n, v in enumerate(result.value):
+                if n:
+                    con.line()
+                for line in jobdiff.version_lines(v, current=v.version == newest):
+                    con.print(line, soft_wrap=True)
+            return
         t = render.table("Version", "Stop", "Submitted", "Changes")
         for v in result.value:
+            changes = ([v.description] if v.description else []) + v.diff
             t.add_row(
                 str(v.version),
                 "yes" if v.stop else "no",
                 render.age(v.submit_time),
-                escape("\n".join(v.diff)) if v.diff else "-",
+                escape("\n".join(changes)) if changes else "-",
             )
-        common.console().print(t)
+        con.print(t)
+
+
+@app.command("revert")
+def revert(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="A job id or unique prefix.")],
+    version: Annotated[int, typer.Argument(min=0, help="The version to go back to.")],
+    enforce_prior_version: Annotated[
+        int | None,
+        typer.Option(
+            "--enforce-prior-version",
+            help="Revert only if the job is still at version N.",
+        ),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once the job is reverted.")
+    ] = False,
+    timeout: TimeoutOpt = "5m",
+    address: AddressOpt = common.DEFAULT_ADDR,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Register an older version's spec again, as a new version, and follow it like `run`.
+
+    Exit statuses are those of `job run`.
+    """
+    deadline = Deadline(_duration(timeout))
+    with common.handle_errors(), common.make_client(address) as client:
+        full_id = client.job(job_id).id  # resolve a prefix before acting on it
+        result = client.query(endpoints.revert_job(full_id, version, enforce_prior_version))
+        reg = result.value
+        quiet = output == Output.JSON
+        if quiet:
+            common.print_json(result.raw)
+        else:
+            what = f"new version {reg.version}" if reg.changed else f"version {reg.version}"
+            common.console().print(
+                f"Job [bold]{escape(full_id)}[/] reverted to version {version} ({what}); "
+                f"evaluation [bold]{render.short(reg.eval_id)}[/] ({reg.eval_id})"
+            )
+        if detach:
+            return
+        spec = client.job(full_id).spec
+        code = RunMonitor(client, spec, reg, deadline, quiet=quiet).run()
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("stop")

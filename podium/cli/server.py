@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from podium.cli import common
-from podium.cli.agent import DEFAULT_HTTP_ADDR, LogLevel
+from podium.cli.agent import DEFAULT_HTTP_ADDR, DNS_ADDR_HELP, LogLevel, check_dns_addr
 
 
 def server(
@@ -37,6 +37,15 @@ def server(
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log verbosity.")] = (
         LogLevel.INFO
     ),
+    dns_addr: Annotated[str | None, typer.Option("--dns-addr", help=DNS_ADDR_HELP)] = None,
+    keyring_file: Annotated[
+        str | None,
+        typer.Option(
+            "--keyring-file",
+            help="The key variables are encrypted with (created, 0600, if missing). "
+            "Default: <data-dir>/server/keyring/. Back it up apart from the state.",
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -52,7 +61,10 @@ def server(
             log_level=log_level.value,
             heartbeat_ttl=heartbeat_ttl,
             heartbeat_grace=heartbeat_grace,
+            keyring_file=keyring_file,
         )
+        if dns_addr is not None:
+            config.dns_addr = check_dns_addr(dns_addr)
         outcome = run_server(config)
     if outcome:
         raise typer.Exit(outcome)

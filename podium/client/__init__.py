@@ -27,9 +27,12 @@ from podium.client._http import DEFAULT_ADDRESS, ServerUnreachable, resolve_addr
 from podium.client.aio import AsyncClient
 from podium.client.endpoints import Endpoint
 from podium.client.results import (
+    DeploymentActionResult,
     GroupSummary,
+    JobDiff,
     JobInfo,
     JobListItem,
+    JobPlanResult,
     NodeInfo,
     NodeSync,
     QueryResult,
@@ -44,10 +47,13 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "AsyncClient",
     "Client",
+    "DeploymentActionResult",
     "Endpoint",
     "GroupSummary",
+    "JobDiff",
     "JobInfo",
     "JobListItem",
+    "JobPlanResult",
     "NodeInfo",
     "NodeSync",
     "QueryResult",

@@ -20,8 +20,10 @@ from podium.client._http import (
 )
 from podium.client.endpoints import Endpoint
 from podium.client.results import (
+    DeploymentActionResult,
     JobInfo,
     JobListItem,
+    JobPlanResult,
     NodeInfo,
     NodeSync,
     QueryResult,
@@ -33,11 +35,15 @@ from podium.client.results import (
 from podium.models import (
     Allocation,
     AllocClientUpdate,
+    Deployment,
     Evaluation,
     JobSpec,
     JobVersion,
     Node,
+    ServiceRegistration,
+    ServiceSummary,
 )
+from podium.models.variable import Variable, VariableMetadata
 
 T = TypeVar("T")
 Wait = str | float | None
@@ -112,6 +118,21 @@ class AsyncClient:
         """Register (or update) a job; a dict is sent as is and validated by the server."""
         return (await self.query(ep.register_job(spec, check_index))).value
 
+    async def plan_job(self, spec: JobSpec | Mapping[str, Any], diff: bool = True) -> JobPlanResult:
+        """What registering ``spec`` would do (diff, scheduler outcome), changing nothing;
+        pass its ``job_modify_index`` to :meth:`register_job` as ``check_index``."""
+        return (await self.query(ep.plan_job(spec, diff))).value
+
+    async def revert_job(
+        self,
+        id: str,
+        version: int,
+        enforce_prior_version: int | None = None,
+        reason: str = "",
+    ) -> RegisterResult:
+        """Register the spec of ``version`` again as the job's newest version."""
+        return (await self.query(ep.revert_job(id, version, enforce_prior_version, reason))).value
+
     async def jobs(
         self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
     ) -> list[JobListItem]:
@@ -159,6 +180,40 @@ class AsyncClient:
 
     async def scale_job(self, id: str, group: str, count: int) -> ScaleResult:
         return (await self.query(ep.scale_job(id, group, count))).value
+
+    # -- deployments --------------------------------------------------------------------
+
+    async def deployments(
+        self, job_id: str | None = None, *, index: int | None = None, wait: Wait = None
+    ) -> list[Deployment]:
+        """Deployments, newest first; only ``job_id``'s when given."""
+        return await self._get(ep.deployments(job_id), index, wait)
+
+    async def deployment(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> Deployment:
+        return await self._get(ep.deployment(id), index, wait)
+
+    async def deployment_allocations(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> list[Allocation]:
+        return await self._get(ep.deployment_allocations(id), index, wait)
+
+    async def job_deployment(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> Deployment | None:
+        """The job's newest deployment, or None."""
+        return await self._get(ep.job_deployment(id), index, wait)
+
+    async def promote_deployment(
+        self, id: str, groups: list[str] | None = None
+    ) -> DeploymentActionResult:
+        """Promote the canaries (of ``groups``, default all): the rest rolls out."""
+        return (await self.query(ep.promote_deployment(id, groups))).value
+
+    async def fail_deployment(self, id: str) -> DeploymentActionResult:
+        """Fail a running deployment (rolling back with auto_revert)."""
+        return (await self.query(ep.fail_deployment(id))).value
 
     # -- allocations --------------------------------------------------------------------
 
@@ -241,6 +296,45 @@ class AsyncClient:
 
     async def status(self) -> ServerStatus:
         return (await self.query(ep.status())).value
+
+    # -- service catalog ----------------------------------------------------------------
+
+    async def services(
+        self, *, index: int | None = None, wait: Wait = None
+    ) -> list[ServiceSummary]:
+        return await self._get(ep.services(), index, wait)
+
+    async def service(
+        self,
+        name: str,
+        healthy: bool | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+    ) -> list[ServiceRegistration]:
+        return await self._get(ep.service(name, healthy), index, wait)
+
+    # -- variables ----------------------------------------------------------------------
+
+    async def var_get(self, path: str, *, index: int | None = None, wait: Wait = None) -> Variable:
+        """The variable at ``path`` with its items; NotFound when there is none."""
+        return await self._get(ep.var_get(path), index, wait)
+
+    async def var_list(
+        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+    ) -> list[VariableMetadata]:
+        """Paths and indexes of the variables under ``prefix`` (no values)."""
+        return await self._get(ep.var_list(prefix), index, wait)
+
+    async def var_put(
+        self, path: str, items: Mapping[str, str], *, cas: int | None = None
+    ) -> Variable:
+        """Create or replace; with ``cas`` only if still at that modify index (0: new)."""
+        return (await self.query(ep.var_put(path, items, cas))).value
+
+    async def var_delete(self, path: str, *, cas: int | None = None) -> int:
+        """Delete a variable; answers the store index."""
+        return (await self.query(ep.var_delete(path, cas))).value
 
     # -- agent <-> server ---------------------------------------------------------------
 

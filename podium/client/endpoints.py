@@ -26,8 +26,10 @@ from urllib.parse import quote
 from pydantic import TypeAdapter
 
 from podium.client.results import (
+    DeploymentActionResult,
     JobInfo,
     JobListItem,
+    JobPlanResult,
     NodeInfo,
     NodeSync,
     RegisterResult,
@@ -38,11 +40,15 @@ from podium.client.results import (
 from podium.models import (
     Allocation,
     AllocClientUpdate,
+    Deployment,
     Evaluation,
     JobSpec,
     JobVersion,
     Node,
+    ServiceRegistration,
+    ServiceSummary,
 )
+from podium.models.variable import Variable, VariableMetadata, check_var_path
 
 T = TypeVar("T")
 
@@ -64,6 +70,8 @@ def _adapter(tp: Any) -> Callable[[Any], Any]:
 
 _ALLOCS: Callable[[Any], list[Allocation]] = _adapter(list[Allocation])
 _EVALS: Callable[[Any], list[Evaluation]] = _adapter(list[Evaluation])
+_DEPLOYMENTS: Callable[[Any], list[Deployment]] = _adapter(list[Deployment])
+_MAYBE_DEPLOYMENT: Callable[[Any], Deployment | None] = _adapter(Deployment | None)
 _VERSIONS: Callable[[Any], list[JobVersion]] = _adapter(list[JobVersion])
 _JOB_LIST: Callable[[Any], list[JobListItem]] = _adapter(list[JobListItem])
 _NODES: Callable[[Any], list[NodeInfo]] = _adapter(list[NodeInfo])
@@ -126,6 +134,35 @@ def register_job(
     if check_index is not None:
         body["check_index"] = check_index
     return Endpoint("POST", "/v1/jobs", RegisterResult.model_validate, body=body)
+
+
+def plan_job(spec: JobSpec | Mapping[str, Any], diff: bool = True) -> Endpoint[JobPlanResult]:
+    """A dry run of :func:`register_job`: the diff, the scheduler's outcome, and the
+    ``job_modify_index`` to pass back as ``check_index``.  Changes nothing."""
+    doc = (
+        spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else dict(spec)
+    )
+    job_id = str(doc.get("job") or "")
+    return Endpoint(
+        "POST",
+        f"/v1/job/{_seg(job_id)}/plan",
+        JobPlanResult.model_validate,
+        body={"job": doc, "diff": diff},
+    )
+
+
+def revert_job(
+    job_id: str, version: int, enforce_prior_version: int | None = None, reason: str = ""
+) -> Endpoint[RegisterResult]:
+    """Register the spec of an older ``version`` again as a new version (and evaluate it)."""
+    body: dict[str, Any] = {"version": version}
+    if enforce_prior_version is not None:
+        body["enforce_prior_version"] = enforce_prior_version
+    if reason:
+        body["reason"] = reason
+    return Endpoint(
+        "POST", f"/v1/job/{_seg(job_id)}/revert", RegisterResult.model_validate, body=body
+    )
 
 
 def stop_job(job_id: str, purge: bool = False) -> Endpoint[StopResult]:
@@ -232,6 +269,60 @@ def status() -> Endpoint[ServerStatus]:
     return Endpoint("GET", "/v1/status", ServerStatus.model_validate)
 
 
+# -- service catalog -------------------------------------------------------------------
+
+_SERVICES: Callable[[Any], list[ServiceSummary]] = _adapter(list[ServiceSummary])
+_INSTANCES: Callable[[Any], list[ServiceRegistration]] = _adapter(list[ServiceRegistration])
+
+
+def services() -> Endpoint[list[ServiceSummary]]:
+    """Every service in the catalog with its instance counts and tags."""
+    return Endpoint("GET", "/v1/services", _SERVICES)
+
+
+def service(name: str, healthy: bool | None = None) -> Endpoint[list[ServiceRegistration]]:
+    """The instances of one service (only the healthy ones with ``healthy=True``)."""
+    params = {} if healthy is None else {"healthy": "true" if healthy else "false"}
+    return Endpoint("GET", f"/v1/service/{_seg(name)}", _INSTANCES, params)
+
+
+# -- variables -------------------------------------------------------------------------
+
+_VAR_LIST: Callable[[Any], list[VariableMetadata]] = _adapter(list[VariableMetadata])
+
+
+def _var_path(path: str) -> str:
+    """A variable path in the URL, checked first: a '..' segment must never reach a URL."""
+    return quote(check_var_path(path), safe="/")
+
+
+def var_get(path: str) -> Endpoint[Variable]:
+    """One variable with its items (blocking: until that variable changes)."""
+    return Endpoint("GET", f"/v1/var/{_var_path(path)}", Variable.model_validate)
+
+
+def var_list(prefix: str | None = None) -> Endpoint[list[VariableMetadata]]:
+    """Variables under ``prefix``: paths and indexes, never values."""
+    return Endpoint("GET", "/v1/vars", _VAR_LIST, _params(prefix=prefix))
+
+
+def var_put(path: str, items: Mapping[str, str], cas: int | None = None) -> Endpoint[Variable]:
+    """Create or replace a variable; with ``cas``, only if it is still at that modify
+    index (0: only if it does not exist yet), else :class:`~podium.errors.Conflict`."""
+    return Endpoint(
+        "PUT",
+        f"/v1/var/{_var_path(path)}",
+        Variable.model_validate,
+        _params(cas=cas),
+        body={"items": dict(items)},
+    )
+
+
+def var_delete(path: str, cas: int | None = None) -> Endpoint[int]:
+    """Delete a variable (check-and-set with ``cas``); answers the store index."""
+    return Endpoint("DELETE", f"/v1/var/{_var_path(path)}", _index, _params(cas=cas))
+
+
 # -- agent <-> server ------------------------------------------------------------------
 
 
@@ -253,4 +344,45 @@ def update_allocs(node_id: str, updates: list[AllocClientUpdate]) -> Endpoint[in
         "/v1/client/allocations",
         _index,
         body={"node_id": node_id, "updates": [u.model_dump(mode="json") for u in updates]},
+    )
+
+
+# -- deployments -----------------------------------------------------------------------
+
+
+def deployments(job_id: str | None = None) -> Endpoint[list[Deployment]]:
+    """Every deployment, newest first (only ``job_id``'s when given)."""
+    return Endpoint("GET", "/v1/deployments", _DEPLOYMENTS, _params(job=job_id))
+
+
+def deployment(deployment_id: str) -> Endpoint[Deployment]:
+    return Endpoint("GET", f"/v1/deployment/{_seg(deployment_id)}", Deployment.model_validate)
+
+
+def deployment_allocations(deployment_id: str) -> Endpoint[list[Allocation]]:
+    return Endpoint("GET", f"/v1/deployment/{_seg(deployment_id)}/allocations", _ALLOCS)
+
+
+def job_deployment(job_id: str) -> Endpoint[Deployment | None]:
+    """The job's newest deployment (None when it never had one)."""
+    return Endpoint("GET", f"/v1/job/{_seg(job_id)}/deployment", _MAYBE_DEPLOYMENT)
+
+
+def promote_deployment(
+    deployment_id: str, groups: list[str] | None = None
+) -> Endpoint[DeploymentActionResult]:
+    return Endpoint(
+        "POST",
+        f"/v1/deployment/{_seg(deployment_id)}/promote",
+        DeploymentActionResult.model_validate,
+        body={"groups": list(groups or [])},
+    )
+
+
+def fail_deployment(deployment_id: str) -> Endpoint[DeploymentActionResult]:
+    return Endpoint(
+        "POST",
+        f"/v1/deployment/{_seg(deployment_id)}/fail",
+        DeploymentActionResult.model_validate,
+        body={},
     )

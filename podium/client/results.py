@@ -14,14 +14,20 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from podium.models import Allocation, JobSpec
-from podium.models.views import GroupSummary, JobInfo, JobListItem, NodeInfo
+from podium.models.diff import DiffType, FieldDiff, GroupDiff, JobDiff, TaskDiff
+from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 
-# The read views are shared with the server (podium.models.views); re-exported here
-# because they are what the SDK answers with.
+# The read views (and job plan's diff) are shared with the server (podium.models.views,
+# podium.models.diff); re-exported here because they are what the SDK answers with.
 __all__ = [
+    "DiffType",
+    "FieldDiff",
+    "GroupDiff",
     "GroupSummary",
+    "JobDiff",
     "JobInfo",
     "JobListItem",
+    "JobPlanResult",
     "NodeInfo",
     "NodeSync",
     "QueryResult",
@@ -29,6 +35,7 @@ __all__ = [
     "ScaleResult",
     "ServerStatus",
     "StopResult",
+    "TaskDiff",
 ]
 
 T = TypeVar("T")
@@ -72,6 +79,13 @@ class StopResult(_Answer):
     """``DELETE /v1/job/{id}``: the evaluation that stops the job's allocations."""
 
     eval_id: str | None = None
+    index: int = 0
+
+
+class DeploymentActionResult(_Answer):
+    """``POST /v1/deployment/{id}/promote`` and ``/fail``: the evaluation it created."""
+
+    eval_id: str
     index: int = 0
 
 

@@ -20,8 +20,10 @@ from podium.client._http import (
 )
 from podium.client.endpoints import Endpoint
 from podium.client.results import (
+    DeploymentActionResult,
     JobInfo,
     JobListItem,
+    JobPlanResult,
     NodeInfo,
     NodeSync,
     QueryResult,
@@ -33,11 +35,15 @@ from podium.client.results import (
 from podium.models import (
     Allocation,
     AllocClientUpdate,
+    Deployment,
     Evaluation,
     JobSpec,
     JobVersion,
     Node,
+    ServiceRegistration,
+    ServiceSummary,
 )
+from podium.models.variable import Variable, VariableMetadata
 
 T = TypeVar("T")
 Wait = str | float | None
@@ -121,6 +127,21 @@ class Client:
         """Register (or update) a job; a dict is sent as is and validated by the server."""
         return self.query(ep.register_job(spec, check_index)).value
 
+    def plan_job(self, spec: JobSpec | Mapping[str, Any], diff: bool = True) -> JobPlanResult:
+        """What registering ``spec`` would do (diff, scheduler outcome), changing nothing;
+        pass its ``job_modify_index`` to :meth:`register_job` as ``check_index``."""
+        return self.query(ep.plan_job(spec, diff)).value
+
+    def revert_job(
+        self,
+        id: str,
+        version: int,
+        enforce_prior_version: int | None = None,
+        reason: str = "",
+    ) -> RegisterResult:
+        """Register the spec of ``version`` again as the job's newest version."""
+        return self.query(ep.revert_job(id, version, enforce_prior_version, reason)).value
+
     def jobs(
         self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
     ) -> list[JobListItem]:
@@ -168,6 +189,38 @@ class Client:
 
     def scale_job(self, id: str, group: str, count: int) -> ScaleResult:
         return self.query(ep.scale_job(id, group, count)).value
+
+    # -- deployments --------------------------------------------------------------------
+
+    def deployments(
+        self, job_id: str | None = None, *, index: int | None = None, wait: Wait = None
+    ) -> list[Deployment]:
+        """Deployments, newest first; only ``job_id``'s when given."""
+        return self._get(ep.deployments(job_id), index, wait)
+
+    def deployment(self, id: str, *, index: int | None = None, wait: Wait = None) -> Deployment:
+        return self._get(ep.deployment(id), index, wait)
+
+    def deployment_allocations(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> list[Allocation]:
+        return self._get(ep.deployment_allocations(id), index, wait)
+
+    def job_deployment(
+        self, id: str, *, index: int | None = None, wait: Wait = None
+    ) -> Deployment | None:
+        """The job's newest deployment, or None."""
+        return self._get(ep.job_deployment(id), index, wait)
+
+    def promote_deployment(
+        self, id: str, groups: list[str] | None = None
+    ) -> DeploymentActionResult:
+        """Promote the canaries (of ``groups``, default all): the rest rolls out."""
+        return self.query(ep.promote_deployment(id, groups)).value
+
+    def fail_deployment(self, id: str) -> DeploymentActionResult:
+        """Fail a running deployment (rolling back with auto_revert)."""
+        return self.query(ep.fail_deployment(id)).value
 
     # -- allocations --------------------------------------------------------------------
 
@@ -245,6 +298,44 @@ class Client:
 
     def status(self) -> ServerStatus:
         return self.query(ep.status()).value
+
+    # -- service catalog ----------------------------------------------------------------
+
+    def services(self, *, index: int | None = None, wait: Wait = None) -> list[ServiceSummary]:
+        """Every service name in the catalog, with instance counts and tags."""
+        return self._get(ep.services(), index, wait)
+
+    def service(
+        self,
+        name: str,
+        healthy: bool | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+    ) -> list[ServiceRegistration]:
+        """The instances of a service: address, port, tags, health (``healthy=True``: only
+        the healthy ones)."""
+        return self._get(ep.service(name, healthy), index, wait)
+
+    # -- variables ----------------------------------------------------------------------
+
+    def var_get(self, path: str, *, index: int | None = None, wait: Wait = None) -> Variable:
+        """The variable at ``path`` with its items; NotFound when there is none."""
+        return self._get(ep.var_get(path), index, wait)
+
+    def var_list(
+        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+    ) -> list[VariableMetadata]:
+        """Paths and indexes of the variables under ``prefix`` (no values)."""
+        return self._get(ep.var_list(prefix), index, wait)
+
+    def var_put(self, path: str, items: Mapping[str, str], *, cas: int | None = None) -> Variable:
+        """Create or replace; with ``cas`` only if still at that modify index (0: new)."""
+        return self.query(ep.var_put(path, items, cas)).value
+
+    def var_delete(self, path: str, *, cas: int | None = None) -> int:
+        """Delete a variable; answers the store index."""
+        return self.query(ep.var_delete(path, cas)).value
 
     # -- agent <-> server ---------------------------------------------------------------
 

@@ -41,6 +41,8 @@ class MockDriver(Driver):
 
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
+        self.signals: list[tuple[str, str]] = []
+        """(task id, signal) for every ``signal`` call, in order."""
 
     def fingerprint(self) -> DriverInfo:
         return DriverInfo(detected=True, healthy=True, description="simulated tasks, no processes")
@@ -91,6 +93,16 @@ class MockDriver(Driver):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(run.future), timeout)
             run.finish(ExitResult(exit_code=128 + 9, signal=9))
+
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """Record the signal (``signals``); the pretend task ignores it."""
+        try:
+            parse_signal(signal)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from exc
+        if self._run(handle).future.done():
+            raise DriverError(f"task {handle.task_id} is not running")
+        self.signals.append((handle.task_id, signal))
 
     async def stats(self, handle: TaskHandle) -> TaskStats:
         self._run(handle)

@@ -330,6 +330,19 @@ class ProcessDriver(Driver):
         self._signal_group(st, SIGKILL)
         self._kill_all(st)
 
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """Send ``signal`` to the task's process group (as ``stop`` does, without the kill)."""
+        try:
+            sig = parse_signal(signal)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from exc
+        watch = self._watch_for(handle)
+        if watch.future.done():
+            raise DriverError(f"task {handle.task_id} is not running")
+        pid = await self._task_pid(watch, ready=True)
+        if pid is None or not self._signal_group(watch.state, sig):
+            raise DriverError(f"could not send {sig.name} to task {handle.task_id}")
+
     async def stats(self, handle: TaskHandle) -> TaskStats:
         watch = self._watch_for(handle)
         pid = self._resolve_task_pid(watch)

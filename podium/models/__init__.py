@@ -55,7 +55,7 @@ from podium.models.node import (
     NodeStatus,
 )
 from podium.models.plan import AllocStop, GroupChanges, Plan, PlanResult, SchedulerResult
-from podium.models.service import ServiceRegistration, registration_id
+from podium.models.service import ServiceRegistration, ServiceSummary, registration_id
 from podium.models.state import Job, JobStatus, JobVersion
 from podium.models.taskconfig import DRIVER_CONFIGS, ExecConfig, MockConfig, parse_config
 from podium.models.variable import (
@@ -116,6 +116,7 @@ __all__ = [
     "SchedulerResult",
     "Service",
     "ServiceRegistration",
+    "ServiceSummary",
     "Spread",
     "SpreadTarget",
     "Task",

@@ -311,8 +311,7 @@ class Check(Spec):
             raise ValueError(f"command and args are for script checks, not {self.type}")
         if self.timeout > self.interval:
             raise ValueError(
-                f"timeout ({self.timeout:g}s) must not be longer than interval "
-                f"({self.interval:g}s)"
+                f"timeout ({self.timeout:g}s) must not be longer than interval ({self.interval:g}s)"
             )
         return self
 
@@ -453,6 +452,9 @@ class Task(Spec):
     env: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     kill_timeout: Duration = 5.0
+    shutdown_delay: Duration = Field(default=0.0, ge=0)
+    """When the allocation stops: how long the task keeps running after it has left the
+    service catalog, before it is signalled (so clients stop being sent to it first)."""
     kill_signal: str = "SIGTERM"
     user: str | None = None
     meta: dict[str, str] = Field(default_factory=dict)

@@ -35,3 +35,16 @@ class ServiceRegistration(BaseModel):
 
 def registration_id(alloc_id: str, service: str) -> str:
     return f"{alloc_id}/{service}"
+
+
+class ServiceSummary(BaseModel):
+    """One line of ``GET /v1/services``: a service name and its instances."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    namespace: str = "default"
+    instances: int = 0
+    healthy: int = 0
+    tags: list[str] = Field(default_factory=list)
+    """Every tag any instance carries, sorted."""

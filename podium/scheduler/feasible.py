@@ -37,6 +37,66 @@ StaticFilter = Callable[[Node, "GroupNeeds"], str | None]
 NodeRule = tuple[str, str, str, str]
 """A constraint or affinity ready to check: (attribute, operator, value, reason text)."""
 
+USE_NODE_CLASSES = True
+"""Cache static verdicts per computed node class (benchmarks switch it off to measure it)."""
+
+_UNIQUE_TARGETS = (
+    "${node.id}",
+    "${node.unique.",
+    "${node.name}",
+    "${attr.unique.",
+    "${meta.unique.",
+)
+"""Targets that differ between nodes of one class: rules naming them are checked per node."""
+
+
+class NodeInfo:
+    """What a schedule call needs of a node that only changes when the node object does.
+
+    ``klass`` is Nomad's *computed node class*: nodes with the same datacenter,
+    pool, attributes, meta and healthy drivers get the same key, so a static
+    filter's verdict computed for one of them holds for all (5,000 nodes of a
+    handful of shapes cost a handful of constraint checks per evaluation).
+    """
+
+    __slots__ = ("cap_cpu", "cap_memory", "klass", "node", "schedulable")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.schedulable = node.schedulable()
+        self.cap_cpu = max(0, node.resources.cpu - node.reserved.cpu)
+        self.cap_memory = max(0, node.resources.memory - node.reserved.memory)
+        drivers = sorted(n for n, d in node.drivers.items() if d.detected and d.healthy)
+        self.klass = "\x1f".join(
+            [
+                node.datacenter,
+                node.node_pool,
+                repr(sorted(node.attributes.items())),
+                repr(sorted(node.meta.items())),
+                ",".join(drivers),
+            ]
+        )
+
+
+_INFO: dict[int, NodeInfo] = {}
+_INFO_MAX = 200_000
+
+
+def node_info(node: Node) -> NodeInfo:
+    """The node's :class:`NodeInfo`, computed once per node object.
+
+    Nodes in the store are immutable (replaced on every write), so the object's
+    identity is the cache key; the entry holds the object, so the id cannot be
+    reused while it is cached.
+    """
+    info = _INFO.get(id(node))
+    if info is not None and info.node is node:
+        return info
+    if len(_INFO) >= _INFO_MAX:
+        _INFO.clear()
+    info = _INFO[id(node)] = NodeInfo(node)
+    return info
+
 
 def constraint_reason(c: Constraint) -> str:
     """How a failed constraint reads in metrics: ``constraint ${attr.cpu.arch} = arm64``."""
@@ -167,6 +227,9 @@ class GroupNeeds:
     affinity_total: int = 0
     spreads: tuple[SpreadRule, ...] = ()
     spread_total: int = 0
+    per_node: bool = False
+    """A rule names something unique to a node: verdicts are cached per node, not per class."""
+    affinity_per_node: bool = False
     _verdicts: dict[str, str | None] = field(default_factory=dict)
     _affinity: dict[str, float] = field(default_factory=dict)
 
@@ -236,6 +299,15 @@ class GroupNeeds:
                 needs.datacenters = dcs
                 needs.datacenter_reason = f"datacenter not in [{', '.join(dcs)}]"
             needs.node_pool = job.node_pool
+        rules = [*needs.job_constraints, *needs.group_constraints]
+        needs.per_node = (
+            not USE_NODE_CLASSES
+            or filters is not STATIC_FILTERS
+            or any(t.startswith(_UNIQUE_TARGETS) for a, _, v, _ in rules for t in (a, v))
+        )
+        needs.affinity_per_node = not USE_NODE_CLASSES or any(
+            t.startswith(_UNIQUE_TARGETS) for (a, _, v, _), _ in needs.affinities for t in (a, v)
+        )
         return needs
 
     @property
@@ -253,11 +325,18 @@ class GroupNeeds:
         """Whether affinities or spreads make every feasible node worth scoring (as in Nomad)."""
         return bool(self.affinities or self.spreads)
 
-    def static_reason(self, node: Node) -> str | None:
-        """Why ``node`` can never run this group (cached per node), or None."""
+    def static_reason(self, node: Node, info: NodeInfo | None = None) -> str | None:
+        """Why ``node`` can never run this group, or None.
+
+        Cached per computed node class (:class:`NodeInfo`), or per node when a
+        rule names something unique to the node.
+        """
         verdicts = self._verdicts
+        if info is None and not self.per_node:
+            info = node_info(node)
+        key = node.id if info is None or self.per_node else info.klass
         try:
-            return verdicts[node.id]
+            return verdicts[key]
         except KeyError:
             pass
         reason: str | None = None
@@ -265,20 +344,21 @@ class GroupNeeds:
             reason = check_node(node, self)
             if reason is not None:
                 break
-        verdicts[node.id] = reason
+        verdicts[key] = reason
         return reason
 
     def affinity_score(self, node: Node) -> float:
         """Sum of the matching affinities' weights over the sum of all |weights|: [-1, 1]."""
         cache = self._affinity
-        score = cache.get(node.id)
+        key = node.id if self.affinity_per_node else node_info(node).klass
+        score = cache.get(key)
         if score is None:
             total = 0
             for (attribute, operator, value, _), weight in self.affinities:
                 if check(operator, resolve(attribute, node), resolve(value, node)):
                     total += weight
             score = total / self.affinity_total if self.affinity_total else 0.0
-            cache[node.id] = score
+            cache[key] = score
         return score
 
 
@@ -431,12 +511,16 @@ class NodeState:
 
     __slots__ = ("cap_cpu", "cap_memory", "id", "node", "schedulable", "used_cpu", "used_memory")
 
-    def __init__(self, node: Node, used_cpu: int, used_memory: int) -> None:
+    def __init__(
+        self, node: Node, used_cpu: int, used_memory: int, info: NodeInfo | None = None
+    ) -> None:
+        if info is None:
+            info = node_info(node)
         self.node = node
         self.id = node.id
-        self.schedulable = node.schedulable()
-        self.cap_cpu = max(0, node.resources.cpu - node.reserved.cpu)
-        self.cap_memory = max(0, node.resources.memory - node.reserved.memory)
+        self.schedulable = info.schedulable
+        self.cap_cpu = info.cap_cpu
+        self.cap_memory = info.cap_memory
         self.used_cpu = used_cpu
         self.used_memory = used_memory
 
@@ -465,11 +549,11 @@ class NodeUsage:
         self._snapshot = snapshot
         self._states: dict[str, NodeState] = {}
 
-    def state(self, node: Node) -> NodeState:
+    def state(self, node: Node, info: NodeInfo | None = None) -> NodeState:
         st = self._states.get(node.id)
         if st is None:
             cpu, memory = self._snapshot.node_usage(node.id)
-            st = NodeState(node, cpu, memory)
+            st = NodeState(node, cpu, memory, info)
             self._states[node.id] = st
         return st
 

@@ -456,6 +456,11 @@ class Reconciler:
                 else:
                     kind = _LIVE_CURRENT if alloc.job_version == job.version else _LIVE_OLD
                     occupants.append((kind, alloc))
+            elif status == ClientStatus.FAILED and alloc.job_version != job.version:
+                # Failed on a version the job has moved on from (say a broken release
+                # that was then fixed or reverted): the new version takes its index now,
+                # whatever the reschedule policy says of the old one.
+                _remember(predecessors, alloc)
             elif status == ClientStatus.FAILED:
                 occupants.append((_FAILED, alloc))
             elif status == ClientStatus.COMPLETE and batch:

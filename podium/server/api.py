@@ -23,6 +23,7 @@ from podium.models import (
     Allocation,
     AllocClientUpdate,
     ClientStatus,
+    Deployment,
     DesiredStatus,
     Evaluation,
     Job,
@@ -31,12 +32,18 @@ from podium.models import (
     JobVersion,
     Node,
     NodeResources,
+    ServiceRegistration,
+    ServiceSummary,
     parse_duration,
 )
-from podium.models.views import GroupSummary, JobInfo, JobListItem, NodeInfo
+from podium.models.variable import Variable, VariableMetadata, check_var_path
+from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
+from podium.server import catalog
 from podium.server.core import Server
+from podium.server.keyring import KeyringError
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
+from podium.state.store import DEPLOYMENTS, SERVICES, VARIABLES
 
 T = TypeVar("T")
 INDEX_HEADER = "X-Podium-Index"
@@ -48,6 +55,26 @@ DEFAULT_WAIT = 300.0
 class JobRegisterRequest(BaseModel):
     job: dict[str, Any]
     check_index: int | None = None
+
+
+class JobPlanRequest(BaseModel):
+    job: dict[str, Any]
+    diff: bool = True
+
+
+class RevertRequest(BaseModel):
+    version: int
+    enforce_prior_version: int | None = None
+    reason: str = ""
+
+
+class VarPutRequest(BaseModel):
+    items: dict[str, str]
+
+
+class PromoteRequest(BaseModel):
+    groups: list[str] = []
+    """Only these groups (default: every group with canaries)."""
 
 
 class ScaleRequest(BaseModel):
@@ -163,6 +190,10 @@ def create_app(server: Server) -> FastAPI:
             ),
             issues=[i.as_dict() for i in exc.issues],
         )
+
+    @app.exception_handler(KeyringError)
+    async def _keyring(_: Request, exc: KeyringError) -> JSONResponse:
+        return _error(500, str(exc))
 
     @app.exception_handler(ValueError)
     async def _value(_: Request, exc: ValueError) -> JSONResponse:
@@ -351,6 +382,36 @@ def create_app(server: Server) -> FastAPI:
             r.index,
         )
 
+    @app.post("/v1/job/{job_id}/plan", tags=["jobs"], response_model=JobPlanResult)
+    async def plan_job(job_id: str, body: JobPlanRequest) -> Response:
+        """A dry run of registering the spec: diff, scheduler outcome, index; writes nothing."""
+        spec = validate_job_dict(body.job)
+        if spec.job != job_id:
+            raise ValueError(f"the path names job {job_id!r} but the spec is job {spec.job!r}")
+        plan = server.plan_job(spec, diff=body.diff)
+        return _json(plan, JobPlanResult, plan.index)
+
+    @app.post("/v1/job/{job_id}/revert", tags=["jobs"])
+    async def revert_job(job_id: str, body: RevertRequest) -> Response:
+        job = resolve_job(job_id)
+        try:
+            r = server.revert_job(job.id, body.version, body.enforce_prior_version, body.reason)
+        except NotFound as exc:
+            versions = [v.version for v in store.job_versions(job.id, job.namespace)]
+            return _error(404, str(exc), versions=versions)
+        return _json(
+            {
+                "eval_id": r.eval_id,
+                "version": r.version,
+                "job_modify_index": r.job_modify_index,
+                "index": r.index,
+                "changed": r.changed,
+                "warnings": r.warnings,
+            },
+            dict[str, Any],
+            r.index,
+        )
+
     # ---------------------------------------------------------------- allocations
     @app.get("/v1/allocations", tags=["allocations"], response_model=list[Allocation])
     async def list_allocs(
@@ -523,6 +584,20 @@ def create_app(server: Server) -> FastAPI:
         idx = server.client_update(body.node_id, body.updates)
         return _json({"index": idx}, dict[str, Any], idx)
 
+    # ---------------------------------------------------------------- service catalog
+    @app.get("/v1/services", tags=["services"], response_model=list[ServiceSummary])
+    async def list_services(index: int | None = None, wait: str | None = None) -> Response:
+        idx = await blocking(index, wait, SERVICES)
+        return _json(catalog.summaries(store), list[ServiceSummary], idx)
+
+    @app.get("/v1/service/{name}", tags=["services"], response_model=list[ServiceRegistration])
+    async def get_service(
+        name: str, healthy: bool | None = None, index: int | None = None, wait: str | None = None
+    ) -> Response:
+        idx = await blocking(index, wait, SERVICES)
+        found = catalog.instances(store, name, healthy=healthy)
+        return _json(found, list[ServiceRegistration], idx)
+
     # ---------------------------------------------------------------- evaluations
     @app.get("/v1/evaluations", tags=["evaluations"], response_model=list[Evaluation])
     async def list_evals(
@@ -545,6 +620,104 @@ def create_app(server: Server) -> FastAPI:
             await store.wait_for(index, _parse_wait(wait), tables=(EVALS,))
             ev = resolve_eval(ev.id)
         return _json(ev, Evaluation, store.table_index(EVALS))
+
+    # ---------------------------------------------------------------- variables
+    @app.get("/v1/vars", tags=["variables"], response_model=list[VariableMetadata])
+    async def list_vars(
+        prefix: str = "", index: int | None = None, wait: str | None = None
+    ) -> Response:
+        """Paths and indexes only: a listing never carries a value."""
+        idx = await blocking(index, wait, VARIABLES)
+        return _json(server.variables.list(prefix), list[VariableMetadata], idx)
+
+    @app.get("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
+    async def get_var(path: str, index: int | None = None, wait: str | None = None) -> Response:
+        check_var_path(path)
+        if index is not None:
+            await server.variables.wait(path, index, _parse_wait(wait))
+        var = server.variables.get(path)
+        return _json(var, Variable, store.table_index(VARIABLES))
+
+    @app.put("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
+    async def put_var(path: str, body: VarPutRequest, cas: int | None = None) -> Response:
+        """Create or replace; with ``cas`` only if the variable is still at that
+        modify index (0: only if it does not exist), else 409."""
+        var = server.variables.put(path, body.items, cas=cas)
+        return _json(var, Variable, var.modify_index)
+
+    @app.delete("/v1/var/{path:path}", tags=["variables"])
+    async def delete_var(path: str, cas: int | None = None) -> Response:
+        idx = server.variables.delete(path, cas=cas)
+        return _json({"index": idx}, dict[str, Any], idx)
+
+    # ---------------------------------------------------------------- deployments
+    def resolve_deployment(ident: str) -> Deployment:
+        return _resolve("deployment", ident, store.deployment, (d.id for d in store.deployments()))
+
+    @app.get("/v1/deployments", tags=["deployments"], response_model=list[Deployment])
+    async def list_deployments(
+        job: str | None = None, index: int | None = None, wait: str | None = None
+    ) -> Response:
+        idx = await blocking(index, wait, DEPLOYMENTS)
+        if job is not None:
+            found = store.deployments_by_job(resolve_job(job).id)
+        else:
+            found = sorted(store.deployments(), key=lambda d: (d.create_index, d.id), reverse=True)
+        return _json(found, list[Deployment], idx)
+
+    @app.get("/v1/deployment/{deployment_id}", tags=["deployments"], response_model=Deployment)
+    async def get_deployment(
+        deployment_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
+        dep = resolve_deployment(deployment_id)
+        idx = await blocking(index, wait, DEPLOYMENTS)
+        return _json(store.deployment(dep.id) or dep, Deployment, idx)
+
+    @app.get(
+        "/v1/deployment/{deployment_id}/allocations",
+        tags=["deployments"],
+        response_model=list[Allocation],
+    )
+    async def deployment_allocs(
+        deployment_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
+        dep = resolve_deployment(deployment_id)
+        idx = await blocking(index, wait, ALLOCS)
+        allocs = [
+            a for a in store.allocs_by_job(dep.job_id, dep.namespace) if a.deployment_id == dep.id
+        ]
+        return _json(sorted_allocs(allocs), list[Allocation], idx)
+
+    @app.get("/v1/job/{job_id}/deployment", tags=["jobs"], response_model=Deployment | None)
+    async def job_latest_deployment(
+        job_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
+        job = resolve_job(job_id)
+        idx = await blocking(index, wait, DEPLOYMENTS)
+        return _json(store.latest_deployment(job.id, job.namespace), Deployment | None, idx)
+
+    @app.get("/v1/job/{job_id}/deployments", tags=["jobs"], response_model=list[Deployment])
+    async def job_deployments(
+        job_id: str, index: int | None = None, wait: str | None = None
+    ) -> Response:
+        job = resolve_job(job_id)
+        idx = await blocking(index, wait, DEPLOYMENTS)
+        return _json(store.deployments_by_job(job.id, job.namespace), list[Deployment], idx)
+
+    @app.post("/v1/deployment/{deployment_id}/promote", tags=["deployments"])
+    async def promote_deployment(
+        deployment_id: str, body: PromoteRequest | None = None
+    ) -> Response:
+        dep = resolve_deployment(deployment_id)
+        groups = body.groups if body is not None else None
+        eval_id, idx = server.promote_deployment(dep.id, groups or None)
+        return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
+
+    @app.post("/v1/deployment/{deployment_id}/fail", tags=["deployments"])
+    async def fail_deployment(deployment_id: str) -> Response:
+        dep = resolve_deployment(deployment_id)
+        eval_id, idx = server.fail_deployment(dep.id)
+        return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
     # ---------------------------------------------------------------- status
     @app.get("/v1/status", tags=["status"])

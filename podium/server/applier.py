@@ -13,8 +13,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from podium.models import Allocation, DesiredStatus, PlanResult, SchedulerResult
-from podium.state import StateStore
+from podium.models import (
+    Allocation,
+    DeploymentStatus,
+    DesiredStatus,
+    PlanResult,
+    SchedulerResult,
+)
+from podium.server import catalog
+from podium.state import StateStore, Txn
 
 
 class PlanApplier:
@@ -101,6 +108,7 @@ class PlanApplier:
                         "client_description": old.client_description,
                         "task_states": old.task_states,
                         "ports": old.ports,
+                        "checks": old.checks,
                     }
                 )
             txn.put_alloc(alloc)
@@ -132,6 +140,7 @@ class PlanApplier:
                 update["followup_eval_id"] = stop.followup_eval_id
             txn.put_alloc(current.model_copy(update=update))
             stopped += 1
+        _commit_deployments(store, txn, result, now)
         ev = result.eval_update.model_copy(update={"modify_index": txn.index, "modify_time": now})
         txn.put_eval(ev)
         for new_ev in result.new_evals:
@@ -145,5 +154,48 @@ class PlanApplier:
                     }
                 )
             )
+        catalog.sync_txn(store, txn)  # stopped instances leave the catalog in this very commit
         index = store.commit(txn)
         return PlanResult(index=index, committed_placements=placed, committed_stops=stopped)
+
+
+def _commit_deployments(store: StateStore, txn: Txn, result: SchedulerResult, now: float) -> None:
+    """Store the deployment a plan creates, or the canaries it added to the running one
+    (its status and counts are the deployment watcher's, so those are kept), and cancel
+    the deployments of older versions."""
+    plan = result.plan
+    dep = plan.deployment
+    if dep is not None:
+        stored = store.deployment(dep.id)
+        if stored is None:
+            txn.put_deployment(
+                dep.model_copy(update={"create_index": txn.index, "modify_index": txn.index})
+            )
+        else:
+            merged = stored.model_copy(deep=True)
+            changed = False
+            for name, group in dep.groups.items():
+                have = merged.groups.get(name)
+                if have is None:
+                    continue
+                for alloc_id in group.placed_canaries:
+                    if alloc_id not in have.placed_canaries:
+                        have.placed_canaries.append(alloc_id)
+                        changed = True
+            if changed:
+                txn.put_deployment(
+                    merged.model_copy(update={"modify_index": txn.index, "modify_time": now})
+                )
+    for dep_id, why in plan.cancel_deployments.items():
+        stored = store.deployment(dep_id)
+        if stored is not None and stored.active():
+            txn.put_deployment(
+                stored.model_copy(
+                    update={
+                        "status": DeploymentStatus.CANCELLED,
+                        "status_description": why,
+                        "modify_index": txn.index,
+                        "modify_time": now,
+                    }
+                )
+            )

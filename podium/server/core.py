@@ -20,7 +20,9 @@ from podium.memtrim import trim_after
 from podium.models import (
     Allocation,
     AllocClientUpdate,
+    AllocHealth,
     ClientStatus,
+    Deployment,
     DesiredStatus,
     DrainStrategy,
     Eligibility,
@@ -34,9 +36,13 @@ from podium.models import (
     TriggeredBy,
 )
 from podium.models.diff import spec_diff
+from podium.models.views import JobPlanResult
 from podium.scheduler import schedule
+from podium.server import catalog, deployments, jobplan
 from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
+from podium.server.keyring import Keyring
+from podium.server.variables import Variables
 from podium.state import StateStore, Txn
 
 log = logging.getLogger("podium.server")
@@ -53,6 +59,8 @@ class ServerConfig:
     alloc_gc_age: float = 3600.0
     """Stopped, finished allocations older than this are removed (Nomad: 1h too)."""
     drain_interval: float = 1.0
+    deployment_interval: float = 1.0
+    """How often running deployments are checked against their progress deadlines."""
 
 
 @dataclass
@@ -69,22 +77,96 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def _merge_health(alloc: Allocation, update: AllocClientUpdate) -> AllocHealth | None:
+    """The agent judges health; the server alone says which allocations are canaries."""
+    reported = update.deployment_status
+    if reported is None:
+        return alloc.deployment_status
+    canary = alloc.deployment_status.canary if alloc.deployment_status else False
+    return reported.model_copy(update={"canary": canary})
+
+
+def _has_waiting_group(store: StateStore, job: Job) -> bool:
+    """Whether a group with depends_on has never been placed (so it may be waiting)."""
+    if not any(g.depends_on for g in job.spec.groups.values()):
+        return False
+    placed = {a.group for a in store.allocs_by_job(job.id, job.namespace)}
+    return any(g.depends_on and name not in placed for name, g in job.spec.groups.items())
+
+
+def _check_index(job_id: str, current: Job | None, check_index: int) -> None:
+    """Raise Conflict unless the job's modify index is ``check_index`` (0: no such job)."""
+    have = current.job_modify_index if current is not None else 0
+    if have == check_index:
+        return
+    if current is None:
+        why = f"job {job_id} does not exist (expected modify index {check_index})"
+    elif check_index == 0:
+        why = f"job {job_id} already exists (modify index {have}), and index 0 means a new job"
+    else:
+        why = f"job {job_id} changed since index {check_index} (now {have})"
+    raise Conflict(f"{why}: run podium job plan again")
+
+
+def _next_job(spec: JobSpec, current: Job | None, index: int, now: float) -> tuple[Job, bool]:
+    """The job as registering ``spec`` over ``current`` at ``index`` stores it, and
+    whether that is a new version (the spec changed, or the job was stopped)."""
+    changed = current is None or current.stop or current.spec != spec
+    if current is None:
+        version = 0
+        create_index = index
+    else:
+        version = current.version + 1 if changed else current.version
+        create_index = current.create_index
+    job = Job(
+        id=spec.job,
+        version=version,
+        type=spec.type.value,
+        priority=spec.priority,
+        stop=False,
+        spec=spec,
+        submit_time=now if changed else (current.submit_time if current else now),
+        create_index=create_index,
+        modify_index=index,
+        job_modify_index=index if changed or current is None else current.job_modify_index,
+    )
+    return job, changed
+
+
+@dataclass
+class SchedulerStats:
+    """Cheap counters over :meth:`Server.process_eval` (read by ``podium sim``)."""
+
+    evals: int = 0
+    placements: int = 0
+    """Allocations placed by committed plans."""
+    seconds: float = 0.0
+    """Time inside the scheduler and the plan applier (re-plans included)."""
+    plan_rejections: int = 0
+
+
 class Server:
     def __init__(
         self,
         store: StateStore,
         config: ServerConfig | None = None,
         clock: Callable[[], float] = time.time,
+        keyring: Keyring | None = None,
     ) -> None:
         self.store = store
         self.config = config or ServerConfig()
         self.clock = clock
+        self.variables = Variables(store, keyring or Keyring.ephemeral(), clock)
+        """Variables, sealed with ``keyring`` (in memory only when none is given: fit for
+        an in-memory store, not for one that outlives the process)."""
         self.broker = EvalBroker(clock)
         self.applier = PlanApplier(store)
+        self.deployments = deployments.DeploymentWatcher(store, self._new_eval)
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeats: dict[str, float] = {}
         self._pending_enqueue: list[Evaluation] = []
         self.started = False
+        self.stats = SchedulerStats()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -105,6 +187,7 @@ class Server:
         self._tasks.append(asyncio.create_task(self._heartbeat_watcher(), name="heartbeats"))
         self._tasks.append(asyncio.create_task(self._gc_loop(), name="gc"))
         self._tasks.append(asyncio.create_task(self._drainer(), name="drainer"))
+        self._tasks.append(asyncio.create_task(self._deployment_loop(), name="deployments"))
         self.started = True
 
     async def stop(self) -> None:
@@ -117,38 +200,23 @@ class Server:
         self._tasks.clear()
 
     # ------------------------------------------------------------------ jobs
-    def register_job(self, spec: JobSpec, check_index: int | None = None) -> RegisterResult:
+    def register_job(
+        self, spec: JobSpec, check_index: int | None = None, *, description: str = ""
+    ) -> RegisterResult:
+        """Store ``spec`` as the job's next version (when it changed) and evaluate it.
+
+        ``check_index`` registers only if the job's modify index is still that
+        (0: only if the job is new), else raises Conflict.  ``description`` is
+        kept on the new version (why it exists, e.g. a revert).
+        """
         store = self.store
         now = self.clock()
         current = store.job(spec.job)
         if check_index is not None:
-            have = current.job_modify_index if current is not None else 0
-            if have != check_index:
-                raise Conflict(
-                    f"job {spec.job!r} changed since index {check_index} (now at {have}); "
-                    "review it with `podium job plan` and try again"
-                )
+            _check_index(spec.job, current, check_index)
         txn = store.txn()
-        changed = current is None or current.stop or current.spec != spec
-        if current is None:
-            version = 0
-            create_index = txn.index
-        else:
-            version = current.version + 1 if changed else current.version
-            create_index = current.create_index
-        job_modify_index = txn.index if changed or current is None else current.job_modify_index
-        job = Job(
-            id=spec.job,
-            version=version,
-            type=spec.type.value,
-            priority=spec.priority,
-            stop=False,
-            spec=spec,
-            submit_time=now if changed else (current.submit_time if current else now),
-            create_index=create_index,
-            modify_index=txn.index,
-            job_modify_index=job_modify_index,
-        )
+        job, changed = _next_job(spec, current, txn.index, now)
+        version, job_modify_index = job.version, job.job_modify_index
         txn.put_job(job)
         if changed:
             txn.put_version(
@@ -159,6 +227,7 @@ class Server:
                     submit_time=now,
                     modify_index=txn.index,
                     diff=spec_diff(current.spec if current else None, spec),
+                    description=description,
                 )
             )
         ev = self._new_eval(job, TriggeredBy.JOB_REGISTER, txn.index, now)
@@ -173,6 +242,48 @@ class Server:
             index=index,
             changed=changed,
         )
+
+    def plan_job(self, spec: JobSpec, *, diff: bool = True) -> JobPlanResult:
+        """A dry run of :meth:`register_job`: the diff against the running version and
+        what the scheduler would do, worked out on a snapshot in which ``spec`` is
+        registered but not committed.  Writes nothing and enqueues nothing."""
+        snap = self.store.snapshot()
+        now = self.clock()
+        current = snap.job(spec.job)
+        candidate, _ = _next_job(spec, current, snap.index + 1, now)
+        ev = self._new_eval(candidate, TriggeredBy.JOB_REGISTER, snap.index + 1, now)
+        return jobplan.plan_job(snap, current, candidate, ev, now, new_id=new_id, diff=diff)
+
+    def revert_job(
+        self,
+        job_id: str,
+        version: int,
+        enforce_prior_version: int | None = None,
+        reason: str = "",
+    ) -> RegisterResult:
+        """Register the spec of ``version`` again, as a new version, and evaluate it.
+
+        ``enforce_prior_version`` reverts only if the job is still at that version
+        (else Conflict).  Reverting to the current version is a ValueError, and to
+        a version that is not stored a NotFound.  ``reason`` (a deployment that
+        failed, say) is logged and kept on the new version.
+        """
+        job = self._job(job_id)
+        if enforce_prior_version is not None and job.version != enforce_prior_version:
+            raise Conflict(
+                f"job {job.id} is at version {job.version}, not {enforce_prior_version}: "
+                "it changed since; look at `podium job history` and try again"
+            )
+        if version == job.version:
+            raise ValueError(f"job {job.id} is already at version {version}")
+        spec = self.store.job_spec(job.id, version, job.namespace)
+        if spec is None:
+            versions = self.store.job_versions(job.id, job.namespace)
+            known = ", ".join(str(v.version) for v in versions)
+            raise NotFound(f"job {job.id} has no version {version} (versions: {known or 'none'})")
+        why = f"reverted to version {version}" + (f": {reason}" if reason else "")
+        log.info("job %s (version %d) %s", job.id, job.version, why)
+        return self.register_job(spec, description=why)
 
     def scale_job(self, job_id: str, group: str, count: int) -> RegisterResult:
         job = self._job(job_id)
@@ -221,6 +332,7 @@ class Server:
         ev = self._new_eval(job, TriggeredBy.JOB_DEREGISTER, txn.index, now)
         txn.put_eval(ev)
         self._drop_blocked(job.namespace, job.id, txn, now)
+        catalog.deregister_job(store, txn, job.id, job.namespace)
         index = store.commit(txn)
         self.broker.enqueue(ev)
         return ev.id, index
@@ -316,6 +428,7 @@ class Server:
             )
             txn.put_node(up)
             self._node_evals(up, txn, now, system=True)
+            catalog.sync_node(self.store, txn, node_id)  # what still runs there is back
             index = self.store.commit(txn)
             self._after_node_change()
             return index
@@ -497,6 +610,7 @@ class Server:
             ev = self._new_eval(job, TriggeredBy.NODE_DRAIN, txn.index, now, node_id=node.id)
             txn.put_eval(ev)
             evs.append(ev)
+        catalog.sync_txn(self.store, txn)
         self.store.commit(txn)
         for ev in evs:
             self.broker.enqueue(ev)
@@ -594,6 +708,7 @@ class Server:
             )
             txn.put_node(down)
             self._node_evals(down, txn, now)
+            catalog.deregister_node(self.store, txn, node.id)
             # Allocations already told to stop whose agent never said they did: nobody
             # will, now.  They are lost (and free), or they would count as running forever.
             for alloc in self.store.allocs_by_node(node.id):
@@ -622,6 +737,7 @@ class Server:
         txn = store.txn()
         txn.client_update = True
         failed_jobs: dict[tuple[str, str], Job] = {}
+        watch_jobs: set[tuple[str, str]] = set()
         freed = False
         for u in updates:
             alloc = store.alloc(u.id)
@@ -647,11 +763,14 @@ class Server:
                         "client_description": u.client_description,
                         "task_states": u.task_states,
                         "ports": u.ports or alloc.ports,
+                        "checks": u.checks if u.checks is not None else alloc.checks,
+                        "deployment_status": _merge_health(alloc, u),
                         "modify_index": txn.index,
                         "modify_time": now,
                     }
                 )
             )
+            watch_jobs.add((alloc.namespace, alloc.job_id))
             if u.client_status.terminal and not alloc.client_status.terminal:
                 freed = True
                 if (
@@ -666,13 +785,103 @@ class Server:
             ev = self._new_eval(job, TriggeredBy.ALLOC_FAILURE, txn.index, now)
             txn.put_eval(ev)
             evs.append(ev)
+        outcome = self._watch_reported(txn, watch_jobs, failed_jobs, now)
+        evs.extend(outcome.evals)
+        catalog.sync_txn(store, txn)  # running instances (re)registered, finished ones removed
         index = store.commit(txn)
         for ev in evs:
             self.broker.enqueue(ev)
+        self._revert(outcome.reverts)
         if freed:
             self.unblock_evals()
         trim_after(len(updates))
         return index
+
+    def _watch_reported(
+        self,
+        txn: Txn,
+        jobs: set[tuple[str, str]],
+        already: dict[tuple[str, str], Job],
+        now: float,
+    ) -> deployments.Outcome:
+        """After agents' reports: move the jobs' running deployments along, and evaluate a
+        job whose groups wait (depends_on) for what just changed."""
+        store = self.store
+        dep_ids: list[str] = []
+        outcome = deployments.Outcome()
+        for ns, job_id in jobs:
+            dep = self.deployments.active_for(job_id, ns)
+            if dep is not None:
+                dep_ids.append(dep.id)
+            job = store.job(job_id, ns)
+            if job is None or job.stop or (ns, job_id) in already:
+                continue
+            if _has_waiting_group(store, job):
+                ev = self._new_eval(job, TriggeredBy.ALLOC_STATUS, txn.index, now)
+                txn.put_eval(ev)
+                outcome.evals.append(ev)
+        if dep_ids:
+            outcome.merge(self.deployments.refresh(txn, dep_ids, now))
+        return outcome
+
+    def _revert(self, reverts: list[deployments.Revert]) -> None:
+        for r in reverts:
+            try:
+                self.revert_job(r.job_id, r.version, reason=r.reason)
+            except Exception:
+                log.exception("could not revert job %s to version %d", r.job_id, r.version)
+
+    # ------------------------------------------------------------------ deployments
+    def promote_deployment(
+        self, deployment_id: str, groups: list[str] | None = None
+    ) -> tuple[str, int]:
+        dep = self._deployment(deployment_id)
+        now = self.clock()
+        txn = self.store.txn()
+        outcome = self.deployments.promote(txn, dep, groups, now)
+        index = self.store.commit(txn)
+        for ev in outcome.evals:
+            self.broker.enqueue(ev)
+        return outcome.evals[0].id, index
+
+    def fail_deployment(self, deployment_id: str) -> tuple[str, int]:
+        dep = self._deployment(deployment_id)
+        now = self.clock()
+        txn = self.store.txn()
+        outcome = self.deployments.fail(txn, dep, now)
+        index = self.store.commit(txn)
+        for ev in outcome.evals:
+            self.broker.enqueue(ev)
+        self._revert(outcome.reverts)
+        return outcome.evals[0].id, index
+
+    def _deployment(self, deployment_id: str) -> Deployment:
+        dep = self.store.deployment(deployment_id)
+        if dep is None:
+            raise NotFound(f"deployment {deployment_id} not found")
+        return dep
+
+    def deployments_tick(self) -> None:
+        """Refresh every running deployment: progress deadlines, and anything a missed
+        report left behind."""
+        active = [d.id for d in self.store.deployments() if d.active()]
+        if not active:
+            return
+        now = self.clock()
+        txn = self.store.txn()
+        outcome = self.deployments.refresh(txn, active, now, deadlines=True)
+        self.store.commit(txn)
+        for ev in outcome.evals:
+            self.broker.enqueue(ev)
+        self._revert(outcome.reverts)
+
+    async def _deployment_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.deployment_interval)
+            try:
+                self.deployments_tick()
+            except Exception:
+                log.exception("deployment watcher failed")
 
     # ------------------------------------------------------------------ scheduling
     async def _worker(self, n: int) -> None:
@@ -695,12 +904,19 @@ class Server:
             current = self.store.evaluation(ev.id) or ev
             if current.terminal():
                 return
+            started = time.perf_counter()
             snap = self.store.snapshot()
             now = self.clock()
             result = schedule(snap, current, now, new_id=new_id)
             result.plan.snapshot_index = snap.index
             outcome = self.applier.apply(result, now)
-            if outcome.rejected_nodes:
+            stats = self.stats
+            stats.seconds += time.perf_counter() - started
+            stats.evals += 1
+            if not outcome.rejected_nodes:
+                stats.placements += outcome.committed_placements
+            else:
+                stats.plan_rejections += 1
                 log.info(
                     "plan for %s went stale on %d nodes; re-planning",
                     ev.id,
@@ -784,6 +1000,24 @@ class Server:
             except Exception:
                 log.exception("garbage collection failed")
 
+    def _gc_deployments(self, txn: Txn) -> int:
+        """Deployments of purged jobs, and ended ones beyond the newest few per job."""
+        store = self.store
+        removed = 0
+        by_job: dict[tuple[str, str], list[Deployment]] = {}
+        for dep in store.deployments():
+            if store.job(dep.job_id, dep.namespace) is None and not dep.active():
+                txn.delete_deployment(dep.id)
+                removed += 1
+            elif not dep.active():
+                by_job.setdefault((dep.namespace, dep.job_id), []).append(dep)
+        for deps in by_job.values():
+            deps.sort(key=lambda d: d.create_index, reverse=True)
+            for dep in deps[self.config.eval_gc_keep :]:
+                txn.delete_deployment(dep.id)
+                removed += 1
+        return removed
+
     def gc(self) -> int:
         """Remove terminal evaluations beyond the newest few per job, the allocations of
         purged jobs once their tasks have exited, and any allocation that has been
@@ -813,6 +1047,8 @@ class Server:
             if purged or old:
                 txn.delete_alloc(alloc.id)
                 removed += 1
+        removed += self._gc_deployments(txn)
         if removed:
+            catalog.sync_txn(store, txn)
             store.commit(txn)
         return removed

@@ -328,6 +328,9 @@ class StateStore(Snapshot):
         self._table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
         self._node_alloc_index: dict[str, int] = {}
         self._changed = asyncio.Event()
+        self._node_changed: dict[str, asyncio.Event] = {}
+        """Per-node events for agents' blocking queries: a commit wakes only the agents
+        whose allocations it changed (5,000 agents, not 5,000 wake-ups per commit)."""
         self._closing = False
         self._load()
 
@@ -357,6 +360,8 @@ class StateStore(Snapshot):
         """Answer every blocking query now (the server is shutting down)."""
         self._closing = True
         self._changed.set()
+        for event in self._node_changed.values():
+            event.set()
 
     # -- loading
     def _load(self) -> None:
@@ -470,6 +475,7 @@ class StateStore(Snapshot):
             node_allocs.setdefault(alloc.node_id, set()).add(alloc.id)
             if not txn.client_update or old is None or old.node_id != alloc.node_id:
                 self._node_alloc_index[alloc.node_id] = txn.index
+                self._wake_node(alloc.node_id)
         for alloc_id in txn.deletes[ALLOCS]:
             old = t.allocs.pop(alloc_id, None)
             if old is not None:
@@ -477,6 +483,7 @@ class StateStore(Snapshot):
                 job_allocs_del.setdefault(_job_key(old.namespace, old.job_id), set()).add(old.id)
                 node_allocs_del.setdefault(old.node_id, set()).add(old.id)
                 self._node_alloc_index[old.node_id] = txn.index
+                self._wake_node(old.node_id)
         for key in job_allocs.keys() | job_allocs_del.keys():
             cur = t.allocs_by_job.get(key, frozenset())
             new = (cur | job_allocs.get(key, set())) - job_allocs_del.get(key, set())
@@ -544,6 +551,11 @@ class StateStore(Snapshot):
                 t.evals_by_job.pop(key, None)
 
     # -- watching
+    def _wake_node(self, node_id: str) -> None:
+        event = self._node_changed.pop(node_id, None)
+        if event is not None:
+            event.set()
+
     async def wait_for(
         self,
         min_index: int,
@@ -572,7 +584,12 @@ class StateStore(Snapshot):
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing:
                 return idx
-            event = self._changed
+            if node_allocs is not None:
+                event = self._node_changed.get(node_allocs)
+                if event is None:
+                    event = self._node_changed[node_allocs] = asyncio.Event()
+            else:
+                event = self._changed
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                 # cancellation that races with the event firing.

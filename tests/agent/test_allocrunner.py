@@ -285,3 +285,21 @@ def test_restart_requested_while_stopping_is_ignored() -> None:
     assert m.handle(RestartRequested(2.5, "web", "x")) == []
     m.handle(TaskExited(3.0, "web", signal=15))
     assert m.client_status() == ClientStatus.COMPLETE
+
+
+def test_stop_waits_the_shutdown_delay_before_the_signal() -> None:
+    m = make()
+    m.spec.groups["g"].tasks["web"].shutdown_delay = 2.0
+    m.start(0.0)
+    m.handle(TaskStarted(1.0, "web"))
+    stopped = m.alloc.model_copy(update={"desired_status": DesiredStatus.STOP})
+    out = m.handle(AllocUpdated(2.0, stopped, m.spec))
+    kill = next(i for i in out if isinstance(i, KillTask))
+    assert kill.delay == 2.0
+    # a requested restart (not a stop) signals at once
+    m2 = make()
+    m2.spec.groups["g"].tasks["web"].shutdown_delay = 2.0
+    m2.start(0.0)
+    m2.handle(TaskStarted(1.0, "web"))
+    out = m2.handle(RestartRequested(2.0, "web", "x"))
+    assert next(i for i in out if isinstance(i, KillTask)).delay == 0.0

@@ -79,6 +79,14 @@ class Cluster:
             if a.client_status == ClientStatus.RUNNING and a.desired_status == "run"
         ]
 
+    def _canary(self, alloc: Allocation) -> bool:
+        ds = alloc.deployment_status
+        if ds is None or not ds.canary or alloc.deployment_id is None:
+            return False
+        dep = self.store.deployment(alloc.deployment_id)
+        group = dep.groups.get(alloc.group) if dep is not None else None
+        return group is not None and not group.promoted
+
     def check_invariants(self) -> None:
         for node in self.store.nodes():
             cap = node.capacity()
@@ -89,12 +97,17 @@ class Cluster:
             )
         for job in self.store.jobs():
             # an instance is a name, and for system jobs (one per node) a name on a node
+            # (a canary of an unpromoted deployment runs beside the instance it may replace)
             names = [
-                (a.name, a.node_id if job.type == "system" else "")
+                (a.name, a.node_id if job.type == "system" else "", self._canary(a))
                 for a in self.store.allocs_by_job(job.id)
                 if not a.terminal()
             ]
             assert len(names) == len(set(names)), f"duplicate live instances of {job.id}: {names}"
+        for reg in self.store.service_registrations():
+            # the catalog holds only instances that run and are wanted
+            alloc = self.store.alloc(reg.alloc_id)
+            assert alloc is not None and not alloc.terminal(), f"{reg.id} outlived its allocation"
 
 
 @pytest.fixture

@@ -1,0 +1,674 @@
+"""Templates: files rendered into a task's directory, and rendered again on change.
+
+A task's ``templates`` (:class:`podium.models.Template`) are Jinja2 text,
+rendered in a sandbox (:class:`jinja2.sandbox.ImmutableSandboxedEnvironment`:
+no ``__class__``, no ``_private`` attributes, no mutating lists or dicts, bounded
+``range``) with three names:
+
+- ``var("app/config")``: the variable's items, as keys and attributes
+  (``var("app/config").db_url``); a missing variable fails the render;
+- ``service("db")``: the healthy instances of a service (``address``, ``port``,
+  ``tags``, ``alloc_id``, ``node_id``, ``healthy``), possibly none;
+- ``env``: the task's environment (``env.PODIUM_ALLOC_ID``).
+
+Life cycle, per task (:class:`TemplateManager`, one per allocation runner):
+
+1. before every start the runner awaits :meth:`TemplateManager.render_for_start`:
+   every template is rendered and written (atomically, never through a symlink
+   that leaves the task directory); ``env: true`` files are parsed as KEY=VALUE
+   lines into the task's environment.  A failure raises :class:`TemplateError`,
+   a recoverable start error naming the template: the restart policy retries.
+2. once the task runs, :meth:`TemplateManager.started` watches what the render
+   read, each with a blocking query from the index it was read at (nothing
+   written in between is missed): ``GET /v1/var/{path}`` and
+   ``GET /v1/service/{name}?healthy=true``.
+3. when one changes, the task's templates are rendered again; the files whose
+   content changed are rewritten and the task is restarted (``change_mode:
+   restart``, a free restart: it does not count against the restart policy),
+   signalled (``signal``), or left alone (``noop``).  A failing re-render keeps
+   the files as they were and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from podium.agent.allocrunner import Phase, RestartRequested
+from podium.client import AsyncClient, endpoints
+from podium.errors import DriverError, NotFound, PodiumError
+from podium.models import Template
+
+if TYPE_CHECKING:
+    from podium.agent.runner import AllocRunner
+
+log = logging.getLogger("podium.agent")
+
+WATCH_WAIT = 60.0
+"""The longest single blocking query on a variable or service."""
+POLL = 2.0
+"""Pause between queries that cannot block (a missing variable, an answer whose index
+did not move, an unreachable server)."""
+SETTLE = 0.05
+"""A change is rendered this long after it is seen, so a burst of writes renders once."""
+FILE_MODE = 0o644
+"""Rendered files are readable by the task whatever user it runs as (a container's too)."""
+
+
+class TemplateError(DriverError):
+    """A template could not be rendered or written: a recoverable start error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, recoverable=True)
+
+
+class _LookupFailed(Exception):
+    """``var()`` or ``service()`` could not answer (wrapped with the template's name)."""
+
+
+# --------------------------------------------------------------------------- what templates see
+
+
+class VariableItems(Mapping[str, str]):
+    """``var(path)`` in a template: the variable's items, by key and as attributes."""
+
+    __slots__ = ("_items", "_path")
+
+    def __init__(self, path: str, items: Mapping[str, str]) -> None:
+        self._path = path
+        self._items = dict(items)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._items[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:  # names, never values
+        return f"<variable {self._path} items={sorted(self._items)}>"
+
+
+@dataclass(frozen=True)
+class ServiceInstance:
+    """One entry of ``service(name)``: a healthy instance of the service."""
+
+    alloc_id: str
+    node_id: str
+    address: str
+    port: int
+    tags: tuple[str, ...] = ()
+    healthy: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+class _StrictUndefined(jinja2.StrictUndefined):
+    """StrictUndefined that names the variable and its items when an item is missing."""
+
+    @property
+    def _undefined_message(self) -> str:
+        obj = self._undefined_obj
+        missing = self._undefined_exception is not SecurityError  # not a refused attribute
+        if missing and isinstance(obj, VariableItems) and isinstance(self._undefined_name, str):
+            return (
+                f"variable {obj.path!r} has no item {self._undefined_name!r} "
+                f"(it has: {', '.join(sorted(obj)) or 'none'})"
+            )
+        return str(super()._undefined_message)
+
+
+_JINJA = ImmutableSandboxedEnvironment(
+    enable_async=True,
+    undefined=_StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+@dataclass
+class Dep:
+    """Something a render read: where to watch it from, and what it was."""
+
+    index: int
+    marker: Any
+
+
+class Lookups:
+    """``var()`` and ``service()`` for one render pass: each read once, remembered with the
+    index it was read at so watching starts from there."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.deps: dict[tuple[str, str], Dep] = {}
+        self._vars: dict[str, VariableItems] = {}
+        self._services: dict[str, list[ServiceInstance]] = {}
+
+    async def var(self, path: Any) -> VariableItems:
+        if not isinstance(path, str):
+            raise _LookupFailed(f"var() takes a path such as 'app/config', not {path!r}")
+        if path not in self._vars:
+            try:
+                result = await self.client.query(endpoints.var_get(path))
+            except NotFound:
+                raise _LookupFailed(f"variable {path!r} not found") from None
+            except ValueError as exc:  # a malformed path
+                raise _LookupFailed(str(exc)) from None
+            except PodiumError as exc:
+                raise _LookupFailed(f"cannot read variable {path!r}: {exc}") from None
+            self._vars[path] = VariableItems(path, result.value.items)
+            self.deps[("var", path)] = Dep(result.index, result.value.modify_index)
+        return self._vars[path]
+
+    async def service(self, name: Any) -> list[ServiceInstance]:
+        if not isinstance(name, str) or not name:
+            raise _LookupFailed(f"service() takes a service name such as 'db', not {name!r}")
+        if name not in self._services:
+            instances, index = await fetch_service(self.client, name)
+            self._services[name] = instances
+            self.deps[("service", name)] = Dep(index, tuple(instances))
+        return list(self._services[name])
+
+
+async def fetch_service(
+    client: AsyncClient, name: str, index: int | None = None, wait: float | None = None
+) -> tuple[list[ServiceInstance], int]:
+    try:
+        result = await client.query(endpoints.service(name, True), index=index, wait=wait)
+    except NotFound:
+        return [], 0
+    except PodiumError as exc:
+        raise _LookupFailed(f"cannot read service {name!r}: {exc}") from None
+    instances = [
+        ServiceInstance(
+            alloc_id=r.alloc_id,
+            node_id=r.node_id,
+            address=r.address,
+            port=r.port,
+            tags=tuple(r.tags),
+            healthy=r.healthy,
+        )
+        for r in result.value
+        if r.healthy
+    ]
+    instances.sort(key=lambda i: (i.address, i.port, i.alloc_id))
+    return instances, result.index
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+async def render(
+    template: Template,
+    task_dir: Path,
+    env: Mapping[str, str],
+    lookups: Lookups,
+    *,
+    host_files: bool = False,
+) -> str:
+    """The template's text, rendered; raises TemplateError naming the template.
+
+    A ``source`` is read from inside the task's directory only (symlinks resolved),
+    unless the agent allows host files (``--template-host-files``): otherwise any job
+    author could copy any file of the machine into a task (Nomad's file sandbox).
+    """
+    name = template.destination
+    if template.source is not None:
+        src = Path(template.source)
+        if not src.is_absolute():
+            src = task_dir / src
+        if not host_files:
+            root = task_dir.resolve()
+            if not src.resolve().is_relative_to(root):
+                raise TemplateError(
+                    f"template {name}: source {template.source} is outside the task's "
+                    "directory; this agent reads template sources inside it only "
+                    "(start it with --template-host-files to allow files of the machine)"
+                )
+        try:
+            text = src.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise TemplateError(f"template {name}: cannot read source {src}: {why}") from None
+    else:
+        text = template.data or ""
+    try:
+        compiled = _JINJA.from_string(text)
+        return await compiled.render_async(var=lookups.var, service=lookups.service, env=dict(env))
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"template {name}: syntax error on line {exc.lineno}: {exc.message}"
+        ) from None
+    except SecurityError as exc:
+        raise TemplateError(f"template {name}: refused by the sandbox: {exc}") from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"template {name}: {exc.message}") from None
+    except _LookupFailed as exc:
+        raise TemplateError(f"template {name}: {exc}") from None
+    except Exception as exc:
+        raise TemplateError(f"template {name}: {type(exc).__name__}: {exc}") from None
+
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env(text: str, name: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines (blank lines, ``#`` comments and ``export`` allowed; one pair of
+    surrounding quotes is removed).  A bad line is named by number, never by content: it
+    may hold a secret."""
+    out: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _ENV_KEY.match(key):
+            raise TemplateError(
+                f"template {name}: line {number} is not KEY=VALUE (env: true templates must "
+                "render environment variables, one per line)"
+            )
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def _enter(dir_fd: int, part: str, root: str, destination: str) -> int:
+    """Open (making it if missing) the directory ``part`` under ``dir_fd``; refuse it when,
+    symlinks resolved, it lies outside ``root``.  The check is made on the opened
+    directory, so swapping a symlink in after the check changes nothing."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        fd = os.open(part, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        try:
+            os.mkdir(part, 0o755, dir_fd=dir_fd)
+        except FileExistsError:  # a dangling symlink
+            raise TemplateError(
+                f"template {destination}: {part!r} is a symlink to nothing; "
+                "refusing to write through it"
+            ) from None
+        fd = os.open(part, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except NotADirectoryError:
+        raise TemplateError(f"template {destination}: {part!r} is not a directory") from None
+    real = _fd_path(fd)
+    if not _inside(real, root):
+        os.close(fd)
+        raise TemplateError(
+            f"template {destination}: {part!r} leads outside the task directory "
+            f"(to {real}); refusing to write there"
+        )
+    return fd
+
+
+def write_file(task_dir: Path, destination: str, content: str) -> None:
+    """Write ``content`` to ``task_dir/destination`` atomically (a temporary file renamed
+    over it).  Directories on the way are made; a symlink among them that resolves outside
+    the task directory is refused; a symlink at the final name is replaced, never followed.
+    The file keeps the owner of the one it replaces (a task running as another user)."""
+    root = os.path.realpath(task_dir)
+    parts = [p for p in destination.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or destination.startswith("/"):
+        raise TemplateError(f"template {destination}: not a path inside the task directory")
+    *dirs, name = parts
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TemplateError(
+            f"template {destination}: task directory {root}: {exc.strerror}"
+        ) from None
+    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    created = False
+    try:
+        for part in dirs:
+            nfd = _enter(fd, part, root, destination)
+            os.close(fd)
+            fd = nfd
+        owner: tuple[int, int] | None = None
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                raise TemplateError(f"template {destination}: a directory is in the way")
+            if stat.S_ISREG(st.st_mode):
+                owner = (st.st_uid, st.st_gid)
+        out = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            FILE_MODE,
+            dir_fd=fd,
+        )
+        created = True
+        try:
+            data = content.encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+            os.fchmod(out, FILE_MODE)
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):
+                    os.fchown(out, *owner)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        created = False
+    except OSError as exc:
+        raise TemplateError(
+            f"template {destination}: cannot write it: {exc.strerror or exc}"
+        ) from None
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=fd)
+        os.close(fd)
+
+
+def read_existing(task_dir: Path, destination: str) -> str | None:
+    """What a template wrote earlier (by an earlier agent process), if it is still there."""
+    path = task_dir / destination
+    try:
+        if path.is_symlink():
+            return None
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+@dataclass
+class _TaskTemplates:
+    task: str
+    templates: list[Template] = field(default_factory=list)
+    contents: dict[str, str | None] = field(default_factory=dict)
+    deps: dict[tuple[str, str], Dep] = field(default_factory=dict)
+    watchers: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    loop: asyncio.Task[None] | None = None
+
+
+class TemplateManager:
+    """The templates of one allocation's tasks (see the module docstring)."""
+
+    def __init__(self, runner: AllocRunner, client: AsyncClient) -> None:
+        self.runner = runner
+        self.client = client
+        self._tasks: dict[str, _TaskTemplates] = {}
+        self._closed = False
+
+    def templates(self, task: str) -> list[Template]:
+        spec = self.runner.machine.spec.groups[self.runner.alloc.group].tasks.get(task)
+        return list(spec.templates) if spec is not None else []
+
+    def _state(self, task: str) -> _TaskTemplates:
+        state = self._tasks.get(task)
+        if state is None:
+            state = self._tasks[task] = _TaskTemplates(task)
+        return state
+
+    async def _render_all(
+        self, task: str, templates: list[Template]
+    ) -> tuple[list[tuple[Template, str]], Lookups]:
+        self.runner.make_dirs()
+        task_dir = self.runner.task_dir(task)
+        env = self.runner.build_env(task)
+        lookups = Lookups(self.client)
+        host_files = self.runner.agent.settings.template_host_files
+        out = [
+            (t, await render(t, task_dir, env, lookups, host_files=host_files)) for t in templates
+        ]
+        return out, lookups
+
+    # ---------------------------------------------------------------- the runner's calls
+    async def render_for_start(self, task: str) -> dict[str, str]:
+        """Render and write the task's templates; answers what ``env: true`` ones add to
+        its environment.  Raises TemplateError (recoverable) when one fails."""
+        templates = self.templates(task)
+        if not templates:
+            return {}
+        state = self._state(task)
+        async with state.lock:
+            self._stop_watching(state)  # started() watches again, from what this render read
+            rendered, lookups = await self._render_all(task, templates)
+            task_dir = self.runner.task_dir(task)
+            env: dict[str, str] = {}
+            for tpl, text in rendered:
+                if tpl.env:
+                    env.update(parse_env(text, tpl.destination))
+            for tpl, text in rendered:
+                write_file(task_dir, tpl.destination, text)
+            state.templates = templates
+            state.contents = {tpl.destination: text for tpl, text in rendered}
+            state.deps = dict(lookups.deps)
+        return env
+
+    def started(self, task: str) -> None:
+        """The task runs: watch what its templates read, from where they read it."""
+        state = self._tasks.get(task)
+        if state is None or self._closed or not state.templates:
+            return
+        self._watch(state, state.deps)
+        self._ensure_loop(state)
+
+    def resume(self, task: str) -> None:
+        """A restarted agent re-attached to the running task: render again at once (what
+        changed while no agent watched is acted on) and watch from there."""
+        templates = self.templates(task)
+        if not templates or self._closed:
+            return
+        state = self._state(task)
+        task_dir = self.runner.task_dir(task)
+        state.templates = templates
+        state.contents = {t.destination: read_existing(task_dir, t.destination) for t in templates}
+        self._ensure_loop(state)
+        state.changed.set()
+
+    def stop(self) -> None:
+        """The allocation is done (or the agent detaches): stop every watch."""
+        self._closed = True
+        for state in self._tasks.values():
+            self._stop_watching(state)
+            if state.loop is not None:
+                state.loop.cancel()
+                state.loop = None
+
+    # ---------------------------------------------------------------- watching
+    def _stop_watching(self, state: _TaskTemplates) -> None:
+        for w in state.watchers.values():
+            w.cancel()
+        state.watchers.clear()
+
+    def _watch(self, state: _TaskTemplates, deps: Mapping[tuple[str, str], Dep]) -> None:
+        """Watch exactly ``deps``: new ones from their read index, gone ones no more."""
+        for key in list(state.watchers):
+            if key not in deps:
+                state.watchers.pop(key).cancel()
+        loop = asyncio.get_running_loop()
+        for key, dep in deps.items():
+            if key not in state.watchers:
+                kind, name = key
+                coro = self._watch_var if kind == "var" else self._watch_service
+                state.watchers[key] = loop.create_task(
+                    coro(state, name, dep.index, dep.marker),
+                    name=f"template-watch-{kind}-{name}",
+                )
+
+    def _ensure_loop(self, state: _TaskTemplates) -> None:
+        if state.loop is None or state.loop.done():
+            state.loop = asyncio.get_running_loop().create_task(
+                self._loop(state), name=f"templates-{self.runner.id}-{state.task}"
+            )
+
+    async def _watch_var(self, state: _TaskTemplates, path: str, index: int, marker: Any) -> None:
+        while True:
+            progressed = False
+            try:
+                result = await self.client.query(
+                    endpoints.var_get(path), index=index, wait=WATCH_WAIT
+                )
+                seen: Any = result.value.modify_index
+                progressed = result.index > index
+                index = result.index  # lower only when the server's state was reset
+            except NotFound:
+                seen = None  # deleted (or not there yet): poll until it is back
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("watching variable %s: %s", path, exc)
+                await asyncio.sleep(POLL)
+                continue
+            if seen != marker:
+                marker = seen
+                state.changed.set()
+            if not progressed:
+                await asyncio.sleep(POLL)
+
+    async def _watch_service(
+        self, state: _TaskTemplates, name: str, index: int, marker: Any
+    ) -> None:
+        while True:
+            try:
+                instances, new_index = await fetch_service(
+                    self.client, name, index=index, wait=WATCH_WAIT
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("watching service %s: %s", name, exc)
+                await asyncio.sleep(POLL)
+                continue
+            if tuple(instances) != marker:
+                marker = tuple(instances)
+                state.changed.set()
+            if new_index <= index:
+                await asyncio.sleep(POLL)
+            index = new_index  # lower only when the server's state was reset
+
+    async def _loop(self, state: _TaskTemplates) -> None:
+        while True:
+            await state.changed.wait()
+            await asyncio.sleep(SETTLE)
+            state.changed.clear()
+            try:
+                await self._rerender(state)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "alloc %s task %s: re-rendering templates", self.runner.id, state.task
+                )
+
+    async def _rerender(self, state: _TaskTemplates) -> None:
+        task = state.task
+        runner = self.runner
+        async with state.lock:
+            track = runner.machine.tasks.get(task)
+            if track is None or track.phase != Phase.RUNNING or self._closed:
+                return  # a start renders them anyway; a dead task needs nothing
+            try:
+                rendered, lookups = await self._render_all(task, state.templates)
+            except TemplateError as exc:
+                log.warning(
+                    "alloc %s task %s: %s (the files stay as they were)", runner.id, task, exc
+                )
+                if not state.watchers:  # nothing will wake us: try again later
+                    asyncio.get_running_loop().call_later(POLL, state.changed.set)
+                return
+            task_dir = runner.task_dir(task)
+            changed: list[Template] = []
+            for tpl, text in rendered:
+                if state.contents.get(tpl.destination) != text:
+                    write_file(task_dir, tpl.destination, text)
+                    state.contents[tpl.destination] = text
+                    changed.append(tpl)
+            state.deps = dict(lookups.deps)
+            self._watch(state, lookups.deps)
+        if changed:
+            await self._act(task, changed)
+
+    async def _act(self, task: str, changed: list[Template]) -> None:
+        runner = self.runner
+        restart = [t for t in changed if t.change_mode == "restart"]
+        if restart:
+            log.info(
+                "alloc %s task %s: template %s changed: restarting",
+                runner.id,
+                task,
+                restart[0].destination,
+            )
+            runner.dispatch(
+                RestartRequested(
+                    runner.now(),
+                    task,
+                    reason=f"template {restart[0].destination} changed",
+                    counts=False,
+                )
+            )
+            return
+        signals: list[str] = []
+        for t in changed:
+            if t.change_mode == "signal" and t.change_signal and t.change_signal not in signals:
+                signals.append(t.change_signal)
+        handle = runner.handles.get(task)
+        for sig in signals:
+            if handle is None:
+                break
+            try:
+                await runner.driver_for(task).signal(handle, sig)
+                log.info("alloc %s task %s: template changed: sent %s", runner.id, task, sig)
+            except Exception as exc:
+                log.warning(
+                    "alloc %s task %s: template changed but %s could not be sent: %s",
+                    runner.id,
+                    task,
+                    sig,
+                    exc,
+                )

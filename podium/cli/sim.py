@@ -1,0 +1,100 @@
+"""``podium sim``: a real server and N simulated agents (mock driver) in this process.
+
+Prints progress on stderr and, last, one JSON line of figures on stdout; exits 1
+when an invariant is broken (see :mod:`podium.sim.invariants`).  The simulator
+is imported only here, when the command runs (it composes server and agents,
+which the rest of the CLI never imports).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from podium.cli import common
+
+
+class StoreKind(StrEnum):
+    SQLITE = "sqlite"
+    MEMORY = "memory"
+
+
+def sim(
+    nodes: Annotated[int, typer.Option("--nodes", help="Simulated agents (nodes).")] = 100,
+    jobs: Annotated[int, typer.Option("--jobs", help="Service jobs to register.")] = 10,
+    count: Annotated[int, typer.Option("--count", help="Instances per job.")] = 100,
+    store: Annotated[
+        StoreKind, typer.Option("--store", help="Server store: sqlite (temporary dir) or memory.")
+    ] = StoreKind.SQLITE,
+    node_classes: Annotated[
+        int, typer.Option("--node-classes", help="Node shapes (cpu, memory, arch).")
+    ] = 4,
+    constraints: Annotated[
+        bool,
+        typer.Option(
+            "--constraints/--no-constraints",
+            help="Jobs need ${attr.cpu.arch} = amd64; every 10th also spreads over racks.",
+        ),
+    ] = False,
+    run_for: Annotated[
+        float, typer.Option("--run-for", help="Seconds each task runs (0: until stopped).")
+    ] = 0.0,
+    fail_rate: Annotated[
+        float, typer.Option("--fail-rate", help="Share of tasks that exit 1 soon after starting.")
+    ] = 0.0,
+    workers: Annotated[int, typer.Option("--workers", help="Scheduler workers.")] = 1,
+    heartbeat_ttl: Annotated[
+        float | None,
+        typer.Option("--heartbeat-ttl", help="Seconds (default: 10, or nodes/50 when larger)."),
+    ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option("--probe/--no-probe", help="Measure API latency from another process."),
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Give up after this many seconds.")
+    ] = 1800.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (shapes, job sizes).")] = 0,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="Keep the server's state here.")
+    ] = None,
+) -> None:
+    """Simulate a cluster: a real server and N mock-driver agents in this process."""
+    with common.handle_errors():
+        if nodes < 1 or jobs < 1 or count < 0 or workers < 1:
+            common.fail("--nodes, --jobs and --workers must be at least 1, --count at least 0")
+        if not 0.0 <= fail_rate <= 1.0:
+            common.fail("--fail-rate must be between 0 and 1")
+        from podium.sim import SimConfig, simulate
+
+        def progress(message: str) -> None:
+            print(f"podium sim: {message}", file=sys.stderr, flush=True)
+
+        result = simulate(
+            SimConfig(
+                nodes=nodes,
+                jobs=jobs,
+                count=count,
+                store=store.value,
+                node_classes=node_classes,
+                constraints=constraints,
+                run_for=run_for,
+                fail_rate=fail_rate,
+                workers=workers,
+                heartbeat_ttl=heartbeat_ttl,
+                probe=probe,
+                timeout=timeout,
+                seed=seed,
+                data_dir=data_dir,
+                progress=progress,
+            )
+        )
+        for problem in result.problems:
+            print(f"podium sim: invariant broken: {problem}", file=sys.stderr)
+        print(json.dumps(result.figures), flush=True)
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,65 @@
+"""The API probe: a separate process that keeps registering small jobs and reading
+(``GET /v1/jobs``, ``GET /v1/job/{id}``) through a real socket while the simulation
+runs, and prints its latencies as one JSON object when its stdin closes.
+
+    python -m podium.sim.probe http://127.0.0.1:PORT [--interval 0.05]
+
+A separate process, so what it measures is what any client of the server sees
+(its own event loop and GIL are not the server's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+
+from podium.client import Client
+from podium.models import JobSpec
+from podium.sim.workload import probe_job
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="API latency probe for podium sim")
+    parser.add_argument("address")
+    parser.add_argument("--interval", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    samples: dict[str, list[float]] = {"register": [], "list": [], "get": []}
+    errors = 0
+    i = 0
+    with Client(args.address, timeout=30.0) as client:
+        while not stop.is_set():
+            name = f"probe-{i}"
+            for op in ("register", "list", "get"):
+                started = time.perf_counter()
+                try:
+                    if op == "register":
+                        client.register_job(JobSpec.model_validate(probe_job(i)))
+                    elif op == "list":
+                        client.jobs()
+                    else:
+                        client.job(name)
+                except Exception:
+                    errors += 1
+                    continue
+                samples[op].append((time.perf_counter() - started) * 1000.0)
+            if i == 0:
+                sys.stdout.write("ready\n")  # the simulation starts its clock after this
+                sys.stdout.flush()
+            i += 1
+            stop.wait(args.interval)
+    sys.stdout.write(json.dumps({"samples": samples, "errors": errors, "jobs": i}) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

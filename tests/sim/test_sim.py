@@ -1,0 +1,132 @@
+"""A small simulation end to end (100 nodes, 10,000 placements), as CI runs it.
+
+The simulator checks its own invariants (every instance placed once, no node
+over-committed, nothing on an ineligible or down node); the test also checks
+them against the figures it prints and breaks one on purpose to see the check
+catch it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from podium.cli.main import app
+from podium.models import Allocation, Node, NodeResources, NodeStatus
+from podium.sim import SimConfig, simulate
+from podium.sim import invariants as inv
+from podium.sim.nodes import node_shapes
+from podium.sim.workload import sim_job
+from podium.state import StateStore
+
+KEYS = {
+    "nodes",
+    "jobs",
+    "placements",
+    "seconds",
+    "placements_per_s",
+    "scheduler_placements_per_s",
+    "plan_rejections",
+    "server_rss_mb",
+    "api_p50_ms",
+    "api_p99_ms",
+}
+
+
+def test_small_simulation_places_everything_once() -> None:
+    result = simulate(
+        SimConfig(nodes=100, jobs=10, count=1000, store="memory", constraints=True, timeout=120)
+    )
+    assert result.problems == []
+    f = result.figures
+    assert f.keys() >= KEYS
+    assert f["nodes"] == 100 and f["jobs"] == 10
+    assert f["placements"] == 10_000
+    assert f["seconds"] > 0 and f["placements_per_s"] > 0
+    assert f["scheduler_placements_per_s"] > 0
+    assert f["api_p99_ms"] is not None and f["api_p99_ms"] >= f["api_p50_ms"] > 0
+
+
+def test_cli_prints_json_last_on_sqlite() -> None:
+    res = CliRunner().invoke(
+        app, ["sim", "--nodes", "20", "--jobs", "3", "--count", "50", "--no-probe"]
+    )
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.stdout.strip().splitlines()[-1])
+    assert figures.keys() >= KEYS
+    assert figures["placements"] == 150 and figures["store"] == "sqlite"
+    assert figures["api_p50_ms"] is None  # no probe asked for
+
+
+def test_failures_are_replaced_and_invariants_hold() -> None:
+    result = simulate(
+        SimConfig(
+            nodes=20,
+            jobs=2,
+            count=50,
+            store="memory",
+            fail_rate=0.2,
+            fail_within=0.2,
+            probe=False,
+            timeout=60,
+        )
+    )
+    assert result.problems == []
+    assert result.figures["placements"] == 100
+
+
+def _node(i: int, status: NodeStatus = NodeStatus.READY) -> Node:
+    return Node(
+        id=f"n{i}", name=f"n{i}", status=status, resources=NodeResources(cpu=1000, memory=1000)
+    )
+
+
+def _alloc(i: int, node: str, *, job: str = "sim-0", cpu: int = 100) -> Allocation:
+    return Allocation(
+        id=f"a{i}-{node}",
+        eval_id="e",
+        name=f"{job}.g[{i}]",
+        job_id=job,
+        job_version=0,
+        group="g",
+        index=i,
+        node_id=node,
+        resources={"cpu": cpu, "memory": 10},
+    )
+
+
+def _store(allocs: list[Allocation], nodes: list[Node]) -> StateStore:
+    from podium.models import Job, JobSpec
+
+    store = StateStore()
+    txn = store.txn()
+    spec = JobSpec.model_validate(sim_job(0, 2))
+    txn.put_job(Job(id="sim-0", version=0, type="service", priority=50, spec=spec))
+    for n in nodes:
+        txn.put_node(n)
+    for a in allocs:
+        txn.put_alloc(a)
+    store.commit(txn)
+    return store
+
+
+def test_invariants_catch_what_they_promise() -> None:
+    nodes = [_node(0), _node(1), _node(2, NodeStatus.DOWN)]
+    good = _store([_alloc(0, "n0"), _alloc(1, "n1")], nodes)
+    assert inv.check(good, set()) == []
+    twice = _store([_alloc(0, "n0"), _alloc(0, "n1"), _alloc(1, "n1")], nodes)
+    assert any("placed twice" in p for p in inv.check(twice, set()))
+    full = _store([_alloc(0, "n0", cpu=900), _alloc(1, "n0", cpu=200)], nodes)
+    assert any("over-committed" in p for p in inv.check(full, set()))
+    assert any("ineligible" in p for p in inv.check(good, {"n1"}))
+    down = _store([_alloc(0, "n0"), _alloc(1, "n2")], nodes)
+    assert any("which is down" in p for p in inv.check(down, set()))
+    short = _store([_alloc(0, "n0")], nodes)
+    assert any("1 live instances, count 2" in p for p in inv.check(short, set()))
+
+
+def test_node_shapes_make_classes_and_racks() -> None:
+    shapes = node_shapes(100, 4)
+    assert len({(s.cpu, s.memory) for s in shapes}) == 4
+    assert len({s.meta["rack"] for s in shapes}) == 10
