@@ -26,16 +26,24 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
+from podium.drivers.base import (
+    Driver,
+    DriverHealth,
+    ExitResult,
+    TaskContext,
+    TaskHandle,
+    TaskStats,
+)
+from podium.drivers.docker_oom import OomWatch, child_limit
 from podium.drivers.procfs import parse_signal
 from podium.errors import DriverError
 from podium.models import DriverInfo
-from podium.models.taskconfig import DockerConfig
+from podium.models.taskconfig import DockerConfig, DockerNetwork
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,20 @@ LABEL_ALLOC = "podium.alloc_id"
 LABEL_JOB = "podium.job_id"
 LABEL_GROUP = "podium.group"
 LABEL_TASK = "podium.task"
+LABEL_NODE = "podium.node_id"
+"""The node whose agent started the container (or created the network): an agent's orphan
+cleanup touches only its own node's, so agents sharing an engine (tests) leave each other be."""
+LABEL_MANAGED = "podium.managed"
+"""On a network: Podium created it, and removes it once no container uses it."""
+LABEL_PROJECT = "podium.project"
+"""On a network: the Compose project (else the job) whose containers it joins."""
+LABEL_COMPOSE_PROJECT = "podium.compose.project"
+"""On a container: the Compose project it belongs to (set by ``podium compose``)."""
+NETWORK_DRIVER = "bridge"
+MIB = 1024 * 1024
+ORPHAN_PARENT_AGE = 60.0
+"""An OOM parent cgroup without a container is removed as an orphan only once it is this
+old (seconds): a younger one may belong to a start in progress (of another agent)."""
 
 STATE_SUBDIR = ".podium"
 ALLOC_MOUNT = "/alloc"
@@ -110,16 +132,52 @@ def exit_result(state: dict[str, Any]) -> ExitResult:
     )
 
 
-def cleanup_orphans(client: Any, live_alloc_ids: Iterable[str]) -> list[str]:
-    """Remove (force) every container labelled ``podium.alloc_id`` whose allocation is not live.
+def container_health(state: dict[str, Any]) -> DriverHealth | None:
+    """The health verdict in ``inspect``'s ``State`` (None when there is no health check)."""
+    health = state.get("Health")
+    if not isinstance(health, dict):
+        return None
+    status = health.get("Status")
+    if status not in ("starting", "healthy", "unhealthy"):
+        return None
+    probes = [p for p in health.get("Log") or [] if isinstance(p, dict)]
+    if status == "starting":
+        output = str(probes[-1].get("Output") or "").strip() if probes else ""
+        return DriverHealth(healthy=None, output=output)
+    healthy = status == "healthy"
+    # the newest probe that agrees with the verdict (the newest of all when none does)
+    agreeing = [p for p in probes if (p.get("ExitCode") == 0) == healthy] or probes
+    probe = agreeing[-1] if agreeing else {}
+    output = str(probe.get("Output") or "").strip()
+    if not healthy and not output and probe:
+        output = f"exit code {probe.get('ExitCode')}"
+    return DriverHealth(healthy=healthy, output=output)
 
-    Blocking; returns the names removed.  The agent calls it after its first sync.
+
+def cleanup_orphans(
+    client: Any,
+    live_alloc_ids: Iterable[str],
+    node_id: str | None = None,
+    remove_network: Callable[[Any, str], bool] | None = None,
+) -> list[str]:
+    """Remove (force) every container labelled ``podium.alloc_id`` whose allocation is not
+    live, then every Podium-managed network no container uses (through
+    ``remove_network``, :func:`remove_network_if_unused` by default).  With ``node_id``,
+    only containers and networks of that node (or with no node label) are candidates.
+
+    Blocking; returns the names removed (containers, then ``network <name>``).  The agent
+    calls it after its first sync.
     """
     live = set(live_alloc_ids)
     removed: list[str] = []
     errors = _errors()
+
+    def ours(labels: dict[str, str] | None) -> bool:
+        node = (labels or {}).get(LABEL_NODE)
+        return node_id is None or node is None or node == node_id
+
     for c in client.containers.list(all=True, filters={"label": LABEL_ALLOC}):
-        if c.labels.get(LABEL_ALLOC) in live:
+        if c.labels.get(LABEL_ALLOC) in live or not ours(c.labels):
             continue
         try:
             c.remove(force=True)
@@ -129,7 +187,37 @@ def cleanup_orphans(client: Any, live_alloc_ids: Iterable[str]) -> list[str]:
             log.warning("could not remove orphaned container %s: %s", c.name, exc)
             continue
         removed.append(str(c.name))
+    remove = remove_network or remove_network_if_unused
+    for net in client.api.networks(filters={"label": LABEL_MANAGED}):
+        name = str(net.get("Name", ""))
+        if ours(net.get("Labels")) and remove(client, name):
+            removed.append(f"network {name}")
     return removed
+
+
+def remove_network_if_unused(client: Any, name: str) -> bool:
+    """Remove the Podium-managed network ``name`` when no container (running or not) is
+    on it; True when it was removed.  Blocking."""
+    errors = _errors()
+    try:
+        info = client.api.inspect_network(name)
+    except errors.NotFound:
+        return False
+    if (info.get("Labels") or {}).get(LABEL_MANAGED) != "true" or info.get("Name") != name:
+        return False  # not ours (an operator's network, or an id-prefix match)
+    # by name too: a created container that has not started is only found by name
+    on_it = client.api.containers(all=True, filters={"network": [name, info["Id"]]})
+    if info.get("Containers") or on_it:
+        return False
+    try:
+        client.api.remove_network(info["Id"])
+    except errors.NotFound:
+        return False
+    except errors.APIError as exc:
+        # "has active endpoints": a container joined it meanwhile; it stays
+        log.debug("network %s stays: %s", name, _explain(exc))
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- logs
@@ -253,6 +341,11 @@ class _Container:
     followers: list[_Follower] = field(default_factory=list)
     waiter: threading.Thread | None = None
     cpu_sample: tuple[int, int] | None = None
+    oom_parent: str | None = None
+    """The name of the container's Podium parent cgroup (see :mod:`docker_oom`)."""
+    started_at: float = 0.0
+    killed: bool = False
+    """This driver sent SIGKILL (a SIGKILL death is then no OOM hint)."""
 
     def resolve(self, result: ExitResult) -> None:
         def set_result() -> None:
@@ -283,15 +376,38 @@ class DockerDriver(Driver):
         self._client_obj: Any = None
         self._containers: dict[str, _Container] = {}
         self._fingerprint: tuple[float, DriverInfo] | None = None
+        self._oom = OomWatch()
+        self._oom_configured = False
+        self._oom_rewatched: set[str] = set()
+        """Parents watched again by ``recover``: an OOM before that may have been missed."""
+        self._net_lock = threading.Lock()
+        self._net_users: dict[str, int] = {}
+        """Networks a start in progress is about to join: not to be removed under it."""
 
     # ------------------------------------------------------------------ engine
-    async def remove_orphans(self, live_alloc_ids: Iterable[str]) -> list[str]:
-        """Remove this node's Podium containers whose allocations are gone (see
-        :func:`cleanup_orphans`); the agent calls it once it knows its allocations."""
+    async def remove_orphans(
+        self, live_alloc_ids: Iterable[str], node_id: str | None = None
+    ) -> list[str]:
+        """Remove this node's Podium containers whose allocations are gone, the networks
+        they left unused and their OOM parent cgroups (see :func:`cleanup_orphans`); the
+        agent calls it once it knows its allocations."""
         if not self.fingerprint().healthy:
             return []
         live = set(live_alloc_ids)
-        return await asyncio.to_thread(cleanup_orphans, self._client(), live)
+        return await asyncio.to_thread(self._remove_orphans, live, node_id)
+
+    def _remove_orphans(self, live: set[str], node_id: str | None) -> list[str]:
+        client = self._client()
+        removed = cleanup_orphans(client, live, node_id, self._remove_network)
+        self._configure_oom()
+        if self._oom.available:
+            names = {
+                str(c.get("Names", ["/"])[0]).lstrip("/") for c in client.api.containers(all=True)
+            }
+            for name in self._oom.leftovers(older_than=ORPHAN_PARENT_AGE):
+                if name not in names and not self._oom.watching(name):
+                    self._oom.release(name)
+        return removed
 
     def _client(self) -> Any:
         if self._client_obj is None:
@@ -343,7 +459,14 @@ class DockerDriver(Driver):
         for path in checkpoints.values():  # a restarted task's new container logs afresh
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        cid, pid = await asyncio.to_thread(self._create_and_start, cfg, create)
+        network_labels = {
+            LABEL_MANAGED: "true",
+            LABEL_PROJECT: cfg.labels.get(LABEL_COMPOSE_PROJECT) or ctx.job_id,
+            LABEL_NODE: ctx.node_id,
+        }
+        cid, pid, oom_parent = await asyncio.to_thread(
+            self._create_and_start, cfg, create, network_labels
+        )
         handle = TaskHandle(
             driver=self.name,
             task_id=ctx.task_id,
@@ -357,6 +480,8 @@ class DockerDriver(Driver):
                 "stderr_path": ctx.stderr_path,
                 "stdout_checkpoint": checkpoints["stdout"],
                 "stderr_checkpoint": checkpoints["stderr"],
+                "networks": [n.name for n in cfg.networks],
+                "oom_parent": oom_parent,
             },
         )
         watch = self._watch(handle)
@@ -375,6 +500,7 @@ class DockerDriver(Driver):
             LABEL_JOB: ctx.job_id,
             LABEL_GROUP: ctx.group,
             LABEL_TASK: ctx.task_name,
+            LABEL_NODE: ctx.node_id,
         }
         mounts = [
             types.Mount(ALLOC_MOUNT, ctx.alloc_dir, type="bind"),
@@ -414,7 +540,20 @@ class DockerDriver(Driver):
         elif cfg.args:
             command = list(cfg.args)
         entrypoint = [cfg.entrypoint] if isinstance(cfg.entrypoint, str) else cfg.entrypoint
-        memory = f"{ctx.resources.memory}m"
+        memory = ctx.resources.memory * MIB
+        healthcheck: dict[str, Any] | None = None
+        if cfg.healthcheck is not None:
+            hc = cfg.healthcheck
+            healthcheck = {"test": hc.test}
+            if not hc.disabled:
+                for key in ("interval", "timeout", "start_period"):
+                    if getattr(hc, key):
+                        healthcheck[key] = round(getattr(hc, key) * 1e9)
+                if hc.retries:
+                    healthcheck["retries"] = hc.retries
+        network: str | None = None
+        if cfg.networks and not cfg.network_mode:
+            network = cfg.networks[0].name  # the primary network, joined at create time
         args: dict[str, Any] = {
             "image": cfg.image,
             "command": command,
@@ -431,6 +570,8 @@ class DockerDriver(Driver):
             "cap_add": cfg.cap_add or None,
             "cap_drop": cfg.cap_drop or None,
             "network_mode": cfg.network_mode,
+            "network": network,
+            "healthcheck": healthcheck,
             "hostname": cfg.hostname,
             "working_dir": cfg.work_dir,
             "user": cfg.user or ctx.user or None,
@@ -474,11 +615,177 @@ class DockerDriver(Driver):
                 recoverable=False,
             ) from exc
 
-    def _create_and_start(self, cfg: DockerConfig, create: dict[str, Any]) -> tuple[str, int]:
+    def _create_and_start(
+        self, cfg: DockerConfig, create: dict[str, Any], network_labels: dict[str, str]
+    ) -> tuple[str, int, str | None]:
+        """Create and start the container; its id, host pid and OOM parent (if any)."""
+        self._ensure_image(cfg)
+        oom_parent = self._prepare_oom(create)
+        self._join_networks(cfg.networks, network_labels)
+        try:
+            cid, pid = self._create_container(cfg, create)
+        except BaseException:
+            if oom_parent is not None:
+                self._oom.release(oom_parent)
+            raise
+        finally:
+            self._leave_networks(cfg.networks)
+        if oom_parent is not None and pid and not self._oom.has_container(oom_parent, cid):
+            with contextlib.suppress(Exception):
+                running = self._client().api.inspect_container(cid)["State"]["Running"]
+                if running and not self._oom.has_container(oom_parent, cid):
+                    # this agent does not see the engine's cgroup tree (another mount
+                    # namespace, say): the parent cannot tell it anything
+                    self._oom.disable(f"container {cid[:12]} is not under {oom_parent}")
+        return cid, pid, oom_parent
+
+    # ------------------------------------------------------------------ OOM parents
+    def _configure_oom(self) -> None:
+        if self._oom_configured:
+            return
+        self._oom_configured = True
+        try:
+            info = self._client().info()
+        except Exception as exc:
+            self._oom.disable(f"docker info failed: {exc}")
+            return
+        self._oom.configure(str(info.get("CgroupDriver", "")), str(info.get("CgroupVersion", "")))
+        if not self._oom.available:
+            log.info("docker: OOM reports come from the engine (%s)", self._oom.disabled_reason)
+
+    def _prepare_oom(self, create: dict[str, Any]) -> str | None:
+        """Give the container a Podium parent cgroup holding its memory limit (cgroup v1,
+        cgroupfs: see :mod:`podium.drivers.docker_oom`); its name, or None."""
+        self._configure_oom()
+        if not self._oom.available:
+            return None
+        name = str(create["name"])
+        limit = int(create["mem_limit"])
+        try:
+            create["cgroup_parent"] = self._oom.prepare(name, limit)
+        except OSError as exc:
+            self._oom.disable(f"cannot create the parent cgroup for {name}: {exc}")
+            return None
+        create["mem_limit"] = create["memswap_limit"] = child_limit(limit)
+        return name
+
+    def _oom_verdict(self, watch: _Container, result: ExitResult) -> ExitResult:
+        """``result`` with ``oom_killed`` set when the container was OOM-killed but the
+        engine did not flag it (Docker 20.10 on cgroup v1 loses the flag under load)."""
+        if result.oom_killed or result.error is not None:
+            return result
+        oom = False
+        sigkill = result.signal == 9 and not watch.killed
+        if watch.oom_parent is not None and self._oom.available:
+            count = self._oom.oom_count(watch.oom_parent)
+            oom = bool(count)
+            if not oom and sigkill and (count is None or watch.oom_parent in self._oom_rewatched):
+                # watched only since an agent restart (or not at all): did it hit its limit?
+                oom = self._oom.limit_hit(watch.oom_parent)
+        elif sigkill:
+            oom = self._oom_event(watch)
+        if oom:
+            result.oom_killed = True
+        return result
+
+    def _oom_event(self, watch: _Container) -> bool:
+        """Whether the engine emitted an ``oom`` event for the container (it may come
+        just after the exit: the query waits up to a second for it)."""
+        since = int(watch.started_at or time.time()) - 1
+        client = None
+        try:
+            client = new_client(timeout=10)
+            events = client.events(
+                since=since,
+                until=int(time.time()) + 1,
+                filters={"container": watch.container_id, "event": "oom"},
+                decode=True,
+            )
+            return any(True for _ in events)
+        except Exception as exc:
+            log.debug("oom events of %s: %s", watch.container_id[:12], exc)
+            return False
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+
+    # ------------------------------------------------------------------ networks
+    def _join_networks(self, networks: list[DockerNetwork], labels: dict[str, str]) -> None:
+        """Make sure each network exists (a labelled bridge when Podium creates it) and
+        hold it until the container is on it, so no destroy removes it meanwhile."""
+        if not networks:
+            return
         client = self._client()
         errors = _errors()
-        self._ensure_image(cfg)
+        with self._net_lock:
+            for net in networks:
+                self._net_users[net.name] = self._net_users.get(net.name, 0) + 1
+            try:
+                for net in networks:
+                    try:
+                        client.api.inspect_network(net.name)
+                        continue
+                    except errors.NotFound:
+                        pass
+                    try:
+                        client.api.create_network(
+                            net.name,
+                            driver=NETWORK_DRIVER,
+                            check_duplicate=True,
+                            labels=labels,
+                        )
+                    except errors.APIError as exc:
+                        if exc.status_code != 409:  # 409: created by someone else meanwhile
+                            raise DriverError(
+                                f"could not create network {net.name}: {_explain(exc)}",
+                                recoverable=not exc.is_client_error(),
+                            ) from exc
+            except BaseException:
+                self._leave_networks_locked(networks)
+                raise
+
+    def _leave_networks(self, networks: list[DockerNetwork]) -> None:
+        if networks:
+            with self._net_lock:
+                self._leave_networks_locked(networks)
+
+    def _leave_networks_locked(self, networks: list[DockerNetwork]) -> None:
+        for net in networks:
+            users = self._net_users.get(net.name, 0) - 1
+            if users > 0:
+                self._net_users[net.name] = users
+            else:
+                self._net_users.pop(net.name, None)
+
+    def _release_networks(self, names: list[str]) -> None:
+        """Remove the Podium-managed networks among ``names`` that no container uses."""
+        client = self._client()
+        for name in names:
+            with contextlib.suppress(Exception):
+                self._remove_network(client, name)
+
+    def _remove_network(self, client: Any, name: str) -> bool:
+        """:func:`remove_network_if_unused`, unless a start of this driver is joining it
+        (a created container that has not started holds no endpoint: the engine would
+        let the network go under it)."""
+        with self._net_lock:
+            if self._net_users.get(name):
+                return False
+            return remove_network_if_unused(client, name)
+
+    # ------------------------------------------------------------------ create
+    def _create_container(self, cfg: DockerConfig, create: dict[str, Any]) -> tuple[str, int]:
+        client = self._client()
+        errors = _errors()
         name = create["name"]
+        create = dict(create)
+        extra: list[DockerNetwork] = list(cfg.networks)
+        if "network" in create:
+            first = extra.pop(0)
+            create["networking_config"] = {
+                first.name: client.api.create_endpoint_config(aliases=first.aliases or None)
+            }
         try:
             try:
                 container = client.containers.create(**create)
@@ -500,6 +807,10 @@ class DockerDriver(Driver):
                 recoverable=not exc.is_client_error(),
             ) from exc
         try:
+            for net in extra:
+                client.api.connect_container_to_network(
+                    container.id, net.name, aliases=net.aliases or None
+                )
             container.start()
             container.reload()
         except errors.APIError as exc:
@@ -519,6 +830,9 @@ class DockerDriver(Driver):
         if watch is not None and (watch.loop is loop or watch.future.done()):
             return watch
         watch = _Container(cid, loop, loop.create_future())
+        oom_parent = handle.state.get("oom_parent")
+        watch.oom_parent = oom_parent if isinstance(oom_parent, str) else None
+        watch.started_at = handle.started_at
         self._containers[cid] = watch
         watch.waiter = threading.Thread(
             target=self._wait_thread, args=(watch,), name=f"docker-wait-{cid[:12]}", daemon=True
@@ -550,7 +864,7 @@ class DockerDriver(Driver):
                 state = client.api.inspect_container(cid)["State"]
                 if state.get("Running"):
                     continue  # restarted under us (should not happen: no restart policy)
-                result = exit_result(state)
+                result = self._oom_verdict(watch, exit_result(state))
             except errors.NotFound:
                 result = ExitResult(error=f"container {cid[:12]} no longer exists")
             except Exception as exc:
@@ -585,6 +899,11 @@ class DockerDriver(Driver):
             return False
         state = info["State"]
         handle.pid = int(state.get("Pid") or 0) or handle.pid
+        oom_parent = handle.state.get("oom_parent")
+        if isinstance(oom_parent, str) and not self._oom.watching(oom_parent):
+            await asyncio.to_thread(self._configure_oom)
+            if await asyncio.to_thread(self._oom.watch, oom_parent):
+                self._oom_rewatched.add(oom_parent)
         watch = self._watch(handle)
         self._follow(watch, handle)  # catches up on what was logged while the agent was down
         return bool(state.get("Running"))
@@ -610,6 +929,9 @@ class DockerDriver(Driver):
     async def _kill(self, cid: str, sig: str) -> bool:
         """Send ``sig``; False when the container is not running (or gone)."""
         errors = _errors()
+        watch = self._containers.get(cid)
+        if watch is not None and sig == "SIGKILL":
+            watch.killed = True
         try:
             await asyncio.to_thread(self._client().api.kill, cid, sig)
         except errors.NotFound:
@@ -636,6 +958,41 @@ class DockerDriver(Driver):
             watch.close_followers()
             if not watch.future.done():
                 watch.future.set_result(ExitResult(error=f"container {cid[:12]} was removed"))
+        await asyncio.to_thread(self._release, handle)
+
+    def _release(self, handle: TaskHandle) -> None:
+        """What the removed container held on the node: its OOM parent cgroup, and the
+        Podium-managed networks no other container uses."""
+        oom_parent = handle.state.get("oom_parent")
+        if isinstance(oom_parent, str):
+            self._oom_rewatched.discard(oom_parent)
+            self._oom.release(oom_parent)
+        networks = handle.state.get("networks")
+        if isinstance(networks, list) and networks:
+            self._release_networks([str(n) for n in networks])
+
+    # ------------------------------------------------------------------ health
+    async def health(self, handle: TaskHandle) -> DriverHealth | None:
+        """Docker's HEALTHCHECK verdict: None when the container has none (or is gone),
+        ``healthy=None`` while it is "starting", else healthy or not with the output of
+        the last probe."""
+        cid = _container_id(handle)
+        errors = _errors()
+        try:
+            info = await asyncio.to_thread(self._client().api.inspect_container, cid)
+        except errors.NotFound:
+            return None
+        return container_health(info.get("State") or {})
+
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """Send ``signal`` to the container's main process (``docker kill --signal``)."""
+        try:
+            sig = parse_signal(signal)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from exc
+        watch = self._watch(handle)
+        if watch.future.done() or not await self._kill(watch.container_id, sig.name):
+            raise DriverError(f"task {handle.task_id} is not running")
 
     # ------------------------------------------------------------------ stats
     async def stats(self, handle: TaskHandle) -> TaskStats:

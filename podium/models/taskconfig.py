@@ -8,11 +8,14 @@ drivers themselves.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podium.models.duration import Duration
+
+_DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
 class DriverConfig(BaseModel):
@@ -49,6 +52,100 @@ class DockerMount(DriverConfig):
     readonly: bool = False
 
 
+class DockerNetwork(DriverConfig):
+    """A Docker network the container joins, with the names it answers to there.
+
+    The driver creates a missing network (a ``bridge`` on the node, labelled as
+    Podium's) and removes it again once no container uses it.
+    """
+
+    name: str = Field(min_length=1, max_length=128)
+    aliases: list[str] = Field(default_factory=list)
+    """DNS names of the container on this network (a Compose service's name, say)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_syntax(cls, value: str) -> str:
+        if not _DOCKER_NAME.match(value):
+            raise ValueError(
+                f"network name {value!r} must start with a letter or digit and use only "
+                "letters, digits, '_', '.' and '-'"
+            )
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_syntax(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not alias or any(c.isspace() for c in alias):
+                raise ValueError(f"alias {alias!r} must be a non-empty name without spaces")
+        return list(dict.fromkeys(value))
+
+
+HEALTHCHECK_KINDS = ("CMD", "CMD-SHELL", "NONE")
+
+
+class DockerHealthcheck(DriverConfig):
+    """Docker's own HEALTHCHECK for the container (``docker run --health-*``).
+
+    ``test`` is ``["CMD", prog, args...]``, ``["CMD-SHELL", "a shell command"]``,
+    ``["NONE"]`` (no health check, not even the image's), a string, which is
+    run by the container's shell, or empty (the image's own HEALTHCHECK command,
+    with the timings given here).  Durations of 0 leave the engine's defaults
+    (30s interval, 30s timeout, 0s start period; 3 retries).
+    """
+
+    test: list[str] = Field(default_factory=list)
+    """Empty: the image's own HEALTHCHECK command, with the timings given here."""
+    interval: Duration = 0.0
+    timeout: Duration = 0.0
+    retries: int = Field(default=0, ge=0)
+    start_period: Duration = 0.0
+
+    @field_validator("test", mode="before")
+    @classmethod
+    def _test_form(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "NONE":
+                return ["NONE"]
+            if text.startswith("CMD-SHELL "):
+                text = text[len("CMD-SHELL ") :].strip()
+            if not text:
+                raise ValueError("the health check command is empty")
+            return ["CMD-SHELL", text]
+        return value
+
+    @field_validator("test")
+    @classmethod
+    def _test_kind(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
+        if value[0] not in HEALTHCHECK_KINDS:
+            raise ValueError(
+                "test must start with CMD, CMD-SHELL or NONE "
+                '(e.g. ["CMD", "wget", "-q", "-O-", "http://localhost/"]), or be a shell command'
+            )
+        if value[0] == "NONE" and len(value) > 1:
+            raise ValueError("a NONE test takes no arguments")
+        if value[0] != "NONE" and len(value) < 2:
+            raise ValueError(f"a {value[0]} test needs a command after {value[0]}")
+        if value[0] == "CMD-SHELL" and len(value) > 2:
+            return ["CMD-SHELL", " ".join(value[1:])]
+        return value
+
+    @field_validator("interval", "timeout", "start_period")
+    @classmethod
+    def _engine_minimum(cls, value: float) -> float:
+        if 0 < value < 0.001:
+            raise ValueError("must be 0 (the engine's default) or at least 1ms")
+        return value
+
+    @property
+    def disabled(self) -> bool:
+        return self.test == ["NONE"]
+
+
 class DockerConfig(DriverConfig):
     """``docker``: a container from ``image``, run through the Docker Engine API."""
 
@@ -64,6 +161,9 @@ class DockerConfig(DriverConfig):
     mounts: list[DockerMount] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     network_mode: str | None = None
+    networks: list[DockerNetwork] = Field(default_factory=list)
+    """Networks to join (the first is the container's primary network); created when missing."""
+    healthcheck: DockerHealthcheck | None = None
     hostname: str | None = None
     work_dir: str | None = None
     user: str | None = None
@@ -90,6 +190,22 @@ class DockerConfig(DriverConfig):
             if len(parts) == 3 and parts[2] not in ("ro", "rw"):
                 raise ValueError(f"volume {spec!r}: the mode must be 'ro' or 'rw'")
         return value
+
+    @model_validator(mode="after")
+    def _networks_fit_the_mode(self) -> DockerConfig:
+        names = [n.name for n in self.networks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"network {dupes[0]!r} is listed twice")
+        mode = self.network_mode or ""
+        if self.networks and (
+            mode in ("host", "none") or mode.startswith(("container:", "service:"))
+        ):
+            raise ValueError(
+                f"networks cannot be joined with network_mode {mode!r}: "
+                "drop one of network_mode and networks"
+            )
+        return self
 
 
 DRIVER_CONFIGS: dict[str, type[DriverConfig]] = {

@@ -26,7 +26,7 @@ from podium.errors import SpecError, SpecIssue
 from podium.models.job import NAME_RE, JobSpec
 from podium.spec.compose_context import META_PREFIX, Context, Shared, Skip, meta_json
 from podium.spec.compose_env import InterpolationError, Interpolator, parse_dotenv
-from podium.spec.compose_service import ServiceConverter
+from podium.spec.compose_service import GROUP_CONDITIONS, ServiceConverter
 from podium.spec.compose_values import (
     PROJECT_RE,
     sanitize_project,
@@ -40,6 +40,19 @@ COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "doc
 """The files ``docker compose`` looks for, in its order."""
 
 TOP_LEVEL = ("name", "services", "networks", "volumes", "secrets", "configs", "version")
+NETWORK_KEYS = (
+    "name",
+    "external",
+    "driver",
+    "driver_opts",
+    "attachable",
+    "enable_ipv4",
+    "enable_ipv6",
+    "internal",
+    "ipam",
+    "labels",
+)
+"""Keys of a top-level network; only ``name`` and ``external`` change what Podium does."""
 _TOP_REFUSED = {
     "include": "include: is not supported yet: merge the included files into this one",
     "models": "models: is not supported: Podium runs containers, not model runners",
@@ -343,6 +356,43 @@ class _Converter(Context):
             record[name] = {"name": docker_name, **({"external": True} if is_external else {})}
         return names, record
 
+    def _network_names(self, project: str, networks: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Declared networks (and ``default``) → the Docker network each one is on a node."""
+        names: dict[str, str] = {}
+        for name, decl in {"default": {}, **networks}.items():
+            path: PathKey = ("networks", name)
+            ignored = []
+            for key, value in decl.items():
+                if key not in NETWORK_KEYS:
+                    close = suggest(key, list(NETWORK_KEYS))
+                    self.err(
+                        (*path, key),
+                        f"unknown network key {key!r}",
+                        f"did you mean {close!r}?" if close else None,
+                        key=True,
+                    )
+                elif key == "driver" and value in ("bridge", None):
+                    continue
+                elif key == "driver" and value == "overlay":
+                    self.warn(
+                        f"network {name!r}: driver overlay becomes a bridge network on each "
+                        "node; containers on different nodes do not share it (docs/compose.md)"
+                    )
+                elif key not in ("name", "external") and value not in (None, False, {}, []):
+                    ignored.append(key)
+            if ignored:
+                self.warn(
+                    f"network {name!r}: {', '.join(ignored)} not supported yet and ignored; "
+                    "Podium creates a plain bridge network on each node"
+                )
+            external = decl.get("external")
+            is_external = bool(external) if not isinstance(external, dict) else True
+            docker_name = decl.get("name")
+            if not isinstance(docker_name, str) or not docker_name:
+                docker_name = name if is_external else f"{project}_{name}"
+            names[name] = docker_name
+        return names
+
     def _files(self, kind: str) -> dict[str, str]:
         """Declared secrets or configs → the host file each one is."""
         out: dict[str, str] = {}
@@ -379,6 +429,7 @@ class _Converter(Context):
             networks=set(networks) | {"default"},
             secrets=self._files("secrets"),
             configs=self._files("configs"),
+            network_names=self._network_names(project, networks),
         )
         services_raw = self.data.get("services")
         if services_raw is None:
@@ -433,7 +484,41 @@ class _Converter(Context):
                 "a service cannot wait, directly or not, for itself",
             )
             return list(services)
+        self._group_dependencies(services)
         return topological_order(graph)
+
+    def _group_dependencies(self, services: dict[str, ServiceConverter]) -> None:
+        """depends_on → the group's ``depends_on`` (waited for when first placed).
+
+        Only groups of one job can wait for each other; a global service is a job of
+        its own, so an order that crosses jobs is not enforced and gets a warning.
+        """
+        for svc in services.values():
+            waits: dict[str, str] = {}
+            for dep, condition in svc.depends_on.items():
+                other = services.get(dep)
+                if other is None:
+                    continue
+                if condition == "service_healthy" and not other.has_healthcheck:
+                    self.err(
+                        svc.depends_paths.get(dep, ("services", svc.name, "depends_on")),
+                        f"service {svc.name!r} waits for {dep!r} to be healthy, but {dep!r} "
+                        "has no healthcheck",
+                        f"add a healthcheck: to {dep!r} (the image's own HEALTHCHECK cannot be "
+                        "seen when converting), or use condition: service_started",
+                    )
+                    continue
+                if svc.is_global or other.is_global:
+                    self.warn(
+                        f"service {svc.name!r} depends on {dep!r} ({condition}), but "
+                        + ("they run" if svc.is_global and other.is_global else "one runs")
+                        + " as a separate system job (deploy.mode: global): Podium cannot "
+                        "hold one job's start for another's, so that order is not enforced"
+                    )
+                    continue
+                waits[dep] = GROUP_CONDITIONS[condition]
+            if waits:
+                svc.group["depends_on"] = waits
 
     def _jobs(
         self,

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,6 +45,9 @@ class Shared:
     networks: set[str]
     secrets: dict[str, str]
     configs: dict[str, str]
+    network_names: dict[str, str] = field(default_factory=dict)
+    """Compose network → the Docker network's name (``<project>_<network>``, its
+    ``name:``, or the network itself when ``external``); ``default`` included."""
 
 
 class Context:

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from podium.models.duration import format_duration
 from podium.spec.compose_context import META_PREFIX, Context, Shared, Skip, meta_json
 from podium.spec.compose_env import parse_dotenv
 from podium.spec.compose_values import (
     PortSpec,
     VolumeSpec,
+    catalog_name,
     cpus_mhz,
     is_path,
     parse_constraint,
@@ -101,6 +103,25 @@ DEPLOY_KEYS = (
     "endpoint_mode",
 )
 DEPENDS_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+GROUP_CONDITIONS = {
+    "service_started": "started",
+    "service_healthy": "healthy",
+    "service_completed_successfully": "completed_successfully",
+}
+"""Compose's depends_on conditions → :attr:`podium.models.job.Group.depends_on`."""
+LABEL_PROJECT = "podium.compose.project"
+LABEL_SERVICE = "podium.compose.service"
+"""Container labels naming the Compose project and service (``docker ps --filter``)."""
+_NETWORK_ENTRY_KEYS = ("aliases", "priority")
+_NETWORK_ENTRY_IGNORED = (
+    "ipv4_address",
+    "ipv6_address",
+    "link_local_ips",
+    "mac_address",
+    "driver_opts",
+    "gw_priority",
+    "interface_name",
+)
 
 # restart: always / unless-stopped / restart_policy any: restart forever, 5 s apart.
 # More attempts per interval than 5 s delays fit in it, and mode delay waits out
@@ -131,8 +152,11 @@ class ServiceConverter:
         self.depends_on: dict[str, str] = {}
         self.depends_paths: dict[str, PathKey] = {}
         self.is_global = False
+        self.has_healthcheck = False
+        """A health check the engine runs (``test`` given or the image's), not disabled."""
         self.env: dict[str, str] = {}
         self.mounts: list[dict[str, Any]] = []
+        self.network_entries: dict[str, dict[str, Any]] = {}
 
     def at(self, *parts: object) -> PathKey:
         return (*self.path, *parts)
@@ -188,7 +212,46 @@ class ServiceConverter:
             self.task["env"] = self.env
         if self.mounts:
             self.config["mounts"] = self.mounts
+        self._network_config()
+        self._catalog()
+        labels = self.config.setdefault("labels", {})
+        labels[LABEL_PROJECT] = self.shared.project
+        labels[LABEL_SERVICE] = self.name
         return self
+
+    def _catalog(self) -> None:
+        """A service that publishes a port is registered in Podium's service catalog as
+        ``<project>-<service>`` on its first port, so other nodes find it through the
+        catalog's DNS (``shop-db.service.podium``); the project network only spans a node."""
+        ports = (self.group.get("network") or {}).get("ports") or {}
+        if not ports:
+            return
+        name = catalog_name(self.shared.project, self.name)
+        if name is None:
+            self.c.warn(
+                f"service {self.name!r} is not registered in the service catalog: "
+                f"'{self.shared.project}-{self.name}' cannot be a DNS name (at most 63 characters)"
+            )
+            return
+        self.group["services"] = [{"name": name, "port": next(iter(ports)), "tags": ["compose"]}]
+
+    def _network_config(self) -> None:
+        """The Docker networks the container joins: each of the service's networks (the
+        project's ``default`` when it names none, as Compose does), with the service's
+        name as an alias on each, so the project's containers on a node find it by name."""
+        if "network_mode" in self.config:  # host, none, bridge: no project networks
+            return
+        entries = self.network_entries or {"default": {}}
+        order = sorted(entries, key=lambda n: -int(entries[n].get("priority") or 0))
+        networks = []
+        for name in order:
+            docker_name = self.shared.network_names.get(name)
+            if docker_name is None:  # not declared: reported by _networks
+                continue
+            aliases = [self.name, *entries[name].get("aliases", [])]
+            networks.append({"name": docker_name, "aliases": list(dict.fromkeys(aliases))})
+        if networks:
+            self.config["networks"] = networks
 
     # -- fields -------------------------------------------------------------------------
 
@@ -558,6 +621,20 @@ class ServiceConverter:
             if key not in known:
                 c.err(self.at("healthcheck", key), f"unknown healthcheck field {key!r}", key=True)
         self.meta[f"{META_PREFIX}healthcheck"] = meta_json(check)
+        if check.get("start_interval"):
+            c.warn(
+                f"service {self.name!r}: healthcheck.start_interval was ignored "
+                "(the interval applies from the start)"
+            )
+        config: dict[str, Any] = {"test": check.get("test", [])}
+        if config["test"] != ["NONE"]:
+            for key in ("interval", "timeout", "start_period"):
+                if check.get(key):
+                    config[key] = format_duration(check[key])  # as a job file writes it
+            if check.get("retries"):
+                config["retries"] = check["retries"]
+        self.config["healthcheck"] = config
+        self.has_healthcheck = config["test"] != ["NONE"]
 
     def _label_map(self, path: PathKey, value: object) -> dict[str, str]:
         c = self.c
@@ -612,9 +689,29 @@ class ServiceConverter:
                     entry["aliases"] = c.strings(
                         self.at("networks", name, "aliases"), body["aliases"]
                     )
-                for k in ("ipv4_address", "ipv6_address", "priority"):
-                    if body.get(k) is not None:
-                        entry[k] = body[k]
+                if body.get("priority") is not None:
+                    entry["priority"] = c.integer(
+                        self.at("networks", name, "priority"), body["priority"], -(2**31)
+                    )
+                for k in body:
+                    if k in _NETWORK_ENTRY_KEYS:
+                        continue
+                    if k in _NETWORK_ENTRY_IGNORED:
+                        if body[k] is not None:
+                            entry[k] = body[k]
+                            c.warn(
+                                f"service {self.name!r}: networks.{name}.{k} is not supported "
+                                "yet and was ignored (Docker assigns addresses on each node)"
+                            )
+                        continue
+                    known = list(_NETWORK_ENTRY_KEYS + _NETWORK_ENTRY_IGNORED)
+                    close = suggest(str(k), known)
+                    c.err(
+                        self.at("networks", name, k),
+                        f"unknown service network field {k!r}",
+                        f"did you mean {close!r}?" if close else None,
+                        key=True,
+                    )
                 record[name] = entry
             paths = {name: self.at("networks", name) for name in record}
         for name, path in paths.items():
@@ -629,6 +726,7 @@ class ServiceConverter:
                 self.at("networks"), "networks: and network_mode: cannot be used together", key=True
             )
         self.meta[f"{META_PREFIX}networks"] = meta_json(record)
+        self.network_entries = record
 
     def _network_mode(self, value: object) -> None:
         c = self.c

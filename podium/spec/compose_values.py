@@ -226,3 +226,14 @@ PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 def sanitize_project(name: str) -> str:
     """A directory name as a project name: lower case, only ``a-z0-9_-``, as Compose does."""
     return _PROJECT_BAD.sub("", name.lower()).lstrip("_-")
+
+
+_DNS_BAD = re.compile(r"[^a-z0-9-]+")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def catalog_name(project: str, service: str) -> str | None:
+    """The service catalog name of a Compose service: ``<project>-<service>`` as a DNS
+    label (lower case, other characters as ``-``); None when it cannot be one."""
+    name = _DNS_BAD.sub("-", f"{project}-{service}".lower()).strip("-")
+    return name if _DNS_LABEL.match(name) else None

@@ -207,3 +207,15 @@ def test_depends_on_only_gates_the_first_placement() -> None:
     r = h.evaluate("web")
     # app keeps running and is not held back by db's failure
     assert all(s.alloc_id != app_alloc.id for s in r.plan.stops)
+
+
+def test_a_disabled_healthcheck_does_not_hold_a_dependant_forever() -> None:
+    h = Harness()
+    h.add_nodes(1, cpu=4000, memory=8192)
+    db = make_group(1, config={"healthcheck": {"test": ["NONE"]}})
+    app = make_group(1, depends_on={"db": "healthy"})
+    h.register(make_job("web", groups={"db": db, "app": app}))
+    h.evaluate("web")
+    h.run_pending()
+    r = h.evaluate("web")
+    assert [a.group for a in r.plan.placements] == ["app"]

@@ -123,7 +123,17 @@ def test_shop_web_service(shop: list[JobSpec]) -> None:
         "db": "service_healthy",
         "api": "service_started",
     }
-    assert t.config["labels"] == {"tier": "front"}
+    assert t.config["labels"] == {
+        "tier": "front",
+        "podium.compose.project": "shop",
+        "podium.compose.service": "web",
+    }
+    assert t.config["networks"] == [{"name": "shop_front", "aliases": ["web"]}]
+    # depends_on: the group waits for db healthy and api started when first placed
+    assert web.depends_on == {"db": "healthy", "api": "started"}
+    # published: in the service catalog (and its DNS) as shop-web, on the first port
+    assert [(v.name, v.port, v.tags) for v in web.services] == [("shop-web", "p80", ["compose"])]
+    assert shop[0].groups["db"].services == []  # no published port: only on its network
     assert web.restart.mode == "delay" and web.restart.delay == 5.0 and web.restart.attempts >= 100
     # limits are what the task gets (and is placed by); reservations are recorded
     assert (t.resources.cpu, t.resources.memory) == (500, 512)
@@ -168,6 +178,11 @@ def test_shop_api_service(shop: list[JobSpec]) -> None:
         "front": {"aliases": ["backend"]},
         "back": {},
     }
+    assert t.config["networks"] == [
+        {"name": "shop_front", "aliases": ["api", "backend"]},
+        {"name": "shop_back", "aliases": ["api"]},
+    ]
+    assert api.depends_on == {"db": "started"}
 
 
 def test_shop_db_and_global_service(shop: list[JobSpec]) -> None:
@@ -180,6 +195,14 @@ def test_shop_db_and_global_service(shop: list[JobSpec]) -> None:
         "start_period": 30.0,
         "retries": 5,
     }
+    assert t.config["healthcheck"] == {
+        "test": ["CMD-SHELL", "pg_isready -U postgres"],
+        "interval": "10s",
+        "timeout": "5s",
+        "start_period": "30s",
+        "retries": 5,
+    }
+    assert db.depends_on == {}
     assert (db.restart.attempts, db.restart.mode) == (0, "fail")
     assert (db.reschedule.attempts, db.reschedule.unlimited) == (0, False)
     assert {
@@ -196,6 +219,7 @@ def test_shop_db_and_global_service(shop: list[JobSpec]) -> None:
     exporter = shop[1].groups["node-exporter"].tasks["node-exporter"]
     assert exporter.config["privileged"] is True
     assert exporter.config["network_mode"] == "host"
+    assert "networks" not in exporter.config  # host networking: no project network
     assert (exporter.resources.cpu, exporter.resources.memory) == (100, 64)
 
 
@@ -246,7 +270,12 @@ def test_minimal_service_keeps_podium_defaults() -> None:
     assert job.id == "proj"
     g = job.groups["web"]
     assert g.count == 1
-    assert task_of(job, "web").config == {"image": "nginx"}
+    assert task_of(job, "web").config == {
+        "image": "nginx",
+        "labels": {"podium.compose.project": "proj", "podium.compose.service": "web"},
+        # the project's default network, as Compose gives every service
+        "networks": [{"name": "proj_default", "aliases": ["web"]}],
+    }
     assert (g.restart.attempts, g.restart.mode) == (2, "fail")  # Podium's service default
 
 
@@ -469,6 +498,23 @@ def test_healthcheck_forms() -> None:
     assert hc["a"] == {"test": ["CMD-SHELL", "curl -f http://localhost/"]}
     assert hc["b"] == {"test": ["CMD", "curl", "-f", "http://localhost/"], "interval": 90.0}
     assert hc["c"] == {"test": ["NONE"]}
+    config = {n: task_of(job, n).config["healthcheck"] for n in "abc"}
+    assert config["a"] == {"test": ["CMD-SHELL", "curl -f http://localhost/"]}
+    assert config["b"] == {"test": ["CMD", "curl", "-f", "http://localhost/"], "interval": "1m30s"}
+    assert config["c"] == {"test": ["NONE"]}  # disabled, the image's HEALTHCHECK too
+
+
+def test_healthcheck_without_test_keeps_the_images_command() -> None:
+    project = convert_compose_project(
+        "services:\n  a: {image: x, healthcheck: {interval: 5s, start_interval: 1s}}\n"
+        "  b: {image: x, depends_on: {a: {condition: service_healthy}}}\n",
+        "proj",
+        {},
+    )
+    job = project.jobs[0]
+    assert task_of(job, "a").config["healthcheck"] == {"test": [], "interval": "5s"}
+    assert job.groups["b"].depends_on == {"a": "healthy"}
+    assert any("start_interval was ignored" in w for w in project.warnings)
 
 
 def test_bad_healthcheck_test() -> None:
@@ -487,7 +533,13 @@ def test_bad_healthcheck_test() -> None:
 
 def test_labels_list_form() -> None:
     job = one("services:\n  w:\n    image: x\n    labels: [a=1, b]\n")
-    assert task_of(job, "w").config["labels"] == {"a": "1", "b": ""}
+    labels = task_of(job, "w").config["labels"]
+    assert labels == {
+        "a": "1",
+        "b": "",
+        "podium.compose.project": "proj",
+        "podium.compose.service": "w",
+    }
 
 
 @pytest.mark.parametrize(
@@ -611,6 +663,80 @@ def test_networks_must_be_declared_and_exclude_network_mode() -> None:
     assert "not supported yet" in issues[1].message
 
 
+def test_networks_become_docker_networks_with_the_service_name_as_alias() -> None:
+    project = convert_compose_project(
+        dedent(
+            """\
+            services:
+              web:
+                image: x
+                networks:
+                  front: {aliases: [www, web], priority: 1}
+                  back: {priority: 10, ipv4_address: 10.0.0.5}
+              db: {image: x, networks: [back, ext]}
+              plain: {image: x}
+              bridged: {image: x, network_mode: bridge}
+            networks:
+              front: {}
+              back: {name: shared-back, driver: overlay, internal: true}
+              ext: {external: true}
+              default: {name: my-default}
+            """
+        ),
+        "shop",
+        {},
+    )
+    job = project.jobs[0]
+    assert task_of(job, "web").config["networks"] == [  # highest priority first
+        {"name": "shared-back", "aliases": ["web"]},
+        {"name": "shop_front", "aliases": ["web", "www"]},
+    ]
+    assert task_of(job, "db").config["networks"] == [
+        {"name": "shared-back", "aliases": ["db"]},
+        {"name": "ext", "aliases": ["db"]},
+    ]
+    assert task_of(job, "plain").config["networks"] == [
+        {"name": "my-default", "aliases": ["plain"]}
+    ]
+    assert "networks" not in task_of(job, "bridged").config
+    assert any("networks.back.ipv4_address is not supported" in w for w in project.warnings)
+    assert any("network 'back': internal not supported" in w for w in project.warnings)
+    assert any(
+        "driver overlay becomes a bridge network on each node" in w for w in project.warnings
+    )
+
+
+def test_catalog_names_are_dns_labels() -> None:
+    project = convert_compose_project(
+        "services:\n  My_Api: {image: x, ports: ['80']}\n"
+        f"  {'s' * 60}: {{image: x, ports: ['81']}}\n",
+        "proj",
+        {},
+    )
+    groups = project.jobs[0].groups
+    assert [v.name for v in groups["My_Api"].services] == ["proj-my-api"]
+    assert groups["s" * 60].services == []
+    assert any("cannot be a DNS name" in w for w in project.warnings)
+
+
+def test_bad_network_keys() -> None:
+    issues = issues_of(
+        """\
+        services:
+          w:
+            image: x
+            networks:
+              front: {alias: [x]}
+        networks:
+          front: {drvier: bridge}
+        """
+    )
+    assert [(i.path, i.line, i.hint) for i in issues] == [
+        ("services.w.networks.front.alias", 5, "did you mean 'aliases'?"),
+        ("networks.front.drvier", 7, "did you mean 'driver'?"),
+    ]
+
+
 def test_misc_fields() -> None:
     job = one(
         """\
@@ -648,6 +774,52 @@ def test_depends_on_orders_groups_and_keeps_file_order_otherwise() -> None:
     assert json.loads(job.groups["api"].meta["compose.depends_on"]) == {
         "db": "service_completed_successfully"
     }
+    assert job.groups["api"].depends_on == {"db": "completed_successfully"}
+    assert job.groups["web"].depends_on == {"api": "started", "cache": "started"}
+    assert job.groups["other"].depends_on == {}
+
+
+def test_service_healthy_needs_a_healthcheck() -> None:
+    issue = only(
+        """\
+        services:
+          web:
+            image: x
+            depends_on:
+              db: {condition: service_healthy}
+          db: {image: x}
+          cache: {image: x, healthcheck: {disable: true}}
+        """
+    )
+    assert (issue.path, issue.line) == ("services.web.depends_on.db", 5)
+    assert (
+        issue.message == "service 'web' waits for 'db' to be healthy, but 'db' has no healthcheck"
+    )
+    issue = only(
+        "services:\n  web: {image: x, depends_on: {c: {condition: service_healthy}}}\n"
+        "  c: {image: x, healthcheck: {test: [NONE]}}\n"
+    )
+    assert issue.path == "services.web.depends_on.c"
+
+
+def test_depends_on_across_jobs_is_a_warning() -> None:
+    project = convert_compose_project(
+        dedent(
+            """\
+            services:
+              web: {image: x, depends_on: [agent]}
+              agent: {image: x, deploy: {mode: global}}
+            """
+        ),
+        "proj",
+        {},
+    )
+    web = project.jobs[0].groups["web"]
+    assert web.depends_on == {}
+    assert json.loads(web.meta["compose.depends_on"]) == {"agent": "service_started"}
+    assert any(
+        "service 'web' depends on 'agent'" in w and "not enforced" in w for w in project.warnings
+    )
 
 
 def test_topological_order_is_stable() -> None:
