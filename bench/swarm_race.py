@@ -13,7 +13,8 @@ For each run it measures, against the local engine (image podium-test/busybox:1,
   and the time until its containers are gone is reported too.
 - rolling update (both): all COUNT instances replaced by a new version (an environment
   variable changes), PARALLEL at a time, each batch after the previous one has run for
-  MONITOR seconds: Swarm's `service update` with update_config parallelism/monitor (delay 0),
+  MONITOR seconds: Swarm's `service update` with update_config parallelism/monitor (delay 0,
+  order start-first like Podium's, stop grace 5 s like Podium's kill_timeout),
   Podium's `update` block max_parallel/min_healthy_time (health from task states).  Timed
   from the update call until every running instance is the new version (Podium: until its
   deployment reports successful).
@@ -146,6 +147,7 @@ def swarm_run(
             command=["sleep", "3600"],
             name=SERVICE,
             env=["V=1"],
+            stop_grace_period=int(5e9),
             mode=docker.types.ServiceMode("replicated", replicas=count),
             labels={BENCH_LABEL: BENCH_VALUE},
         )
@@ -155,11 +157,14 @@ def swarm_run(
         start = time.perf_counter()
         service.update(
             env=["V=2"],
+            # start-first, as Podium does (a batch's new instances start while the old
+            # ones stop); the same 5 s stop grace as Podium's kill_timeout default.
             update_config=docker.types.UpdateConfig(
                 parallelism=parallel,
                 delay=0,
                 monitor=int(monitor * 1e9),
                 failure_action="pause",
+                order="start-first",
             ),
         )
         _swarm_wait(service, count, "2", timeout)

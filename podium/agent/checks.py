@@ -242,6 +242,7 @@ class AllocChecks:
             if wanted.get(name) != spec:
                 loop.cancel()
                 del self._loops[name]
+                self._forget(name, spec)
         for name, spec in wanted.items():
             if name in self._loops:
                 continue
@@ -291,6 +292,22 @@ class AllocChecks:
             del self._loops[name]
         if not task.cancelled() and task.exception() is not None:
             log.error("alloc %s: check %s stopped", self.runner.id, name, exc_info=task.exception())
+
+    def _forget(self, name: str, spec: _Spec) -> None:
+        """A check whose loop ended (its task stopped or restarted) no longer vouches for
+        anything: back to pending, so neither the catalog nor the deployment's health
+        tracker counts a result from before the restart."""
+        old = self.runner.check_results.get(name)
+        if old is None or old.status == CheckStatus.PENDING:
+            return
+        self.runner.check_results[name] = CheckResult(
+            name=name,
+            service=spec.service,
+            status=CheckStatus.PENDING,
+            output="the task is not running; waiting for it to start again",
+            time=self.runner.now(),
+        )
+        self.runner.agent.mark_dirty(self.runner)
 
     def _record(self, result: CheckResult) -> None:
         old = self.runner.check_results.get(result.name)

@@ -581,6 +581,20 @@ class JobSpec(Spec):
             group.restart = group.restart.with_defaults(self.type)
             group.reschedule = group.reschedule.with_defaults(self.type)
         _check_depends_on(self.groups)
+        for name, group in self.groups.items():
+            strategy = group.update or self.update
+            if strategy is not None and group.count and strategy.canary > group.count:
+                raise ValueError(
+                    f"group {name!r}: update.canary ({strategy.canary}) is more than its "
+                    f"count ({group.count})"
+                )
+            if self.type != JobType.BATCH and "completed_successfully" in (
+                group.depends_on.values()
+            ):
+                raise ValueError(
+                    f"group {name!r}: depends_on ... completed_successfully needs a batch job "
+                    f"(a {self.type.value} job restarts a task that exits)"
+                )
         if self.type != JobType.SERVICE and (
             self.update is not None or any(g.update is not None for g in self.groups.values())
         ):

@@ -242,6 +242,15 @@ def _has_healthcheck(config: dict[str, object]) -> bool:
     return test not in (None, "NONE", ["NONE"], [])
 
 
+def _verdict(alloc: Allocation) -> bool | None:
+    ds = alloc.deployment_status
+    return ds.healthy if ds is not None else None
+
+
+def _healthy_verdict(alloc: Allocation) -> bool:
+    return _verdict(alloc) is True
+
+
 def _is_canary_of(alloc: Allocation, deployment: Deployment) -> bool:
     ds = alloc.deployment_status
     return alloc.deployment_id == deployment.id and ds is not None and ds.canary
@@ -601,8 +610,9 @@ class Reconciler:
                     f"{len(outdated)} allocation(s) left on their old version"
                 )
             return []
-        if self._dep_new and not outdated:
-            dep_group.desired_canaries = 0  # canaries test an update; a new job has none
+        if self._dep_new:
+            # Canaries test an update, one per outdated instance at most; a new job has none.
+            dep_group.desired_canaries = min(dep_group.desired_canaries, len(outdated))
         if dep_group.desired_canaries and not dep_group.promoted:
             if not outdated and not canaries:
                 return []
@@ -617,12 +627,21 @@ class Reconciler:
                 ch.canary += 1
                 need -= 1
             return []
+        # Not yet healthy: this deployment's new instances, and instances a deployment it
+        # cancelled placed that were then updated in place (a scale mid-rollout) and still
+        # wait for their verdict.  Both count against max_parallel.
         in_flight = sum(
             1
             for a in all_allocs
-            if a.deployment_id == dep.id
-            and not a.terminal()
-            and (a.deployment_status is None or a.deployment_status.healthy is not True)
+            if not a.terminal()
+            and (
+                (a.deployment_id == dep.id and not _healthy_verdict(a))
+                or (
+                    a.deployment_id is not None
+                    and a.job_version == dep.job_version
+                    and _verdict(a) is None
+                )
+            )
         )
         limit = max(0, strategy.max_parallel - in_flight)
         return outdated[:limit]

@@ -149,18 +149,24 @@ class DeploymentWatcher:
                     bad.client_description
                 )
                 failure = f"allocation {bad.name} is unhealthy" + (f": {why}" if why else "")
-            if group.desired_canaries and not group.promoted and group.auto_promote:
-                canaries_ok = [
-                    a for a in healthy if a.deployment_status and a.deployment_status.canary
-                ]
-                if len(canaries_ok) >= group.desired_canaries:
-                    group.promoted = True
-                    promoted = True
+            canaries_ok = [a for a in healthy if a.deployment_status and a.deployment_status.canary]
+            awaiting_promotion = (
+                group.desired_canaries > 0
+                and not group.promoted
+                and len(canaries_ok) >= group.desired_canaries
+            )
+            if awaiting_promotion and group.auto_promote:
+                group.promoted = True
+                promoted = True
+                awaiting_promotion = False
+                if group.progress_deadline:
+                    group.require_progress_by = now + group.progress_deadline
             group_done = self._group_done(name, group, spec, allocs, dep)
             done = done and group_done
             if (
                 deadlines
                 and not group_done
+                and not awaiting_promotion  # healthy canaries wait for a person, not a clock
                 and not failure
                 and group.require_progress_by is not None
                 and now > group.require_progress_by
@@ -207,6 +213,10 @@ class DeploymentWatcher:
                 return False
             if a.deployment_id == dep.id and _healthy(a) is not True:
                 return False
+            if a.deployment_id is not None and _healthy(a) is None:
+                # placed by a deployment this one cancelled and updated in place since:
+                # its verdict is still to come
+                return False
         return True
 
     def _eval(self, txn: Txn, job: Job, now: float) -> Evaluation:
@@ -228,7 +238,10 @@ class DeploymentWatcher:
         if any(g.auto_revert for g in dep.groups.values()):
             target = self._stable_version(job, dep.job_version)
             if target is None:
-                description += "; no earlier version deployed successfully, so nothing to revert to"
+                description += (
+                    "; not rolled back: no earlier version deployed successfully, or the last "
+                    "one that did is what is running"
+                )
             else:
                 description += f"; rolling back to version {target}"
                 outcome.reverts.append(
@@ -249,9 +262,12 @@ class DeploymentWatcher:
         outcome.evals.append(self._eval(txn, job, now))
 
     def _stable_version(self, job: Job, failed_version: int) -> int | None:
+        """The newest stable version before the failed one, if its spec differs from the
+        job's (a rollback to what is already running would change nothing, and going
+        further back than the last good release could cross a schema change)."""
         for v in self._store.job_versions(job.id, job.namespace):  # newest first
-            if v.version < failed_version and v.stable and v.spec != job.spec:
-                return v.version
+            if v.version < failed_version and v.stable:
+                return v.version if v.spec != job.spec else None
         return None
 
     # -- what people do --------------------------------------------------------
@@ -265,14 +281,49 @@ class DeploymentWatcher:
         job = self._store.job(dep.job_id, dep.namespace)
         if job is None:
             raise NotFound(f"job {dep.job_id} not found")
+        waiting = {n for n, g in dep.groups.items() if g.desired_canaries and not g.promoted}
+        chosen = set(groups) if groups else waiting
+        unknown = sorted(chosen - set(dep.groups))
+        if unknown:
+            raise ValueError(
+                f"deployment {dep.id} has no group {', '.join(unknown)} "
+                f"(groups: {', '.join(sorted(dep.groups))})"
+            )
+        idle = sorted(chosen - waiting)
+        if idle:
+            raise ValueError(f"group {', '.join(idle)} has no canaries waiting for promotion")
+        counts = self._healthy_canaries(dep)
+        for name in sorted(chosen):
+            group = dep.groups[name]
+            if counts.get(name, 0) < group.desired_canaries:
+                raise ValueError(
+                    f"group {name} has {counts.get(name, 0)} healthy canaries of "
+                    f"{group.desired_canaries}: promote once they are healthy, or fail the "
+                    "deployment"
+                )
         new = dep.model_copy(deep=True)
-        for name, group in new.groups.items():
-            if groups and name not in groups:
-                continue
+        for name in chosen:
+            group = new.groups[name]
             group.promoted = True
+            if group.progress_deadline:
+                group.require_progress_by = now + group.progress_deadline
         new.status_description = "promoted: rolling out the rest"
         txn.put_deployment(new.model_copy(update={"modify_index": txn.index, "modify_time": now}))
         return Outcome(evals=[self._eval(txn, job, now)])
+
+    def _healthy_canaries(self, dep: Deployment) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for a in self._store.allocs_by_job(dep.job_id, dep.namespace):
+            ds = a.deployment_status
+            if (
+                a.deployment_id == dep.id
+                and ds is not None
+                and ds.canary
+                and ds.healthy is True
+                and a.desired_status == DesiredStatus.RUN
+            ):
+                counts[a.group] = counts.get(a.group, 0) + 1
+        return counts
 
     def fail(self, txn: Txn, dep: Deployment, now: float) -> Outcome:
         if not dep.active():

@@ -516,6 +516,15 @@ class _Converter(Context):
                         "hold one job's start for another's, so that order is not enforced"
                     )
                     continue
+                if condition == "service_completed_successfully":
+                    self.warn(
+                        f"service {svc.name!r} depends on {dep!r} completing successfully: "
+                        f"Podium runs Compose services as long-running services (an exited "
+                        f"task is restarted), so {svc.name!r} starts once {dep!r} has "
+                        "started; run one-off steps as a batch job before `compose up`"
+                    )
+                    waits[dep] = "started"
+                    continue
                 waits[dep] = GROUP_CONDITIONS[condition]
             if waits:
                 svc.group["depends_on"] = waits

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from podium.agent.agent import Agent
+from podium.agent.allocrunner import RestartRequested
 from podium.agent.checks import OUTPUT_LIMIT, http_check, script_check, tcp_check
 from podium.agent.config import AgentSettings
 from podium.agent.runner import AllocRunner
@@ -307,3 +308,35 @@ async def test_no_checks_and_no_driver_verdict_means_no_loops(
         lambda: runner.machine.tasks["t"].state.state == TaskStateName.RUNNING, "the task to run"
     )
     assert runner.checks.running == [] and runner.checks.report() is None
+
+
+async def test_a_restart_forgets_the_passing_result_of_the_previous_run(
+    make_runner: Callable[..., AllocRunner],
+) -> None:
+    async with http_server() as port:
+        runner = make_runner(
+            [
+                {
+                    "name": "up",
+                    "type": "http",
+                    "path": "/ready",
+                    "interval": "50ms",
+                    "timeout": "50ms",
+                }
+            ]
+        )
+        await until(lambda: runner.machine.ports, "ports")
+        runner.machine.ports["http"] = runner.machine.ports["http"].model_copy(
+            update={"value": port}
+        )
+        await until(
+            lambda: (r := runner.check_results.get("up")) and r.status == CheckStatus.PASSING,
+            "a passing result",
+        )
+        runner.dispatch(RestartRequested(runner.now(), "t", "template changed"))
+        # the moment the old run is gone, its verdict is gone too
+        assert runner.check_results["up"].status == CheckStatus.PENDING
+        assert "not running" in runner.check_results["up"].output
+        await until(
+            lambda: runner.check_results["up"].status == CheckStatus.PASSING, "passing again"
+        )

@@ -6,8 +6,12 @@ with a short min_healthy_time, so a rollout takes a fraction of a second.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
+from podium.errors import APIError
 from podium.models import ClientStatus, DeploymentStatus, DesiredStatus
 from tests.server.conftest import Cluster
 
@@ -192,3 +196,62 @@ async def test_purging_the_job_cancels_then_collects_its_deployments(cluster: Cl
     )
     cluster.server.gc()
     assert cluster.store.deployments_by_job("web") == [] and not cluster.allocs("web")
+
+
+async def test_healthy_canaries_wait_for_a_person_past_the_progress_deadline(
+    cluster: Cluster,
+) -> None:
+    await cluster.add_agent()
+    quick = {"canary": 1, "healthy_deadline": "1s", "progress_deadline": "1s"}
+    await cluster.run(_job("1", **quick))
+    await _deployed(cluster, 0, DeploymentStatus.SUCCESSFUL)
+    await cluster.run(_job("2", **quick))
+    dep = await cluster.until(
+        lambda: (
+            (d := cluster.store.latest_deployment("web")) is not None
+            and d.job_version == 1
+            and d.groups["g"].healthy_allocs == 1
+            and d
+        ),
+        what="a healthy canary",
+    )
+    await asyncio.sleep(1.5)  # past the progress deadline
+    cluster.server.deployments_tick()
+    waiting = cluster.store.deployment(dep.id)
+    assert waiting is not None and waiting.status == DeploymentStatus.RUNNING
+    await cluster.client.promote_deployment(dep.id)
+    await _deployed(cluster, 1, DeploymentStatus.SUCCESSFUL)
+
+
+async def test_promote_refuses_unknown_groups_and_unhealthy_canaries(cluster: Cluster) -> None:
+    await cluster.add_agent()
+    await cluster.run(_job("1", canary=1))
+    await _deployed(cluster, 0, DeploymentStatus.SUCCESSFUL)
+    await cluster.run(
+        _job("2", canary=1, min_healthy_time="30s", healthy_deadline="1m", progress_deadline="2m")
+    )
+    dep = await _deployed(cluster, 1, DeploymentStatus.RUNNING)
+    with pytest.raises(ValueError, match="has no group nope"):
+        cluster.server.promote_deployment(dep.id, ["nope"])
+    with pytest.raises(ValueError, match="0 healthy canaries of 1"):
+        cluster.server.promote_deployment(dep.id)
+    with pytest.raises(APIError, match="0 healthy canaries of 1") as err:
+        await cluster.client.promote_deployment(dep.id)
+    assert err.value.status == 400
+
+
+async def test_a_failed_rollback_does_not_go_back_further(cluster: Cluster) -> None:
+    await cluster.add_agent()
+    await cluster.run(_job("1", auto_revert=True))
+    await _deployed(cluster, 0, DeploymentStatus.SUCCESSFUL)
+    await cluster.run(_job("2", auto_revert=True))
+    await _deployed(cluster, 1, DeploymentStatus.SUCCESSFUL)
+    await cluster.run(_job("3", start_error="broken", auto_revert=True))
+    await _deployed(cluster, 2, DeploymentStatus.FAILED)
+    rollback = await _deployed(cluster, 3, DeploymentStatus.RUNNING)  # version 1's spec
+    cluster.server.fail_deployment(rollback.id)
+    failed = cluster.store.deployment(rollback.id)
+    assert failed is not None and "not rolled back" in failed.status_description
+    await asyncio.sleep(0.3)
+    job = cluster.store.job("web")
+    assert job is not None and job.version == 3  # no version 4 going back to version 0
