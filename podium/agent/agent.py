@@ -115,6 +115,15 @@ class Agent:
         self.registered = asyncio.Event()
         self.start_slots = asyncio.Semaphore(START_CONCURRENCY)
         self.synced_index = 0
+        self._specs: dict[str, JobSpec] = {}
+        """Job specs by ``job@version``, shared by the runners (delta syncs omit them)."""
+        self._spec_indexes: dict[str, int] = {}
+        """Each cached spec's stored-version index: what ``have`` names, so a job purged and
+        registered again (its version 0 anew) is sent again, not taken from this cache."""
+        self._known: dict[str, int] = {}
+        """Allocation id -> the index of the last change of it this agent applied."""
+        self._specs_kept = 16
+        """Prune ``_specs`` once it grows past this (twice what the last pruning kept)."""
 
     def _node_id(self) -> str:
         existing = self.state.get("node_id")
@@ -265,13 +274,22 @@ class Agent:
 
     # ---------------------------------------------------------------- allocations
     async def _sync_loop(self) -> None:
+        """Delta syncs, as Nomad's client does: each answer carries in full only the
+        allocations changed past the index this agent last applied (``since``; 0 after a
+        start, so a restarted agent hears of everything), every allocation's id with its
+        index (so removals and gaps show), and only the job specs this agent lacks."""
         await self.registered.wait()
         index = 0
+        since = 0
         backoff = 0.2
         while True:
             try:
                 sync = await self.client.node_sync(
-                    self.node_id, index=index, wait=self.settings.sync_wait
+                    self.node_id,
+                    index=index,
+                    wait=self.settings.sync_wait,
+                    since=since,
+                    have=[f"{k}@{self._spec_indexes.get(k, 0)}" for k in self._specs],
                 )
                 backoff = 0.2
             except asyncio.CancelledError:
@@ -282,15 +300,40 @@ class Agent:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if sync.index < index:
-                index = 0  # the server's state was reset; start over
+                # the server's state was reset: ask again for everything
+                index = since = 0
+                self._known.clear()
+                continue
             if sync.index == index:
                 continue
+            live: set[str] | None = None
+            complete = True
+            if sync.alloc_indexes is not None:
+                live = set(sync.alloc_indexes)
+                sent = {a.id for a in sync.allocations}
+                known = self._known
+                for alloc_id, at in sync.alloc_indexes.items():
+                    if alloc_id in sent:
+                        known[alloc_id] = at
+                    elif known.get(alloc_id) != at:
+                        complete = False  # changed but not sent: a gap in what we heard
+                for alloc_id in known.keys() - live:
+                    del known[alloc_id]
+            self._spec_indexes.update(sync.job_indexes)
+            self.apply_sync(sync.allocations, sync.jobs, live=live)
+            if not complete:
+                log.info("allocation sync missed changes; asking for everything")
+                index = since = 0
+                self._known.clear()
+                continue
             index = sync.index
-            self.apply_sync(sync.allocations, sync.jobs)
+            since = index if live is not None else 0
             if not self._orphans_checked:
                 self._orphans_checked = True
-                live = {a.id for a in sync.allocations} | set(self.runners)
-                asyncio.get_running_loop().create_task(self._remove_orphans(live))
+                ids = live if live is not None else {a.id for a in sync.allocations}
+                asyncio.get_running_loop().create_task(
+                    self._remove_orphans(ids | set(self.runners))
+                )
             trim_after(len(sync.allocations))
             self.synced_index = index
 
@@ -308,16 +351,27 @@ class Agent:
         if removed:
             log.info("removed %d orphaned containers: %s", len(removed), ", ".join(removed))
 
-    def apply_sync(self, allocs: list[Allocation], jobs: dict[str, JobSpec]) -> None:
-        seen: set[str] = set()
+    def apply_sync(
+        self, allocs: list[Allocation], jobs: dict[str, JobSpec], live: set[str] | None = None
+    ) -> None:
+        """Start, update and stop runners after a sync.  ``live``: every allocation id the
+        node still has (a delta sync, where ``allocs`` holds only what changed); ``None``:
+        ``allocs`` is the whole list.  Specs missing from ``jobs`` come from the cache of
+        the ones this agent already holds."""
+        specs = self._specs
+        specs.update(jobs)
+        seen: set[str] = set() if live is None else live
         for alloc in allocs:
             seen.add(alloc.id)
-            spec = jobs.get(f"{alloc.job_id}@{alloc.job_version}")
+            spec = specs.get(f"{alloc.job_id}@{alloc.job_version}")
             runner = self.runners.get(alloc.id)
             if runner is not None:
                 if alloc.modify_index != runner.alloc.modify_index:
-                    # a purged job has no stored spec any more: keep the one we run
-                    runner.update(alloc, spec or runner.machine.spec)
+                    # The same version keeps the spec the runner has: the cache may hold
+                    # another job's of the same id and version (purged, then registered
+                    # again), and a purged job has no stored spec any more.
+                    same = alloc.job_version == runner.alloc.job_version
+                    runner.update(alloc, runner.machine.spec if same or spec is None else spec)
                 continue
             if alloc.client_terminal():
                 continue
@@ -339,6 +393,15 @@ class Agent:
                 runner = self.runners.pop(alloc_id)
                 self.state.delete(alloc_id)
                 asyncio.get_running_loop().create_task(runner.kill_and_forget())
+        # Keep only the specs a runner still uses (the server resends one when needed).
+        # Looked at only when runners may have let go of one (every runner, every sync,
+        # would make a busy node's syncs cost what it already runs).
+        if len(specs) > self._specs_kept:
+            used = {f"{r.alloc.job_id}@{r.alloc.job_version}" for r in self.runners.values()}
+            for key in specs.keys() - used:
+                del specs[key]
+                self._spec_indexes.pop(key, None)
+            self._specs_kept = 2 * len(specs) + 16
 
     async def _recover(self) -> None:
         for stored in self.state.load():

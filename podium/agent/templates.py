@@ -11,6 +11,13 @@ no ``__class__``, no ``_private`` attributes, no mutating lists or dicts, bounde
   ``tags``, ``alloc_id``, ``node_id``, ``healthy``), possibly none;
 - ``env``: the task's environment (``env.PODIUM_ALLOC_ID``).
 
+A template is job author's code, so it never runs on the agent's event loop: it is
+parsed and rendered in a child process (:mod:`podium.agent.render_worker`) with hard
+limits (``RENDER_CPU`` seconds of CPU, ``RENDER_MEMORY`` of address space, ``MAX_OUTPUT``
+of text, ``RENDER_TIMEOUT`` of wall clock, after which it is killed).  ``var()`` and
+``service()`` therefore take string literals: the child names them, the agent fetches
+them, the child renders.
+
 Life cycle, per task (:class:`TemplateManager`, one per allocation runner):
 
 1. before every start the runner awaits :meth:`TemplateManager.render_for_start`:
@@ -33,21 +40,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import logging
 import os
 import re
 import secrets
+import signal
 import stat
-from collections.abc import Iterator, Mapping
+import sys
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from podium.agent.allocrunner import Phase, RestartRequested
+from podium.agent.render_worker import ServiceInstance, VariableItems
 from podium.client import AsyncClient, endpoints
 from podium.errors import DriverError, NotFound, PodiumError
 from podium.models import Template
@@ -66,6 +75,35 @@ SETTLE = 0.05
 """A change is rendered this long after it is seen, so a burst of writes renders once."""
 FILE_MODE = 0o644
 """Rendered files are readable by the task whatever user it runs as (a container's too)."""
+RENDER_TIMEOUT = 5.0
+"""Wall-clock seconds a render worker may take per step (parse, then render); then it is
+killed.  Fetching variables and services in between does not count."""
+RENDER_CPU = 2.0
+"""CPU seconds a render worker may use (``RLIMIT_CPU``)."""
+RENDER_MEMORY = 512 << 20
+"""Address space a render worker may use (``RLIMIT_AS``)."""
+MAX_OUTPUT = 1 << 20
+"""The largest rendered file (UTF-8 bytes)."""
+MAX_TEMPLATE = 1 << 20
+"""The largest template text (``data`` or ``source``)."""
+MAX_WORKERS = max(2, os.cpu_count() or 2)
+"""Render workers running at once, per agent."""
+_LINE_LIMIT = 16 << 20
+"""The longest JSON line read from a worker (its output, escaped)."""
+
+__all__ = [
+    "Dep",
+    "Lookups",
+    "ServiceInstance",
+    "TemplateError",
+    "TemplateManager",
+    "VariableItems",
+    "parse_env",
+    "read_existing",
+    "read_source",
+    "render",
+    "write_file",
+]
 
 
 class TemplateError(DriverError):
@@ -77,81 +115,6 @@ class TemplateError(DriverError):
 
 class _LookupFailed(Exception):
     """``var()`` or ``service()`` could not answer (wrapped with the template's name)."""
-
-
-# --------------------------------------------------------------------------- what templates see
-
-
-class VariableItems(Mapping[str, str]):
-    """``var(path)`` in a template: the variable's items, by key and as attributes."""
-
-    __slots__ = ("_items", "_path")
-
-    def __init__(self, path: str, items: Mapping[str, str]) -> None:
-        self._path = path
-        self._items = dict(items)
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getattr__(self, name: str) -> str:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._items[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __repr__(self) -> str:  # names, never values
-        return f"<variable {self._path} items={sorted(self._items)}>"
-
-
-@dataclass(frozen=True)
-class ServiceInstance:
-    """One entry of ``service(name)``: a healthy instance of the service."""
-
-    alloc_id: str
-    node_id: str
-    address: str
-    port: int
-    tags: tuple[str, ...] = ()
-    healthy: bool = True
-
-    def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
-
-
-class _StrictUndefined(jinja2.StrictUndefined):
-    """StrictUndefined that names the variable and its items when an item is missing."""
-
-    @property
-    def _undefined_message(self) -> str:
-        obj = self._undefined_obj
-        missing = self._undefined_exception is not SecurityError  # not a refused attribute
-        if missing and isinstance(obj, VariableItems) and isinstance(self._undefined_name, str):
-            return (
-                f"variable {obj.path!r} has no item {self._undefined_name!r} "
-                f"(it has: {', '.join(sorted(obj)) or 'none'})"
-            )
-        return str(super()._undefined_message)
-
-
-_JINJA = ImmutableSandboxedEnvironment(
-    enable_async=True,
-    undefined=_StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
 
 
 # --------------------------------------------------------------------------- lookups
@@ -167,13 +130,18 @@ class Dep:
 
 class Lookups:
     """``var()`` and ``service()`` for one render pass: each read once, remembered with the
-    index it was read at so watching starts from there."""
+    index it was read at so watching starts from there.
+
+    A render worker is handed what its template's literal ``var()``/``service()`` calls
+    name (:meth:`fetch`); :attr:`deps` holds only what a render then actually called
+    (:meth:`use`), so a lookup behind a false ``{% if %}`` is not watched."""
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
         self.deps: dict[tuple[str, str], Dep] = {}
-        self._vars: dict[str, VariableItems] = {}
-        self._services: dict[str, list[ServiceInstance]] = {}
+        self._read: dict[tuple[str, str], Dep] = {}
+        self._vars: dict[str, VariableItems | str] = {}
+        self._services: dict[str, list[ServiceInstance] | str] = {}
 
     async def var(self, path: Any) -> VariableItems:
         if not isinstance(path, str):
@@ -182,23 +150,65 @@ class Lookups:
             try:
                 result = await self.client.query(endpoints.var_get(path))
             except NotFound:
-                raise _LookupFailed(f"variable {path!r} not found") from None
+                self._vars[path] = f"variable {path!r} not found"
             except ValueError as exc:  # a malformed path
-                raise _LookupFailed(str(exc)) from None
+                self._vars[path] = str(exc)
             except PodiumError as exc:
-                raise _LookupFailed(f"cannot read variable {path!r}: {exc}") from None
-            self._vars[path] = VariableItems(path, result.value.items)
-            self.deps[("var", path)] = Dep(result.index, result.value.modify_index)
-        return self._vars[path]
+                self._vars[path] = f"cannot read variable {path!r}: {exc}"
+            else:
+                self._vars[path] = VariableItems(path, result.value.items)
+                self._read[("var", path)] = Dep(result.index, result.value.modify_index)
+        found = self._vars[path]
+        if isinstance(found, str):
+            raise _LookupFailed(found)
+        return found
 
     async def service(self, name: Any) -> list[ServiceInstance]:
         if not isinstance(name, str) or not name:
             raise _LookupFailed(f"service() takes a service name such as 'db', not {name!r}")
         if name not in self._services:
-            instances, index = await fetch_service(self.client, name)
-            self._services[name] = instances
-            self.deps[("service", name)] = Dep(index, tuple(instances))
-        return list(self._services[name])
+            try:
+                instances, index = await fetch_service(self.client, name)
+            except _LookupFailed as exc:
+                self._services[name] = str(exc)
+            else:
+                self._services[name] = instances
+                self._read[("service", name)] = Dep(index, tuple(instances))
+        found = self._services[name]
+        if isinstance(found, str):
+            raise _LookupFailed(found)
+        return list(found)
+
+    async def fetch(self, paths: list[str], names: list[str]) -> dict[str, Any]:
+        """What a render worker is handed: each variable and service, or why it could not
+        be read (that fails the render only if the template calls it), fetched together."""
+
+        async def one_var(path: str) -> dict[str, Any]:
+            try:
+                return {"items": dict(await self.var(path))}
+            except _LookupFailed as exc:
+                return {"error": str(exc)}
+
+        async def one_service(name: str) -> dict[str, Any]:
+            try:
+                return {"instances": [i.to_json() for i in await self.service(name)]}
+            except _LookupFailed as exc:
+                return {"error": str(exc)}
+
+        var_values = await asyncio.gather(*(one_var(p) for p in paths))
+        service_values = await asyncio.gather(*(one_service(n) for n in names))
+        return {
+            "vars": dict(zip(paths, var_values, strict=True)),
+            "services": dict(zip(names, service_values, strict=True)),
+        }
+
+    def use(self, used: Any) -> None:
+        """A render called these (``[[kind, name], ...]``, from the worker): watch them."""
+        for entry in used or ():
+            key = (str(entry[0]), str(entry[1]))
+            dep = self._read.get(key)
+            if dep is not None:
+                self.deps[key] = dep
 
 
 async def fetch_service(
@@ -226,7 +236,242 @@ async def fetch_service(
     return instances, result.index
 
 
+# --------------------------------------------------------------------------- reading a source
+
+
+def _outside_message(name: str, source: str) -> str:
+    return (
+        f"template {name}: source {source} is outside the task's "
+        "directory; this agent reads template sources inside it only "
+        "(start it with --template-host-files to allow files of the machine)"
+    )
+
+
+def read_source(name: str, source: str, task_dir: Path, *, host_files: bool = False) -> str:
+    """A template's ``source``, read from inside the task's directory only (symlinks
+    resolved), unless the agent allows host files (``--template-host-files``): otherwise any
+    job author could copy any file of the machine into a task (Nomad's file sandbox).
+
+    The file is opened once, the check is made on the *opened* file (its real path, from
+    ``/proc/self/fd``) and the text is read from that descriptor: a task swapping a symlink
+    in after a check, at the last component or a directory on the way, gains nothing.  The
+    path is resolved first and opened with ``O_NOFOLLOW``, so a last-component symlink
+    swapped in is refused rather than followed; ``O_NONBLOCK`` and the regular-file check
+    keep a FIFO from hanging the agent."""
+    path = source if os.path.isabs(source) else os.path.join(task_dir, source)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+    root = ""
+    if not host_files:
+        root = os.path.realpath(task_dir)
+        path = _realpath(path)
+        if not _inside(path, root):
+            raise TemplateError(_outside_message(name, source))
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not host_files:
+            raise TemplateError(
+                f"template {name}: source {source} turned into a symlink while it was "
+                "read; refusing it"
+            ) from None
+        raise TemplateError(
+            f"template {name}: cannot read source {path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        if not host_files and not _inside(_fd_path(fd), root):
+            raise TemplateError(_outside_message(name, source))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TemplateError(f"template {name}: source {source} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 16):
+            size += len(chunk)
+            if size > MAX_TEMPLATE:
+                raise TemplateError(
+                    f"template {name}: source {source} is larger than {_size(MAX_TEMPLATE)}"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    except OSError as exc:
+        raise TemplateError(
+            f"template {name}: cannot read source {path}: {exc.strerror or exc}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"template {name}: cannot read source {path}: {exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _realpath(path: str) -> str:
+    """Symlinks resolved: where the source is expected to be.  Only a first look (and a
+    clear message); the opened file is what is checked."""
+    return os.path.realpath(path)
+
+
 # --------------------------------------------------------------------------- rendering
+
+
+class _WorkerDied(Exception):
+    """The render worker ended without answering."""
+
+
+_WORKER_BOOT = (
+    "import json, sys; "
+    "sys.path.extend(p for p in json.loads(sys.argv[1]) if p not in sys.path); "
+    "from podium.agent.render_worker import main; "
+    "sys.exit(main())"
+)
+
+
+def _worker_command() -> list[str]:
+    """``python -m podium.agent.render_worker``, started isolated (``-I``: neither the
+    current directory nor ``PYTHON*`` variables) but able to import what this process does."""
+    paths = [p for p in sys.path if p]
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding podium/
+    if root not in paths:
+        paths.append(root)
+    return [sys.executable, "-I", "-c", _WORKER_BOOT, json.dumps(paths)]
+
+
+_WORKER_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "LD_LIBRARY_PATH", "TMPDIR")
+
+
+def _worker_env() -> dict[str, str]:
+    """The worker's environment: what starting Python may need, nothing of the agent's."""
+    return {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+
+
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots() -> asyncio.Semaphore:
+    """At most MAX_WORKERS render workers at once: a burst of starts forks no storm."""
+    loop = asyncio.get_running_loop()
+    sem = _SLOTS.get(loop)
+    if sem is None:
+        sem = _SLOTS[loop] = asyncio.Semaphore(MAX_WORKERS)
+    return sem
+
+
+async def _drain(stream: asyncio.StreamReader | None, keep: int = 4096) -> bytes:
+    """Read a stream to its end, keeping its last ``keep`` bytes."""
+    tail = b""
+    if stream is None:
+        return tail
+    while chunk := await stream.read(1 << 16):
+        tail = (tail + chunk)[-keep:]
+    return tail
+
+
+async def _exchange(proc: asyncio.subprocess.Process, message: Mapping[str, Any]) -> Any:
+    """Send the worker one JSON line; answer its JSON line."""
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(json.dumps(message).encode() + b"\n")
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        raise _WorkerDied from None
+    line = await proc.stdout.readline()
+    if not line:
+        raise _WorkerDied
+    return json.loads(line)
+
+
+async def _step(
+    proc: asyncio.subprocess.Process, message: Mapping[str, Any], name: str, timeout: float
+) -> Any:
+    """One exchange with the worker, within ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _exchange(proc, message)
+    except TimeoutError:
+        raise TemplateError(
+            f"template {name}: rendering took longer than {timeout:g}s and was stopped"
+        ) from None
+
+
+def _died(name: str, returncode: int | None, stderr: bytes) -> TemplateError:
+    if returncode is not None and -returncode in (signal.SIGXCPU, signal.SIGKILL):
+        return TemplateError(
+            f"template {name}: rendering used more than {RENDER_CPU:g}s of CPU time and was stopped"
+        )
+    last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+    if "MemoryError" in last[0]:
+        return TemplateError(
+            f"template {name}: rendering used more than {_size(RENDER_MEMORY)} of memory "
+            "and was stopped"
+        )
+    return TemplateError(
+        f"template {name}: the render worker failed (exit status {returncode}): {last[0]}"
+    )
+
+
+async def _render_in_worker(name: str, text: str, env: Mapping[str, str], lookups: Lookups) -> str:
+    """Parse and render ``text`` in a child process (:mod:`podium.agent.render_worker`)
+    under hard limits: CPU time and memory (the child lowers its own), output size, and a
+    wall-clock limit enforced here (the child is killed).  The event loop only waits.
+
+    The child first answers which variables and services the template names; they are
+    fetched here (that time does not count against the render) and handed to it."""
+    timeout = RENDER_TIMEOUT
+    request = {
+        "template": text,
+        "env": dict(env),
+        "limits": {"cpu_s": RENDER_CPU, "memory_bytes": RENDER_MEMORY, "output_bytes": MAX_OUTPUT},
+    }
+    async with _slots():
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *_worker_command(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=_LINE_LIMIT,
+                env=_worker_env(),
+            )
+        except OSError as exc:
+            raise TemplateError(
+                f"template {name}: cannot start the render worker: {exc.strerror or exc}"
+            ) from None
+        stderr = asyncio.get_running_loop().create_task(_drain(proc.stderr))
+        try:
+            try:
+                first = await _step(proc, request, name, timeout)
+                if "error" in first:
+                    raise TemplateError(f"template {name}: {first['error']}")
+                wanted = first["lookups"]
+                try:
+                    values = await lookups.fetch(list(wanted["var"]), list(wanted["service"]))
+                except Exception as exc:
+                    raise TemplateError(f"template {name}: {type(exc).__name__}: {exc}") from None
+                result = await _step(proc, values, name, timeout)
+            except _WorkerDied:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        await proc.wait()
+                        await stderr
+                tail = stderr.result() if stderr.done() and not stderr.cancelled() else b""
+                raise _died(name, proc.returncode, tail) from None
+            except (ValueError, KeyError, TypeError) as exc:  # an answer that is not one
+                raise TemplateError(
+                    f"template {name}: the render worker answered nonsense: {exc!r}"
+                ) from None
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            if proc.stdin is not None:
+                proc.stdin.close()
+            with contextlib.suppress(Exception):
+                await proc.wait()
+            stderr.cancel()
+    lookups.use(result.get("used"))
+    if "error" in result:
+        raise TemplateError(f"template {name}: {result['error']}")
+    return str(result["text"])
 
 
 async def render(
@@ -239,45 +484,21 @@ async def render(
 ) -> str:
     """The template's text, rendered; raises TemplateError naming the template.
 
-    A ``source`` is read from inside the task's directory only (symlinks resolved),
-    unless the agent allows host files (``--template-host-files``): otherwise any job
-    author could copy any file of the machine into a task (Nomad's file sandbox).
-    """
+    Parsing and rendering run in a child process with hard limits
+    (:func:`_render_in_worker`); ``var()``/``service()`` take literal arguments, fetched
+    here.  A ``source`` is read as :func:`read_source` says."""
     name = template.destination
     if template.source is not None:
-        src = Path(template.source)
-        if not src.is_absolute():
-            src = task_dir / src
-        if not host_files:
-            root = task_dir.resolve()
-            if not src.resolve().is_relative_to(root):
-                raise TemplateError(
-                    f"template {name}: source {template.source} is outside the task's "
-                    "directory; this agent reads template sources inside it only "
-                    "(start it with --template-host-files to allow files of the machine)"
-                )
-        try:
-            text = src.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            raise TemplateError(f"template {name}: cannot read source {src}: {why}") from None
+        text = read_source(name, template.source, task_dir, host_files=host_files)
     else:
         text = template.data or ""
-    try:
-        compiled = _JINJA.from_string(text)
-        return await compiled.render_async(var=lookups.var, service=lookups.service, env=dict(env))
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(
-            f"template {name}: syntax error on line {exc.lineno}: {exc.message}"
-        ) from None
-    except SecurityError as exc:
-        raise TemplateError(f"template {name}: refused by the sandbox: {exc}") from None
-    except jinja2.UndefinedError as exc:
-        raise TemplateError(f"template {name}: {exc.message}") from None
-    except _LookupFailed as exc:
-        raise TemplateError(f"template {name}: {exc}") from None
-    except Exception as exc:
-        raise TemplateError(f"template {name}: {type(exc).__name__}: {exc}") from None
+    if len(text.encode(errors="surrogatepass")) > MAX_TEMPLATE:
+        raise TemplateError(f"template {name}: larger than {_size(MAX_TEMPLATE)}")
+    return await _render_in_worker(name, text, env, lookups)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB" if n >= 1 << 10 else f"{n} B"
 
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

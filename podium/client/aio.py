@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -346,9 +346,21 @@ class AsyncClient:
         """``{"index", "heartbeat_ttl"}``."""
         return (await self.query(ep.heartbeat(node_id))).value
 
-    async def node_sync(self, node_id: str, index: int = 0, wait: Wait = None) -> NodeSync:
-        """Block until the node's allocations change past ``index`` (or ``wait`` passes)."""
-        return (await self.query(ep.node_sync(node_id), index=index, wait=wait)).value
+    async def node_sync(
+        self,
+        node_id: str,
+        index: int = 0,
+        wait: Wait = None,
+        *,
+        since: int | None = None,
+        have: Iterable[str] | None = None,
+    ) -> NodeSync:
+        """Block until the node's allocations change past ``index`` (or ``wait`` passes).
+
+        With ``since``: a delta answer (see :class:`NodeSync`), without the specs in ``have``.
+        """
+        endpoint = ep.node_sync(node_id, since, have)
+        return (await self.query(endpoint, index=index, wait=wait)).value
 
     async def update_allocs(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
         """Report allocation states; answers the store index of the write."""

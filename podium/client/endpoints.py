@@ -18,7 +18,7 @@ write a blocking-query loop::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -334,8 +334,21 @@ def heartbeat(node_id: str) -> Endpoint[dict[str, Any]]:
     return Endpoint("PUT", f"/v1/node/{_seg(node_id)}/heartbeat", _dict)
 
 
-def node_sync(node_id: str) -> Endpoint[NodeSync]:
-    return Endpoint("GET", f"/v1/client/node/{_seg(node_id)}/allocations", NodeSync.model_validate)
+def node_sync(
+    node_id: str, since: int | None = None, have: Iterable[str] | None = None
+) -> Endpoint[NodeSync]:
+    """The node's allocations; with ``since``, a delta answer (see :class:`NodeSync`) that
+    leaves out the job specs named in ``have`` (``job@version@index`` of the versions the
+    agent holds)."""
+    params: dict[str, str] = {}
+    if since is not None:
+        params["since"] = str(since)
+        keys = ",".join(sorted(have or ()))
+        if keys:
+            params["have"] = keys
+    return Endpoint(
+        "GET", f"/v1/client/node/{_seg(node_id)}/allocations", NodeSync.model_validate, params
+    )
 
 
 def update_allocs(node_id: str, updates: list[AllocClientUpdate]) -> Endpoint[int]:

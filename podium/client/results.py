@@ -116,6 +116,13 @@ class NodeSync(_Answer):
     index: int = 0
     allocations: list[Allocation] = Field(default_factory=list)
     jobs: dict[str, JobSpec] = Field(default_factory=dict)
+    alloc_indexes: dict[str, int] | None = None
+    """A delta answer (the query passed ``since``): every allocation on the node with the
+    index of its last change an agent must hear of.  ``allocations`` then holds only those
+    changed past ``since``, and ``jobs`` only the specs not named in ``have``.  ``None``:
+    ``allocations`` is the node's whole list."""
+    job_indexes: dict[str, int] = Field(default_factory=dict)
+    """The stored version's modify index of each spec in ``jobs``."""
 
     def spec_for(self, alloc: Allocation) -> JobSpec | None:
         return self.jobs.get(f"{alloc.job_id}@{alloc.job_version}")

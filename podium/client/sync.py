@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -347,9 +347,21 @@ class Client:
         """``{"index", "heartbeat_ttl"}``."""
         return self.query(ep.heartbeat(node_id)).value
 
-    def node_sync(self, node_id: str, index: int = 0, wait: Wait = None) -> NodeSync:
-        """Block until the node's allocations change past ``index`` (or ``wait`` passes)."""
-        return self.query(ep.node_sync(node_id), index=index, wait=wait).value
+    def node_sync(
+        self,
+        node_id: str,
+        index: int = 0,
+        wait: Wait = None,
+        *,
+        since: int | None = None,
+        have: Iterable[str] | None = None,
+    ) -> NodeSync:
+        """Block until the node's allocations change past ``index`` (or ``wait`` passes).
+
+        With ``since``: a delta answer (see :class:`NodeSync`), without the specs in ``have``.
+        """
+        endpoint = ep.node_sync(node_id, since, have)
+        return self.query(endpoint, index=index, wait=wait).value
 
     def update_allocs(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
         """Report allocation states; answers the store index of the write."""

@@ -102,6 +102,13 @@ class NodeSyncResponse(BaseModel):
     index: int
     allocations: list[Allocation]
     jobs: dict[str, JobSpec]
+    alloc_indexes: dict[str, int] | None = None
+    """Delta answers only (``since`` given): every allocation on the node with the index
+    of its last change the agent must hear of; ``allocations`` holds only those changed
+    past ``since``, and ``jobs`` only the specs the agent said it lacks."""
+    job_indexes: dict[str, int] = {}
+    """The stored version's modify index of each spec in ``jobs`` (the agent names what it
+    holds as ``job@version@index`` in ``have``)."""
 
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
@@ -562,26 +569,57 @@ def create_app(server: Server) -> FastAPI:
         "/v1/client/node/{node_id}/allocations", tags=["agent"], response_model=NodeSyncResponse
     )
     async def node_sync(
-        node_id: str, index: int | None = None, wait: str | None = None
+        node_id: str,
+        index: int | None = None,
+        wait: str | None = None,
+        since: int | None = None,
+        have: str | None = None,
     ) -> Response:
+        """The node's allocations and their job specs.  With ``since`` (Nomad's delta
+        sync): only the allocations changed past it in full, every id with its index, and
+        specs only for the versions not listed in ``have`` (comma-separated
+        ``job@version@index``: the index tells a re-registered job's version from a purged
+        one's)."""
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), node_allocs=node_id)
         idx = store.node_alloc_index(node_id)
         allocs = store.allocs_by_node(node_id)
+        indexes: dict[str, int] | None = None
+        known: set[str] = set()
+        if since is not None:
+            if since > idx:
+                since = 0  # an index from another history (a reset store): everything
+            indexes = {}
+            changed = []
+            for a in allocs:
+                indexes[a.id] = at = store.alloc_sync_index(a.id)
+                if at > since:
+                    changed.append(a)
+            allocs = changed
+            known = set(have.split(",")) if have else set()
         jobs: dict[str, JobSpec] = {}
+        job_indexes: dict[str, int] = {}
         for a in allocs:
             key = f"{a.job_id}@{a.job_version}"
-            if key not in jobs:
-                spec = store.job_spec(a.job_id, a.job_version, a.namespace)
-                if spec is not None:
-                    jobs[key] = spec
-        return _json(
-            NodeSyncResponse(index=idx, allocations=allocs, jobs=jobs), NodeSyncResponse, idx
+            if key in jobs:
+                continue
+            version = store.job_version(a.job_id, a.job_version, a.namespace)
+            if version is None:
+                continue
+            # The version's own index tells a purged and re-registered job's version 0
+            # from the old one, which the agent may still hold under the same key.
+            if f"{key}@{version.modify_index}" in known:
+                continue
+            jobs[key] = version.spec
+            job_indexes[key] = version.modify_index
+        answer = NodeSyncResponse.model_construct(
+            index=idx, allocations=allocs, jobs=jobs, alloc_indexes=indexes, job_indexes=job_indexes
         )
+        return _json(answer, NodeSyncResponse, idx)
 
     @app.post("/v1/client/allocations", tags=["agent"])
     async def client_update(body: ClientUpdateRequest) -> Response:
-        idx = server.client_update(body.node_id, body.updates)
+        idx = await server.client_update_batched(body.node_id, body.updates)
         return _json({"index": idx}, dict[str, Any], idx)
 
     # ---------------------------------------------------------------- service catalog

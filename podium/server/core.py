@@ -43,7 +43,7 @@ from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
 from podium.server.keyring import Keyring
 from podium.server.variables import Variables
-from podium.state import StateStore, Txn
+from podium.state import ALLOCS, StateStore, Txn
 
 log = logging.getLogger("podium.server")
 
@@ -61,6 +61,9 @@ class ServerConfig:
     drain_interval: float = 1.0
     deployment_interval: float = 1.0
     """How often running deployments are checked against their progress deadlines."""
+    report_batch_window: float = 0.01
+    """Agents' reports arriving within this many seconds share one transaction (and one
+    fsync) on the HTTP path; 0: whatever is queued when the batcher runs."""
 
 
 @dataclass
@@ -167,6 +170,9 @@ class Server:
         self._pending_enqueue: list[Evaluation] = []
         self.started = False
         self.stats = SchedulerStats()
+        self._reports: list[tuple[str, list[AllocClientUpdate], asyncio.Future[int]]] = []
+        self._report_wakeup = asyncio.Event()
+        self._report_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -192,6 +198,14 @@ class Server:
 
     async def stop(self) -> None:
         self.broker.close()
+        if self._report_task is not None:
+            self._report_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._report_task
+            self._report_task = None
+        pending, self._reports = self._reports, []
+        if pending:
+            self._commit_reports(pending)  # accepted before the stop: keep them
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -732,6 +746,55 @@ class Server:
 
     # ------------------------------------------------------------------ agents' reports
     def client_update(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
+        """One agent's reports, in a transaction of their own."""
+        return self.client_update_many([(node_id, updates)])
+
+    async def client_update_batched(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
+        """One agent's reports, committed with whatever other reports arrive within
+        ``report_batch_window`` (a group commit: one transaction, one fsync, as Nomad
+        batches ``Node.UpdateAlloc`` into one Raft apply).  Returns once the batch is
+        durable, so an acknowledged report is never lost."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._reports.append((node_id, updates, future))
+        if self._report_task is None or self._report_task.done():
+            self._report_task = loop.create_task(self._report_batcher(), name="report-batcher")
+        self._report_wakeup.set()
+        return await future
+
+    async def _report_batcher(self) -> None:
+        while True:
+            await self._report_wakeup.wait()
+            self._report_wakeup.clear()
+            if self.config.report_batch_window > 0:
+                await asyncio.sleep(self.config.report_batch_window)
+            batch, self._reports = self._reports, []
+            if batch:
+                self._commit_reports(batch)
+
+    def _commit_reports(
+        self, batch: list[tuple[str, list[AllocClientUpdate], asyncio.Future[int]]]
+    ) -> None:
+        try:
+            index = self.client_update_many([(node_id, updates) for node_id, updates, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                future = batch[0][2]
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            # Nothing was committed (the hooks after the commit do not raise): retry each
+            # request alone, so one bad report fails only its own request.
+            log.warning("a batch of %d reports failed; retrying one by one: %s", len(batch), exc)
+            for item in batch:
+                self._commit_reports([item])
+            return
+        for _node_id, _updates, future in batch:
+            if not future.done():
+                future.set_result(index)
+
+    def client_update_many(self, reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
+        """Agents' reports ``(node_id, updates)``, in one transaction."""
         store = self.store
         now = self.clock()
         txn = store.txn()
@@ -739,47 +802,50 @@ class Server:
         failed_jobs: dict[tuple[str, str], Job] = {}
         watch_jobs: set[tuple[str, str]] = set()
         freed = False
-        for u in updates:
-            alloc = store.alloc(u.id)
-            if alloc is None or alloc.node_id != node_id:
-                continue
-            if alloc.client_status == ClientStatus.LOST:
-                # The server gave up on it and replaced it; what the agent says of it now
-                # (its copy stopping after a reconnect) only updates the task states.
+        written = txn.puts[ALLOCS]
+        for node_id, updates in reports:
+            for u in updates:
+                # a report earlier in the batch may have written this allocation already
+                alloc = written.get(u.id) or store.alloc(u.id)
+                if alloc is None or alloc.node_id != node_id:
+                    continue
+                if alloc.client_status == ClientStatus.LOST:
+                    # The server gave up on it and replaced it; what the agent says of it now
+                    # (its copy stopping after a reconnect) only updates the task states.
+                    txn.put_alloc(
+                        alloc.model_copy(
+                            update={
+                                "task_states": u.task_states,
+                                "modify_index": txn.index,
+                                "modify_time": now,
+                            }
+                        )
+                    )
+                    continue
                 txn.put_alloc(
                     alloc.model_copy(
                         update={
+                            "client_status": u.client_status,
+                            "client_description": u.client_description,
                             "task_states": u.task_states,
+                            "ports": u.ports or alloc.ports,
+                            "checks": u.checks if u.checks is not None else alloc.checks,
+                            "deployment_status": _merge_health(alloc, u),
                             "modify_index": txn.index,
                             "modify_time": now,
                         }
                     )
                 )
-                continue
-            txn.put_alloc(
-                alloc.model_copy(
-                    update={
-                        "client_status": u.client_status,
-                        "client_description": u.client_description,
-                        "task_states": u.task_states,
-                        "ports": u.ports or alloc.ports,
-                        "checks": u.checks if u.checks is not None else alloc.checks,
-                        "deployment_status": _merge_health(alloc, u),
-                        "modify_index": txn.index,
-                        "modify_time": now,
-                    }
-                )
-            )
-            watch_jobs.add((alloc.namespace, alloc.job_id))
-            if u.client_status.terminal and not alloc.client_status.terminal:
-                freed = True
-                if (
-                    u.client_status == ClientStatus.FAILED
-                    and alloc.desired_status == DesiredStatus.RUN
-                ):
-                    job = store.job(alloc.job_id, alloc.namespace)
-                    if job is not None and not job.stop:
-                        failed_jobs[(job.namespace, job.id)] = job
+                watch_jobs.add((alloc.namespace, alloc.job_id))
+                if u.client_status.terminal and not alloc.client_status.terminal:
+                    freed = True
+                    if (
+                        u.client_status == ClientStatus.FAILED
+                        and alloc.desired_status == DesiredStatus.RUN
+                    ):
+                        job = store.job(alloc.job_id, alloc.namespace)
+                        if job is not None and not job.stop:
+                            failed_jobs[(job.namespace, job.id)] = job
         evs = []
         for job in failed_jobs.values():
             ev = self._new_eval(job, TriggeredBy.ALLOC_FAILURE, txn.index, now)
@@ -789,12 +855,16 @@ class Server:
         evs.extend(outcome.evals)
         catalog.sync_txn(store, txn)  # running instances (re)registered, finished ones removed
         index = store.commit(txn)
-        for ev in evs:
-            self.broker.enqueue(ev)
-        self._revert(outcome.reverts)
-        if freed:
-            self.unblock_evals()
-        trim_after(len(updates))
+        try:
+            for ev in evs:
+                self.broker.enqueue(ev)
+            self._revert(outcome.reverts)
+            if freed:
+                self.unblock_evals()
+        except Exception:
+            # committed: the reports are durable whatever happens to what follows them
+            log.exception("after agents' reports at index %d", index)
+        trim_after(sum(len(updates) for _node_id, updates in reports))
         return index
 
     def _watch_reported(

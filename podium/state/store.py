@@ -35,6 +35,7 @@ from podium.models import (
     ServiceRegistration,
 )
 from podium.state.backend import Backend, NullBackend
+from podium.state.compact import compact_alloc
 
 JOBS = "jobs"
 VERSIONS = "job_versions"
@@ -235,6 +236,11 @@ class Snapshot:
         versions = self._t.versions.get(_job_key(namespace, job_id), {})
         return [versions[v] for v in sorted(versions, reverse=True)]
 
+    def job_version(
+        self, job_id: str, version: int, namespace: str = "default"
+    ) -> JobVersion | None:
+        return self._t.versions.get(_job_key(namespace, job_id), {}).get(version)
+
     def job_spec(self, job_id: str, version: int, namespace: str = "default") -> JobSpec | None:
         v = self._t.versions.get(_job_key(namespace, job_id), {}).get(version)
         return v.spec if v is not None else None
@@ -327,6 +333,9 @@ class StateStore(Snapshot):
         self._backend: Backend = backend or NullBackend()
         self._table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
         self._node_alloc_index: dict[str, int] = {}
+        self._alloc_sync_index: dict[str, int] = {}
+        """Per allocation, the index of its last write that its agent must hear of: every
+        write but the agent's own reports (delta syncs answer what changed past an index)."""
         self._changed = asyncio.Event()
         self._node_changed: dict[str, asyncio.Event] = {}
         """Per-node events for agents' blocking queries: a commit wakes only the agents
@@ -346,6 +355,11 @@ class StateStore(Snapshot):
     def node_alloc_index(self, node_id: str) -> int:
         """The last index at which an allocation on ``node_id`` changed."""
         return self._node_alloc_index.get(node_id, 0)
+
+    def alloc_sync_index(self, alloc_id: str) -> int:
+        """The index of the last write of ``alloc_id`` other than its agent's own reports
+        (after a restart: its stored ``modify_index``, which may count a report too)."""
+        return self._alloc_sync_index.get(alloc_id, 0)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self._t.copy(), self._index)
@@ -373,6 +387,7 @@ class StateStore(Snapshot):
             idx = getattr(obj, "modify_index", 0)
             self._table_index[table] = max(self._table_index[table], idx)
             if table == ALLOCS:
+                self._alloc_sync_index[obj.id] = idx
                 self._node_alloc_index[obj.node_id] = max(
                     self._node_alloc_index.get(obj.node_id, 0), idx
                 )
@@ -409,7 +424,7 @@ class StateStore(Snapshot):
             versions[obj.version] = obj
             t.versions[key] = versions
         elif table == ALLOCS:
-            t.allocs[obj.id] = obj
+            t.allocs[obj.id] = compact_alloc(obj)
         elif table == NODES:
             t.nodes[obj.id] = obj
         elif table == EVALS:
@@ -464,6 +479,7 @@ class StateStore(Snapshot):
         job_allocs_del: dict[JobKey, set[str]] = {}
         node_allocs_del: dict[str, set[str]] = {}
         for alloc in txn.puts[ALLOCS].values():
+            compact_alloc(alloc)
             old = t.allocs.get(alloc.id)
             if old is not None:
                 t.add_usage(old, -1)
@@ -474,10 +490,12 @@ class StateStore(Snapshot):
             job_allocs.setdefault(_job_key(alloc.namespace, alloc.job_id), set()).add(alloc.id)
             node_allocs.setdefault(alloc.node_id, set()).add(alloc.id)
             if not txn.client_update or old is None or old.node_id != alloc.node_id:
+                self._alloc_sync_index[alloc.id] = txn.index
                 self._node_alloc_index[alloc.node_id] = txn.index
                 self._wake_node(alloc.node_id)
         for alloc_id in txn.deletes[ALLOCS]:
             old = t.allocs.pop(alloc_id, None)
+            self._alloc_sync_index.pop(alloc_id, None)
             if old is not None:
                 t.add_usage(old, -1)
                 job_allocs_del.setdefault(_job_key(old.namespace, old.job_id), set()).add(old.id)

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from podium.agent import templates
 from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.agent.templates import (
@@ -27,6 +28,7 @@ from podium.agent.templates import (
     TemplateError,
     parse_env,
     read_existing,
+    read_source,
     render,
     write_file,
 )
@@ -116,6 +118,11 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         await server.stop()
 
 
+LITERAL = (
+    'template local/out.conf: var() and service() take a literal path, such as var("app/config")'
+)
+
+
 def tpl(**kw: Any) -> Template:
     kw.setdefault("destination", "local/out.conf")
     return Template.model_validate(kw)
@@ -186,7 +193,11 @@ async def test_service_lists_healthy_instances(env: Env, tmp_path: Path) -> None
         ("line one\n{{ broken", "template local/out.conf: syntax error on line 2"),
         ("{{ undefined_name }}", "'undefined_name' is undefined"),
         ('{{ var("../etc") }}', "variable path '../etc' must be segments"),
-        ("{{ var(3) }}", "var() takes a path"),
+        ("{{ var(3) }}", LITERAL),
+        ("{% set p = 'app/config' %}{{ var(p).a }}", LITERAL),
+        ('{{ service(name="db") }}', LITERAL),
+        ("{% set v = var %}{{ v('app/config').a }}", LITERAL),
+        ('{{ service("") }}', "service() takes a service name"),
     ],
 )
 async def test_render_failures_name_the_template(
@@ -228,6 +239,159 @@ async def test_huge_ranges_are_refused(env: Env, tmp_path: Path) -> None:
         await _render(env, "{% for x in range(10**9) %}{% endfor %}", tmp_path)
 
 
+def _workers() -> list[int]:
+    """This process's render workers still running."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"render_worker" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@contextlib.asynccontextmanager
+async def ticking() -> AsyncIterator[list[int]]:
+    """Counts 10 ms ticks of the event loop while the block runs."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    task = asyncio.get_running_loop().create_task(tick())
+    try:
+        yield ticks
+    finally:
+        task.cancel()
+
+
+@pytest.mark.parametrize(
+    ("data", "stopped"),
+    [
+        pytest.param(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "rendering used more than 2s of CPU time and was stopped",
+            id="nested-loops",
+        ),
+        pytest.param(
+            '{{ "a" * 50000000 }}',
+            "rendering produced more than 1 MiB and was stopped",
+            id="big-string",
+        ),
+        pytest.param(
+            '{{ "a" * 2000000000 }}',
+            "rendering used more than 512 MiB of memory and was stopped",
+            id="huge-string",
+        ),
+        pytest.param(
+            '{% for i in range(100000) %}{{ "x" * 100 }}{% endfor %}',
+            "rendering produced more than 1 MiB and was stopped",
+            id="long-output",
+        ),
+        pytest.param(  # slow to *parse*: the worker's problem too
+            "{{ [" + "1," * 400_000 + "1] }}",
+            "rendering used more than 2s of CPU time and was stopped",
+            id="slow-parse",
+        ),
+    ],
+)
+async def test_expensive_templates_are_stopped_and_the_loop_keeps_running(
+    env: Env, tmp_path: Path, data: str, stopped: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with ticking() as ticks:
+        started = loop.time()
+        with pytest.raises(TemplateError) as info:
+            await _render(env, data, tmp_path)
+        took = loop.time() - started
+    message = str(info.value)
+    if "CPU" in stopped and "took longer than" in message:  # a box too busy to give it 2s of CPU
+        stopped = "rendering took longer than 5s and was stopped"
+    assert message == f"template local/out.conf: {stopped}"
+    assert info.value.recoverable
+    assert took < templates.RENDER_TIMEOUT + 1
+    # the loop was free the whole time: about one tick per 10 ms (a loaded CI box is slower)
+    assert ticks[0] >= took * 100 * 0.3, (ticks[0], took)
+    assert _workers() == []
+
+
+async def test_a_render_past_the_wall_clock_limit_is_killed(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(templates, "RENDER_CPU", 30.0)
+    monkeypatch.setattr(templates, "RENDER_TIMEOUT", 0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TemplateError) as info:
+        await _render(
+            env, "{% for i in range(100000) %}{{ range(100000)|sum }}{% endfor %}", tmp_path
+        )
+    assert str(info.value) == (
+        "template local/out.conf: rendering took longer than 0.5s and was stopped"
+    )
+    assert loop.time() - started < 2
+    assert _workers() == []
+
+
+async def test_a_cancelled_render_kills_its_worker(env: Env, tmp_path: Path) -> None:
+    task = asyncio.get_running_loop().create_task(
+        _render(env, "{% for i in range(100000) %}{{ range(100000)|sum }}{% endfor %}", tmp_path)
+    )
+    await env.until(_workers, what="a render worker")
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _workers() == []
+
+
+async def test_renders_run_side_by_side(env: Env, tmp_path: Path) -> None:
+    await env.client.var_put("app/config", {"a": "1"})
+    texts = await asyncio.gather(
+        *(_render(env, f'{{{{ var("app/config").a }}}}-{i}', tmp_path) for i in range(12))
+    )
+    assert texts == [f"1-{i}" for i in range(12)]
+
+
+async def test_only_what_the_render_called_is_watched(env: Env, tmp_path: Path) -> None:
+    await env.client.var_put("app/config", {"a": "1", "on": ""})
+    await env.client.var_put("app/other", {"b": "2"})
+    lookups = Lookups(env.client)
+    text = await render(
+        tpl(
+            data='{{ var("app/config").a }}{% if var("app/config").on %}'
+            '{{ var("app/other").b }}{{ var("missing").x }}{{ service("db") }}{% endif %}'
+        ),
+        tmp_path,
+        {},
+        lookups,
+    )
+    assert text == "1"  # a missing variable behind a false condition is no error
+    assert list(lookups.deps) == [("var", "app/config")]
+
+
+async def test_the_worker_answers_the_same_objects(env: Env, tmp_path: Path) -> None:
+    await env.client.var_put("app/config", {"a": "1"})
+    text = await _render(
+        env,
+        '{{ var("app/config") }} {{ var("app/config")|length }} {{ "a" in var("app/config") }}',
+        tmp_path,
+    )
+    assert text == "<variable app/config items=['a']> 1 True"
+
+
+# --------------------------------------------------------------------------- template sources
+
+
 async def test_source_file_relative_or_absolute(env: Env, tmp_path: Path) -> None:
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "app.tpl").write_text("user={{ env.USER_NAME }}\n")
@@ -255,6 +419,51 @@ async def test_source_outside_the_task_dir_needs_the_agents_permission(
     t = tpl(source=str(host))
     got = await render(t, Path("/nonexistent"), {"USER_NAME": "y"}, lookups, host_files=True)
     assert got == "secret=y"
+
+
+def test_a_symlink_swapped_in_after_the_check_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first look (symlinks resolved) is made while the paths are innocent; the task
+    then swaps symlinks in before the open: the opened descriptor is what is checked."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.tpl").write_text("host secret")
+    task = tmp_path / "task"
+    task.mkdir()
+    monkeypatch.setattr(templates, "_realpath", lambda path: path)  # the look before the swap
+    # a directory on the way turned into a symlink leading out
+    (task / "conf").symlink_to(outside)
+    with pytest.raises(TemplateError, match=r"source conf/app\.tpl is outside the task's"):
+        read_source("out", "conf/app.tpl", task)
+    # the file itself turned into a symlink leading out: never followed
+    (task / "app.tpl").symlink_to(outside / "app.tpl")
+    with pytest.raises(TemplateError, match="turned into a symlink while it was read"):
+        read_source("out", "app.tpl", task)
+    # the agent may be allowed to read the machine's files
+    assert read_source("out", "conf/app.tpl", task, host_files=True) == "host secret"
+
+
+def test_source_reading_refuses_odd_files(tmp_path: Path) -> None:
+    task = tmp_path / "task"
+    (task / "real").mkdir(parents=True)
+    (task / "real" / "app.tpl").write_text("inside")
+    (task / "conf").symlink_to("real")
+    (task / "link.tpl").symlink_to("real/app.tpl")
+    # symlinks that stay inside are fine
+    assert read_source("out", "conf/app.tpl", task) == "inside"
+    assert read_source("out", "link.tpl", task) == "inside"
+    os.mkfifo(task / "fifo.tpl")  # would block a plain open() for good
+    with pytest.raises(TemplateError, match="is not a regular file"):
+        read_source("out", "fifo.tpl", task)
+    with pytest.raises(TemplateError, match="is not a regular file"):
+        read_source("out", "real", task)
+    (task / "big.tpl").write_bytes(b"x" * (templates.MAX_TEMPLATE + 1))
+    with pytest.raises(TemplateError, match="larger than 1 MiB"):
+        read_source("out", "big.tpl", task)
+    (task / "bin.tpl").write_bytes(b"\xff\xfe")
+    with pytest.raises(TemplateError, match="cannot read source"):
+        read_source("out", "bin.tpl", task)
 
 
 # --------------------------------------------------------------------------- the model
@@ -418,6 +627,8 @@ async def test_rendered_before_start_env_merged_and_restarted_on_change(env: Env
 
     def restarted() -> Allocation | None:
         a = env.running("web")
+        if driver.envs[-1]["DB_URL"] != "postgres://two":  # started again (renders take a while)
+            return None
         return a if a is not None and a.task_states["t"].restarts == 1 else None
 
     alloc = await env.until(restarted, what="the task restarted after the change")

@@ -1,0 +1,77 @@
+"""Smaller stored allocations: what the store keeps of each one, shared where equal.
+
+A pydantic model instance carries a ``__dict__`` and a ``__pydantic_fields_set__``
+set of its own; for a reported allocation (the allocation, its resources twice,
+a task state, two task events) the six sets were ~3.9 KB of ~7.7 KB per
+allocation in memory.  Stored models are never mutated (writers copy them), so
+equal sets, equal resources and equal short strings can be one object each.
+
+Everything here is invisible to readers: each attribute keeps an equal value
+(``model_fields_set`` included), only duplicates are dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+
+from podium.models import Allocation, Resources
+
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+_RESOURCES: dict[tuple[int, int], Resources] = {}
+_LIMIT = 4096
+"""Distinct entries kept per cache (beyond that, objects stay as they are)."""
+_set_attr = object.__setattr__
+
+
+def _share_fields_set(obj: BaseModel) -> None:
+    own = obj.__pydantic_fields_set__
+    key = frozenset(own)
+    shared = _FIELDS_SETS.get(key)
+    if shared is None:
+        if len(_FIELDS_SETS) >= _LIMIT:
+            return
+        shared = _FIELDS_SETS[key] = set(key)
+    if shared is not own:
+        _set_attr(obj, "__pydantic_fields_set__", shared)
+
+
+def _resources(res: Resources) -> Resources:
+    if type(res) is not Resources or res.__pydantic_extra__:
+        return res
+    key = (res.cpu, res.memory)
+    shared = _RESOURCES.get(key)
+    if shared is None:
+        if len(_RESOURCES) >= _LIMIT:
+            return res
+        _share_fields_set(res)
+        shared = _RESOURCES[key] = res
+    return shared
+
+
+def _intern(values: dict[str, Any], *names: str) -> None:
+    for name in names:
+        value = values.get(name)
+        if type(value) is str and len(value) <= 64:
+            values[name] = sys.intern(value)
+
+
+def compact_alloc(alloc: Allocation) -> Allocation:
+    """Share ``alloc``'s duplicate parts with other stored allocations (in place)."""
+    _share_fields_set(alloc)
+    values = alloc.__dict__
+    values["resources"] = res = _resources(alloc.resources)
+    tasks = alloc.task_resources
+    for name, task_res in tasks.items():
+        shared = res if task_res == res else _resources(task_res)
+        if shared is not task_res:
+            tasks[name] = shared
+    _intern(values, "client_description", "desired_description", "namespace", "group")
+    for state in alloc.task_states.values():
+        _share_fields_set(state)
+        for event in state.events:
+            _share_fields_set(event)
+            _intern(event.__dict__, "type", "message")
+    return alloc

@@ -1,0 +1,229 @@
+"""Agents' delta syncs and the group commit of their reports.
+
+- A sync with ``since`` answers in full only the allocations changed past it (the
+  agent's own reports are no change it must hear of), every id with its index, and
+  only the job specs not named in ``have``; ``since=0`` (a restarted agent) or an
+  index from another history answers everything.
+- Reports arriving together are committed in one transaction, answered only after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from podium.client import AsyncClient
+from podium.models import (
+    Allocation,
+    AllocClientUpdate,
+    ClientStatus,
+    DriverInfo,
+    JobSpec,
+    Node,
+    NodeResources,
+    TaskState,
+    TaskStateName,
+)
+from podium.server.api import create_app
+from podium.server.core import Server, ServerConfig
+from podium.state import SqliteBackend, StateStore
+
+from .conftest import Cluster, mock_job
+
+
+def add_node(server: Server, name: str = "n1") -> Node:
+    node = Node(
+        id=f"node-{name}",
+        name=name,
+        resources=NodeResources(cpu=8000, memory=8192),
+        drivers={"mock": DriverInfo(detected=True, healthy=True)},
+    )
+    server.register_node(node)
+    return node
+
+
+def place(server: Server, spec: dict[str, Any]) -> list[Allocation]:
+    result = server.register_job(JobSpec.model_validate(spec))
+    ev = server.store.evaluation(result.eval_id)
+    assert ev is not None
+    server.process_eval(ev)
+    return [a for a in server.store.allocs_by_job(spec["job"]) if not a.terminal()]
+
+
+def running(alloc: Allocation) -> AllocClientUpdate:
+    return AllocClientUpdate(
+        id=alloc.id,
+        client_status=ClientStatus.RUNNING,
+        task_states={"t": TaskState(state=TaskStateName.RUNNING)},
+    )
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[Server, AsyncClient]]:
+    store = StateStore(SqliteBackend(tmp_path / "state.db"))
+    server = Server(store, ServerConfig(heartbeat_ttl=10, heartbeat_grace=10))
+    client = AsyncClient(
+        "http://podium", transport=httpx.ASGITransport(app=create_app(server)), timeout=10
+    )
+    try:
+        yield server, client
+    finally:
+        await client.aclose()
+        await server.stop()
+        store.close()
+
+
+async def test_delta_sync_answers_only_what_changed(api: tuple[Server, AsyncClient]) -> None:
+    server, client = api
+    node = add_node(server)
+    allocs = place(server, mock_job("web", count=2))
+    ids = {a.id for a in allocs}
+
+    full = await client.node_sync(node.id, since=0)
+    assert {a.id for a in full.allocations} == ids
+    assert full.alloc_indexes is not None and set(full.alloc_indexes) == ids
+    assert set(full.jobs) == {"web@0"}
+    # without since: the whole list, as before
+    legacy = await client.node_sync(node.id)
+    assert legacy.alloc_indexes is None and {a.id for a in legacy.allocations} == ids
+
+    # the agent's own reports are no news to it
+    await client.update_allocs(node.id, [running(a) for a in allocs])
+    same = await client.node_sync(node.id, since=full.index)
+    assert same.allocations == [] and same.jobs == {}
+    assert same.alloc_indexes == full.alloc_indexes
+
+    # new allocations come alone, without the spec the agent holds
+    new = {a.id for a in place(server, mock_job("api", count=2))}
+    api_index = server.store.job_versions("api")[0].modify_index
+    web_index = full.job_indexes["web@0"]
+    have = [f"web@0@{web_index}", f"api@0@{api_index}"]
+    delta = await client.node_sync(
+        node.id, index=full.index, wait="1s", since=full.index, have=have
+    )
+    assert delta.index > full.index
+    assert {a.id for a in delta.allocations} == new
+    assert delta.jobs == {}  # the agent said it has that spec
+    # a spec held from a purged job of the same id and version is no match: sent again
+    stale = await client.node_sync(
+        node.id, since=full.index, have=[f"web@0@{web_index}", "api@0@1"]
+    )
+    assert set(stale.jobs) == {"api@0"} and stale.job_indexes == {"api@0": api_index}
+    assert delta.alloc_indexes is not None and set(delta.alloc_indexes) == ids | new
+    # asked without `have`, only the spec of what changed comes along
+    again = await client.node_sync(node.id, since=full.index, have=[f"web@0@{web_index}"])
+    assert set(again.jobs) == {"api@0"}
+
+    # an index from another history (ahead of this store's) answers everything
+    reset = await client.node_sync(node.id, since=delta.index + 1000)
+    assert {a.id for a in reset.allocations} == ids | new
+
+
+async def test_delta_sync_after_server_restart(tmp_path: Path) -> None:
+    store = StateStore(SqliteBackend(tmp_path / "state.db"))
+    server = Server(store, ServerConfig())
+    node = add_node(server)
+    allocs = place(server, mock_job("web", count=2))
+    before = store.node_alloc_index(node.id)
+    server.client_update(node.id, [running(allocs[0])])
+    store.close()
+
+    store = StateStore(SqliteBackend(tmp_path / "state.db"))
+    try:
+        # a restarted store counts every node as changed at its last index, and an
+        # allocation's stored modify index (a report's included) as its sync index
+        assert store.node_alloc_index(node.id) == store.index > before
+        assert store.alloc_sync_index(allocs[0].id) == store.index
+        assert store.alloc_sync_index(allocs[1].id) == allocs[1].modify_index <= before
+    finally:
+        store.close()
+
+
+async def test_reports_are_committed_together(api: tuple[Server, AsyncClient]) -> None:
+    server, client = api
+    n1, n2 = add_node(server, "n1"), add_node(server, "n2")
+    allocs = place(server, mock_job("web", count=4))
+    commits = []
+    original = server.store.commit
+
+    def commit(txn: Any) -> int:
+        index = original(txn)
+        commits.append(index)
+        return index
+
+    server.store.commit = commit  # type: ignore[method-assign]
+    by_node = {n1.id: [a for a in allocs if a.node_id == n1.id], n2.id: []}
+    by_node[n2.id] = [a for a in allocs if a.node_id == n2.id]
+    answers = await asyncio.gather(
+        *(client.update_allocs(nid, [running(a) for a in mine]) for nid, mine in by_node.items()),
+        # a report about an allocation of another node is ignored, not an error
+        client.update_allocs(n1.id, [running(a) for a in by_node[n2.id]]),
+    )
+    assert len(commits) == 1 and set(answers) == {commits[0]}
+    assert all(server.store.alloc(a.id).client_status == ClientStatus.RUNNING for a in allocs)  # type: ignore[union-attr]
+
+
+async def test_a_bad_report_fails_alone(api: tuple[Server, AsyncClient]) -> None:
+    server, client = api
+    node = add_node(server)
+    allocs = place(server, mock_job("web", count=2))
+    inner = server.client_update_many
+
+    def flaky(reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
+        if any(u.id == allocs[1].id for _n, updates in reports for u in updates):
+            raise RuntimeError("boom")
+        return inner(reports)
+
+    server.client_update_many = flaky  # type: ignore[method-assign]
+    good, bad = await asyncio.gather(
+        client.update_allocs(node.id, [running(allocs[0])]),
+        client.update_allocs(node.id, [running(allocs[1])]),
+        return_exceptions=True,
+    )
+    assert isinstance(good, int) and isinstance(bad, Exception)
+    assert server.store.alloc(allocs[0].id).client_status == ClientStatus.RUNNING  # type: ignore[union-attr]
+    assert server.store.alloc(allocs[1].id).client_status == ClientStatus.PENDING  # type: ignore[union-attr]
+
+
+async def test_restarted_agent_learns_everything(cluster: Cluster) -> None:
+    agent = await cluster.add_agent()
+    await cluster.run(mock_job(count=3))
+    await cluster.until(lambda: len(cluster.running("web")) == 3, what="3 running")
+    await cluster.until(lambda: len(agent.runners) == 3, what="3 runners")
+    # the agent holds each spec once, shared by its runners
+    specs = {id(r.machine.spec) for r in agent.runners.values()}
+    assert len(specs) == 1
+    # scale down: the delta names the stopped ones; then their removal shows in the ids
+    await cluster.client.scale_job("web", "g", 1)
+    await cluster.until(lambda: len(cluster.running("web")) == 1, what="scaled to 1")
+    await agent.stop()
+    cluster.agents.remove(agent)
+    again = await cluster.add_agent()  # a fresh agent state: since=0 hears of everything
+    await cluster.add_agent()
+    await cluster.run(mock_job("api", count=2))
+    await cluster.until(lambda: len(cluster.running("api")) == 2, what="api running")
+    assert again.synced_index > 0
+
+
+async def test_a_job_purged_and_registered_again_runs_its_new_spec(cluster: Cluster) -> None:
+    agent = await cluster.add_agent()
+    first = mock_job(count=1)
+    first["groups"]["g"]["tasks"]["t"]["env"] = {"V": "old"}
+    await cluster.run(first)
+    await cluster.until(lambda: len(cluster.running("web")) == 1, what="the first job running")
+    await cluster.client.stop_job("web", purge=True)
+    await cluster.until(
+        lambda: not agent.runners or all(r.machine.terminal() for r in agent.runners.values()),
+        what="stopped",
+    )
+    second = mock_job(count=1)
+    second["groups"]["g"]["tasks"]["t"]["env"] = {"V": "new"}
+    await cluster.run(second)  # version 0 again, another spec
+    (alloc,) = await cluster.until(lambda: cluster.running("web"), what="the second job running")
+    runner = agent.runners[alloc.id]
+    assert runner.machine.spec.groups["g"].tasks["t"].env == {"V": "new"}
