@@ -447,10 +447,18 @@ def status(
                     for line in render.placement_failures(latest.failed_tg_allocs, latest)
                 ],
             )
+        deployment = client.job_deployment(job.id)
+        latest_deployment = None
+        if deployment is not None:
+            latest_deployment = RenderGroup(
+                Text("Latest Deployment", style="bold"),
+                deployment_view(deployment, time.time()),
+            )
         con.print(
             render.stack(
                 render.fields(rows),
                 render.summary_table(job.summary) if job.summary else None,
+                latest_deployment,
                 failures,
                 render.allocs_table(allocs) if allocs else Text("No allocations."),
             )

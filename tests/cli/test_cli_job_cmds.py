@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from podium.models import JobVersion
+from podium.models import Deployment, DeploymentGroup, JobVersion
 
 from .conftest import Invoke
 from .fakes import (
@@ -78,9 +78,22 @@ def test_status_of_one_job(cli: Invoke, fake: FakeServer) -> None:
         "/v1/job/web/evaluations",
         [evaluation(failed_tg_allocs={"web": exhausted_metric()}, queued_allocations={"web": 1})],
     )
+    fake.on(
+        "GET",
+        "/v1/job/web/deployment",
+        Deployment(
+            id="d3p10y00-0000",
+            job_id="web",
+            job_version=3,
+            status_description="deployment is running",
+            groups={"web": DeploymentGroup(desired_total=2, healthy_allocs=1, placed_allocs=2)},
+        ),
+    )
     result = cli("job", "status", "we")
     assert result.exit_code == 0, result.output
     out = result.output
+    assert "Latest Deployment" in out and "Deployment d3p10y00 of job web version 3" in out
+    assert "1/2" in out
     assert "ID" in out and "= web" in out
     assert "Summary" in out
     summary_row = next(line for line in out.splitlines() if line.startswith("web "))
@@ -198,7 +211,9 @@ def test_placement_failures_come_from_the_newest_eval_that_ran(
     blocked = evaluation("blocked", id="b10c0000-0", triggered_by="queued-allocs")
     failed = evaluation(failed_tg_allocs={"web": exhausted_metric()})
     fake.on("GET", "/v1/job/web/evaluations", [blocked, failed])
+    fake.on("GET", "/v1/job/web/deployment", None)
     out = cli("job", "status", "web").output
+    assert "Latest Deployment" not in out
     assert exhausted_metric().describe() in out and "No allocations." in out
 
     fake.on("GET", "/v1/job/web/evaluations", [evaluation(id="0k0k0k0k-0"), failed])
