@@ -90,7 +90,12 @@ class HealthTracker:
         waiting = self._waiting_for(tasks, checks)
         if not waiting:
             if self.healthy_since is None:
-                self.healthy_since = now
+                # Healthy since the last task started (task states), or since it is seen
+                # passing its checks (a check's passing streak has no start time of its own).
+                started = [st.started_at for st in tasks.values() if st.started_at is not None]
+                by_state = not self.use_checks or (not self.expected_checks and not checks)
+                since = max(started) if started and by_state else now
+                self.healthy_since = min(since, now)
             if now - self.healthy_since >= self.min_healthy_time:
                 self._decide(
                     now,

@@ -131,3 +131,12 @@ def test_canary_flag_is_kept_on_the_verdict() -> None:
     t.observe(0.0, RUNNING, {})
     t.observe(10.0, RUNNING, {})
     assert t.verdict is not None and t.verdict.canary and t.verdict.healthy
+
+
+def test_task_states_count_from_the_task_start_not_from_when_it_is_seen() -> None:
+    t = HealthTracker.for_alloc(_alloc(), _spec(health_check="task_states"), 0.0)
+    assert t is not None
+    running = {"web": TaskState(state=TaskStateName.RUNNING, started_at=1.0)}
+    assert t.observe(3.0, running, {}) == 11.0
+    assert t.observe(11.0, running, {}) is None
+    assert t.verdict is not None and t.verdict.healthy
