@@ -103,9 +103,23 @@ def _errors() -> Any:
     return docker.errors
 
 
+_api_version: str | None = None
+"""The engine API version negotiated by the first client; later clients reuse it."""
+
+
 def new_client(timeout: float | None = API_TIMEOUT) -> Any:
-    """A client for the engine named by the environment (``DOCKER_HOST``, else the socket)."""
-    return _docker().from_env(timeout=timeout)
+    """A client for the engine named by the environment (``DOCKER_HOST``, else the socket).
+
+    Every container has a waiter and two log followers, each with a client of its own;
+    without a version each would first ask the engine for it (``GET /version``), three
+    extra calls per container start on an engine that is busy starting containers.
+    """
+    global _api_version
+    if _api_version is None:
+        client = _docker().from_env(timeout=timeout)
+        _api_version = str(client.api.api_version)
+        return client
+    return _docker().from_env(timeout=timeout, version=_api_version)
 
 
 def container_name(task: str, alloc_id: str) -> str:
