@@ -87,6 +87,8 @@ MAX_OUTPUT = 1 << 20
 MAX_TEMPLATE = 1 << 20
 """The largest template text (``data`` or ``source``)."""
 MAX_WORKERS = max(2, os.cpu_count() or 2)
+FETCH_TIMEOUT = 30.0
+"""Seconds a render waits for its var()/service() answers from the server."""
 """Render workers running at once, per agent."""
 _LINE_LIMIT = 16 << 20
 """The longest JSON line read from a worker (its output, escaped)."""
@@ -422,7 +424,10 @@ async def _render_in_worker(name: str, text: str, env: Mapping[str, str], lookup
         "env": dict(env),
         "limits": {"cpu_s": RENDER_CPU, "memory_bytes": RENDER_MEMORY, "output_bytes": MAX_OUTPUT},
     }
-    async with _slots():
+    slots = _slots()
+    await slots.acquire()
+    held = True
+    try:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *_worker_command(),
@@ -443,10 +448,24 @@ async def _render_in_worker(name: str, text: str, env: Mapping[str, str], lookup
                 if "error" in first:
                     raise TemplateError(f"template {name}: {first['error']}")
                 wanted = first["lookups"]
+                # The child idles while the server answers: its slot goes to another
+                # render meanwhile (a slow server must not stall every template on the
+                # node), and the fetch has a limit of its own.
+                slots.release()
+                held = False
                 try:
-                    values = await lookups.fetch(list(wanted["var"]), list(wanted["service"]))
+                    async with asyncio.timeout(FETCH_TIMEOUT):
+                        values = await lookups.fetch(list(wanted["var"]), list(wanted["service"]))
+                except TimeoutError:
+                    raise TemplateError(
+                        f"template {name}: the server did not answer its variable and service "
+                        f"lookups within {FETCH_TIMEOUT:g}s"
+                    ) from None
                 except Exception as exc:
                     raise TemplateError(f"template {name}: {type(exc).__name__}: {exc}") from None
+                finally:
+                    await slots.acquire()
+                    held = True
                 result = await _step(proc, values, name, timeout)
             except _WorkerDied:
                 with contextlib.suppress(TimeoutError):
@@ -468,6 +487,9 @@ async def _render_in_worker(name: str, text: str, env: Mapping[str, str], lookup
             with contextlib.suppress(Exception):
                 await proc.wait()
             stderr.cancel()
+    finally:
+        if held:
+            slots.release()
     lookups.use(result.get("used"))
     if "error" in result:
         raise TemplateError(f"template {name}: {result['error']}")
