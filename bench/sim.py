@@ -4,8 +4,8 @@
     python bench/sim.py --runs 500x100x1000 5000x1000x1000 # NODESxJOBSxCOUNT, as many as wanted
     python bench/sim.py --store memory --constraints
 
-Each run is ``podium sim`` (a real server and N mock-driver agents in one process,
-SQLite store by default); its JSON line is collected and printed as a table beside
+Each run is ``podium sim`` (a real server and N mock-driver agents, in its process or
+with ``--agent-procs N`` in N worker processes over loopback HTTP; SQLite store by default); its JSON line is collected and printed as a table beside
 the anchors: Nomad C1M (3,750 placements/s end to end, 5 servers), kube-scheduler's
 CI floor (680 pods/s at 5,000 nodes) and the Kubernetes API SLO (p99 <= 1 s).
 """
@@ -40,8 +40,11 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", default=["500x100x1000", "5000x100x1000"])
     parser.add_argument("--store", default="sqlite", choices=["sqlite", "memory"])
     parser.add_argument("--constraints", action="store_true")
+    parser.add_argument(
+        "--agent-procs", type=int, default=0, help="agents in N worker processes over HTTP"
+    )
     args = parser.parse_args()
-    extra = ["--store", args.store]
+    extra = ["--store", args.store, "--agent-procs", str(args.agent_procs)]
     if args.constraints:
         extra.append("--constraints")
     print(f"machine: {platform.node()} {platform.machine()}, python {platform.python_version()}")
@@ -53,12 +56,13 @@ def main() -> None:
     print()
     print(
         f"{'nodes':>6} {'placements':>10} {'seconds':>8} {'e2e/s':>8} {'sched/s':>8} "
-        f"{'rss MB':>7} {'p50 ms':>7} {'p99 ms':>7} {'rejects':>7} invariants"
+        f"{'rss MB':>7} {'agents':>7} {'p50 ms':>7} {'p99 ms':>7} {'rejects':>7} invariants"
     )
     for r in rows:
         print(
             f"{r['nodes']:>6} {r['placements']:>10,} {r['seconds']:>8} {r['placements_per_s']:>8} "
-            f"{r['scheduler_placements_per_s']:>8} {r['server_rss_mb']:>7} {r['api_p50_ms']!s:>7} "
+            f"{r['scheduler_placements_per_s']:>8} {r['server_rss_mb']:>7} "
+            f"{r.get('agents_rss_mb')!s:>7} {r['api_p50_ms']!s:>7} "
             f"{r['api_p99_ms']!s:>7} {r['plan_rejections']:>7} "
             f"{'ok' if r['invariants_ok'] and not r['exit'] else 'BROKEN'}"
         )

@@ -308,7 +308,19 @@ class Agent:
                 continue
             live: set[str] | None = None
             complete = True
-            if sync.alloc_indexes is not None:
+            removals = True
+            if sync.alloc_indexes is not None and sync.alloc_count is not None:
+                # Nothing left the node past ``since``: only what changed is listed.
+                known = self._known
+                for a in sync.allocations:
+                    at = sync.alloc_indexes.get(a.id)
+                    if at is not None:
+                        known[a.id] = at
+                live = set()  # not used for removals (there are none)
+                removals = False
+                # what we know plus what changed must be all the node has, or we missed some
+                complete = len(known) == sync.alloc_count
+            elif sync.alloc_indexes is not None:
                 live = set(sync.alloc_indexes)
                 sent = {a.id for a in sync.allocations}
                 known = self._known
@@ -320,7 +332,7 @@ class Agent:
                 for alloc_id in known.keys() - live:
                     del known[alloc_id]
             self._spec_indexes.update(sync.job_indexes)
-            self.apply_sync(sync.allocations, sync.jobs, live=live)
+            self.apply_sync(sync.allocations, sync.jobs, live=live, removals=removals)
             if not complete:
                 log.info("allocation sync missed changes; asking for everything")
                 index = since = 0
@@ -330,7 +342,7 @@ class Agent:
             since = index if live is not None else 0
             if not self._orphans_checked:
                 self._orphans_checked = True
-                ids = live if live is not None else {a.id for a in sync.allocations}
+                ids = set(self._known) if live is not None else {a.id for a in sync.allocations}
                 asyncio.get_running_loop().create_task(
                     self._remove_orphans(ids | set(self.runners))
                 )
@@ -352,12 +364,18 @@ class Agent:
             log.info("removed %d orphaned containers: %s", len(removed), ", ".join(removed))
 
     def apply_sync(
-        self, allocs: list[Allocation], jobs: dict[str, JobSpec], live: set[str] | None = None
+        self,
+        allocs: list[Allocation],
+        jobs: dict[str, JobSpec],
+        live: set[str] | None = None,
+        *,
+        removals: bool = True,
     ) -> None:
         """Start, update and stop runners after a sync.  ``live``: every allocation id the
         node still has (a delta sync, where ``allocs`` holds only what changed); ``None``:
-        ``allocs`` is the whole list.  Specs missing from ``jobs`` come from the cache of
-        the ones this agent already holds."""
+        ``allocs`` is the whole list.  ``removals`` false: nothing left the node (a delta
+        sync that lists only what changed), so no runner is looked at for removal.  Specs
+        missing from ``jobs`` come from the cache of the ones this agent already holds."""
         specs = self._specs
         specs.update(jobs)
         seen: set[str] = set() if live is None else live
@@ -388,7 +406,7 @@ class Agent:
             runner = AllocRunner(self, alloc, spec)
             self.runners[alloc.id] = runner
             runner.start()
-        for alloc_id in list(self.runners):
+        for alloc_id in list(self.runners) if removals else ():
             if alloc_id not in seen:
                 runner = self.runners.pop(alloc_id)
                 self.state.delete(alloc_id)

@@ -1,4 +1,4 @@
-"""``podium sim``: a real server and N simulated agents (mock driver) in this process.
+"""``podium sim``: a real server and N simulated agents (mock driver), here or in workers.
 
 Prints progress on stderr and, last, one JSON line of figures on stdout; exits 1
 when an invariant is broken (see :mod:`podium.sim.invariants`).  The simulator
@@ -47,6 +47,13 @@ def sim(
         float, typer.Option("--fail-rate", help="Share of tasks that exit 1 soon after starting.")
     ] = 0.0,
     workers: Annotated[int, typer.Option("--workers", help="Scheduler workers.")] = 1,
+    agent_procs: Annotated[
+        int,
+        typer.Option(
+            "--agent-procs",
+            help="Run the agents in N worker processes over real HTTP (0: in this process).",
+        ),
+    ] = 0,
     heartbeat_ttl: Annotated[
         float | None,
         typer.Option("--heartbeat-ttl", help="Seconds (default: 10, or nodes/50 when larger)."),
@@ -63,10 +70,12 @@ def sim(
         str | None, typer.Option("--data-dir", help="Keep the server's state here.")
     ] = None,
 ) -> None:
-    """Simulate a cluster: a real server and N mock-driver agents in this process."""
+    """Simulate a cluster: a real server and N mock-driver agents (here, or --agent-procs)."""
     with common.handle_errors():
         if nodes < 1 or jobs < 1 or count < 0 or workers < 1:
             common.fail("--nodes, --jobs and --workers must be at least 1, --count at least 0")
+        if agent_procs < 0:
+            common.fail("--agent-procs must be 0 or more")
         if not 0.0 <= fail_rate <= 1.0:
             common.fail("--fail-rate must be between 0 and 1")
         from podium.sim import SimConfig, simulate
@@ -85,6 +94,7 @@ def sim(
                 run_for=run_for,
                 fail_rate=fail_rate,
                 workers=workers,
+                agent_procs=agent_procs,
                 heartbeat_ttl=heartbeat_ttl,
                 probe=probe,
                 timeout=timeout,

@@ -123,6 +123,9 @@ class NodeSync(_Answer):
     ``allocations`` is the node's whole list."""
     job_indexes: dict[str, int] = Field(default_factory=dict)
     """The stored version's modify index of each spec in ``jobs``."""
+    alloc_count: int | None = None
+    """Set when no allocation left the node past ``since``: ``alloc_indexes`` then lists
+    only the allocations sent, and the node holds ``alloc_count`` allocations in all."""
 
     def spec_for(self, alloc: Allocation) -> JobSpec | None:
         return self.jobs.get(f"{alloc.job_id}@{alloc.job_version}")

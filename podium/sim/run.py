@@ -7,8 +7,11 @@ The figures (printed by ``podium sim`` as its last line):
   injected), as stamped by the server when the report arrived;
 - ``scheduler_placements_per_s``: placements committed over the time spent
   inside :meth:`Server.process_eval` (snapshot, scheduler, plan applier);
-- ``server_rss_mb``: peak RSS of this process, which holds the agents too;
-- ``api_p50_ms`` / ``api_p99_ms``: latencies seen by :mod:`podium.sim.probe`.
+- ``server_rss_mb``: peak RSS of this process (which holds the agents too unless
+  ``agent_procs``; then ``agents_rss_mb`` is the workers' peak, summed);
+- ``server_cpu_s``: CPU seconds this process used from the first registration on;
+- ``api_p50_ms`` / ``api_p99_ms``: latencies seen by :mod:`podium.sim.probe` (all its
+  requests pooled; ``api_p99_ms_by_op`` per kind of request).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import json
 import logging
 import shutil
@@ -40,7 +42,13 @@ from podium.models import AllocClientUpdate, ClientStatus, JobSpec
 from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.sim import invariants
-from podium.sim.nodes import SimAgent, SimDriver, node_shapes
+from podium.sim.nodes import (
+    SimAgent,
+    SimDriver,
+    no_failed_imports,
+    node_shapes,
+    raise_fd_limit,
+)
 from podium.sim.workload import sim_job
 from podium.state import SqliteBackend, StateStore
 
@@ -73,6 +81,9 @@ class SimConfig:
     """Default: 10 s, or nodes / 50 s for big clusters (5,000 nodes: 100 s)."""
     ineligible: float = 0.01
     """Share of nodes marked ineligible before the jobs arrive (nothing may land there)."""
+    agent_procs: int = 0
+    """Run the agents in this many worker processes over real HTTP (0: in this process,
+    through httpx's ASGI transport)."""
     probe: bool = True
     probe_interval: float = 0.05
     timeout: float = 1800.0
@@ -130,18 +141,71 @@ class _Reports:
         return self._inner(reports)
 
 
+BACKLOG = 4096
+"""Listen backlog: thousands of agents connect at once when worker processes start."""
+
+
 async def _serve_http(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    """The real HTTP listener (loopback, a free port) the probe talks to."""
+    """The real HTTP listener (loopback, a free port) the probe and agent workers talk to.
+
+    Agents keep their connections between requests (each holds a blocking query of up
+    to ``SYNC_WAIT``), so the idle keep-alive timeout is longer than that."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        backlog=BACKLOG,
+        timeout_keep_alive=int(SYNC_WAIT * 2),
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="sim-http")
     return server, task, f"http://127.0.0.1:{port}"
+
+
+async def _start_workers(
+    cfg: SimConfig, address: str, tmp: Path
+) -> list[asyncio.subprocess.Process]:
+    """``agent_procs`` processes of :mod:`podium.sim.agents`, each with its share of nodes."""
+    procs = min(cfg.agent_procs, cfg.nodes)
+    out = []
+    for k in range(procs):
+        first = cfg.nodes * k // procs
+        count = cfg.nodes * (k + 1) // procs - first
+        # fmt: off
+        out.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "podium.sim.agents", address,
+            "--nodes", str(cfg.nodes), "--first", str(first), "--count", str(count),
+            "--node-classes", str(cfg.node_classes), "--seed", str(cfg.seed),
+            "--fail-rate", str(cfg.fail_rate), "--fail-within", str(cfg.fail_within),
+            "--data-dir", str(tmp),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        ))
+        # fmt: on
+    return out
+
+
+async def _stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
+    """Close each worker's stdin (it stops its agents and exits); kill what lingers."""
+    for w in workers:
+        if w.stdin is not None and not w.stdin.is_closing():
+            w.stdin.close()
+    for w in workers:
+        try:
+            async with asyncio.timeout(30):
+                if w.stdout is not None:
+                    await w.stdout.read()
+                await w.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                w.kill()
+            await w.wait()
 
 
 async def _simulate(cfg: SimConfig) -> SimResult:
@@ -164,37 +228,52 @@ async def _simulate(cfg: SimConfig) -> SimResult:
     http: tuple[uvicorn.Server, asyncio.Task[None], str] | None = None
     probe: asyncio.subprocess.Process | None = None
     peak_rss = 0
+    workers: list[asyncio.subprocess.Process] = []
+    worker_procs: list[psutil.Process] = []
+    peak_agents_rss = 0
+    shapes = node_shapes(cfg.nodes, cfg.node_classes, cfg.seed)
     try:
         started = time.perf_counter()
-        for i, shape in enumerate(node_shapes(cfg.nodes, cfg.node_classes, cfg.seed)):
-            settings = AgentSettings(
-                data_dir=str(tmp / "agents"),
-                servers=["http://podium"],
-                name=shape.name,
-                alloc_dirs=False,
-                log_rotate_interval=1e9,
-                # a blocking query that times out answers with the node's whole list;
-                # 5,000 agents re-asking every 30 s was half of all syncs at 5,000 nodes
-                sync_wait=SYNC_WAIT,
-            )
-            agent = SimAgent(shape, settings, client, driver)
-            await agent.start(http_addr="")
-            agents.append(agent)
-            if i % 500 == 499:
-                await asyncio.sleep(0)  # let the first ones register meanwhile
-        while len(store.nodes()) < cfg.nodes:
-            await asyncio.sleep(0.05)
+        if cfg.agent_procs > 0:
+            http = await _serve_http(app)
+            workers = await _start_workers(cfg, http[2], tmp)
+            worker_procs = [psutil.Process(w.pid) for w in workers]
+        else:
+            for i, shape in enumerate(shapes):
+                settings = AgentSettings(
+                    data_dir=str(tmp / "agents"),
+                    servers=["http://podium"],
+                    name=shape.name,
+                    alloc_dirs=False,
+                    log_rotate_interval=1e9,
+                    # a blocking query that times out answers with the node's whole list;
+                    # 5,000 agents re-asking every 30 s was half of all syncs at 5,000 nodes
+                    sync_wait=SYNC_WAIT,
+                )
+                agent = SimAgent(shape, settings, client, driver)
+                await agent.start(http_addr="")
+                agents.append(agent)
+                if i % 500 == 499:
+                    await asyncio.sleep(0)  # let the first ones register meanwhile
+        async with asyncio.timeout(max(60.0, cfg.nodes / 20)):
+            while len(store.nodes()) < cfg.nodes:
+                if any(w.returncode is not None for w in workers):
+                    raise RuntimeError("an agent worker process exited before registering")
+                await asyncio.sleep(0.05)
         say(f"{cfg.nodes} agents registered in {time.perf_counter() - started:.1f}s")
 
         ineligible: set[str] = set()
+        by_name = {n.name: n.id for n in store.nodes()}
         step = int(1 / cfg.ineligible) if cfg.ineligible > 0 else 0
-        for i in range(0, len(agents), step) if step else ():
-            await client.node_eligibility(agents[i].node_id, False)
-            ineligible.add(agents[i].node_id)
+        for i in range(0, len(shapes), step) if step else ():
+            node_id = by_name[shapes[i].name]
+            await client.node_eligibility(node_id, False)
+            ineligible.add(node_id)
 
         samples: dict[str, list[float]] = {}
         if cfg.probe:
-            http = await _serve_http(app)
+            if http is None:
+                http = await _serve_http(app)
             probe = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -212,6 +291,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         total = cfg.jobs * cfg.count
         stats0 = (server.stats.placements, server.stats.seconds, server.stats.plan_rejections)
         t0 = time.time()
+        cpu0 = proc.cpu_times()
         for j in range(cfg.jobs):
             spec = sim_job(
                 j,
@@ -229,6 +309,10 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         while reports.first < total and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             peak_rss = max(peak_rss, proc.memory_info().rss)
+            if worker_procs:
+                with contextlib.suppress(psutil.Error):
+                    rss = sum(p.memory_info().rss for p in worker_procs)
+                    peak_agents_rss = max(peak_agents_rss, rss)
             if time.monotonic() - last_say >= 5.0:
                 last_say = time.monotonic()
                 say(
@@ -237,6 +321,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 )
         seconds = (reports.last_at or time.time()) - t0
         peak_rss = max(peak_rss, proc.memory_info().rss)
+        cpu1 = proc.cpu_times()
         timed_out = reports.first < total
 
         if probe is not None:
@@ -270,9 +355,15 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             "scheduler_placements_per_s": round(placed / sched_s, 1) if sched_s > 0 else 0.0,
             "plan_rejections": server.stats.plan_rejections - stats0[2],
             "server_rss_mb": round(peak_rss / 2**20, 1),
+            "agent_procs": cfg.agent_procs,
+            "agents_rss_mb": round(peak_agents_rss / 2**20, 1) if workers else None,
+            "server_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
             "api_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
             "api_p99_ms": round(_percentile(latencies, 0.99), 2) if latencies else None,
             "api_requests": len(latencies),
+            "api_p99_ms_by_op": {
+                op: round(_percentile(values, 0.99), 1) for op, values in samples.items() if values
+            },
             "invariants_ok": not problems,
         }
         return SimResult(figures, problems)
@@ -282,6 +373,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 probe.kill()
             await probe.wait()
         await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
+        await _stop_workers(workers)
         store.release_waiters()
         if http is not None:
             http[0].should_exit = True
@@ -302,19 +394,13 @@ hundreds of thousands of live models that is 2-3x the simulation's CPU (measured
 the same way; the simulation sets it for its run and restores it after."""
 
 
-def _no_failed_imports() -> None:
-    """httpx's ASGI transport tries ``import sniffio`` on every request; where it is not
-    installed each try searches sys.path again (34,000 requests: 5.6 s of stat calls in a
-    profile).  Record the absence once, as the import system itself would for ``None``."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
 def simulate(cfg: SimConfig) -> SimResult:
     """Run one simulation to the end (blocking); see :class:`SimConfig`."""
     for name in ("podium", "podium.agent", "podium.server"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    _no_failed_imports()
+    no_failed_imports()
+    if cfg.agent_procs > 0:
+        raise_fd_limit()
     previous = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLD)
     try:

@@ -263,6 +263,11 @@ class Snapshot:
         ids = self._t.allocs_by_job.get(_job_key(namespace, job_id), frozenset())
         return [self._t.allocs[i] for i in ids]
 
+    def alloc_ids_by_job(self, job_id: str, namespace: str = "default") -> frozenset[str]:
+        """The job's allocation ids: a new set object whenever any of its allocations is
+        written, so a reader may cache what it derived from them by the set's identity."""
+        return self._t.allocs_by_job.get(_job_key(namespace, job_id), frozenset())
+
     def allocs_by_node(self, node_id: str) -> list[Allocation]:
         ids = self._t.allocs_by_node.get(node_id, frozenset())
         return [self._t.allocs[i] for i in ids]
@@ -336,6 +341,10 @@ class StateStore(Snapshot):
         self._alloc_sync_index: dict[str, int] = {}
         """Per allocation, the index of its last write that its agent must hear of: every
         write but the agent's own reports (delta syncs answer what changed past an index)."""
+        self._node_removal_index: dict[str, int] = {}
+        """Per node, the index at which an allocation last left it (deleted, or moved to
+        another node): a delta sync past it need not list the ids of what stayed."""
+        self._loaded_index = 0
         self._changed = asyncio.Event()
         self._node_changed: dict[str, asyncio.Event] = {}
         """Per-node events for agents' blocking queries: a commit wakes only the agents
@@ -355,6 +364,14 @@ class StateStore(Snapshot):
     def node_alloc_index(self, node_id: str) -> int:
         """The last index at which an allocation on ``node_id`` changed."""
         return self._node_alloc_index.get(node_id, 0)
+
+    def node_removal_index(self, node_id: str) -> int:
+        """The last index at which an allocation left ``node_id`` (after a restart, at
+        least the loaded index: deletions before it left no stamp)."""
+        return max(self._node_removal_index.get(node_id, 0), self._loaded_index)
+
+    def alloc_ids_by_node(self, node_id: str) -> frozenset[str]:
+        return self._t.allocs_by_node.get(node_id, frozenset())
 
     def alloc_sync_index(self, alloc_id: str) -> int:
         """The index of the last write of ``alloc_id`` other than its agent's own reports
@@ -381,6 +398,7 @@ class StateStore(Snapshot):
     def _load(self) -> None:
         index, rows = self._backend.load()
         self._index = index
+        self._loaded_index = index
         for table, _key, data in rows:
             obj = _MODELS[table].model_validate_json(data)
             self._apply_put(table, obj)
@@ -485,6 +503,7 @@ class StateStore(Snapshot):
                 t.add_usage(old, -1)
                 if old.node_id != alloc.node_id:
                     node_allocs_del.setdefault(old.node_id, set()).add(alloc.id)
+                    self._node_removal_index[old.node_id] = txn.index
             t.add_usage(alloc, 1)
             t.allocs[alloc.id] = alloc
             job_allocs.setdefault(_job_key(alloc.namespace, alloc.job_id), set()).add(alloc.id)
@@ -501,6 +520,7 @@ class StateStore(Snapshot):
                 job_allocs_del.setdefault(_job_key(old.namespace, old.job_id), set()).add(old.id)
                 node_allocs_del.setdefault(old.node_id, set()).add(old.id)
                 self._node_alloc_index[old.node_id] = txn.index
+                self._node_removal_index[old.node_id] = txn.index
                 self._wake_node(old.node_id)
         for key in job_allocs.keys() | job_allocs_del.keys():
             cur = t.allocs_by_job.get(key, frozenset())

@@ -96,7 +96,8 @@ async def test_delta_sync_answers_only_what_changed(api: tuple[Server, AsyncClie
     await client.update_allocs(node.id, [running(a) for a in allocs])
     same = await client.node_sync(node.id, since=full.index)
     assert same.allocations == [] and same.jobs == {}
-    assert same.alloc_indexes == full.alloc_indexes
+    # nothing left the node: the ids that stayed are not listed again, only counted
+    assert same.alloc_indexes == {} and same.alloc_count == 2
 
     # new allocations come alone, without the spec the agent holds
     new = {a.id for a in place(server, mock_job("api", count=2))}
@@ -114,7 +115,8 @@ async def test_delta_sync_answers_only_what_changed(api: tuple[Server, AsyncClie
         node.id, since=full.index, have=[f"web@0@{web_index}", "api@0@1"]
     )
     assert set(stale.jobs) == {"api@0"} and stale.job_indexes == {"api@0": api_index}
-    assert delta.alloc_indexes is not None and set(delta.alloc_indexes) == ids | new
+    assert delta.alloc_indexes is not None and set(delta.alloc_indexes) == new
+    assert delta.alloc_count == 4
     # asked without `have`, only the spec of what changed comes along
     again = await client.node_sync(node.id, since=full.index, have=[f"web@0@{web_index}"])
     assert set(again.jobs) == {"api@0"}
@@ -122,6 +124,16 @@ async def test_delta_sync_answers_only_what_changed(api: tuple[Server, AsyncClie
     # an index from another history (ahead of this store's) answers everything
     reset = await client.node_sync(node.id, since=delta.index + 1000)
     assert {a.id for a in reset.allocations} == ids | new
+
+    # once an allocation left the node, every id is listed again (so the removal shows)
+    gone = next(iter(ids))
+    txn = server.store.txn()
+    txn.delete_alloc(gone)
+    server.store.commit(txn)
+    after = await client.node_sync(node.id, since=delta.index)
+    assert after.alloc_count is None and after.alloc_indexes is not None
+    assert set(after.alloc_indexes) == (ids | new) - {gone}
+    assert after.allocations == []
 
 
 async def test_delta_sync_after_server_restart(tmp_path: Path) -> None:
@@ -227,3 +239,37 @@ async def test_a_job_purged_and_registered_again_runs_its_new_spec(cluster: Clus
     (alloc,) = await cluster.until(lambda: cluster.running("web"), what="the second job running")
     runner = agent.runners[alloc.id]
     assert runner.machine.spec.groups["g"].tasks["t"].env == {"V": "new"}
+
+
+async def test_agent_fast_routes_answer_as_the_fastapi_ones(tmp_path: Path) -> None:
+    """The plain routes for agents' syncs and reports answer what the FastAPI routes would,
+    and hand what they do not parse plainly to them (same errors as before)."""
+    store = StateStore(SqliteBackend(tmp_path / "state.db"))
+    server = Server(store, ServerConfig(heartbeat_ttl=10, heartbeat_grace=10))
+    app = create_app(server)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium")
+    try:
+        node = add_node(server)
+        allocs = place(server, mock_job("web", count=2))
+        url = f"/v1/client/node/{node.id}/allocations"
+        fast = await http.get(url, params={"since": "0"})
+        assert fast.status_code == 200 and fast.headers["X-Podium-Index"]
+        assert set(fast.json()["alloc_indexes"]) == {a.id for a in allocs}
+        for odd in ("index=abc", "index=1&wait=bogus"):
+            res = await http.get(f"{url}?{odd}")
+            assert res.status_code == 400, (odd, res.text)
+        for handed_on in ("since=-1", "since=9&since=0"):  # FastAPI's reading: the last one
+            res = await http.get(f"{url}?{handed_on}")
+            assert res.status_code == 200 and len(res.json()["allocations"]) == 2, handed_on
+        body = {"node_id": node.id, "updates": [running(allocs[0]).model_dump(mode="json")]}
+        ok = await http.post("/v1/client/allocations", json=body)
+        assert ok.status_code == 200 and ok.json()["index"] > 0
+        assert store.alloc(allocs[0].id).client_status == "running"  # type: ignore[union-attr]
+        bad = await http.post("/v1/client/allocations", json={"node_id": node.id})
+        assert bad.status_code == 400 and "updates" in bad.json()["error"]
+        paths = app.openapi()["paths"]
+        assert "/v1/client/allocations" in paths and url.replace(node.id, "{node_id}") in paths
+    finally:
+        await http.aclose()
+        await server.stop()
+        store.close()

@@ -130,3 +130,16 @@ def test_node_shapes_make_classes_and_racks() -> None:
     shapes = node_shapes(100, 4)
     assert len({(s.cpu, s.memory) for s in shapes}) == 4
     assert len({s.meta["rack"] for s in shapes}) == 10
+
+
+def test_agents_in_worker_processes_over_http() -> None:
+    """``--agent-procs``: the agents run in two worker processes over real HTTP; the
+    server's RSS is its own and the workers' is reported apart."""
+    result = simulate(
+        SimConfig(nodes=50, jobs=2, count=1000, store="memory", agent_procs=2, timeout=120)
+    )
+    assert result.problems == []
+    f = result.figures
+    assert f["placements"] == 2_000 and f["agent_procs"] == 2
+    assert f["agents_rss_mb"] is not None and f["agents_rss_mb"] > 0
+    assert f["server_rss_mb"] > 0 and f["api_p99_ms"] is not None

@@ -1,0 +1,130 @@
+"""A worker process of simulated agents (``podium sim --agent-procs N``).
+
+    python -m podium.sim.agents http://127.0.0.1:PORT --nodes 5000 --first 0 --count 2500
+
+Runs agents ``first`` .. ``first + count - 1`` of the cluster's node shapes (the
+same shapes :func:`podium.sim.nodes.node_shapes` gives the in-process mode) and
+talks to the server over real HTTP on loopback: one shared SDK client whose
+connection pool has no limit, since every agent holds a blocking query.  It
+prints ``ready`` once its agents are started, and when its stdin closes it
+stops them and prints one JSON line (its peak RSS).  Its agents log errors only
+(``PODIUM_SIM_AGENT_LOG=WARNING`` for more, on its stderr).
+
+A process of its own, so the server's process keeps a core (and its RSS) to
+itself, and agents' work (HTTP clients, runners, task state machines) is
+measured apart from the server's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import ssl
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import psutil
+
+from podium.agent.config import AgentSettings
+from podium.client import AsyncClient
+from podium.sim.nodes import SimAgent, SimDriver, no_failed_imports, node_shapes, raise_fd_limit
+
+SYNC_WAIT = 300.0
+"""Seconds an agent's blocking query waits (the server caps it at its MAX_WAIT)."""
+
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def http_client(address: str, ssl_context: ssl.SSLContext) -> AsyncClient:
+    """One agent's SDK client over real HTTP: its own small connection pool (a held
+    blocking query, a heartbeat, a report at most at once), connections kept while idle.
+
+    One pool per agent, not one shared by thousands: httpcore's pool scans every
+    connection (a poll(2) each to see whether an idle one has expired) on every request
+    and release, which with a few thousand held connections in one pool took the
+    worker's whole core (profiled)."""
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=None, keepalive_expiry=SYNC_WAIT * 2
+    )
+    transport = httpx.AsyncHTTPTransport(limits=limits, retries=1, verify=ssl_context)
+    return AsyncClient(address, transport=transport, timeout=SYNC_WAIT + 60.0)
+
+
+async def run_agents(args: argparse.Namespace) -> dict[str, float]:
+    proc = psutil.Process()
+    ssl_context = httpx.create_ssl_context()  # one, not one per agent (loading CAs)
+    driver = SimDriver(args.fail_rate, args.fail_within, args.seed * 1_000 + args.first)
+    shapes = node_shapes(args.nodes, args.node_classes, args.seed)[
+        args.first : args.first + args.count
+    ]
+    data_dir = Path(args.data_dir or tempfile.gettempdir()) / "agents"
+    agents: list[SimAgent] = []
+    peak = 0
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()
+        loop.call_soon_threadsafe(closed.set)
+
+    loop.run_in_executor(None, watch_stdin)
+    try:
+        for i, shape in enumerate(shapes):
+            settings = AgentSettings(
+                data_dir=str(data_dir),
+                servers=[args.address],
+                name=shape.name,
+                alloc_dirs=False,
+                log_rotate_interval=1e9,
+                sync_wait=SYNC_WAIT,
+            )
+            agent = SimAgent(shape, settings, http_client(args.address, ssl_context), driver)
+            await agent.start(http_addr="")
+            agents.append(agent)
+            if i % 250 == 249:
+                await asyncio.sleep(0.01)  # let the first ones register meanwhile
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        while not closed.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            try:
+                async with asyncio.timeout(0.5):
+                    await closed.wait()
+            except TimeoutError:
+                pass
+        peak = max(peak, proc.memory_info().rss)
+    finally:
+        await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
+        await asyncio.gather(*(a.client.aclose() for a in agents), return_exceptions=True)
+    return {"agents": len(agents), "rss_mb": round(peak / 2**20, 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="simulated agents for podium sim")
+    parser.add_argument("address")
+    parser.add_argument("--nodes", type=int, required=True, help="nodes in the whole cluster")
+    parser.add_argument("--first", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--node-classes", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--fail-within", type=float, default=5.0)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PODIUM_SIM_AGENT_LOG", "ERROR"))
+    raise_fd_limit()
+    no_failed_imports()
+    gc.set_threshold(*GC_THRESHOLD)
+    figures = asyncio.run(run_agents(args))
+    sys.stdout.write(json.dumps(figures) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
