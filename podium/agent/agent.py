@@ -68,6 +68,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
+HAVE_LIMIT = 16_000
+"""Characters of ``have`` a sync may carry (httpx refuses queries over 64 KiB)."""
+
 PERSIST_DELAY = 0.05
 START_CONCURRENCY = 32
 """Tasks being started at once.  A burst of 1,000 starts then proceeds in waves,
@@ -289,7 +292,7 @@ class Agent:
                     index=index,
                     wait=self.settings.sync_wait,
                     since=since,
-                    have=[f"{k}@{self._spec_indexes.get(k, 0)}" for k in self._specs],
+                    have=self._have(),
                 )
                 backoff = 0.2
             except asyncio.CancelledError:
@@ -415,11 +418,27 @@ class Agent:
         # Looked at only when runners may have let go of one (every runner, every sync,
         # would make a busy node's syncs cost what it already runs).
         if len(specs) > self._specs_kept:
-            used = {f"{r.alloc.job_id}@{r.alloc.job_version}" for r in self.runners.values()}
+            used = {
+                f"{r.alloc.job_id}@{r.alloc.job_version}"
+                for r in self.runners.values()
+                if not r.machine.terminal()  # a runner keeps its own spec; the cache is for new ones
+            }
             for key in specs.keys() - used:
                 del specs[key]
                 self._spec_indexes.pop(key, None)
             self._specs_kept = 2 * len(specs) + 16
+
+    def _have(self) -> list[str]:
+        """The cached specs to name in a sync's ``have`` (``job@version@index``).
+
+        It travels in the query string, so it is kept short: the specs of running
+        allocations only (the cache drops the others), and nothing at all past
+        ``HAVE_LIMIT`` characters (the server then sends the specs of whatever changed:
+        more bytes, never a wrong or missing spec)."""
+        keys = [f"{k}@{self._spec_indexes.get(k, 0)}" for k in self._specs]
+        if sum(len(k) + 1 for k in keys) > HAVE_LIMIT:
+            return []
+        return keys
 
     async def _recover(self) -> None:
         for stored in self.state.load():

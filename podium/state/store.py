@@ -362,8 +362,10 @@ class StateStore(Snapshot):
         return max((self._table_index[t] for t in tables), default=self._index)
 
     def node_alloc_index(self, node_id: str) -> int:
-        """The last index at which an allocation on ``node_id`` changed."""
-        return self._node_alloc_index.get(node_id, 0)
+        """The last index at which an allocation on ``node_id`` changed (after a restart,
+        at least the loaded index: a node whose allocations were all deleted before it
+        has no stamp left, yet its agent must hear that they are gone)."""
+        return self._node_alloc_index.get(node_id, self._loaded_index)
 
     def node_removal_index(self, node_id: str) -> int:
         """The last index at which an allocation left ``node_id`` (after a restart, at

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from podium.agent.agent import Agent
+from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
+from podium.drivers.mock import MockDriver
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -273,3 +277,103 @@ async def test_agent_fast_routes_answer_as_the_fastapi_ones(tmp_path: Path) -> N
         await http.aclose()
         await server.stop()
         store.close()
+
+
+# -- a node whose allocations were all collected while its agent was away ------------------
+
+
+class Switch:
+    """An ASGI app that can be swapped (server restart) or cut off (agent away)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.down = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.down and scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"away"})
+            return
+        await self.app(scope, receive, send)
+
+
+async def _until(pred: Any, timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out: {what}")
+
+
+async def test_alloc_gced_while_agent_away_then_server_restart(tmp_path: Path) -> None:
+    """The node's allocations were all collected while its agent was cut off; the server
+    restarts; the agent comes back.  It must stop what it still runs."""
+    db = tmp_path / "state.db"
+    store = StateStore(SqliteBackend(db))
+    server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
+    await server.start()
+    switch = Switch(create_app(server))
+    client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=switch), timeout=5)
+    agent = Agent(
+        AgentSettings(
+            data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1", sync_wait=0.5
+        ),
+        client,
+        drivers={"mock": MockDriver()},
+    )
+    await agent.start(http_addr="")
+    try:
+        async with asyncio.timeout(5):
+            await agent.registered.wait()
+        await client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
+        await _until(lambda: agent.runners, what="runner")
+        (alloc_id,) = list(agent.runners)
+        await asyncio.sleep(0.5)
+        # the agent is cut off; meanwhile the allocation is collected (GC of a lost /
+        # stopped allocation), and the server restarts
+        switch.down = True
+        await asyncio.sleep(1.5)  # the in-flight blocking query ends first
+        txn = store.txn()
+        txn.delete_alloc(alloc_id)
+        store.commit(txn)
+        store.release_waiters()
+        await server.stop()
+        store.close()
+        store = StateStore(SqliteBackend(db))
+        server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
+        await server.start()
+        switch.app = create_app(server)
+        switch.down = False
+        # several sync rounds (sync_wait=0.5s)
+        await asyncio.sleep(4)
+        runner = agent.runners.get(alloc_id)
+        assert runner is None, f"agent still runs {alloc_id} (terminal={runner.machine.terminal()})"
+    finally:
+        await agent.stop_all_tasks(timeout=1)
+        await agent.stop()
+        await client.aclose()
+        store.release_waiters()
+        await server.stop()
+        store.close()
+
+
+def test_have_stays_short_enough_for_a_query_string(tmp_path: Path) -> None:
+    from podium.agent import agent as agent_mod
+
+    agent = Agent(
+        AgentSettings(data_dir=str(tmp_path / "agent"), servers=["http://podium"]),
+        None,  # type: ignore[arg-type]  # never started
+        drivers={"mock": MockDriver()},
+    )
+    spec = JobSpec.model_validate(mock_job("web"))
+    for i in range(100):
+        agent._specs[f"job-{i}@0"] = spec
+        agent._spec_indexes[f"job-{i}@0"] = 1000 + i
+    assert len(agent._have()) == 100 and "job-7@0@1007" in agent._have()
+    for i in range(100, 2000):
+        agent._specs[f"job-with-a-long-name-{i}@0"] = spec
+    assert sum(len(k) for k in agent._specs) > agent_mod.HAVE_LIMIT
+    assert agent._have() == []  # the server then sends the specs of what changed
+    agent.state.close()
