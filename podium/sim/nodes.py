@@ -7,6 +7,7 @@ scheduler's computed node classes have real work to do.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import random
 import resource
@@ -19,9 +20,10 @@ from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.agent.localstate import LocalState, StoredAlloc
 from podium.client import AsyncClient
-from podium.drivers.base import TaskContext, TaskHandle
-from podium.drivers.mock import MockDriver
-from podium.models import DriverInfo, Node, NodeResources
+from podium.drivers.base import ExitResult, TaskContext, TaskHandle
+from podium.drivers.mock import MockDriver, _Run
+from podium.models import Allocation, DriverInfo, JobSpec, Node, NodeResources
+from podium.state.compact import _intern, _share_fields_set, compact_alloc
 
 MHZ_PER_CORE = 2500
 SHAPES: list[tuple[int, int]] = [
@@ -37,6 +39,10 @@ SHAPES: list[tuple[int, int]] = [
 """(cores, memory MB) of each node class, in the order classes are added."""
 
 RACKS = 10
+
+NO_TIMER_AFTER = 3600.0
+"""A simulated task that runs longer than this (``run_for`` 0 is a day) gets no timer: a
+simulation ends long before it would fire, and a million armed timers are ~0.4 GB."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,22 @@ class SimDriver(MockDriver):
             self._arm(handle, delay)
         return handle
 
+    async def wait(self, handle: TaskHandle) -> ExitResult:
+        """The run's future itself, not shielded: a runner's waiter is cancelled only when
+        the simulated agent stops or forgets the task, and a shield per running task (an
+        outer future and two callbacks) was ~0.8 KB of each placement."""
+        return await self._run(handle).future
+
+    def _arm(self, handle: TaskHandle, delay: float) -> _Run:
+        if delay <= NO_TIMER_AFTER:
+            return super()._arm(handle, delay)
+        run = _Run(handle, asyncio.get_running_loop())  # ends only when stopped
+        old = self._runs.get(handle.task_id)
+        if old is not None and old.timer is not None:
+            old.timer.cancel()
+        self._runs[handle.task_id] = run
+        return run
+
 
 MOCK_INFO = DriverInfo(detected=True, healthy=True, description="simulated tasks, no processes")
 
@@ -150,6 +172,33 @@ class SimAgent(Agent):
             resources=NodeResources(cpu=s.cpu, memory=s.memory),
             drivers={"mock": MOCK_INFO},
         )
+
+    def apply_sync(
+        self,
+        allocs: list[Allocation],
+        jobs: dict[str, JobSpec],
+        live: set[str] | None = None,
+        *,
+        removals: bool = True,
+    ) -> None:
+        """As the agent's, with each received allocation compacted first (shared field
+        sets, resources, short strings and ids, as the store keeps its own): the agent
+        never mutates an allocation it received, and thousands of simulated agents in
+        one process hold one per placement."""
+        for alloc in allocs:
+            compact_alloc(alloc)
+            # ids a node's allocations share (its node, a job, a plan's evaluation)
+            _intern(alloc.__dict__, "node_id", "node_name", "job_id", "eval_id", "deployment_id")
+        super().apply_sync(allocs, jobs, live, removals=removals)
+
+    def mark_dirty(self, runner: Any) -> None:
+        """As the agent's, sharing the field sets and short strings of the runner's task
+        events (never changed once made) before they wait for the report."""
+        for track in runner.machine.tasks.values():
+            for event in track.state.events:
+                _share_fields_set(event)
+                _intern(event.__dict__, "type", "message")
+        super().mark_dirty(runner)
 
     def mark_persist(self, runner: Any) -> None:
         """Nothing to persist: a simulated agent never restarts."""
