@@ -272,6 +272,16 @@ class LogConfig(Spec):
 _SIGNALS = {s.name for s in signal.Signals}
 
 
+def signal_name(value: str, examples: str) -> str:
+    """``value`` as a signal's canonical name (``hup`` → ``SIGHUP``), or ValueError."""
+    name = value.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in _SIGNALS:
+        raise ValueError(f"{value!r} is not a signal name ({examples})")
+    return name
+
+
 class Check(Spec):
     """A health check of a service instance, run by the agent on its node.
 
@@ -426,14 +436,7 @@ class Template(Spec):
     @field_validator("change_signal")
     @classmethod
     def _signal(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        name = v.upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        if name not in _SIGNALS:
-            raise ValueError(f"{v!r} is not a signal name (such as SIGHUP, SIGUSR1)")
-        return name
+        return None if v is None else signal_name(v, "such as SIGHUP, SIGUSR1")
 
     @model_validator(mode="after")
     def _one_source(self) -> Template:
@@ -466,12 +469,7 @@ class Task(Spec):
     @field_validator("kill_signal")
     @classmethod
     def _signal(cls, v: str) -> str:
-        name = v.upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        if name not in _SIGNALS:
-            raise ValueError(f"{v!r} is not a signal name (such as SIGTERM, SIGINT, SIGQUIT)")
-        return name
+        return signal_name(v, "such as SIGTERM, SIGINT, SIGQUIT")
 
     @field_validator("env")
     @classmethod

@@ -44,7 +44,7 @@ from podium.models import (
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 from podium.server import catalog
-from podium.server.core import Server
+from podium.server.core import RegisterResult, Server
 from podium.server.keyring import KeyringError
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
@@ -132,6 +132,22 @@ def _json(value: Any, tp: Any, index: int, status: int = 200) -> Response:
         media_type="application/json",
         status_code=status,
         headers={INDEX_HEADER: str(index)},
+    )
+
+
+def _registered(r: RegisterResult) -> Response:
+    """The answer of a registration (a job file, or a revert)."""
+    return _json(
+        {
+            "eval_id": r.eval_id,
+            "version": r.version,
+            "job_modify_index": r.job_modify_index,
+            "index": r.index,
+            "changed": r.changed,
+            "warnings": r.warnings,
+        },
+        dict[str, Any],
+        r.index,
     )
 
 
@@ -337,18 +353,7 @@ def create_app(server: Server) -> FastAPI:
     async def register_job(body: JobRegisterRequest) -> Response:
         spec = validate_job_dict(body.job)
         r = server.register_job(spec, body.check_index)
-        return _json(
-            {
-                "eval_id": r.eval_id,
-                "version": r.version,
-                "job_modify_index": r.job_modify_index,
-                "index": r.index,
-                "changed": r.changed,
-                "warnings": r.warnings,
-            },
-            dict[str, Any],
-            r.index,
-        )
+        return _registered(r)
 
     @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobListItem])
     async def list_jobs(
@@ -435,18 +440,7 @@ def create_app(server: Server) -> FastAPI:
         except NotFound as exc:
             versions = [v.version for v in store.job_versions(job.id, job.namespace)]
             return _error(404, str(exc), versions=versions)
-        return _json(
-            {
-                "eval_id": r.eval_id,
-                "version": r.version,
-                "job_modify_index": r.job_modify_index,
-                "index": r.index,
-                "changed": r.changed,
-                "warnings": r.warnings,
-            },
-            dict[str, Any],
-            r.index,
-        )
+        return _registered(r)
 
     # ---------------------------------------------------------------- allocations
     @app.get("/v1/allocations", tags=["allocations"], response_model=list[Allocation])
