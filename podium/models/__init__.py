@@ -56,7 +56,7 @@ from podium.models.node import (
 )
 from podium.models.plan import AllocStop, GroupChanges, Plan, PlanResult, SchedulerResult
 from podium.models.service import ServiceRegistration, ServiceSummary, registration_id
-from podium.models.state import Job, JobStatus, JobVersion
+from podium.models.state import Job, JobStatus, JobVersion, next_job
 from podium.models.taskconfig import DRIVER_CONFIGS, ExecConfig, MockConfig, parse_config
 from podium.models.variable import (
     EncryptedVariable,
@@ -130,6 +130,7 @@ __all__ = [
     "VariableMetadata",
     "check_var_path",
     "format_duration",
+    "next_job",
     "parse_config",
     "parse_duration",
     "registration_id",

@@ -150,6 +150,11 @@ class Allocation(BaseModel):
         """Neither running nor going to: stopped by the server or finished on the node."""
         return self.desired_status == DesiredStatus.STOP or self.client_status.terminal
 
+    def health(self) -> bool | None:
+        """The agent's deployment-health verdict: True, False, or None (not judged yet)."""
+        ds = self.deployment_status
+        return ds.healthy if ds is not None else None
+
     def client_terminal(self) -> bool:
         return self.client_status.terminal
 

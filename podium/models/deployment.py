@@ -41,12 +41,6 @@ class DeploymentGroup(BaseModel):
     healthy_allocs: int = 0
     unhealthy_allocs: int = 0
 
-    def done(self) -> bool:
-        """Every wanted instance of the new version is healthy (and canaries promoted)."""
-        if self.desired_canaries and not self.promoted:
-            return False
-        return self.healthy_allocs >= self.desired_total
-
 
 class Deployment(BaseModel):
     model_config = ConfigDict(extra="ignore")

@@ -50,3 +50,28 @@ class JobVersion(BaseModel):
     """Why this version exists when it is not a plain registration ("reverted to version 3")."""
     stable: bool = False
     """Deployed successfully (every instance healthy): what auto_revert goes back to."""
+
+
+def next_job(spec: JobSpec, current: Job | None, index: int, now: float) -> tuple[Job, bool]:
+    """The job as registering ``spec`` over ``current`` at ``index`` stores it, and
+    whether that is a new version (the spec changed, or the job was stopped)."""
+    changed = current is None or current.stop or current.spec != spec
+    if current is None:
+        version = 0
+        create_index = index
+    else:
+        version = current.version + 1 if changed else current.version
+        create_index = current.create_index
+    job = Job(
+        id=spec.job,
+        version=version,
+        type=spec.type.value,
+        priority=spec.priority,
+        stop=False,
+        spec=spec,
+        submit_time=now if changed else (current.submit_time if current else now),
+        create_index=create_index,
+        modify_index=index,
+        job_modify_index=index if changed or current is None else current.job_modify_index,
+    )
+    return job, changed

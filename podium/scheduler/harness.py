@@ -45,6 +45,7 @@ from podium.models import (
     SchedulerResult,
     Task,
     TriggeredBy,
+    next_job,
 )
 from podium.scheduler import schedule
 from podium.scheduler.reconcile import instance_name
@@ -372,21 +373,9 @@ class Harness:
         old = self._jobs.get(key)
         if old is not None and old.spec == spec and not old.stop:
             return old
-        index = self._bump()
-        version = 0 if old is None else old.version + 1
-        job = Job(
-            id=spec.id,
-            version=version,
-            type=spec.type.value,
-            priority=spec.priority,
-            spec=spec,
-            submit_time=now,
-            create_index=index if old is None else old.create_index,
-            modify_index=index,
-            job_modify_index=index,
-        )
+        job, _ = next_job(spec, old, self._bump(), now)
         self._jobs[key] = job
-        self._versions[("default", spec.id, version)] = spec
+        self._versions[("default", spec.id, job.version)] = spec
         return job
 
     def stop_job(self, job_id: str) -> Job:

@@ -220,9 +220,9 @@ def alloc_healthy(alloc: Allocation, group: Group | None = None) -> bool:
     healthy while it runs, unless its group declares checks that have not reported."""
     if alloc.client_status != ClientStatus.RUNNING:
         return False
-    ds = alloc.deployment_status
-    if ds is not None and ds.healthy is not None:
-        return ds.healthy
+    verdict = alloc.health()
+    if verdict is not None:
+        return verdict
     if alloc.checks:
         return all(c.status == CheckStatus.PASSING for c in alloc.checks.values())
     if group is None:
@@ -240,15 +240,6 @@ def _has_healthcheck(config: dict[str, object]) -> bool:
         return False
     test = hc.get("test")
     return test not in (None, "NONE", ["NONE"], [])
-
-
-def _verdict(alloc: Allocation) -> bool | None:
-    ds = alloc.deployment_status
-    return ds.healthy if ds is not None else None
-
-
-def _healthy_verdict(alloc: Allocation) -> bool:
-    return _verdict(alloc) is True
 
 
 def _is_canary_of(alloc: Allocation, deployment: Deployment) -> bool:
@@ -415,14 +406,6 @@ class Reconciler:
             self._in_place[key] = ok
         return ok
 
-    def _destructive_now(self, candidates: list[Allocation]) -> list[Allocation]:
-        """Which outdated allocations to replace in this plan: all of them, for now.
-
-        This is the seam for rolling updates: an ``update`` block's
-        ``max_parallel`` (and a deployment's health gates) will cut this list
-        down; the rest stay running on their old version until a later eval.
-        """
-        return candidates
 
     # -- one group ---------------------------------------------------------
 
@@ -543,7 +526,7 @@ class Reconciler:
             else:
                 failed.append(alloc)
 
-        replace_now = self._destructive_now(outdated)
+        replace_now = outdated  # without a deployment: every one, now
         if dep is not None and dep_group is not None and strategy is not None:
             replace_now = self._gate(
                 name, dep, dep_group, strategy, outdated, canaries, all_allocs, placements, ch
@@ -635,11 +618,11 @@ class Reconciler:
             for a in all_allocs
             if not a.terminal()
             and (
-                (a.deployment_id == dep.id and not _healthy_verdict(a))
+                (a.deployment_id == dep.id and a.health() is not True)
                 or (
                     a.deployment_id is not None
                     and a.job_version == dep.job_version
-                    and _verdict(a) is None
+                    and a.health() is None
                 )
             )
         )

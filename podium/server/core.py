@@ -34,6 +34,7 @@ from podium.models import (
     Node,
     NodeStatus,
     TriggeredBy,
+    next_job,
 )
 from podium.models.diff import spec_diff
 from podium.models.views import JobPlanResult
@@ -114,31 +115,6 @@ def _check_index(job_id: str, current: Job | None, check_index: int) -> None:
     else:
         why = f"job {job_id} changed since index {check_index} (now {have})"
     raise Conflict(f"{why}: run podium job plan again")
-
-
-def _next_job(spec: JobSpec, current: Job | None, index: int, now: float) -> tuple[Job, bool]:
-    """The job as registering ``spec`` over ``current`` at ``index`` stores it, and
-    whether that is a new version (the spec changed, or the job was stopped)."""
-    changed = current is None or current.stop or current.spec != spec
-    if current is None:
-        version = 0
-        create_index = index
-    else:
-        version = current.version + 1 if changed else current.version
-        create_index = current.create_index
-    job = Job(
-        id=spec.job,
-        version=version,
-        type=spec.type.value,
-        priority=spec.priority,
-        stop=False,
-        spec=spec,
-        submit_time=now if changed else (current.submit_time if current else now),
-        create_index=create_index,
-        modify_index=index,
-        job_modify_index=index if changed or current is None else current.job_modify_index,
-    )
-    return job, changed
 
 
 @dataclass
@@ -234,7 +210,7 @@ class Server:
         if check_index is not None:
             _check_index(spec.job, current, check_index)
         txn = store.txn()
-        job, changed = _next_job(spec, current, txn.index, now)
+        job, changed = next_job(spec, current, txn.index, now)
         version, job_modify_index = job.version, job.job_modify_index
         txn.put_job(job)
         if changed:
@@ -269,7 +245,7 @@ class Server:
         snap = self.store.snapshot()
         now = self.clock()
         current = snap.job(spec.job)
-        candidate, _ = _next_job(spec, current, snap.index + 1, now)
+        candidate, _ = next_job(spec, current, snap.index + 1, now)
         ev = self._new_eval(candidate, TriggeredBy.JOB_REGISTER, snap.index + 1, now)
         return jobplan.plan_job(snap, current, candidate, ev, now, new_id=new_id, diff=diff)
 

@@ -68,11 +68,6 @@ class Outcome:
         self.reverts.extend(other.reverts)
 
 
-def _healthy(alloc: Allocation) -> bool | None:
-    ds = alloc.deployment_status
-    return ds.healthy if ds is not None else None
-
-
 class DeploymentWatcher:
     def __init__(self, store: StateStore, new_eval: NewEval) -> None:
         self._store = store
@@ -124,16 +119,16 @@ class DeploymentWatcher:
         for name, group in new.groups.items():
             mine = [a for a in allocs if a.group == name and a.deployment_id == dep.id]
             healthy = [
-                a for a in mine if a.desired_status == DesiredStatus.RUN and _healthy(a) is True
+                a for a in mine if a.desired_status == DesiredStatus.RUN and a.health() is True
             ]
             unhealthy = [
                 a
                 for a in mine
-                if _healthy(a) is False
+                if a.health() is False
                 or (
                     a.client_status == ClientStatus.FAILED
                     and a.desired_status == DesiredStatus.RUN
-                    and _healthy(a) is None
+                    and a.health() is None
                 )
             ]
             if len(healthy) > group.healthy_allocs:
@@ -211,9 +206,9 @@ class DeploymentWatcher:
         for a in live:
             if a.job_version != dep.job_version:
                 return False
-            if a.deployment_id == dep.id and _healthy(a) is not True:
+            if a.deployment_id == dep.id and a.health() is not True:
                 return False
-            if a.deployment_id is not None and _healthy(a) is None:
+            if a.deployment_id is not None and a.health() is None:
                 # placed by a deployment this one cancelled and updated in place since:
                 # its verdict is still to come
                 return False
