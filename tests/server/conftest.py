@@ -157,3 +157,13 @@ def mock_job(
     if reschedule:
         group["reschedule"] = reschedule
     return {"job": job_id, "type": job_type, "groups": {"g": group}}
+
+
+def place(server: Server, spec: dict[str, Any]) -> list[Allocation]:
+    """Register ``spec`` and run its evaluation on a server whose loops are not started;
+    the job's live allocations."""
+    result = server.register_job(JobSpec.model_validate(spec))
+    ev = server.store.evaluation(result.eval_id)
+    assert ev is not None
+    server.process_eval(ev)
+    return [a for a in server.store.allocs_by_job(spec["job"]) if not a.terminal()]

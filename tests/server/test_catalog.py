@@ -39,7 +39,7 @@ from podium.server.core import Server, ServerConfig
 from podium.state import StateStore
 from podium.state.store import SERVICES
 
-from .conftest import Cluster
+from .conftest import Cluster, place
 
 
 class Clock:
@@ -106,14 +106,6 @@ def add_node(server: Server, name: str = "n1", addr: str = "10.0.0.5") -> Node:
     )
     server.register_node(node)
     return node
-
-
-def place(server: Server, spec: dict[str, Any]) -> list[Allocation]:
-    result = server.register_job(JobSpec.model_validate(spec))
-    ev = server.store.evaluation(result.eval_id)
-    assert ev is not None
-    server.process_eval(ev)
-    return [a for a in server.store.allocs_by_job(spec["job"]) if not a.terminal()]
 
 
 def running(

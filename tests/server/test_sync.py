@@ -37,7 +37,7 @@ from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.state import SqliteBackend, StateStore
 
-from .conftest import Cluster, mock_job
+from .conftest import Cluster, mock_job, place
 
 
 def add_node(server: Server, name: str = "n1") -> Node:
@@ -49,14 +49,6 @@ def add_node(server: Server, name: str = "n1") -> Node:
     )
     server.register_node(node)
     return node
-
-
-def place(server: Server, spec: dict[str, Any]) -> list[Allocation]:
-    result = server.register_job(JobSpec.model_validate(spec))
-    ev = server.store.evaluation(result.eval_id)
-    assert ev is not None
-    server.process_eval(ev)
-    return [a for a in server.store.allocs_by_job(spec["job"]) if not a.terminal()]
 
 
 def running(alloc: Allocation) -> AllocClientUpdate:
