@@ -50,6 +50,19 @@ def _job(
     }
 
 
+async def _healthy_canary(cluster: Cluster, version: int = 1) -> Any:
+    """Version ``version``'s deployment once its one canary is healthy."""
+    return await cluster.until(
+        lambda: (
+            (d := cluster.store.latest_deployment("web")) is not None
+            and d.job_version == version
+            and d.groups["g"].healthy_allocs == 1
+            and d
+        ),
+        what="a healthy canary",
+    )
+
+
 def _versions(cluster: Cluster) -> list[str]:
     out = []
     for a in cluster.running("web"):
@@ -119,15 +132,7 @@ async def test_canary_promote_rolls_the_rest(cluster: Cluster) -> None:
     await cluster.run(_job("1", canary=1))
     await _deployed(cluster, 0, DeploymentStatus.SUCCESSFUL)
     await cluster.run(_job("2", canary=1))
-    dep = await cluster.until(
-        lambda: (
-            (d := cluster.store.latest_deployment("web")) is not None
-            and d.job_version == 1
-            and d.groups["g"].healthy_allocs == 1
-            and d
-        ),
-        what="a healthy canary",
-    )
+    dep = await _healthy_canary(cluster)
     assert _versions(cluster) == ["1", "1", "1", "2"]  # the canary beside the old three
     assert dep.status == DeploymentStatus.RUNNING
     await cluster.client.promote_deployment(dep.id[:8])
@@ -206,15 +211,7 @@ async def test_healthy_canaries_wait_for_a_person_past_the_progress_deadline(
     await cluster.run(_job("1", **quick))
     await _deployed(cluster, 0, DeploymentStatus.SUCCESSFUL)
     await cluster.run(_job("2", **quick))
-    dep = await cluster.until(
-        lambda: (
-            (d := cluster.store.latest_deployment("web")) is not None
-            and d.job_version == 1
-            and d.groups["g"].healthy_allocs == 1
-            and d
-        ),
-        what="a healthy canary",
-    )
+    dep = await _healthy_canary(cluster)
     await asyncio.sleep(1.5)  # past the progress deadline
     cluster.server.deployments_tick()
     waiting = cluster.store.deployment(dep.id)
