@@ -219,3 +219,16 @@ DRIVER_CONFIGS: dict[str, type[DriverConfig]] = {
 def parse_config(driver: str, config: dict[str, Any]) -> DriverConfig:
     """Validate ``config`` for ``driver``; raises KeyError for an unknown driver."""
     return DRIVER_CONFIGS[driver].model_validate(config)
+
+
+def declares_health(driver: str, config: dict[str, Any]) -> bool:
+    """Whether a task's driver keeps a health verdict of its own: a docker task with a
+    HEALTHCHECK (its own ``test``, or the image's when ``test`` is empty) not turned off
+    with ``["NONE"]``.  Its agent reports that verdict as a check once the task runs."""
+    if driver != "docker" or not isinstance(config.get("healthcheck"), dict):
+        return False
+    try:
+        check = DockerHealthcheck.model_validate(config["healthcheck"])
+    except ValueError:
+        return False
+    return check.test != ["NONE"]

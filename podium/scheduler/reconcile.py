@@ -69,6 +69,7 @@ from podium.models import (
     UpdateStrategy,
     tasks_changed,
 )
+from podium.models.taskconfig import declares_health
 from podium.scheduler.snapshot import Snapshot
 
 JOB_STOPPED = "job stopped"
@@ -228,18 +229,9 @@ def alloc_healthy(alloc: Allocation, group: Group | None = None) -> bool:
     if group is None:
         return True
     declares = any(s.checks for s in group.services) or any(
-        _has_healthcheck(t.config) for t in group.tasks.values()
+        declares_health(t.driver, t.config) for t in group.tasks.values()
     )
     return not declares
-
-
-def _has_healthcheck(config: dict[str, object]) -> bool:
-    """A docker task with a HEALTHCHECK of its own (``test: [NONE]`` turns one off)."""
-    hc = config.get("healthcheck")
-    if not isinstance(hc, dict):
-        return False
-    test = hc.get("test")
-    return test not in (None, "NONE", ["NONE"], [])
 
 
 def _is_canary_of(alloc: Allocation, deployment: Deployment) -> bool:

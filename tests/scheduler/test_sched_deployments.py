@@ -211,11 +211,26 @@ def test_depends_on_only_gates_the_first_placement() -> None:
 
 def test_a_disabled_healthcheck_does_not_hold_a_dependant_forever() -> None:
     h = Harness()
-    h.add_nodes(1, cpu=4000, memory=8192)
-    db = make_group(1, config={"healthcheck": {"test": ["NONE"]}})
+    h.add_nodes(1, cpu=4000, memory=8192, drivers=("docker", "mock"))
+    off = {"image": "x", "healthcheck": {"test": ["NONE"]}}
+    db = make_group(1, driver="docker", config=off)
     app = make_group(1, depends_on={"db": "healthy"})
     h.register(make_job("web", groups={"db": db, "app": app}))
     h.evaluate("web")
     h.run_pending()
     r = h.evaluate("web")
     assert [a.group for a in r.plan.placements] == ["app"]
+
+
+def test_an_images_own_healthcheck_holds_a_dependant_until_it_reports() -> None:
+    h = Harness()
+    h.add_nodes(1, cpu=4000, memory=8192, drivers=("docker", "mock"))
+    own = {"image": "x", "healthcheck": {"interval": "2s"}}  # empty test: the image's
+    db = make_group(1, driver="docker", config=own)
+    app = make_group(1, depends_on={"db": "healthy"})
+    h.register(make_job("web", groups={"db": db, "app": app}))
+    h.evaluate("web")
+    h.run_pending()
+    r = h.evaluate("web")
+    assert not r.plan.placements  # running, but no health verdict yet
+    assert "waits for db to be healthy (0/1)" in r.eval_update.status_description
