@@ -398,7 +398,6 @@ class Reconciler:
             self._in_place[key] = ok
         return ok
 
-
     # -- one group ---------------------------------------------------------
 
     def _group(self, job: Job, name: str, group: Group, allocs: list[Allocation]) -> None:
