@@ -25,6 +25,8 @@ from typing import Any
 
 import uvicorn
 
+from podium import eventloop
+
 log = logging.getLogger("podium")
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:7634"
@@ -317,7 +319,7 @@ def run_agent(config: AgentConfig) -> int:
     """Blocking entry point of ``podium agent``; returns the exit status."""
     setup_logging(config.log_level)
     try:
-        asyncio.run(serve(config))
+        eventloop.run(serve(config))
     except KeyboardInterrupt:
         return 0
     except OSError as exc:

@@ -34,6 +34,7 @@ from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resourc
 from podium.agent.localstate import LocalState, StoredAlloc
 from podium.agent.runner import AllocRunner
 from podium.client import AsyncClient
+from podium.client.results import SpecCache
 from podium.drivers import builtin_drivers
 from podium.drivers.base import Driver
 from podium.drivers.logrotate import rotate_if_needed
@@ -79,6 +80,11 @@ instead of forking a thousand times before it looks at anything else."""
 
 
 class Agent:
+    shared_specs: SpecCache | None = None
+    """Parsed job specs to take a sync's specs from instead of validating them again:
+    none for a real agent (the server sends only the specs it lacks); the simulator's
+    agents share one per process (see podium.sim.nodes.SimAgent)."""
+
     def __init__(
         self,
         settings: AgentSettings,
@@ -293,6 +299,7 @@ class Agent:
                     wait=self.settings.sync_wait,
                     since=since,
                     have=self._have(),
+                    specs=self.shared_specs,
                 )
                 backoff = 0.2
             except asyncio.CancelledError:

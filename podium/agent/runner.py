@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ from podium.agent.allocrunner import (
 from podium.agent.checks import AllocChecks
 from podium.agent.health import HealthTracker
 from podium.agent.templates import TemplateManager
-from podium.drivers.base import Driver, TaskContext, TaskHandle
+from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle
 from podium.drivers.process import STATE_SUBDIR, kill_previous
 from podium.errors import DriverError
 from podium.models import Allocation, AllocHealth, CheckResult, JobSpec, parse_config
@@ -60,28 +61,86 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     return value
 
 
+class _NoChecks:
+    """The checks of an allocation that has none to run (no service checks, no driver
+    keeping a verdict of its own): one shared stand-in, not an AllocChecks per runner."""
+
+    @property
+    def running(self) -> list[str]:
+        return []
+
+    def update(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def report(self) -> dict[str, CheckResult] | None:
+        return None
+
+
+NO_CHECKS = _NoChecks()
+
+
+@functools.lru_cache(maxsize=16)
+def _allocs_root(data_dir: str) -> Path:
+    """One Path per data dir, so a runner's ``alloc_dir`` costs a single join."""
+    return Path(data_dir) / "allocs"
+
+
+def _keeps_health(driver: Driver | None) -> bool:
+    """Whether the driver keeps a health verdict of its own (see ``Driver.health``)."""
+    return driver is not None and type(driver).health is not Driver.health
+
+
 class AllocRunner:
+    """One allocation on this node.  It lives as long as the allocation runs, one per
+    placement, so what it holds is kept small: the containers of rare events (restart
+    timers, kills and cleanups) are made on first use, the template manager and the check
+    loops only for allocations that have templates or checks."""
+
     def __init__(self, agent: Agent, alloc: Allocation, spec: JobSpec) -> None:
         self.agent = agent
         self.machine = AllocStateMachine(alloc, spec)
         self.handles: dict[str, TaskHandle] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, asyncio.TimerHandle] | None = None
         self._starting: dict[str, asyncio.Task[None]] = {}
-        self._waiters: dict[str, asyncio.Task[None]] = {}
-        self._bg: set[asyncio.Task[Any]] = set()
-        self.alloc_dir = Path(agent.settings.data_dir) / "allocs" / alloc.id
+        self._waiters: dict[str, asyncio.Future[ExitResult]] = {}
+        """The exit future watched for each running task (see ``_watch``)."""
+        self._bg: set[asyncio.Task[Any]] | None = None
         self._dirs_ready = False
         self.forgotten = False
-        self.templates = TemplateManager(self, agent.client)
-        """Rendered before each start, watched while the task runs (podium.agent.templates)."""
+        self._templates: TemplateManager | None = None
         self.check_results: dict[str, CheckResult] = {}
         """The latest result of each health check (see podium.agent.checks), by name."""
-        self.checks = AllocChecks(self)
+        self.checks: AllocChecks | _NoChecks = NO_CHECKS
+        self._want_checks(spec)
         self.health = HealthTracker.for_alloc(alloc, spec, agent.clock())
         """Deployment health (None outside a deployment); see podium.agent.health."""
         self._health_timer: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- properties
+    @property
+    def templates(self) -> TemplateManager:
+        """Rendered before each start, watched while the task runs (podium.agent.templates);
+        made on first use."""
+        if self._templates is None:
+            self._templates = TemplateManager(self, self.agent.client)
+        return self._templates
+
+    def _want_checks(self, spec: JobSpec) -> None:
+        """Check loops for the group's service checks and for drivers with a verdict of their
+        own, once the spec has any (an in-place update may add them)."""
+        if self.checks is not NO_CHECKS:
+            return
+        group = spec.groups.get(self.alloc.group)
+        if group is None:
+            return
+        if any(svc.checks for svc in group.services) or any(
+            _keeps_health(self.agent.drivers.get(t.driver)) for t in group.tasks.values()
+        ):
+            self.checks = AllocChecks(self)
+
     @property
     def alloc(self) -> Allocation:
         return self.machine.alloc
@@ -89,6 +148,12 @@ class AllocRunner:
     @property
     def id(self) -> str:
         return self.machine.alloc.id
+
+    @property
+    def alloc_dir(self) -> Path:
+        """Built when asked for, not kept: a Path per runner (its parts list, a copy of the
+        id) is ~0.5 KB of every placement, and it is needed only around a start."""
+        return _allocs_root(self.agent.settings.data_dir) / self.id
 
     def task_dir(self, task: str) -> Path:
         return self.alloc_dir / task
@@ -114,6 +179,7 @@ class AllocRunner:
     def update(self, alloc: Allocation, spec: JobSpec) -> None:
         if self.health is None:
             self.health = HealthTracker.for_alloc(alloc, spec, self.now())
+        self._want_checks(spec)
         self.dispatch(AllocUpdated(self.now(), alloc, spec))
 
     def judge_health(self) -> AllocHealth | None:
@@ -137,10 +203,12 @@ class AllocRunner:
         self.checks.update()  # checks follow the tasks: off before a kill, on once running
         for ins in instructions:
             if isinstance(ins, StartTask):
-                self._spawn(self._start_task(ins.task), self._starting, ins.task)
+                self._spawn_start(ins.task)
             elif isinstance(ins, KillTask):
                 self._bg_task(self._kill_task(ins))
             elif isinstance(ins, SetTimer):
+                if self._timers is None:
+                    self._timers = {}
                 old = self._timers.pop(ins.task, None)
                 if old is not None:
                     old.cancel()
@@ -156,13 +224,17 @@ class AllocRunner:
             elif isinstance(ins, Cleanup):
                 self._bg_task(self._cleanup())
 
-    def _spawn(self, coro: Any, table: dict[str, asyncio.Task[None]], key: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        table[key] = task
-        task.add_done_callback(lambda t: table.pop(key, None) if table.get(key) is t else None)
+    def _spawn_start(self, task: str) -> None:
+        starting = asyncio.get_running_loop().create_task(self._start_task(task))
+        self._starting[task] = starting
+        starting.add_done_callback(
+            lambda t: self._starting.pop(task, None) if self._starting.get(task) is t else None
+        )
 
     def _bg_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
+        if self._bg is None:
+            self._bg = set()
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
@@ -177,9 +249,11 @@ class AllocRunner:
     def build_env(self, task: str) -> dict[str, str]:
         spec = self.machine.spec.groups[self.alloc.group].tasks[task]
         alloc = self.alloc
+        alloc_dir = self.alloc_dir
+        task_dir = str(alloc_dir / task)
         env = {
             "PATH": os.environ.get("PATH", DEFAULT_PATH),
-            "HOME": str(self.task_dir(task)),
+            "HOME": task_dir,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PODIUM_JOB_ID": alloc.job_id,
             "PODIUM_JOB_VERSION": str(alloc.job_version),
@@ -190,8 +264,8 @@ class AllocRunner:
             "PODIUM_ALLOC_INDEX": str(alloc.index),
             "PODIUM_NODE_ID": alloc.node_id,
             "PODIUM_NODE_NAME": self.agent.node_name,
-            "PODIUM_ALLOC_DIR": str(self.alloc_dir / "alloc"),
-            "PODIUM_TASK_DIR": str(self.task_dir(task)),
+            "PODIUM_ALLOC_DIR": str(alloc_dir / "alloc"),
+            "PODIUM_TASK_DIR": task_dir,
             "PODIUM_CPU_LIMIT": str(spec.resources.cpu),
             "PODIUM_MEMORY_LIMIT": str(spec.resources.memory),
         }
@@ -234,9 +308,10 @@ class AllocRunner:
         on a burst of 1,000 starts, pathlib's parents=True retries cost a third of a second)."""
         if self._dirs_ready or not self.agent.settings.alloc_dirs:
             return
-        shared = self.alloc_dir / "alloc"
-        dirs = [self.alloc_dir, shared, shared / "logs", shared / "data"]
-        dirs += [self.task_dir(t) for t in self.machine.tasks]
+        alloc_dir = self.alloc_dir
+        shared = alloc_dir / "alloc"
+        dirs = [alloc_dir, shared, shared / "logs", shared / "data"]
+        dirs += [alloc_dir / t for t in self.machine.tasks]
         for d in dirs:
             try:
                 os.mkdir(d)
@@ -253,7 +328,9 @@ class AllocRunner:
             if network.ports and not self.machine.ports:
                 self.machine.ports = self.agent.assign_ports(self.id, network)
                 self.agent.mark_dirty(self)
-            template_env = await self.templates.render_for_start(task)
+            template_env = (
+                await self.templates.render_for_start(task) if self._has_templates(task) else {}
+            )
             async with self.agent.start_slots:
                 if self.forgotten:
                     return
@@ -275,30 +352,66 @@ class AllocRunner:
         self.agent.mark_persist(self)
         self.dispatch(TaskStarted(self.now(), task, handle.pid))
         self._watch(task, driver, handle)
-        self.templates.started(task)
+        if self._templates is not None:
+            self._templates.started(task)
+
+    def _has_templates(self, task: str) -> bool:
+        """Whether the task needs the template manager: it has templates, or the manager
+        exists already (it may watch what an earlier spec's templates read)."""
+        if self._templates is not None:
+            return True
+        spec = self.machine.spec.groups[self.alloc.group].tasks.get(task)
+        return spec is not None and bool(spec.templates)
 
     def _watch(self, task: str, driver: Driver, handle: TaskHandle) -> None:
-        async def waiter() -> None:
-            try:
-                result = await driver.wait(handle)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("alloc %s task %s: wait failed", self.id, task)
-                self.dispatch(TaskExited(self.now(), task, error=f"lost track of task: {exc}"))
-                return
-            self.dispatch(
-                TaskExited(
-                    self.now(),
-                    task,
-                    exit_code=result.exit_code,
-                    signal=result.signal,
-                    oom_killed=result.oom_killed,
-                    error=result.error,
-                )
-            )
+        """Report the task's exit from a done callback on the driver's exit future, not from
+        a task per running task (see :meth:`Driver.exit_future`)."""
+        self._unwatch(task)
+        try:
+            future = driver.exit_future(handle)
+        except Exception as exc:
+            # reported on a later turn, as a failed wait was: never inside the start itself
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        self._waiters[task] = future
+        future.add_done_callback(self._exited)
 
-        self._spawn(waiter(), self._waiters, task)
+    def _unwatch(self, task: str) -> None:
+        """Stop reporting the task's exit: our wrapper task is cancelled, a driver's own
+        future only loses our callback (other callers may still wait on it)."""
+        future = self._waiters.pop(task, None)
+        if future is None:
+            return
+        future.remove_done_callback(self._exited)
+        if isinstance(future, asyncio.Task):
+            future.cancel()
+
+    def _exited(self, future: asyncio.Future[ExitResult]) -> None:
+        """The done callback of a watched exit future."""
+        exc = None if future.cancelled() else future.exception()  # retrieved even if unwatched
+        # A callback already scheduled when the task was unwatched still runs: only the
+        # future in _waiters counts.
+        task = next((t for t, f in self._waiters.items() if f is future), None)
+        if task is None:
+            return
+        del self._waiters[task]
+        if future.cancelled():
+            return
+        if exc is not None:
+            log.error("alloc %s task %s: wait failed", self.id, task, exc_info=exc)
+            self.dispatch(TaskExited(self.now(), task, error=f"lost track of task: {exc}"))
+            return
+        result = future.result()
+        self.dispatch(
+            TaskExited(
+                self.now(),
+                task,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                oom_killed=result.oom_killed,
+                error=result.error,
+            )
+        )
 
     async def _kill_task(self, ins: KillTask) -> None:
         starting = self._starting.get(ins.task)
@@ -337,7 +450,8 @@ class AllocRunner:
                     continue
                 if alive:
                     self.dispatch(TaskRecovered(self.now(), task, handle.pid))
-                    self.templates.resume(task)
+                    if self._has_templates(task):
+                        self.templates.resume(task)
                 self._watch(task, driver, handle)
             elif track.phase == Phase.KILLING:
                 # Stopped while it was starting, and the agent died before the handle was
@@ -347,7 +461,7 @@ class AllocRunner:
                 self.dispatch(TaskExited(self.now(), task, error="stopped while starting"))
             elif track.phase == Phase.STARTING:
                 # The agent died between deciding to start and recording the handle.
-                self._spawn(self._start_task(task), self._starting, task)
+                self._spawn_start(task)
             elif track.phase == Phase.WAITING_RESTART:
                 delay = self.machine._policy().delay or 0.0
                 self.execute([SetTimer(task, delay, track.timer_token)])
@@ -357,7 +471,7 @@ class AllocRunner:
     async def _cleanup(self) -> None:
         if self.machine.cleaned_up:
             return
-        self.templates.stop()
+        self._stop_templates()
         for task, handle in list(self.handles.items()):
             try:
                 await self.driver_for(task).destroy(handle)
@@ -370,8 +484,8 @@ class AllocRunner:
         """The server no longer knows this allocation: stop everything, remove its files."""
         self.forgotten = True
         self.checks.stop()
-        self.templates.stop()
-        for timer in self._timers.values():
+        self._stop_templates()
+        for timer in (self._timers or {}).values():
             timer.cancel()
         for starting in list(self._starting.values()):
             # a start still waiting for its slot must not spawn a process nobody owns
@@ -384,20 +498,26 @@ class AllocRunner:
                 await self.driver_for(task).stop(handle, spec.kill_signal, spec.kill_timeout)
             with contextlib.suppress(Exception):
                 await self.driver_for(task).destroy(handle)
-        for w in list(self._waiters.values()):
-            w.cancel()
+        for task in list(self._waiters):
+            self._unwatch(task)
         shutil.rmtree(self.alloc_dir, ignore_errors=True)
 
     def close(self) -> None:
         """Detach without touching tasks (agent shutdown): they keep running."""
         self.checks.stop()
-        self.templates.stop()
+        self._stop_templates()
         if self._health_timer is not None:
             self._health_timer.cancel()
-        for timer in self._timers.values():
+        for timer in (self._timers or {}).values():
             timer.cancel()
-        for t in [*self._waiters.values(), *self._starting.values(), *self._bg]:
+        for task in list(self._waiters):
+            self._unwatch(task)
+        for t in [*self._starting.values(), *(self._bg or ())]:
             t.cancel()
+
+    def _stop_templates(self) -> None:
+        if self._templates is not None:
+            self._templates.stop()
 
     # ---------------------------------------------------------------- persistence
     def handles_dict(self) -> dict[str, dict[str, Any]]:

@@ -7,8 +7,9 @@ whether they ``await``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -97,7 +98,26 @@ def prepare(
     )
 
 
-def response_index(response: httpx.Response, body: Any) -> int:
+class Answer(Protocol):
+    """What reading an answer needs of it: an ``httpx.Response`` is one, and so is the
+    async client's aiohttp answer (:class:`podium.client._aio.AioAnswer`)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def is_error(self) -> bool: ...
+    def json(self) -> Any: ...
+
+
+def response_index(response: Answer, body: Any) -> int:
     """The store index an answer reflects: the header, else an ``index`` in the body."""
     header = response.headers.get(INDEX_HEADER)
     if header is not None:
@@ -110,12 +130,22 @@ def response_index(response: httpx.Response, body: Any) -> int:
     return 0
 
 
-def finish(endpoint: Endpoint[T], response: httpx.Response) -> QueryResult[T]:
+def finish(endpoint: Endpoint[T], response: Answer) -> QueryResult[T]:
     """Turn a read response into a result, or raise the error it carries."""
     if response.is_error:
         raise error_for(response)
+    content = response.content
+    if endpoint.parse_json is not None and content:
+        try:
+            value = endpoint.parse_json(content)
+        except ValueError as exc:  # pydantic.ValidationError, invalid JSON included
+            raise APIError(
+                response.status_code,
+                f"unexpected answer from {endpoint.method} {endpoint.path}: {exc}",
+            ) from exc
+        return QueryResult(value, response_index(response, None), content=content)
     try:
-        body = response.json() if response.content else None
+        body = response.json() if content else None
     except ValueError as exc:
         raise APIError(
             response.status_code, f"the server answered {endpoint.path} with invalid JSON: {exc}"
@@ -128,7 +158,7 @@ def finish(endpoint: Endpoint[T], response: httpx.Response) -> QueryResult[T]:
             f"unexpected answer from {endpoint.method} {endpoint.path}: {exc}",
             detail=body,
         ) from exc
-    return QueryResult(value=value, index=response_index(response, body), raw=body)
+    return QueryResult(value, response_index(response, body), raw=body, content=content)
 
 
 def _issues(raw: Any) -> list[SpecIssue]:
@@ -148,7 +178,7 @@ def _issues(raw: Any) -> list[SpecIssue]:
     return issues
 
 
-def _message(response: httpx.Response, body: Any) -> str:
+def _message(response: Answer, body: Any) -> str:
     if isinstance(body, dict):
         if isinstance(body.get("error"), str):
             return str(body["error"])
@@ -166,7 +196,7 @@ def _message(response: httpx.Response, body: Any) -> str:
     return f"{response.status_code} {response.reason_phrase}".strip()
 
 
-def error_for(response: httpx.Response) -> PodiumError:
+def error_for(response: Answer) -> PodiumError:
     """Map an error answer onto the exception tree of :mod:`podium.errors`.
 
     The caller must have read the body (``response.read()``) when streaming.
@@ -196,8 +226,18 @@ def error_for(response: httpx.Response) -> PodiumError:
 
 def transport_error(address: str, exc: httpx.TransportError) -> ServerUnreachable:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return unreachable(address, "connect", exc)
+    if isinstance(exc, httpx.TimeoutException):
+        return unreachable(address, "timeout", exc)
+    return unreachable(address, "lost", exc)
+
+
+def unreachable(address: str, kind: str, exc: BaseException) -> ServerUnreachable:
+    """The one wording of a failed exchange, whichever HTTP library saw it: ``kind`` is
+    ``connect`` (nothing listening), ``timeout`` (no answer in time) or ``lost``."""
+    if kind == "connect":
         text = f"cannot reach the Podium server at {address}: is `podium agent --dev` running?"
-    elif isinstance(exc, httpx.TimeoutException):
+    elif kind == "timeout":
         text = f"the Podium server at {address} did not answer in time ({type(exc).__name__})"
     else:
         text = f"lost the connection to the Podium server at {address}: {exc or type(exc).__name__}"

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import httpx
 
 from podium.client import endpoints as ep
+from podium.client._aio import AioSender
 from podium.client._http import (
     DEFAULT_TIMEOUT,
     error_for,
@@ -30,6 +31,7 @@ from podium.client.results import (
     RegisterResult,
     ScaleResult,
     ServerStatus,
+    SpecCache,
     StopResult,
 )
 from podium.models import (
@@ -48,6 +50,9 @@ from podium.models.variable import Variable, VariableMetadata
 T = TypeVar("T")
 Wait = str | float | None
 
+KEEPALIVE = 4.0
+"""Seconds an idle connection waits for the next request (uvicorn closes at 5 s)."""
+
 
 class AsyncClient:
     """An asyncio connection to a Podium server.
@@ -65,18 +70,38 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        keepalive: float = KEEPALIVE,
     ) -> None:
+        """``transport``: an httpx transport to send every request through (the tests'
+        and the in-process simulator's ASGI transport); without one, requests go out over
+        aiohttp (see :mod:`podium.client._aio`: a fraction of httpx's CPU per request).
+        ``keepalive``: seconds an idle connection is kept for the next request (below the
+        server's own idle limit, 5 s for `podium agent`)."""
         self.address = resolve_address(address)
         self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            base_url=self.address,
-            timeout=timeout,
-            transport=transport,
-            headers={"User-Agent": "podium-sdk", **(headers or {})},
-        )
+        self._headers = {"User-Agent": "podium-sdk", **(headers or {})}
+        self._transport = transport
+        self._aio = AioSender(self.address, self._headers, keepalive) if transport is None else None
+        self._httpx: httpx.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """The httpx client: every request with a ``transport``, log streams always. Made
+        on first use (an httpx client loads the CA bundle, ~20 ms, whether used or not)."""
+        if self._httpx is None:
+            self._httpx = httpx.AsyncClient(
+                base_url=self.address,
+                timeout=self.timeout,
+                transport=self._transport,
+                headers=self._headers,
+            )
+        return self._httpx
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()
+        if self._httpx is not None:
+            await self._httpx.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -99,6 +124,8 @@ class AsyncClient:
     ) -> QueryResult[T]:
         """Send ``endpoint``; answer its value with the store index and the raw JSON."""
         req = prepare(endpoint, index, wait, self.timeout)
+        if self._aio is not None:
+            return finish(endpoint, await self._aio.send(req))
         try:
             response = await self._http.request(
                 req.method, req.url, params=req.params, json=req.json, timeout=req.timeout
@@ -354,12 +381,14 @@ class AsyncClient:
         *,
         since: int | None = None,
         have: Iterable[str] | None = None,
+        specs: SpecCache | None = None,
     ) -> NodeSync:
         """Block until the node's allocations change past ``index`` (or ``wait`` passes).
 
-        With ``since``: a delta answer (see :class:`NodeSync`), without the specs in ``have``.
+        With ``since``: a delta answer (see :class:`NodeSync`), without the specs in ``have``;
+        ``specs``: parsed specs to reuse rather than validate again (see :data:`SpecCache`).
         """
-        endpoint = ep.node_sync(node_id, since, have)
+        endpoint = ep.node_sync(node_id, since, have, specs)
         return (await self.query(endpoint, index=index, wait=wait)).value
 
     async def update_allocs(self, node_id: str, updates: list[AllocClientUpdate]) -> int:

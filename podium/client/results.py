@@ -8,10 +8,11 @@ newer server can add to an answer without breaking an older SDK.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import MutableMapping
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from podium.models import Allocation, JobSpec
 from podium.models.diff import DiffType, FieldDiff, GroupDiff, JobDiff, TaskDiff
@@ -34,6 +35,7 @@ __all__ = [
     "RegisterResult",
     "ScaleResult",
     "ServerStatus",
+    "SpecCache",
     "StopResult",
     "TaskDiff",
 ]
@@ -41,19 +43,41 @@ __all__ = [
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+_UNREAD: Any = object()
+
+
 class QueryResult(Generic[T]):
     """An answer together with the store index it reflects.
 
     ``index`` is the ``X-Podium-Index`` header: pass it back as ``index=`` to
     block until something behind the endpoint changes (Nomad's ``QueryMeta``
     ``LastIndex``).  ``raw`` is the decoded JSON body exactly as the server
-    sent it, for callers that print or forward it (``podium ... -o json``).
+    sent it, for callers that print or forward it (``podium ... -o json``);
+    answers parsed straight from their bytes decode it again on first use.
     """
 
-    value: T
-    index: int
-    raw: Any
+    __slots__ = ("_content", "_raw", "index", "value")
+
+    def __init__(self, value: T, index: int, raw: Any = _UNREAD, content: bytes = b"") -> None:
+        self.value = value
+        self.index = index
+        self._raw = raw
+        self._content = content
+
+    @property
+    def raw(self) -> Any:
+        if self._raw is _UNREAD:
+            self._raw = json.loads(self._content) if self._content else None
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"QueryResult(value={self.value!r}, index={self.index})"
+
+
+SpecCache = MutableMapping[tuple[str, int], JobSpec]
+"""Parsed job specs by (``job@version``, modify index): pass one as the validation
+context's ``specs`` and :class:`NodeSync` takes known specs from it instead of
+validating them again (the simulator's agents share one per process)."""
 
 
 class _Answer(BaseModel):
@@ -126,6 +150,32 @@ class NodeSync(_Answer):
     alloc_count: int | None = None
     """Set when no allocation left the node past ``since``: ``alloc_indexes`` then lists
     only the allocations sent, and the node holds ``alloc_count`` allocations in all."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_specs(cls, data: Any, info: ValidationInfo) -> Any:
+        cache = info.context.get("specs") if isinstance(info.context, dict) else None
+        if cache is None or not isinstance(data, dict):
+            return data
+        jobs, indexes = data.get("jobs"), data.get("job_indexes")
+        if not isinstance(jobs, dict) or not isinstance(indexes, dict):
+            return data
+        known = {}
+        for key in jobs:
+            spec = cache.get((key, indexes.get(key, -1)))
+            if spec is not None:
+                known[key] = spec  # a model instance passes validation as it is
+        return {**data, "jobs": {**jobs, **known}} if known else data
+
+    @model_validator(mode="after")
+    def _remember_specs(self, info: ValidationInfo) -> NodeSync:
+        cache = info.context.get("specs") if isinstance(info.context, dict) else None
+        if cache is not None:
+            for key, spec in self.jobs.items():
+                index = self.job_indexes.get(key)
+                if index is not None:
+                    cache.setdefault((key, index), spec)
+        return self
 
     def spec_for(self, alloc: Allocation) -> JobSpec | None:
         return self.jobs.get(f"{alloc.job_id}@{alloc.job_version}")

@@ -30,6 +30,7 @@ from podium.client.results import (
     RegisterResult,
     ScaleResult,
     ServerStatus,
+    SpecCache,
     StopResult,
 )
 from podium.models import (
@@ -355,12 +356,14 @@ class Client:
         *,
         since: int | None = None,
         have: Iterable[str] | None = None,
+        specs: SpecCache | None = None,
     ) -> NodeSync:
         """Block until the node's allocations change past ``index`` (or ``wait`` passes).
 
-        With ``since``: a delta answer (see :class:`NodeSync`), without the specs in ``have``.
+        With ``since``: a delta answer (see :class:`NodeSync`), without the specs in ``have``;
+        ``specs``: parsed specs to reuse rather than validate again (see :data:`SpecCache`).
         """
-        endpoint = ep.node_sync(node_id, since, have)
+        endpoint = ep.node_sync(node_id, since, have, specs)
         return self.query(endpoint, index=index, wait=wait).value
 
     def update_allocs(self, node_id: str, updates: list[AllocClientUpdate]) -> int:

@@ -9,6 +9,7 @@ still-running task without restarting it and ``wait`` still reports its exit.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,16 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def wait(self, handle: TaskHandle) -> ExitResult:
         """Resolve when the task has exited; callable again after ``recover``."""
+
+    def exit_future(self, handle: TaskHandle) -> asyncio.Future[ExitResult]:
+        """The task's exit as a future, so the agent can watch a running task with a done
+        callback instead of a task of its own awaiting ``wait`` (~1.5 KB per running task).
+
+        This default wraps ``wait`` in a task; the caller cancels that task when it stops
+        watching.  A driver that keeps a future per task answers that future itself: one
+        that is not an :class:`asyncio.Task` belongs to the driver, and the caller only
+        removes its callback, never cancels it.  May raise as ``wait`` would."""
+        return asyncio.get_running_loop().create_task(self.wait(handle))
 
     @abc.abstractmethod
     async def stop(self, handle: TaskHandle, signal: str, timeout: float) -> None:

@@ -72,6 +72,11 @@ class MockDriver(Driver):
     async def wait(self, handle: TaskHandle) -> ExitResult:
         return await asyncio.shield(self._run(handle).future)
 
+    def exit_future(self, handle: TaskHandle) -> asyncio.Future[ExitResult]:
+        """The run's own future: no task and no shield per watched task (callers only
+        remove their callbacks from it, see :meth:`Driver.exit_future`)."""
+        return self._run(handle).future
+
     async def recover(self, handle: TaskHandle) -> bool:
         return not self._run(handle).future.done()
 

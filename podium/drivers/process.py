@@ -298,6 +298,11 @@ class ProcessDriver(Driver):
         watch = self._watch_for(handle)
         return await asyncio.shield(watch.future)
 
+    def exit_future(self, handle: TaskHandle) -> asyncio.Future[ExitResult]:
+        """The shim's exit future itself, the one ``wait`` shields: no task per running
+        task (callers only remove their callbacks from it, see :meth:`Driver.exit_future`)."""
+        return self._watch_for(handle).future
+
     async def recover(self, handle: TaskHandle) -> bool:
         watch = self._watch_for(handle)
         if watch.handle is not handle:

@@ -27,9 +27,7 @@ from podium.errors import AmbiguousPrefix, Conflict, NotFound, SpecError
 from podium.models import (
     Allocation,
     AllocClientUpdate,
-    ClientStatus,
     Deployment,
-    DesiredStatus,
     Evaluation,
     Job,
     JobSpec,
@@ -240,36 +238,9 @@ def create_app(server: Server) -> FastAPI:
         return _error(400, "invalid request: " + "; ".join(parts))
 
     # ---------------------------------------------------------------- helpers
-    counted: dict[tuple[str, str], tuple[frozenset[str], dict[str, dict[str, int]]]] = {}
-    """Per job, its allocations' counts by group and client state, kept with the id set
-    they were counted from (the store makes a new set whenever one of the job's
-    allocations is written): a job list counts only the jobs whose allocations changed
-    since, not every allocation of every job (300,000 of them: ~1 s per list, on the loop)."""
-
-    def alloc_counts(job: Job) -> dict[str, dict[str, int]]:
-        key = (job.namespace, job.id)
-        ids = store.alloc_ids_by_job(job.id, job.namespace)
-        hit = counted.get(key)
-        if hit is not None and hit[0] is ids:
-            return hit[1]
-        counts: dict[str, dict[str, int]] = {}
-        for alloc_id in ids:
-            a = store.alloc(alloc_id)
-            if a is None:
-                continue
-            status = a.client_status
-            if status == ClientStatus.PENDING and a.desired_status == DesiredStatus.STOP:
-                continue
-            group = counts.setdefault(a.group, {})
-            group[status.value] = group.get(status.value, 0) + 1
-        if len(counted) > 4096 and len(counted) > 2 * len(store.jobs()):
-            counted.clear()  # purged jobs' entries
-        counted[key] = (ids, counts)
-        return counts
-
     def summarize(job: Job) -> dict[str, GroupSummary]:
         out = {g: GroupSummary() for g in job.spec.groups}
-        for group, by_status in alloc_counts(job).items():
+        for group, by_status in store.job_alloc_counts(job.id, job.namespace).items():
             out[group] = GroupSummary(**by_status)
         for ev in store.evals_by_job(job.id, job.namespace):
             if ev.status.value == "blocked":
@@ -610,14 +581,14 @@ def create_app(server: Server) -> FastAPI:
             sync_index = store.alloc_sync_index
             indexes = {}
             changed = []
-            for alloc_id in ids:
-                at = sync_index(alloc_id)
-                if at > since:
-                    indexes[alloc_id] = at
-                    changed.append(alloc_id)
-                elif every:
-                    indexes[alloc_id] = at
-            if not every:
+            if every:
+                for alloc_id in ids:
+                    at = indexes[alloc_id] = sync_index(alloc_id)
+                    if at > since:
+                        changed.append(alloc_id)
+            else:
+                changed = store.changed_alloc_ids(node_id, since)
+                indexes = {alloc_id: sync_index(alloc_id) for alloc_id in changed}
                 count = len(ids)
             allocs = [a for a in map(store.alloc, changed) if a is not None]
             known = set(have.split(",")) if have else set()

@@ -242,7 +242,7 @@ class Server:
         """A dry run of :meth:`register_job`: the diff against the running version and
         what the scheduler would do, worked out on a snapshot in which ``spec`` is
         registered but not committed.  Writes nothing and enqueues nothing."""
-        snap = self.store.snapshot()
+        snap = self.store.view()  # used and done with before this returns
         now = self.clock()
         current = snap.job(spec.job)
         candidate, _ = next_job(spec, current, snap.index + 1, now)
@@ -960,7 +960,8 @@ class Server:
             if current.terminal():
                 return
             started = time.perf_counter()
-            snap = self.store.snapshot()
+            # nothing below awaits until the plan is committed: the live tables will do
+            snap = self.store.view()
             now = self.clock()
             result = schedule(snap, current, now, new_id=new_id)
             result.plan.snapshot_index = snap.index

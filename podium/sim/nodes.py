@@ -8,10 +8,8 @@ scheduler's computed node classes have real work to do.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,8 @@ from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.agent.localstate import LocalState, StoredAlloc
 from podium.client import AsyncClient
-from podium.drivers.base import ExitResult, TaskContext, TaskHandle
+from podium.client.results import SpecCache
+from podium.drivers.base import TaskContext, TaskHandle
 from podium.drivers.mock import MockDriver, _Run
 from podium.models import Allocation, DriverInfo, JobSpec, Node, NodeResources
 from podium.state.compact import _intern, _share_fields_set, compact_alloc
@@ -106,7 +105,10 @@ class MemoryLocalState(LocalState):
 
 
 class SimDriver(MockDriver):
-    """The mock driver, where a share of the tasks (``fail_rate``) exits 1 within ``fail_within`` s."""
+    """The mock driver, where a share of the tasks (``fail_rate``) exits 1 within ``fail_within`` s.
+
+    Runners watch a task through the mock's ``exit_future`` (the run's own future, with a
+    done callback): no waiter task, no shield per placement."""
 
     def __init__(self, fail_rate: float = 0.0, fail_within: float = 5.0, seed: int = 0) -> None:
         super().__init__()
@@ -123,12 +125,6 @@ class SimDriver(MockDriver):
             self._arm(handle, delay)
         return handle
 
-    async def wait(self, handle: TaskHandle) -> ExitResult:
-        """The run's future itself, not shielded: a runner's waiter is cancelled only when
-        the simulated agent stops or forgets the task, and a shield per running task (an
-        outer future and two callbacks) was ~0.8 KB of each placement."""
-        return await self._run(handle).future
-
     def _arm(self, handle: TaskHandle, delay: float) -> _Run:
         if delay <= NO_TIMER_AFTER:
             return super()._arm(handle, delay)
@@ -143,8 +139,18 @@ class SimDriver(MockDriver):
 MOCK_INFO = DriverInfo(detected=True, healthy=True, description="simulated tasks, no processes")
 
 
+PROCESS_SPECS: SpecCache = {}
+"""The job specs the simulated agents of this process have parsed (see SimAgent)."""
+
+
 class SimAgent(Agent):
-    """A real agent whose machine is made up: its node comes from a :class:`NodeShape`."""
+    """A real agent whose machine is made up: its node comes from a :class:`NodeShape`.
+
+    The agents of one process share the job specs they parse (``shared_specs``): each
+    spec reaches thousands of them, where a real machine validates it once for itself;
+    the server still sends it to each node that lacks it."""
+
+    shared_specs = PROCESS_SPECS
 
     def __init__(
         self,
@@ -203,14 +209,6 @@ class SimAgent(Agent):
     def mark_persist(self, runner: Any) -> None:
         """Nothing to persist: a simulated agent never restarts."""
         return None
-
-
-def no_failed_imports() -> None:
-    """httpx's ASGI transport tries ``import sniffio`` on every request; where it is not
-    installed each try searches sys.path again (34,000 requests: 5.6 s of stat calls in a
-    profile).  Record the absence once, as the import system itself would for ``None``."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 def raise_fd_limit() -> None:

@@ -19,13 +19,16 @@ for writers, and it need not be.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from podium.models import (
     Allocation,
+    ClientStatus,
     Deployment,
+    DesiredStatus,
     EncryptedVariable,
     Evaluation,
     Job,
@@ -344,6 +347,16 @@ class StateStore(Snapshot):
         self._node_removal_index: dict[str, int] = {}
         """Per node, the index at which an allocation last left it (deleted, or moved to
         another node): a delta sync past it need not list the ids of what stayed."""
+        self._node_changes: dict[str, list[tuple[int, str]]] = {}
+        """Per node, (sync index, allocation id) in index order, one entry per write an
+        agent must hear of (stale and departed entries are skipped on reading and
+        dropped when the log outgrows the node's allocations twice over): a delta sync
+        finds what changed past ``since`` without looking at every allocation on the
+        node (200 of them at 1,000,000 placements on 5,000 nodes, on every sync)."""
+        self._job_counts: dict[JobKey, dict[str, dict[str, int]]] = {}
+        """Per job, its allocations by group and client state (pending ones already told
+        to stop left out), kept up to date by each write: a job list reads it instead
+        of counting every allocation of every job."""
         self._loaded_index = 0
         self._changed = asyncio.Event()
         self._node_changed: dict[str, asyncio.Event] = {}
@@ -375,13 +388,79 @@ class StateStore(Snapshot):
     def alloc_ids_by_node(self, node_id: str) -> frozenset[str]:
         return self._t.allocs_by_node.get(node_id, frozenset())
 
+    def changed_alloc_ids(self, node_id: str, since: int) -> list[str]:
+        """The ids of ``node_id``'s allocations whose sync index is past ``since``."""
+        log = self._node_changes.get(node_id)
+        if not log:
+            return []
+        on_node = self.alloc_ids_by_node(node_id)
+        sync_index = self._alloc_sync_index
+        out = []
+        for at, alloc_id in log[bisect_right(log, (since, "\uffff")) :]:
+            if alloc_id in on_node and sync_index.get(alloc_id) == at:
+                out.append(alloc_id)
+        return out
+
+    def job_alloc_counts(
+        self, job_id: str, namespace: str = "default"
+    ) -> dict[str, dict[str, int]]:
+        """The job's allocations by group, then client state (pending allocations told to
+        stop are not counted: they never ran and never will)."""
+        counts = self._job_counts.get(_job_key(namespace, job_id), {})
+        return {group: dict(by_status) for group, by_status in counts.items()}
+
+    def _count(self, alloc: Allocation, delta: int) -> None:
+        if (
+            alloc.client_status == ClientStatus.PENDING
+            and alloc.desired_status == DesiredStatus.STOP
+        ):
+            return
+        key = _job_key(alloc.namespace, alloc.job_id)
+        by_status = self._job_counts.setdefault(key, {}).setdefault(alloc.group, {})
+        status = alloc.client_status.value
+        n = by_status.get(status, 0) + delta
+        if n:
+            by_status[status] = n
+        else:
+            del by_status[status]
+            if not by_status:
+                groups = self._job_counts[key]
+                del groups[alloc.group]
+                if not groups:
+                    del self._job_counts[key]
+
+    def _log_change(self, node_id: str, index: int, alloc_id: str) -> None:
+        log = self._node_changes.get(node_id)
+        if log is None:
+            log = self._node_changes[node_id] = []
+        log.append((index, alloc_id))
+
+    def _trim_change_log(self, node_id: str) -> None:
+        """Once the node's allocation set is up to date: keep one entry per allocation
+        on it when the log has grown past twice their number."""
+        log = self._node_changes.get(node_id)
+        live = self.alloc_ids_by_node(node_id)
+        if log is None or len(log) <= 64 or len(log) <= 2 * len(live):
+            return
+        sync_index = self._alloc_sync_index
+        log[:] = sorted((sync_index[a], a) for a in live if a in sync_index)
+
     def alloc_sync_index(self, alloc_id: str) -> int:
         """The index of the last write of ``alloc_id`` other than its agent's own reports
         (after a restart: its stored ``modify_index``, which may count a report too)."""
         return self._alloc_sync_index.get(alloc_id, 0)
 
     def snapshot(self) -> Snapshot:
+        """A copy of the tables' top level: stays as it is while later commits land."""
         return Snapshot(self._t.copy(), self._index)
+
+    def view(self) -> Snapshot:
+        """The live tables as a snapshot, without copying them: consistent only until the
+        next commit, so for synchronous work that takes it and is done before anything
+        else on the loop can commit (the scheduler's run and its plan's check).  A copy
+        of the top-level dicts grows with the store: at 1,000,000 allocations, ~20 ms on
+        every evaluation."""
+        return Snapshot(self._t, self._index)
 
     def txn(self) -> Txn:
         return Txn(index=self._index + 1)
@@ -411,6 +490,10 @@ class StateStore(Snapshot):
                 self._node_alloc_index[obj.node_id] = max(
                     self._node_alloc_index.get(obj.node_id, 0), idx
                 )
+                self._node_changes.setdefault(obj.node_id, []).append((idx, obj.id))
+                self._count(obj, 1)
+        for log in self._node_changes.values():
+            log.sort()
         self._rebuild_indexes()
         # Deletions leave no stamp behind, so after a restart every table counts as
         # changed at the last index: a blocking query from an older index answers at once.
@@ -503,22 +586,26 @@ class StateStore(Snapshot):
             old = t.allocs.get(alloc.id)
             if old is not None:
                 t.add_usage(old, -1)
+                self._count(old, -1)
                 if old.node_id != alloc.node_id:
                     node_allocs_del.setdefault(old.node_id, set()).add(alloc.id)
                     self._node_removal_index[old.node_id] = txn.index
             t.add_usage(alloc, 1)
+            self._count(alloc, 1)
             t.allocs[alloc.id] = alloc
             job_allocs.setdefault(_job_key(alloc.namespace, alloc.job_id), set()).add(alloc.id)
             node_allocs.setdefault(alloc.node_id, set()).add(alloc.id)
             if not txn.client_update or old is None or old.node_id != alloc.node_id:
                 self._alloc_sync_index[alloc.id] = txn.index
                 self._node_alloc_index[alloc.node_id] = txn.index
+                self._log_change(alloc.node_id, txn.index, alloc.id)
                 self._wake_node(alloc.node_id)
         for alloc_id in txn.deletes[ALLOCS]:
             old = t.allocs.pop(alloc_id, None)
             self._alloc_sync_index.pop(alloc_id, None)
             if old is not None:
                 t.add_usage(old, -1)
+                self._count(old, -1)
                 job_allocs_del.setdefault(_job_key(old.namespace, old.job_id), set()).add(old.id)
                 node_allocs_del.setdefault(old.node_id, set()).add(old.id)
                 self._node_alloc_index[old.node_id] = txn.index
@@ -538,6 +625,8 @@ class StateStore(Snapshot):
                 t.allocs_by_node[node_id] = frozenset(new)
             else:
                 t.allocs_by_node.pop(node_id, None)
+                self._node_changes.pop(node_id, None)
+            self._trim_change_log(node_id)
 
         for table in (JOBS, VERSIONS, NODES):
             for obj in txn.puts[table].values():

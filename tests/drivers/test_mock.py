@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from podium.drivers.base import TaskHandle
+from podium.drivers.base import Driver, ExitResult, TaskHandle
 from podium.drivers.mock import MockDriver
 from podium.errors import DriverError
 
@@ -94,3 +94,47 @@ async def test_recover_a_stopped_task(make_ctx: MakeCtx) -> None:
     assert not await again.recover(saved)
     assert (await again.wait(saved)).signal == 15
     assert (await again.stats(saved)).memory_rss_bytes == 0
+
+
+async def test_exit_future_is_the_runs_own_future(make_ctx: MakeCtx) -> None:
+    driver = MockDriver()
+    handle = await driver.start(make_ctx(mock={"run_for": "50ms", "exit_code": 2}))
+    future = driver.exit_future(handle)
+    assert not isinstance(future, asyncio.Task)  # the driver's own: callers never cancel it
+    assert driver.exit_future(handle) is future
+    async with asyncio.timeout(2):
+        result = await asyncio.shield(future)
+    assert result.exit_code == 2 and (await driver.wait(handle)).exit_code == 2
+
+
+async def test_exit_future_of_a_recovered_handle(make_ctx: MakeCtx) -> None:
+    handle = await MockDriver().start(make_ctx(mock={"run_for": "1h"}))
+    saved = TaskHandle.from_dict(json.loads(json.dumps(handle.to_dict())))
+    again = MockDriver()
+    future = again.exit_future(saved)
+    assert not future.done()
+    await again.stop(saved, "SIGTERM", 5)
+    assert future.result().signal == 15
+
+
+class WaitOnly(MockDriver):
+    """A driver with ``wait`` only: the interface's default exit future."""
+
+    def exit_future(self, handle: TaskHandle) -> asyncio.Future[ExitResult]:
+        return Driver.exit_future(self, handle)
+
+
+async def test_default_exit_future_wraps_wait_in_a_task(make_ctx: MakeCtx) -> None:
+    driver = WaitOnly()
+    handle = await driver.start(make_ctx(mock={"run_for": "50ms", "exit_code": 5}))
+    future = driver.exit_future(handle)
+    assert isinstance(future, asyncio.Task)
+    async with asyncio.timeout(2):
+        assert (await future).exit_code == 5
+
+    handle = await driver.start(make_ctx(mock={"run_for": "1h"}))
+    wrapper = driver.exit_future(handle)
+    await asyncio.sleep(0)
+    wrapper.cancel()  # cancelling the wrapper stops that wait only, not the task
+    await asyncio.sleep(0)
+    assert wrapper.cancelled() and await driver.recover(handle)

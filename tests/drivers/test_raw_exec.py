@@ -317,3 +317,12 @@ async def test_many_tasks_spawn_fast(driver: RawExecDriver, make_fast_ctx: MakeC
         await asyncio.gather(*(driver.stop(h, "SIGKILL", 0) for h in handles))
     results = await asyncio.gather(*(driver.wait(h) for h in handles))
     assert {r.signal for r in results} == {9}
+
+
+async def test_exit_future_is_the_shims_own(driver: RawExecDriver, make_ctx: MakeCtx) -> None:
+    handle = await driver.start(make_ctx("sh", ["-c", "sleep 0.1; exit 3"]))
+    future = driver.exit_future(handle)
+    assert not isinstance(future, asyncio.Task) and driver.exit_future(handle) is future
+    async with asyncio.timeout(3):
+        result = await asyncio.shield(future)
+    assert result.exit_code == 3 and (await driver.wait(handle)).exit_code == 3

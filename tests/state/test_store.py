@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 
 from podium.models import (
     Allocation,
+    ClientStatus,
+    DesiredStatus,
     Evaluation,
     Job,
     JobSpec,
@@ -202,8 +205,6 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
 
 
 def test_node_usage_is_kept_in_step_with_the_allocations(tmp_path: Path) -> None:
-    import random
-
     from podium.models import ClientStatus, DesiredStatus
 
     rng = random.Random(3)
@@ -236,3 +237,68 @@ def test_node_usage_is_kept_in_step_with_the_allocations(tmp_path: Path) -> None
     reopened = StateStore(SqliteBackend(tmp_path / "s.db"))
     for node_id in ("n1", "n2", "n3"):
         assert reopened.node_usage(node_id) == store.node_usage(node_id)
+
+
+def _recount(store: StateStore, job: str) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for a in store.allocs_by_job(job):
+        if a.client_status == "pending" and a.desired_status == "stop":
+            continue
+        by_status = counts.setdefault(a.group, {})
+        by_status[a.client_status.value] = by_status.get(a.client_status.value, 0) + 1
+    return counts
+
+
+def test_changed_alloc_ids_and_job_counts_follow_every_write(tmp_path: Path) -> None:
+    """The per-node change log and the per-job counts, against a recount from scratch,
+    through placements, reports, moves, stops and deletions, and after a reload."""
+    rng = random.Random(7)
+    store = StateStore(SqliteBackend(tmp_path / "s.db"))
+    live: dict[str, Allocation] = {}
+    seen_at: dict[str, int] = {n: 0 for n in ("n1", "n2", "n3")}
+    for step in range(400):
+        txn = store.txn()
+        roll = rng.random()
+        if roll < 0.4 or not live:
+            i = step
+            a = alloc(i, node=rng.choice(list(seen_at)), job=rng.choice(["web", "api"]))
+            txn.put_alloc(a)
+        elif roll < 0.7:  # an agent's report: not something the agent must hear of
+            a = live[rng.choice(sorted(live))].model_copy(
+                update={"client_status": rng.choice(list(ClientStatus))}
+            )
+            txn.put_alloc(a)
+            txn.client_update = True
+        elif roll < 0.85:  # stopped, or moved to another node
+            old = live[rng.choice(sorted(live))]
+            update: dict[str, object] = {"desired_status": DesiredStatus.STOP}
+            if rng.random() < 0.5:
+                update = {"node_id": rng.choice(list(seen_at))}
+            txn.put_alloc(old.model_copy(update=update))
+        else:
+            txn.delete_alloc(rng.choice(sorted(live)))
+        store.commit(txn)
+        live = {a.id: a for a in store.allocs()}
+        for job in ("web", "api"):
+            assert store.job_alloc_counts(job) == _recount(store, job)
+        for node_id, since in seen_at.items():
+            expected = sorted(
+                a_id
+                for a_id in store.alloc_ids_by_node(node_id)
+                if store.alloc_sync_index(a_id) > since
+            )
+            assert sorted(store.changed_alloc_ids(node_id, since)) == expected
+            if rng.random() < 0.3:
+                seen_at[node_id] = store.index  # this agent synced
+    store.close()
+    again = StateStore(SqliteBackend(tmp_path / "s.db"))
+    for job in ("web", "api"):
+        assert again.job_alloc_counts(job) == _recount(again, job)
+    for node_id in seen_at:
+        for since in (-1, 0, 200):
+            assert sorted(again.changed_alloc_ids(node_id, since)) == sorted(
+                a_id
+                for a_id in again.alloc_ids_by_node(node_id)
+                if again.alloc_sync_index(a_id) > since
+            )
+    again.close()
