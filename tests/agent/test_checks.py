@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from podium.agent.agent import Agent
 from podium.agent.allocrunner import RestartRequested
-from podium.agent.checks import OUTPUT_LIMIT, http_check, script_check, tcp_check
-from podium.agent.config import AgentSettings
+from podium.agent.checks import OUTPUT_LIMIT, AllocChecks, http_check, script_check, tcp_check
 from podium.agent.runner import AllocRunner
 from podium.drivers.base import DriverHealth, TaskHandle
 from podium.drivers.mock import MockDriver
@@ -26,6 +24,8 @@ from podium.models import (
     Resources,
     TaskStateName,
 )
+
+from .conftest import OfflineRunner, until
 
 # --------------------------------------------------------------------------- endpoints
 
@@ -147,8 +147,8 @@ class HealthyMock(MockDriver):
 
 
 @pytest.fixture
-def make_runner(tmp_path: Path) -> Iterator[Callable[..., AllocRunner]]:
-    made: list[tuple[Agent, AllocRunner]] = []
+def make_runner(offline_runner: OfflineRunner) -> Callable[..., AllocRunner]:
+    made: list[Allocation] = []
 
     def make(checks: list[dict[str, Any]], driver: MockDriver | None = None) -> AllocRunner:
         spec = JobSpec.model_validate(
@@ -175,28 +175,12 @@ def make_runner(tmp_path: Path) -> Iterator[Callable[..., AllocRunner]]:
             node_id="n",
             resources=Resources(),
         )
-        agent = Agent(
-            AgentSettings(data_dir=str(tmp_path / f"agent{len(made)}"), servers=[]),
-            client=None,  # type: ignore[arg-type]  # never started: no server needed
-            drivers={"mock": driver or MockDriver()},
-        )
-        runner = AllocRunner(agent, alloc, spec)
-        agent.runners[alloc.id] = runner
-        made.append((agent, runner))
+        made.append(alloc)
+        runner = offline_runner(alloc, spec, driver or MockDriver())
         runner.start()
         return runner
 
-    yield make
-    for agent, runner in made:
-        runner.close()
-        agent.state.close()
-
-
-async def until(cond: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := cond()):
-            await asyncio.sleep(0.01)
-    return value
+    return make
 
 
 def tcp(port: str = "http", **kw: Any) -> dict[str, Any]:
@@ -284,6 +268,7 @@ async def test_a_passing_http_check_on_the_allocated_port(
         runner.machine.ports["http"] = runner.machine.ports["http"].model_copy(
             update={"value": port}
         )
+        assert isinstance(runner.checks, AllocChecks)
         result = await runner.checks.run_once(
             runner.machine.spec.groups["g"].services[0].checks[0], "web", "t"
         )

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from podium.agent.agent import Agent
 from podium.agent.allocrunner import Phase
 from podium.agent.checks import AllocChecks
-from podium.agent.config import AgentSettings
 from podium.agent.runner import NO_CHECKS, AllocRunner
 from podium.drivers.base import Driver, ExitResult, TaskHandle
 from podium.drivers.mock import MockDriver
 from podium.errors import DriverError
 from podium.models import Allocation, JobSpec, Resources, TaskEvent
+
+from .conftest import OfflineRunner, until
 
 MakeRunner = Callable[..., AllocRunner]
 
@@ -53,9 +52,7 @@ ALLOC = Allocation(
 
 
 @pytest.fixture
-def make_runner(tmp_path: Path) -> Iterator[MakeRunner]:
-    made: list[tuple[Agent, AllocRunner]] = []
-
+def make_runner(offline_runner: OfflineRunner) -> MakeRunner:
     def make(
         driver: Driver,
         config: dict[str, Any] | None = None,
@@ -63,32 +60,12 @@ def make_runner(tmp_path: Path) -> Iterator[MakeRunner]:
         start: bool = True,
         **group: Any,
     ) -> AllocRunner:
-        agent = Agent(
-            AgentSettings(data_dir=str(tmp_path / f"agent{len(made)}"), servers=[]),
-            client=None,  # type: ignore[arg-type]  # never started: no server needed
-            drivers={"mock": driver},
-        )
-        runner = AllocRunner(agent, ALLOC, job(config or {"run_for": "1h"}, **group))
-        agent.runners[ALLOC.id] = runner
-        made.append((agent, runner))
+        runner = offline_runner(ALLOC, job(config or {"run_for": "1h"}, **group), driver)
         if start:
             runner.start()
         return runner
 
-    yield make
-    for agent, runner in made:
-        runner.close()
-        agent.state.close()
-
-
-async def until(cond: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    try:
-        async with asyncio.timeout(timeout):
-            while not (value := cond()):
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-    return value
+    return make
 
 
 def exits(runner: AllocRunner) -> list[TaskEvent]:
