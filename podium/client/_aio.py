@@ -4,9 +4,9 @@ Why not httpx here, as everywhere else in the SDK: an agent sends a request or
 two for every allocation it runs (its blocking sync, its state report), and on
 a node with hundreds of allocations, or a simulator holding thousands of
 agents, the HTTP client's own CPU is the agent's main cost.  Measured on the
-development VM (bench/RESULTS.md, "the agent's HTTP client"): one keep-alive
-GET of a 2 KB answer costs ~500-800 µs of CPU through httpx, httpcore, anyio
-and h11, ~100 µs through aiohttp (C parser, no per-request cancel scopes).
+development VM (bench/http_client.py): one keep-alive GET of a 2 KB answer
+costs ~650-950 µs of CPU through httpx, httpcore, anyio and h11, ~75-120 µs
+through aiohttp (C parser, no per-request cancel scopes).
 httpx stays for the sync client, for the ASGI transport the tests and the
 in-process simulator use, and for log streaming.
 """
@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from podium.client._http import Prepared, ServerUnreachable, unreachable
+from podium.client._http import Prepared, unreachable
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -109,4 +109,4 @@ class AioSender:
             await session.close()
 
 
-__all__ = ["AioAnswer", "AioSender", "ServerUnreachable"]
+__all__ = ["AioAnswer", "AioSender"]

@@ -895,8 +895,12 @@ class DockerDriver(Driver):
         watch.resolve(result)
 
     async def wait(self, handle: TaskHandle) -> ExitResult:
-        watch = self._watch(handle)
-        return await asyncio.shield(watch.future)
+        return await asyncio.shield(self._watch(handle).future)
+
+    def exit_future(self, handle: TaskHandle) -> asyncio.Future[ExitResult]:
+        """The container's exit future itself, the one ``wait`` shields: no task per
+        running container (callers only remove their callbacks, see Driver.exit_future)."""
+        return self._watch(handle).future
 
     async def recover(self, handle: TaskHandle) -> bool:
         cid = _container_id(handle)

@@ -32,12 +32,14 @@ import psutil
 from podium import eventloop
 from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
-from podium.sim.nodes import SimAgent, SimDriver, node_shapes, raise_fd_limit
-
-SYNC_WAIT = 300.0
-"""Seconds an agent's blocking query waits (the server caps it at its MAX_WAIT)."""
-
-GC_THRESHOLD = (300_000, 50, 100)
+from podium.sim.nodes import (
+    GC_THRESHOLD,
+    SYNC_WAIT,
+    SimAgent,
+    SimDriver,
+    node_shapes,
+    raise_fd_limit,
+)
 
 
 def http_client(address: str) -> AsyncClient:

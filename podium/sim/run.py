@@ -44,6 +44,8 @@ from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.sim import invariants
 from podium.sim.nodes import (
+    GC_THRESHOLD,
+    SYNC_WAIT,
     SimAgent,
     SimDriver,
     node_shapes,
@@ -53,10 +55,6 @@ from podium.sim.workload import sim_job
 from podium.state import SqliteBackend, StateStore
 
 log = logging.getLogger("podium.sim")
-
-
-SYNC_WAIT = 300.0
-"""Seconds an agent's blocking query waits (the server caps it at its MAX_WAIT)."""
 
 
 @dataclass
@@ -385,13 +383,6 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         store.close()
         if cfg.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-GC_THRESHOLD = (300_000, 50, 100)
-"""CPython's default (700, 10, 10) runs a young collection every 700 allocations; with
-hundreds of thousands of live models that is 2-3x the simulation's CPU (measured:
-10,000 placements on 100 nodes, 6.7 s -> 3.2 s).  Large Python servers raise it
-the same way; the simulation sets it for its run and restores it after."""
 
 
 def simulate(cfg: SimConfig) -> SimResult:

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS {name} (
 ~1 KB JSON documents (an allocation), and SQLite's own advice is that WITHOUT ROWID
 suits rows under ~1/20 of a page.  Measured with 100,000 allocations stored: a plan
 of 1,000 new allocations took 58 ms to insert in the clustered table and 21 ms in
-this one; updating 200 random ones, 4.1 vs 4.2 ms (bench/RESULTS.md)."""
+this one; updating 200 random ones, 4.1 vs 4.2 ms (bench/store_sqlite.py measures both
+layouts, checkpointing included)."""
 
 SCHEMA = (
     OBJECTS.format(name="objects")

@@ -142,6 +142,18 @@ async def test_exit_code(ctx_for: Any, code: int) -> None:
     await driver.destroy(handle)
 
 
+async def test_exit_future_is_the_containers_own(ctx_for: Any) -> None:
+    driver = DockerDriver()
+    handle = await driver.start(ctx_for("exit 4"))
+    future = driver.exit_future(handle)
+    assert not isinstance(future, asyncio.Task)  # the driver's own: callers never cancel it
+    assert driver.exit_future(handle) is future
+    async with asyncio.timeout(20):
+        assert (await asyncio.shield(future)).exit_code == 4
+    assert (await driver.wait(handle)).exit_code == 4
+    await driver.destroy(handle)
+
+
 async def test_env_labels_limits_and_name(ctx_for: Any, alloc_id: str) -> None:
     driver = DockerDriver()
     ctx = ctx_for("env", env={"EXTRA": "yes", "PODIUM_TASK_NAME": "overridden"}, labels={"a": "b"})
