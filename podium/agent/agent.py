@@ -6,7 +6,8 @@ loops:
 - **sync**: a blocking query on this node's allocations; new ones get an
   :class:`~podium.agent.runner.AllocRunner`, changed ones an update;
 - **report**: task-state changes are batched (every ``report_interval``) into
-  one request, retried until the server has them;
+  one request, retried until the server has them; the changes that follow a sync
+  (the runners it started) ride on the next sync instead (one request, not two);
 - **heartbeat**: every TTL/2; a server that forgot the node gets a re-register;
 - **persist**: runner state is written to the agent's SQLite file in batches,
   so a restarted agent (even after kill -9) re-attaches to its tasks;
@@ -26,6 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -79,6 +81,16 @@ so the loop keeps serving (and reporting the tasks already running) meanwhile
 instead of forking a thousand times before it looks at anything else."""
 
 
+@dataclass(slots=True)
+class _Reports:
+    """Reports taken for one request, to give back if it fails."""
+
+    ids: set[str]
+    direct: dict[str, AllocClientUpdate]
+    updates: list[AllocClientUpdate]
+    order: tuple[str, int]
+
+
 class Agent:
     shared_specs: SpecCache | None = None
     """Parsed job specs to take a sync's specs from instead of validating them again:
@@ -119,6 +131,12 @@ class Agent:
         self._persist: set[str] = set()
         self._persist_scheduled = False
         self._report_wakeup = asyncio.Event()
+        self._report_session = uuid.uuid4().hex[:16]
+        self._report_seq = 0
+        """This run and its count of report requests: the server refuses a request older
+        than one it took (a sync carrying reports and a report may both be in flight)."""
+        self._gathering = False
+        """The sync loop sends within ``report_interval`` and takes the reports along."""
         self._tasks: list[asyncio.Task[None]] = []
         self.heartbeat_ttl = 10.0
         self.registered = asyncio.Event()
@@ -291,7 +309,17 @@ class Agent:
         index = 0
         since = 0
         backoff = 0.2
+        started = False
         while True:
+            if started and self.settings.report_interval > 0:
+                # The runners the last answer started report within a moment: wait that
+                # long, and their reports ride on this sync instead of a request apart.
+                self._gathering = True
+                try:
+                    await asyncio.sleep(self.settings.report_interval)
+                finally:
+                    self._gathering = False
+            taken = self._take_reports()
             try:
                 sync = await self.client.node_sync(
                     self.node_id,
@@ -300,15 +328,22 @@ class Agent:
                     since=since,
                     have=self._have(),
                     specs=self.shared_specs,
+                    updates=taken.updates if taken is not None else (),
+                    order=taken.order if taken is not None else None,
                 )
                 backoff = 0.2
             except asyncio.CancelledError:
+                self._give_back(taken)
                 raise
             except Exception as exc:
+                self._give_back(taken)
                 log.warning("allocation sync failed: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if taken is not None:
+                trim_after(len(taken.updates))
+            started = bool(sync.allocations)
             if sync.index < index:
                 # the server's state was reset: ask again for everything
                 index = since = 0
@@ -475,6 +510,8 @@ class Agent:
             await self._report_wakeup.wait()
             self._report_wakeup.clear()
             await asyncio.sleep(self.settings.report_interval)  # batch what comes meanwhile
+            if self._gathering:
+                continue  # the sync about to go out takes them
             try:
                 await self._send_reports()
             except asyncio.CancelledError:
@@ -484,9 +521,10 @@ class Agent:
                 self._report_wakeup.set()
                 await asyncio.sleep(1.0)
 
-    async def _send_reports(self) -> None:
+    def _take_reports(self) -> _Reports | None:
+        """What changed since the last report, for one request (None: nothing)."""
         if not (self._dirty or self._direct) or not self.registered.is_set():
-            return
+            return None
         ids, self._dirty = self._dirty, set()
         direct, self._direct = self._direct, {}
         updates = list(direct.values())
@@ -506,13 +544,28 @@ class Agent:
                     deployment_status=runner.judge_health(),
                 )
             )
+        self._report_seq += 1
+        return _Reports(ids, direct, updates, (self._report_session, self._report_seq))
+
+    def _give_back(self, taken: _Reports | None) -> None:
+        """A request with ``taken`` failed: report those allocations again (their states
+        as they are then, which may have moved on) with the next request."""
+        if taken is None:
+            return
+        self._dirty |= taken.ids
+        self._direct = {**taken.direct, **self._direct}
+        self._report_wakeup.set()
+
+    async def _send_reports(self) -> None:
+        taken = self._take_reports()
+        if taken is None:
+            return
         try:
-            await self.client.update_allocs(self.node_id, updates)
+            await self.client.update_allocs(self.node_id, taken.updates, taken.order)
         except BaseException:
-            self._dirty |= ids
-            self._direct = {**direct, **self._direct}
+            self._give_back(taken)
             raise
-        trim_after(len(updates))
+        trim_after(len(taken.updates))
 
     # ---------------------------------------------------------------- persistence
     def mark_persist(self, runner: AllocRunner) -> None:

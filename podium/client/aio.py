@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -382,15 +382,25 @@ class AsyncClient:
         since: int | None = None,
         have: Iterable[str] | None = None,
         specs: SpecCache | None = None,
+        updates: Sequence[AllocClientUpdate] = (),
+        order: ep.ReportOrder | None = None,
     ) -> NodeSync:
         """Block until the node's allocations change past ``index`` (or ``wait`` passes).
 
         With ``since``: a delta answer (see :class:`NodeSync`), without the specs in ``have``;
-        ``specs``: parsed specs to reuse rather than validate again (see :data:`SpecCache`).
+        ``specs``: parsed specs to reuse rather than validate again (see :data:`SpecCache`);
+        ``updates``: reports committed (durably) before the sync is answered, as
+        :meth:`update_allocs` would commit them.
         """
-        endpoint = ep.node_sync(node_id, since, have, specs)
+        endpoint = ep.node_sync(node_id, since, have, specs, updates, order)
         return (await self.query(endpoint, index=index, wait=wait)).value
 
-    async def update_allocs(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
-        """Report allocation states; answers the store index of the write."""
-        return (await self.query(ep.update_allocs(node_id, updates))).value
+    async def update_allocs(
+        self,
+        node_id: str,
+        updates: Sequence[AllocClientUpdate],
+        order: ep.ReportOrder | None = None,
+    ) -> int:
+        """Report allocation states; answers the store index of the write.  ``order``: the
+        agent's run and request count (see :data:`podium.client.endpoints.ReportOrder`)."""
+        return (await self.query(ep.update_allocs(node_id, updates, order))).value

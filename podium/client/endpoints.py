@@ -18,7 +18,7 @@ write a blocking-query loop::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -338,21 +338,33 @@ def heartbeat(node_id: str) -> Endpoint[dict[str, Any]]:
     return Endpoint("PUT", f"/v1/node/{_seg(node_id)}/heartbeat", _dict)
 
 
+ReportOrder = tuple[str, int]
+"""An agent's run (a string it picks at start) and its count of report requests: the
+server refuses (409) a request older than the newest it took from that run, so a late
+request never writes an older state over a newer one."""
+
+
+def _order(order: ReportOrder | None) -> dict[str, Any]:
+    return {"session": order[0], "seq": order[1]} if order is not None else {}
+
+
 def node_sync(
     node_id: str,
     since: int | None = None,
     have: Iterable[str] | None = None,
     specs: SpecCache | None = None,
+    updates: Sequence[AllocClientUpdate] = (),
+    order: ReportOrder | None = None,
 ) -> Endpoint[NodeSync]:
     """The node's allocations; with ``since``, a delta answer (see :class:`NodeSync`) that
     leaves out the job specs named in ``have`` (``job@version@index`` of the versions the
-    agent holds).  ``specs``: parsed specs to reuse instead of validating them again."""
+    agent holds).  ``specs``: parsed specs to reuse instead of validating them again.
+    ``updates``: the agent's reports, committed before the sync is answered (a ``POST``,
+    ``have`` in its body), ordered by ``order`` as :func:`update_allocs` orders them."""
     params: dict[str, str] = {}
+    keys = sorted(have or ()) if since is not None else []
     if since is not None:
         params["since"] = str(since)
-        keys = ",".join(sorted(have or ()))
-        if keys:
-            params["have"] = keys
     context = {"specs": specs} if specs is not None else None
 
     def parse(body: Any) -> NodeSync:
@@ -361,17 +373,32 @@ def node_sync(
     def parse_json(content: bytes) -> NodeSync:
         return NodeSync.model_validate_json(content, context=context)
 
-    return Endpoint(
-        "GET", f"/v1/client/node/{_seg(node_id)}/allocations", parse, params, parse_json=parse_json
-    )
+    path = f"/v1/client/node/{_seg(node_id)}/allocations"
+    if updates:
+        body = {
+            "updates": [u.model_dump(mode="json") for u in updates],
+            "have": keys,
+            **_order(order),
+        }
+        return Endpoint("POST", path, parse, params, body=body, parse_json=parse_json)
+    if keys:
+        params["have"] = ",".join(keys)
+    return Endpoint("GET", path, parse, params, parse_json=parse_json)
 
 
-def update_allocs(node_id: str, updates: list[AllocClientUpdate]) -> Endpoint[int]:
+def update_allocs(
+    node_id: str, updates: Sequence[AllocClientUpdate], order: ReportOrder | None = None
+) -> Endpoint[int]:
+    """Report allocation states (``order``: see :data:`ReportOrder`)."""
     return Endpoint(
         "POST",
         "/v1/client/allocations",
         _index,
-        body={"node_id": node_id, "updates": [u.model_dump(mode="json") for u in updates]},
+        body={
+            "node_id": node_id,
+            "updates": [u.model_dump(mode="json") for u in updates],
+            **_order(order),
+        },
     )
 
 

@@ -8,7 +8,6 @@ a unique id prefix.  docs/api.md is the contract.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -18,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -49,6 +48,7 @@ from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
 from podium.state.store import DEPLOYMENTS, SERVICES, VARIABLES
 
 T = TypeVar("T")
+_M = TypeVar("_M", bound=BaseModel)
 INDEX_HEADER = "X-Podium-Index"
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
@@ -85,9 +85,27 @@ class ScaleRequest(BaseModel):
     count: int
 
 
-class ClientUpdateRequest(BaseModel):
+class ReportOrder(BaseModel):
+    session: str = ""
+    """The agent's run (any string it picks at start); empty: the request is unordered."""
+    seq: int = 0
+    """The run's count of report requests: a request with an older one than the newest
+    taken from the node is refused with 409 (see ``Server.client_update_batched``)."""
+
+
+class ClientUpdateRequest(ReportOrder):
     node_id: str
     updates: list[AllocClientUpdate]
+
+
+class NodeSyncRequest(ReportOrder):
+    """A sync that carries the agent's reports (``POST`` on the sync path): they are
+    committed, durably, before the sync is answered, so a busy node costs the server one
+    request per change instead of a sync and a report."""
+
+    updates: list[AllocClientUpdate] = Field(default_factory=list)
+    have: list[str] = Field(default_factory=list)
+    """As the ``GET`` sync's ``have`` query parameter, as a list (no length limit)."""
 
 
 class EligibilityRequest(BaseModel):
@@ -560,7 +578,11 @@ def create_app(server: Server) -> FastAPI:
         return _json({"index": idx}, dict[str, Any], idx)
 
     async def sync_answer(
-        node_id: str, index: int | None, wait: str | None, since: int | None, have: str | None
+        node_id: str,
+        index: int | None,
+        wait: str | None,
+        since: int | None,
+        have: str | list[str] | None,
     ) -> Response:
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), node_allocs=node_id)
@@ -591,7 +613,8 @@ def create_app(server: Server) -> FastAPI:
                 indexes = {alloc_id: sync_index(alloc_id) for alloc_id in changed}
                 count = len(ids)
             allocs = [a for a in map(store.alloc, changed) if a is not None]
-            known = set(have.split(",")) if have else set()
+            if have:
+                known = set(have.split(",") if isinstance(have, str) else have)
         jobs: dict[str, JobSpec] = {}
         job_indexes: dict[str, int] = {}
         for a in allocs:
@@ -634,9 +657,31 @@ def create_app(server: Server) -> FastAPI:
         one's)."""
         return await sync_answer(node_id, index, wait, since, have)
 
+    @app.post(
+        "/v1/client/node/{node_id}/allocations", tags=["agent"], response_model=NodeSyncResponse
+    )
+    async def node_sync_with_reports(
+        node_id: str,
+        body: NodeSyncRequest,
+        index: int | None = None,
+        wait: str | None = None,
+        since: int | None = None,
+    ) -> Response:
+        """The ``GET`` sync with the agent's reports riding on it: ``updates`` are committed
+        as ``POST /v1/client/allocations`` commits them (durable before any answer; an
+        error answers the request and commits none of them), then the sync is answered
+        as the ``GET`` answers it, ``have`` taken from the body."""
+        if body.updates:
+            await server.client_update_batched(
+                node_id, body.updates, session=body.session, seq=body.seq
+            )
+        return await sync_answer(node_id, index, wait, since, body.have)
+
     @app.post("/v1/client/allocations", tags=["agent"])
     async def client_update(body: ClientUpdateRequest) -> Response:
-        idx = await server.client_update_batched(body.node_id, body.updates)
+        idx = await server.client_update_batched(
+            body.node_id, body.updates, session=body.session, seq=body.seq
+        )
         return _json({"index": idx}, dict[str, Any], idx)
 
     # ---------------------------------------------------------------- service catalog
@@ -808,11 +853,12 @@ def _fast_agent_routes(
     app: FastAPI,
     server: Server,
     sync_answer: Callable[
-        [str, int | None, str | None, int | None, str | None], Awaitable[Response]
+        [str, int | None, str | None, int | None, str | list[str] | None], Awaitable[Response]
     ],
 ) -> None:
-    """Plain Starlette routes, ahead of FastAPI's, for the two requests every placement
-    costs an agent (its allocation sync and its report).
+    """Plain Starlette routes, ahead of FastAPI's, for the requests every placement costs
+    an agent (its allocation sync, with or without its reports riding on it, and a report
+    on its own).
 
     FastAPI's per-request parameter solving and the route scan ahead of them cost as much
     as the work behind them (profiled at 5,000 nodes).  These do the same work with the
@@ -822,65 +868,80 @@ def _fast_agent_routes(
     routes = {
         (r.path, m): r for r in app.routes if isinstance(r, APIRoute) for m in r.methods or ()
     }
-    sync_route = routes[("/v1/client/node/{node_id}/allocations", "GET")]
+    sync_path = "/v1/client/node/{node_id}/allocations"
+    sync_route = routes[(sync_path, "GET")]
+    sync_post_route = routes[(sync_path, "POST")]
     update_route = routes[("/v1/client/allocations", "POST")]
 
-    async def node_sync(scope: Scope, receive: Receive, send: Send) -> None:
+    def sync_query(scope: Scope) -> dict[str, str] | None:
+        """``index``, ``wait``, ``since`` and ``have``, or None where FastAPI should judge."""
         args: dict[str, str] = {}
-        plain = True
         for key, value in parse_qsl(
             scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
         ):
             if key in args or (key in ("index", "since") and not _is_digits(value)):
-                plain = False
-                break
+                return None
             args[key] = value
-        if not plain:
+        return args
+
+    def number(args: dict[str, str], key: str) -> int | None:
+        value = args.get(key)
+        return int(value) if value is not None else None
+
+    async def node_sync(scope: Scope, receive: Receive, send: Send) -> None:
+        args = sync_query(scope)
+        if args is None:
             await sync_route.app(scope, receive, send)
             return
-        index = args.get("index")
-        since = args.get("since")
         response = await sync_answer(
             scope["path_params"]["node_id"],
-            int(index) if index is not None else None,
+            number(args, "index"),
             args.get("wait"),
-            int(since) if since is not None else None,
+            number(args, "since"),
             args.get("have"),
         )
         await response(scope, receive, send)
 
-    async def client_update(scope: Scope, receive: Receive, send: Send) -> None:
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        content_type = dict(scope.get("headers", ())).get(b"content-type", b"application/json")
-        request: ClientUpdateRequest | None = None
-        if content_type.split(b";")[0].strip() == b"application/json":
-            with contextlib.suppress(ValidationError):
-                request = ClientUpdateRequest.model_validate_json(body)
-        if request is None:
-            sent = False
-
-            async def replay() -> Message:
-                nonlocal sent
-                if sent:
-                    return await receive()
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            await update_route.app(scope, replay, send)
+    async def node_sync_with_reports(scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:
             return
-        idx = await server.client_update_batched(request.node_id, request.updates)
+        args = sync_query(scope)
+        request = _parse_json_body(scope, body, NodeSyncRequest) if args is not None else None
+        if args is None or request is None:
+            await sync_post_route.app(scope, _replay(body, receive), send)
+            return
+        node_id = scope["path_params"]["node_id"]
+        if request.updates:
+            await server.client_update_batched(
+                node_id, request.updates, session=request.session, seq=request.seq
+            )
+        response = await sync_answer(
+            node_id, number(args, "index"), args.get("wait"), number(args, "since"), request.have
+        )
+        await response(scope, receive, send)
+
+    async def client_update(scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return
+        request = _parse_json_body(scope, body, ClientUpdateRequest)
+        if request is None:
+            await update_route.app(scope, _replay(body, receive), send)
+            return
+        idx = await server.client_update_batched(
+            request.node_id, request.updates, session=request.session, seq=request.seq
+        )
         await _json({"index": idx}, dict[str, Any], idx)(scope, receive, send)
 
     fast = [
-        Route(sync_route.path, _AsgiEndpoint(node_sync), methods=["GET"], include_in_schema=False),
+        Route(sync_path, _AsgiEndpoint(node_sync), methods=["GET"], include_in_schema=False),
+        Route(
+            sync_path,
+            _AsgiEndpoint(node_sync_with_reports),
+            methods=["POST"],
+            include_in_schema=False,
+        ),
         Route(
             update_route.path,
             _AsgiEndpoint(client_update),
@@ -889,6 +950,44 @@ def _fast_agent_routes(
         ),
     ]
     app.router.routes[:0] = fast
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request's whole body; None when the client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _parse_json_body(scope: Scope, body: bytes, model: type[_M]) -> _M | None:
+    """``body`` as ``model`` when it is valid JSON sent as such; None for FastAPI to judge
+    (and answer with its usual 422 or 415)."""
+    content_type = dict(scope.get("headers", ())).get(b"content-type", b"application/json")
+    if content_type.split(b";")[0].strip() != b"application/json":
+        return None
+    try:
+        return model.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` (already read) once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def _is_digits(value: str) -> bool:

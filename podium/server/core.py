@@ -154,6 +154,8 @@ class Server:
         self._reports: list[tuple[str, list[AllocClientUpdate], asyncio.Future[int]]] = []
         self._report_wakeup = asyncio.Event()
         self._report_task: asyncio.Task[None] | None = None
+        self._report_order: dict[str, tuple[str, int]] = {}
+        """node id -> (agent session, sequence) of the newest report request taken from it."""
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -730,11 +732,26 @@ class Server:
         """One agent's reports, in a transaction of their own."""
         return self.client_update_many([(node_id, updates)])
 
-    async def client_update_batched(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
+    async def client_update_batched(
+        self,
+        node_id: str,
+        updates: list[AllocClientUpdate],
+        *,
+        session: str = "",
+        seq: int = 0,
+    ) -> int:
         """One agent's reports, committed with whatever other reports arrive within
         ``report_batch_window`` (a group commit: one transaction, one fsync, as Nomad
         batches ``Node.UpdateAlloc`` into one Raft apply).  Returns once the batch is
-        durable, so an acknowledged report is never lost."""
+        durable, so an acknowledged report is never lost.
+
+        ``session`` and ``seq`` (the agent's run and its count of report requests) order
+        one agent's reports: an agent may have two requests with reports in flight (a
+        report and a sync carrying reports, or a retry after a timeout), and one taken
+        after a newer one would write an older state over a newer one.  Such a request
+        is refused whole (:class:`Conflict`), before anything of it is written; the agent
+        sends those allocations' current states again."""
+        self.check_report_order(node_id, session, seq)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._reports.append((node_id, updates, future))
@@ -742,6 +759,21 @@ class Server:
             self._report_task = loop.create_task(self._report_batcher(), name="report-batcher")
         self._report_wakeup.set()
         return await future
+
+    def check_report_order(self, node_id: str, session: str, seq: int) -> None:
+        """Take the report request ``seq`` of the agent run ``session`` on ``node_id``, or
+        raise :class:`Conflict` when a newer one of the same run was taken already.  No
+        ``session``: unordered (a hand-made request), always taken.  Kept in memory only:
+        after a server restart the first request of each run is taken as it comes."""
+        if not session:
+            return
+        last = self._report_order.get(node_id)
+        if last is not None and last[0] == session and seq <= last[1]:
+            raise Conflict(
+                f"report {seq} of agent run {session} on node {node_id} arrived after report "
+                f"{last[1]}: not written; send the allocations' current states again"
+            )
+        self._report_order[node_id] = (session, seq)
 
     async def _report_batcher(self) -> None:
         while True:

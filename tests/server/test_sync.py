@@ -5,6 +5,9 @@
   only the job specs not named in ``have``; ``since=0`` (a restarted agent) or an
   index from another history answers everything.
 - Reports arriving together are committed in one transaction, answered only after it.
+- Reports may ride on a sync (``POST`` on the sync path): committed before it is answered;
+  an agent's reports are taken in the order it made them (an older request that
+  arrives late is refused, not written over a newer state).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
 from podium.drivers.mock import MockDriver
+from podium.errors import Conflict
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -198,6 +202,122 @@ async def test_a_bad_report_fails_alone(api: tuple[Server, AsyncClient]) -> None
     assert server.store.alloc(allocs[1].id).client_status == ClientStatus.PENDING  # type: ignore[union-attr]
 
 
+async def test_a_sync_carries_reports(api: tuple[Server, AsyncClient]) -> None:
+    server, client = api
+    node = add_node(server)
+    allocs = place(server, mock_job("web", count=2))
+    full = await client.node_sync(node.id, since=0)
+    web = f"web@0@{full.job_indexes['web@0']}"
+
+    # the reports are committed, and (being the agent's own) wake nobody: the blocking
+    # sync waits its time out and answers nothing new, its `have` taken from the body
+    started = time.monotonic()
+    same = await client.node_sync(
+        node.id,
+        index=full.index,
+        wait="300ms",
+        since=full.index,
+        have=[web],
+        updates=[running(a) for a in allocs],
+        order=("run-1", 1),
+    )
+    assert time.monotonic() - started >= 0.25
+    assert same.index == full.index and same.allocations == [] and same.jobs == {}
+    assert all(server.store.alloc(a.id).client_status == ClientStatus.RUNNING for a in allocs)  # type: ignore[union-attr]
+
+    # a change to the node still answers a carrying sync at once, without the held spec
+    new = {a.id for a in place(server, mock_job("api", count=1))}
+    delta = await client.node_sync(
+        node.id, index=full.index, wait="5s", since=full.index, have=[web],
+        updates=[running(allocs[0])], order=("run-1", 2),
+    )  # fmt: skip
+    assert {a.id for a in delta.allocations} == new
+    assert set(delta.jobs) == {"api@0"}
+
+
+async def test_reports_taken_out_of_order_are_refused(api: tuple[Server, AsyncClient]) -> None:
+    server, client = api
+    node = add_node(server)
+    (alloc,) = place(server, mock_job("web", count=1))
+    dead = AllocClientUpdate(
+        id=alloc.id,
+        client_status=ClientStatus.FAILED,
+        task_states={"t": TaskState(state=TaskStateName.DEAD, failed=True)},
+    )
+    await client.update_allocs(node.id, [dead], ("run-1", 5))
+    # request 4 of the same run arrives late (a retry after a timeout, or a sync that
+    # carried reports and a report racing): refused whole, the newer state stays
+    with pytest.raises(Conflict, match="arrived after report 5"):
+        await client.update_allocs(node.id, [running(alloc)], ("run-1", 4))
+    with pytest.raises(Conflict):
+        await client.node_sync(node.id, since=0, updates=[running(alloc)], order=("run-1", 5))
+    assert server.store.alloc(alloc.id).client_status == ClientStatus.FAILED  # type: ignore[union-attr]
+    # a new run of the agent (restarted) starts its own count; unordered reports (no
+    # run given: a hand-made request) are always taken
+    await client.update_allocs(node.id, [running(alloc)], ("run-2", 1))
+    assert server.store.alloc(alloc.id).client_status == ClientStatus.RUNNING  # type: ignore[union-attr]
+    await client.update_allocs(node.id, [dead])
+    assert server.store.alloc(alloc.id).client_status == ClientStatus.FAILED  # type: ignore[union-attr]
+    # the order is per node: another node's run is no older or newer than this one's
+    other = add_node(server, "n2")
+    await client.update_allocs(other.id, [], ("run-1", 1))
+
+
+class Recorder:
+    """An ASGI app that notes each request's method and path before passing it on."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests: list[tuple[str, str]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.requests.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
+async def test_an_agent_reports_what_a_sync_started_on_its_next_sync(tmp_path: Path) -> None:
+    """The runners a sync started report on the agent's next sync (one request per change
+    of the node's allocations, not a sync and a report)."""
+    store = StateStore(SqliteBackend(tmp_path / "state.db"))
+    server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
+    await server.start()
+    recorder = Recorder(create_app(server))
+    client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=recorder), timeout=5)
+    agent = Agent(
+        AgentSettings(
+            data_dir=str(tmp_path / "agent"),
+            servers=["http://podium"],
+            name="n1",
+            sync_wait=30,
+            report_interval=0.5,  # ample time for mock tasks to start, even on a busy machine
+        ),
+        client,
+        drivers={"mock": MockDriver()},
+    )
+    await agent.start(http_addr="")
+    try:
+        async with asyncio.timeout(5):
+            await agent.registered.wait()
+        await client.register_job(JobSpec.model_validate(mock_job("web", count=3)))
+        await _until(
+            lambda: (
+                len([a for a in store.allocs_by_job("web") if a.client_status == "running"]) == 3
+            ),
+            what="3 running",
+        )
+        sync_path = f"/v1/client/node/{agent.node_id}/allocations"
+        assert ("POST", sync_path) in recorder.requests
+        assert ("POST", "/v1/client/allocations") not in recorder.requests
+    finally:
+        await agent.stop_all_tasks(timeout=1)
+        await agent.stop()
+        await client.aclose()
+        store.release_waiters()
+        await server.stop()
+        store.close()
+
+
 async def test_restarted_agent_learns_everything(cluster: Cluster) -> None:
     agent = await cluster.add_agent()
     await cluster.run(mock_job(count=3))
@@ -263,6 +383,21 @@ async def test_agent_fast_routes_answer_as_the_fastapi_ones(tmp_path: Path) -> N
         assert store.alloc(allocs[0].id).client_status == "running"  # type: ignore[union-attr]
         bad = await http.post("/v1/client/allocations", json={"node_id": node.id})
         assert bad.status_code == 400 and "updates" in bad.json()["error"]
+        # the sync carrying reports: same answer as the GET, reports written; a body it
+        # cannot read goes to FastAPI (its 400), and nothing is written
+        carried = {"updates": [running(allocs[1]).model_dump(mode="json")], "have": []}
+        both = await http.post(url, params={"since": "0"}, json=carried)
+        assert (
+            both.status_code == 200 and both.json()["alloc_indexes"] == fast.json()["alloc_indexes"]
+        )
+        assert store.alloc(allocs[1].id).client_status == "running"  # type: ignore[union-attr]
+        before = store.index
+        wrong = {"updates": [{"id": allocs[0].id, "client_status": "bogus"}]}
+        refused = await http.post(url, json=wrong)
+        assert refused.status_code == 400 and "client_status" in refused.json()["error"]
+        odd = await http.post(f"{url}?index=abc", json=carried)
+        assert odd.status_code == 400
+        assert store.index == before
         paths = app.openapi()["paths"]
         assert "/v1/client/allocations" in paths and url.replace(node.id, "{node_id}") in paths
     finally:
