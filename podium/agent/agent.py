@@ -75,6 +75,10 @@ HAVE_LIMIT = 16_000
 """Characters of ``have`` a sync may carry (httpx refuses queries over 64 KiB)."""
 
 PERSIST_DELAY = 0.05
+FIRST_REPORT_WAIT = 1.0
+"""At most this long the sync loop waits, after an answer that started allocations, for
+their first states (started or failed), so they ride on the next sync: one request per
+change of a busy node.  Tasks that take longer to start report on their own."""
 START_CONCURRENCY = 32
 """Tasks being started at once.  A burst of 1,000 starts then proceeds in waves,
 so the loop keeps serving (and reporting the tasks already running) meanwhile
@@ -136,7 +140,10 @@ class Agent:
         """This run and its count of report requests: the server refuses a request older
         than one it took (a sync carrying reports and a report may both be in flight)."""
         self._gathering = False
-        """The sync loop sends within ``report_interval`` and takes the reports along."""
+        """The sync loop sends soon and takes the reports along (see FIRST_REPORT_WAIT)."""
+        self._first_reports: set[str] = set()
+        """The allocations the last sync started whose first state is still awaited."""
+        self._first_reported = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.heartbeat_ttl = 10.0
         self.registered = asyncio.Event()
@@ -309,16 +316,10 @@ class Agent:
         index = 0
         since = 0
         backoff = 0.2
-        started = False
+        started: set[str] = set()
         while True:
-            if started and self.settings.report_interval > 0:
-                # The runners the last answer started report within a moment: wait that
-                # long, and their reports ride on this sync instead of a request apart.
-                self._gathering = True
-                try:
-                    await asyncio.sleep(self.settings.report_interval)
-                finally:
-                    self._gathering = False
+            if started:
+                await self._await_first_reports(started)
             taken = self._take_reports()
             try:
                 sync = await self.client.node_sync(
@@ -343,7 +344,7 @@ class Agent:
                 continue
             if taken is not None:
                 trim_after(len(taken.updates))
-            started = bool(sync.allocations)
+            started = set()
             if sync.index < index:
                 # the server's state was reset: ask again for everything
                 index = since = 0
@@ -377,7 +378,7 @@ class Agent:
                 for alloc_id in known.keys() - live:
                     del known[alloc_id]
             self._spec_indexes.update(sync.job_indexes)
-            self.apply_sync(sync.allocations, sync.jobs, live=live, removals=removals)
+            started = self.apply_sync(sync.allocations, sync.jobs, live=live, removals=removals)
             if not complete:
                 log.info("allocation sync missed changes; asking for everything")
                 index = since = 0
@@ -415,14 +416,15 @@ class Agent:
         live: set[str] | None = None,
         *,
         removals: bool = True,
-    ) -> None:
-        """Start, update and stop runners after a sync.  ``live``: every allocation id the
+    ) -> set[str]:
+        """Start, update and stop runners after a sync; answers the ids of those started.  ``live``: every allocation id the
         node still has (a delta sync, where ``allocs`` holds only what changed); ``None``:
         ``allocs`` is the whole list.  ``removals`` false: nothing left the node (a delta
         sync that lists only what changed), so no runner is looked at for removal.  Specs
         missing from ``jobs`` come from the cache of the ones this agent already holds."""
         specs = self._specs
         specs.update(jobs)
+        started: set[str] = set()
         seen: set[str] = set() if live is None else live
         for alloc in allocs:
             seen.add(alloc.id)
@@ -451,6 +453,7 @@ class Agent:
             runner = AllocRunner(self, alloc, spec)
             self.runners[alloc.id] = runner
             runner.start()
+            started.add(alloc.id)
         for alloc_id in list(self.runners) if removals else ():
             if alloc_id not in seen:
                 runner = self.runners.pop(alloc_id)
@@ -469,6 +472,29 @@ class Agent:
                 del specs[key]
                 self._spec_indexes.pop(key, None)
             self._specs_kept = 2 * len(specs) + 16
+        return started
+
+    async def _await_first_reports(self, started: set[str]) -> None:
+        """Wait until the runners in ``started`` have left pending (at most
+        FIRST_REPORT_WAIT), holding the report loop back: their reports, and whatever
+        else changed meanwhile, then ride on the next sync."""
+        self._gathering = True
+        try:
+            pending = ClientStatus.PENDING
+            self._first_reports = {
+                alloc_id
+                for alloc_id in started
+                if (runner := self.runners.get(alloc_id)) is not None
+                and runner.machine.client_status() == pending
+            }
+            self._first_reported.clear()
+            if self._first_reports:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FIRST_REPORT_WAIT):
+                        await self._first_reported.wait()
+        finally:
+            self._gathering = False
+            self._first_reports = set()
 
     def _have(self) -> list[str]:
         """The cached specs to name in a sync's ``have`` (``job@version@index``).
@@ -504,6 +530,11 @@ class Agent:
     def mark_dirty(self, runner: AllocRunner) -> None:
         self._dirty.add(runner.id)
         self._report_wakeup.set()
+        waiting = self._first_reports
+        if runner.id in waiting and runner.machine.client_status() != ClientStatus.PENDING:
+            waiting.discard(runner.id)
+            if not waiting:
+                self._first_reported.set()
 
     async def _report_loop(self) -> None:
         while True:

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from podium.models import (
+    TASK_STATE,
     AllocatedPort,
     Allocation,
     ClientStatus,
@@ -176,7 +177,7 @@ class TaskTrack:
     def to_dict(self) -> dict[str, Any]:
         return {
             "phase": self.phase.value,
-            "state": self.state.model_dump(mode="json"),
+            "state": TASK_STATE.dump_python(self.state, mode="json"),
             "window_start": self.window_start,
             "window_restarts": self.window_restarts,
             "timer_token": self.timer_token,
@@ -187,7 +188,7 @@ class TaskTrack:
     def from_dict(cls, data: dict[str, Any]) -> TaskTrack:
         return cls(
             phase=Phase(data["phase"]),
-            state=TaskState.model_validate(data["state"]),
+            state=TASK_STATE.validate_python(data["state"]),
             window_start=data.get("window_start"),
             window_restarts=int(data.get("window_restarts", 0)),
             timer_token=int(data.get("timer_token", 0)),

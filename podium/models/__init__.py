@@ -7,6 +7,7 @@ Everything else may import this package; it imports nothing of Podium's but
 from __future__ import annotations
 
 from podium.models.alloc import (
+    TASK_STATE,
     AllocatedPort,
     Allocation,
     AllocClientUpdate,
@@ -67,6 +68,7 @@ from podium.models.variable import (
 
 __all__ = [
     "DRIVER_CONFIGS",
+    "TASK_STATE",
     "Affinity",
     "AllocClientUpdate",
     "AllocHealth",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import field
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 
 from podium.models.job import Resources
 
@@ -34,7 +36,15 @@ class TaskStateName(StrEnum):
     DEAD = "dead"
 
 
-class TaskEvent(BaseModel):
+# TaskEvent and TaskState are slotted pydantic dataclasses, not models: the server keeps
+# one task state and a few events for each of its allocations (a million at C1M's size),
+# and a model's instance dict made them ~1 KB more per allocation (bench/RESULTS.md).
+# They validate, serialise and appear in the OpenAPI document as models do; use
+# ``TASK_STATE`` (a TypeAdapter) where a model method would be called.
+
+
+@dataclass(slots=True)
+class TaskEvent:
     """Something that happened to a task, for people (``alloc status``)."""
 
     time: float
@@ -45,7 +55,8 @@ class TaskEvent(BaseModel):
     oom_killed: bool = False
 
 
-class TaskState(BaseModel):
+@dataclass(slots=True)
+class TaskState:
     state: TaskStateName = TaskStateName.PENDING
     failed: bool = False
     restarts: int = 0
@@ -56,12 +67,15 @@ class TaskState(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     last_restart: float | None = None
-    events: list[TaskEvent] = Field(default_factory=list)
+    events: list[TaskEvent] = field(default_factory=list)
 
     def add_event(self, event: TaskEvent) -> None:
         self.events.append(event)
         if len(self.events) > MAX_TASK_EVENTS:
             del self.events[: len(self.events) - MAX_TASK_EVENTS]
+
+
+TASK_STATE: TypeAdapter[TaskState] = TypeAdapter(TaskState)
 
 
 class AllocatedPort(BaseModel):

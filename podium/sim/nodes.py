@@ -22,7 +22,7 @@ from podium.client.results import SpecCache
 from podium.drivers.base import TaskContext, TaskHandle
 from podium.drivers.mock import MockDriver, _Run
 from podium.models import Allocation, DriverInfo, JobSpec, Node, NodeResources
-from podium.state.compact import _intern, _share_fields_set, compact_alloc
+from podium.state.compact import _intern, compact_alloc, compact_task_state
 
 MHZ_PER_CORE = 2500
 SHAPES: list[tuple[int, int]] = [
@@ -196,7 +196,7 @@ class SimAgent(Agent):
         live: set[str] | None = None,
         *,
         removals: bool = True,
-    ) -> None:
+    ) -> set[str]:
         """As the agent's, with each received allocation compacted first (shared field
         sets, resources, short strings and ids, as the store keeps its own): the agent
         never mutates an allocation it received, and thousands of simulated agents in
@@ -205,15 +205,13 @@ class SimAgent(Agent):
             compact_alloc(alloc)
             # ids a node's allocations share (its node, a job, a plan's evaluation)
             _intern(alloc.__dict__, "node_id", "node_name", "job_id", "eval_id", "deployment_id")
-        super().apply_sync(allocs, jobs, live, removals=removals)
+        return super().apply_sync(allocs, jobs, live, removals=removals)
 
     def mark_dirty(self, runner: Any) -> None:
-        """As the agent's, sharing the field sets and short strings of the runner's task
-        events (never changed once made) before they wait for the report."""
+        """As the agent's, sharing the short strings of the runner's task events (never
+        changed once made) before they wait for the report."""
         for track in runner.machine.tasks.values():
-            for event in track.state.events:
-                _share_fields_set(event)
-                _intern(event.__dict__, "type", "message")
+            compact_task_state(track.state)
         super().mark_dirty(runner)
 
     def mark_persist(self, runner: Any) -> None:

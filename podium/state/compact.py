@@ -3,7 +3,8 @@
 A pydantic model instance carries a ``__dict__`` and a ``__pydantic_fields_set__``
 set of its own; for a reported allocation (the allocation, its resources twice,
 a task state, two task events) the six sets were ~3.9 KB of ~7.7 KB per
-allocation in memory.  Stored models are never mutated (writers copy them), so
+allocation in memory.  (Task states and events have since become slotted
+dataclasses, with neither; their strings are still interned.)  Stored models are never mutated (writers copy them), so
 equal sets, equal resources and equal short strings can be one object each.
 
 Everything here is invisible to readers: each attribute keeps an equal value
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from podium.models import Allocation, Resources
+from podium.models import Allocation, Resources, TaskState
 
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 _RESOURCES: dict[tuple[int, int], Resources] = {}
@@ -70,8 +71,15 @@ def compact_alloc(alloc: Allocation) -> Allocation:
             tasks[name] = shared
     _intern(values, "client_description", "desired_description", "namespace", "group")
     for state in alloc.task_states.values():
-        _share_fields_set(state)
-        for event in state.events:
-            _share_fields_set(event)
-            _intern(event.__dict__, "type", "message")
+        compact_task_state(state)
     return alloc
+
+
+def compact_task_state(state: TaskState) -> None:
+    """Intern the short strings of ``state``'s events (in place; a slotted dataclass has
+    no dict or fields set to share)."""
+    for event in state.events:
+        if len(event.type) <= 64:
+            event.type = sys.intern(event.type)
+        if len(event.message) <= 64:
+            event.message = sys.intern(event.message)

@@ -290,7 +290,6 @@ async def test_an_agent_reports_what_a_sync_started_on_its_next_sync(tmp_path: P
             servers=["http://podium"],
             name="n1",
             sync_wait=30,
-            report_interval=0.5,  # ample time for mock tasks to start, even on a busy machine
         ),
         client,
         drivers={"mock": MockDriver()},
