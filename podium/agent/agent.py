@@ -417,11 +417,13 @@ class Agent:
         *,
         removals: bool = True,
     ) -> set[str]:
-        """Start, update and stop runners after a sync; answers the ids of those started.  ``live``: every allocation id the
-        node still has (a delta sync, where ``allocs`` holds only what changed); ``None``:
-        ``allocs`` is the whole list.  ``removals`` false: nothing left the node (a delta
-        sync that lists only what changed), so no runner is looked at for removal.  Specs
-        missing from ``jobs`` come from the cache of the ones this agent already holds."""
+        """Start, update and stop runners after a sync; answers the ids of those started.
+
+        ``live``: every allocation id the node still has (a delta sync, where ``allocs``
+        holds only what changed); ``None``: ``allocs`` is the whole list.  ``removals``
+        false: nothing left the node (a delta sync that lists only what changed), so no
+        runner is looked at for removal.  Specs missing from ``jobs`` come from the cache
+        of the ones this agent already holds."""
         specs = self._specs
         specs.update(jobs)
         started: set[str] = set()

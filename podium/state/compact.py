@@ -4,8 +4,9 @@ A pydantic model instance carries a ``__dict__`` and a ``__pydantic_fields_set__
 set of its own; for a reported allocation (the allocation, its resources twice,
 a task state, two task events) the six sets were ~3.9 KB of ~7.7 KB per
 allocation in memory.  (Task states and events have since become slotted
-dataclasses, with neither; their strings are still interned.)  Stored models are never mutated (writers copy them), so
-equal sets, equal resources and equal short strings can be one object each.
+dataclasses, with neither; their strings are still interned.)  Stored models are
+never mutated (writers copy them), so equal sets, equal resources and equal short
+strings can be one object each.
 
 Everything here is invisible to readers: each attribute keeps an equal value
 (``model_fields_set`` included), only duplicates are dropped.

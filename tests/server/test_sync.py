@@ -55,6 +55,11 @@ def add_node(server: Server, name: str = "n1") -> Node:
     return node
 
 
+def status_of(server: Server, alloc_id: str) -> ClientStatus | None:
+    alloc = server.store.alloc(alloc_id)
+    return alloc.client_status if alloc is not None else None
+
+
 def running(alloc: Allocation) -> AllocClientUpdate:
     return AllocClientUpdate(
         id=alloc.id,
@@ -223,7 +228,7 @@ async def test_a_sync_carries_reports(api: tuple[Server, AsyncClient]) -> None:
     )
     assert time.monotonic() - started >= 0.25
     assert same.index == full.index and same.allocations == [] and same.jobs == {}
-    assert all(server.store.alloc(a.id).client_status == ClientStatus.RUNNING for a in allocs)  # type: ignore[union-attr]
+    assert all(status_of(server, a.id) == ClientStatus.RUNNING for a in allocs)
 
     # a change to the node still answers a carrying sync at once, without the held spec
     new = {a.id for a in place(server, mock_job("api", count=1))}
@@ -251,13 +256,13 @@ async def test_reports_taken_out_of_order_are_refused(api: tuple[Server, AsyncCl
         await client.update_allocs(node.id, [running(alloc)], ("run-1", 4))
     with pytest.raises(Conflict):
         await client.node_sync(node.id, since=0, updates=[running(alloc)], order=("run-1", 5))
-    assert server.store.alloc(alloc.id).client_status == ClientStatus.FAILED  # type: ignore[union-attr]
+    assert status_of(server, alloc.id) == ClientStatus.FAILED
     # a new run of the agent (restarted) starts its own count; unordered reports (no
     # run given: a hand-made request) are always taken
     await client.update_allocs(node.id, [running(alloc)], ("run-2", 1))
-    assert server.store.alloc(alloc.id).client_status == ClientStatus.RUNNING  # type: ignore[union-attr]
+    assert status_of(server, alloc.id) == ClientStatus.RUNNING
     await client.update_allocs(node.id, [dead])
-    assert server.store.alloc(alloc.id).client_status == ClientStatus.FAILED  # type: ignore[union-attr]
+    assert status_of(server, alloc.id) == ClientStatus.FAILED
     # the order is per node: another node's run is no older or newer than this one's
     other = add_node(server, "n2")
     await client.update_allocs(other.id, [], ("run-1", 1))
@@ -309,6 +314,63 @@ async def test_an_agent_reports_what_a_sync_started_on_its_next_sync(tmp_path: P
         assert ("POST", sync_path) in recorder.requests
         assert ("POST", "/v1/client/allocations") not in recorder.requests
     finally:
+        await agent.stop_all_tasks(timeout=1)
+        await agent.stop()
+        await client.aclose()
+        store.release_waiters()
+        await server.stop()
+        store.close()
+
+
+class GatedDriver(MockDriver):
+    """The mock driver, whose starts wait for ``gate``: a task slow to start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def start(self, ctx: Any) -> Any:
+        await self.gate.wait()
+        return await super().start(ctx)
+
+
+async def test_a_task_slow_to_start_reports_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync loop waits only so long for the first states of what it started: a task
+    still starting after that is reported by the report loop while the sync is parked."""
+    from podium.agent import agent as agent_mod
+
+    monkeypatch.setattr(agent_mod, "FIRST_REPORT_WAIT", 0.2)
+    store = StateStore(SqliteBackend(tmp_path / "state.db"))
+    server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
+    await server.start()
+    recorder = Recorder(create_app(server))
+    client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=recorder), timeout=5)
+    driver = GatedDriver()
+    agent = Agent(
+        AgentSettings(
+            data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1", sync_wait=30
+        ),
+        client,
+        drivers={"mock": driver},
+    )
+    await agent.start(http_addr="")
+    try:
+        async with asyncio.timeout(5):
+            await agent.registered.wait()
+        await client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
+        await _until(lambda: agent.runners, what="a runner")
+        await asyncio.sleep(0.5)  # past FIRST_REPORT_WAIT: the sync went out and is parked
+        assert not agent._gathering
+        driver.gate.set()
+        await _until(
+            lambda: [a for a in store.allocs_by_job("web") if a.client_status == "running"],
+            what="running",
+        )
+        assert ("POST", "/v1/client/allocations") in recorder.requests
+    finally:
+        driver.gate.set()
         await agent.stop_all_tasks(timeout=1)
         await agent.stop()
         await client.aclose()
