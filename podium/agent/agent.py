@@ -40,7 +40,7 @@ from podium.client.results import SpecCache
 from podium.drivers import builtin_drivers
 from podium.drivers.base import Driver
 from podium.drivers.logrotate import rotate_if_needed
-from podium.errors import DriverError, NotFound
+from podium.errors import Conflict, DriverError, NotFound
 from podium.memtrim import trim_after
 from podium.models import (
     AllocatedPort,
@@ -318,9 +318,14 @@ class Agent:
         backoff = 0.2
         started: set[str] = set()
         while True:
+            taken = None
             if started:
+                # Reports ride only on the sync after an answer that started allocations,
+                # and not on its retries: a report the server keeps refusing (a bad one)
+                # must not keep the node from hearing of its allocations.
                 await self._await_first_reports(started)
-            taken = self._take_reports()
+                started = set()
+                taken = self._take_reports()
             try:
                 sync = await self.client.node_sync(
                     self.node_id,
@@ -338,13 +343,15 @@ class Agent:
                 raise
             except Exception as exc:
                 self._give_back(taken)
-                log.warning("allocation sync failed: %s", exc)
+                if isinstance(exc, Conflict):  # reports out of order: resent, nothing lost
+                    log.debug("allocation sync refused: %s", exc)
+                else:
+                    log.warning("allocation sync failed: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if taken is not None:
                 trim_after(len(taken.updates))
-            started = set()
             if sync.index < index:
                 # the server's state was reset: ask again for everything
                 index = since = 0
@@ -550,7 +557,10 @@ class Agent:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("cannot report allocation states: %s", exc)
+                if isinstance(exc, Conflict):  # out of order: the states go again, as they are
+                    log.debug("allocation states refused: %s", exc)
+                else:
+                    log.warning("cannot report allocation states: %s", exc)
                 self._report_wakeup.set()
                 await asyncio.sleep(1.0)
 

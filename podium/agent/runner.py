@@ -82,13 +82,14 @@ class _NoChecks:
 NO_CHECKS = _NoChecks()
 
 
-@functools.lru_cache(maxsize=16)
 @functools.lru_cache(maxsize=64)
 def _allocs_root(data_dir: str) -> str:
     """The allocations' directory of a data dir, as a string: a start builds a handful of
     paths from it, and string joins cost a tenth of pathlib's (profiled: pathlib was ~10%
-    of the simulated agents' CPU)."""
-    return os.path.join(data_dir, "allocs")
+    of the simulated agents' CPU).  Normalised by pathlib, as the paths were when built
+    with it: a task's directory is matched by its exact string (a leftover shim's command
+    line, see ``kill_previous``), also for tasks an earlier version started."""
+    return str(Path(data_dir) / "allocs")
 
 
 def _keeps_health(driver: Driver | None) -> bool:
@@ -470,7 +471,7 @@ class AllocRunner:
                 # Stopped while it was starting, and the agent died before the handle was
                 # saved: stop any instance that did start (its shim left a pid file), then
                 # let the task be dead.
-                kill_previous(str(self.task_dir(task) / STATE_SUBDIR))
+                kill_previous(f"{self.alloc_path}/{task}/{STATE_SUBDIR}")
                 self.dispatch(TaskExited(self.now(), task, error="stopped while starting"))
             elif track.phase == Phase.STARTING:
                 # The agent died between deciding to start and recording the handle.

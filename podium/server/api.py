@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -89,8 +89,14 @@ class ReportOrder(BaseModel):
     session: str = ""
     """The agent's run (any string it picks at start); empty: the request is unordered."""
     seq: int = 0
-    """The run's count of report requests: a request with an older one than the newest
-    taken from the node is refused with 409 (see ``Server.client_update_batched``)."""
+    """The run's count of report requests (from 1): a request with an older one than the
+    newest taken from the node is refused with 409 (see ``Server.client_update_batched``)."""
+
+    @model_validator(mode="after")
+    def _seq_with_session(self) -> ReportOrder:
+        if self.session and self.seq < 1:
+            raise ValueError("seq: a request with a session needs its sequence number (>= 1)")
+        return self
 
 
 class ClientUpdateRequest(ReportOrder):
@@ -674,6 +680,7 @@ def create_app(server: Server) -> FastAPI:
         as ``POST /v1/client/allocations`` commits them (durable before any answer; an
         error answers the request and commits none of them), then the sync is answered
         as the ``GET`` answers it, ``have`` taken from the body."""
+        _parse_wait(wait)  # a bad query is refused before anything is written
         if body.updates:
             await server.client_update_batched(
                 node_id, body.updates, session=body.session, seq=body.seq
@@ -915,12 +922,16 @@ def _fast_agent_routes(
             await sync_post_route.app(scope, _replay(body, receive), send)
             return
         node_id = scope["path_params"]["node_id"]
-        if request.updates:
-            await server.client_update_batched(
-                node_id, request.updates, session=request.session, seq=request.seq
-            )
+        wait = args.get("wait")
+        _parse_wait(wait)  # a bad query is refused before anything is written
+        updates, have = request.updates, request.have
+        session, seq = request.session, request.seq
+        del body, request  # not held through the blocking wait (thousands of parked agents)
+        if updates:
+            await server.client_update_batched(node_id, updates, session=session, seq=seq)
+            del updates
         response = await sync_answer(
-            node_id, number(args, "index"), args.get("wait"), number(args, "since"), request.have
+            node_id, number(args, "index"), wait, number(args, "since"), have
         )
         await response(scope, receive, send)
 

@@ -80,7 +80,7 @@ def compact_task_state(state: TaskState) -> None:
     """Intern the short strings of ``state``'s events (in place; a slotted dataclass has
     no dict or fields set to share)."""
     for event in state.events:
-        if len(event.type) <= 64:
+        if type(event.type) is str and len(event.type) <= 64:
             event.type = sys.intern(event.type)
-        if len(event.message) <= 64:
+        if type(event.message) is str and len(event.message) <= 64:
             event.message = sys.intern(event.message)

@@ -230,14 +230,26 @@ async def test_a_sync_carries_reports(api: tuple[Server, AsyncClient]) -> None:
     assert same.index == full.index and same.allocations == [] and same.jobs == {}
     assert all(status_of(server, a.id) == ClientStatus.RUNNING for a in allocs)
 
-    # a change to the node still answers a carrying sync at once, without the held spec
+    # a change to the node still answers a carrying sync at once; the spec the body's
+    # `have` names is left out, and sent when `have` does not name it
+    txn = server.store.txn()
+    changed = server.store.alloc(allocs[0].id)
+    assert changed is not None
+    txn.put_alloc(
+        changed.model_copy(update={"desired_description": "x", "modify_index": txn.index})
+    )
+    server.store.commit(txn)
     new = {a.id for a in place(server, mock_job("api", count=1))}
     delta = await client.node_sync(
         node.id, index=full.index, wait="5s", since=full.index, have=[web],
-        updates=[running(allocs[0])], order=("run-1", 2),
+        updates=[running(allocs[1])], order=("run-1", 2),
     )  # fmt: skip
-    assert {a.id for a in delta.allocations} == new
+    assert {a.id for a in delta.allocations} == new | {allocs[0].id}
     assert set(delta.jobs) == {"api@0"}
+    bare = await client.node_sync(
+        node.id, since=full.index, updates=[running(allocs[1])], order=("run-1", 3)
+    )
+    assert set(bare.jobs) == {"api@0", "web@0"}
 
 
 async def test_reports_taken_out_of_order_are_refused(api: tuple[Server, AsyncClient]) -> None:
@@ -379,6 +391,54 @@ async def test_a_task_slow_to_start_reports_on_its_own(
         store.close()
 
 
+async def test_a_report_the_server_keeps_refusing_does_not_stop_syncs(tmp_path: Path) -> None:
+    """One allocation's report fails on the server every time: the node still hears of new
+    allocations (the sync carries reports once, not on its retries) and runs them."""
+    store = StateStore(SqliteBackend(tmp_path / "state.db"))
+    server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
+    await server.start()
+    client = AsyncClient(
+        "http://podium", transport=httpx.ASGITransport(app=create_app(server)), timeout=5
+    )
+    agent = Agent(
+        AgentSettings(
+            data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1", sync_wait=30
+        ),
+        client,
+        drivers={"mock": MockDriver()},
+    )
+    bad: set[str] = set()
+    inner = server.client_update_many
+
+    def refusing(reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
+        if any(u.id in bad for _node, updates in reports for u in updates):
+            raise RuntimeError("this report cannot be written")
+        return inner(reports)
+
+    server.client_update_many = refusing  # type: ignore[method-assign]
+    await agent.start(http_addr="")
+    try:
+        async with asyncio.timeout(5):
+            await agent.registered.wait()
+        await client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
+        (first,) = await _until(lambda: list(agent.runners), what="web's runner")
+        bad.add(first)
+        agent.mark_dirty(agent.runners[first])  # its report is refused from now on
+        await client.register_job(JobSpec.model_validate(mock_job("api", count=1)))
+        await _until(lambda: len(agent.runners) == 2, what="api's allocation on the node")
+        await asyncio.sleep(0.5)  # the sync carrying api's first state has been refused
+        await client.register_job(JobSpec.model_validate(mock_job("db", count=1)))
+        await _until(lambda: len(agent.runners) == 3, what="db's allocation on the node")
+    finally:
+        bad.clear()
+        await agent.stop_all_tasks(timeout=1)
+        await agent.stop()
+        await client.aclose()
+        store.release_waiters()
+        await server.stop()
+        store.close()
+
+
 async def test_restarted_agent_learns_everything(cluster: Cluster) -> None:
     agent = await cluster.add_agent()
     await cluster.run(mock_job(count=3))
@@ -458,7 +518,13 @@ async def test_agent_fast_routes_answer_as_the_fastapi_ones(tmp_path: Path) -> N
         assert refused.status_code == 400 and "client_status" in refused.json()["error"]
         odd = await http.post(f"{url}?index=abc", json=carried)
         assert odd.status_code == 400
-        assert store.index == before
+        for query in ("index=1&wait=bogus", "index=1&index=2&wait=bogus"):  # fast, FastAPI
+            late = {**carried, "updates": [running(allocs[0]).model_dump(mode="json")]}
+            bogus = await http.post(f"{url}?{query}", json=late)
+            assert bogus.status_code == 400 and "bogus" in bogus.json()["error"], query
+        unordered = await http.post(url, json={**carried, "session": "run-1"})
+        assert unordered.status_code == 400 and "seq" in unordered.json()["error"]
+        assert store.index == before  # nothing written by any of them
         paths = app.openapi()["paths"]
         assert "/v1/client/allocations" in paths and url.replace(node.id, "{node_id}") in paths
     finally:
