@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -293,38 +295,36 @@ class Recorder:
         await self.app(scope, receive, send)
 
 
-async def test_an_agent_reports_what_a_sync_started_on_its_next_sync(tmp_path: Path) -> None:
-    """The runners a sync started report on the agent's next sync (one request per change
-    of the node's allocations, not a sync and a report)."""
+@dataclass
+class OneNode:
+    """A started server (SQLite store) and one started agent, over the ASGI transport."""
+
+    server: Server
+    store: StateStore
+    client: AsyncClient
+    agent: Agent
+    recorder: Recorder
+
+    def running(self, job: str) -> list[Allocation]:
+        return [a for a in self.store.allocs_by_job(job) if a.client_status == "running"]
+
+
+@contextlib.asynccontextmanager
+async def one_node(tmp_path: Path, driver: MockDriver | None = None) -> AsyncIterator[OneNode]:
     store = StateStore(SqliteBackend(tmp_path / "state.db"))
     server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
     await server.start()
     recorder = Recorder(create_app(server))
     client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=recorder), timeout=5)
-    agent = Agent(
-        AgentSettings(
-            data_dir=str(tmp_path / "agent"),
-            servers=["http://podium"],
-            name="n1",
-            sync_wait=30,
-        ),
-        client,
-        drivers={"mock": MockDriver()},
+    settings = AgentSettings(
+        data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1", sync_wait=30
     )
+    agent = Agent(settings, client, drivers={"mock": driver or MockDriver()})
     await agent.start(http_addr="")
     try:
         async with asyncio.timeout(5):
             await agent.registered.wait()
-        await client.register_job(JobSpec.model_validate(mock_job("web", count=3)))
-        await _until(
-            lambda: (
-                len([a for a in store.allocs_by_job("web") if a.client_status == "running"]) == 3
-            ),
-            what="3 running",
-        )
-        sync_path = f"/v1/client/node/{agent.node_id}/allocations"
-        assert ("POST", sync_path) in recorder.requests
-        assert ("POST", "/v1/client/allocations") not in recorder.requests
+        yield OneNode(server, store, client, agent, recorder)
     finally:
         await agent.stop_all_tasks(timeout=1)
         await agent.stop()
@@ -332,6 +332,17 @@ async def test_an_agent_reports_what_a_sync_started_on_its_next_sync(tmp_path: P
         store.release_waiters()
         await server.stop()
         store.close()
+
+
+async def test_an_agent_reports_what_a_sync_started_on_its_next_sync(tmp_path: Path) -> None:
+    """The runners a sync started report on the agent's next sync (one request per change
+    of the node's allocations, not a sync and a report)."""
+    async with one_node(tmp_path) as c:
+        await c.client.register_job(JobSpec.model_validate(mock_job("web", count=3)))
+        await _until(lambda: len(c.running("web")) == 3, what="3 running")
+        sync_path = f"/v1/client/node/{c.agent.node_id}/allocations"
+        assert ("POST", sync_path) in c.recorder.requests
+        assert ("POST", "/v1/client/allocations") not in c.recorder.requests
 
 
 class GatedDriver(MockDriver):
@@ -354,89 +365,44 @@ async def test_a_task_slow_to_start_reports_on_its_own(
     from podium.agent import agent as agent_mod
 
     monkeypatch.setattr(agent_mod, "FIRST_REPORT_WAIT", 0.2)
-    store = StateStore(SqliteBackend(tmp_path / "state.db"))
-    server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
-    await server.start()
-    recorder = Recorder(create_app(server))
-    client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=recorder), timeout=5)
     driver = GatedDriver()
-    agent = Agent(
-        AgentSettings(
-            data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1", sync_wait=30
-        ),
-        client,
-        drivers={"mock": driver},
-    )
-    await agent.start(http_addr="")
-    try:
-        async with asyncio.timeout(5):
-            await agent.registered.wait()
-        await client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
-        await _until(lambda: agent.runners, what="a runner")
-        await asyncio.sleep(0.5)  # past FIRST_REPORT_WAIT: the sync went out and is parked
-        assert not agent._gathering
-        driver.gate.set()
-        await _until(
-            lambda: [a for a in store.allocs_by_job("web") if a.client_status == "running"],
-            what="running",
-        )
-        assert ("POST", "/v1/client/allocations") in recorder.requests
-    finally:
-        driver.gate.set()
-        await agent.stop_all_tasks(timeout=1)
-        await agent.stop()
-        await client.aclose()
-        store.release_waiters()
-        await server.stop()
-        store.close()
+    async with one_node(tmp_path, driver) as c:
+        try:
+            await c.client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
+            await _until(lambda: c.agent.runners, what="a runner")
+            await asyncio.sleep(0.5)  # past FIRST_REPORT_WAIT: the sync went out and is parked
+            assert not c.agent._gathering
+            driver.gate.set()
+            await _until(lambda: c.running("web"), what="running")
+            assert ("POST", "/v1/client/allocations") in c.recorder.requests
+        finally:
+            driver.gate.set()
 
 
 async def test_a_report_the_server_keeps_refusing_does_not_stop_syncs(tmp_path: Path) -> None:
     """One allocation's report fails on the server every time: the node still hears of new
     allocations (the sync carries reports once, not on its retries) and runs them."""
-    store = StateStore(SqliteBackend(tmp_path / "state.db"))
-    server = Server(store, ServerConfig(heartbeat_ttl=60, heartbeat_grace=60))
-    await server.start()
-    client = AsyncClient(
-        "http://podium", transport=httpx.ASGITransport(app=create_app(server)), timeout=5
-    )
-    agent = Agent(
-        AgentSettings(
-            data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1", sync_wait=30
-        ),
-        client,
-        drivers={"mock": MockDriver()},
-    )
     bad: set[str] = set()
-    inner = server.client_update_many
+    async with one_node(tmp_path) as c:
+        inner = c.server.client_update_many
 
-    def refusing(reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
-        if any(u.id in bad for _node, updates in reports for u in updates):
-            raise RuntimeError("this report cannot be written")
-        return inner(reports)
+        def refusing(reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
+            if any(u.id in bad for _node, updates in reports for u in updates):
+                raise RuntimeError("this report cannot be written")
+            return inner(reports)
 
-    server.client_update_many = refusing  # type: ignore[method-assign]
-    await agent.start(http_addr="")
-    try:
-        async with asyncio.timeout(5):
-            await agent.registered.wait()
-        await client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
+        c.server.client_update_many = refusing  # type: ignore[method-assign]
+        agent = c.agent
+        await c.client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
         (first,) = await _until(lambda: list(agent.runners), what="web's runner")
         bad.add(first)
         agent.mark_dirty(agent.runners[first])  # its report is refused from now on
-        await client.register_job(JobSpec.model_validate(mock_job("api", count=1)))
+        await c.client.register_job(JobSpec.model_validate(mock_job("api", count=1)))
         await _until(lambda: len(agent.runners) == 2, what="api's allocation on the node")
         await asyncio.sleep(0.5)  # the sync carrying api's first state has been refused
-        await client.register_job(JobSpec.model_validate(mock_job("db", count=1)))
+        await c.client.register_job(JobSpec.model_validate(mock_job("db", count=1)))
         await _until(lambda: len(agent.runners) == 3, what="db's allocation on the node")
-    finally:
         bad.clear()
-        await agent.stop_all_tasks(timeout=1)
-        await agent.stop()
-        await client.aclose()
-        store.release_waiters()
-        await server.stop()
-        store.close()
 
 
 async def test_restarted_agent_learns_everything(cluster: Cluster) -> None:
@@ -516,8 +482,8 @@ async def test_agent_fast_routes_answer_as_the_fastapi_ones(tmp_path: Path) -> N
         wrong = {"updates": [{"id": allocs[0].id, "client_status": "bogus"}]}
         refused = await http.post(url, json=wrong)
         assert refused.status_code == 400 and "client_status" in refused.json()["error"]
-        odd = await http.post(f"{url}?index=abc", json=carried)
-        assert odd.status_code == 400
+        odd_index = await http.post(f"{url}?index=abc", json=carried)
+        assert odd_index.status_code == 400
         for query in ("index=1&wait=bogus", "index=1&index=2&wait=bogus"):  # fast, FastAPI
             late = {**carried, "updates": [running(allocs[0]).model_dump(mode="json")]}
             bogus = await http.post(f"{url}?{query}", json=late)
