@@ -309,6 +309,16 @@ class OneNode:
         return [a for a in self.store.allocs_by_job(job) if a.client_status == "running"]
 
 
+async def shut_down(agent: Agent, client: AsyncClient, server: Server, store: StateStore) -> None:
+    """Stop what a test started: the agent's tasks and loops, the client, the server."""
+    await agent.stop_all_tasks(timeout=1)
+    await agent.stop()
+    await client.aclose()
+    store.release_waiters()
+    await server.stop()
+    store.close()
+
+
 @contextlib.asynccontextmanager
 async def one_node(tmp_path: Path, driver: MockDriver | None = None) -> AsyncIterator[OneNode]:
     store = StateStore(SqliteBackend(tmp_path / "state.db"))
@@ -326,12 +336,7 @@ async def one_node(tmp_path: Path, driver: MockDriver | None = None) -> AsyncIte
             await agent.registered.wait()
         yield OneNode(server, store, client, agent, recorder)
     finally:
-        await agent.stop_all_tasks(timeout=1)
-        await agent.stop()
-        await client.aclose()
-        store.release_waiters()
-        await server.stop()
-        store.close()
+        await shut_down(agent, client, server, store)
 
 
 async def test_an_agent_reports_what_a_sync_started_on_its_next_sync(tmp_path: Path) -> None:
@@ -571,12 +576,7 @@ async def test_alloc_gced_while_agent_away_then_server_restart(tmp_path: Path) -
         runner = agent.runners.get(alloc_id)
         assert runner is None, f"agent still runs {alloc_id} (terminal={runner.machine.terminal()})"
     finally:
-        await agent.stop_all_tasks(timeout=1)
-        await agent.stop()
-        await client.aclose()
-        store.release_waiters()
-        await server.stop()
-        store.close()
+        await shut_down(agent, client, server, store)
 
 
 def test_have_stays_short_enough_for_a_query_string(tmp_path: Path) -> None:
