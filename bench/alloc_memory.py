@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import time
 import tracemalloc
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from podium.models import (
     Allocation,
@@ -76,6 +77,17 @@ def running_state(now: float) -> dict[str, Any]:
             {"time": now, "type": "Started", "message": "task started by the driver"},
         ],
     }
+
+
+def dump_us(dump: Any, rounds: int = 5, calls: int = 20_000) -> float:
+    """Median microseconds per ``dump()`` call over ``rounds`` rounds."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            dump()
+        times.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(times)
 
 
 def held(build: Any) -> tuple[float, Any]:
@@ -149,6 +161,12 @@ def main() -> None:
 
     before_bytes, kept_before = held(lambda: [as_models() for _ in range(n)])
     del kept_now, kept_before
+    # Serialising one (as every commit of the allocation does): median of 5 rounds.
+    now_map, before_map = task_states(), as_models()
+    now_adapter = TypeAdapter(dict[str, TaskState])
+    before_adapter = TypeAdapter(dict[str, StateModel])
+    dump_now = dump_us(lambda: now_adapter.dump_json(now_map))
+    dump_before = dump_us(lambda: before_adapter.dump_json(before_map))
     print(f"allocations: {n:,} on 100 nodes (running: one task, two events)")
     print(f"{'stored JSON (floor: the bytes SQLite holds)':48} {json_bytes:7,.0f} B")
     print(
@@ -158,6 +176,10 @@ def main() -> None:
     print(f"{'its task states, slotted dataclasses (now)':48} {now_bytes / n:7,.0f} B")
     print(
         f"{'its task states, pydantic models (before)':48} {before_bytes / n:7,.0f} B  ({before_bytes / now_bytes:.1f}x)"
+    )
+    print(f"{'their JSON dump, slotted dataclasses (now)':48} {dump_now:7.2f} us")
+    print(
+        f"{'their JSON dump, pydantic models (before)':48} {dump_before:7.2f} us  ({dump_before / dump_now:.1f}x)"
     )
 
 

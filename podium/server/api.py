@@ -649,6 +649,16 @@ def create_app(server: Server) -> FastAPI:
         )
         return _json(answer, NodeSyncResponse, idx)
 
+    async def sync_with_reports(
+        node_id: str, index: int | None, wait: str | None, since: int | None, body: NodeSyncRequest
+    ) -> Response:
+        _parse_wait(wait)  # a bad query is refused before anything is written
+        if body.updates:
+            await server.client_update_batched(
+                node_id, body.updates, session=body.session, seq=body.seq
+            )
+        return await sync_answer(node_id, index, wait, since, body.have)
+
     @app.get(
         "/v1/client/node/{node_id}/allocations", tags=["agent"], response_model=NodeSyncResponse
     )
@@ -680,12 +690,7 @@ def create_app(server: Server) -> FastAPI:
         as ``POST /v1/client/allocations`` commits them (durable before any answer; an
         error answers the request and commits none of them), then the sync is answered
         as the ``GET`` answers it, ``have`` taken from the body."""
-        _parse_wait(wait)  # a bad query is refused before anything is written
-        if body.updates:
-            await server.client_update_batched(
-                node_id, body.updates, session=body.session, seq=body.seq
-            )
-        return await sync_answer(node_id, index, wait, since, body.have)
+        return await sync_with_reports(node_id, index, wait, since, body)
 
     @app.post("/v1/client/allocations", tags=["agent"])
     async def client_update(body: ClientUpdateRequest) -> Response:
@@ -844,7 +849,7 @@ def create_app(server: Server) -> FastAPI:
             store.index,
         )
 
-    _fast_agent_routes(app, server, sync_answer)
+    _fast_agent_routes(app, server, sync_answer, sync_with_reports)
     return app
 
 
@@ -864,6 +869,9 @@ def _fast_agent_routes(
     server: Server,
     sync_answer: Callable[
         [str, int | None, str | None, int | None, str | list[str] | None], Awaitable[Response]
+    ],
+    sync_with_reports: Callable[
+        [str, int | None, str | None, int | None, NodeSyncRequest], Awaitable[Response]
     ],
 ) -> None:
     """Plain Starlette routes, ahead of FastAPI's, for the requests every placement costs
@@ -921,17 +929,13 @@ def _fast_agent_routes(
         if args is None or request is None:
             await sync_post_route.app(scope, _replay(body, receive), send)
             return
-        node_id = scope["path_params"]["node_id"]
-        wait = args.get("wait")
-        _parse_wait(wait)  # a bad query is refused before anything is written
-        updates, have = request.updates, request.have
-        session, seq = request.session, request.seq
-        del body, request  # not held through the blocking wait (thousands of parked agents)
-        if updates:
-            await server.client_update_batched(node_id, updates, session=session, seq=seq)
-            del updates
-        response = await sync_answer(
-            node_id, number(args, "index"), wait, number(args, "since"), have
+        del body  # not held through the blocking wait (thousands of parked agents)
+        response = await sync_with_reports(
+            scope["path_params"]["node_id"],
+            number(args, "index"),
+            args.get("wait"),
+            number(args, "since"),
+            request,
         )
         await response(scope, receive, send)
 

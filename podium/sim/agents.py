@@ -30,7 +30,6 @@ from pathlib import Path
 import psutil
 
 from podium import eventloop
-from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
 from podium.sim.nodes import (
     GC_THRESHOLD,
@@ -39,6 +38,7 @@ from podium.sim.nodes import (
     SimDriver,
     node_shapes,
     raise_fd_limit,
+    sim_settings,
 )
 
 
@@ -69,14 +69,7 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float]:
     loop.run_in_executor(None, watch_stdin)
     try:
         for i, shape in enumerate(shapes):
-            settings = AgentSettings(
-                data_dir=str(data_dir),
-                servers=[args.address],
-                name=shape.name,
-                alloc_dirs=False,
-                log_rotate_interval=1e9,
-                sync_wait=SYNC_WAIT,
-            )
+            settings = sim_settings(shape.name, str(data_dir), args.address)
             agent = SimAgent(shape, settings, http_client(args.address), driver)
             await agent.start(http_addr="")
             agents.append(agent)

@@ -37,7 +37,6 @@ import psutil
 import uvicorn
 
 from podium import eventloop
-from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
 from podium.models import AllocClientUpdate, ClientStatus, JobSpec
 from podium.server.api import create_app
@@ -50,6 +49,7 @@ from podium.sim.nodes import (
     SimDriver,
     node_shapes,
     raise_fd_limit,
+    sim_settings,
 )
 from podium.sim.workload import sim_job
 from podium.state import SqliteBackend, StateStore
@@ -238,16 +238,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             worker_procs = [psutil.Process(w.pid) for w in workers]
         else:
             for i, shape in enumerate(shapes):
-                settings = AgentSettings(
-                    data_dir=str(tmp / "agents"),
-                    servers=["http://podium"],
-                    name=shape.name,
-                    alloc_dirs=False,
-                    log_rotate_interval=1e9,
-                    # a blocking query that times out answers with the node's whole list;
-                    # 5,000 agents re-asking every 30 s was half of all syncs at 5,000 nodes
-                    sync_wait=SYNC_WAIT,
-                )
+                settings = sim_settings(shape.name, str(tmp / "agents"), "http://podium")
                 agent = SimAgent(shape, settings, client, driver)
                 await agent.start(http_addr="")
                 agents.append(agent)

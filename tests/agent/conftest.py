@@ -13,9 +13,25 @@ from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.agent.runner import AllocRunner
 from podium.drivers.base import Driver
-from podium.models import Allocation, JobSpec
+from podium.models import Allocation, JobSpec, Resources
 
 OfflineRunner = Callable[[Allocation, JobSpec, Driver], AllocRunner]
+
+
+def make_alloc(alloc_id: str = "alloc-1", job_id: str = "web", **fields: Any) -> Allocation:
+    """Instance 0 of group ``g`` of ``job_id`` (version 0 unless ``fields`` say otherwise)."""
+    values: dict[str, Any] = {
+        "id": alloc_id,
+        "eval_id": "e",
+        "name": f"{job_id}.g[0]",
+        "job_id": job_id,
+        "job_version": 0,
+        "group": "g",
+        "index": 0,
+        "node_id": "n",
+        "resources": Resources(),
+    }
+    return Allocation(**{**values, **fields})
 
 
 @pytest.fixture

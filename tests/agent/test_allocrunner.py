@@ -21,7 +21,9 @@ from podium.agent.allocrunner import (
     TaskStartFailed,
     TimerFired,
 )
-from podium.models import Allocation, ClientStatus, DesiredStatus, JobSpec, Resources
+from podium.models import ClientStatus, DesiredStatus, JobSpec
+
+from .conftest import make_alloc
 
 
 def make(
@@ -42,17 +44,7 @@ def make(
             },
         }
     )
-    alloc = Allocation(
-        id="a1",
-        eval_id="e",
-        name="j.g[0]",
-        job_id="j",
-        job_version=0,
-        group="g",
-        index=0,
-        node_id="n1",
-        resources=Resources(),
-    )
+    alloc = make_alloc("a1", "j", node_id="n1")
     return AllocStateMachine(alloc, spec)
 
 

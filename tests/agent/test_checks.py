@@ -21,11 +21,10 @@ from podium.models import (
     CheckStatus,
     DesiredStatus,
     JobSpec,
-    Resources,
     TaskStateName,
 )
 
-from .conftest import OfflineRunner, until
+from .conftest import OfflineRunner, make_alloc, until
 
 # --------------------------------------------------------------------------- endpoints
 
@@ -164,17 +163,7 @@ def make_runner(offline_runner: OfflineRunner) -> Callable[..., AllocRunner]:
                 },
             }
         )
-        alloc = Allocation(
-            id=f"alloc-{len(made)}",
-            eval_id="e",
-            name="web.g[0]",
-            job_id="web",
-            job_version=0,
-            group="g",
-            index=0,
-            node_id="n",
-            resources=Resources(),
-        )
+        alloc = make_alloc(f"alloc-{len(made)}")
         made.append(alloc)
         runner = offline_runner(alloc, spec, driver or MockDriver())
         runner.start()

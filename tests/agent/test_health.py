@@ -11,10 +11,11 @@ from podium.models import (
     CheckResult,
     CheckStatus,
     JobSpec,
-    Resources,
     TaskState,
     TaskStateName,
 )
+
+from .conftest import make_alloc
 
 
 def _spec(health_check: str = "checks", checks: bool = True) -> JobSpec:
@@ -37,19 +38,7 @@ def _spec(health_check: str = "checks", checks: bool = True) -> JobSpec:
 
 
 def _alloc(deployment: str | None = "d1", status: AllocHealth | None = None) -> Allocation:
-    return Allocation(
-        id="a1",
-        eval_id="e",
-        name="j.g[0]",
-        job_id="j",
-        job_version=1,
-        group="g",
-        index=0,
-        node_id="n",
-        resources=Resources(),
-        deployment_id=deployment,
-        deployment_status=status,
-    )
+    return make_alloc("a1", "j", job_version=1, deployment_id=deployment, deployment_status=status)
 
 
 RUNNING = {"web": TaskState(state=TaskStateName.RUNNING)}

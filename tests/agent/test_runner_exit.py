@@ -16,9 +16,9 @@ from podium.agent.runner import NO_CHECKS, AllocRunner
 from podium.drivers.base import Driver, ExitResult, TaskHandle
 from podium.drivers.mock import MockDriver
 from podium.errors import DriverError
-from podium.models import Allocation, JobSpec, Resources, TaskEvent
+from podium.models import JobSpec, TaskEvent
 
-from .conftest import OfflineRunner, until
+from .conftest import OfflineRunner, make_alloc, until
 
 MakeRunner = Callable[..., AllocRunner]
 
@@ -38,17 +38,7 @@ def job(config: dict[str, Any], **group: Any) -> JobSpec:
     )
 
 
-ALLOC = Allocation(
-    id="alloc-1",
-    eval_id="e",
-    name="web.g[0]",
-    job_id="web",
-    job_version=0,
-    group="g",
-    index=0,
-    node_id="n",
-    resources=Resources(),
-)
+ALLOC = make_alloc()
 
 
 @pytest.fixture
