@@ -13,29 +13,8 @@ import socket
 
 import psutil
 
+from podium.drivers.cgroups import core_mhz
 from podium.models import DriverInfo, NodeResources
-
-DEFAULT_MHZ = 2000
-
-
-def _cpu_mhz() -> int:
-    """Per-core speed in MHz: cpufreq where the kernel exposes it, else /proc/cpuinfo."""
-    try:
-        freq = psutil.cpu_freq()
-        if freq is not None and freq.max:
-            return int(freq.max)
-        if freq is not None and freq.current:
-            return int(freq.current)
-    except (OSError, NotImplementedError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("cpu mhz"):
-                    return int(float(line.split(":", 1)[1]))
-    except OSError:
-        pass
-    return DEFAULT_MHZ
 
 
 def _os_release() -> tuple[str, str]:
@@ -61,7 +40,7 @@ def cpu_cores() -> int:
 def fingerprint_resources() -> NodeResources:
     cores = cpu_cores()
     return NodeResources(
-        cpu=cores * _cpu_mhz(),
+        cpu=cores * core_mhz(),
         memory=int(psutil.virtual_memory().total / (1024 * 1024)),
     )
 
@@ -70,7 +49,7 @@ def fingerprint_attributes(drivers: dict[str, DriverInfo]) -> dict[str, str]:
     os_name, os_version = _os_release()
     uname = platform.uname()
     cores = cpu_cores()
-    mhz = _cpu_mhz()
+    mhz = core_mhz()
     attrs = {
         "os.name": os_name,
         "os.version": os_version,

@@ -15,14 +15,20 @@ tested against a temporary directory that fakes the control files.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 CONTROLLERS = ("memory", "cpu")
 """What ``exec`` limits.  Both must be available, or the driver is unhealthy."""
 MIB = 1024 * 1024
+CFS_PERIOD_US = 100_000
+"""The CFS period a CPU limit's quota is a share of (the kernel's default)."""
+DEFAULT_MHZ = 2000
 
 
 class CgroupUnavailable(Exception):
@@ -56,6 +62,37 @@ def cpu_weight(mhz: int) -> int:
     return 1 + (cpu_shares(mhz) - 2) * 9999 // 262142
 
 
+@functools.cache
+def core_mhz() -> int:
+    """Per-core speed in MHz: cpufreq where the kernel exposes it, else /proc/cpuinfo.
+
+    A node's CPU is fingerprinted as cores x this, so a CPU limit of N MHz is
+    N / core_mhz() cores' worth of time (:func:`cpu_quota_us`).
+    """
+    try:
+        freq = psutil.cpu_freq()
+        if freq is not None and freq.max:
+            return int(freq.max)
+        if freq is not None and freq.current:
+            return int(freq.current)
+    except (OSError, NotImplementedError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("cpu mhz"):
+                    return int(float(line.split(":", 1)[1]))
+    except OSError:
+        pass
+    return DEFAULT_MHZ
+
+
+def cpu_quota_us(max_mhz: int, per_core_mhz: int, period_us: int = CFS_PERIOD_US) -> int:
+    """The CFS quota per ``period_us`` for a hard limit of ``max_mhz``: that many
+    cores' worth of time (``max_mhz / per_core_mhz``), at least the kernel's 1 ms."""
+    return max(1000, max_mhz * period_us // max(1, per_core_mhz))
+
+
 def _clean_name(name: str) -> str:
     return name.replace("/", "_").replace("\0", "_") or "_"
 
@@ -81,8 +118,13 @@ class CgroupV2:
                 f"cgroup v2 at {self.mount} lacks the {', '.join(missing)} controller(s)"
             )
 
-    def create(self, name: str, memory_mb: int, cpu_mhz: int) -> list[str]:
-        """Make (or reset) the task's cgroup with its limits; returns its directory."""
+    def create(
+        self, name: str, memory_mb: int, cpu_mhz: int, cpu_max_mhz: int | None = None
+    ) -> list[str]:
+        """Make (or reset) the task's cgroup with its limits; returns its directory.
+
+        ``memory_mb`` is the hard memory limit, ``cpu_mhz`` the CPU weight and
+        ``cpu_max_mhz`` (when given) a hard CPU limit as a CFS quota."""
         wanted = " ".join(f"+{c}" for c in CONTROLLERS if c in self.controllers())
         # Controllers must be enabled in every ancestor's subtree_control.
         path = self.mount
@@ -96,6 +138,9 @@ class CgroupV2:
         with contextlib.suppress(OSError):  # absent without swap accounting
             _write(os.path.join(leaf, "memory.swap.max"), "0")
         _write(os.path.join(leaf, "cpu.weight"), str(cpu_weight(cpu_mhz)))
+        if cpu_max_mhz is not None:
+            quota = cpu_quota_us(cpu_max_mhz, core_mhz())
+            _write(os.path.join(leaf, "cpu.max"), f"{quota} {CFS_PERIOD_US}")
         return [leaf]
 
 
@@ -117,8 +162,11 @@ class CgroupV1:
                 f"no cgroup v1 hierarchy for the {', '.join(missing)} controller(s)"
             )
 
-    def create(self, name: str, memory_mb: int, cpu_mhz: int) -> list[str]:
-        """Make (or reset) one directory per controller mount; returns them."""
+    def create(
+        self, name: str, memory_mb: int, cpu_mhz: int, cpu_max_mhz: int | None = None
+    ) -> list[str]:
+        """Make (or reset) one directory per controller mount; returns them (the
+        arguments as :meth:`CgroupV2.create`'s)."""
         dirs: dict[str, str] = {}
         for ctl in CONTROLLERS:
             base = os.path.join(self.mounts[ctl], self.root.strip("/"))
@@ -134,6 +182,10 @@ class CgroupV1:
                     _write(os.path.join(leaf, "memory.memsw.limit_in_bytes"), str(memory_mb * MIB))
             if mount == self.mounts["cpu"]:
                 _write(os.path.join(leaf, "cpu.shares"), str(cpu_shares(cpu_mhz)))
+                if cpu_max_mhz is not None:
+                    quota = cpu_quota_us(cpu_max_mhz, core_mhz())
+                    _write(os.path.join(leaf, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+                    _write(os.path.join(leaf, "cpu.cfs_quota_us"), str(quota))
         return made
 
 

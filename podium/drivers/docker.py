@@ -39,6 +39,7 @@ from podium.drivers.base import (
     TaskHandle,
     TaskStats,
 )
+from podium.drivers.cgroups import core_mhz
 from podium.drivers.docker_oom import OomWatch, child_limit
 from podium.drivers.procfs import parse_signal
 from podium.errors import DriverError
@@ -554,7 +555,9 @@ class DockerDriver(Driver):
         elif cfg.args:
             command = list(cfg.args)
         entrypoint = [cfg.entrypoint] if isinstance(cfg.entrypoint, str) else cfg.entrypoint
-        memory = ctx.resources.memory * MIB
+        res = ctx.resources
+        # The reservation is Docker's soft limit; a hard limit only where the job names one.
+        memory_max = res.memory_max * MIB if res.memory_max is not None else None
         healthcheck: dict[str, Any] | None = None
         if cfg.healthcheck is not None:
             hc = cfg.healthcheck
@@ -577,9 +580,11 @@ class DockerDriver(Driver):
             "labels": labels,
             "mounts": mounts,
             "ports": ports,
-            "mem_limit": memory,
-            "memswap_limit": memory,
-            "cpu_shares": max(MIN_CPU_SHARES, ctx.resources.cpu),
+            "mem_limit": memory_max,
+            "memswap_limit": memory_max,
+            "mem_reservation": res.memory * MIB,
+            "cpu_shares": max(MIN_CPU_SHARES, res.cpu),
+            "nano_cpus": nano_cpus(res.cpu_max) if res.cpu_max is not None else None,
             "privileged": cfg.privileged,
             "cap_add": cfg.cap_add or None,
             "cap_drop": cfg.cap_drop or None,
@@ -673,6 +678,8 @@ class DockerDriver(Driver):
         self._configure_oom()
         if not self._oom.available:
             return None
+        if create.get("mem_limit") is None:
+            return None  # no limit of its own: an OOM is the node's, as the engine reports it
         name = str(create["name"])
         limit = int(create["mem_limit"])
         try:
@@ -1039,6 +1046,12 @@ def _cpu_percent(raw: dict[str, Any]) -> float:
     if d_cpu <= 0 or d_sys <= 0:
         return 0.0
     return float(round(d_cpu / d_sys * cpus * 100.0, 2))
+
+
+def nano_cpus(max_mhz: int) -> int:
+    """Docker's ``NanoCpus`` for a hard limit of ``max_mhz``: ``max_mhz / core_mhz()``
+    cores, at least the engine's minimum of 0.01."""
+    return max(10_000_000, max_mhz * 1_000_000_000 // core_mhz())
 
 
 def _memory_bytes(raw: dict[str, Any]) -> int:

@@ -149,7 +149,11 @@ class ExecDriver(ProcessDriver):
         give_task_dir(ctx.task_dir, uid, gid)
         name = f"{ctx.alloc_id}-{ctx.task_name}"
         try:
-            dirs = self._cgroups.create(name, ctx.resources.memory, ctx.resources.cpu)
+            res = ctx.resources
+            # exec holds a task to its reservation unless it names a higher limit.
+            dirs = self._cgroups.create(
+                name, res.memory_max or res.memory, res.cpu, cpu_max_mhz=res.cpu_max
+            )
         except OSError as exc:
             raise DriverError(f"cannot create the task's cgroup: {exc}", recoverable=True) from exc
         return LaunchPlan(

@@ -255,11 +255,46 @@ class Migrate(Spec):
     max_parallel: int = Field(default=1, ge=1)
 
 
-class Resources(Spec):
-    """What one task asks of its node: ``cpu`` in MHz, ``memory`` in MB."""
+def _is_none(value: object) -> bool:
+    return value is None
 
-    cpu: int = Field(default=100, ge=1, description="CPU in MHz")
-    memory: int = Field(default=300, ge=1, description="memory in MB")
+
+class Resources(Spec):
+    """What one task asks of its node, apart from what the kernel holds it to.
+
+    ``cpu`` (MHz) and ``memory`` (MB) are *reserved*: the scheduler places by
+    them and counts them against the node, and ``cpu`` is also the task's
+    relative CPU weight (cgroup shares).  ``memory_max`` and ``cpu_max`` are
+    *hard limits* the driver enforces (cgroup ``memory.max``, a CFS quota),
+    Kubernetes' limits and Nomad's ``memory_max``.  Left out, a limit is the
+    driver's default: ``exec`` holds a task to its reservation (``memory_max``
+    = ``memory``; isolation is the point of it), ``docker`` and ``raw_exec``
+    set none beyond the node's own.  A limit below its reservation is an error.
+    """
+
+    cpu: int = Field(default=100, ge=1, description="CPU in MHz, reserved (and the CPU weight)")
+    memory: int = Field(default=300, ge=1, description="memory in MB, reserved")
+    # Left out of dumps when unset: every stored allocation carries its resources twice.
+    memory_max: int | None = Field(
+        default=None, ge=1, description="hard memory limit in MB", exclude_if=_is_none
+    )
+    cpu_max: int | None = Field(
+        default=None, ge=1, description="hard CPU limit in MHz", exclude_if=_is_none
+    )
+
+    @model_validator(mode="after")
+    def _limits_not_below_reservations(self) -> Resources:
+        if self.memory_max is not None and self.memory_max < self.memory:
+            raise ValueError(
+                f"memory_max ({self.memory_max} MB) is below memory ({self.memory} MB): the "
+                "limit cannot be smaller than what is reserved"
+            )
+        if self.cpu_max is not None and self.cpu_max < self.cpu:
+            raise ValueError(
+                f"cpu_max ({self.cpu_max} MHz) is below cpu ({self.cpu} MHz): the limit "
+                "cannot be smaller than what is reserved"
+            )
+        return self
 
 
 class LogConfig(Spec):

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from podium.models import Allocation, Resources, TaskState
 
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
-_RESOURCES: dict[tuple[int, int], Resources] = {}
+_RESOURCES: dict[tuple[int, int, int | None, int | None], Resources] = {}
 _LIMIT = 4096
 """Distinct entries kept per cache (beyond that, objects stay as they are)."""
 _set_attr = object.__setattr__
@@ -43,7 +43,7 @@ def _share_fields_set(obj: BaseModel) -> None:
 def _resources(res: Resources) -> Resources:
     if type(res) is not Resources or res.__pydantic_extra__:
         return res
-    key = (res.cpu, res.memory)
+    key = (res.cpu, res.memory, res.memory_max, res.cpu_max)
     shared = _RESOURCES.get(key)
     if shared is None:
         if len(_RESOURCES) >= _LIMIT:

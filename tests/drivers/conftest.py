@@ -98,6 +98,8 @@ def context_factory(base_dir: Path) -> MakeCtx:
         cwd: str | None = None,
         memory: int = 64,
         cpu: int = 100,
+        memory_max: int | None = None,
+        cpu_max: int | None = None,
         user: str | None = None,
         mock: dict[str, Any] | None = None,
     ) -> TaskContext:
@@ -118,7 +120,7 @@ def context_factory(base_dir: Path) -> MakeCtx:
             node_id="node",
             config=config,
             env={"PATH": PATH, **(env or {})},
-            resources=Resources(cpu=cpu, memory=memory),
+            resources=Resources(cpu=cpu, memory=memory, memory_max=memory_max, cpu_max=cpu_max),
             alloc_dir=str(base_dir),
             task_dir=str(task_dir),
             stdout_path=str(task_dir / "stdout.log"),

@@ -47,6 +47,20 @@ def test_detect_v2_and_create(tmp_path: Path) -> None:
     assert Path(leaf, "memory.max").read_text() == str(50 * 1024 * 1024)
     assert Path(leaf, "memory.swap.max").read_text() == "0"
     assert Path(leaf, "cpu.weight").read_text() == str(cgroups.cpu_weight(1000))
+    assert not Path(leaf, "cpu.max").exists()  # no CPU limit unless one is asked for
+
+
+def test_cpu_limit_is_a_cfs_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cgroups, "core_mhz", lambda: 2000)
+    assert cgroups.cpu_quota_us(1000, 2000) == 50_000  # half a core of every 100 ms
+    assert cgroups.cpu_quota_us(4000, 2000) == 200_000  # two cores
+    assert cgroups.cpu_quota_us(1, 2000) == 1000  # the kernel's minimum quota
+    (leaf,) = CgroupV2(mount=str(fake_v2(tmp_path))).create("t", 64, 100, cpu_max_mhz=3000)
+    assert Path(leaf, "cpu.max").read_text() == "150000 100000"
+    v1 = tmp_path / "v1"
+    dirs = CgroupV1(mounts={"memory": str(v1), "cpu": str(v1)}).create("t", 64, 100, 1000)
+    assert Path(dirs[0], "cpu.cfs_period_us").read_text() == "100000"
+    assert Path(dirs[0], "cpu.cfs_quota_us").read_text() == "50000"
 
 
 def test_detect_v2_without_memory(tmp_path: Path) -> None:

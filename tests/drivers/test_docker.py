@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from podium.drivers.base import TaskContext, TaskHandle
+from podium.drivers.cgroups import core_mhz
 from podium.drivers.docker import (
     LABEL_ALLOC,
     LABEL_MANAGED,
@@ -29,6 +30,7 @@ from podium.drivers.docker import (
     cleanup_orphans,
     container_health,
     container_name,
+    nano_cpus,
     new_client,
     parse_timestamp,
 )
@@ -81,6 +83,8 @@ def ctx_for(tmp_path: Path, alloc_id: str) -> Any:
         script: str | None = None,
         *,
         memory: int = 64,
+        memory_max: int | None = None,
+        cpu_max: int | None = None,
         alloc_ports: dict[str, AllocatedPort] | None = None,
         kill_signal: str = "SIGTERM",
         **config: Any,
@@ -102,7 +106,7 @@ def ctx_for(tmp_path: Path, alloc_id: str) -> Any:
             node_id="node",
             config=DockerConfig.model_validate(config),
             env={"PATH": "/host/only", "PODIUM_ALLOC_ID": alloc_id, "PODIUM_TASK_NAME": name},
-            resources=Resources(cpu=100, memory=memory),
+            resources=Resources(cpu=100, memory=memory, memory_max=memory_max, cpu_max=cpu_max),
             alloc_dir=str(tmp_path / "alloc"),
             task_dir=str(task_dir),
             stdout_path=str(task_dir / "stdout.log"),
@@ -156,7 +160,14 @@ async def test_exit_future_is_the_containers_own(ctx_for: Any) -> None:
 
 async def test_env_labels_limits_and_name(ctx_for: Any, alloc_id: str) -> None:
     driver = DockerDriver()
-    ctx = ctx_for("env", env={"EXTRA": "yes", "PODIUM_TASK_NAME": "overridden"}, labels={"a": "b"})
+    ctx = ctx_for(
+        "env",
+        memory=32,
+        memory_max=64,
+        cpu_max=500,
+        env={"EXTRA": "yes", "PODIUM_TASK_NAME": "overridden"},
+        labels={"a": "b"},
+    )
     handle = await driver.start(ctx)
     assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
     out = read(ctx.stdout_path)
@@ -184,7 +195,22 @@ async def test_env_labels_limits_and_name(ctx_for: Any, alloc_id: str) -> None:
         assert host["Memory"] == host["MemorySwap"] == child_limit(64 * 1024 * 1024)
     else:
         assert host["Memory"] == host["MemorySwap"] == 64 * 1024 * 1024
+    assert host["MemoryReservation"] == 32 * 1024 * 1024  # the reservation: a soft limit
     assert host["CpuShares"] == 100
+    assert host["NanoCpus"] == nano_cpus(500) == 500 * 10**9 // core_mhz()
+    await driver.destroy(handle)
+
+
+async def test_no_hard_limit_unless_the_job_names_one(ctx_for: Any) -> None:
+    """A task's ``memory`` is what is reserved for it, not a cap: without ``memory_max`` the
+    container gets Docker's soft reservation only (no OOM parent, no Memory, no CPU quota)."""
+    driver = DockerDriver()
+    handle = await driver.start(ctx_for("true", memory=48))
+    assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
+    host = _container(handle).attrs["HostConfig"]
+    assert handle.state["oom_parent"] is None
+    assert host["Memory"] == 0 and host["NanoCpus"] == 0 and not host["CgroupParent"]
+    assert host["MemoryReservation"] == 48 * 1024 * 1024
     await driver.destroy(handle)
 
 
@@ -295,15 +321,15 @@ async def test_memory_limit_oom_kill_is_reported_every_time(ctx_for: Any) -> Non
     container is checked.
     """
     driver = DockerDriver()
-    first = await driver.start(ctx_for(OOM_SCRIPT, memory=8))
+    first = await driver.start(ctx_for(OOM_SCRIPT, memory=8, memory_max=8))
     count = 6 if driver._oom.available else 1
     handles = [
         first,
         *await asyncio.gather(
-            *(driver.start(ctx_for(OOM_SCRIPT, memory=8)) for _ in range(count - 1))
+            *(driver.start(ctx_for(OOM_SCRIPT, memory=8, memory_max=8)) for _ in range(count - 1))
         ),
     ]
-    control = await driver.start(ctx_for(LOOP, memory=8))
+    control = await driver.start(ctx_for(LOOP, memory=8, memory_max=8))
     results = await asyncio.wait_for(asyncio.gather(*(driver.wait(h) for h in handles)), 60)
     assert all(r.exit_code == 137 and r.signal == 9 for r in results), results
     assert [r.oom_killed for r in results] == [True] * count, results
@@ -322,11 +348,11 @@ async def test_oom_while_the_agent_was_down(ctx_for: Any) -> None:
     """A container OOM-killed while no agent watched it is still reported (from the
     parent cgroup's failure counters) after ``recover``; a plain exit is not."""
     driver = DockerDriver()
-    oom = await driver.start(ctx_for("sleep 1; " + OOM_SCRIPT, memory=8))
+    oom = await driver.start(ctx_for("sleep 1; " + OOM_SCRIPT, memory=8, memory_max=8))
     if oom.state["oom_parent"] is None:
         await driver.destroy(oom)
         pytest.skip(f"no OOM parent cgroups here: {driver._oom.disabled_reason}")
-    plain = await driver.start(ctx_for("sleep 1; exit 3", memory=8))
+    plain = await driver.start(ctx_for("sleep 1; exit 3", memory=8, memory_max=8))
     driver._oom.close()  # the agent dies: its eventfds go with it
     for h in (oom, plain):
         await asyncio.to_thread(CLIENT.api.wait, h.state["container_id"])
@@ -484,8 +510,8 @@ async def test_oom_fallback_reads_the_engines_event(ctx_for: Any) -> None:
     up its flag; it is found for an OOM-killed container and not for a killed one."""
     driver = DockerDriver()
     driver._oom.disable("as on an engine without cgroup v1")
-    oom = await driver.start(ctx_for(OOM_SCRIPT, memory=8))
-    killed = await driver.start(ctx_for(LOOP, memory=8))
+    oom = await driver.start(ctx_for(OOM_SCRIPT, memory=8, memory_max=8))
+    killed = await driver.start(ctx_for(LOOP, memory=8, memory_max=8))
     assert oom.state["oom_parent"] is None
     assert (await asyncio.wait_for(driver.wait(oom), 30)).oom_killed
     await asyncio.to_thread(CLIENT.api.kill, killed.state["container_id"], "SIGKILL")

@@ -127,6 +127,23 @@ async def test_cgroup_limits_and_membership(driver: ExecDriver, make_ctx: MakeCt
     assert not any(os.path.exists(d) for d in dirs)
 
 
+async def test_limits_above_the_reservation(driver: ExecDriver, make_ctx: MakeCtx) -> None:
+    """``memory_max`` and ``cpu_max`` are the hard limits; ``memory`` is only reserved."""
+    ctx = make_ctx("sleep", ["30"], memory=32, memory_max=96, cpu=200, cpu_max=1000)
+    handle = await driver.start(ctx)
+    dirs = handle.state["cgroups"]
+    quota = cgroups.cpu_quota_us(1000, cgroups.core_mhz())
+    if handle.state["cgroup_version"] == 1:
+        mem = next(d for d in dirs if os.path.exists(os.path.join(d, "memory.limit_in_bytes")))
+        cpu = next(d for d in dirs if os.path.exists(os.path.join(d, "cpu.shares")))
+        assert read(os.path.join(mem, "memory.limit_in_bytes")).strip() == str(96 * 1024 * 1024)
+        assert read(os.path.join(cpu, "cpu.cfs_quota_us")).strip() == str(quota)
+    else:
+        assert read(os.path.join(dirs[0], "memory.max")).strip() == str(96 * 1024 * 1024)
+        assert read(os.path.join(dirs[0], "cpu.max")).split() == [str(quota), "100000"]
+    await driver.destroy(handle)
+
+
 async def test_oom_killed(driver: ExecDriver, make_ctx: MakeCtx) -> None:
     ctx = make_ctx("python3", ["-c", "b = bytearray(200 * 1024 * 1024)"], memory=50)
     handle = await driver.start(ctx)
