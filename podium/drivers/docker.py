@@ -482,8 +482,13 @@ class DockerDriver(Driver):
             return DriverInfo(description="the docker Python SDK is not installed")
         except Exception as exc:
             return DriverInfo(description=f"no Docker Engine: {exc}")
+        engine_id = ""
         try:
             version = client.version()
+            # The engine's own id: `podium compose up` compares it with its local
+            # engine's to know whether a node can run the images it built.
+            with contextlib.suppress(Exception):
+                engine_id = str(client.info().get("ID") or "")
         except Exception as exc:
             return DriverInfo(description=f"the Docker Engine does not answer: {exc}")
         finally:
@@ -493,6 +498,8 @@ class DockerDriver(Driver):
         attrs = {"version": ver}
         if version.get("ApiVersion"):
             attrs["api_version"] = str(version["ApiVersion"])
+        if engine_id:
+            attrs["engine_id"] = engine_id
         return DriverInfo(
             detected=True, healthy=True, description=f"Docker Engine {ver}", attributes=attrs
         )

@@ -834,3 +834,10 @@ def test_port_and_mount_option_validation() -> None:
         config(mounts=[{"type": "volume", "source": "v", "target": "/y", "size": 1}])
     with pytest.raises(ValueError, match="create_host_path applies to a bind mount"):
         config(mounts=[{"type": "tmpfs", "target": "/y", "create_host_path": True}])
+
+
+def test_fingerprint_names_the_engine_for_compose_builds() -> None:
+    """``podium compose up`` builds with its local engine and compares this id to know
+    whether a node's engine is that one (and so already has the image)."""
+    info = DockerDriver().fingerprint()
+    assert info.attributes["engine_id"] == CLIENT.info()["ID"]
