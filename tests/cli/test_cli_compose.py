@@ -485,3 +485,26 @@ def test_logs_tail(cli: Invoke, fake: FakeServer) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["db-1 | 2", "db-1 | 3", "db-1 | 2", "db-1 | 3"]
     assert fake.calls("GET", f"/v1/allocation/{ALLOC_C}/logs")[0].url.params["origin"] == "end"
+
+
+def test_up_no_build_registers_the_image_names_as_written(
+    cli: Invoke, fake: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--no-build`` touches no engine (the nodes pull what you pushed yourself)."""
+    from podium.cli import compose_build
+
+    def no_engine() -> object:
+        raise AssertionError("--no-build must not open the engine")
+
+    monkeypatch.setattr(compose_build, "make_engine", no_engine)
+    (tmp_path / "Dockerfile").write_text("FROM podium-test/busybox:1\n")
+    path = tmp_path / "compose.yaml"
+    path.write_text("name: shop\nservices:\n  web: {build: ., image: reg.io/shop/web:3}\n")
+    fake.on("POST", "/v1/jobs", REGISTERED)
+    result = cli("compose", "up", "-f", str(path), "-d", "--no-build")
+    assert result.exit_code == 0, result.output
+    job = json.loads(fake.calls("POST", "/v1/jobs")[0].content)["job"]
+    assert job["groups"]["web"]["tasks"]["web"]["config"]["image"] == "reg.io/shop/web:3"
+    both = cli("compose", "up", "-f", str(path), "--build", "--no-build")
+    assert both.exit_code == 1
+    assert "--build and --no-build cannot be used together" in both.output

@@ -369,3 +369,14 @@ def test_bad_long_volume_fields_are_errors() -> None:
         ("services.w.volumes[2].bind", None),
         ("services.w.volumes[3].tmpfs.mode", None),
     ]
+
+
+def test_an_optional_dependency_may_be_missing_and_an_empty_image_is_an_error() -> None:
+    p = project(
+        "services:\n  web: {image: w, depends_on: {cache: {condition: service_started, "
+        "required: false}}}\n"
+    )
+    assert p.jobs[0].groups["web"].depends_on == {}
+    assert any("(required: false), which is not a service" in w for w in p.warnings)
+    (issue,) = issues("services:\n  web: {image: '${IMAGE:-}'}\n")
+    assert (issue.path, issue.message) == ("services.web.image", "image: is empty")
