@@ -73,11 +73,11 @@ def make_client(address: str) -> Client:
 
 def console() -> Console:
     """A console on stdout, made per command so it sees the terminal (and $COLUMNS) of now."""
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, emoji=False)  # ":100:" stays as written
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 def print_json(raw: Any) -> None:

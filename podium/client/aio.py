@@ -140,10 +140,15 @@ class AsyncClient:
     # -- jobs ---------------------------------------------------------------------------
 
     async def register_job(
-        self, spec: JobSpec | Mapping[str, Any], check_index: int | None = None
+        self,
+        spec: JobSpec | Mapping[str, Any],
+        check_index: int | None = None,
+        *,
+        force_reschedule: bool = False,
     ) -> RegisterResult:
-        """Register (or update) a job; a dict is sent as is and validated by the server."""
-        return (await self.query(ep.register_job(spec, check_index))).value
+        """Register (or update) a job; a dict is sent as is and validated by the server.
+        ``force_reschedule`` also replaces the job's failed allocations now."""
+        return (await self.query(ep.register_job(spec, check_index, force_reschedule))).value
 
     async def plan_job(self, spec: JobSpec | Mapping[str, Any], diff: bool = True) -> JobPlanResult:
         """What registering ``spec`` would do (diff, scheduler outcome), changing nothing;

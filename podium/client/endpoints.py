@@ -129,14 +129,20 @@ def job(job_id: str) -> Endpoint[JobInfo]:
 
 
 def register_job(
-    spec: JobSpec | Mapping[str, Any], check_index: int | None = None
+    spec: JobSpec | Mapping[str, Any],
+    check_index: int | None = None,
+    force_reschedule: bool = False,
 ) -> Endpoint[RegisterResult]:
+    """Register ``spec``; ``force_reschedule`` also replaces its failed allocations now,
+    even those their reschedule policy gave up on."""
     doc = (
         spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else dict(spec)
     )
     body: dict[str, Any] = {"job": doc}
     if check_index is not None:
         body["check_index"] = check_index
+    if force_reschedule:
+        body["force_reschedule"] = True
     return Endpoint("POST", "/v1/jobs", RegisterResult.model_validate, body=body)
 
 

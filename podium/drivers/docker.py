@@ -382,6 +382,43 @@ def _container_id(handle: TaskHandle) -> str:
     return cid
 
 
+def _port_bindings(cfg: DockerConfig, ctx: TaskContext) -> dict[str, list[tuple[str, int]]]:
+    """``{"80/tcp": [(host_ip, host_port)]}`` for the Engine: each label's container port
+    on the allocation's host port, at the address and for the protocols its config names.
+
+    Two labels may publish one container port (``8080:80`` and ``127.0.0.1:9090:80``),
+    so each key holds a list.  Without a ``host_ip`` a port binds the node's advertised
+    address (the allocation's port), ``""`` every interface.
+    """
+    out: dict[str, list[tuple[str, int]]] = {}
+    for label in cfg.ports:
+        allocated = ctx.ports.get(label)
+        if allocated is None:
+            raise DriverError(
+                f"port label {label!r} is not in the group's network "
+                f"(has: {', '.join(sorted(ctx.ports)) or 'none'})"
+            )
+        spec = cfg.port(label)
+        host_ip = spec.host_ip if spec.host_ip is not None else (allocated.host_ip or "0.0.0.0")
+        for protocol in spec.protocols:
+            out.setdefault(f"{spec.target}/{protocol}", []).append((host_ip, allocated.value))
+    return out
+
+
+def _create_host_path(path: str) -> None:
+    """A bind's missing source becomes a directory, as ``docker run -v`` (and Compose)
+    make it; something already there, file or directory, is left as it is."""
+    if os.path.lexists(path):
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise DriverError(
+            f"cannot create the bind mount's source {path}: {exc.strerror or exc}",
+            recoverable=False,
+        ) from exc
+
+
 class DockerDriver(Driver):
     name = "docker"
 
@@ -445,8 +482,13 @@ class DockerDriver(Driver):
             return DriverInfo(description="the docker Python SDK is not installed")
         except Exception as exc:
             return DriverInfo(description=f"no Docker Engine: {exc}")
+        engine_id = ""
         try:
             version = client.version()
+            # The engine's own id: `podium compose up` compares it with its local
+            # engine's to know whether a node can run the images it built.
+            with contextlib.suppress(Exception):
+                engine_id = str(client.info().get("ID") or "")
         except Exception as exc:
             return DriverInfo(description=f"the Docker Engine does not answer: {exc}")
         finally:
@@ -456,6 +498,8 @@ class DockerDriver(Driver):
         attrs = {"version": ver}
         if version.get("ApiVersion"):
             attrs["api_version"] = str(version["ApiVersion"])
+        if engine_id:
+            attrs["engine_id"] = engine_id
         return DriverInfo(
             detected=True, healthy=True, description=f"Docker Engine {ver}", attributes=attrs
         )
@@ -537,18 +581,20 @@ class DockerDriver(Driver):
                 if not source:
                     raise DriverError(f"bind mount {m.target!r} needs a source")
                 source = os.path.normpath(os.path.join(ctx.task_dir, source))
-            mounts.append(types.Mount(m.target, source, type=m.type, read_only=m.readonly))
-        ports: dict[str, tuple[str, int]] = {}
-        for label, container_port in cfg.ports.items():
-            port = ctx.ports.get(label)
-            if port is None:
-                raise DriverError(
-                    f"port label {label!r} is not in the group's network "
-                    f"(has: {', '.join(sorted(ctx.ports)) or 'none'})"
+                if m.create_host_path:
+                    _create_host_path(source)
+            mounts.append(
+                types.Mount(
+                    m.target,
+                    source,
+                    type=m.type,
+                    read_only=m.readonly,
+                    no_copy=m.nocopy,
+                    tmpfs_size=m.size * MIB if m.size is not None else None,
+                    tmpfs_mode=m.mode,
                 )
-            bind = (port.host_ip or "0.0.0.0", port.value)
-            ports[f"{container_port}/tcp"] = bind
-            ports[f"{container_port}/udp"] = bind
+            )
+        ports = _port_bindings(cfg, ctx)
         command: list[str] | None = None
         if cfg.command is not None:
             command = [cfg.command, *cfg.args]

@@ -84,6 +84,10 @@ class Evaluation(BaseModel):
     next_eval: str | None = None
     blocked_eval: str | None = None
     failed_tg_allocs: dict[str, AllocMetric] = Field(default_factory=dict)
+    force_reschedule: bool = False
+    """Replace the job's failed allocations now, whatever their reschedule policy and
+    delay say (Nomad's ``job eval -force-reschedule``): a person asked for it, as
+    ``podium compose up`` does for services that failed, like ``docker compose up``."""
     queued_allocations: dict[str, int] = Field(default_factory=dict)
     plan_summary: dict[str, int] = Field(default_factory=dict)
     create_index: int = 0

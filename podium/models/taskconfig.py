@@ -8,6 +8,7 @@ drivers themselves.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -43,13 +44,71 @@ class MockConfig(DriverConfig):
 
 
 class DockerMount(DriverConfig):
-    """One ``docker`` mount: a host path (bind), a named volume, or a tmpfs."""
+    """One ``docker`` mount: a host path (bind), a named volume, or a tmpfs.
+
+    The options after ``readonly`` each belong to one type (``create_host_path``
+    to a bind, ``nocopy`` to a volume, ``size`` and ``mode`` to a tmpfs); one
+    given for another type is an error rather than something quietly ignored.
+    """
 
     type: Literal["bind", "volume", "tmpfs"] = "volume"
     source: str | None = None
     """Host path (bind; relative to the task dir when not absolute) or volume name."""
     target: str = Field(min_length=1)
     readonly: bool = False
+    create_host_path: bool = False
+    """bind: create a missing source as a directory (``docker run -v``'s way and
+    Compose's) instead of failing the start (the Engine's mount API refuses one)."""
+    nocopy: bool = False
+    """volume: do not copy the image's files at ``target`` into a new, empty volume."""
+    size: int | None = Field(default=None, ge=1)
+    """tmpfs: its size in MB (default: the Engine's, half the node's memory)."""
+    mode: int | None = Field(default=None, ge=0, le=0o7777)
+    """tmpfs: the permission bits of its root (default 1777, as a number: ``0o1777``)."""
+
+    @model_validator(mode="after")
+    def _options_fit_the_type(self) -> DockerMount:
+        own = {"bind": ("create_host_path",), "volume": ("nocopy",), "tmpfs": ("size", "mode")}
+        for kind, options in own.items():
+            if kind == self.type:
+                continue
+            for option in options:
+                if getattr(self, option) not in (None, False):
+                    raise ValueError(f"{option} applies to a {kind} mount, not a {self.type} one")
+        return self
+
+
+class DockerPort(DriverConfig):
+    """A container port with how it is published: on which host address, for which protocol.
+
+    ``host_ip`` left out binds the node's advertised address (Podium's default,
+    where the service catalog finds it); ``""`` binds every interface, IPv4 and
+    IPv6 (``docker run -p 8080:80``); an address binds that one only
+    (``127.0.0.1``: the node itself).  ``protocol`` left out publishes TCP and
+    UDP alike (as Nomad's docker driver does); ``tcp`` or ``udp`` only that one.
+    """
+
+    target: int = Field(ge=1, le=65535)
+    """The container's port."""
+    host_ip: str | None = None
+    protocol: Literal["tcp", "udp"] | None = None
+
+    @field_validator("host_ip")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            raise ValueError(
+                f'host_ip {value!r} is not an IP address (127.0.0.1, ::1, or "" for every '
+                "interface)"
+            ) from None
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return (self.protocol,) if self.protocol else ("tcp", "udp")
 
 
 class DockerNetwork(DriverConfig):
@@ -154,8 +213,9 @@ class DockerConfig(DriverConfig):
     entrypoint: str | list[str] | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
-    ports: dict[str, int] = Field(default_factory=dict)
-    """Group port label -> container port."""
+    ports: dict[str, int | DockerPort] = Field(default_factory=dict)
+    """Group port label -> container port, or a :class:`DockerPort` that also says
+    on which host address and for which protocol it is published."""
     volumes: list[str] = Field(default_factory=list)
     """``"src:dst[:ro|rw]"``: an absolute or ``./``-relative ``src`` is a bind, a bare name a volume."""
     mounts: list[DockerMount] = Field(default_factory=list)
@@ -174,11 +234,16 @@ class DockerConfig(DriverConfig):
 
     @field_validator("ports")
     @classmethod
-    def _ports_in_range(cls, value: dict[str, int]) -> dict[str, int]:
+    def _ports_in_range(cls, value: dict[str, int | DockerPort]) -> dict[str, int | DockerPort]:
         for label, port in value.items():
-            if not 1 <= port <= 65535:
+            if isinstance(port, int) and not 1 <= port <= 65535:
                 raise ValueError(f"container port for {label!r} must be 1-65535, not {port}")
         return value
+
+    def port(self, label: str) -> DockerPort:
+        """The port behind ``label``, in its long form."""
+        value = self.ports[label]
+        return DockerPort(target=value) if isinstance(value, int) else value
 
     @field_validator("volumes")
     @classmethod

@@ -630,6 +630,8 @@ class Reconciler:
         exhausted = 0
         for alloc in failed:
             decision = decide_reschedule(alloc, policy, now, self._eval.id)
+            if self._eval.force_reschedule:
+                decision = RescheduleDecision("now", now, 0.0)
             if decision.when == "now":
                 event = RescheduleEvent(
                     time=now,

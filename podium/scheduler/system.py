@@ -151,7 +151,9 @@ class SystemScheduler:
                         last[alloc.node_id] = alloc
                     else:
                         live.setdefault(alloc.node_id, []).append(alloc)
-                elif alloc.job_version == job.version:
+                elif alloc.job_version == job.version and not (
+                    status == ClientStatus.FAILED and self._eval.force_reschedule
+                ):
                     held.add(alloc.node_id)  # failed or complete: holds its node
                     ch.ignore += 1
                 else:

@@ -58,6 +58,7 @@ DEFAULT_WAIT = 300.0
 class JobRegisterRequest(BaseModel):
     job: dict[str, Any]
     check_index: int | None = None
+    force_reschedule: bool = False
 
 
 class JobPlanRequest(BaseModel):
@@ -350,7 +351,7 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/jobs", tags=["jobs"])
     async def register_job(body: JobRegisterRequest) -> Response:
         spec = validate_job_dict(body.job)
-        r = server.register_job(spec, body.check_index)
+        r = server.register_job(spec, body.check_index, force_reschedule=body.force_reschedule)
         return _registered(r)
 
     @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobListItem])

@@ -198,13 +198,20 @@ class Server:
 
     # ------------------------------------------------------------------ jobs
     def register_job(
-        self, spec: JobSpec, check_index: int | None = None, *, description: str = ""
+        self,
+        spec: JobSpec,
+        check_index: int | None = None,
+        *,
+        description: str = "",
+        force_reschedule: bool = False,
     ) -> RegisterResult:
         """Store ``spec`` as the job's next version (when it changed) and evaluate it.
 
         ``check_index`` registers only if the job's modify index is still that
         (0: only if the job is new), else raises Conflict.  ``description`` is
-        kept on the new version (why it exists, e.g. a revert).
+        kept on the new version (why it exists, e.g. a revert).  With
+        ``force_reschedule`` the evaluation replaces the job's failed allocations
+        at once, even those their reschedule policy gave up on.
         """
         store = self.store
         now = self.clock()
@@ -228,6 +235,8 @@ class Server:
                 )
             )
         ev = self._new_eval(job, TriggeredBy.JOB_REGISTER, txn.index, now)
+        if force_reschedule:
+            ev.force_reschedule = True
         txn.put_eval(ev)
         self._drop_blocked(job.namespace, job.id, txn, now)
         index = store.commit(txn)

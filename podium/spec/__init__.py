@@ -18,11 +18,13 @@ from podium.spec.compose import (
     load_compose_file,
     load_compose_project,
 )
+from podium.spec.compose_build import BuildSpec
 from podium.spec.loader import load_job_file, parse_job_text
 from podium.spec.locations import Locations, format_path
 from podium.spec.validate import validate_job_dict
 
 __all__ = [
+    "BuildSpec",
     "ComposeProject",
     "Locations",
     "convert_compose",

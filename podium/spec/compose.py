@@ -9,6 +9,12 @@ returns a list, the project's job first.  ``docs/compose.md`` has the full
 table of what maps to what and what is only recorded (in ``compose.*`` meta
 keys) for features that arrive later.
 
+Services are selected by profiles as Compose selects them: one without
+``profiles:`` always, one with them when one of its profiles is active
+(``profiles=`` here, else ``COMPOSE_PROFILES`` from the environment or
+``.env``; ``*`` activates all).  ``build:`` is read into a
+:class:`~podium.spec.compose_build.BuildSpec` per service, for the CLI to build.
+
 Errors are :class:`~podium.errors.SpecError` s like a job file's: every issue at
 once, each with the compose file's line and column and a compose path such as
 ``services.web.ports[0]``.
@@ -17,13 +23,15 @@ once, each with the compose file's line and column and a compose path such as
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from podium.errors import SpecError, SpecIssue
 from podium.models.job import NAME_RE, JobSpec
+from podium.spec.compose_build import BuildSpec
 from podium.spec.compose_context import META_PREFIX, Context, Shared, Skip, meta_json
 from podium.spec.compose_env import InterpolationError, Interpolator, parse_dotenv
 from podium.spec.compose_service import GROUP_CONDITIONS, ServiceConverter
@@ -53,6 +61,8 @@ NETWORK_KEYS = (
     "labels",
 )
 """Keys of a top-level network; only ``name`` and ``external`` change what Podium does."""
+PROFILE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+"""A profile's name, as Compose accepts it."""
 _TOP_REFUSED = {
     "include": "include: is not supported yet: merge the included files into this one",
     "models": "models: is not supported: Podium runs containers, not model runners",
@@ -67,6 +77,12 @@ class ComposeProject:
     jobs: list[JobSpec]
     warnings: list[str] = field(default_factory=list)
     source: str | None = None
+    builds: dict[str, BuildSpec] = field(default_factory=dict)
+    """Services with ``build:``, by name: how to build the image their task runs."""
+    profiles: list[str] = field(default_factory=list)
+    """The active profiles."""
+    disabled: dict[str, list[str]] = field(default_factory=dict)
+    """Services left out because none of their profiles is active, with those profiles."""
 
     @property
     def job_ids(self) -> list[str]:
@@ -89,6 +105,7 @@ def convert_compose(
     *,
     source: str | None = None,
     base_dir: str | os.PathLike[str] | None = None,
+    profiles: Sequence[str] = (),
 ) -> list[JobSpec]:
     """Convert a compose file into Podium jobs; the project's job comes first.
 
@@ -96,10 +113,12 @@ def convert_compose(
     ``Path``/``os.PathLike``).  For a file, its ``.env`` is read and relative
     paths resolve against its directory; for text, against ``base_dir`` (default:
     the current directory).  ``env`` is the environment to interpolate from; it
-    wins over ``.env``, as the shell does in Compose.  Raises :class:`SpecError`.
+    wins over ``.env``, as the shell does in Compose.  ``profiles`` are the
+    active profiles (``--profile``); none given, ``COMPOSE_PROFILES`` names them.
+    Raises :class:`SpecError`.
     """
     return convert_compose_project(
-        text_or_path, project, env, source=source, base_dir=base_dir
+        text_or_path, project, env, source=source, base_dir=base_dir, profiles=profiles
     ).jobs
 
 
@@ -117,9 +136,12 @@ def load_compose_project(
     path: str | os.PathLike[str],
     project: str | None = None,
     env: Mapping[str, str] | None = None,
+    profiles: Sequence[str] = (),
 ) -> ComposeProject:
-    """:func:`load_compose_file`, with the project name and the warnings."""
-    return convert_compose_project(Path(path), project, dict(os.environ) if env is None else env)
+    """:func:`load_compose_file`, with the project name, the warnings and the builds."""
+    return convert_compose_project(
+        Path(path), project, dict(os.environ) if env is None else env, profiles=profiles
+    )
 
 
 def convert_compose_project(
@@ -129,6 +151,7 @@ def convert_compose_project(
     *,
     source: str | None = None,
     base_dir: str | os.PathLike[str] | None = None,
+    profiles: Sequence[str] = (),
 ) -> ComposeProject:
     """:func:`convert_compose`, with the project name and the warnings."""
     given_env = dict(env or {})
@@ -143,7 +166,7 @@ def convert_compose_project(
         base = Path(base_dir) if base_dir is not None else path.absolute().parent
         dotenv = _read_dotenv(base / ".env", given_env)
     full_env = {**dotenv, **given_env}
-    return _Converter(text, source, base, full_env, project).run()
+    return _Converter(text, source, base, full_env, project, list(profiles)).run()
 
 
 # -- files -------------------------------------------------------------------------------
@@ -190,10 +213,14 @@ class _Converter(Context):
         base_dir: Path,
         env: dict[str, str],
         project: str | None,
+        profiles: list[str],
     ) -> None:
         super().__init__(source, base_dir, env)
         self.text = text
         self.project_arg = project
+        self.profiles = _active_profiles(profiles, env)
+        self.disabled: dict[str, list[str]] = {}
+        self.builds: dict[str, BuildSpec] = {}
 
     # -- the whole file -----------------------------------------------------------------
 
@@ -232,7 +259,15 @@ class _Converter(Context):
         jobs = self._convert(name)
         if self.issues:
             raise SpecError(sort_issues(self.issues), source=self.source)
-        return ComposeProject(name, jobs, self.warnings, self.source)
+        return ComposeProject(
+            name,
+            jobs,
+            self.warnings,
+            self.source,
+            builds=self.builds,
+            profiles=self.profiles,
+            disabled=self.disabled,
+        )
 
     def _interpolate_all(self) -> None:
         interp = Interpolator(self.env)
@@ -443,6 +478,7 @@ class _Converter(Context):
             self.err(("services",), "services: is empty: a project needs at least one service")
             return []
         converted: dict[str, ServiceConverter] = {}
+        used_profiles: set[str] = set()
         for name, body in services.items():
             path: PathKey = ("services", name)
             if not NAME_RE.match(name):
@@ -455,21 +491,76 @@ class _Converter(Context):
                 continue
             try:
                 svc = self.mapping(path, body)
+                own = self._service_profiles(path, svc.get("profiles"))
             except Skip:
                 continue
+            used_profiles.update(own)
+            if own and "*" not in self.profiles and not set(own) & set(self.profiles):
+                self.disabled[name] = own
+                continue
             converted[name] = ServiceConverter(self, name, svc, project_env).convert()
+            if own:
+                converted[name].meta[f"{META_PREFIX}profiles"] = meta_json(own)
+            built = converted[name].build
+            if built is not None:
+                self.builds[name] = built
+        for profile in self.profiles:
+            if profile != "*" and profile not in used_profiles:
+                self.warn(f"profile {profile!r} is not used by any service")
+        if not converted and self.disabled and not self.issues:
+            every = sorted({p for ps in self.disabled.values() for p in ps})
+            self.err(
+                ("services",),
+                "no service is enabled: every service has profiles, and none of them is "
+                "active" + (f" (active: {', '.join(self.profiles)})" if self.profiles else ""),
+                "enable one with --profile NAME or COMPOSE_PROFILES (" + ", ".join(every) + ")",
+            )
+            return []
         order = self._start_order(converted)
         return self._jobs(project, converted, order, networks, volume_record)
 
+    def _service_profiles(self, path: PathKey, value: object) -> list[str]:
+        """A service's ``profiles:``: a list of names (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``)."""
+        if value is None:
+            return []
+        names = self.strings((*path, "profiles"), value)
+        for i, name in enumerate(names):
+            if not PROFILE_RE.match(name):
+                self.err(
+                    (*path, "profiles", i) if isinstance(value, list) else (*path, "profiles"),
+                    f"profile name {name!r} must start with a letter or digit and use only "
+                    "letters, digits, '_', '.' and '-'",
+                )
+        return [n for n in names if PROFILE_RE.match(n)]
+
     def _start_order(self, services: dict[str, ServiceConverter]) -> list[str]:
         for svc in services.values():
-            for dep in svc.depends_on:
-                if dep not in services and dep in self.data.get("services", {}):
+            for dep in list(svc.depends_on):
+                where = svc.depends_paths.get(dep, ("services", svc.name, "depends_on"))
+                if dep in services:
+                    continue
+                if dep in svc.depends_optional:
+                    self.warn(
+                        f"service {svc.name!r} depends on {dep!r} (required: false), which "
+                        + ("is not enabled" if dep in self.disabled else "is not a service")
+                        + ": it starts without it"
+                    )
+                    del svc.depends_on[dep]
+                elif dep in self.disabled:
+                    names = ", ".join(self.disabled[dep])
+                    self.err(
+                        where,
+                        f"service {svc.name!r} depends on {dep!r}, which is not enabled: none "
+                        f"of its profiles ({names}) is active",
+                        f"enable one with --profile {self.disabled[dep][0]}, give {svc.name!r} "
+                        f"the same profiles, or set required: false on the dependency",
+                    )
+                elif dep in self.data.get("services", {}):
                     continue  # that service had its own error
-                if dep not in services:
+                else:
                     close = suggest(dep, list(services))
                     self.err(
-                        svc.depends_paths.get(dep, ("services", svc.name, "depends_on")),
+                        where,
                         f"service {svc.name!r} depends on {dep!r}, which is not a service",
                         f"did you mean {close!r}?" if close else None,
                     )
@@ -586,6 +677,13 @@ class _Converter(Context):
                 issue.hint,
             )
         )
+
+
+def _active_profiles(given: list[str], env: Mapping[str, str]) -> list[str]:
+    """``--profile`` values, or else ``COMPOSE_PROFILES`` (comma-separated), as Compose
+    takes them: the command line wins over the environment."""
+    chosen = given or (env.get("COMPOSE_PROFILES") or "").split(",")
+    return list(dict.fromkeys(p.strip() for p in chosen if p.strip()))
 
 
 def _extension_level(path: PathKey) -> bool:

@@ -1,32 +1,37 @@
 """One Compose service → one Podium group of one ``docker`` task.
 
-See ``docs/compose.md`` for the table of what maps to what; fields Podium
-cannot honour yet are either refused with a reason (``build:`` without an
-``image:``, ``extends:``) or recorded under ``compose.*`` group meta keys for
-the issues that will use them (health checks, update_config, networks).
+See ``docs/compose.md`` for the table of what maps to what.  The rule is
+Compose's meaning, not Podium's defaults: no ``restart:`` is no restart, a
+10 s stop grace period, no memory limit the author did not write, ports on the
+host address and protocol written.  Fields Podium cannot honour are refused
+with a reason (``extends:``) or named in a warning, never dropped without a
+word; a few are only recorded under ``compose.*`` group meta keys
+(``update_config``, ``expose``...).  An empty value (``${VAR:-}`` unset) is
+no value, as in Compose.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from podium.models.duration import format_duration
+from podium.spec.compose_build import BuildSpec, default_image, parse_build
 from podium.spec.compose_context import META_PREFIX, Context, Shared, Skip, meta_json
 from podium.spec.compose_env import parse_dotenv
+from podium.spec.compose_mounts import convert_files, convert_tmpfs, convert_volumes
 from podium.spec.compose_values import (
     PortSpec,
-    VolumeSpec,
     catalog_name,
     cpus_mhz,
-    is_path,
     parse_constraint,
+    parse_platform,
     parse_port,
     parse_spread,
-    parse_volume,
     port_label,
     size_mb,
 )
@@ -71,10 +76,10 @@ SERVICE_KEYS = (
     "pull_policy",
     "platform",
     "container_name",
+    "profiles",
 )
 _SERVICE_REFUSED = {
     "extends": "extends: is not supported yet: copy the fields of the base service in",
-    "profiles": "profiles: are not supported yet: remove the service, or its profiles: line",
     "volumes_from": "volumes_from: is not supported: declare the shared volume on both services",
     "provider": "provider: services are not supported",
 }
@@ -103,6 +108,13 @@ DEPLOY_KEYS = (
     "endpoint_mode",
 )
 DEPENDS_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+DEPENDS_KEYS = ("condition", "restart", "required")
+STOP_GRACE_DEFAULT = 10.0
+"""Compose's stop grace period when a service gives none (Podium's own default is 5 s)."""
+LABEL_IMAGE = "podium.compose.image"
+"""Container label with the built image's id: a rebuilt image changes the task, so
+``compose up`` replaces the container, as Compose recreates one whose image changed."""
+_LOOPBACK = ("127.", "::1")
 GROUP_CONDITIONS = {
     "service_started": "started",
     "service_healthy": "healthy",
@@ -136,6 +148,14 @@ RESTART_ALWAYS: dict[str, Any] = {
 RESTART_COUNTED_INTERVAL = 86400.0
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class ServiceConverter:
     """One service's conversion into a group of one docker task."""
 
@@ -154,12 +174,21 @@ class ServiceConverter:
         self.is_global = False
         self.has_healthcheck = False
         """A health check the engine runs (``test`` given or the image's), not disabled."""
+        self.depends_optional: set[str] = set()
+        """Dependencies with ``required: false``: a missing one is a warning, not an error."""
         self.env: dict[str, str] = {}
         self.mounts: list[dict[str, Any]] = []
         self.network_entries: dict[str, dict[str, Any]] = {}
+        self.build: BuildSpec | None = None
 
     def at(self, *parts: object) -> PathKey:
         return (*self.path, *parts)
+
+    def given(self, key: str, body: dict[str, Any] | None = None) -> Any:
+        """The value of ``key``, or None when it is absent, null or empty: an
+        interpolation that came out empty (``${PLATFORM:-}``) leaves it unset."""
+        value = (self.body if body is None else body).get(key)
+        return None if value is None or value == "" else value
 
     def convert(self) -> ServiceConverter:
         c = self.c
@@ -174,7 +203,7 @@ class ServiceConverter:
                 close = suggest(key, list(SERVICE_KEYS))
                 hint = f"did you mean {close!r}?" if close else "see docs/compose.md for the keys"
                 c.err(self.at(key), f"unknown service key {key!r}", hint, key=True)
-        self._image()
+        c.attempt(self._image)
         steps: list[tuple[str, Callable[[Any], None]]] = [
             ("command", self._command),
             ("entrypoint", self._entrypoint),
@@ -182,10 +211,10 @@ class ServiceConverter:
             ("environment", self._environment),
             ("ports", self._ports),
             ("expose", self._expose),
-            ("volumes", self._volumes),
-            ("tmpfs", self._tmpfs),
-            ("secrets", lambda v: self._files("secrets", v)),
-            ("configs", lambda v: self._files("configs", v)),
+            ("volumes", lambda v: convert_volumes(self, v)),
+            ("tmpfs", lambda v: convert_tmpfs(self, v)),
+            ("secrets", lambda v: convert_files(self, "secrets", v)),
+            ("configs", lambda v: convert_files(self, "configs", v)),
             ("depends_on", self._depends_on),
             ("healthcheck", self._healthcheck),
             ("labels", self._labels),
@@ -200,13 +229,14 @@ class ServiceConverter:
             ("privileged", self._privileged),
             ("stop_signal", self._stop_signal),
             ("stop_grace_period", self._stop_grace),
-            ("pull_policy", self._pull_policy),
             ("platform", self._platform),
             ("container_name", self._container_name),
         ]
         for key, step in steps:
-            if key in self.body and self.body[key] is not None:
+            if self.given(key) is not None:
                 c.attempt(lambda step=step, key=key: step(self.body[key]))  # type: ignore[misc]
+        if "kill_timeout" not in self.task:
+            self.task["kill_timeout"] = STOP_GRACE_DEFAULT
         c.attempt(self._restart_and_deploy)
         if self.env:
             self.task["env"] = self.env
@@ -223,7 +253,13 @@ class ServiceConverter:
         """A service that publishes a port is registered in Podium's service catalog as
         ``<project>-<service>`` on its first port, so other nodes find it through the
         catalog's DNS (``shop-db.service.podium``); the project network only spans a node."""
-        ports = (self.group.get("network") or {}).get("ports") or {}
+        # Only a port other nodes can reach: one bound to loopback is the node's alone.
+        published = self.config.get("ports") or {}
+        ports = [
+            label
+            for label, port in published.items()
+            if not str(port.get("host_ip") or "").startswith(_LOOPBACK)
+        ]
         if not ports:
             return
         name = catalog_name(self.shared.project, self.name)
@@ -233,7 +269,7 @@ class ServiceConverter:
                 f"'{self.shared.project}-{self.name}' cannot be a DNS name (at most 63 characters)"
             )
             return
-        self.group["services"] = [{"name": name, "port": next(iter(ports)), "tags": ["compose"]}]
+        self.group["services"] = [{"name": name, "port": ports[0], "tags": ["compose"]}]
 
     def _network_config(self) -> None:
         """The Docker networks the container joins: each of the service's networks (the
@@ -256,29 +292,69 @@ class ServiceConverter:
     # -- fields -------------------------------------------------------------------------
 
     def _image(self) -> None:
-        c, image, build = self.c, self.body.get("image"), self.body.get("build")
-        if build is not None and not image:
-            c.err(
-                self.at("build"),
-                f"service {self.name!r} uses build:, which a cluster that runs images cannot "
-                "honour: build and tag the image first (docker build -t NAME .), push it to a "
-                "registry the nodes can pull from (or load it on each node), and set image: NAME",
-                key=True,
-            )
-            return
+        """``image:``, or the image ``build:`` makes (``<project>-<service>`` unless
+        ``image:`` names it, as Compose tags it), and how the nodes get it."""
+        c, image, build = self.c, self.given("image"), self.given("build")
+        if image is not None:
+            image = c.string(self.at("image"), image)
+        policy = self._pull_policy()
         if build is not None:
-            c.warn(
-                f"service {self.name!r}: build: was ignored; the nodes pull image {image!r}, "
-                "so build and push it first"
-            )
-        if image is None:
-            c.err(
-                self.at(), f"service {self.name!r} has no image:", "add image: NAME[:TAG]", key=True
-            )
+            name = image or default_image(self.shared.project, self.name)
+            self.build = parse_build(c, self.at("build"), self.name, build, name, policy == "build")
+            self.config["image"] = name
+            # Built here, not pulled: a node without it says so instead of pulling a
+            # namesake from a registry (compose up --push REGISTRY makes it pullable).
+            self.config["image_pull"] = "never" if policy in (None, "build") else policy
             return
-        c.attempt(lambda: self.config.__setitem__("image", c.string(self.at("image"), image)))
-        if self.config.get("image") == "":
-            c.err(self.at("image"), "image: must not be empty")
+        if image is None:
+            what = (
+                "image: is empty"
+                if "image" in self.body
+                else f"service {self.name!r} has no image:"
+            )
+            c.fail(
+                self.at() if "image" not in self.body else self.at("image"),
+                what,
+                "add image: NAME[:TAG] (or build: DIR)",
+                key="image" not in self.body,
+            )
+        if policy == "build":
+            c.fail(
+                self.at("pull_policy"),
+                "pull_policy: build needs a build: section to build from",
+                "add build: DIR, or use missing or always",
+            )
+        self.config["image"] = image
+        if policy is not None:
+            self.config["image_pull"] = policy
+
+    def _pull_policy(self) -> str | None:
+        """``pull_policy`` as the docker driver's ``image_pull`` (``build`` kept as is)."""
+        c = self.c
+        value = self.given("pull_policy")
+        if value is None:
+            return None
+        policy = c.string(self.at("pull_policy"), value, numbers=False)
+        mapped = {
+            "always": "always",
+            "never": "never",
+            "missing": "if_not_present",
+            "if_not_present": "if_not_present",
+            "build": "build",
+        }
+        if policy not in mapped:
+            if policy in ("daily", "weekly") or policy.startswith("every_"):
+                c.warn(
+                    f"service {self.name!r}: pull_policy {policy!r} is treated as missing "
+                    "(the docker driver does not keep pull times)"
+                )
+                return "if_not_present"
+            c.fail(
+                self.at("pull_policy"),
+                f"unknown pull_policy {policy!r}",
+                "use always, missing, never or build",
+            )
+        return mapped[policy]
 
     def _split(self, key: str, value: object) -> list[str]:
         c = self.c
@@ -367,25 +443,36 @@ class ServiceConverter:
             except Skip:
                 continue
         network: dict[str, dict[str, int]] = {}
-        labels: dict[str, int] = {}
+        protocols: dict[str, set[str]] = {}
+        published: dict[str, dict[str, Any]] = {}
         record: list[dict[str, Any]] = []
         seen: dict[tuple[int, int | None, str], str] = {}
         statics: dict[int, PathKey] = {}
         for path, spec, mode in specs:
-            # The docker driver publishes each label on tcp and udp alike, so
-            # 53:53/tcp and 53:53/udp are one label.
+            if spec.host_ip and not _is_ip(spec.host_ip):
+                c.err(path, f"host IP {spec.host_ip!r} is not an IP address (127.0.0.1, ::1)")
+                continue
+            # One label per container port, host port and address; 53:53/tcp and
+            # 53:53/udp share it, and the label publishes both protocols.
             key = (spec.target, spec.published, spec.host_ip)
             label = seen.get(key)
             if label is None:
                 if spec.published is not None and spec.published in statics:
-                    c.err(path, f"host port {spec.published} is published twice")
+                    c.err(
+                        path,
+                        f"host port {spec.published} is published twice: Podium holds a host "
+                        "port once per node, whatever the address",
+                    )
                     continue
-                label = port_label(spec.target, set(labels))
+                label = port_label(spec.target, set(published))
                 seen[key] = label
-                labels[label] = spec.target
+                # No address written: every interface, as `docker compose` publishes it.
+                published[label] = {"target": spec.target, "host_ip": spec.host_ip}
+                protocols[label] = set()
                 network[label] = {"static": spec.published} if spec.published else {}
                 if spec.published is not None:
                     statics[spec.published] = path
+            protocols[label].add(spec.protocol)
             entry: dict[str, Any] = {
                 "label": label,
                 "target": spec.target,
@@ -397,10 +484,18 @@ class ServiceConverter:
                 entry["host_ip"] = spec.host_ip
             if mode != "host":
                 entry["mode"] = mode
+                if mode == "ingress":
+                    c.warn(
+                        f"service {self.name!r}: port {spec.target} mode: ingress publishes on "
+                        "the node that runs each replica (there is no routing mesh)"
+                    )
             record.append(entry)
+        for label, port in published.items():
+            if len(protocols[label]) == 1:
+                port["protocol"] = next(iter(protocols[label]))
         if network:
             self.group["network"] = {"ports": network}
-            self.config["ports"] = labels
+            self.config["ports"] = published
             self.meta[f"{META_PREFIX}ports"] = meta_json(record)
 
     def _long_port(self, path: PathKey, item: dict[str, Any]) -> tuple[PortSpec, str]:
@@ -424,11 +519,13 @@ class ServiceConverter:
             published = c.parsed(
                 (*path, "published"), lambda t: parse_port(f"{t}:1").published, text
             )
-        protocol = c.string((*path, "protocol"), item.get("protocol", "tcp")).lower()
+        protocol = c.string((*path, "protocol"), item.get("protocol") or "tcp").lower()
         if protocol not in ("tcp", "udp"):
             c.fail((*path, "protocol"), f"unknown protocol {protocol!r}: use tcp or udp")
-        host_ip = c.string((*path, "host_ip"), item.get("host_ip", ""))
-        mode = c.string((*path, "mode"), item.get("mode", "host"))
+        host_ip = c.string((*path, "host_ip"), item.get("host_ip") or "")
+        mode = c.string((*path, "mode"), item.get("mode") or "host")
+        if mode not in ("host", "ingress"):
+            c.fail((*path, "mode"), f"unknown port mode {mode!r}: use host or ingress")
         if target > 65535:
             c.fail((*path, "target"), f"container port {target} is out of range (1-65535)")
         return PortSpec(target, published, host_ip, protocol), mode
@@ -436,107 +533,6 @@ class ServiceConverter:
     def _expose(self, value: object) -> None:
         ports = self.c.strings(self.at("expose"), value)
         self.meta[f"{META_PREFIX}expose"] = meta_json(ports)
-
-    def _volumes(self, value: object) -> None:
-        c = self.c
-        if not isinstance(value, list):
-            c.fail(self.at("volumes"), f"expected a list of volumes, got {describe(value)}")
-        for i, item in enumerate(value):
-            path = self.at("volumes", i)
-            try:
-                if isinstance(item, dict):
-                    spec = self._long_volume(path, item)
-                else:
-                    spec = c.parsed(path, parse_volume, c.string(path, item, numbers=False))
-                self._mount(path, spec)
-            except Skip:
-                continue
-
-    def _long_volume(self, path: PathKey, item: dict[str, Any]) -> VolumeSpec:
-        c = self.c
-        kind = c.string((*path, "type"), item.get("type", "volume"))
-        if kind not in ("volume", "bind", "tmpfs"):
-            c.fail(
-                (*path, "type"), f"volume type {kind!r} is not supported: use volume, bind or tmpfs"
-            )
-        if "target" not in item:
-            c.fail(path, "a volume needs target: (the path in the container)")
-        target = c.string((*path, "target"), item["target"], numbers=False)
-        source = item.get("source")
-        if source is not None:
-            source = c.string((*path, "source"), source, numbers=False)
-        read_only = c.boolean((*path, "read_only"), item.get("read_only", False))
-        if kind == "bind" and not source:
-            c.fail(path, "a bind volume needs source: (a path on the node)")
-        return VolumeSpec(kind, target, source, read_only)
-
-    def _mount(self, path: PathKey, spec: VolumeSpec) -> None:
-        c = self.c
-        mount: dict[str, Any] = {"type": spec.type, "target": spec.target}
-        if spec.read_only:
-            mount["readonly"] = True
-        if spec.type == "bind":
-            assert spec.source is not None
-            mount["source"] = c.local_path(spec.source)
-        elif spec.type == "volume" and spec.source:
-            if is_path(spec.source):
-                mount["type"] = "bind"
-                mount["source"] = c.local_path(spec.source)
-            elif spec.source not in self.shared.volumes:
-                declared = list(self.shared.volumes)
-                close = suggest(spec.source, declared)
-                c.fail(
-                    path,
-                    f"service {self.name!r} uses volume {spec.source!r}, which is not declared "
-                    "under the top-level volumes:",
-                    f"did you mean {close!r}?"
-                    if close
-                    else f"add volumes: {{{spec.source}: {{}}}}",
-                )
-            else:
-                mount["source"] = self.shared.volumes[spec.source]
-        self.mounts.append(mount)
-
-    def _tmpfs(self, value: object) -> None:
-        for i, item in enumerate(self.c.strings(self.at("tmpfs"), value)):
-            target = item.split(":", 1)[0]
-            if not target.startswith("/"):
-                path = self.at("tmpfs", i) if isinstance(value, list) else self.at("tmpfs")
-                self.c.fail(path, f"tmpfs {item!r}: the container path must be absolute")
-            self.mounts.append({"type": "tmpfs", "target": target})
-
-    def _files(self, kind: str, value: object) -> None:
-        c = self.c
-        if not isinstance(value, list):
-            c.fail(self.at(kind), f"expected a list of {kind}, got {describe(value)}")
-        table = self.shared.secrets if kind == "secrets" else self.shared.configs
-        declared = set(c.data.get(kind) or {}) if isinstance(c.data.get(kind), dict) else set()
-        for i, item in enumerate(value):
-            path = self.at(kind, i)
-            try:
-                if isinstance(item, dict):
-                    source = c.string((*path, "source"), item.get("source"), numbers=False)
-                    target = item.get("target")
-                    target = None if target is None else c.string((*path, "target"), target)
-                else:
-                    source, target = c.string(path, item, numbers=False), None
-                if source not in table:
-                    if source not in declared:
-                        c.err(
-                            path,
-                            f"{kind[:-1]} {source!r} is not declared under the top-level {kind}:",
-                        )
-                    continue  # a declared one that is not a file had its own error
-                if kind == "secrets":
-                    where = target or source
-                    where = where if where.startswith("/") else f"/run/secrets/{where}"
-                else:
-                    where = target or f"/{source}"
-                self.mounts.append(
-                    {"type": "bind", "source": table[source], "target": where, "readonly": True}
-                )
-            except Skip:
-                continue
 
     def _depends_on(self, value: object) -> None:
         c = self.c
@@ -551,8 +547,19 @@ class ServiceConverter:
                 path = self.at("depends_on", dep)
                 try:
                     body = c.mapping(path, spec)
+                    for key in body:
+                        if key not in DEPENDS_KEYS:
+                            close = suggest(str(key), list(DEPENDS_KEYS))
+                            c.err(
+                                (*path, key),
+                                f"unknown depends_on field {key!r}",
+                                f"did you mean {close!r}?"
+                                if close
+                                else "a dependency takes condition, restart and required",
+                                key=True,
+                            )
                     condition = c.string(
-                        (*path, "condition"), body.get("condition", "service_started")
+                        (*path, "condition"), body.get("condition") or "service_started"
                     )
                     if condition not in DEPENDS_CONDITIONS:
                         close = suggest(condition, list(DEPENDS_CONDITIONS))
@@ -565,6 +572,18 @@ class ServiceConverter:
                         )
                     self.depends_on[str(dep)] = condition
                     self.depends_paths[str(dep)] = path
+                    if self.given("required", body) is not None and not c.boolean(
+                        (*path, "required"), body["required"]
+                    ):
+                        self.depends_optional.add(str(dep))
+                    if self.given("restart", body) is not None and c.boolean(
+                        (*path, "restart"), body["restart"]
+                    ):
+                        c.warn(
+                            f"service {self.name!r}: depends_on.{dep}.restart: true is not "
+                            f"honoured: Podium does not restart {self.name!r} when {dep!r} is "
+                            "restarted or updated (it only orders the first start)"
+                        )
                 except Skip:
                     continue
         else:
@@ -604,9 +623,9 @@ class ServiceConverter:
                 self.at("healthcheck", "test"), f"expected a string or a list, got {describe(test)}"
             )
         for key in ("interval", "timeout", "start_period", "start_interval"):
-            if body.get(key) is not None:
+            if self.given(key, body) is not None:
                 check[key] = c.duration(self.at("healthcheck", key), body[key])
-        if body.get("retries") is not None:
+        if self.given("retries", body) is not None:
             check["retries"] = c.integer(self.at("healthcheck", "retries"), body["retries"])
         known = {
             "test",
@@ -655,7 +674,7 @@ class ServiceConverter:
     def _logging(self, value: object) -> None:
         c = self.c
         body = c.mapping(self.at("logging"), value)
-        driver = body.get("driver")
+        driver = self.given("driver", body)
         if driver not in (None, "json-file", "local"):
             c.warn(
                 f"service {self.name!r}: logging driver {driver!r} was ignored; Podium keeps "
@@ -663,11 +682,11 @@ class ServiceConverter:
             )
         options = c.mapping(self.at("logging", "options"), body.get("options"))
         logs: dict[str, int] = {}
-        if options.get("max-size") is not None:
+        if self.given("max-size", options) is not None:
             logs["max_file_size"] = c.parsed(
                 self.at("logging", "options", "max-size"), size_mb, options["max-size"]
             )
-        if options.get("max-file") is not None:
+        if self.given("max-file", options) is not None:
             logs["max_files"] = c.integer(
                 self.at("logging", "options", "max-file"), options["max-file"], 1
             )
@@ -762,42 +781,27 @@ class ServiceConverter:
     def _stop_grace(self, value: object) -> None:
         self.task["kill_timeout"] = self.c.duration(self.at("stop_grace_period"), value)
 
-    def _pull_policy(self, value: object) -> None:
-        c = self.c
-        policy = c.string(self.at("pull_policy"), value, numbers=False)
-        mapped = {
-            "always": "always",
-            "never": "never",
-            "missing": "if_not_present",
-            "if_not_present": "if_not_present",
-        }
-        if policy == "build":
-            c.fail(
-                self.at("pull_policy"),
-                "pull_policy: build needs a build, which a cluster cannot do",
-                "build and push the image, then use missing or always",
-            )
-        if policy not in mapped:
-            if policy in ("daily", "weekly") or policy.startswith("every_"):
-                c.warn(f"service {self.name!r}: pull_policy {policy!r} is treated as missing")
-                policy = "missing"
-            else:
-                c.fail(
-                    self.at("pull_policy"),
-                    f"unknown pull_policy {policy!r}",
-                    "use always, missing or never",
-                )
-        self.config["image_pull"] = mapped[policy]
-
     def _platform(self, value: object) -> None:
+        """``os[/arch[/variant]]`` → constraints on the node's kernel and CPU architecture;
+        text that names neither is a warning, not a constraint nothing could meet."""
         c = self.c
         text = c.string(self.at("platform"), value, numbers=False)
-        parts = text.split("/")
+        parsed = parse_platform(text)
+        if parsed is None:
+            c.warn(
+                f"service {self.name!r}: platform {text!r} names no known OS/architecture "
+                "(linux/amd64, linux/arm64...); no placement constraint was made from it"
+            )
+            return
+        os_name, arch, variant = parsed
         constraints = self.group.setdefault("constraints", [])
-        constraints.append({"attribute": "${attr.os.name}", "operator": "=", "value": parts[0]})
-        if len(parts) > 1 and parts[1]:
-            constraints.append(
-                c.parsed(self.at("platform"), parse_constraint, f"node.platform.arch == {parts[1]}")
+        constraints.append({"attribute": "${attr.kernel.name}", "operator": "=", "value": os_name})
+        if arch is not None:
+            constraints.append({"attribute": "${attr.cpu.arch}", "operator": "=", "value": arch})
+        if variant is not None:
+            c.warn(
+                f"service {self.name!r}: platform variant {variant!r} is not a node attribute; "
+                f"only {os_name}/{arch} constrains the placement"
             )
 
     def _container_name(self, value: object) -> None:
@@ -822,7 +826,7 @@ class ServiceConverter:
                     f"did you mean {close!r}?" if close else None,
                     key=True,
                 )
-        mode = deploy.get("mode", "replicated")
+        mode = self.given("mode", deploy) or "replicated"
         if mode not in ("replicated", "global"):
             c.err(
                 self.at("deploy", "mode"),
@@ -849,75 +853,106 @@ class ServiceConverter:
     def _count(self, deploy: dict[str, Any]) -> None:
         c = self.c
         if self.is_global:
-            if deploy.get("replicas") is not None:
+            if self.given("replicas", deploy) is not None:
                 c.fail(self.at("deploy", "replicas"), "replicas: cannot be used with mode: global")
             return
-        if deploy.get("replicas") is not None:
+        if self.given("replicas", deploy) is not None:
             self.group["count"] = c.integer(self.at("deploy", "replicas"), deploy["replicas"])
-        elif self.body.get("scale") is not None:
+        elif self.given("scale") is not None:
             self.group["count"] = c.integer(self.at("scale"), self.body["scale"])
 
     def _resources(self, deploy: dict[str, Any]) -> None:
+        """Reservations → what the scheduler reserves (``memory``, ``cpu``), limits → the
+        hard limits (``memory_max``, ``cpu_max``).  A limit alone is also the reservation
+        (Kubernetes' rule: requests default to limits); nothing written is no limit and
+        Podium's default reservation, as a container under Compose has no limit either."""
         c = self.c
-        res = c.mapping(self.at("deploy", "resources"), deploy.get("resources"))
-        limits = c.mapping(self.at("deploy", "resources", "limits"), res.get("limits"))
-        reserved = c.mapping(
-            self.at("deploy", "resources", "reservations"), res.get("reservations")
-        )
+        base = self.at("deploy", "resources")
+        res = c.mapping(base, deploy.get("resources"))
         for key in res:
             if key not in ("limits", "reservations"):
+                c.err((*base, key), f"unknown resources key {key!r}", key=True)
+        limits = c.mapping((*base, "limits"), res.get("limits"))
+        reserved = c.mapping((*base, "reservations"), res.get("reservations"))
+        self._resource_keys(limits, (*base, "limits"), ("cpus", "memory", "pids"))
+        self._resource_keys(
+            reserved,
+            (*base, "reservations"),
+            ("cpus", "memory", "devices", "generic_resources"),
+        )
+        mem_max = self._one_value("mem_limit", limits, (*base, "limits"), "memory", size_mb, "MB")
+        mem = self._one_value(
+            "mem_reservation", reserved, (*base, "reservations"), "memory", size_mb, "MB"
+        )
+        cpu_max = self._one_value("cpus", limits, (*base, "limits"), "cpus", cpus_mhz, "MHz")
+        cpu = self._one_value(None, reserved, (*base, "reservations"), "cpus", cpus_mhz, "MHz")
+        for what, want, limit, unit in (
+            ("memory", mem, mem_max, "MB"),
+            ("cpus", cpu, cpu_max, "MHz"),
+        ):
+            if want is not None and limit is not None and want[0] > limit[0]:
                 c.err(
-                    self.at("deploy", "resources", key), f"unknown resources key {key!r}", key=True
+                    want[1],
+                    f"the {what} reservation ({want[0]} {unit}) is above the limit "
+                    f"({limit[0]} {unit}): the limit cannot be smaller than what is reserved",
                 )
-        cpu = mem = None
-        picked: dict[str, tuple[PathKey, Any]] = {}
-        for key, alt_key in (("cpus", "cpus"), ("memory", "mem_limit")):
-            # Podium enforces a task's resources as hard limits (cgroups, the container's
-            # memory limit) and places by the same figures, so a Compose limit is what
-            # the task gets; a reservation counts only where no limit is given.
-            for path, value in (
-                (self.at("deploy", "resources", "limits", key), limits.get(key)),
-                (self.at(alt_key), self.body.get(alt_key)),
-                (self.at("deploy", "resources", "reservations", key), reserved.get(key)),
-                (
-                    self.at("mem_reservation"),
-                    self.body.get("mem_reservation") if key == "memory" else None,
-                ),
-            ):
-                if value is not None:
-                    picked[key] = (path, value)
-                    break
-        if "cpus" in picked:
-            with contextlib.suppress(Skip):
-                cpu = c.parsed(picked["cpus"][0], cpus_mhz, picked["cpus"][1])
-        if "memory" in picked:
-            with contextlib.suppress(Skip):
-                mem = c.parsed(picked["memory"][0], size_mb, picked["memory"][1])
         resources: dict[str, int] = {}
-        if cpu is not None:
-            resources["cpu"] = cpu
-        if mem is not None:
-            resources["memory"] = mem
+        for key, value in (
+            ("memory", mem or mem_max),
+            ("memory_max", mem_max),
+            ("cpu", cpu or cpu_max),
+            ("cpu_max", cpu_max),
+        ):
+            if value is not None:
+                resources[key] = value[0]
         if resources:
             self.task["resources"] = resources
-        if reserved and limits:
-            record: dict[str, Any] = {}
-            if reserved.get("cpus") is not None:
-                record["cpu"] = c.parsed(
-                    self.at("deploy", "resources", "reservations", "cpus"),
-                    cpus_mhz,
-                    reserved["cpus"],
-                )
-            if reserved.get("memory") is not None:
-                record["memory"] = c.parsed(
-                    self.at("deploy", "resources", "reservations", "memory"),
-                    size_mb,
-                    reserved["memory"],
-                )
-            self.meta[f"{META_PREFIX}reservations"] = meta_json(record)
+        if limits.get("pids") not in (None, ""):
+            c.warn(f"service {self.name!r}: deploy.resources.limits.pids was ignored")
         for key in ("devices", "generic_resources"):
             if reserved.get(key) is not None:
                 c.warn(f"service {self.name!r}: deploy.resources.reservations.{key} was ignored")
+
+    def _resource_keys(self, body: dict[str, Any], path: PathKey, known: tuple[str, ...]) -> None:
+        for key in body:
+            if key not in known:
+                close = suggest(key, list(known))
+                self.c.err(
+                    (*path, key),
+                    f"unknown resources key {key!r}",
+                    f"did you mean {close!r}?" if close else None,
+                    key=True,
+                )
+
+    def _one_value(
+        self,
+        service_key: str | None,
+        section: dict[str, Any],
+        section_path: PathKey,
+        key: str,
+        parse: Callable[[object], int],
+        unit: str,
+    ) -> tuple[int, PathKey] | None:
+        """A figure written at the service level (``mem_limit``) or under ``deploy``
+        (``limits.memory``), parsed, with where it was written; both given and distinct
+        is an error, as in Compose."""
+        c = self.c
+        found: list[tuple[int, PathKey]] = []
+        for path, raw in (
+            (self.at(service_key) if service_key else None, self.given(service_key or "")),
+            ((*section_path, key), self.given(key, section)),
+        ):
+            if raw is None or path is None:
+                continue
+            with contextlib.suppress(Skip):
+                found.append((c.parsed(path, parse, raw), path))
+        if len(found) == 2 and found[0][0] != found[1][0]:
+            c.err(
+                found[1][1],
+                f"{service_key} ({found[0][0]} {unit}) and deploy.resources."
+                f"{section_path[-1]}.{key} ({found[1][0]} {unit}) differ: write one of them",
+            )
+        return found[-1] if found else None
 
     def _restart(self, deploy: dict[str, Any]) -> None:
         c = self.c
@@ -928,7 +963,7 @@ class ServiceConverter:
             for key in policy:
                 if key not in ("condition", "delay", "max_attempts", "window"):
                     c.err((*p, key), f"unknown restart_policy key {key!r}", key=True)
-            condition = c.string((*p, "condition"), policy.get("condition", "any"))
+            condition = c.string((*p, "condition"), policy.get("condition") or "any")
             if condition not in ("none", "on-failure", "any"):
                 c.fail(
                     (*p, "condition"),
@@ -936,7 +971,7 @@ class ServiceConverter:
                     "use none, on-failure or any",
                 )
             attempts = None
-            if policy.get("max_attempts") is not None:
+            if self.given("max_attempts", policy) is not None:
                 attempts = c.integer((*p, "max_attempts"), policy["max_attempts"])
             if condition == "none":
                 self._no_restart()
@@ -949,14 +984,16 @@ class ServiceConverter:
                 }
             else:
                 self.group["restart"] = dict(RESTART_ALWAYS)
-            if policy.get("delay") is not None and condition != "none":
+            if self.given("delay", policy) is not None and condition != "none":
                 self.group["restart"]["delay"] = c.duration((*p, "delay"), policy["delay"])
-            if policy.get("window") is not None:
+            if self.given("window", policy) is not None:
                 self.meta[f"{META_PREFIX}restart_window"] = str(
                     c.duration((*p, "window"), policy["window"])
                 )
             return
-        if self.body.get("restart") is None:
+        if self.given("restart") is None:
+            # Compose's default is "no": a container that exits stays exited.
+            self._no_restart()
             return
         text = c.string(self.at("restart"), self.body["restart"], numbers=False)
         if text == "no":
@@ -978,6 +1015,8 @@ class ServiceConverter:
             )
 
     def _no_restart(self) -> None:
+        """Never restarted on its node nor placed again elsewhere: an allocation whose
+        task exits (0 or not) ends failed, and ``compose up`` starts it again."""
         self.group["restart"] = {"attempts": 0, "mode": "fail"}
         self.group["reschedule"] = {"attempts": 0, "unlimited": False}
 

@@ -123,17 +123,21 @@ def port_label(target: int, taken: set[str]) -> str:
 
 @dataclass(frozen=True)
 class VolumeSpec:
-    """One mount of a service: ``type`` bind, volume or tmpfs."""
+    """One mount of a service: ``type`` bind, volume or tmpfs, with the short syntax's
+    mode flags other than ``ro``/``rw`` (``nocopy``, ``z``, ``rshared``...) in ``flags``."""
 
     type: str
     target: str
     source: str | None = None
     read_only: bool = False
+    flags: tuple[str, ...] = ()
 
 
-# Mode flags Compose accepts after src:dst that mean nothing to a single-host bind
-# (SELinux relabelling, macOS consistency hints, nocopy); they are dropped.
-_QUIET_MODES = {"z", "Z", "cached", "delegated", "consistent", "nocopy", "rprivate", "private"}
+VOLUME_FLAGS = frozenset(
+    {"nocopy", "z", "Z", "cached", "delegated", "consistent"}
+    | {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
+)
+"""Mode flags the short syntax accepts after ``SOURCE:TARGET`` besides ``ro`` and ``rw``."""
 
 
 def is_path(source: str) -> bool:
@@ -141,7 +145,7 @@ def is_path(source: str) -> bool:
 
 
 def parse_volume(value: str) -> VolumeSpec:
-    """The short syntax: ``"/data"``, ``"name:/data"``, ``"./src:/app:ro"``."""
+    """The short syntax: ``"/data"``, ``"name:/data"``, ``"./src:/app:ro,z"``."""
     parts = value.split(":")
     if len(parts) == 1:
         if not parts[0].startswith("/"):
@@ -155,18 +159,78 @@ def parse_volume(value: str) -> VolumeSpec:
     if not target.startswith("/"):
         raise ValueError(f"volume {value!r}: the container path {target!r} must be absolute")
     read_only = False
+    flags: list[str] = []
     if len(parts) == 3:
         for flag in parts[2].split(","):
             if flag == "ro":
                 read_only = True
-            elif flag != "rw" and flag not in _QUIET_MODES:
+            elif flag in VOLUME_FLAGS:
+                flags.append(flag)
+            elif flag != "rw":
                 raise ValueError(f"volume {value!r}: unknown mode {flag!r} (use ro or rw)")
     kind = "bind" if is_path(source) else "volume"
-    return VolumeSpec(kind, target, source, read_only)
+    return VolumeSpec(kind, target, source, read_only, tuple(flags))
+
+
+def parse_tmpfs(value: str) -> tuple[str, dict[str, str]]:
+    """``"/run"`` or ``"/run:size=64m,mode=1777,noexec"`` → the path and its options
+    (a flag without ``=`` maps to ``""``)."""
+    target, _, rest = value.partition(":")
+    if not target.startswith("/"):
+        raise ValueError(f"tmpfs {value!r}: the container path must be absolute")
+    options: dict[str, str] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, val = item.partition("=")
+        options[key.strip()] = val.strip()
+    return target, options
+
+
+def parse_mode(value: object) -> int:
+    """A file mode: an octal string (``"1777"``, ``"0o700"``) or a number as YAML read it."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a file mode such as '1777', got {value!r}")
+    if isinstance(value, int):
+        mode = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().lower().removeprefix("0o")
+        try:
+            mode = int(text, 8)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an octal file mode such as '1777'") from None
+    else:
+        raise ValueError(f"expected a file mode such as '1777', got {value!r}")
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"file mode {value!r} is out of range (0-7777 octal)")
+    return mode
 
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*$")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+
+
+_OSES = frozenset(
+    {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos"}
+    | {"aix", "android", "dragonfly", "plan9"}
+)
+_ARCHES = frozenset(
+    {"amd64", "arm64", "arm", "386", "ppc64le", "ppc64", "s390x", "riscv64", "loong64"}
+    | {"mips", "mipsle", "mips64", "mips64le", "wasm"}
+)
+_ARCH_ALIASES = {**_ARCH, "i386": "386", "i686": "386", "armhf": "arm", "armel": "arm"}
+
+
+def parse_platform(text: str) -> tuple[str, str | None, str | None] | None:
+    """``os[/arch[/variant]]`` (OCI's form, ``linux/arm64/v8``) → its parts, the
+    architecture in Go's names as node attributes have it (x86_64 → amd64); ``None``
+    when the text names no known OS and architecture."""
+    parts = text.strip().lower().split("/")
+    if len(parts) > 3 or parts[0] not in _OSES:
+        return None
+    arch = _ARCH_ALIASES.get(parts[1], parts[1]) if len(parts) > 1 and parts[1] else None
+    if arch is not None and arch not in _ARCHES:
+        return None
+    variant = parts[2] if len(parts) > 2 and parts[2] else None
+    return parts[0], arch, variant
 
 
 def parse_constraint(text: str) -> dict[str, str] | None:
@@ -188,7 +252,7 @@ def parse_constraint(text: str) -> dict[str, str] | None:
     elif key.startswith("node.labels.") and len(key) > 12:
         attribute = "${meta." + key[12:] + "}"
     elif key == "node.platform.os":
-        attribute = "${attr.os.name}"
+        attribute = "${attr.kernel.name}"  # os.name is the distribution (debian), as in Nomad
     elif key == "node.platform.arch":
         attribute = "${attr.cpu.arch}"
         value = _ARCH.get(value, value)

@@ -712,3 +712,132 @@ def test_healthcheck_config_forms() -> None:
         DockerConfig.model_validate(
             {"image": IMAGE, "healthcheck": {"test": "true", "interval": "10us"}}
         )
+
+
+# -- what Compose files need: host addresses and protocols, created binds, mount options
+
+
+async def test_ports_bind_their_host_address_and_protocol(ctx_for: Any) -> None:
+    """A port's ``host_ip`` and ``protocol`` reach the Engine's PortBindings: loopback only,
+    every interface (``""``), or the node's address; UDP only, TCP only, or both (a bare
+    number, as before)."""
+    driver = DockerDriver()
+    ctx = ctx_for(
+        "true",
+        alloc_ports={
+            "dns": AllocatedPort(value=23457, host_ip="10.9.9.9"),
+            "web": AllocatedPort(value=23458, host_ip="10.9.9.9"),
+            "any": AllocatedPort(value=23459, host_ip="127.0.0.1"),
+        },
+        ports={
+            "dns": {"target": 53, "protocol": "udp", "host_ip": "127.0.0.1"},
+            "web": {"target": 80, "protocol": "tcp", "host_ip": ""},
+            "any": 8080,
+        },
+    )
+    handle = await driver.start(ctx)
+    try:
+        await asyncio.wait_for(driver.wait(handle), 20)
+        bindings = _container(handle).attrs["HostConfig"]["PortBindings"]
+        assert bindings == {
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "23457"}],
+            "80/tcp": [{"HostIp": "", "HostPort": "23458"}],
+            "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "23459"}],
+            "8080/udp": [{"HostIp": "127.0.0.1", "HostPort": "23459"}],
+        }
+    finally:
+        await driver.destroy(handle)
+
+
+async def test_two_labels_may_publish_one_container_port(ctx_for: Any) -> None:
+    driver = DockerDriver()
+    ctx = ctx_for(
+        "true",
+        alloc_ports={
+            "a": AllocatedPort(value=23461, host_ip="127.0.0.1"),
+            "b": AllocatedPort(value=23462, host_ip="127.0.0.1"),
+        },
+        ports={
+            "a": {"target": 80, "protocol": "tcp", "host_ip": "127.0.0.1"},
+            "b": {"target": 80, "protocol": "tcp", "host_ip": ""},
+        },
+    )
+    handle = await driver.start(ctx)
+    try:
+        bindings = _container(handle).attrs["HostConfig"]["PortBindings"]
+        assert sorted(b["HostPort"] for b in bindings["80/tcp"]) == ["23461", "23462"]
+    finally:
+        await driver.destroy(handle)
+
+
+async def test_a_bind_creates_its_missing_source_only_when_asked(
+    ctx_for: Any, tmp_path: Path
+) -> None:
+    driver = DockerDriver()
+    missing = tmp_path / "made" / "by" / "the-driver"
+    ctx = ctx_for(
+        "echo hi > /data/f && echo wrote",
+        mounts=[
+            {"type": "bind", "source": str(missing), "target": "/data", "create_host_path": True}
+        ],
+    )
+    handle = await driver.start(ctx)
+    try:
+        assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
+        assert (missing / "f").read_text() == "hi\n"
+    finally:
+        await driver.destroy(handle)
+
+    absent = tmp_path / "not-there"
+    strict = ctx_for("true", mounts=[{"type": "bind", "source": str(absent), "target": "/d"}])
+    with pytest.raises(DriverError, match="not-there"):
+        await driver.start(strict)
+    assert not absent.exists()
+
+
+async def test_tmpfs_size_and_mode_and_volume_nocopy(ctx_for: Any, alloc_id: str) -> None:
+    driver = DockerDriver()
+    volume = f"podium-test-nocopy-{alloc_id}"
+    ctx = ctx_for(
+        "stat -c %a /t; df -k /t | tail -1; test -f /etc/passwd && echo copied || echo empty",
+        mounts=[
+            {"type": "tmpfs", "target": "/t", "size": 8, "mode": 0o700},
+            {"type": "volume", "source": volume, "target": "/etc", "nocopy": True},
+        ],
+    )
+    handle = await driver.start(ctx)
+    try:
+        assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
+        mode, df, copied = read(ctx.stdout_path).splitlines()
+        assert mode == "700"
+        assert df.split()[1] == str(8 * 1024)  # 1K-blocks
+        assert copied == "empty"  # the image's /etc/passwd was not copied in
+    finally:
+        await driver.destroy(handle)
+        with contextlib.suppress(Exception):
+            CLIENT.volumes.get(volume).remove(force=True)
+
+
+def test_port_and_mount_option_validation() -> None:
+    def config(**kw: Any) -> DockerConfig:
+        return DockerConfig.model_validate({"image": IMAGE, **kw})
+
+    assert config(ports={"p": {"target": 80, "host_ip": "[::1]"}}).port("p").host_ip == "::1"
+    assert config(ports={"p": 80}).port("p").protocols == ("tcp", "udp")
+    with pytest.raises(ValueError, match="not an IP address"):
+        config(ports={"p": {"target": 80, "host_ip": "localhost"}})
+    with pytest.raises(ValueError):
+        config(ports={"p": {"target": 80, "protocol": "sctp"}})
+    with pytest.raises(ValueError, match="nocopy applies to a volume mount, not a bind one"):
+        config(mounts=[{"type": "bind", "source": "/x", "target": "/y", "nocopy": True}])
+    with pytest.raises(ValueError, match="size applies to a tmpfs mount"):
+        config(mounts=[{"type": "volume", "source": "v", "target": "/y", "size": 1}])
+    with pytest.raises(ValueError, match="create_host_path applies to a bind mount"):
+        config(mounts=[{"type": "tmpfs", "target": "/y", "create_host_path": True}])
+
+
+def test_fingerprint_names_the_engine_for_compose_builds() -> None:
+    """``podium compose up`` builds with its local engine and compares this id to know
+    whether a node's engine is that one (and so already has the image)."""
+    info = DockerDriver().fingerprint()
+    assert info.attributes["engine_id"] == CLIENT.info()["ID"]

@@ -15,7 +15,7 @@ from podium.models import (
     Resources,
     TriggeredBy,
 )
-from podium.scheduler.harness import Harness, make_group, make_job, make_node
+from podium.scheduler.harness import Harness, make_eval, make_group, make_job, make_node
 from podium.scheduler.reconcile import (
     RESCHEDULED,
     decide_reschedule,
@@ -253,3 +253,32 @@ def test_a_cancelled_follow_up_is_replaced_so_the_allocation_is_not_forgotten() 
     assert new_followup.wait_until == T0 + 30
     (update,) = again.plan.placements
     assert update.id == failed.id and update.followup_eval_id == new_followup.id
+
+
+def test_a_forced_evaluation_replaces_failed_allocations_the_policy_gave_up_on() -> None:
+    """``podium compose up`` again after a failure: the register's evaluation carries
+    ``force_reschedule``, so a failed allocation is replaced now, past its policy and delay."""
+    h, failed = failed_service(policy=ReschedulePolicy(attempts=0, unlimited=False))
+    assert h.evaluate("web", now=T0 + 1).plan.placements == []  # the policy says never
+
+    forced = make_eval("web", eval_id=h.new_id(), now=T0 + 2).model_copy(
+        update={"force_reschedule": True}
+    )
+    result = h.run_eval(forced, now=T0 + 2)
+
+    (stop,) = result.plan.stops
+    assert (stop.alloc_id, stop.description) == (failed.id, RESCHEDULED)
+    (replacement,) = result.plan.placements
+    assert (replacement.index, replacement.previous_allocation) == (failed.index, failed.id)
+    assert result.plan.changes["web"].reschedule_now == 1
+    assert result.new_evals == []
+
+
+def test_a_forced_evaluation_does_not_wait_out_the_reschedule_delay() -> None:
+    h, failed = failed_service()  # service default: a 30s delay
+    forced = make_eval("web", eval_id=h.new_id(), now=T0 + 1).model_copy(
+        update={"force_reschedule": True}
+    )
+    result = h.run_eval(forced, now=T0 + 1)
+    assert [p.previous_allocation for p in result.plan.placements] == [failed.id]
+    assert result.new_evals == []  # no follow-up: it is replaced now

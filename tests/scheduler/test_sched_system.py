@@ -6,7 +6,7 @@ from collections import Counter
 
 from podium.models import ClientStatus, Eligibility, NodeStatus, TriggeredBy
 from podium.scheduler import SCHEDULERS
-from podium.scheduler.harness import Harness, make_group, make_job, make_node
+from podium.scheduler.harness import Harness, make_eval, make_group, make_job, make_node
 
 NOW = 1000.0
 
@@ -128,6 +128,21 @@ def test_system_failed_alloc_holds_its_node() -> None:
     [alloc] = h.live("agent")
     h.client_update(alloc.id, ClientStatus.FAILED, now=NOW)
     assert h.evaluate("agent", now=NOW).plan.empty()
+
+
+def test_system_failed_alloc_is_replaced_by_a_forced_evaluation() -> None:
+    h = Harness()
+    h.add_nodes(1)
+    h.register(make_job("agent", type="system"))
+    h.converge("agent", now=NOW)
+    [alloc] = h.live("agent")
+    h.client_update(alloc.id, ClientStatus.FAILED, now=NOW)
+    forced = make_eval("agent", eval_id=h.new_id(), type="system", now=NOW).model_copy(
+        update={"force_reschedule": True}
+    )
+    result = h.run_eval(forced, now=NOW)
+    (placed,) = result.plan.placements
+    assert placed.node_id == alloc.node_id and placed.id != alloc.id
 
 
 # -- spread and affinity ------------------------------------------------------

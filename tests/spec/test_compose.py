@@ -98,7 +98,12 @@ def test_shop_web_service(shop: list[JobSpec]) -> None:
         "p443": 8443,
         "p9000": None,
     }
-    assert t.config["ports"] == {"p80": 80, "p443": 443, "p9000": 9000}
+    # every interface unless an address is written, as `docker compose` publishes
+    assert t.config["ports"] == {
+        "p80": {"target": 80, "host_ip": "", "protocol": "tcp"},
+        "p443": {"target": 443, "host_ip": "127.0.0.1", "protocol": "tcp"},
+        "p9000": {"target": 9000, "host_ip": "", "protocol": "udp"},
+    }
     recorded = json.loads(web.meta["compose.ports"])
     assert recorded[1] == {
         "label": "p443",
@@ -115,6 +120,7 @@ def test_shop_web_service(shop: list[JobSpec]) -> None:
             "target": "/usr/share/nginx/html",
             "readonly": True,
             "source": str(base / "html"),
+            "create_host_path": True,
         },
         {"type": "volume", "target": "/var/cache/nginx", "source": "shop_cache"},
         {"type": "tmpfs", "target": "/tmp"},
@@ -135,9 +141,11 @@ def test_shop_web_service(shop: list[JobSpec]) -> None:
     assert [(v.name, v.port, v.tags) for v in web.services] == [("shop-web", "p80", ["compose"])]
     assert shop[0].groups["db"].services == []  # no published port: only on its network
     assert web.restart.mode == "delay" and web.restart.delay == 5.0 and web.restart.attempts >= 100
-    # limits are what the task gets (and is placed by); reservations are recorded
-    assert (t.resources.cpu, t.resources.memory) == (500, 512)
-    assert json.loads(web.meta["compose.reservations"]) == {"cpu": 250, "memory": 256}
+    # reservations are reserved, limits are the hard limits
+    res = t.resources
+    assert (res.cpu, res.memory, res.cpu_max, res.memory_max) == (250, 256, 500, 512)
+    assert "compose.reservations" not in web.meta
+    assert t.kill_timeout == 10.0  # Compose's stop grace period
     assert [(c.attribute, c.operator, c.value) for c in web.constraints] == [
         ("${meta.rack}", "!=", "r1")
     ]
@@ -265,7 +273,7 @@ def test_bad_project_name_is_an_error_with_a_suggestion() -> None:
 # -- fields ------------------------------------------------------------------------------
 
 
-def test_minimal_service_keeps_podium_defaults() -> None:
+def test_minimal_service_gets_composes_defaults() -> None:
     job = one("services:\n  web:\n    image: nginx\n")
     assert job.id == "proj"
     g = job.groups["web"]
@@ -276,7 +284,14 @@ def test_minimal_service_keeps_podium_defaults() -> None:
         # the project's default network, as Compose gives every service
         "networks": [{"name": "proj_default", "aliases": ["web"]}],
     }
-    assert (g.restart.attempts, g.restart.mode) == (2, "fail")  # Podium's service default
+    # Compose's defaults, not Podium's: no restart (here or elsewhere), a 10 s stop grace
+    # period, no hard limit and Podium's default reservation
+    assert (g.restart.attempts, g.restart.mode) == (0, "fail")
+    assert (g.reschedule.attempts, g.reschedule.unlimited) == (0, False)
+    t = task_of(job, "web")
+    assert t.kill_timeout == 10.0
+    assert (t.resources.memory_max, t.resources.cpu_max) == (None, None)
+    assert (t.resources.memory, t.resources.cpu) == (300, 100)
 
 
 @pytest.mark.parametrize(
@@ -340,31 +355,65 @@ def test_missing_env_file_is_an_error_at_its_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("port", "static", "target"),
+    ("port", "static", "target", "host_ip", "protocol"),
     [
-        ("80", None, 80),
-        ("8080:80", 8080, 80),
-        ("127.0.0.1:8080:80/tcp", 8080, 80),
-        ("127.0.0.1::80", None, 80),
-        ("[::1]:8080:80", 8080, 80),
-        ("53:53/udp", 53, 53),
-        (8080, None, 8080),
+        ("80", None, 80, "", "tcp"),
+        ("8080:80", 8080, 80, "", "tcp"),
+        ("127.0.0.1:8080:80/tcp", 8080, 80, "127.0.0.1", "tcp"),
+        ("127.0.0.1::80", None, 80, "127.0.0.1", "tcp"),
+        ("[::1]:8080:80", 8080, 80, "::1", "tcp"),
+        ("53:53/udp", 53, 53, "", "udp"),
+        (8080, None, 8080, "", "tcp"),
     ],
 )
-def test_port_short_syntax(port: object, static: int | None, target: int) -> None:
+def test_port_short_syntax_keeps_the_host_ip_and_protocol(
+    port: object, static: int | None, target: int, host_ip: str, protocol: str
+) -> None:
     job = one(f"services:\n  w:\n    image: x\n    ports: [{json.dumps(port)}]\n")
     g = job.groups["w"]
     label = f"p{target}"
     assert g.network.ports[label].static == static
-    assert task_of(job, "w").config["ports"] == {label: target}
+    expected = {"target": target, "host_ip": host_ip, "protocol": protocol}
+    assert task_of(job, "w").config["ports"] == {label: expected}
 
 
 def test_same_port_on_tcp_and_udp_is_one_label_and_same_target_twice_is_two() -> None:
     job = one(
         'services:\n  w:\n    image: x\n    ports: ["53:53/tcp", "53:53/udp", "8080:80", "8081:80"]\n'
     )
-    assert task_of(job, "w").config["ports"] == {"p53": 53, "p80": 80, "p80_2": 80}
+    assert task_of(job, "w").config["ports"] == {
+        "p53": {"target": 53, "host_ip": ""},  # no protocol: both, as written
+        "p80": {"target": 80, "host_ip": "", "protocol": "tcp"},
+        "p80_2": {"target": 80, "host_ip": "", "protocol": "tcp"},
+    }
     assert job.groups["w"].network.ports["p80_2"].static == 8081
+
+
+def test_long_port_syntax_and_a_bad_host_ip() -> None:
+    job = one(
+        """\
+        services:
+          w:
+            image: x
+            ports:
+              - {target: 53, published: "5353", host_ip: 127.0.0.1, protocol: udp}
+              - {target: 80, host_ip: "", published: ""}
+        """
+    )
+    assert task_of(job, "w").config["ports"] == {
+        "p53": {"target": 53, "host_ip": "127.0.0.1", "protocol": "udp"},
+        "p80": {"target": 80, "host_ip": "", "protocol": "tcp"},
+    }
+    issue = only('services:\n  w:\n    image: x\n    ports: ["localhost:8080:80"]\n')
+    assert issue.path == "services.w.ports[0]"
+    assert "host IP 'localhost' is not an IP address" in issue.message
+
+
+def test_a_loopback_port_is_not_registered_in_the_catalog() -> None:
+    job = one('services:\n  w:\n    image: x\n    ports: ["127.0.0.1:8080:80", "9090:90"]\n')
+    assert [(s.name, s.port) for s in job.groups["w"].services] == [("proj-w", "p90")]
+    only_loop = one('services:\n  w:\n    image: x\n    ports: ["127.0.0.1:8080:80"]\n')
+    assert only_loop.groups["w"].services == []
 
 
 @pytest.mark.parametrize(
@@ -408,11 +457,12 @@ def test_volume_forms() -> None:
         """
     )
     home = str(Path("~/home").expanduser())
+    create = {"create_host_path": True}  # both syntaxes, as `docker compose` does
     assert task_of(job, "w").config["mounts"] == [
-        {"type": "bind", "target": "/a", "source": "/abs"},
-        {"type": "bind", "target": "/r", "readonly": True, "source": "/srv/app/rel"},
-        {"type": "bind", "target": "/u", "source": "/srv/up"},
-        {"type": "bind", "target": "/h", "source": home},
+        {"type": "bind", "target": "/a", "source": "/abs", **create},
+        {"type": "bind", "target": "/r", "readonly": True, "source": "/srv/app/rel", **create},
+        {"type": "bind", "target": "/u", "source": "/srv/up", **create},
+        {"type": "bind", "target": "/h", "source": home, **create},
         {
             "type": "volume",
             "target": "/d",
@@ -420,7 +470,7 @@ def test_volume_forms() -> None:
             "source": "data",
         },  # external: as named
         {"type": "volume", "target": "/anon"},
-        {"type": "bind", "target": "/b", "readonly": True, "source": "/srv/app/b"},
+        {"type": "bind", "target": "/b", "readonly": True, "source": "/srv/app/b", **create},
         {"type": "volume", "target": "/d2", "source": "data"},
     ]
 
@@ -582,8 +632,16 @@ def test_resources_from_limits_and_compose_keys() -> None:
           d: {image: x, deploy: {resources: {reservations: {memory: 1.5GB}}}}
         """
     )
-    res = {n: (task_of(job, n).resources.cpu, task_of(job, n).resources.memory) for n in "abcd"}
-    assert res == {"a": (2000, 1024), "b": (1500, 1024), "c": (100, 1024), "d": (100, 1536)}
+
+    def res(n: str) -> tuple[int, int, int | None, int | None]:
+        r = task_of(job, n).resources
+        return (r.cpu, r.memory, r.cpu_max, r.memory_max)
+
+    # a limit alone is also what is reserved; a reservation alone sets no limit
+    assert res("a") == (2000, 1024, 2000, 1024)
+    assert res("b") == (1500, 1024, 1500, 1024)
+    assert res("c") == (100, 100, None, 1024)
+    assert res("d") == (100, 1536, None, None)
 
 
 def test_bad_sizes_and_cpus() -> None:
@@ -614,7 +672,7 @@ def test_global_with_replicas_is_an_error() -> None:
         ("node.hostname == web-1", ("${node.name}", "=", "web-1")),
         ("node.id!=abc", ("${node.id}", "!=", "abc")),
         ("node.labels.disk == ssd", ("${meta.disk}", "=", "ssd")),
-        ("node.platform.os == linux", ("${attr.os.name}", "=", "linux")),
+        ("node.platform.os == linux", ("${attr.kernel.name}", "=", "linux")),
         ("node.platform.arch == x86_64", ("${attr.cpu.arch}", "=", "amd64")),
         ("node.role != manager", None),
     ],
@@ -645,8 +703,9 @@ def test_bad_placement_constraints(constraint: str, message: str) -> None:
 
 def test_platform_becomes_constraints() -> None:
     g = one("services:\n  w: {image: x, platform: linux/arm64}\n").groups["w"]
+    # kernel.name is "linux"; os.name is the distribution (debian), as in Nomad
     assert [(c.attribute, c.value) for c in g.constraints] == [
-        ("${attr.os.name}", "linux"),
+        ("${attr.kernel.name}", "linux"),
         ("${attr.cpu.arch}", "arm64"),
     ]
 
@@ -862,22 +921,6 @@ def test_depends_on_errors() -> None:
 # -- refusals ----------------------------------------------------------------------------
 
 
-def test_build_without_image_is_refused_with_instructions() -> None:
-    issue = only("services:\n  web:\n    build: .\n")
-    assert (issue.path, issue.line, issue.column) == ("services.web.build", 3, 5)
-    assert issue.message == (
-        "service 'web' uses build:, which a cluster that runs images cannot honour: build and "
-        "tag the image first (docker build -t NAME .), push it to a registry the nodes can pull "
-        "from (or load it on each node), and set image: NAME"
-    )
-
-
-def test_build_with_image_is_a_warning() -> None:
-    project = convert_compose_project("services:\n  web: {build: ., image: me/web:1}\n", "p", {})
-    assert project.jobs[0].groups["web"].tasks["web"].config["image"] == "me/web:1"
-    assert any("build: was ignored" in w for w in project.warnings)
-
-
 def test_missing_image() -> None:
     issue = only("services:\n  web:\n    command: x\n")
     assert (issue.path, issue.line) == ("services.web", 2)
@@ -895,14 +938,14 @@ def test_unknown_keys_error_with_hints_and_extensions_are_ignored() -> None:
             enviroment: [A=1]
             x-custom: 1
             deploy: {replica: 2}
-            profiles: [debug]
+            extends: {service: base}
         """
     )
     assert [(i.path, i.line, i.hint) for i in issues] == [
         ("servics", 2, "did you mean 'services'?"),
         ("services.w.enviroment", 6, "did you mean 'environment'?"),
         ("services.w.deploy.replica", 8, "did you mean 'replicas'?"),
-        ("services.w.profiles", 9, None),
+        ("services.w.extends", 9, None),
     ]
 
 
@@ -957,5 +1000,5 @@ def test_bad_file_reports_every_issue_with_lines() -> None:
     assert (
         str(err)
         .splitlines()[0]
-        .startswith(f"{err.source}:3:5: services.web.build: service 'web' uses build:")
+        .startswith(f"{err.source}:3:12: services.web.build: no Dockerfile at ")
     )
