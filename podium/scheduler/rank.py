@@ -244,7 +244,7 @@ class Ranker:
                     continue
             dim = st.exhausted(cpu, memory)
             if dim is not None:
-                metric.exhaust(dim)
+                metric.short(st, dim)
                 continue
             score = binpack_score(
                 st.cap_cpu, st.cap_memory, st.used_cpu + cpu, st.used_memory + memory
