@@ -186,7 +186,9 @@ def console() -> Console:
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False, emoji=False)
+    """A console on stderr for messages: never wrapped by rich (soft_wrap), so a long
+    warning or error stays one line in a log; a terminal wraps it as it shows it."""
+    return Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 def dump(raw: Any, output: Output) -> str:

@@ -197,3 +197,10 @@ def test_deployment_watch_prints_a_line_per_change(fake: FakeServer) -> None:
         ]
     )
     assert len(lines) == 5
+
+
+def test_a_long_warning_stays_one_line(fake: FakeServer, job_file: Path) -> None:
+    fake.on("POST", "/v1/jobs", {**REGISTERED, "warnings": [LONG]})
+    result = plain("job", "run", "--detach", str(job_file))
+    assert result.exit_code == 0, result.output
+    assert f"Warning: {LONG}\n" in result.stderr
