@@ -563,10 +563,11 @@ class MetricCounter:
 
     A plain object rather than :class:`AllocMetric` itself because it is
     updated in the hottest loop, and only failed attempts are ever reported.
-    :meth:`short` also keeps the most cpu and memory free on any node that was
-    too full: two subtractions on a rejected node, nothing on the others.  A
-    failed placement visited every eligible node, and each was rejected, so
-    these are the largest free amounts on any eligible node.
+    :meth:`note_free` records the most cpu and memory free on the nodes that
+    were too full; callers collect those nodes in a list as they reject them
+    (one append) and call it only when the placement failed.  A failed
+    placement visited every eligible node, and each was rejected, so these
+    are the largest free amounts on any eligible node.
     """
 
     __slots__ = ("evaluated", "exhausted", "filtered", "free_cpu", "free_memory")
@@ -584,15 +585,15 @@ class MetricCounter:
     def exhaust(self, dimension: str) -> None:
         self.exhausted[dimension] = self.exhausted.get(dimension, 0) + 1
 
-    def short(self, st: NodeState, dimension: str) -> None:
-        """``st`` is too full for the placement (``dimension`` is the first it lacks)."""
-        self.exhausted[dimension] = self.exhausted.get(dimension, 0) + 1
-        free = st.cap_cpu - st.used_cpu
-        if free > self.free_cpu:
-            self.free_cpu = free
-        free = st.cap_memory - st.used_memory
-        if free > self.free_memory:
-            self.free_memory = free
+    def note_free(self, full: Iterable[NodeState]) -> None:
+        """The most cpu and memory free on any of the ``full`` nodes (rejected as too full)."""
+        for st in full:
+            free = st.cap_cpu - st.used_cpu
+            if free > self.free_cpu:
+                self.free_cpu = free
+            free = st.cap_memory - st.used_memory
+            if free > self.free_memory:
+                self.free_memory = free
 
     def to_metric(self, nodes_available: int, cpu: int = 0, memory: int = 0) -> AllocMetric:
         """Reasons in a stable order (most frequent first, then by name).

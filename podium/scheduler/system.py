@@ -245,7 +245,8 @@ class SystemScheduler:
             st = usage.state(node)
             dim = st.exhausted(needs.cpu, needs.memory)
             if dim is not None:
-                metric.short(st, dim)
+                metric.exhaust(dim)
+                metric.note_free((st,))
                 failures[name] = failures.get(name, 0) + 1
                 continue
             st.reserve(needs.cpu, needs.memory)
