@@ -224,8 +224,7 @@ def _follow(
     for result in common.watch(client, ends, deadline):
         dep, raw = result.value, result.raw
         if show:
-            for key, line in deployment_lines(dep):
-                log(key, line)
+            log.update(deployment_lines(dep))
         if not dep.active() or waiting_for_promotion(dep):
             break
     return dep, raw

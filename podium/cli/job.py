@@ -275,7 +275,8 @@ class RunMonitor:
     On a terminal the display is a rich ``Live`` redrawn on every change.
     Without one (a log, a pipe) nothing is redrawn: each change is one plain
     line (the evaluation's status, an allocation's, a deployment group's
-    progress), printed once, then the outcome.
+    progress), printed once; then the end state (the table a terminal is left
+    with) and the outcome.
     """
 
     def __init__(
@@ -319,12 +320,17 @@ class RunMonitor:
             if self.eval.plan_summary:
                 ev_line.append(f" (plan: {render.plan_text(self.eval.plan_summary)})")
         top = RenderGroup(header, ev_line)
+        body = self.body()
+        return top if body is None else render.stack(top, body)
+
+    def body(self) -> RenderableType | None:
+        """The deployment's progress, or this version's allocations (None: not yet placed)."""
         if self.phase == "evaluating":
-            return top
+            return None
         if self.deployment is not None:
             # the promotion hint is said once, by _report(), when the wait is certain
-            return render.stack(top, deployment_view(self.deployment, time.time(), hint=False))
-        return render.stack(top, render.allocs_table(self.allocs, title=None))
+            return deployment_view(self.deployment, time.time(), hint=False)
+        return render.allocs_table(self.allocs, title=None)
 
     def lines(self) -> list[tuple[str, str]]:
         """The state as keyed plain lines: what a log gets, a line per change."""
@@ -361,6 +367,9 @@ class RunMonitor:
             self._log = common.ChangeLog(self.con)
             code = self._follow()
             self._show()
+            body = self.body()
+            if body is not None:  # the end state, as a terminal is left with it
+                self.con.print(body)
             return self._report(code)
         with Live(self.view(), console=self.con, auto_refresh=False) as live:
             self._live = live
@@ -373,8 +382,7 @@ class RunMonitor:
         if self._live is not None:
             self._live.update(self.view(), refresh=True)
         elif self._log is not None:
-            for key, line in self.lines():
-                self._log(key, line)
+            self._log.update(self.lines())
 
     def _follow(self) -> int:
         try:
