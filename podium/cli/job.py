@@ -588,8 +588,11 @@ def status(
     address: AddressOpt = common.DEFAULT_ADDR,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """List jobs, or show one job: summary, deployment, placement failures, allocations
-    and the recent events of their tasks."""
+    """List jobs, or show one: summary, deployment, placement failures, allocations, events.
+
+    The list counts each job's allocations per state (5 running, 3 complete);
+    one job's view ends with the newest events of its tasks.
+    """
     with common.handle_errors(output=output), common.make_client(address) as client:
         con = common.console()
         if job_id is None:
