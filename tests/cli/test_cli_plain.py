@@ -112,7 +112,7 @@ def test_job_run_prints_a_line_per_change(fake: FakeServer, job_file: Path) -> N
     assert result.exit_code == 0, result.output
     assert len(fake.calls("GET", f"/v1/evaluation/{EVAL_ID}")) == 6  # it did poll 6 times
     lines = result.stdout.splitlines()
-    assert lines == [
+    assert lines[:7] == [
         "Job web version 0",
         f"Evaluation {EVAL_ID[:8]}: pending",
         f"Evaluation {EVAL_ID[:8]}: complete (plan: place 2)",
@@ -120,8 +120,11 @@ def test_job_run_prints_a_line_per_change(fake: FakeServer, job_file: Path) -> N
         f"Allocation {ALLOC_B[:8]} web.web[1] on laptop: pending",
         f"Allocation {ALLOC_A[:8]} web.web[0] on laptop: running",
         f"Allocation {ALLOC_B[:8]} web.web[1] on laptop: running",
-        "All 2 allocations running.",
     ]
+    # then the end state, once, as a terminal is left with it, and the outcome
+    assert lines[7].split() == ["ID", "Node", "Group", "Version", "Desired", "Status", "Created"]
+    assert [line.split()[0] for line in lines[8:10]] == [ALLOC_A[:8], ALLOC_B[:8]]
+    assert lines[10:] == ["All 2 allocations running."]
     assert "\x1b[" not in result.stdout and "\r" not in result.stdout
 
 
