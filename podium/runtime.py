@@ -65,7 +65,7 @@ class AgentConfig:
     <data_dir>/server/keyring/ on first start.  Never inside the store."""
     dns_addr: str | None = None
     """HOST:PORT of the service catalog's DNS server (with a server in this process);
-    "" or "off" disables it.  None: 127.0.0.1:8600, skipped with a warning when taken."""
+    "" or "off" disables it.  None: 127.0.0.1:7653, skipped with a warning when taken."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -129,8 +129,9 @@ def _advertised(config: AgentConfig, bound_host: str, servers: list[str]) -> str
 
 
 async def _start_dns(config: AgentConfig, store: Any) -> Any:
-    """The catalog's DNS server, or None when disabled (or, by default, when 8600 is taken)."""
-    from podium.server.dns import DEFAULT_DNS_ADDR, DnsServer
+    """The catalog's DNS server, or None when disabled (or when the default address is taken:
+    the warning says by what, and how to pick another)."""
+    from podium.server.dns import DEFAULT_DNS_ADDR, DnsServer, bind_failure
 
     addr = (config.dns_addr if config.dns_addr is not None else DEFAULT_DNS_ADDR).strip()
     if addr.lower() in ("", "off"):
@@ -140,9 +141,17 @@ async def _start_dns(config: AgentConfig, store: Any) -> Any:
     try:
         await dns.start()
     except OSError as exc:
+        why = bind_failure(addr, exc)
         if config.dns_addr is not None:
-            raise OSError(f"cannot serve DNS on {addr}: {exc.strerror or exc}") from exc
-        log.warning("DNS is off: cannot listen on %s (%s); see --dns-addr", addr, exc.strerror)
+            raise OSError(
+                f"cannot serve DNS: {why}; pick another address with --dns-addr HOST:PORT, "
+                "or --dns-addr off"
+            ) from exc
+        log.warning(
+            "DNS is off: %s; pick another address with --dns-addr HOST:PORT "
+            "(or PODIUM_DNS_ADDR), or --dns-addr off to run without it",
+            why,
+        )
         return None
     return dns
 

@@ -18,9 +18,11 @@ import typer
 from podium.cli import common
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:7634"
+DEFAULT_DNS_ADDR = "127.0.0.1:7653"
+"""The server's default (podium.server.dns.DEFAULT_DNS_ADDR, which the CLI may not import)."""
 DNS_ADDR_HELP = (
     "HOST:PORT where a server answers DNS for <service>.service.podium "
-    '[127.0.0.1:8600]; "" or off disables it.'
+    f'[{DEFAULT_DNS_ADDR}; when taken, DNS is off with a warning]; "" or off disables it.'
 )
 
 
@@ -31,7 +33,7 @@ def check_dns_addr(value: str) -> str:
         return ""
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
-        common.fail(f"--dns-addr {value!r} must be HOST:PORT (such as 127.0.0.1:8600) or off")
+        common.usage(f"--dns-addr {value!r} must be HOST:PORT (such as {DEFAULT_DNS_ADDR}) or off")
     return value
 
 
@@ -57,7 +59,7 @@ def _parse_meta(values: list[str] | None) -> dict[str, str]:
         key, sep, val = value.partition("=")
         key = key.strip()
         if not sep or not key:
-            common.fail(f"--meta {value!r} is not KEY=VALUE (for example --meta rack=r1)")
+            common.usage(f"--meta {value!r} is not KEY=VALUE (for example --meta rack=r1)")
         meta[key] = val.strip()
     return meta
 
@@ -142,7 +144,7 @@ def agent(
     ] = None,
     dns_addr: Annotated[
         str | None,
-        typer.Option("--dns-addr", help=DNS_ADDR_HELP),
+        typer.Option("--dns-addr", envvar="PODIUM_DNS_ADDR", help=DNS_ADDR_HELP),
     ] = None,
 ) -> None:
     """Run a Podium agent.
@@ -156,16 +158,16 @@ def agent(
         node_meta = _parse_meta(meta)
         for flag, value in (("--datacenter", datacenter), ("--node-pool", node_pool)):
             if value is not None and not value.strip():
-                common.fail(f"{flag} must not be empty")
+                common.usage(f"{flag} must not be empty")
         if agent_http_addr is not None:
             host, _, port = agent_http_addr.rpartition(":")
             if not host or not port.isdigit() or int(port) > 65535:
-                common.fail(
+                common.usage(
                     f"--agent-http-addr {agent_http_addr!r} must be HOST:PORT, "
                     "such as 10.0.0.5:0 or 0.0.0.0:4647"
                 )
         if not dev and not data_dir:
-            common.fail("give --data-dir (or --dev for a throwaway one-machine cluster)")
+            common.usage("give --data-dir (or --dev for a throwaway one-machine cluster)")
         try:
             from podium.runtime import (  # type: ignore[import-not-found, unused-ignore]
                 AgentConfig,

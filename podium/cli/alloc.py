@@ -32,10 +32,10 @@ def status(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Where an allocation runs, what it should and does do, and its tasks' recent events."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.allocation(alloc_id))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         a = result.value
         rows: list[tuple[str, object]] = [
@@ -47,7 +47,7 @@ def status(
             ("Evaluation", render.short(a.eval_id)),
             ("Desired Status", _with_reason(a.desired_status.value, a.desired_description)),
             ("Client Status", _with_reason(a.client_status.value, a.client_description)),
-            ("Resources", f"{a.resources.cpu} MHz, {a.resources.memory} MB"),
+            ("Resources", _resources(a)),
             ("Created", render.age(a.create_time)),
             ("Modified", render.age(a.modify_time)),
         ]
@@ -85,6 +85,14 @@ def status(
         common.console().print(render.stack(*parts))
 
 
+def _resources(a: Allocation) -> str:
+    """Reserved cpu and memory, with the hard limits when the job named any."""
+    res = a.resources
+    text = f"{res.cpu} MHz, {res.memory} MB reserved"
+    limits = [f"{v} {unit}" for v, unit in ((res.cpu_max, "MHz"), (res.memory_max, "MB")) if v]
+    return text + (f"; limits {', '.join(limits)}" if limits else "")
+
+
 def _with_reason(status: str, description: str) -> str:
     return f"{status} ({description})" if description else status
 
@@ -102,14 +110,15 @@ def _pick_task(client: Client, alloc: Allocation, task: str | None) -> str:
         if names and task not in names:
             common.fail(
                 f'allocation {render.short(alloc.id)} has no task "{task}"; '
-                f"its tasks are: {', '.join(names)}"
+                f"its tasks are: {', '.join(names)}",
+                kind="not_found",
             )
         return task
     if len(names) == 1:
         return names[0]
     if not names:
         common.fail(f"allocation {render.short(alloc.id)} has no tasks yet; name the task")
-    common.fail(
+    common.usage(
         f"allocation {render.short(alloc.id)} has {len(names)} tasks; "
         f"name one of: {', '.join(names)}"
     )

@@ -108,11 +108,8 @@ def _load(
 
 
 def _print_compose_error(exc: SpecError) -> None:
-    out = common.err_console()
-    n = len(exc.issues)
-    out.print(f"[bold red]Error:[/] invalid compose file ({n} issue{'s' if n != 1 else ''})")
-    for issue in exc.issues:
-        out.print(escape(issue.render(exc.source)), soft_wrap=True, style="red", emoji=False)
+    """Every issue as ``file:line:col: path: message``, or one document with ``-o json|yaml``."""
+    common.render_spec_error(exc, exc.source, what="compose file")
 
 
 def _note(text: str) -> None:
@@ -153,7 +150,7 @@ def convert(
     the full spec of each job, every default filled in.  A service with
     ``build:`` runs the image ``up`` builds for it (named on stderr).
     """
-    with common.handle_errors(str(file) if file else None):
+    with common.handle_errors(str(file) if file else None, output):
         converted = _load(file, project, profile)
         for name, spec in converted.builds.items():
             _note(
@@ -161,8 +158,8 @@ def convert(
                 f"{spec.image}, which `podium compose up` builds with the local Docker Engine "
                 "(--push REGISTRY for a cluster)"
             )
-        if output == Output.JSON:
-            common.print_json([_doc(j, full=True) for j in converted.jobs])
+        if output.structured:
+            common.print_data([_doc(j, full=True) for j in converted.jobs], output)
             return
         docs = [_doc(j, full=False) for j in converted.jobs]
         typer.echo(
@@ -207,16 +204,17 @@ def up(
     and nothing is sent.  Allocations that failed before are started again, as
     ``docker compose up`` restarts exited containers.  Exits like
     ``podium job run``: 0 when every allocation runs, 1 on a failure or an error,
-    2 when the scheduler could not place a job.
+    3 when the scheduler could not place a job, 4 when ``--timeout`` ran out.
     """
     if build and no_build:
-        common.fail("--build and --no-build cannot be used together")
+        with common.output_format(output):
+            common.usage("--build and --no-build cannot be used together")
     wait_for = _duration(timeout)
     code = EXIT_OK
-    with common.handle_errors(str(file) if file else None):
+    with common.handle_errors(str(file) if file else None, output):
         converted = _load(file, project, profile)
         deadline = Deadline(wait_for)
-        quiet = output == Output.JSON
+        quiet = output.structured
         con = common.console()
         with common.make_client(address) as client:
             if converted.builds:
@@ -234,7 +232,7 @@ def up(
                             f"[yellow]Warning:[/] {escape(warning)}", emoji=False
                         )
             if quiet:
-                common.print_json(answers)
+                common.print_data(answers, output)
             elif detach:
                 for spec, reg in registered:
                     what = "registered" if reg.changed else "unchanged"
@@ -354,14 +352,14 @@ def down(
 ) -> None:
     """Stop the project's jobs (and purge them), then wait until their tasks exited."""
     deadline = Deadline(_duration(timeout))
-    with common.handle_errors(str(file) if file else None):
+    with common.handle_errors(str(file) if file else None, output):
         name = _project_name(file, project)
         con = common.console()
         with common.make_client(address) as client:
             ids = project_jobs(client, name)
             if not ids:
-                if output == Output.JSON:
-                    common.print_json({})
+                if output.structured:
+                    common.print_data({}, output)
                 else:
                     con.print(f"Project {escape(name)} has no jobs.")
                 return
@@ -369,15 +367,15 @@ def down(
             for job_id in ids:
                 result = client.query(endpoints.stop_job(job_id, purge))
                 answers[job_id] = result.raw
-                if output != Output.JSON:
+                if not output.structured:
                     con.print(f"Stopping job {escape(job_id)}")
-            if output == Output.JSON:
-                common.print_json(answers)
+            if output.structured:
+                common.print_data(answers, output)
             if detach:
                 return
             for job_id in ids:
                 _wait_stopped(client, job_id, deadline)
-            if output != Output.JSON:
+            if not output.structured:
                 con.print(f"Project {escape(name)} stopped ({len(ids)} job(s)).")
 
 
@@ -446,7 +444,7 @@ def ps(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """List the project's allocations: service, status, node and ports."""
-    with common.handle_errors(str(file) if file else None):
+    with common.handle_errors(str(file) if file else None, output):
         name = _project_name(file, project)
         with common.make_client(address) as client:
             rows: list[tuple[JobSpec, Allocation]] = []
@@ -456,8 +454,8 @@ def ps(
                 result = client.query(endpoints.job_allocations(job_id, all=all_allocs))
                 raw.extend(result.raw if isinstance(result.raw, list) else [])
                 rows.extend((job.spec, a) for a in result.value)
-        if output == Output.JSON:
-            common.print_json(raw)
+        if output.structured:
+            common.print_data(raw, output)
             return
         con = common.console()
         if not rows:

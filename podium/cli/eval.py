@@ -25,10 +25,10 @@ def status(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """One evaluation: trigger, outcome, plan, and placement failures with reasons."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.evaluation(eval_id))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         ev = result.value
         status_line = ev.status.value
@@ -84,10 +84,10 @@ def list_(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Recent evaluations, newest first."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.evaluations(job_id=job))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         evals = sorted(result.value, key=lambda e: (e.create_index, e.create_time), reverse=True)
         if not evals:

@@ -1,4 +1,4 @@
-"""``podium job ...``: run, plan, status, scale, history, revert, stop, inspect."""
+"""``podium job ...``: run, plan, validate, status, scale, history, revert, stop, inspect."""
 
 from __future__ import annotations
 
@@ -14,10 +14,21 @@ from rich.markup import escape
 from rich.text import Text
 
 from podium.cli import common, jobdiff, render
-from podium.cli.common import AddressOpt, Deadline, Output, OutputOpt, TimedOut
-from podium.cli.deployment import deployment_view, waiting_for_promotion
+from podium.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PLACEMENT,
+    EXIT_PLAN_ERROR,
+    EXIT_TIMEOUT,
+    AddressOpt,
+    Deadline,
+    Output,
+    OutputOpt,
+    TimedOut,
+)
+from podium.cli.deployment import deployment_lines, deployment_view, waiting_for_promotion
 from podium.client import Client, RegisterResult, endpoints
-from podium.errors import PodiumError
+from podium.errors import Conflict, NotFound, PodiumError
 from podium.models import (
     Allocation,
     ClientStatus,
@@ -35,14 +46,21 @@ from podium.models import (
 
 app = typer.Typer(help="Run, inspect, scale and stop jobs.", no_args_is_help=True)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_PLACEMENT = 2
-EXIT_PLAN_ERROR = 255
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_PLACEMENT",
+    "EXIT_PLAN_ERROR",
+    "EXIT_TIMEOUT",
+    "RunMonitor",
+    "TimeoutOpt",
+    "app",
+]
 
 TimeoutOpt = Annotated[
     str, typer.Option("--timeout", help="How long to wait, as a duration (30s, 5m).")
 ]
+FileArg = Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)]
 
 
 def _duration(text: str) -> float:
@@ -53,7 +71,15 @@ def _duration(text: str) -> float:
 
 
 def _load_spec(path: Path) -> JobSpec:
-    """Parse the job file here, so a bad file never reaches the server."""
+    """Parse the job file here, so a bad one never reaches the server.
+
+    A file that is not there is said to be missing, not "an invalid job
+    specification": the remedy is a path, not an edit.
+    """
+    if not path.exists():
+        common.fail(f"job file {path} does not exist", kind="file")
+    if path.is_dir():
+        common.fail(f"job file {path} is a directory, not a file", kind="file")
     try:
         from podium.spec import load_job_file
     except ImportError:
@@ -61,7 +87,7 @@ def _load_spec(path: Path) -> JobSpec:
     try:
         return load_job_file(path)
     except OSError as exc:
-        common.fail(f"cannot read {path}: {exc.strerror or exc}")
+        common.fail(f"cannot read job file {path}: {exc.strerror or exc}", kind="file")
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -69,7 +95,7 @@ def _load_spec(path: Path) -> JobSpec:
 
 @app.command("run")
 def run(
-    file: Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)],
+    file: FileArg,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Return once the job is registered.")
     ] = False,
@@ -88,20 +114,30 @@ def run(
 
     The file is checked here first; a bad one is reported and nothing is
     sent.  Exits 0 when every allocation of the new version is running (for a
-    batch job: running or complete), 1 when one fails or on any error, and 2
-    when the scheduler could not place the job.  With -o json the registration
-    answer is printed and the exit status alone tells how the run went.
+    batch job: running or complete) or canaries wait for promotion; 1 when
+    one fails or on any error; 3 when the scheduler could not place the job;
+    4 when --timeout runs out first.  With -o json|yaml the registration
+    answer is printed, and a failure is an error document on stderr.
     """
     wait_for = _duration(timeout)
-    with common.handle_errors(str(file)):
+    with common.handle_errors(str(file), output):
         spec = _load_spec(file)
         deadline = Deadline(wait_for)
         with common.make_client(address) as client:
-            result = client.query(endpoints.register_job(spec, check_index))
+            try:
+                result = client.query(endpoints.register_job(spec, check_index))
+            except Conflict:
+                if check_index is None:
+                    raise
+                common.fail(
+                    _check_index_refusal(client, spec.id, check_index, file),
+                    kind="conflict",
+                    status=409,
+                )
             reg = result.value
-            quiet = output == Output.JSON
+            quiet = output.structured
             if quiet:
-                common.print_json(result.raw)
+                common.print_data(result.raw, output)
             else:
                 for warning in reg.warnings:
                     common.err_console().print(f"[yellow]Warning:[/] {escape(warning)}")
@@ -109,9 +145,45 @@ def run(
                 if not quiet:
                     _print_registered(common.console(), spec, reg)
                 return
-            code = RunMonitor(client, spec, reg, deadline, quiet=quiet).run()
+            _follow_registration(RunMonitor(client, spec, reg, deadline, quiet=quiet))
+
+
+def _follow_registration(monitor: RunMonitor) -> None:
+    """Run the monitor; exit with its status, with an error document when -o asks."""
+    code = monitor.run()
     if code:
+        if monitor.quiet:
+            kind, message = monitor.failure()
+            common.report(message, code, kind=kind)
         raise typer.Exit(code)
+
+
+def _check_index_refusal(client: Client, job_id: str, wanted: int, file: Path) -> str:
+    """Why ``--check-index`` refused, from the job's index now (the server's wording
+    says "changed since" even when the job is at a lower index than the one given)."""
+    try:
+        have = client.query(endpoints.job(job_id)).value.job_modify_index
+    except NotFound:
+        have = 0
+    plan_hint = f"`podium job plan {file}` shows the changes and the index to pass"
+    if have == 0:
+        return (
+            f"job {job_id} does not exist, so it is not at modify index {wanted}: nothing was "
+            "registered (--check-index 0 registers a new job)"
+        )
+    if wanted == 0:
+        return (
+            f"job {job_id} already exists (at modify index {have}), and --check-index 0 "
+            f"registers only a new job: nothing was registered; {plan_hint}"
+        )
+    if have > wanted:
+        return (
+            f"job {job_id} changed since modify index {wanted}: it is at {have} now; nothing "
+            f"was registered; {plan_hint}"
+        )
+    return (
+        f"job {job_id} is at modify index {have}, not {wanted}: nothing was registered; {plan_hint}"
+    )
 
 
 # -- plan --------------------------------------------------------------------------------
@@ -119,7 +191,7 @@ def run(
 
 @app.command("plan")
 def plan(
-    file: Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)],
+    file: FileArg,
     diff: Annotated[
         bool, typer.Option("--diff/--no-diff", help="Show the changes to the running version.")
     ] = True,
@@ -130,27 +202,63 @@ def plan(
 
     Prints the differences from the running version (+ added, - removed,
     ~ changed), what the scheduler would do per group (create, destroy,
-    in-place or create/destroy update) and what could not be placed, then the
+    in-place or create/destroy update) and what could not be placed, each
+    task's resources (what is reserved for it, and its hard limit), then the
     job's modify index: `podium job run --check-index N` registers the file
     only if the job has not changed since this plan.  Exits 0 when nothing
     would change, 1 when the job would change or allocations would be created
     or destroyed, 255 on any error.
     """
     try:
-        with common.handle_errors(str(file)):
+        with common.handle_errors(str(file), output):
             spec = _load_spec(file)
             with common.make_client(address) as client:
                 result = client.query(endpoints.plan_job(spec, diff))
     except typer.Exit as exc:
         raise typer.Exit(EXIT_PLAN_ERROR if exc.exit_code else 0) from None
     planned = result.value
-    if output == Output.JSON:
-        common.print_json(result.raw)
+    if output.structured:
+        common.print_data(result.raw, output)
     else:
         con = common.console()
-        for line in jobdiff.plan_lines(planned, str(file)):
+        for line in jobdiff.plan_lines(planned, str(file), spec):
             con.print(line, soft_wrap=True)
     raise typer.Exit(1 if planned.changed or planned.creates_or_destroys() else 0)
+
+
+# -- validate ----------------------------------------------------------------------------
+
+
+@app.command("validate")
+def validate(file: FileArg, output: OutputOpt = Output.TABLE) -> None:
+    """Check a job file as `job run` does before it sends anything; no server needed.
+
+    Every issue is reported as FILE:LINE:COLUMN: field: message (hint).  Exits
+    0 when the file is valid, 1 when it is not (or cannot be read).  With
+    -o json|yaml a valid file prints {"valid": true, "file", "job", "spec"}
+    (the spec with every default filled in); issues are an error document on
+    stderr.
+    """
+    with common.handle_errors(str(file), output):
+        spec = _load_spec(file)
+    if output.structured:
+        common.print_data(
+            {
+                "valid": True,
+                "file": str(file),
+                "job": spec.id,
+                "spec": spec.model_dump(mode="json", exclude_none=True),
+            },
+            output,
+        )
+        return
+    tasks = sum(len(g.tasks) for g in spec.groups.values())
+    groups = len(spec.groups)
+    common.console().print(
+        f"{escape(str(file))}: job {escape(spec.id)!r} is valid ({spec.type}; "
+        f"{groups} group{'s' if groups != 1 else ''}, {tasks} task{'s' if tasks != 1 else ''})",
+        soft_wrap=True,
+    )
 
 
 def _print_registered(con: Console, spec: JobSpec, reg: RegisterResult) -> None:
@@ -164,8 +272,11 @@ def _print_registered(con: Console, spec: JobSpec, reg: RegisterResult) -> None:
 class RunMonitor:
     """Follows one registration: its evaluation, then the allocations it placed.
 
-    The display is a rich ``Live`` that is redrawn on every change; on a
-    non-terminal only the final state is printed, which keeps logs readable.
+    On a terminal the display is a rich ``Live`` redrawn on every change.
+    Without one (a log, a pipe) nothing is redrawn: each change is one plain
+    line (the evaluation's status, an allocation's, a deployment group's
+    progress), printed once; then the end state (the table a terminal is left
+    with) and the outcome.
     """
 
     def __init__(
@@ -187,13 +298,18 @@ class RunMonitor:
         self.allocs: list[Allocation] = []
         self.deployment: Deployment | None = None
         self.phase = "evaluating"
+        self._live: Live | None = None
+        self._log: common.ChangeLog | None = None
+
+    def _header(self) -> str:
+        return f"Job {self.spec.id} version {self.reg.version}" + (
+            "" if self.reg.changed else " (unchanged)"
+        )
 
     # The rendered view: eval line, then this version's allocations.
     def view(self) -> RenderableType:
-        header = Text.from_markup(
-            f"Job [bold]{escape(self.spec.id)}[/] version {self.reg.version}"
-            + ("" if self.reg.changed else " (unchanged)")
-        )
+        header = Text(self._header())
+        header.stylize("bold", 4, 4 + len(self.spec.id))
         if self.eval is None:
             ev_line = Text(f"Evaluation {render.short(self.reg.eval_id)}: submitted")
         else:
@@ -204,48 +320,92 @@ class RunMonitor:
             if self.eval.plan_summary:
                 ev_line.append(f" (plan: {render.plan_text(self.eval.plan_summary)})")
         top = RenderGroup(header, ev_line)
+        body = self.body()
+        return top if body is None else render.stack(top, body)
+
+    def body(self) -> RenderableType | None:
+        """The deployment's progress, or this version's allocations (None: not yet placed)."""
         if self.phase == "evaluating":
-            return top
+            return None
         if self.deployment is not None:
-            return render.stack(top, deployment_view(self.deployment, time.time()))
-        return render.stack(top, render.allocs_table(self.allocs, title=None))
+            # the promotion hint is said once, by _report(), when the wait is certain
+            return deployment_view(self.deployment, time.time(), hint=False)
+        return render.allocs_table(self.allocs, title=None)
+
+    def lines(self) -> list[tuple[str, str]]:
+        """The state as keyed plain lines: what a log gets, a line per change."""
+        out = [("job", self._header())]
+        if self.eval is None:
+            out.append(("eval", f"Evaluation {render.short(self.reg.eval_id)}: submitted"))
+        else:
+            plan = (
+                f" (plan: {render.plan_text(self.eval.plan_summary)})"
+                if self.eval.plan_summary
+                else ""
+            )
+            out.append(
+                ("eval", f"Evaluation {render.short(self.eval.id)}: {self.eval.status.value}{plan}")
+            )
+        if self.deployment is not None:
+            out += deployment_lines(self.deployment)
+        elif self.phase != "evaluating":
+            for a in sorted(self.allocs, key=lambda a: a.name):
+                where = a.node_name or render.short(a.node_id)
+                out.append(
+                    (
+                        f"alloc {a.id}",
+                        f"Allocation {render.short(a.id)} {a.name} on {where}: "
+                        f"{a.client_status.value}",
+                    )
+                )
+        return out
 
     def run(self) -> int:
         if self.quiet:
-            return self._follow(None)
+            return self._follow()
+        if not common.interactive():
+            self._log = common.ChangeLog(self.con)
+            code = self._follow()
+            self._show()
+            body = self.body()
+            if body is not None:  # the end state, as a terminal is left with it
+                self.con.print(body)
+            return self._report(code)
         with Live(self.view(), console=self.con, auto_refresh=False) as live:
-            code = self._follow(live)
+            self._live = live
+            code = self._follow()
             live.update(self.view(), refresh=True)
-        if not self.con.is_terminal:
-            self.con.line()  # Live ends its last frame with a newline only on terminals
+        self._live = None
         return self._report(code)
 
-    def _refresh(self, live: Live | None) -> None:
-        if live is not None:
-            live.update(self.view(), refresh=True)
+    def _show(self) -> None:
+        if self._live is not None:
+            self._live.update(self.view(), refresh=True)
+        elif self._log is not None:
+            self._log.update(self.lines())
 
-    def _follow(self, live: Live | None) -> int:
+    def _follow(self) -> int:
         try:
-            ev = self._wait_eval(live)
+            ev = self._wait_eval()
             if ev.status != EvalStatus.COMPLETE or ev.failed_tg_allocs:
                 return EXIT_PLACEMENT if ev.failed_tg_allocs else EXIT_ERROR
             dep = self._new_deployment()
             if dep is not None:
                 self.deployment = dep
                 self.phase = "deploying"
-                return self._wait_deployment(live, dep)
+                return self._wait_deployment(dep)
             self.phase = "placing"
-            return self._wait_allocs(live)
+            return self._wait_allocs()
         except TimedOut:
             self.phase = "timeout"
-            return EXIT_ERROR
+            return EXIT_TIMEOUT
 
-    def _wait_eval(self, live: Live | None) -> Evaluation:
+    def _wait_eval(self) -> Evaluation:
         for result in common.watch(
             self.client, endpoints.evaluation(self.reg.eval_id), self.deadline
         ):
             self.eval = result.value
-            self._refresh(live)
+            self._show()
             if self.eval.terminal():
                 return self.eval
         raise AssertionError("unreachable")  # pragma: no cover
@@ -261,10 +421,10 @@ class RunMonitor:
             return None  # nothing to roll out (say, only in-place changes)
         return dep
 
-    def _wait_deployment(self, live: Live | None, dep: Deployment) -> int:
+    def _wait_deployment(self, dep: Deployment) -> int:
         for result in common.watch(self.client, endpoints.deployment(dep.id), self.deadline):
             self.deployment = result.value
-            self._refresh(live)
+            self._show()
             if self.deployment.status == DeploymentStatus.SUCCESSFUL:
                 self.phase = "deployed"
                 return EXIT_OK
@@ -289,7 +449,7 @@ class RunMonitor:
     def _wanted(self) -> int:
         return sum(g.count for g in self.spec.groups.values())
 
-    def _wait_allocs(self, live: Live | None) -> int:
+    def _wait_allocs(self) -> int:
         ok = {ClientStatus.RUNNING}
         if self.spec.type == JobType.BATCH:
             ok.add(ClientStatus.COMPLETE)
@@ -297,7 +457,7 @@ class RunMonitor:
         ep = endpoints.job_allocations(self.spec.id, all=True)
         for result in common.watch(self.client, ep, self.deadline):
             self.allocs = self._mine(result.value)
-            self._refresh(live)
+            self._show()
             if any(
                 a.client_status in (ClientStatus.FAILED, ClientStatus.LOST) for a in self.allocs
             ):
@@ -318,15 +478,50 @@ class RunMonitor:
                 return EXIT_OK
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _timeout_text(self) -> str:
+        ev = self.eval
+        waiting = "allocations" if ev is not None and ev.terminal() else "the evaluation"
+        if self.deployment is not None:
+            waiting = f"deployment {render.short(self.deployment.id)}"
+        return (
+            f"Timed out after {format_duration(self.deadline.seconds)} waiting for {waiting} "
+            "(the job goes on; podium job status shows it)"
+        )
+
+    def failure(self) -> tuple[str, str]:
+        """Why the run did not succeed, as an error document's (kind, message)."""
+        ev = self.eval
+        if self.phase == "timeout":
+            return "timeout", self._timeout_text()
+        if ev is not None and ev.failed_tg_allocs:
+            return "placement", "placement failed: " + "; ".join(
+                render.placement_failures(ev.failed_tg_allocs, ev)
+            )
+        if ev is not None and ev.status != EvalStatus.COMPLETE:
+            detail = f": {ev.status_description}" if ev.status_description else ""
+            return "failed", f"evaluation {render.short(ev.id)} {ev.status.value}{detail}"
+        if self.phase == "deploy-failed" and self.deployment is not None:
+            dep = self.deployment
+            return "failed", (
+                f"deployment {render.short(dep.id)} "
+                + render.said_once(dep.status.value, dep.status_description)
+            )
+        failed = [
+            a for a in self.allocs if a.client_status in (ClientStatus.FAILED, ClientStatus.LOST)
+        ]
+        if failed:
+            return "failed", "; ".join(
+                f"allocation {render.short(a.id)} ({a.name}) {a.client_status.value}"
+                + (f": {a.client_description}" if a.client_description else "")
+                for a in failed
+            )
+        return "error", "the job did not start"
+
     def _report(self, code: int) -> int:
         """What to say once the live view has stopped: success, or why not."""
         con, ev = self.con, self.eval
         if self.phase == "timeout":
-            waiting = "allocations" if ev is not None and ev.terminal() else "the evaluation"
-            con.print(
-                f"[red]Timed out[/] after {format_duration(self.deadline.seconds)} "
-                f"waiting for {waiting}"
-            )
+            con.print(f"[red]{escape(self._timeout_text())}[/]", soft_wrap=True)
         elif ev is not None and ev.failed_tg_allocs:
             con.print("[bold red]Placement failed[/]")
             for line in render.placement_failures(ev.failed_tg_allocs, ev):
@@ -349,16 +544,17 @@ class RunMonitor:
                 "instance of the new version is healthy.[/]"
             )
         elif self.phase == "deploy-failed" and self.deployment is not None:
+            dep = self.deployment
+            said = render.said_once(dep.status.value, dep.status_description)
             con.print(
-                f"[bold red]Deployment {render.short(self.deployment.id)} "
-                f"{self.deployment.status.value}[/]: {escape(self.deployment.status_description)}",
-                soft_wrap=True,
+                f"[bold red]Deployment {render.short(dep.id)} {escape(said)}[/]", soft_wrap=True
             )
         elif self.phase == "promote" and self.deployment is not None:
             con.print(
                 "[yellow]Canaries are healthy and wait for promotion:[/] "
                 f"podium deployment promote {render.short(self.deployment.id)} "
-                f"(or podium deployment fail {render.short(self.deployment.id)})"
+                f"(or podium deployment fail {render.short(self.deployment.id)})",
+                soft_wrap=True,
             )
         elif self.phase == "done":
             n = len(self.allocs)
@@ -392,39 +588,38 @@ def status(
     address: AddressOpt = common.DEFAULT_ADDR,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """List jobs, or show one job: summary, placement failures and allocations."""
-    with common.handle_errors(), common.make_client(address) as client:
+    """List jobs, or show one: summary, deployment, placement failures, allocations, events.
+
+    The list counts each job's allocations per state (5 running, 3 complete);
+    one job's view ends with the newest events of its tasks.
+    """
+    with common.handle_errors(output=output), common.make_client(address) as client:
         con = common.console()
         if job_id is None:
             listed = client.query(endpoints.jobs())
-            if output == Output.JSON:
-                common.print_json(listed.raw)
+            if output.structured:
+                common.print_data(listed.raw, output)
                 return
             if not listed.value:
                 con.print("No jobs.")
                 return
             t = render.table("ID", "Type", "Priority", "Status", "Version", "Allocs", "Submitted")
             for j in sorted(listed.value, key=lambda j: j.id):
-                running = sum(s.running for s in j.summary.values())
-                total = sum(
-                    s.pending + s.running + s.complete + s.failed + s.lost
-                    for s in j.summary.values()
-                )
                 t.add_row(
                     escape(j.id),
                     j.type,
                     str(j.priority),
                     render.status_text("stopped" if j.stop else j.status.value),
                     str(j.version),
-                    f"{running}/{total} running",
+                    render.alloc_counts(j.summary),
                     render.age(j.submit_time),
                 )
             con.print(t)
             return
 
         got = client.query(endpoints.job(job_id))
-        if output == Output.JSON:
-            common.print_json(got.raw)
+        if output.structured:
+            common.print_data(got.raw, output)
             return
         job = got.value
         allocs = client.job_allocations(job.id, all=True)
@@ -461,6 +656,7 @@ def status(
                 latest_deployment,
                 failures,
                 render.allocs_table(allocs) if allocs else Text("No allocations."),
+                render.recent_events(allocs),
             )
         )
 
@@ -477,10 +673,10 @@ def scale(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Set a group's count; the server stores a new version and evaluates it."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.scale_job(job_id, group, count))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         r = result.value
         common.console().print(
@@ -500,10 +696,10 @@ def history(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """The job's stored versions, newest first, with what changed in each."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.job_versions(job_id))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         con = common.console()
         if diff:
@@ -546,28 +742,60 @@ def revert(
 ) -> None:
     """Register an older version's spec again, as a new version, and follow it like `run`.
 
-    Exit statuses are those of `job run`.
+    The new version rolls out as any other does: with an update block that has
+    canaries, they start beside the running version and wait for `podium
+    deployment promote` (said when it happens).  Exit statuses are those of
+    `job run`.
     """
     deadline = Deadline(_duration(timeout))
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         full_id = client.job(job_id).id  # resolve a prefix before acting on it
         result = client.query(endpoints.revert_job(full_id, version, enforce_prior_version))
         reg = result.value
-        quiet = output == Output.JSON
+        quiet = output.structured
+        spec = client.job(full_id).spec
         if quiet:
-            common.print_json(result.raw)
+            common.print_data(result.raw, output)
         else:
+            con = common.console()
             what = f"new version {reg.version}" if reg.changed else f"version {reg.version}"
-            common.console().print(
+            con.print(
                 f"Job [bold]{escape(full_id)}[/] reverted to version {version} ({what}); "
                 f"evaluation [bold]{render.short(reg.eval_id)}[/] ({reg.eval_id})"
             )
+            note = canary_note(spec) if reg.changed else None
+            if note:
+                con.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
         if detach:
             return
-        spec = client.job(full_id).spec
-        code = RunMonitor(client, spec, reg, deadline, quiet=quiet).run()
-    if code:
-        raise typer.Exit(code)
+        _follow_registration(RunMonitor(client, spec, reg, deadline, quiet=quiet))
+
+
+def canary_note(spec: JobSpec) -> str | None:
+    """What a revert to ``spec`` will wait for: a reverted version rolls out like any new
+    one, so an update block with canaries starts them and (without auto_promote)
+    waits for a person to promote them, the old version running meanwhile."""
+    waiting: list[str] = []
+    auto: list[str] = []
+    for name in sorted(spec.groups):
+        strategy = spec.update_strategy(name)
+        if strategy is None or not strategy.canary:
+            continue
+        (auto if strategy.auto_promote else waiting).append(f"{name} ({strategy.canary})")
+    if waiting:
+        return (
+            "The reverted version rolls out like any new one: canaries start first in group "
+            + ", ".join(waiting)
+            + " and wait for `podium deployment promote` (the current version keeps running "
+            "until then)."
+        )
+    if auto:
+        return (
+            "The reverted version rolls out like any new one: canaries start first in group "
+            + ", ".join(auto)
+            + " and are promoted once healthy."
+        )
+    return None
 
 
 @app.command("stop")
@@ -585,12 +813,12 @@ def stop(
 ) -> None:
     """Stop a job, then wait until its allocations' tasks have exited."""
     deadline = Deadline(_duration(timeout))
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         full_id = client.job(job_id).id  # resolve a prefix before acting on it
         result = client.query(endpoints.stop_job(full_id, purge))
         con = common.console()
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
         else:
             ev = (
                 f"; evaluation {render.short(result.value.eval_id)}" if result.value.eval_id else ""
@@ -607,9 +835,11 @@ def stop(
         except TimedOut:
             common.fail(
                 f"timed out after {format_duration(deadline.seconds)}: "
-                f"{len(left)} allocation(s) still stopping"
+                f"{len(left)} allocation(s) still stopping",
+                EXIT_TIMEOUT,
+                kind="timeout",
             )
-        if output != Output.JSON:
+        if not output.structured:
             con.print(f"Job {escape(full_id)} stopped.")
 
 
@@ -619,12 +849,12 @@ def inspect(
     address: AddressOpt = common.DEFAULT_ADDR,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Print the job's current spec as JSON (with every default filled in)."""
-    with common.handle_errors(), common.make_client(address) as client:
+    """Print the job's current spec as JSON, or YAML with -o yaml (every default filled in)."""
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.job(job_id))
         raw = result.raw
         spec = raw.get("spec") if isinstance(raw, dict) else None
         if spec is None:
             raise PodiumError("the server's answer has no spec")
-        # Plain JSON in both formats: it is meant to be copied, and rich would wrap it.
-        common.print_json(spec)
+        # JSON unless YAML is asked for: it is meant to be copied, and rich would wrap it.
+        common.print_data(spec, output)

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from podium.cli import render
 from podium.client import JobPlanResult
-from podium.models import GroupChanges, JobVersion
+from podium.models import GroupChanges, JobSpec, JobVersion
 from podium.models.diff import DiffType, FieldDiff, JobDiff
 
 STYLES = {"+": "green", "-": "red", "~": "yellow"}
@@ -75,8 +75,40 @@ def diff_lines(diff: JobDiff, changes: dict[str, GroupChanges]) -> list[Text]:
     return out
 
 
-def plan_lines(plan: JobPlanResult, file: str) -> list[Text]:
-    """Everything ``job plan`` prints: diff, scheduler dry run, the index to submit with."""
+def _limit(driver: str, asked: int | None, reserved: int, unit: str, exec_default: bool) -> str:
+    """A hard limit as the driver applies it (see :class:`podium.models.Resources`)."""
+    if driver == "raw_exec":
+        if asked is None:
+            return "no limit (raw_exec enforces none)"
+        return f"max {asked:,} {unit} asked, not enforced by raw_exec"
+    if asked is not None:
+        return f"max {asked:,} {unit}"
+    if exec_default:
+        return f"max {reserved:,} {unit} ({driver}'s default: the reservation)"
+    return "no limit"
+
+
+def resource_lines(spec: JobSpec) -> list[Text]:
+    """Each task's resources: what is reserved for it (placement, CPU weight) and the hard
+    limit its driver enforces, so a limit nobody wrote is seen before it kills a task."""
+    out = [Text("Resources per task (reserved, then hard limit):", style="bold")]
+    for gname, group in sorted(spec.groups.items()):
+        for tname, task in sorted(group.tasks.items()):
+            res = task.resources
+            memory = _limit(task.driver, res.memory_max, res.memory, "MB", task.driver == "exec")
+            cpu = _limit(task.driver, res.cpu_max, res.cpu, "MHz", False)
+            out.append(
+                Text(
+                    f'- Group "{gname}" task "{tname}" ({task.driver}): '
+                    f"memory {res.memory:,} MB, {memory}; cpu {res.cpu:,} MHz, {cpu}"
+                )
+            )
+    return out
+
+
+def plan_lines(plan: JobPlanResult, file: str, spec: JobSpec | None = None) -> list[Text]:
+    """Everything ``job plan`` prints: diff, scheduler dry run, each task's resources
+    (when the spec is given), the index to submit with."""
     out: list[Text] = []
     if plan.diff is not None:
         out += diff_lines(plan.diff, plan.changes)
@@ -95,6 +127,9 @@ def plan_lines(plan: JobPlanResult, file: str) -> list[Text]:
             out.append(Text(f'  Group "{name}": {what}: {reasons}', style="yellow"))
     for warning in plan.warnings:
         out.append(Text(f"- Warning: {warning}", style="yellow"))
+    if spec is not None:
+        out.append(Text())
+        out += resource_lines(spec)
     out.append(Text())
     out.append(Text(f"Job modify index: {plan.job_modify_index}"))
     out.append(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import RenderableType
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.text import Text
 
 from podium.cli import common, render
 from podium.cli.common import AddressOpt, Output, OutputOpt
-from podium.client import NodeInfo, endpoints
+from podium.client import Client, NodeInfo, endpoints
 from podium.models import parse_duration
 
 app = typer.Typer(help="Inspect the nodes of the cluster.", no_args_is_help=True)
@@ -30,12 +30,12 @@ def status(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """List nodes with their load, or show one node: attributes, drivers, allocations."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         con = common.console()
         if node_id is None:
             listed = client.query(endpoints.nodes())
-            if output == Output.JSON:
-                common.print_json(listed.raw)
+            if output.structured:
+                common.print_data(listed.raw, output)
                 return
             if not listed.value:
                 con.print("No nodes.")
@@ -60,8 +60,8 @@ def status(
             return
 
         got = client.query(endpoints.node(node_id))
-        if output == Output.JSON:
-            common.print_json(got.raw)
+        if output.structured:
+            common.print_data(got.raw, output)
             return
         node = got.value
         allocs = client.node_allocations(node.id)
@@ -148,7 +148,7 @@ def drain(
         try:
             seconds = parse_duration(deadline)
         except ValueError as exc:
-            common.fail(f"--deadline: {exc}")
+            common.usage(f"--deadline: {exc}")
         node = client.node(node_id)
         client.drain_node(
             node.id, enable=not disable, deadline=seconds, ignore_system=ignore_system
@@ -162,23 +162,45 @@ def drain(
         )
         if detach:
             return
-        index = 0
-        while True:
-            result = client.query(endpoints.node(node.id), index=index, wait="5s")
-            index = result.index
-            current = result.value
-            if not current.drain:
-                left = [
-                    a
-                    for a in client.node_allocations(node.id)
-                    if not a.terminal() and a.desired_status.value == "run"
-                ]
-                con.print(
-                    f"Node {escape(current.name)} drained"
-                    + (f"; {len(left)} system allocation(s) left running." if left else ".")
-                )
-                return
-            con.print(f"  {current.alloc_count} allocation(s) left on the node", end="\r")
+        _follow_drain(client, node.id, con)
+
+
+def _follow_drain(client: Client, node_id: str, con: Console) -> None:
+    """Wait until the drain is done, saying how many allocations are left when that changes.
+
+    On a terminal the count is redrawn on one line; without one, it is a new
+    line per change, never the same line again at every answer of the server.
+    """
+    index = 0
+    shown: int | None = None
+    live = common.interactive()
+    while True:
+        result = client.query(endpoints.node(node_id), index=index, wait="5s")
+        if result.index <= index:
+            common.sleep(common.poll_interval)  # answered without a change: never spin
+        index = result.index
+        current = result.value
+        if not current.drain:
+            left = [
+                a
+                for a in client.node_allocations(node_id)
+                if not a.terminal() and a.desired_status.value == "run"
+            ]
+            if live and shown is not None:
+                con.print()  # end the redrawn line
+            con.print(
+                f"Node {escape(current.name)} drained"
+                + (f"; {len(left)} system allocation(s) left running." if left else ".")
+            )
+            return
+        if current.alloc_count == shown:
+            continue
+        shown = current.alloc_count
+        line = f"  {shown} allocation(s) left on the node"
+        if live:
+            con.print(line, end="\r")
+        else:
+            con.print(line)
 
 
 @app.command("eligibility")
@@ -193,7 +215,7 @@ def eligibility(
     """Allow or forbid new placements on a node (what runs there keeps running)."""
     with common.handle_errors(), common.make_client(address) as client:
         if enable is None:
-            common.fail("say --enable or --disable")
+            common.usage("say --enable or --disable")
         node = client.node(node_id)
         client.node_eligibility(node.id, enable)
         state = "eligible" if enable else "ineligible"

@@ -98,6 +98,47 @@ def status_text(status: str) -> Text:
     return Text(status, style=colours.get(status, ""))
 
 
+def said_once(status: str, description: str) -> str:
+    """A status with its description, the status said once.
+
+    A stored description often repeats the status (a failed deployment's is
+    ``failed: failed by a person``); printed after the status that gave
+    ``failed: failed: failed by a person``.  This gives ``failed by a person``,
+    ``failed: allocation web[1] is unhealthy``, or the bare status when the
+    description adds nothing (``deployment is running``).
+    """
+    desc = unrepeated(status, description)
+    low = status.lower()
+    if desc.lower() in ("", low, f"deployment is {low}"):
+        return status
+    if desc.lower().startswith(low + " "):
+        return desc
+    return f"{status}: {desc}"
+
+
+def unrepeated(status: str, description: str) -> str:
+    """``description`` without the ``<status>:`` it may start with (``failed: x`` → ``x``)."""
+    desc = description.strip()
+    low = status.lower()
+    while desc.lower().startswith(low + ":"):
+        desc = desc[len(low) + 1 :].strip()
+    return desc
+
+
+SUMMARY_ORDER = ("running", "pending", "queued", "failed", "lost", "complete")
+
+
+def alloc_counts(summary: dict[str, GroupSummary]) -> str:
+    """``5 running, 3 complete``: every non-zero state, summed over the groups.
+
+    Each count is of allocations in that state and nothing else, so stopped
+    allocations (``complete``) never inflate how many run: a job with 5
+    running and 3 stopped reads ``5 running, 3 complete``, not ``5/8 running``.
+    """
+    totals = {state: sum(getattr(s, state) for s in summary.values()) for state in SUMMARY_ORDER}
+    return ", ".join(f"{n} {state}" for state, n in totals.items() if n) or "none"
+
+
 def summary_table(summary: dict[str, GroupSummary]) -> Table:
     t = table(
         "Group", "Queued", "Pending", "Running", "Complete", "Failed", "Lost", title="Summary"
@@ -197,6 +238,33 @@ def event_description(ev: TaskEvent) -> str:
     if ev.oom_killed:
         parts.append("OOM killed")
     return "; ".join(parts)
+
+
+def recent_events(allocs: Sequence[Allocation], limit: int = 10) -> Table | None:
+    """The newest task events across a job's allocations, newest first (None: no events).
+
+    What ``job status`` shows so a failing task is seen without looking up
+    its allocation; ``alloc status`` has every event of one allocation.
+    """
+    events = [
+        (ev, a, task)
+        for a in allocs
+        for task, state in a.task_states.items()
+        for ev in state.events[-limit:]
+    ]
+    if not events:
+        return None
+    events.sort(key=lambda e: e[0].time, reverse=True)
+    t = table("Time", "Alloc", "Task", "Type", "Description", title="Recent Events")
+    for ev, a, task in events[:limit]:
+        t.add_row(
+            clock(ev.time),
+            short(a.id),
+            escape(task),
+            escape(ev.type),
+            escape(event_description(ev)),
+        )
+    return t
 
 
 def events_table(events: Sequence[TaskEvent]) -> Table:

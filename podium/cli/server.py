@@ -37,7 +37,9 @@ def server(
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log verbosity.")] = (
         LogLevel.INFO
     ),
-    dns_addr: Annotated[str | None, typer.Option("--dns-addr", help=DNS_ADDR_HELP)] = None,
+    dns_addr: Annotated[
+        str | None, typer.Option("--dns-addr", envvar="PODIUM_DNS_ADDR", help=DNS_ADDR_HELP)
+    ] = None,
     keyring_file: Annotated[
         str | None,
         typer.Option(
@@ -50,9 +52,9 @@ def server(
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
         if heartbeat_ttl <= 0:
-            common.fail("--heartbeat-ttl must be a positive number of seconds")
+            common.usage("--heartbeat-ttl must be a positive number of seconds")
         if heartbeat_grace < 0:
-            common.fail("--heartbeat-grace must be zero or a positive number of seconds")
+            common.usage("--heartbeat-grace must be zero or a positive number of seconds")
         from podium.runtime import AgentConfig, run_server
 
         config = AgentConfig(

@@ -16,6 +16,7 @@ from rich.text import Text
 from podium.cli import common, render
 from podium.cli.common import AddressOpt, Output, OutputOpt
 from podium.client import endpoints
+from podium.errors import NotFound
 from podium.models import CheckStatus, ServiceRegistration
 
 app = typer.Typer(help="Inspect the service catalog.", no_args_is_help=True)
@@ -27,10 +28,10 @@ def list_services(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """List the services in the catalog with their instance counts and tags."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         listed = client.query(endpoints.services())
-        if output == Output.JSON:
-            common.print_json(listed.raw)
+        if output.structured:
+            common.print_data(listed.raw, output)
             return
         con = common.console()
         if not listed.value:
@@ -52,16 +53,24 @@ def info(
     address: AddressOpt = common.DEFAULT_ADDR,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Show the instances of a service: allocation, node, address, tags, health, checks."""
-    with common.handle_errors(), common.make_client(address) as client:
+    """Show the instances of a service: allocation, node, address, tags, health, checks.
+
+    A service the catalog does not hold is an error (exit 1), as a name that
+    does not resolve is; a known service with no healthy instance (--healthy)
+    is an empty answer (exit 0), as DNS answers it.
+    """
+    with common.handle_errors(output=output), common.make_client(address) as client:
         got = client.query(endpoints.service(name, True if healthy else None))
-        if output == Output.JSON:
-            common.print_json(got.raw)
+        if not got.value and (not healthy or not client.query(endpoints.service(name)).value):
+            raise NotFound(
+                f"service {name!r} is not in the catalog (podium service list shows those that are)"
+            )
+        if output.structured:
+            common.print_data(got.raw, output)
             return
         con = common.console()
         if not got.value:
-            what = "healthy instances" if healthy else "instances"
-            con.print(f"No {what} of service {escape(name)!r}.")
+            con.print(f"No healthy instances of service {escape(name)!r}.")
             return
         t = render.table("Alloc ID", "Node ID", "Address", "Tags", "Health", "Checks")
         for reg in sorted(got.value, key=lambda r: (not r.healthy, r.address, r.port)):
@@ -71,7 +80,7 @@ def info(
                 escape(host_port(reg)),
                 escape(", ".join(reg.tags)) or "-",
                 Text("healthy", style="green") if reg.healthy else Text("unhealthy", style="red"),
-                checks_text(reg),
+                checks_text(reg, full=not common.interactive()),
             )
         con.print(t)
 
@@ -81,8 +90,9 @@ def host_port(reg: ServiceRegistration) -> str:
     return f"{host}:{reg.port}" if reg.port else host
 
 
-def checks_text(reg: ServiceRegistration) -> Text:
-    """``alive: passing, db: critical`` (the first failing check's output after it)."""
+def checks_text(reg: ServiceRegistration, *, full: bool = False) -> Text:
+    """``alive: passing, db: critical`` (the first line of the first failing check's
+    output after it: cut to 60 characters on a terminal, whole with ``full``)."""
     if not reg.checks:
         return Text("-")
     out = Text()
@@ -98,5 +108,6 @@ def checks_text(reg: ServiceRegistration) -> Text:
         (r for _, r in sorted(reg.checks.items()) if r.status == CheckStatus.CRITICAL), None
     )
     if failing is not None and failing.output:
-        out.append(f" ({failing.output.splitlines()[0][:60]})", style="dim")
+        first = failing.output.splitlines()[0]
+        out.append(f" ({first if full else first[:60]})", style="dim")
     return out

@@ -73,11 +73,11 @@ def sim(
     """Simulate a cluster: a real server and N mock-driver agents (here, or --agent-procs)."""
     with common.handle_errors():
         if nodes < 1 or jobs < 1 or count < 0 or workers < 1:
-            common.fail("--nodes, --jobs and --workers must be at least 1, --count at least 0")
+            common.usage("--nodes, --jobs and --workers must be at least 1, --count at least 0")
         if agent_procs < 0:
-            common.fail("--agent-procs must be 0 or more")
+            common.usage("--agent-procs must be 0 or more")
         if not 0.0 <= fail_rate <= 1.0:
-            common.fail("--fail-rate must be between 0 and 1")
+            common.usage("--fail-rate must be between 0 and 1")
         from podium.sim import SimConfig, simulate
 
         def progress(message: str) -> None:

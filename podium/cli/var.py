@@ -73,9 +73,9 @@ def parse_items(args: list[str], stdin: Any = None) -> dict[str, str]:
             key, value = arg.split("=", 1)
             items[key] = value
         else:
-            common.fail(f"{arg!r} is not KEY=VALUE, '-' (JSON on stdin) or @FILE (a JSON file)")
+            common.usage(f"{arg!r} is not KEY=VALUE, '-' (JSON on stdin) or @FILE (a JSON file)")
     if not items:
-        common.fail("give at least one item: KEY=VALUE, '-' (JSON on stdin) or @FILE")
+        common.usage("give at least one item: KEY=VALUE, '-' (JSON on stdin) or @FILE")
     return items
 
 
@@ -84,7 +84,7 @@ def _path(path: str) -> str:
     try:
         return check_var_path(path)
     except ValueError as exc:
-        common.fail(str(exc))
+        common.usage(str(exc))
 
 
 @app.command("put")
@@ -103,11 +103,12 @@ def put(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Create or replace the variable at PATH (all its items at once)."""
-    values = parse_items(items)
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.output_format(output):
+        values = parse_items(items)
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.var_put(_path(path), values, cas))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         var = result.value
         noun = "item" if len(var.items) == 1 else "items"
@@ -128,20 +129,22 @@ def get(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """One variable: its items as a table, as JSON (-o json), or one value (KEY)."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.var_get(_path(path)))
         var = result.value
         if key is not None:
             if key not in var.items:
                 known = ", ".join(sorted(var.items))
-                common.fail(f"variable {var.path} has no item {key!r} (it has: {known})")
-            if output == Output.JSON:
-                common.print_json(var.items[key])
+                common.fail(
+                    f"variable {var.path} has no item {key!r} (it has: {known})", kind="not_found"
+                )
+            if output.structured:
+                common.print_data(var.items[key], output)
             else:
                 typer.echo(var.items[key])
             return
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         meta = render.fields(
             [
@@ -167,10 +170,10 @@ def list_(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Variable paths (never values), sorted."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.var_list(prefix))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         if not result.value:
             common.console().print(
@@ -193,9 +196,9 @@ def delete(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Delete the variable at PATH."""
-    with common.handle_errors(), common.make_client(address) as client:
+    with common.handle_errors(output=output), common.make_client(address) as client:
         result = client.query(endpoints.var_delete(_path(path), cas))
-        if output == Output.JSON:
-            common.print_json(result.raw)
+        if output.structured:
+            common.print_data(result.raw, output)
             return
         common.console().print(f"Deleted variable {escape(path)} (index {result.value})")

@@ -30,8 +30,21 @@ class TriggeredBy(StrEnum):
     """An allocation a waiting group depends on changed (depends_on)."""
 
 
+UNITS = {"cpu": "MHz", "memory": "MB"}
+"""The unit of each resource dimension, as people read it."""
+
+
 class AllocMetric(BaseModel):
-    """Why a placement went where it did, or nowhere: counted per reason."""
+    """Why a placement went where it did, or nowhere: counted per reason.
+
+    ``asked`` is what one instance of the group asks for (``cpu`` MHz,
+    ``memory`` MB, its tasks summed) and ``largest_free``, for each dimension
+    no eligible node had enough of, the most of it free on one: together they
+    say how far off the request is ("asked 500,000 MB memory; largest free on
+    an eligible node: 21,400 MB").  Both are filled only when nodes were
+    exhausted.  Exhausted nodes with no dimension in ``largest_free`` had
+    enough of each, but never of both at once.
+    """
 
     nodes_evaluated: int = 0
     nodes_filtered: int = 0
@@ -40,6 +53,8 @@ class AllocMetric(BaseModel):
     constraint_filtered: dict[str, int] = Field(default_factory=dict)
     dimension_exhausted: dict[str, int] = Field(default_factory=dict)
     coalesced_failures: int = 0
+    asked: dict[str, int] = Field(default_factory=dict)
+    largest_free: dict[str, int] = Field(default_factory=dict)
 
     def filter(self, reason: str) -> None:
         self.nodes_filtered += 1
@@ -49,8 +64,24 @@ class AllocMetric(BaseModel):
         self.nodes_exhausted += 1
         self.dimension_exhausted[dimension] = self.dimension_exhausted.get(dimension, 0) + 1
 
+    def shortfall(self) -> list[str]:
+        """Per exhausted dimension: ``asked 500,000 MB memory; largest free on an eligible
+        node: 21,400 MB`` (only the dimensions the scheduler recorded figures for)."""
+        out = []
+        order = [*self.dimension_exhausted, *self.largest_free]  # the most exhausted first
+        for dim in dict.fromkeys(order):
+            if dim not in self.asked or dim not in self.largest_free:
+                continue
+            unit = UNITS.get(dim, "")
+            out.append(
+                f"asked {self.asked[dim]:,} {unit} {dim}; largest free on an eligible node: "
+                f"{self.largest_free[dim]:,} {unit}"
+            )
+        return out
+
     def describe(self) -> str:
-        """One line in numbers: '3 nodes evaluated: 2 exhausted memory, 1 missing driver exec'."""
+        """One line in numbers: '3 nodes evaluated: 2 exhausted memory, 1 missing driver exec;
+        asked 500,000 MB memory; largest free on an eligible node: 21,400 MB'."""
         if self.nodes_evaluated == 0:
             return "no nodes were available (none registered, ready and eligible)"
         # every reason, the most common first, so the line leads with what matters most
@@ -61,6 +92,11 @@ class AllocMetric(BaseModel):
         text = f"{self.nodes_evaluated} {noun} evaluated"
         if parts:
             text += ": " + ", ".join(parts)
+        short = self.shortfall()
+        if short:
+            text += "; " + "; ".join(short)
+        elif self.asked and len(self.dimension_exhausted) > 1:
+            text += "; no eligible node has the cpu and the memory asked at once"
         if self.coalesced_failures:
             text += f" ({self.coalesced_failures + 1} instances could not be placed)"
         return text

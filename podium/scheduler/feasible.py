@@ -563,14 +563,21 @@ class MetricCounter:
 
     A plain object rather than :class:`AllocMetric` itself because it is
     updated in the hottest loop, and only failed attempts are ever reported.
+    :meth:`note_free` records the most cpu and memory free on the nodes that
+    were too full; callers collect those nodes in a list as they reject them
+    (one append) and call it only when the placement failed.  A failed
+    placement visited every eligible node, and each was rejected, so these
+    are the largest free amounts on any eligible node.
     """
 
-    __slots__ = ("evaluated", "exhausted", "filtered")
+    __slots__ = ("evaluated", "exhausted", "filtered", "free_cpu", "free_memory")
 
     def __init__(self) -> None:
         self.evaluated = 0
         self.filtered: dict[str, int] = {}
         self.exhausted: dict[str, int] = {}
+        self.free_cpu = -1
+        self.free_memory = -1
 
     def filter(self, reason: str) -> None:
         self.filtered[reason] = self.filtered.get(reason, 0) + 1
@@ -578,11 +585,23 @@ class MetricCounter:
     def exhaust(self, dimension: str) -> None:
         self.exhausted[dimension] = self.exhausted.get(dimension, 0) + 1
 
-    def to_metric(self, nodes_available: int) -> AllocMetric:
+    def note_free(self, full: Iterable[NodeState]) -> None:
+        """The most cpu and memory free on any of the ``full`` nodes (rejected as too full)."""
+        for st in full:
+            free = st.cap_cpu - st.used_cpu
+            if free > self.free_cpu:
+                self.free_cpu = free
+            free = st.cap_memory - st.used_memory
+            if free > self.free_memory:
+                self.free_memory = free
+
+    def to_metric(self, nodes_available: int, cpu: int = 0, memory: int = 0) -> AllocMetric:
         """Reasons in a stable order (most frequent first, then by name).
 
         The order nodes were visited in is a shuffle; without sorting, two
         runs with different eval ids would word the same situation differently.
+        ``cpu``/``memory`` are what one instance asked; a dimension no rejected
+        node had enough of gets its largest free amount beside it.
         """
         metric = AllocMetric(nodes_evaluated=self.evaluated, nodes_available=nodes_available)
         for reason, n in sorted(self.filtered.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -591,4 +610,12 @@ class MetricCounter:
         for dim, n in sorted(self.exhausted.items(), key=lambda kv: (-kv[1], kv[0])):
             metric.nodes_exhausted += n
             metric.dimension_exhausted[dim] = n
+        if self.exhausted:
+            metric.asked = {"cpu": cpu, "memory": memory}
+            if 0 <= self.free_cpu < cpu or (self.free_cpu < 0 and "cpu" in self.exhausted):
+                metric.largest_free["cpu"] = max(0, self.free_cpu)
+            if 0 <= self.free_memory < memory or (
+                self.free_memory < 0 and "memory" in self.exhausted
+            ):
+                metric.largest_free["memory"] = max(0, self.free_memory)
         return metric

@@ -143,7 +143,9 @@ class GenericScheduler:
                 pg, metric, replaces=want.previous.id if want.previous is not None else None
             )
             if st is None:
-                failed[name] = metric.to_metric(nodes_available=metric.evaluated)
+                failed[name] = metric.to_metric(
+                    nodes_available=metric.evaluated, cpu=pg.needs.cpu, memory=pg.needs.memory
+                )
                 queued[name] += 1
                 continue
             if want.previous is not None and want.stop_previous is not None:

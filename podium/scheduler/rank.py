@@ -222,6 +222,7 @@ class Ranker:
         best_score = -math.inf
         found = 0
         skipped: list[tuple[NodeState, float]] = []
+        full: list[NodeState] = []  # rejected as too full: their free space, on failure
         pos = self._pos
         for _ in range(n):
             node = order.at(pos)
@@ -245,6 +246,7 @@ class Ranker:
             dim = st.exhausted(cpu, memory)
             if dim is not None:
                 metric.exhaust(dim)
+                full.append(st)
                 continue
             score = binpack_score(
                 st.cap_cpu, st.cap_memory, st.used_cpu + cpu, st.used_memory + memory
@@ -289,4 +291,6 @@ class Ranker:
         if best is not None:
             best.reserve(cpu, memory)
             state.record(needs, best.node)
+        elif full:
+            metric.note_free(full)
         return best

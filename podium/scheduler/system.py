@@ -248,6 +248,7 @@ class SystemScheduler:
             dim = st.exhausted(needs.cpu, needs.memory)
             if dim is not None:
                 metric.exhaust(dim)
+                metric.note_free((st,))
                 failures[name] = failures.get(name, 0) + 1
                 continue
             st.reserve(needs.cpu, needs.memory)
@@ -265,7 +266,10 @@ class SystemScheduler:
                 )
             )
         for name, n in failures.items():
-            metric_out = metrics[name].to_metric(nodes_available=metrics[name].evaluated)
+            needs = needs_by_group[name]
+            metric_out = metrics[name].to_metric(
+                nodes_available=metrics[name].evaluated, cpu=needs.cpu, memory=needs.memory
+            )
             metric_out.coalesced_failures = n - 1
             failed[name] = metric_out
             queued[name] = n

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
@@ -39,7 +40,11 @@ from podium.state import Snapshot
 
 log = logging.getLogger("podium.dns")
 
-DEFAULT_DNS_ADDR = "127.0.0.1:8600"
+DEFAULT_DNS_ADDR = "127.0.0.1:7653"
+"""Beside the HTTP API's 7634 ("53" for DNS); not Consul's 8600, which a machine running
+Consul holds, and which would turn Podium's DNS off there."""
+PORT_0_TRIES = 20
+"""Free UDP ports tried (port 0) before giving up on finding the same TCP port free."""
 UDP_LIMIT = 512
 MAX_UDP = 4096
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -243,7 +248,7 @@ class DnsServer:
         self,
         store: Snapshot,
         host: str = "127.0.0.1",
-        port: int = 8600,
+        port: int = 7653,
         *,
         domain: str = "podium",
         ttl: int = 0,
@@ -256,22 +261,39 @@ class DnsServer:
         self._conns: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Bind both sockets; raises OSError when the address is taken."""
+        """Bind both sockets; raises OSError (with its errno) when the address is taken.
+
+        The UDP socket is bound here rather than by the event loop: uvloop
+        reports a taken address as an OSError without errno or reason.  With
+        port 0 the UDP port is free but the same TCP port may not be (another
+        socket's ephemeral port): a few other ports are tried then.
+        """
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self.resolver), local_addr=(self.host, self.port), family=family
-        )
-        self._udp = udp
-        self.port = int(udp.get_extra_info("sockname")[1])
+        tries = PORT_0_TRIES if self.port == 0 else 1
+        for attempt in range(tries):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self.host, self.port))
+                port = int(sock.getsockname()[1])
+                tcp = await asyncio.start_server(
+                    self._serve_tcp, self.host, port, family=family, reuse_address=True
+                )
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE and attempt + 1 < tries:
+                    continue
+                raise
+            break
         try:
-            self._tcp = await asyncio.start_server(
-                self._serve_tcp, self.host, self.port, family=family, reuse_address=True
-            )
-        except OSError:
-            udp.close()
-            self._udp = None
+            udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.resolver), sock=sock)
+        except BaseException:
+            sock.close()
+            tcp.close()
             raise
+        self._tcp = tcp
+        self._udp = udp
+        self.port = port
         domain = str(self.resolver.domain).rstrip(".")
         log.info("DNS: serving *.service.%s on %s:%d", domain, self.host, self.port)
 
@@ -307,3 +329,46 @@ class DnsServer:
             with contextlib.suppress(Exception):
                 await self._tcp.wait_closed()
             self._tcp = None
+
+
+def port_holder(host: str, port: int) -> str | None:
+    """Who listens on ``host:port`` (UDP or TCP): ``"consul (pid 812)"``, else None.
+
+    Read from the kernel's socket tables through psutil; a process of another
+    user may be seen without its pid (then ``"a process of another user"``),
+    and where even the tables cannot be read, None.
+    """
+    import psutil
+
+    wild = ("0.0.0.0", "::", "")
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return None
+    other_user = False
+    for conn in conns:
+        laddr = conn.laddr
+        if not laddr or laddr.port != port:
+            continue
+        if laddr.ip not in (host, *wild) and host not in wild:
+            continue
+        if conn.type == socket.SOCK_STREAM and conn.status != psutil.CONN_LISTEN:
+            continue
+        if conn.pid is None:
+            other_user = True
+            continue
+        try:
+            name = psutil.Process(conn.pid).name()
+        except psutil.Error:
+            name = "a process"
+        return f"{name} (pid {conn.pid})"
+    return "a process of another user" if other_user else None
+
+
+def bind_failure(addr: str, exc: OSError) -> str:
+    """Why DNS cannot listen on ``addr``, naming who holds it when that can be found."""
+    if exc.errno == errno.EADDRINUSE:
+        host, _, port = addr.rpartition(":")
+        holder = port_holder(host.strip("[]"), int(port)) if port.isdigit() else None
+        return f"{addr} is taken by {holder or 'another process'}"
+    return f"cannot listen on {addr}: {exc.strerror or exc}"

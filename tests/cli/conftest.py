@@ -34,8 +34,13 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
 def cli() -> Invoke:
     runner = CliRunner()
 
-    def invoke(*args: str) -> Result:
-        # A wide terminal so rich never truncates the cells the tests look for.
-        return runner.invoke(app, list(args), env={"COLUMNS": "200", "PODIUM_ADDR": None})
+    def invoke(*args: str, **env: str) -> Result:
+        # A wide terminal so rich never truncates the cells the tests look for (only a
+        # terminal, TTY_INTERACTIVE=1, is held to it: without one, lines are never cut).
+        return runner.invoke(
+            app,
+            list(args),
+            env={"COLUMNS": "200", "PODIUM_ADDR": None, "TTY_INTERACTIVE": None, **env},
+        )
 
     return invoke

@@ -88,7 +88,7 @@ def test_every_option(cli: Invoke, runtime: list[FakeConfig]) -> None:
 
 def test_a_data_dir_is_needed_outside_dev(cli: Invoke, runtime: list[FakeConfig]) -> None:
     result = cli("agent")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error
     assert "--data-dir" in result.stderr
     assert runtime == []
 

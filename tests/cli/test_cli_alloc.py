@@ -78,7 +78,7 @@ def test_logs_with_several_tasks_asks_which(cli: Invoke, fake: FakeServer) -> No
         alloc(task_states={"server": TaskState(), "sidecar": TaskState()}),
     )
     result = cli("alloc", "logs", "aaaa")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the command line must name the task
     assert "has 2 tasks; name one of: server, sidecar" in result.stderr
     assert not fake.calls("GET", LOGS)
 

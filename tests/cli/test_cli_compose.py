@@ -205,7 +205,7 @@ def test_up_json_prints_the_registrations(
     assert set(json.loads(result.stdout)) == {"shop", "shop-agent"}
 
 
-def test_up_exits_2_when_placement_fails(cli: Invoke, fake: FakeServer, compose_file: Path) -> None:
+def test_up_exits_3_when_placement_fails(cli: Invoke, fake: FakeServer, compose_file: Path) -> None:
     fake.on("POST", "/v1/jobs", REGISTERED)
     fake.on(
         "GET",
@@ -215,8 +215,21 @@ def test_up_exits_2_when_placement_fails(cli: Invoke, fake: FakeServer, compose_
         ),
     )
     result = cli("compose", "up", "-f", str(compose_file), "--timeout", "20s")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert "Placement failed" in result.output
+
+
+def test_up_errors_as_a_document_with_o_json(cli: Invoke, fake: FakeServer, tmp_path: Path) -> None:
+    path = tmp_path / "compose.yaml"
+    path.write_text("services:\n  web: {image: x, ports: ['x']}\n")
+    result = cli("compose", "up", "-f", str(path), "-o", "json")
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)["error"]
+    assert error["kind"] == "invalid_spec" and error["message"].startswith("invalid compose file")
+    assert error["issues"][0]["line"] == 2
+    assert not fake.calls("POST", "/v1/jobs")
+    both = cli("compose", "up", "-f", str(path), "--build", "--no-build", "-o", "json")
+    assert both.exit_code == 2 and json.loads(both.stderr)["error"]["kind"] == "usage"
 
 
 def test_up_with_a_bad_file_sends_nothing(cli: Invoke, fake: FakeServer, tmp_path: Path) -> None:
@@ -506,5 +519,5 @@ def test_up_no_build_registers_the_image_names_as_written(
     job = json.loads(fake.calls("POST", "/v1/jobs")[0].content)["job"]
     assert job["groups"]["web"]["tasks"]["web"]["config"]["image"] == "reg.io/shop/web:3"
     both = cli("compose", "up", "-f", str(path), "--build", "--no-build")
-    assert both.exit_code == 1
+    assert both.exit_code == 2  # a usage error
     assert "--build and --no-build cannot be used together" in both.output

@@ -117,7 +117,9 @@ def test_fail_and_errors(cli: Invoke, server: Server, tmp_path: Path) -> None:  
     assert dep is not None
     result = cli("deployment", "fail", dep.id[:8])
     assert result.exit_code == 0, result.output
-    assert "failed: failed by a person" in result.output
+    # the status once, not "failed: failed: failed by a person"
+    assert f"Deployment {dep.id[:8]} failed by a person" in result.output
+    assert "failed: failed" not in result.output
     # a second fail is refused, saying why
     result = cli("deployment", "fail", dep.id[:8])
     assert result.exit_code == 1

@@ -49,7 +49,8 @@ def test_status_lists_jobs(cli: Invoke, fake: FakeServer) -> None:
         "Submitted",
     ]
     web = next(line for line in lines if line.startswith("web"))
-    assert web.split()[:6] == ["web", "service", "50", "running", "3", "2/3"]
+    assert web.split()[:8] == ["web", "service", "50", "running", "3", "2", "running,", "1"]
+    assert "2 running, 1 pending" in web
     assert any(line.startswith("batchy") for line in lines)
 
 
@@ -192,7 +193,7 @@ def test_stop_times_out(cli: Invoke, fake: FakeServer) -> None:
     fake.on("DELETE", "/v1/job/web", {"eval_id": EVAL_ID, "index": 30})
     fake.on("GET", "/v1/allocations", [alloc(ALLOC_A, "running", desired_status="stop")])
     result = cli("job", "stop", "--timeout", "0s", "web")
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert "1 allocation(s) still stopping" in result.output
 
 

@@ -17,6 +17,7 @@ from .fakes import (
     evaluation,
     exhausted_metric,
     failed_alloc,
+    job_info,
 )
 
 JOB_FILE = """\
@@ -108,7 +109,7 @@ def test_allocations_of_other_versions_are_ignored(
     assert "cccc3333" not in result.output
 
 
-def test_placement_failure_exits_2_with_the_reasons(
+def test_placement_failure_exits_3_with_the_reasons(
     cli: Invoke, fake: FakeServer, job_file: Path
 ) -> None:
     _needs_spec()
@@ -121,7 +122,7 @@ def test_placement_failure_exits_2_with_the_reasons(
     )
     fake.on("GET", f"/v1/evaluation/{EVAL_ID}", ev)
     result = cli("job", "run", str(job_file))
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert "Placement failed" in result.output
     assert exhausted_metric().describe() in result.output
     assert 'Group "web" could not place 2 allocations' in result.output
@@ -172,7 +173,7 @@ def test_timeout(cli: Invoke, fake: FakeServer, job_file: Path) -> None:
     fake.on("POST", "/v1/jobs", REGISTERED)
     fake.on("GET", f"/v1/evaluation/{EVAL_ID}", evaluation("pending"))
     result = cli("job", "run", "--timeout", "0s", str(job_file))
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert "Timed out after 0s waiting for the evaluation" in result.output
 
 
@@ -238,10 +239,24 @@ def test_a_spec_refused_by_the_server_points_at_the_file(
 
 def test_check_index_conflict(cli: Invoke, fake: FakeServer, job_file: Path) -> None:
     _needs_spec()
-    fake.on("POST", "/v1/jobs", {"error": "job modify index is 9, not 7"}, status=409)
+    fake.on("POST", "/v1/jobs", {"error": "job web changed since index 7 (now 5)"}, status=409)
+    fake.on("GET", "/v1/job/web", job_info(job_modify_index=5))
     result = cli("job", "run", "--check-index", "7", str(job_file))
     assert result.exit_code == 1
-    assert "Error: job modify index is 9, not 7" in result.output
+    assert "Error: job web is at modify index 5, not 7: nothing was registered" in result.output
+    assert "changed since" not in result.output
+
+
+def test_check_index_of_a_job_that_does_not_exist(
+    cli: Invoke, fake: FakeServer, job_file: Path
+) -> None:
+    _needs_spec()
+    fake.on("POST", "/v1/jobs", {"error": "job web does not exist"}, status=409)
+    result = cli("job", "run", "--check-index", "7", "-o", "json", str(job_file))
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)["error"]
+    assert error["kind"] == "conflict" and error["status"] == 409
+    assert error["message"].startswith("job web does not exist, so it is not at modify index 7")
 
 
 def test_replaced_failures_do_not_count(cli: Invoke, fake: FakeServer, job_file: Path) -> None:

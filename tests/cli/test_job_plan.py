@@ -155,7 +155,8 @@ def test_plan_json_is_the_api_answer(cli: Invoke, server: Server, tmp_path: Path
 def test_plan_errors_exit_255(cli: Invoke, server: Server, tmp_path: Path) -> None:
     result = cli("job", "plan", str(tmp_path / "missing.yaml"))
     assert result.exit_code == 255
-    assert "cannot read" in result.output
+    assert f"job file {tmp_path / 'missing.yaml'} does not exist" in result.output
+    assert "invalid job specification" not in result.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("job: web\ngroups: {}\n")
     assert cli("job", "plan", str(bad)).exit_code == 255
@@ -199,9 +200,18 @@ def test_run_with_a_stale_index(cli: Invoke, server: Server, tmp_path: Path) -> 
     result = cli("job", "run", "--detach", "--check-index", str(first), str(path))
     assert result.exit_code == 1
     assert (
-        f"Error: job web changed since index {first} (now {now}): run podium job plan again"
-        in result.output
+        f"Error: job web changed since modify index {first}: it is at {now} now; nothing was "
+        f"registered; `podium job plan {path}` shows the changes and the index to pass"
+    ) in result.output
+    # an index the job has not reached yet: it did not "change since" it
+    ahead = cli("job", "run", "--detach", "--check-index", str(now + 5), str(path))
+    assert ahead.exit_code == 1
+    assert f"Error: job web is at modify index {now}, not {now + 5}: nothing was registered" in (
+        ahead.output
     )
+    assert "changed since" not in ahead.output
+    fresh = cli("job", "run", "--detach", "--check-index", "0", str(path))
+    assert "job web already exists (at modify index" in fresh.output
     ok = cli("job", "run", "--detach", "--check-index", str(now), str(path))
     assert ok.exit_code == 0, ok.output
     assert "registered (version 2)" in ok.output

@@ -98,10 +98,25 @@ def test_info_healthy_only_and_json(cli: Invoke, fake: FakeServer) -> None:
     assert fake.calls("GET", "/v1/service/web")[0].url.params["healthy"] == "true"
 
 
-def test_info_of_nothing(cli: Invoke, fake: FakeServer) -> None:
+def test_info_of_an_unknown_service_is_an_error(cli: Invoke, fake: FakeServer) -> None:
     fake.on("GET", "/v1/service/nope", [])
     result = cli("service", "info", "nope")
-    assert result.exit_code == 0 and "No instances of service 'nope'." in result.output
+    assert result.exit_code == 1
+    assert "Error: service 'nope' is not in the catalog" in result.stderr
+    assert result.stdout == ""
+    as_json = cli("service", "info", "nope", "-o", "json")
+    assert as_json.exit_code == 1 and as_json.stdout == ""
+    error = json.loads(as_json.stderr)["error"]
+    assert error["kind"] == "not_found" and error["exit_code"] == 1
+    assert cli("service", "info", "nope", "--healthy").exit_code == 1
+
+
+def test_info_of_a_service_with_no_healthy_instance(cli: Invoke, fake: FakeServer) -> None:
+    # the --healthy query answers nothing; the catalog still holds the service
+    fake.on("GET", "/v1/service/web", [], [reg(ALLOC_A, 23001, False)])
+    result = cli("service", "info", "web", "--healthy")
+    assert result.exit_code == 0, result.output
+    assert "No healthy instances of service 'web'." in result.output
 
 
 # -- the DNS address option of `podium agent` and `podium server` ---------------------
@@ -132,5 +147,5 @@ def test_dns_addr_option(cli: Invoke, monkeypatch: Any) -> None:
     assert cli("server", "--data-dir", "/tmp/x", "--dns-addr", "").exit_code == 0
     assert cli("agent", "--dev").exit_code == 0
     assert [getattr(c, "dns_addr", None) for c in ran] == ["127.0.0.1:5353", "", "", None]
-    bad = cli("agent", "--dev", "--dns-addr", "8600")
-    assert bad.exit_code == 1 and "--dns-addr" in bad.stderr
+    bad = cli("agent", "--dev", "--dns-addr", "7653")
+    assert bad.exit_code == 2 and "--dns-addr" in bad.stderr

@@ -80,7 +80,7 @@ def test_put_from_stdin_and_from_a_file(fake: FakeServer, tmp_path: Path) -> Non
 
 def test_put_refuses_what_it_cannot_read(cli: Invoke, fake: FakeServer, tmp_path: Path) -> None:
     result = cli("var", "put", "app/config", "novalue")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "'novalue' is not KEY=VALUE" in result.output
     result = cli("var", "put", "app/config", f"@{tmp_path / 'missing.json'}")
     assert result.exit_code == 1 and "cannot read" in result.output
@@ -91,7 +91,7 @@ def test_put_refuses_what_it_cannot_read(cli: Invoke, fake: FakeServer, tmp_path
     result = cli("var", "put", "app/config", f"@{tmp_path / 'num.json'}")
     assert result.exit_code == 1 and "'port' must be a string" in result.output
     result = cli("var", "put", "../etc", "a=b")
-    assert result.exit_code == 1 and "variable path '../etc'" in result.output
+    assert result.exit_code == 2 and "variable path '../etc'" in result.output
     assert fake.requests == []  # nothing was sent
 
 

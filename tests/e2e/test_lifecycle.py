@@ -186,7 +186,7 @@ groups:
 """,
     )
     result = dev_agent.cli("job", "run", path, timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == 3  # could not place
     assert "1 node evaluated: 1 exhausted memory" in result.stdout + result.stderr
     status = dev_agent.cli("job", "status", "huge", check=True)
     assert "exhausted memory" in status.stdout

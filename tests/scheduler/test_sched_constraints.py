@@ -157,7 +157,8 @@ def test_constraints_combine_job_group_and_tasks_and_read_in_describe() -> None:
     assert {a.node_name for a in result.plan.placements} == {"r1-0", "r1-1"}
     metric = result.eval_update.failed_tg_allocs["web"]
     assert metric.describe() == (
-        "5 nodes evaluated: 3 constraint ${meta.rack} = r1, 2 exhausted memory "
+        "5 nodes evaluated: 3 constraint ${meta.rack} = r1, 2 exhausted memory; "
+        "asked 600 MB memory; largest free on an eligible node: 424 MB "
         "(4 instances could not be placed)"
     )
 

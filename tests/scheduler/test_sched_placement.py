@@ -145,13 +145,13 @@ def test_resource_exhaustion_is_reported_exactly() -> None:
     assert metric.nodes_exhausted == 2
     assert metric.dimension_exhausted == {"memory": 2}
     assert metric.coalesced_failures == 1
-    assert (
-        metric.describe()
-        == "2 nodes evaluated: 2 exhausted memory (2 instances could not be placed)"
+    assert metric.asked == {"cpu": 100, "memory": 2000}
+    assert metric.largest_free == {"memory": 1024}
+    assert metric.describe() == (
+        "2 nodes evaluated: 2 exhausted memory; asked 2,000 MB memory; largest free on an "
+        "eligible node: 1,024 MB (2 instances could not be placed)"
     )
-    assert result.eval_update.status_description == (
-        "group web: 2 nodes evaluated: 2 exhausted memory (2 instances could not be placed)"
-    )
+    assert result.eval_update.status_description == "group web: " + metric.describe()
     assert result.eval_update.queued_allocations == {"web": 2}
 
 
@@ -160,7 +160,38 @@ def test_cpu_is_checked_before_memory() -> None:
     h.add_node(make_node("small", cpu=500, memory=512))
     h.register(make_job("web", cpu=1000, memory=1000))
     metric = h.evaluate("web").eval_update.failed_tg_allocs["web"]
-    assert metric.describe() == "1 node evaluated: 1 exhausted cpu"
+    # cpu is named as the reason, and the memory it also lacks is not hidden
+    assert metric.describe() == (
+        "1 node evaluated: 1 exhausted cpu; asked 1,000 MHz cpu; largest free on an eligible "
+        "node: 500 MHz; asked 1,000 MB memory; largest free on an eligible node: 512 MB"
+    )
+
+
+def test_the_largest_free_is_the_best_node_s() -> None:
+    h = Harness()
+    h.add_node(make_node("small", memory=1024))
+    h.add_node(make_node("big", memory=4096))
+    h.add_node(make_node("bigger", memory=8192, reserved_memory=1000))
+    h.register(make_job("web", memory=500_000))
+    metric = h.evaluate("web").eval_update.failed_tg_allocs["web"]
+    assert metric.largest_free == {"memory": 7192}
+    assert "asked 500,000 MB memory; largest free on an eligible node: 7,192 MB" in (
+        metric.describe()
+    )
+
+
+def test_nodes_short_of_different_things_are_said_to_have_neither_at_once() -> None:
+    h = Harness()
+    h.add_node(make_node("cpu-rich", cpu=8000, memory=512))
+    h.add_node(make_node("memory-rich", cpu=500, memory=8192))
+    h.register(make_job("web", cpu=1000, memory=1000))
+    metric = h.evaluate("web").eval_update.failed_tg_allocs["web"]
+    assert metric.dimension_exhausted == {"cpu": 1, "memory": 1}
+    assert metric.largest_free == {}  # each dimension alone is free somewhere
+    assert metric.describe() == (
+        "2 nodes evaluated: 1 exhausted cpu, 1 exhausted memory; no eligible node has the "
+        "cpu and the memory asked at once"
+    )
 
 
 def test_reserved_resources_are_not_offered() -> None:
@@ -184,7 +215,10 @@ def test_missing_driver_and_mixed_reasons() -> None:
     assert metric.constraint_filtered == {"missing driver exec": 1}
     assert metric.dimension_exhausted == {"memory": 2}
     # AllocMetric.describe lists filters before exhaustion, each by frequency.
-    assert metric.describe() == "3 nodes evaluated: 2 exhausted memory, 1 missing driver exec"
+    assert metric.describe() == (
+        "3 nodes evaluated: 2 exhausted memory, 1 missing driver exec; asked 2,000 MB memory; "
+        "largest free on an eligible node: 1,024 MB"
+    )
 
 
 def test_unhealthy_driver_counts_as_missing() -> None:

@@ -28,6 +28,8 @@ def test_system_is_registered_and_places_one_per_eligible_node() -> None:
     assert result.plan.changes["agent"].place == 4
     metric = result.eval_update.failed_tg_allocs["agent"]
     assert metric.dimension_exhausted == {"cpu": 1}
+    assert metric.asked == {"cpu": 100, "memory": 128}
+    assert metric.largest_free == {"cpu": 50}  # the tiny node's, not the placed ones'
     assert metric.constraint_filtered == {
         "datacenter not in [dc1]": 1,
         "missing driver mock": 1,

@@ -108,11 +108,15 @@ async def test_blocked_evaluation_places_when_capacity_appears(cluster: Cluster)
 async def test_resource_exhaustion_is_explained(cluster: Cluster) -> None:
     await cluster.add_agent()
     node = cluster.store.nodes()[0]
-    await cluster.run(mock_job(memory=node.capacity().memory + 1))
+    free = node.capacity().memory
+    await cluster.run(mock_job(memory=free + 1))
     ev = await cluster.until(
         lambda: [e for e in cluster.store.evaluations() if e.failed_tg_allocs], what="metrics"
     )
-    assert ev[0].failed_tg_allocs["g"].describe() == "1 node evaluated: 1 exhausted memory"
+    assert ev[0].failed_tg_allocs["g"].describe() == (
+        f"1 node evaluated: 1 exhausted memory; asked {free + 1:,} MB memory; largest free on "
+        f"an eligible node: {free:,} MB"
+    )
 
 
 async def test_batch_job_completes_and_is_not_replaced(cluster: Cluster) -> None:
