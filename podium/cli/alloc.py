@@ -48,6 +48,7 @@ def status(
             ("Desired Status", _with_reason(a.desired_status.value, a.desired_description)),
             ("Client Status", _with_reason(a.client_status.value, a.client_description)),
             ("Resources", _resources(a)),
+            ("Ports", _ports(a)),
             ("Created", render.age(a.create_time)),
             ("Modified", render.age(a.modify_time)),
         ]
@@ -83,6 +84,17 @@ def status(
                 block += [Text("Recent Events:"), render.events_table(state.events)]
             parts.append(RenderGroup(*block))
         common.console().print(render.stack(*parts))
+
+
+def _ports(a: Allocation) -> str:
+    """``http 10.0.0.5:24107, dns 10.0.0.5:8053`` (label, address the node publishes on)."""
+    return (
+        ", ".join(
+            f"{label} {p.host_ip}:{p.value}" if p.host_ip else f"{label} {p.value}"
+            for label, p in sorted(a.ports.items())
+        )
+        or "-"
+    )
 
 
 def _resources(a: Allocation) -> str:

@@ -35,6 +35,16 @@ def test_status_shows_states_and_events(cli: Invoke, fake: FakeServer) -> None:
     assert "2023-11-1" in out  # events carry wall-clock times
 
 
+def test_status_shows_ports(cli: Invoke, fake: FakeServer) -> None:
+    ports = {"http": {"value": 24107, "host_ip": "10.0.0.5"}, "admin": {"value": 9000}}
+    fake.on("GET", "/v1/allocation/aaaa", alloc(ports=ports))
+    result = cli("alloc", "status", "aaaa")
+    assert result.exit_code == 0, result.output
+    assert "Ports          = admin 9000, http 10.0.0.5:24107" in result.output
+    fake.on("GET", "/v1/allocation/bbbb", alloc())
+    assert "Ports          = -" in cli("alloc", "status", "bbbb").output
+
+
 def test_status_json(cli: Invoke, fake: FakeServer) -> None:
     fake.on("GET", f"/v1/allocation/{ALLOC_A}", alloc())
     result = cli("alloc", "status", "-o", "json", ALLOC_A)
