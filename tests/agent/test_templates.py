@@ -279,11 +279,11 @@ async def ticking() -> AsyncIterator[list[int]]:
     [
         pytest.param(
             "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-            "rendering used more than 2s of CPU time and was stopped",
+            "rendering used more than 1s of CPU time and was stopped",
             id="nested-loops",
         ),
         pytest.param(
-            '{{ "a" * 50000000 }}',
+            '{{ "a" * 2000000 }}',  # one chunk past 1 MiB
             "rendering produced more than 1 MiB and was stopped",
             id="big-string",
         ),
@@ -299,26 +299,27 @@ async def ticking() -> AsyncIterator[list[int]]:
         ),
         pytest.param(  # slow to *parse*: the worker's problem too
             "{{ [" + "1," * 400_000 + "1] }}",
-            "rendering used more than 2s of CPU time and was stopped",
+            "rendering used more than 1s of CPU time and was stopped",
             id="slow-parse",
         ),
     ],
 )
 async def test_expensive_templates_are_stopped_and_the_loop_keeps_running(
-    env: Env, tmp_path: Path, data: str, stopped: str
+    env: Env, tmp_path: Path, data: str, stopped: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Only the limit under test may stop the render: the wall-clock limit (5 s, tested on its
+    # own below) would otherwise win on a machine too busy to start the worker, or to give it
+    # 2 s of CPU, within 5 s.
+    monkeypatch.setattr(templates, "RENDER_TIMEOUT", 120.0)
+    monkeypatch.setattr(templates, "RENDER_CPU", 1.0)  # the least RLIMIT_CPU can hold
     loop = asyncio.get_running_loop()
     async with ticking() as ticks:
         started = loop.time()
         with pytest.raises(TemplateError) as info:
             await _render(env, data, tmp_path)
         took = loop.time() - started
-    message = str(info.value)
-    if "CPU" in stopped and "took longer than" in message:  # a box too busy to give it 2s of CPU
-        stopped = "rendering took longer than 5s and was stopped"
-    assert message == f"template local/out.conf: {stopped}"
+    assert str(info.value) == f"template local/out.conf: {stopped}"
     assert info.value.recoverable
-    assert took < templates.RENDER_TIMEOUT + 1
     # the loop was free the whole time: about one tick per 10 ms (a loaded CI box is slower)
     assert ticks[0] >= took * 100 * 0.3, (ticks[0], took)
     assert _workers() == []
@@ -790,7 +791,11 @@ async def test_a_restarted_agent_acts_on_what_changed_while_it_was_away(env: Env
     alloc = await env.until(restarted, what="the re-attached task restarted")
     assert ("Restart Signaled", "template local/app.conf changed") in events(alloc)
     assert path.read_text() == "2"
-    assert second.runners[alloc.id].templates._tasks["t"].watchers
+    # the restarted task watches the variable again (once it runs: poll, it is not at once)
+    await env.until(
+        lambda: second.runners[alloc.id].templates._tasks["t"].watchers,
+        what="a watch on app/config after the restart",
+    )
 
     # re-attaching again with nothing changed restarts nothing
     await env.until(lambda: second.runners[alloc.id].machine.tasks["t"].phase == "running")

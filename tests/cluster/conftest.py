@@ -141,6 +141,13 @@ class Cluster:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
+    def log_count(self, name: str, text: str) -> int:
+        """How often ``text`` appears in the whole log of ``name`` (server or host)."""
+        try:
+            return (self.tmp / f"{name}.log").read_text(errors="replace").count(text)
+        except OSError:
+            return 0
+
     def log(self, name: str) -> str:
         try:
             return (self.tmp / f"{name}.log").read_text(errors="replace")[-6000:]
@@ -164,6 +171,19 @@ class Cluster:
             timeout=timeout,
             what=f"nodes {names} {status}",
         )
+
+    def evals(self, job: str, triggered_by: str, node_id: str | None = None) -> list[Any]:
+        """The job's evaluations so triggered (for that node)."""
+        return [
+            e
+            for e in self.view.get(f"/v1/job/{job}/evaluations")
+            if e["triggered_by"] == triggered_by and node_id in (None, e["node_id"])
+        ]
+
+    def evals_done(self, job: str, triggered_by: str, node_id: str | None, more_than: int) -> bool:
+        """More than ``more_than`` such evaluations exist, and every one is done."""
+        evals = self.evals(job, triggered_by, node_id)
+        return len(evals) > more_than and all(e["status"] == "complete" for e in evals)
 
     def node_name(self, node_id: str) -> str:
         return str({n["id"]: n["name"] for n in self.view.get("/v1/nodes")}[node_id])
@@ -280,10 +300,14 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 
     def make(hosts: int = 3, heartbeat_ttl: float = 2.0, heartbeat_grace: float = 2.0) -> Cluster:
         net = netns.Network()
+        try:
+            net.create(hosts)  # picks the subnet the server's address is on
+        except BaseException:
+            net.destroy()
+            raise
         c = Cluster(tmp_path / f"c{len(made)}", net, heartbeat_ttl, heartbeat_grace)
         c.tmp.mkdir(parents=True)
         made.append(c)
-        net.create(hosts)
         c.start_server()
         for name in c.hosts:
             c.start_agent(name)
