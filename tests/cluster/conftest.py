@@ -96,9 +96,24 @@ class Cluster:
 
     def start_agent(self, name: str, *extra: str) -> None:
         """Start host's agent inside its namespace; returns once it has (re-)registered."""
+        self.wait_registered(self.spawn_agent(name, *extra))
+
+    def start_agents(self, names: list[str]) -> None:
+        """Start several hosts' agents at once; returns once every one has registered."""
+        waits = [self.spawn_agent(name) for name in names]
+        for registered in waits:
+            self.wait_registered(registered)
+
+    @staticmethod
+    def wait_registered(registered: tuple[str, Callable[[], bool]]) -> None:
+        name, check = registered
+        wait_until(check, timeout=30, what=f"agent {name} to register")
+
+    def spawn_agent(self, name: str, *extra: str) -> tuple[str, Callable[[], bool]]:
+        """Start host's agent inside its namespace; answers what says it has registered."""
         host = self.hosts[name]
         log = self.tmp / f"{name}.log"
-        before = self.log(name).count("registered node")
+        before = self.log_count(name, "registered node")
         rack = f"r{name.removeprefix('host')}"
         proc = self._spawn(
             [
@@ -125,9 +140,9 @@ class Cluster:
         def registered() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"agent {name} exited:\n{self.log(name)}")
-            return self.log(name).count("registered node") > before
+            return self.log_count(name, "registered node") > before
 
-        wait_until(registered, timeout=30, what=f"agent {name} to register")
+        return name, registered
 
     def add_host(self, *extra: str) -> str:
         """One more host (namespace ``host<N+1>``, rack ``r<N+1>``) and its agent, after the
@@ -309,8 +324,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         c.tmp.mkdir(parents=True)
         made.append(c)
         c.start_server()
-        for name in c.hosts:
-            c.start_agent(name)
+        c.start_agents(list(c.hosts))
         c.wait_nodes("ready", list(c.hosts))
         return c
 

@@ -125,6 +125,12 @@ def ctx_for(tmp_path: Path, alloc_id: str, node_id: str) -> Any:
     return make
 
 
+def _container_ids() -> set[str]:
+    """Every container's id, in one listing (containers.list() inspects each one, and fails
+    when another test removes one meanwhile)."""
+    return {str(c["Id"]) for c in CLIENT.api.containers(all=True)}
+
+
 def _container(handle: TaskHandle) -> Any:
     return CLIENT.containers.get(handle.state["container_id"])
 
@@ -479,7 +485,7 @@ async def test_cleanup_orphans(ctx_for: Any, alloc_id: str, node_id: str) -> Non
         removed = await asyncio.to_thread(cleanup_orphans, CLIENT, [alloc_id], node_id)
         assert other.name in removed
         assert _container(handle).status == "running"
-        live = {c.id for c in CLIENT.containers.list(all=True)}
+        live = _container_ids()
         assert unrelated.id in live and elsewhere.id in live and other.id not in live
         name = _container(handle).name
         removed = await asyncio.to_thread(cleanup_orphans, CLIENT, set(), node_id)
@@ -489,7 +495,7 @@ async def test_cleanup_orphans(ctx_for: Any, alloc_id: str, node_id: str) -> Non
     finally:
         unrelated.remove(force=True)
         elsewhere.remove(force=True)
-        if other.id in {c.id for c in CLIENT.containers.list(all=True)}:
+        if other.id in _container_ids():
             other.remove(force=True)
 
 

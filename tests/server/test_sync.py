@@ -601,6 +601,42 @@ async def test_alloc_gced_while_agent_away_then_server_restart(tmp_path: Path) -
         await shut_down(agent, client, server, store)
 
 
+async def test_an_agent_retries_an_absent_server_at_least_as_often_as_it_heartbeats(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server back from a restart counts TTL + grace from its start: an agent whose retries
+    backed off past its heartbeat interval would be marked down although it is fine."""
+    store = StateStore()
+    server = Server(store, ServerConfig(heartbeat_ttl=0.4, heartbeat_grace=0.4))
+    await server.start()
+    switch = Switch(create_app(server))
+    client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=switch), timeout=5)
+    agent = Agent(
+        AgentSettings(data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1"),
+        client,
+        drivers={"mock": MockDriver()},
+    )
+    await agent.start(http_addr="")
+    try:
+        async with asyncio.timeout(5):
+            await agent.registered.wait()
+        caplog.set_level("WARNING", logger="podium.agent")
+
+        def retries() -> list[float]:
+            return [
+                float(r.getMessage().rsplit("retrying in ", 1)[1].rstrip("s)"))
+                for r in caplog.records
+                if r.getMessage().startswith("cannot reach server")
+            ]
+
+        switch.down = True
+        await _until(lambda: len(retries()) >= 5, what="five retries")
+        assert max(retries()) <= 0.2  # the heartbeat interval: TTL / 2
+    finally:
+        switch.down = False
+        await shut_down(agent, client, server, store)
+
+
 def test_have_stays_short_enough_for_a_query_string(tmp_path: Path) -> None:
     from podium.agent import agent as agent_mod
 

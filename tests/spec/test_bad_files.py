@@ -77,7 +77,7 @@ def test_unknown_key_without_close_match_lists_allowed_fields() -> None:
         """
     )
     assert issue.path == "groups.g.tasks.t.resources.disk"
-    assert issue.hint == "allowed fields: cpu, memory"
+    assert issue.hint == "allowed fields: cpu, memory, memory_max, cpu_max"
     assert issue.line == 4
 
 
@@ -90,7 +90,7 @@ def test_suggestion_skips_fields_already_given() -> None:
             tasks: {t: {driver: mock, resources: {memory: 1, memroy: 2}}}
         """
     )
-    assert issue.hint == "allowed fields: cpu, memory"
+    assert issue.hint == "did you mean 'memory_max'?"  # not 'memory', which is there
 
 
 def test_wrong_type_names_the_line_and_the_value() -> None:
