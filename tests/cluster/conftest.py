@@ -224,6 +224,51 @@ class Cluster:
         return found
 
     # ------------------------------------------------------------------ cleanup
+    def reset(self) -> None:
+        """Back to a fresh cluster's state: every job purged and its tasks gone, every node
+        ready and eligible, no drain."""
+        for job in self.view.get("/v1/jobs"):
+            r = httpx.delete(
+                f"{self.addr}/v1/job/{job['id']}", params={"purge": "true"}, timeout=10
+            )
+            r.raise_for_status()
+        wait_until(
+            lambda: all(
+                a["client_status"] not in ("running", "pending")
+                for a in self.view.get("/v1/allocations")
+            ),
+            timeout=30,
+            what="every allocation to stop",
+        )
+        for n in self.view.get("/v1/nodes"):
+            if n["eligibility"] != "eligible":
+                r = httpx.put(
+                    f"{self.addr}/v1/node/{n['id']}/eligibility",
+                    json={"eligible": True},
+                    timeout=10,
+                )
+                r.raise_for_status()
+        self.wait_nodes("ready", list(self.hosts))
+        nodes = self.nodes().values()
+        assert all(n["eligibility"] == "eligible" and not n["drain"] for n in nodes), nodes
+        assert not self.view.get("/v1/jobs")
+        wait_until(
+            lambda: not self.live_task_pids_any(), timeout=30, what="every task process to exit"
+        )
+
+    def live_task_pids_any(self) -> list[int]:
+        """Live task processes of any job, on any host."""
+        found = []
+        for name, h in self.hosts.items():
+            for pid_file in self.agent_dir(name).rglob(".podium/pid"):
+                try:
+                    pid = int(pid_file.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if job_of(pid) is not None and h.owns_pid(pid):
+                    found.append(pid)
+        return found
+
     def cleanup(self) -> None:
         if self.server is not None and self.server.poll() is None:
             try:
@@ -305,28 +350,45 @@ def job_of(pid: int) -> str | None:
         return None
 
 
-@pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def start_cluster(
+    tmp: Path,
+    made: list[Cluster],
+    hosts: int = 3,
+    heartbeat_ttl: float = 2.0,
+    heartbeat_grace: float = 2.0,
+) -> Cluster:
+    """A started cluster in ``tmp``, added to ``made`` (to be cleaned up, even half-made)."""
+    net = netns.Network()
+    try:
+        net.create(hosts)  # picks the subnet the server's address is on
+    except BaseException:
+        net.destroy()
+        raise
+    c = Cluster(tmp, net, heartbeat_ttl, heartbeat_grace)
+    c.tmp.mkdir(parents=True, exist_ok=True)
+    made.append(c)
+    c.start_server()
+    c.start_agents(list(c.hosts))
+    c.wait_nodes("ready", list(c.hosts))
+    return c
+
+
+def _skip_without_netns() -> None:
     reason = netns.unavailable_reason()
     if reason:
         pytest.skip(reason)
     netns.clean_stale()
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    _skip_without_netns()
     made: list[Cluster] = []
 
     def make(hosts: int = 3, heartbeat_ttl: float = 2.0, heartbeat_grace: float = 2.0) -> Cluster:
-        net = netns.Network()
-        try:
-            net.create(hosts)  # picks the subnet the server's address is on
-        except BaseException:
-            net.destroy()
-            raise
-        c = Cluster(tmp_path / f"c{len(made)}", net, heartbeat_ttl, heartbeat_grace)
-        c.tmp.mkdir(parents=True)
-        made.append(c)
-        c.start_server()
-        c.start_agents(list(c.hosts))
-        c.wait_nodes("ready", list(c.hosts))
-        return c
+        return start_cluster(
+            tmp_path / f"c{len(made)}", made, hosts, heartbeat_ttl, heartbeat_grace
+        )
 
     try:
         yield make
@@ -338,3 +400,26 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 @pytest.fixture
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for a whole module whose tests only run jobs on it (mark the module
+    ``xdist_group``, so its tests share one worker and so this cluster); use it through
+    ``reset_cluster``."""
+    _skip_without_netns()
+    made: list[Cluster] = []
+    try:
+        yield start_cluster(tmp_path_factory.mktemp("cluster"), made)
+    finally:
+        for c in made:
+            c.cleanup()
+
+
+@pytest.fixture
+def reset_cluster(shared_cluster: Cluster) -> Iterator[Cluster]:
+    """The module's shared cluster, as a fresh one would be: no job, every node ready and
+    eligible (checked before the test, restored after it)."""
+    shared_cluster.reset()
+    yield shared_cluster
+    shared_cluster.reset()
