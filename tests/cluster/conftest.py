@@ -402,11 +402,16 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
 
 
-@pytest.fixture(scope="module")
+SHARED = "cluster-shared"
+"""The xdist_group of the tests that use ``reset_cluster``: one worker runs them all, so they
+share one cluster."""
+
+
+@pytest.fixture(scope="session")
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One cluster for a whole module whose tests only run jobs on it (mark the module
-    ``xdist_group``, so its tests share one worker and so this cluster); use it through
-    ``reset_cluster``."""
+    """One cluster for the tests that only run jobs on it (mark them
+    ``pytest.mark.xdist_group(SHARED)``, so they share one worker and so this cluster); use
+    it through ``reset_cluster``."""
     _skip_without_netns()
     made: list[Cluster] = []
     try:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Cluster, job_file
+from tests.cluster.conftest import SHARED, Cluster, job_file
 
-pytestmark = pytest.mark.xdist_group("cluster-placement")
+pytestmark = pytest.mark.xdist_group(SHARED)
 
 EXIT_PLACEMENT = 2
 PORT = 18080
