@@ -236,6 +236,10 @@ class _Udp(asyncio.DatagramProtocol):
             self.transport.sendto(answer, addr)
 
 
+ANY_PORT_TRIES = 5
+"""Ports tried for port 0 (a free UDP port whose TCP twin is taken is skipped)."""
+
+
 class DnsServer:
     """The catalog's DNS server: UDP and TCP on one address (port 0: a free one)."""
 
@@ -256,22 +260,27 @@ class DnsServer:
         self._conns: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Bind both sockets; raises OSError when the address is taken."""
+        """Bind both sockets; raises OSError when the address is taken.  With port 0, the
+        free UDP port may be taken for TCP: another free one is tried (a few times)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self.resolver), local_addr=(self.host, self.port), family=family
-        )
-        self._udp = udp
-        self.port = int(udp.get_extra_info("sockname")[1])
-        try:
-            self._tcp = await asyncio.start_server(
-                self._serve_tcp, self.host, self.port, family=family, reuse_address=True
+        wanted = self.port
+        for attempt in range(1 if wanted else ANY_PORT_TRIES):
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self.resolver), local_addr=(self.host, wanted), family=family
             )
-        except OSError:
-            udp.close()
-            self._udp = None
-            raise
+            self._udp = udp
+            self.port = int(udp.get_extra_info("sockname")[1])
+            try:
+                self._tcp = await asyncio.start_server(
+                    self._serve_tcp, self.host, self.port, family=family, reuse_address=True
+                )
+                break
+            except OSError:
+                udp.close()
+                self._udp = None
+                if wanted or attempt == ANY_PORT_TRIES - 1:
+                    raise
         domain = str(self.resolver.domain).rstrip(".")
         log.info("DNS: serving *.service.%s on %s:%d", domain, self.host, self.port)
 
