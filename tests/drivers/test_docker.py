@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from podium.drivers import docker as docker_driver
 from podium.drivers.base import TaskContext, TaskHandle
 from podium.drivers.cgroups import core_mhz
 from podium.drivers.docker import (
@@ -62,6 +63,14 @@ def _engine() -> tuple[Any, str | None]:
 
 CLIENT, SKIP = _engine()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+
+@pytest.fixture(autouse=True)
+def logs_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``wait`` gives the log followers LOG_DRAIN (5 s) to deliver a container's last lines;
+    a busy engine can take longer, and the tests read the files right after ``wait``: here
+    it waits for them (they end once every line is in the file)."""
+    monkeypatch.setattr(docker_driver, "LOG_DRAIN", 120.0)
 
 
 @pytest.fixture
