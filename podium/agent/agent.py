@@ -304,7 +304,9 @@ class Agent:
             except Exception as exc:
                 log.warning("cannot reach server: %s (retrying in %.1fs)", exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # never slower than the heartbeats themselves: a server back from a restart
+                # counts the TTL (+ grace) from its start, and a short TTL must be met
+                backoff = min(backoff * 2, 5.0, max(0.2, self.heartbeat_ttl / 2))
 
     # ---------------------------------------------------------------- allocations
     async def _sync_loop(self) -> None:

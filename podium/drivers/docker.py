@@ -191,17 +191,21 @@ def cleanup_orphans(
         node = (labels or {}).get(LABEL_NODE)
         return node_id is None or node is None or node == node_id
 
-    for c in client.containers.list(all=True, filters={"label": LABEL_ALLOC}):
-        if c.labels.get(LABEL_ALLOC) in live or not ours(c.labels):
+    # The listing itself, not one inspect per container (containers.list() does that): a
+    # container removed meanwhile (by another agent on the same engine) is no error.
+    for c in client.api.containers(all=True, filters={"label": LABEL_ALLOC}):
+        labels = c.get("Labels") or {}
+        if labels.get(LABEL_ALLOC) in live or not ours(labels):
             continue
+        name = str((c.get("Names") or ["/" + str(c["Id"])[:12]])[0]).lstrip("/")
         try:
-            c.remove(force=True)
+            client.api.remove_container(c["Id"], force=True)
         except errors.NotFound:
             pass
         except errors.APIError as exc:
-            log.warning("could not remove orphaned container %s: %s", c.name, exc)
+            log.warning("could not remove orphaned container %s: %s", name, exc)
             continue
-        removed.append(str(c.name))
+        removed.append(name)
     remove = remove_network or remove_network_if_unused
     for net in client.api.networks(filters={"label": LABEL_MANAGED}):
         name = str(net.get("Name", ""))

@@ -126,8 +126,10 @@ async def test_refused_connection_says_how_to_start_a_server() -> None:
 
 
 async def test_slow_answer_is_a_timeout() -> None:
+    release = asyncio.Event()
+
     async def slow(request: Request) -> JSONResponse:
-        await asyncio.sleep(2)
+        await release.wait()  # answers only once the test is over
         return JSONResponse({})
 
     http, task, address = await _serve(Starlette(routes=[Route("/v1/status", slow)]))
@@ -136,5 +138,6 @@ async def test_slow_answer_is_a_timeout() -> None:
             with pytest.raises(ServerUnreachable, match="did not answer in time"):
                 await c.status()
     finally:
+        release.set()
         http.should_exit = True
         await task

@@ -96,9 +96,24 @@ class Cluster:
 
     def start_agent(self, name: str, *extra: str) -> None:
         """Start host's agent inside its namespace; returns once it has (re-)registered."""
+        self.wait_registered(self.spawn_agent(name, *extra))
+
+    def start_agents(self, names: list[str]) -> None:
+        """Start several hosts' agents at once; returns once every one has registered."""
+        waits = [self.spawn_agent(name) for name in names]
+        for registered in waits:
+            self.wait_registered(registered)
+
+    @staticmethod
+    def wait_registered(registered: tuple[str, Callable[[], bool]]) -> None:
+        name, check = registered
+        wait_until(check, timeout=30, what=f"agent {name} to register")
+
+    def spawn_agent(self, name: str, *extra: str) -> tuple[str, Callable[[], bool]]:
+        """Start host's agent inside its namespace; answers what says it has registered."""
         host = self.hosts[name]
         log = self.tmp / f"{name}.log"
-        before = self.log(name).count("registered node")
+        before = self.log_count(name, "registered node")
         rack = f"r{name.removeprefix('host')}"
         proc = self._spawn(
             [
@@ -125,9 +140,9 @@ class Cluster:
         def registered() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"agent {name} exited:\n{self.log(name)}")
-            return self.log(name).count("registered node") > before
+            return self.log_count(name, "registered node") > before
 
-        wait_until(registered, timeout=30, what=f"agent {name} to register")
+        return name, registered
 
     def add_host(self, *extra: str) -> str:
         """One more host (namespace ``host<N+1>``, rack ``r<N+1>``) and its agent, after the
@@ -140,6 +155,13 @@ class Cluster:
         proc = self.agents[name]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+    def log_count(self, name: str, text: str) -> int:
+        """How often ``text`` appears in the whole log of ``name`` (server or host)."""
+        try:
+            return (self.tmp / f"{name}.log").read_text(errors="replace").count(text)
+        except OSError:
+            return 0
 
     def log(self, name: str) -> str:
         try:
@@ -165,6 +187,19 @@ class Cluster:
             what=f"nodes {names} {status}",
         )
 
+    def evals(self, job: str, triggered_by: str, node_id: str | None = None) -> list[Any]:
+        """The job's evaluations so triggered (for that node)."""
+        return [
+            e
+            for e in self.view.get(f"/v1/job/{job}/evaluations")
+            if e["triggered_by"] == triggered_by and node_id in (None, e["node_id"])
+        ]
+
+    def evals_done(self, job: str, triggered_by: str, node_id: str | None, more_than: int) -> bool:
+        """More than ``more_than`` such evaluations exist, and every one is done."""
+        evals = self.evals(job, triggered_by, node_id)
+        return len(evals) > more_than and all(e["status"] == "complete" for e in evals)
+
     def node_name(self, node_id: str) -> str:
         return str({n["id"]: n["name"] for n in self.view.get("/v1/nodes")}[node_id])
 
@@ -189,6 +224,51 @@ class Cluster:
         return found
 
     # ------------------------------------------------------------------ cleanup
+    def reset(self) -> None:
+        """Back to a fresh cluster's state: every job purged and its tasks gone, every node
+        ready and eligible, no drain."""
+        for job in self.view.get("/v1/jobs"):
+            r = httpx.delete(
+                f"{self.addr}/v1/job/{job['id']}", params={"purge": "true"}, timeout=10
+            )
+            r.raise_for_status()
+        wait_until(
+            lambda: all(
+                a["client_status"] not in ("running", "pending")
+                for a in self.view.get("/v1/allocations")
+            ),
+            timeout=30,
+            what="every allocation to stop",
+        )
+        for n in self.view.get("/v1/nodes"):
+            if n["eligibility"] != "eligible":
+                r = httpx.put(
+                    f"{self.addr}/v1/node/{n['id']}/eligibility",
+                    json={"eligible": True},
+                    timeout=10,
+                )
+                r.raise_for_status()
+        self.wait_nodes("ready", list(self.hosts))
+        nodes = self.nodes().values()
+        assert all(n["eligibility"] == "eligible" and not n["drain"] for n in nodes), nodes
+        assert not self.view.get("/v1/jobs")
+        wait_until(
+            lambda: not self.live_task_pids_any(), timeout=30, what="every task process to exit"
+        )
+
+    def live_task_pids_any(self) -> list[int]:
+        """Live task processes of any job, on any host."""
+        found = []
+        for name, h in self.hosts.items():
+            for pid_file in self.agent_dir(name).rglob(".podium/pid"):
+                try:
+                    pid = int(pid_file.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if job_of(pid) is not None and h.owns_pid(pid):
+                    found.append(pid)
+        return found
+
     def cleanup(self) -> None:
         if self.server is not None and self.server.poll() is None:
             try:
@@ -270,25 +350,45 @@ def job_of(pid: int) -> str | None:
         return None
 
 
-@pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def start_cluster(
+    tmp: Path,
+    made: list[Cluster],
+    hosts: int = 3,
+    heartbeat_ttl: float = 2.0,
+    heartbeat_grace: float = 2.0,
+) -> Cluster:
+    """A started cluster in ``tmp``, added to ``made`` (to be cleaned up, even half-made)."""
+    net = netns.Network()
+    try:
+        net.create(hosts)  # picks the subnet the server's address is on
+    except BaseException:
+        net.destroy()
+        raise
+    c = Cluster(tmp, net, heartbeat_ttl, heartbeat_grace)
+    c.tmp.mkdir(parents=True, exist_ok=True)
+    made.append(c)
+    c.start_server()
+    c.start_agents(list(c.hosts))
+    c.wait_nodes("ready", list(c.hosts))
+    return c
+
+
+def _skip_without_netns() -> None:
     reason = netns.unavailable_reason()
     if reason:
         pytest.skip(reason)
     netns.clean_stale()
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    _skip_without_netns()
     made: list[Cluster] = []
 
     def make(hosts: int = 3, heartbeat_ttl: float = 2.0, heartbeat_grace: float = 2.0) -> Cluster:
-        net = netns.Network()
-        c = Cluster(tmp_path / f"c{len(made)}", net, heartbeat_ttl, heartbeat_grace)
-        c.tmp.mkdir(parents=True)
-        made.append(c)
-        net.create(hosts)
-        c.start_server()
-        for name in c.hosts:
-            c.start_agent(name)
-        c.wait_nodes("ready", list(c.hosts))
-        return c
+        return start_cluster(
+            tmp_path / f"c{len(made)}", made, hosts, heartbeat_ttl, heartbeat_grace
+        )
 
     try:
         yield make
@@ -300,3 +400,31 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 @pytest.fixture
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
+
+
+SHARED = "cluster-shared"
+"""The xdist_group of the tests that use ``reset_cluster``: one worker runs them all, so they
+share one cluster."""
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for the tests that only run jobs on it (mark them
+    ``pytest.mark.xdist_group(SHARED)``, so they share one worker and so this cluster); use
+    it through ``reset_cluster``."""
+    _skip_without_netns()
+    made: list[Cluster] = []
+    try:
+        yield start_cluster(tmp_path_factory.mktemp("cluster"), made)
+    finally:
+        for c in made:
+            c.cleanup()
+
+
+@pytest.fixture
+def reset_cluster(shared_cluster: Cluster) -> Iterator[Cluster]:
+    """The module's shared cluster, as a fresh one would be: no job, every node ready and
+    eligible (checked before the test, restored after it)."""
+    shared_cluster.reset()
+    yield shared_cluster
+    shared_cluster.reset()

@@ -7,14 +7,17 @@ Layout for one run (``N`` is this run's subnet, ``P`` this test process's pid)::
       ├─ veth pd<P>v2 ══ eth0 in netns pd<P>-h2 (10.88.N.12)
       └─ ...
 
-Every name carries the pid of the test process that made it, so parallel runs don't clash, and
-objects left by a dead run (pid no longer alive) are removed at the next start. Only addresses
-this module created (10.88.N.x) and loopback ever receive traffic.
+Every name carries the pid of the test process that made it, so parallel runs (and the
+pytest-xdist workers of one run) don't clash, and objects left by a dead run (pid no longer
+alive) are removed at the next start. A subnet is picked and claimed (the bridge's address)
+under a lock file, so two processes never take the same one. Only addresses this module
+created (10.88.N.x) and loopback ever receive traffic.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import os
 import re
@@ -22,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psutil
@@ -134,11 +138,30 @@ class Host:
         return ["ip", "netns", "exec", self.netns]
 
 
+LOCK = (
+    "/run/lock/podium-tests-netns.lock"
+    if os.path.isdir("/run/lock")
+    else "/tmp/podium-tests-netns.lock"
+)
+"""Held while a subnet is picked and claimed."""
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    with open(LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @dataclass
 class Network:
     """A bridge in the root namespace and hosts as namespaces wired to it."""
 
-    subnet: int = field(default_factory=_pick_subnet)
+    subnet: int = 0
+    """10.88.<subnet>.0/24, picked by create()."""
     tag: str = field(default_factory=lambda: str(os.getpid()))
     hosts: dict[str, Host] = field(default_factory=dict)
 
@@ -154,8 +177,10 @@ class Network:
     def create(self, count: int) -> None:
         """Make the bridge and ``count`` hosts (one Network at a time per test process)."""
         clean_stale(own=True)
-        ip("link", "add", self.bridge, "type", "bridge")
-        ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        with _locked():
+            self.subnet = _pick_subnet()
+            ip("link", "add", self.bridge, "type", "bridge")
+            ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
         for i in range(1, count + 1):
             self.add_host(i)

@@ -7,7 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.cluster.conftest import Cluster
+import pytest
+
+from tests.cluster.conftest import SHARED, Cluster
 from tests.e2e.conftest import PODIUM, write_job
 
 SLEEPER = """
@@ -29,7 +31,9 @@ def run_sleeper(cluster: Cluster, tmp_path: Path, name: str, count: int) -> None
     cluster.view.wait_running(name, count, timeout=30)
 
 
-def test_agents_register_and_a_job_spreads(cluster: Cluster, tmp_path: Path) -> None:
+@pytest.mark.xdist_group(SHARED)
+def test_agents_register_and_a_job_spreads(reset_cluster: Cluster, tmp_path: Path) -> None:
+    cluster = reset_cluster  # only runs a job: the shared cluster does
     table = cluster.view.cli("node", "status", check=True).stdout
     for name in ("host1", "host2", "host3"):
         assert name in table

@@ -3,6 +3,9 @@
 Every job here goes through the CLI; where it lands is read back from the API.  A job the
 scheduler cannot place (wholly or partly) makes `podium job run` exit 2 and print the scheduler's
 reasons, which are checked word for word (see podium/scheduler/README.md).
+
+The tests only run jobs, so they share one cluster (``reset_cluster``: no job, every node
+eligible, before and after each) and one pytest-xdist worker: one cluster start, not nine.
 """
 
 from __future__ import annotations
@@ -12,10 +15,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.conftest import Cluster, job_file
+import pytest
+
+from tests.cluster.conftest import SHARED, Cluster, job_file
+
+pytestmark = pytest.mark.xdist_group(SHARED)
 
 EXIT_PLACEMENT = 2
 PORT = 18080
+
+
+@pytest.fixture
+def cluster(reset_cluster: Cluster) -> Cluster:
+    return reset_cluster
 
 
 def hosts_of(cluster: Cluster, job: str) -> list[str]:

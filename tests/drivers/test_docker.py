@@ -1,11 +1,11 @@
 """The docker driver against a real Docker Engine (skipped, with the reason, when none answers).
 
-The image is ``podium-test/busybox:1``, built locally (no registry needed)::
+The image is ``podium-test/busybox:1``, built locally (no registry needed) by
+``scripts/test-image``, which ``scripts/test`` and ``.ci/run`` run first: a static busybox in
+an empty root filesystem, each applet a relative symlink to it (so ``sh`` runs inside).
 
-    mkdir -p rootfs/bin && cp /bin/busybox rootfs/bin/ && rootfs/bin/busybox --install rootfs/bin
-    tar -C rootfs -c . | docker import - podium-test/busybox:1
-
-(``.ci/run`` does this.)
+Each test is its own node (``node_id``): cleanup_orphans() in one test never touches the
+containers and networks of another running at the same time on another pytest-xdist worker.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from podium.drivers import docker as docker_driver
 from podium.drivers.base import TaskContext, TaskHandle
 from podium.drivers.cgroups import core_mhz
 from podium.drivers.docker import (
@@ -55,7 +57,7 @@ def _engine() -> tuple[Any, str | None]:
     try:
         client.images.get(IMAGE)
     except Exception as exc:
-        return None, f"test image {IMAGE} is missing (.ci/run builds it): {exc}"
+        return None, f"test image {IMAGE} is missing (run scripts/test-image): {exc}"
     return client, None
 
 
@@ -63,10 +65,18 @@ CLIENT, SKIP = _engine()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
+@pytest.fixture(autouse=True)
+def logs_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``wait`` gives the log followers LOG_DRAIN (5 s) to deliver a container's last lines;
+    a busy engine can take longer, and the tests read the files right after ``wait``: here
+    it waits for them (they end once every line is in the file)."""
+    monkeypatch.setattr(docker_driver, "LOG_DRAIN", 120.0)
+
+
 @pytest.fixture
-def alloc_id(request: pytest.FixtureRequest) -> Iterator[str]:
+def alloc_id() -> Iterator[str]:
     """A fresh allocation id per test; every container labelled with it is removed afterwards."""
-    aid = f"test-{int(time.time() * 1000) % 10**9}-{abs(hash(request.node.name)) % 10**6}"
+    aid = f"test-{uuid.uuid4().hex[:12]}"
     yield aid
     for c in CLIENT.containers.list(all=True, filters={"label": f"{LABEL_ALLOC}={aid}"}):
         c.remove(force=True)
@@ -76,7 +86,13 @@ def alloc_id(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def ctx_for(tmp_path: Path, alloc_id: str) -> Any:
+def node_id(alloc_id: str) -> str:
+    """The node the test's containers and networks belong to: its own."""
+    return f"node-{alloc_id}"
+
+
+@pytest.fixture
+def ctx_for(tmp_path: Path, alloc_id: str, node_id: str) -> Any:
     counter = iter(range(1000))
 
     def make(
@@ -103,7 +119,7 @@ def ctx_for(tmp_path: Path, alloc_id: str) -> Any:
             job_id="job1",
             group="web",
             alloc_index=0,
-            node_id="node",
+            node_id=node_id,
             config=DockerConfig.model_validate(config),
             env={"PATH": "/host/only", "PODIUM_ALLOC_ID": alloc_id, "PODIUM_TASK_NAME": name},
             resources=Resources(cpu=100, memory=memory, memory_max=memory_max, cpu_max=cpu_max),
@@ -116,6 +132,12 @@ def ctx_for(tmp_path: Path, alloc_id: str) -> Any:
         )
 
     return make
+
+
+def _container_ids() -> set[str]:
+    """Every container's id, in one listing (containers.list() inspects each one, and fails
+    when another test removes one meanwhile)."""
+    return {str(c["Id"]) for c in CLIENT.api.containers(all=True)}
 
 
 def _container(handle: TaskHandle) -> Any:
@@ -158,7 +180,7 @@ async def test_exit_future_is_the_containers_own(ctx_for: Any) -> None:
     await driver.destroy(handle)
 
 
-async def test_env_labels_limits_and_name(ctx_for: Any, alloc_id: str) -> None:
+async def test_env_labels_limits_and_name(ctx_for: Any, alloc_id: str, node_id: str) -> None:
     driver = DockerDriver()
     ctx = ctx_for(
         "env",
@@ -184,7 +206,7 @@ async def test_env_labels_limits_and_name(ctx_for: Any, alloc_id: str) -> None:
         "podium.job_id": "job1",
         "podium.group": "web",
         "podium.task": ctx.task_name,
-        "podium.node_id": "node",
+        "podium.node_id": node_id,
     }
     host = c.attrs["HostConfig"]
     parent = handle.state["oom_parent"]
@@ -456,33 +478,33 @@ async def test_stats(ctx_for: Any) -> None:
     await driver.destroy(handle)
 
 
-async def test_cleanup_orphans(ctx_for: Any, alloc_id: str) -> None:
+async def test_cleanup_orphans(ctx_for: Any, alloc_id: str, node_id: str) -> None:
     driver = DockerDriver()
     handle = await driver.start(ctx_for(LOOP))
     other = CLIENT.containers.create(
         IMAGE,
         ["/bin/sh", "-c", "sleep 60"],
-        labels={LABEL_ALLOC: "not-" + alloc_id, LABEL_NODE: "node"},
+        labels={LABEL_ALLOC: "not-" + alloc_id, LABEL_NODE: node_id},
     )
     elsewhere = CLIENT.containers.create(  # another agent's on the same engine
         IMAGE, ["/bin/true"], labels={LABEL_ALLOC: "x-" + alloc_id, LABEL_NODE: "other-node"}
     )
     unrelated = CLIENT.containers.create(IMAGE, ["/bin/true"])
     try:
-        removed = await asyncio.to_thread(cleanup_orphans, CLIENT, [alloc_id], "node")
+        removed = await asyncio.to_thread(cleanup_orphans, CLIENT, [alloc_id], node_id)
         assert other.name in removed
         assert _container(handle).status == "running"
-        live = {c.id for c in CLIENT.containers.list(all=True)}
+        live = _container_ids()
         assert unrelated.id in live and elsewhere.id in live and other.id not in live
         name = _container(handle).name
-        removed = await asyncio.to_thread(cleanup_orphans, CLIENT, set(), "node")
+        removed = await asyncio.to_thread(cleanup_orphans, CLIENT, set(), node_id)
         assert name in removed
         result = await asyncio.wait_for(driver.wait(handle), 10)
         assert result.error is not None or result.exit_code == 137
     finally:
         unrelated.remove(force=True)
         elsewhere.remove(force=True)
-        if other.id in {c.id for c in CLIENT.containers.list(all=True)}:
+        if other.id in _container_ids():
             other.remove(force=True)
 
 
@@ -524,7 +546,7 @@ async def test_oom_fallback_reads_the_engines_event(ctx_for: Any) -> None:
 
 # --------------------------------------------------------------------------- networks
 async def test_containers_reach_each_other_by_alias_on_project_networks(
-    ctx_for: Any, alloc_id: str
+    ctx_for: Any, alloc_id: str, node_id: str
 ) -> None:
     """Two containers of one project on one node: the backend reaches ``db`` by name.
 
@@ -562,7 +584,7 @@ async def test_containers_reach_each_other_by_alias_on_project_networks(
             assert net["Labels"] == {
                 LABEL_MANAGED: "true",
                 LABEL_PROJECT: project,
-                LABEL_NODE: "node",
+                LABEL_NODE: node_id,
             }
         attached = _container(backend).attrs["NetworkSettings"]["Networks"]
         assert set(attached) == {front, back}
@@ -585,10 +607,12 @@ async def test_containers_reach_each_other_by_alias_on_project_networks(
                         CLIENT.api.remove_network(n["Id"])
 
 
-async def test_networks_of_others_are_kept_and_orphans_removed(ctx_for: Any, alloc_id: str) -> None:
+async def test_networks_of_others_are_kept_and_orphans_removed(
+    ctx_for: Any, alloc_id: str, node_id: str
+) -> None:
     own = CLIENT.networks.create(f"op{abs(hash(alloc_id)) % 10**8}")  # an operator's network
     stale = CLIENT.networks.create(
-        f"stale{abs(hash(alloc_id)) % 10**8}", labels={LABEL_MANAGED: "true", LABEL_NODE: "node"}
+        f"stale{abs(hash(alloc_id)) % 10**8}", labels={LABEL_MANAGED: "true", LABEL_NODE: node_id}
     )
     foreign = CLIENT.networks.create(  # another node's (agents sharing an engine)
         f"foreign{abs(hash(alloc_id)) % 10**8}",
@@ -600,7 +624,7 @@ async def test_networks_of_others_are_kept_and_orphans_removed(ctx_for: Any, all
         assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
         await driver.destroy(handle)
         own.reload()  # not Podium's: stays
-        removed = await asyncio.to_thread(cleanup_orphans, CLIENT, [alloc_id], "node")
+        removed = await asyncio.to_thread(cleanup_orphans, CLIENT, [alloc_id], node_id)
         assert f"network {stale.name}" in removed
         assert f"network {own.name}" not in removed
         assert f"network {foreign.name}" not in removed

@@ -252,8 +252,14 @@ async def test_stats(driver: RawExecDriver, make_ctx: MakeCtx) -> None:
     handle = await driver.start(make_ctx("sh", ["-c", "while :; do :; done"]))
     await driver.task_pid(handle)
     await driver.stats(handle)
-    await asyncio.sleep(0.6)  # past the driver's shared /proc scan cache (0.5 s)
-    stats = await driver.stats(handle)
+    # CPU is a rate between two samples, and the driver's /proc scan is cached for 0.5 s: sample
+    # past the cache until the busy loop shows (a loaded box may give it little CPU at first)
+    deadline = time.monotonic() + 20
+    while True:
+        await asyncio.sleep(0.6)
+        stats = await driver.stats(handle)
+        if stats.cpu_percent > 10 or time.monotonic() > deadline:
+            break
     assert stats.memory_rss_bytes > 100_000
     assert stats.cpu_percent > 10
     await driver.stop(handle, "SIGKILL", 0)

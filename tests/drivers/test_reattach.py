@@ -187,8 +187,10 @@ async def test_a_second_start_replaces_a_forgotten_first(base_dir: Path) -> None
     task_dir = base_dir / "twice"
     forgotten = start_detached(task_dir, "sleep", "30")
     old_shim, old_task = forgotten.state["shim_pid"], forgotten.state["task_pid"]
-    again = start_detached(task_dir, "sh", "-c", "sleep 0.3; exit 3")
-    await until(lambda: not alive(old_task) and not alive(old_shim))
+    # the second runs until the test says go (a timed one may be over before it is recovered)
+    again = start_detached(task_dir, "sh", "-c", WAIT_FOR_GO.replace("exit 7", "exit 3"))
+    await until(lambda: not alive(old_task) and not alive(old_shim), timeout=10)
     driver = RawExecDriver()
     assert await driver.recover(again)
-    assert (await asyncio.wait_for(driver.wait(again), 3)).exit_code == 3
+    (task_dir / "go").touch()
+    assert (await asyncio.wait_for(driver.wait(again), 10)).exit_code == 3

@@ -19,9 +19,12 @@ def _engine() -> tuple[Any, str | None]:
 
         client = docker.from_env(timeout=5)
         client.version()
+    except Exception as exc:
+        return None, f"no Docker Engine answers: {exc}"
+    try:
         client.images.get(IMAGE)
     except Exception as exc:
-        return None, f"no Docker Engine with {IMAGE} answers: {exc}"
+        return None, f"test image {IMAGE} is missing (run scripts/test-image): {exc}"
     return client, None
 
 

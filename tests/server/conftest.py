@@ -21,7 +21,7 @@ from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
 from podium.drivers.mock import MockDriver
-from podium.models import Allocation, ClientStatus, JobSpec
+from podium.models import Allocation, ClientStatus, EvalStatus, JobSpec
 from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.state import StateStore
@@ -68,6 +68,14 @@ class Cluster:
                 return value
             await asyncio.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what or cond}")
+
+    async def settled(self, job: str) -> None:
+        """Wait until none of the job's evaluations is pending: what the scheduler will do
+        about what has happened so far, it has done."""
+        await self.until(
+            lambda: all(e.status != EvalStatus.PENDING for e in self.store.evals_by_job(job)),
+            what=f"{job}'s evaluations to be processed",
+        )
 
     def allocs(self, job: str) -> list[Allocation]:
         return self.store.allocs_by_job(job)

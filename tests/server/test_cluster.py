@@ -61,7 +61,7 @@ async def test_failed_allocation_is_rescheduled(cluster: Cluster) -> None:
     allocs = sorted(cluster.allocs("web"), key=lambda a: a.create_index)
     assert allocs[1].previous_allocation == allocs[0].id
     # attempts exhausted: no third allocation
-    await asyncio.sleep(0.3)
+    await cluster.settled("web")
     assert len(cluster.allocs("web")) == 2
 
 
@@ -128,7 +128,7 @@ async def test_batch_job_completes_and_is_not_replaced(cluster: Cluster) -> None
         ),
         what="2 complete",
     )
-    await asyncio.sleep(0.2)
+    await cluster.settled("web")
     assert len(cluster.allocs("web")) == 2
 
 
@@ -218,9 +218,10 @@ async def test_drain_deadline_stops_batch_work(cluster: Cluster) -> None:
     await cluster.run(mock_job("crunch", count=1, job_type="batch", run_for="1h"))
     await cluster.until(lambda: len(cluster.running("crunch")) == 1, what="batch running")
     cluster.server.config.drain_interval = 0.05
-    await cluster.client.drain_node(a0.node_id, deadline="300ms")
-    await asyncio.sleep(0.1)
-    assert len(cluster.running("crunch")) == 1  # batch work may finish until the deadline
+    await cluster.client.drain_node(a0.node_id, deadline="1s")
+    # batch work may finish until the deadline
+    assert len(cluster.running("crunch")) == 1
+    assert cluster.allocs("crunch")[0].desired_status == "run"
     await cluster.until(
         lambda: not cluster.store.node(a0.node_id).drain,  # type: ignore[union-attr]
         what="drain done",

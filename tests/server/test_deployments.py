@@ -6,13 +6,12 @@ with a short min_healthy_time, so a rollout takes a fraction of a second.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from podium.errors import APIError
-from podium.models import ClientStatus, DeploymentStatus, DesiredStatus
+from podium.models import ClientStatus, DeploymentStatus, DesiredStatus, EvalStatus
 from tests.server.conftest import Cluster
 
 
@@ -212,8 +211,16 @@ async def test_healthy_canaries_wait_for_a_person_past_the_progress_deadline(
     await _deployed(cluster, 0, DeploymentStatus.SUCCESSFUL)
     await cluster.run(_job("2", **quick))
     dep = await _healthy_canary(cluster)
-    await asyncio.sleep(1.5)  # past the progress deadline
-    cluster.server.deployments_tick()
+    deadline = dep.groups["g"].require_progress_by
+    assert deadline is not None
+    # the watcher looks once the deadline has passed (the server's clock, moved for that look
+    # only: the heartbeats keep the real one)
+    real_clock = cluster.server.clock
+    cluster.server.clock = lambda: deadline + 1.0
+    try:
+        cluster.server.deployments_tick()
+    finally:
+        cluster.server.clock = real_clock
     waiting = cluster.store.deployment(dep.id)
     assert waiting is not None and waiting.status == DeploymentStatus.RUNNING
     await cluster.client.promote_deployment(dep.id)
@@ -246,9 +253,17 @@ async def test_a_failed_rollback_does_not_go_back_further(cluster: Cluster) -> N
     await cluster.run(_job("3", start_error="broken", auto_revert=True))
     await _deployed(cluster, 2, DeploymentStatus.FAILED)
     rollback = await _deployed(cluster, 3, DeploymentStatus.RUNNING)  # version 1's spec
-    cluster.server.fail_deployment(rollback.id)
+    eval_id, _ = cluster.server.fail_deployment(rollback.id)
     failed = cluster.store.deployment(rollback.id)
     assert failed is not None and "not rolled back" in failed.status_description
-    await asyncio.sleep(0.3)
+    # once the failure's evaluation is done and the watcher has looked again, still no revert
+    await cluster.until(
+        lambda: (
+            (ev := cluster.store.evaluation(eval_id)) is not None
+            and ev.status == EvalStatus.COMPLETE
+        ),
+        what="the failure's evaluation",
+    )
+    cluster.server.deployments_tick()
     job = cluster.store.job("web")
     assert job is not None and job.version == 3  # no version 4 going back to version 0

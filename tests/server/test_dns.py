@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -155,3 +157,28 @@ async def test_a_taken_port_is_an_error(store: StateStore, dns: DnsServer) -> No
     other = DnsServer(store, "127.0.0.1", dns.port)
     with pytest.raises(OSError):
         await other.start()
+
+
+async def test_port_0_skips_a_free_udp_port_whose_tcp_twin_is_taken(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = asyncio.start_server
+    tried: list[int] = []
+
+    async def taken_once(*args: Any, **kwargs: Any) -> asyncio.Server:
+        tried.append(args[2])
+        if len(tried) == 1:  # another process holds this TCP port
+            raise OSError(errno.EADDRINUSE, "address already in use")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "start_server", taken_once)
+    server = DnsServer(store, "127.0.0.1", 0)
+    await server.start()
+    try:
+        assert len(tried) == 2 and server.port == tried[1]
+        reply = await ask(server, "web.service.podium", tcp=True)
+        assert reply.header.rcode == RCODE.NOERROR
+        reply = await ask(server, "web.service.podium")
+        assert reply.header.rcode == RCODE.NOERROR
+    finally:
+        await server.stop()

@@ -373,9 +373,16 @@ async def test_a_task_slow_to_start_reports_on_its_own(
     driver = GatedDriver()
     async with one_node(tmp_path, driver) as c:
         try:
+            sync_path = f"/v1/client/node/{c.agent.node_id}/allocations"
+
+            def syncs() -> int:
+                return sum(path == sync_path for _method, path in c.recorder.requests)
+
             await c.client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
             await _until(lambda: c.agent.runners, what="a runner")
-            await asyncio.sleep(0.5)  # past FIRST_REPORT_WAIT: the sync went out and is parked
+            before = syncs()
+            # past FIRST_REPORT_WAIT, the next sync goes out (and is parked) without the state
+            await _until(lambda: syncs() > before, what="the next sync")
             assert not c.agent._gathering
             driver.gate.set()
             await _until(lambda: c.running("web"), what="running")
@@ -388,11 +395,14 @@ async def test_a_report_the_server_keeps_refusing_does_not_stop_syncs(tmp_path: 
     """One allocation's report fails on the server every time: the node still hears of new
     allocations (the sync carries reports once, not on its retries) and runs them."""
     bad: set[str] = set()
+    refused: list[set[str]] = []  # the allocations of each refused report
     async with one_node(tmp_path) as c:
         inner = c.server.client_update_many
 
         def refusing(reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
-            if any(u.id in bad for _node, updates in reports for u in updates):
+            ids = {u.id for _node, updates in reports for u in updates}
+            if ids & bad:
+                refused.append(ids)
                 raise RuntimeError("this report cannot be written")
             return inner(reports)
 
@@ -404,7 +414,11 @@ async def test_a_report_the_server_keeps_refusing_does_not_stop_syncs(tmp_path: 
         agent.mark_dirty(agent.runners[first])  # its report is refused from now on
         await c.client.register_job(JobSpec.model_validate(mock_job("api", count=1)))
         await _until(lambda: len(agent.runners) == 2, what="api's allocation on the node")
-        await asyncio.sleep(0.5)  # the sync carrying api's first state has been refused
+        (api,) = set(agent.runners) - {first}
+        await _until(
+            lambda: any(api in ids for ids in refused),
+            what="a refused report carrying api's first state",
+        )
         await c.client.register_job(JobSpec.model_validate(mock_job("db", count=1)))
         await _until(lambda: len(agent.runners) == 3, what="db's allocation on the node")
         bad.clear()
@@ -513,13 +527,19 @@ class Switch:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.down = False
+        self.in_flight = 0
+        """Requests let through and not answered yet (a parked blocking query)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.down and scope["type"] == "http":
             await send({"type": "http.response.start", "status": 503, "headers": []})
             await send({"type": "http.response.body", "body": b"away"})
             return
-        await self.app(scope, receive, send)
+        self.in_flight += scope["type"] == "http"
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= scope["type"] == "http"
 
 
 async def _until(pred: Any, timeout: float = 10.0, what: str = "") -> Any:
@@ -555,11 +575,15 @@ async def test_alloc_gced_while_agent_away_then_server_restart(tmp_path: Path) -
         await client.register_job(JobSpec.model_validate(mock_job("web", count=1)))
         await _until(lambda: agent.runners, what="runner")
         (alloc_id,) = list(agent.runners)
-        await asyncio.sleep(0.5)
+        await _until(
+            lambda: (a := store.alloc(alloc_id)) is not None and a.client_status == "running",
+            what="the allocation running",
+        )
         # the agent is cut off; meanwhile the allocation is collected (GC of a lost /
         # stopped allocation), and the server restarts
         switch.down = True
-        await asyncio.sleep(1.5)  # the in-flight blocking query ends first
+        # the blocking query in flight ends first (else it would tell the agent at once)
+        await _until(lambda: switch.in_flight == 0, what="the parked sync to end")
         txn = store.txn()
         txn.delete_alloc(alloc_id)
         store.commit(txn)
@@ -571,11 +595,45 @@ async def test_alloc_gced_while_agent_away_then_server_restart(tmp_path: Path) -
         await server.start()
         switch.app = create_app(server)
         switch.down = False
-        # several sync rounds (sync_wait=0.5s)
-        await asyncio.sleep(4)
-        runner = agent.runners.get(alloc_id)
-        assert runner is None, f"agent still runs {alloc_id} (terminal={runner.machine.terminal()})"
+        # within a few sync rounds (sync_wait=0.5s), the agent lets go of it
+        await _until(lambda: alloc_id not in agent.runners, what=f"the agent to drop {alloc_id}")
     finally:
+        await shut_down(agent, client, server, store)
+
+
+async def test_an_agent_retries_an_absent_server_at_least_as_often_as_it_heartbeats(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server back from a restart counts TTL + grace from its start: an agent whose retries
+    backed off past its heartbeat interval would be marked down although it is fine."""
+    store = StateStore()
+    server = Server(store, ServerConfig(heartbeat_ttl=0.4, heartbeat_grace=0.4))
+    await server.start()
+    switch = Switch(create_app(server))
+    client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=switch), timeout=5)
+    agent = Agent(
+        AgentSettings(data_dir=str(tmp_path / "agent"), servers=["http://podium"], name="n1"),
+        client,
+        drivers={"mock": MockDriver()},
+    )
+    await agent.start(http_addr="")
+    try:
+        async with asyncio.timeout(5):
+            await agent.registered.wait()
+        caplog.set_level("WARNING", logger="podium.agent")
+
+        def retries() -> list[float]:
+            return [
+                float(r.getMessage().rsplit("retrying in ", 1)[1].rstrip("s)"))
+                for r in caplog.records
+                if r.getMessage().startswith("cannot reach server")
+            ]
+
+        switch.down = True
+        await _until(lambda: len(retries()) >= 5, what="five retries")
+        assert max(retries()) <= 0.2  # the heartbeat interval: TTL / 2
+    finally:
+        switch.down = False
         await shut_down(agent, client, server, store)
 
 

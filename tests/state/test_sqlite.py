@@ -70,9 +70,9 @@ def test_checkpoints_run_in_the_background_and_at_close(tmp_path: Path) -> None:
     before = path.stat().st_size
     rows = [(f"a{i}", b"x" * 900) for i in range(2000)]
     backend.commit(1, {"allocs": rows}, {})
-    deadline = time.monotonic() + 10
-    while path.stat().st_size <= before and time.monotonic() < deadline:
-        time.sleep(0.1)
+    deadline = time.monotonic() + 20  # poll for the whole copy: it may land in steps
+    while path.stat().st_size <= before + 1_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert path.stat().st_size > before + 1_000_000, "nothing was checkpointed"
     backend.commit(2, {"allocs": [("b", b"y")]}, {})
     backend.close()

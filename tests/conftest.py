@@ -1,0 +1,47 @@
+"""What every test shares.
+
+Tests that drive the Docker Engine run on one pytest-xdist worker, one at a time, as they do
+without xdist (``xdist_group`` DOCKER, given here by file and name so no test file has to
+remember it): started side by side, a busy engine hands a container's log to the driver late
+and loses an OOM verdict now and then, and such tests would fail for the engine's sake.
+
+``PODIUM_TESTS_NO_SKIP=1`` (set by ``.ci/run``) turns every skip into a failure that gives the
+skip's reason: CI installs and starts everything the suite needs (root, iproute2, cgroups, a
+Docker Engine and the test image), so there a skip means something that should run did not.
+A developer's machine without, say, a Docker Engine still skips those tests and says why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+NO_SKIP = os.environ.get("PODIUM_TESTS_NO_SKIP", "") not in ("", "0")
+DOCKER = "docker-engine"
+
+
+def uses_docker(item: pytest.Item) -> bool:
+    """Tests of the docker driver, of docker jobs end to end, and of Compose run for real."""
+    folder, name = item.path.parent.name, item.path.name
+    if folder in ("drivers", "e2e") and ("docker" in name or "compose" in name):
+        return True
+    return "docker" in item.name
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if uses_docker(item):
+            item.add_marker(pytest.mark.xdist_group(DOCKER))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped where no skip is allowed (PODIUM_TESTS_NO_SKIP=1): {reason}"
