@@ -79,8 +79,8 @@ def test_agent_flags_are_checked(tmp_path: Path) -> None:
         )
 
     bad = agent("--meta", "rack")
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a usage error
     assert "--meta 'rack' is not KEY=VALUE" in bad.stderr
-    assert agent("--meta", "=r1").returncode == 1
+    assert agent("--meta", "=r1").returncode == 2
     bad = agent("--agent-http-addr", "nowhere")
-    assert bad.returncode == 1 and "HOST:PORT" in bad.stderr
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr

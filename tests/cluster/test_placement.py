@@ -21,7 +21,7 @@ from tests.cluster.conftest import SHARED, Cluster, job_file
 
 pytestmark = pytest.mark.xdist_group(SHARED)
 
-EXIT_PLACEMENT = 2
+EXIT_PLACEMENT = 3
 PORT = 18080
 
 
