@@ -1,38 +1,55 @@
-"""The ``podium`` command: one Typer app, one sub-app per command group."""
+"""The ``podium`` command: one Typer app, one sub-app per command group.
+
+The groups are imported when the command line names one (see
+:mod:`podium.cli.lazy`): ``podium job run`` does not pay for Compose's
+converter or the agent's start-up code.
+"""
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from podium import __version__
-from podium.cli import agent as agent_cmd
-from podium.cli import alloc, deployment, job, node
-from podium.cli import compose as compose_cmd
-from podium.cli import eval as eval_cmd
-from podium.cli import server as server_cmd
-from podium.cli import service as service_cmd
-from podium.cli import sim as sim_cmd
-from podium.cli import var as var_cmd
-from podium.cli.common import Output, OutputOpt, print_json
+# httpx imports its own command-line tool (click, pygments, rich.syntax) whenever those
+# are installed: ~30 ms of every podium command's start, for a tool this process never
+# runs.  Marked as absent, httpx skips it (its `main` then only says what to install).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import typer  # noqa: E402
+
+from podium import __version__  # noqa: E402
+from podium.cli.common import Output, OutputOpt, print_json  # noqa: E402
+from podium.cli.lazy import LazyGroup  # noqa: E402
+
+
+class PodiumGroup(LazyGroup):
+    lazy = {
+        "agent": "podium.cli.agent:agent",
+        "server": "podium.cli.server:server",
+        "sim": "podium.cli.sim:sim",
+        "job": "podium.cli.job:app",
+        "alloc": "podium.cli.alloc:app",
+        "node": "podium.cli.node:app",
+        "eval": "podium.cli.eval:app",
+        "deployment": "podium.cli.deployment:app",
+        "compose": "podium.cli.compose:app",
+        "var": "podium.cli.var:app",
+        "service": "podium.cli.service:app",
+    }
+
 
 app = typer.Typer(
     name="podium",
+    cls=PodiumGroup,
     help="Podium: run jobs on a cluster of machines (or just this one).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(job.app, name="job")
-app.add_typer(alloc.app, name="alloc")
-app.add_typer(node.app, name="node")
-app.add_typer(eval_cmd.app, name="eval")
-app.add_typer(deployment.app, name="deployment")
-app.add_typer(compose_cmd.app, name="compose")
-app.add_typer(var_cmd.app, name="var")
-app.add_typer(service_cmd.app, name="service")
-app.command("agent")(agent_cmd.agent)
-app.command("server")(server_cmd.server)
-app.command("sim")(sim_cmd.sim)
+
+
+@app.callback()
+def root() -> None:
+    """Podium: run jobs on a cluster of machines (or just this one)."""
 
 
 @app.command("version")
