@@ -627,15 +627,22 @@ class Agent:
         self._persist_scheduled = False
         ids, self._persist = self._persist, set()
         items = []
+        # A burst's runners share one job spec: dumped once per flush, not once per runner
+        # (specs are never mutated; keyed by identity, held by their runners meanwhile).
+        specs: dict[int, str] = {}
         for alloc_id in ids:
             r = self.runners.get(alloc_id)
             if r is None:
                 continue
+            spec = r.machine.spec
+            spec_json = specs.get(id(spec))
+            if spec_json is None:
+                spec_json = specs[id(spec)] = spec.model_dump_json()
             items.append(
                 StoredAlloc(
                     id=alloc_id,
-                    alloc=r.alloc.model_dump_json(),
-                    spec=r.machine.spec.model_dump_json(),
+                    alloc=r.alloc_json(),
+                    spec=spec_json,
                     machine=r.machine.to_dict(),
                     handles=r.handles_dict(),
                 )
