@@ -641,7 +641,7 @@ class Agent:
             items.append(
                 StoredAlloc(
                     id=alloc_id,
-                    alloc=r.alloc_json(),
+                    alloc=r.alloc.model_dump_json(),
                     spec=spec_json,
                     machine=r.machine.to_dict(),
                     handles=r.handles_dict(),

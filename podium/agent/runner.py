@@ -113,7 +113,6 @@ class AllocRunner:
         """The exit future watched for each running task (see ``_watch``)."""
         self._bg: set[asyncio.Task[Any]] | None = None
         self._dirs_ready = False
-        self._alloc_json: tuple[Allocation, str] | None = None
         self.forgotten = False
         self._templates: TemplateManager | None = None
         self.check_results: dict[str, CheckResult] = {}
@@ -537,15 +536,6 @@ class AllocRunner:
             self._templates.stop()
 
     # ---------------------------------------------------------------- persistence
-    def alloc_json(self) -> str:
-        """The allocation as JSON, for the local state: dumped again only when the server
-        sent a new one (a runner is saved several times per start, the allocation rarely
-        changes meanwhile)."""
-        alloc = self.alloc
-        if self._alloc_json is None or self._alloc_json[0] is not alloc:
-            self._alloc_json = (alloc, alloc.model_dump_json())
-        return self._alloc_json[1]
-
     def handles_dict(self) -> dict[str, dict[str, Any]]:
         return {k: h.to_dict() for k, h in self.handles.items()}
 
