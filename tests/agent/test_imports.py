@@ -12,11 +12,13 @@ import textwrap
 from pathlib import Path
 
 
-def modules_after(code: str) -> dict[str, bool]:
+def modules_after(
+    code: str, names: tuple[str, ...] = ("jinja2", "cryptography")
+) -> dict[str, bool]:
     script = textwrap.dedent(code) + textwrap.dedent(
-        """
+        f"""
         import json, sys
-        print(json.dumps({m: m in sys.modules for m in ("jinja2", "cryptography")}))
+        print(json.dumps({{m: m in sys.modules for m in {names!r}}}))
         """
     )
     done = subprocess.run(
@@ -48,3 +50,23 @@ def test_a_server_imports_cryptography_only_once_it_seals_or_opens_a_variable(
         """
     assert not modules_after(start)["cryptography"]
     assert modules_after(start + "ring.seal('default', 'a/b', b'x')\n")["cryptography"]
+
+
+def test_an_agent_of_a_server_in_its_own_process_talks_to_it_without_aiohttp() -> None:
+    loaded = modules_after(
+        """
+        import sys
+        from podium.client import AsyncClient
+        from podium.runtime import AgentConfig, _loopback_transport
+        for config in (AgentConfig(dev=True), AgentConfig(server=True)):
+            transport = _loopback_transport("http://127.0.0.1:7634", config)
+            assert transport is not None
+            AsyncClient("http://127.0.0.1:7634", transport=transport)
+        assert "aiohttp" not in sys.modules, "imported before any remote agent"
+        remote = AgentConfig(servers=["http://10.0.0.1:7634"])
+        assert _loopback_transport("http://10.0.0.1:7634", remote) is None
+        AsyncClient("http://10.0.0.1:7634")  # an agent of remote servers: aiohttp
+        """,
+        ("aiohttp",),
+    )
+    assert loaded["aiohttp"]
