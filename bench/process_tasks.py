@@ -1,11 +1,13 @@
 """Benchmark: 1,000 raw_exec `sleep` tasks through Podium's whole path, against the floor.
 
-    python bench/process_tasks.py [--count 1000] [--runs 5] [--no-tty]
+    python bench/process_tasks.py [--count 1000] [--runs 5] [--tty] [--skip-api]
 
 For each run it measures, in the same process and on the same machine:
 
 - floor: Python's subprocess.Popen spawning the same number of `sleep` processes
-  (nothing else: no API, no scheduler, no bookkeeping);
+  (nothing else: no API, no scheduler, no bookkeeping, no files);
+- files: creating the directories and log files that many task starts create (not a
+  target: the disk's share of a run, see DATA);
 - cli: what a user sees.  On a fresh `podium agent --dev`, the real `podium job run FILE`
   (the installed console script beside this Python) is spawned with a job file of one
   group of COUNT raw_exec `sleep 3600` tasks, and timed from that spawn until the command
@@ -13,11 +15,11 @@ For each run it measures, in the same process and on the same machine:
   exits 0 only once it has seen every one of the new version running with all its tasks
   running, so its exit is the later of the two ends (the server had them all running
   before the CLI could see it); the benchmark then checks the server's summary says
-  COUNT running, and counts a run that did not as a failure.  By default the command runs
-  on a pseudo-terminal (120x40), as a person at a terminal runs it, live view and all;
-  --no-tty runs it with its output on a pipe (plain, final state only);
+  COUNT running, and counts a run that did not as a failure.  The command's output goes
+  to a pipe (plain output, as in a log or CI), or with --tty to a pseudo-terminal
+  (120x40), as a person at a terminal sees it, live view and all;
 - cli start: `podium version` on its own, the part of the above that is only the
-  command's own start-up (interpreter, imports, Typer);
+  command's own start-up (interpreter, imports, Typer), and the CLI process's CPU time;
 - api: on another fresh dev agent, from `POST /v1/jobs` until the server reports all COUNT
   allocations running (through API, evaluation, scheduler, plan commit to SQLite, agent
   sync, driver start and the agents' batched status reports), with no CLI;
@@ -37,6 +39,7 @@ import os
 import platform
 import pty
 import resource
+import shutil
 import statistics
 import struct
 import subprocess
@@ -46,9 +49,16 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 from devagent import PODIUM, dev_agent, wait_group_running
+
+DATA = Path(__file__).with_name("out")
+"""Where the dev agents' data dirs go: a directory of this checkout (bench/out, ignored by
+git), not the system's temp dir, and removed only after the last run.  ext4 on this VM
+creates inodes 5-40x slower in a block group that saw many recent deletions (the kernel's
+``recently_deleted`` scan): /tmp, churned by the test suites running beside, and any run
+right after the previous one's data was deleted.  The floor creates no files; DATA keeps
+that disk effect (reported as "files") from passing for Podium's own cost."""
 
 JOB = """\
 job: bench
@@ -86,6 +96,25 @@ def floor(count: int) -> float:
     for p in procs:
         p.wait()
     return elapsed
+
+
+def files_floor(count: int, parent: str) -> float:
+    """Creating what a task's start creates on disk, and nothing else: its allocation's
+    directories (the allocation, alloc/, alloc/logs, alloc/data, the task's, its .podium)
+    and its two log files, where the dev agents' data goes.  Not a target: it says how
+    much of a run the disk takes (see DATA below)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    base = tempfile.mkdtemp(prefix="podium-bench-files-", dir=parent)
+    start = time.perf_counter()
+    for i in range(count):
+        alloc = f"{base}/{i}"
+        for d in (alloc, f"{alloc}/alloc", f"{alloc}/alloc/logs", f"{alloc}/alloc/data"):
+            os.mkdir(d)
+        os.mkdir(f"{alloc}/sleep")
+        os.mkdir(f"{alloc}/sleep/.podium")
+        for stream in ("stdout", "stderr"):
+            os.close(os.open(f"{alloc}/alloc/logs/sleep.{stream}", flags, 0o644))
+    return time.perf_counter() - start
 
 
 def pss_kb(pid: int) -> int:
@@ -126,25 +155,13 @@ def job_dict(count: int) -> dict[str, object]:
     }
 
 
-def stop_job(client: httpx.Client) -> None:
-    """Stop the job and wait until its tasks are gone, so the next run starts clean."""
-    client.delete("/v1/job/bench").raise_for_status()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        s = client.get("/v1/job/bench").json()["summary"]["sleepers"]
-        if s["running"] == 0 and s["pending"] == 0:
-            break
-        time.sleep(0.2)
-
-
-def api_run(count: int) -> dict[str, float]:
-    with dev_agent(stop_timeout=30) as (client, agent):
+def api_run(count: int, parent: str) -> dict[str, float]:
+    with dev_agent(stop_timeout=30, data_parent=parent) as (client, agent):
         start = time.perf_counter()
         client.post("/v1/jobs", json={"job": job_dict(count)}).raise_for_status()
         wait_group_running(client, "bench", "sleepers", count)
         elapsed = time.perf_counter() - start
         rss_mb, pss, shims = agent_memory(agent)
-        stop_job(client)
         return {"seconds": elapsed, "rss_mb": rss_mb, "shim_pss_mb": pss, "shims": shims}
 
 
@@ -189,11 +206,11 @@ def _spawn_cli(argv: list[str], tty: bool) -> tuple[subprocess.Popen[bytes], lis
     return proc, out
 
 
-def cli_run(count: int, tty: bool) -> dict[str, float]:
+def cli_run(count: int, tty: bool, parent: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="podium-bench-job-") as tmp:
         path = Path(tmp) / "bench.yaml"
         path.write_text(JOB.format(count=count))
-        with dev_agent(stop_timeout=30) as (client, agent):
+        with dev_agent(stop_timeout=30, data_parent=parent) as (client, agent):
             argv = [str(PODIUM), "job", "run", str(path), "--address", str(client.base_url)]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
@@ -213,7 +230,6 @@ def cli_run(count: int, tty: bool) -> dict[str, float]:
             # memory is not what they see, but what the agent holds later is worth knowing
             time.sleep(2.0)
             rss_later, _, _ = agent_memory(agent)
-            stop_job(client)
             return {
                 "seconds": elapsed,
                 "rss_mb": rss_mb,
@@ -234,12 +250,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
-        "--no-tty",
-        dest="tty",
-        action="store_false",
-        help="run `podium job run` with its output on a pipe instead of a pseudo-terminal",
+        "--tty",
+        action="store_true",
+        help="run `podium job run` on a pseudo-terminal (live view) instead of a pipe",
     )
     parser.add_argument("--skip-api", action="store_true", help="measure only the CLI's path")
+    parser.add_argument(
+        "--data-parent",
+        default=str(DATA),
+        help="where the dev agents' data dirs go (default: bench/out; see DATA)",
+    )
     args = parser.parse_args()
     cpu = next(
         (
@@ -254,10 +274,24 @@ def main() -> None:
         f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}, "
         f"cli on {'a pseudo-terminal' if args.tty else 'a pipe'}"
     )
+    os.makedirs(args.data_parent, exist_ok=True)
+    data = tempfile.mkdtemp(prefix="process_tasks-", dir=args.data_parent)
+    try:
+        rows = measure(args, data)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    report(args, rows)
+
+
+def measure(args: argparse.Namespace, data: str) -> list[dict[str, float]]:
     rows: list[dict[str, float]] = []
     for i in range(args.runs):
-        row: dict[str, float] = {"floor": floor(args.count), "start": cli_start()}
-        cli = cli_run(args.count, args.tty)
+        row: dict[str, float] = {
+            "floor": floor(args.count),
+            "files": files_floor(args.count, data),
+            "start": cli_start(),
+        }
+        cli = cli_run(args.count, args.tty, data)
         row.update(
             cli=cli["seconds"],
             cli_rss=cli["rss_mb"],
@@ -266,7 +300,7 @@ def main() -> None:
             cli_cpu=cli["cpu"],
         )
         if not args.skip_api:
-            api = api_run(args.count)
+            api = api_run(args.count, data)
             row.update(api=api["seconds"], api_rss=api["rss_mb"], pss=api["shim_pss_mb"])
         rows.append(row)
         api_text = (
@@ -276,14 +310,18 @@ def main() -> None:
             f"  shim pss {row['pss']:.2f} MB"
         )
         print(
-            f"run {i + 1}: floor {row['floor']:.2f}s  cli {row['cli']:.2f}s "
+            f"run {i + 1}: floor {row['floor']:.2f}s  files {row['files']:.2f}s  "
+            f"cli {row['cli']:.2f}s "
             f"({row['cli'] / row['floor']:.1f}x, its own CPU {row['cli_cpu']:.2f}s)  "
             f"cli start {row['start']:.2f}s{api_text}  "
             f"rss {row['cli_rss']:.0f} MB ({row['cli_rss_later']:.0f} MB 2 s later)  "
             f"output {row['out_kb']:.0f} KB",
             flush=True,
         )
+    return rows
 
+
+def report(args: argparse.Namespace, rows: list[dict[str, float]]) -> None:
     def med(key: str) -> float:
         return statistics.median(r[key] for r in rows)
 
@@ -294,6 +332,10 @@ def main() -> None:
     print()
     print(f"{n} tasks, median of {args.runs} runs (ratios: median of each run's figure / floor)")
     print(f"  floor (Python spawns {n} sleeps):                {med('floor'):6.2f} s")
+    print(
+        f"  (creating {n} tasks' dirs and log files here:     {med('files'):6.2f} s"
+        f"   {ratio('files'):.1f}x floor: the disk's share, not a target)"
+    )
     print(
         f"  cli: `podium job run` spawned → exits, all running: {med('cli'):6.2f} s"
         f"   {ratio('cli'):.1f}x floor (target ≤ 4x)"
