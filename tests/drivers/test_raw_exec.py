@@ -403,9 +403,12 @@ async def test_many_tasks_spawn_fast(driver: RawExecDriver, make_fast_ctx: MakeC
     try:
         # Here: ~1.3 ms wall (the shims' own start-up shares the 2 cores) and
         # ~0.3 ms of the agent's CPU per task.  CPU is what a regression (say, a
-        # preexec_fn, which rules out vfork) would show even on a busy machine.
+        # preexec_fn, which rules out vfork) would show even on a busy machine; the
+        # wall time of a start (the wait for the shim's report) is the scheduler's on
+        # a busy one (20 ms was exceeded beside three busy loops), so its bound only
+        # catches a start that waits on something slower (a poll, the report's timeout).
         assert cpu < 0.0015, f"{cpu * 1000:.2f} ms of agent CPU per task"
-        assert wall < 0.02, f"{wall * 1000:.2f} ms per task"
+        assert wall < 0.1, f"{wall * 1000:.2f} ms per task"
     finally:
         await asyncio.gather(*(driver.stop(h, "SIGKILL", 0) for h in handles))
     results = await asyncio.gather(*(driver.wait(h) for h in handles))
