@@ -35,10 +35,10 @@ from podium.models import (
     TaskState,
     TaskStateName,
 )
+from podium.models.compact import _share_fields_set, compact_alloc
 from podium.server.core import Server, ServerConfig
 from podium.sim.workload import sim_job
 from podium.state import StateStore
-from podium.state.compact import _share_fields_set, compact_alloc
 
 
 class EventModel(BaseModel):

@@ -7,6 +7,8 @@ with dev_agent() as (http, proc):
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -30,13 +32,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def dev_agent(stop_timeout: float = 60.0) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+def dev_agent(
+    stop_timeout: float = 60.0, data_parent: str | None = None
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
     """Start a dev agent on a free port with a fresh data dir; yield once its node is ready.
 
-    On exit the agent gets SIGTERM (SIGKILL after ``stop_timeout``).
+    On exit the agent gets SIGTERM (SIGKILL after ``stop_timeout``).  The data dir is a new
+    one in ``data_parent`` (default: the system's temp dir), removed on exit unless
+    ``data_parent`` was given: then the caller removes it, when it suits the measurement,
+    and the tasks the agent left running are SIGKILLed (not stopped through the API, which
+    would delete their files now).
     """
     port = free_port()
-    data = tempfile.mkdtemp(prefix="podium-bench-")
+    data = tempfile.mkdtemp(prefix="podium-bench-", dir=data_parent)
     agent = subprocess.Popen(
         [
             str(PODIUM),
@@ -74,7 +82,41 @@ def dev_agent(stop_timeout: float = 60.0) -> Iterator[tuple[httpx.Client, subpro
         except subprocess.TimeoutExpired:
             agent.kill()
             agent.wait()
-        shutil.rmtree(data, ignore_errors=True)
+        if data_parent is None:
+            shutil.rmtree(data, ignore_errors=True)
+        else:
+            kill_tasks(data)
+
+
+def kill_tasks(data_dir: str) -> int:
+    """SIGKILL the tasks of shims whose command line names ``data_dir``, and the shims:
+    each shim leads its task's process group (an older shim's task led its own: its
+    children are killed one by one).  Answers how many shims there were."""
+    needle = data_dir.encode()
+    shims = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"shim.sh") for a in args[:2]) and any(needle in a for a in args):
+                shims.append(int(entry))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid in shims:
+                with contextlib.suppress(OSError):
+                    os.killpg(int(entry), signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry), signal.SIGKILL)
+    for pid in shims:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    return len(shims)
 
 
 def wait_group_running(

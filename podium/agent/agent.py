@@ -53,6 +53,7 @@ from podium.models import (
     Node,
     NodeResources,
 )
+from podium.models.compact import compact_alloc
 
 log = logging.getLogger("podium.agent")
 
@@ -439,6 +440,7 @@ class Agent:
         seen: set[str] = set() if live is None else live
         for alloc in allocs:
             seen.add(alloc.id)
+            compact_alloc(alloc)  # a runner may keep it: ~2 KB each instead of ~5 KB
             spec = specs.get(f"{alloc.job_id}@{alloc.job_version}")
             runner = self.runners.get(alloc.id)
             if runner is not None:
@@ -522,7 +524,7 @@ class Agent:
     async def _recover(self) -> None:
         for stored in self.state.load():
             try:
-                alloc = Allocation.model_validate_json(stored.alloc)
+                alloc = compact_alloc(Allocation.model_validate_json(stored.alloc))
                 spec = JobSpec.model_validate_json(stored.spec)
             except Exception:
                 log.exception("cannot read stored allocation %s; forgetting it", stored.id)
@@ -627,15 +629,22 @@ class Agent:
         self._persist_scheduled = False
         ids, self._persist = self._persist, set()
         items = []
+        # A burst's runners share one job spec: dumped once per flush, not once per runner
+        # (specs are never mutated; keyed by identity, held by their runners meanwhile).
+        specs: dict[int, str] = {}
         for alloc_id in ids:
             r = self.runners.get(alloc_id)
             if r is None:
                 continue
+            spec = r.machine.spec
+            spec_json = specs.get(id(spec))
+            if spec_json is None:
+                spec_json = specs[id(spec)] = spec.model_dump_json()
             items.append(
                 StoredAlloc(
                     id=alloc_id,
                     alloc=r.alloc.model_dump_json(),
-                    spec=r.machine.spec.model_dump_json(),
+                    spec=spec_json,
                     machine=r.machine.to_dict(),
                     handles=r.handles_dict(),
                 )
@@ -660,7 +669,7 @@ class Agent:
                         path = runner.log_path(name, stream)
                         with contextlib.suppress(OSError):
                             rotate_if_needed(
-                                str(path),
+                                path,
                                 task.logs.max_file_size * 1024 * 1024,
                                 task.logs.max_files,
                             )

@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
+CACHE_KIB = 256
+"""SQLite's page cache for this file, in KiB (its default is 2,000)."""
+
+
 @dataclass
 class StoredAlloc:
     id: str
@@ -44,6 +48,9 @@ class LocalState:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # The agent writes rows by key and reads them all back only at start-up: SQLite's
+        # default page cache (up to 2 MB) would mostly hold pages it never reads again.
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.executescript(SCHEMA)
 
     def get(self, key: str) -> str | None:

@@ -2,8 +2,8 @@
 
 The agent (:mod:`podium.agent.templates`) never runs a job author's template on its own
 event loop: a loop nested in a loop, or ``{{ "a" * 10**9 }}``, would stop its heartbeats.
-It starts ``python -m podium.agent.render_worker`` (this module imports only Jinja2 and the
-standard library) and talks to it in JSON lines over stdin/stdout:
+It starts ``python -m podium.agent.render_worker`` (this module imports only Jinja2, the standard
+library and :mod:`podium.agent.template_values`) and talks to it in JSON lines over stdin/stdout:
 
 1. agent → worker: ``{"template": text, "env": {...}, "limits": {"cpu_s", "memory_bytes",
    "output_bytes"}}``.  The worker lowers its own limits first (``RLIMIT_CPU``,
@@ -31,7 +31,6 @@ import resource
 import signal
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -40,81 +39,10 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from podium.agent.template_values import ServiceInstance, VariableItems
+
 LITERAL_ONLY = 'var() and service() take a literal path, such as var("app/config")'
 LOOKUP_NAMES = ("var", "service")
-
-
-# --------------------------------------------------------------------------- what templates see
-
-
-class VariableItems(Mapping[str, str]):
-    """``var(path)`` in a template: the variable's items, by key and as attributes."""
-
-    __slots__ = ("_items", "_path")
-
-    def __init__(self, path: str, items: Mapping[str, str]) -> None:
-        self._path = path
-        self._items = dict(items)
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getattr__(self, name: str) -> str:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._items[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __repr__(self) -> str:  # names, never values
-        return f"<variable {self._path} items={sorted(self._items)}>"
-
-
-@dataclass(frozen=True)
-class ServiceInstance:
-    """One entry of ``service(name)``: a healthy instance of the service."""
-
-    alloc_id: str
-    node_id: str
-    address: str
-    port: int
-    tags: tuple[str, ...] = ()
-    healthy: bool = True
-
-    def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "alloc_id": self.alloc_id,
-            "node_id": self.node_id,
-            "address": self.address,
-            "port": self.port,
-            "tags": list(self.tags),
-            "healthy": self.healthy,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> ServiceInstance:
-        return cls(
-            alloc_id=str(raw["alloc_id"]),
-            node_id=str(raw["node_id"]),
-            address=str(raw["address"]),
-            port=int(raw["port"]),
-            tags=tuple(str(t) for t in raw.get("tags", ())),
-            healthy=bool(raw.get("healthy", True)),
-        )
 
 
 class _StrictUndefined(jinja2.StrictUndefined):

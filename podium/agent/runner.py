@@ -166,8 +166,10 @@ class AllocRunner:
     def task_dir(self, task: str) -> Path:
         return Path(self.alloc_path, task)
 
-    def log_path(self, task: str, stream: str) -> Path:
-        return Path(self._log_path(self.alloc_path, task, stream))
+    def log_path(self, task: str, stream: str) -> str:
+        """A string, not a Path: the rotation loop asks for every task's every interval,
+        and pathlib interns each part (an alloc id each: a ~2 MB intern table at 1,000)."""
+        return self._log_path(self.alloc_path, task, stream)
 
     @staticmethod
     def _log_path(alloc_path: str, task: str, stream: str) -> str:

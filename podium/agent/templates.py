@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podium.agent.allocrunner import Phase, RestartRequested
-from podium.agent.render_worker import ServiceInstance, VariableItems
+from podium.agent.template_values import ServiceInstance, VariableItems
 from podium.client import AsyncClient, endpoints
 from podium.errors import DriverError, NotFound, PodiumError
 from podium.models import Template

@@ -1,39 +1,55 @@
 """The ``podium`` command: one Typer app, one sub-app per command group.
 
-The root group also answers what every seasoned tool does: ``--version``,
-shell completion (``podium completion bash|zsh|fish|powershell`` prints the
-script; ``--install-completion`` installs it), the exit statuses in
-``--help``, and a usage error as a document on stderr when the command line
-asked for ``-o json`` or ``-o yaml``.
+The groups are imported when the command line names one (see
+:mod:`podium.cli.lazy`): ``podium job run`` does not pay for Compose's
+converter or the agent's start-up code.  The root group also answers what
+every seasoned tool does: ``--version``, shell completion (``podium completion
+bash|zsh|fish|powershell`` prints the script; ``--install-completion`` installs
+it), the exit statuses in ``--help``, and a usage error as a document on
+stderr when the command line asked for ``-o json`` or ``-o yaml``.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Annotated, Any
+import sys
 
-import typer
-from typer._click.exceptions import UsageError  # Typer 0.29 vendors Click (pinned)
-from typer.core import TyperGroup
+# httpx imports its own command-line tool (click, pygments, rich.syntax) whenever those
+# are installed: ~30 ms of every podium command's start, for a tool this process never
+# runs.  Marked as absent, httpx skips it (its `main` then only says what to install).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from podium import __version__
-from podium.cli import agent as agent_cmd
-from podium.cli import alloc, deployment, job, node
-from podium.cli import common as common
-from podium.cli import compose as compose_cmd
-from podium.cli import eval as eval_cmd
-from podium.cli import server as server_cmd
-from podium.cli import service as service_cmd
-from podium.cli import sim as sim_cmd
-from podium.cli import var as var_cmd
-from podium.cli.common import Output, OutputOpt
+from enum import StrEnum  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+from typer._click.exceptions import UsageError  # noqa: E402  # Typer 0.29 vendors Click (pinned)
+
+from podium import __version__  # noqa: E402
+from podium.cli import common  # noqa: E402
+from podium.cli.common import Output, OutputOpt  # noqa: E402
+from podium.cli.lazy import LazyGroup  # noqa: E402
 
 _ARGS = "podium.args"
 
 
-class PodiumGroup(TyperGroup):
-    """The root group: keeps the raw arguments so a usage error anywhere below can be
-    answered in the ``-o`` format the line asked for."""
+class PodiumGroup(LazyGroup):
+    """The root group: its command groups are loaded when named (``lazy``), and it keeps
+    the raw arguments so a usage error anywhere below can be answered in the ``-o``
+    format the line asked for."""
+
+    lazy = {
+        "agent": "podium.cli.agent:agent",
+        "server": "podium.cli.server:server",
+        "sim": "podium.cli.sim:sim",
+        "job": "podium.cli.job:app",
+        "alloc": "podium.cli.alloc:app",
+        "node": "podium.cli.node:app",
+        "eval": "podium.cli.eval:app",
+        "deployment": "podium.cli.deployment:app",
+        "compose": "podium.cli.compose:app",
+        "var": "podium.cli.var:app",
+        "service": "podium.cli.service:app",
+    }
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         ctx.meta[_ARGS] = list(args)
@@ -81,19 +97,6 @@ def root(
     ] = False,
 ) -> None:
     """Podium: run jobs on a cluster of machines (or just this one)."""
-
-
-app.add_typer(job.app, name="job")
-app.add_typer(alloc.app, name="alloc")
-app.add_typer(node.app, name="node")
-app.add_typer(eval_cmd.app, name="eval")
-app.add_typer(deployment.app, name="deployment")
-app.add_typer(compose_cmd.app, name="compose")
-app.add_typer(var_cmd.app, name="var")
-app.add_typer(service_cmd.app, name="service")
-app.command("agent")(agent_cmd.agent)
-app.command("server")(server_cmd.server)
-app.command("sim")(sim_cmd.sim)
 
 
 @app.command("version")

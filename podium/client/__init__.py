@@ -22,9 +22,10 @@ Blocking queries::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from podium.client import endpoints
 from podium.client._http import DEFAULT_ADDRESS, ServerUnreachable, resolve_address
-from podium.client.aio import AsyncClient
 from podium.client.endpoints import Endpoint
 from podium.client.results import (
     DeploymentActionResult,
@@ -42,6 +43,9 @@ from podium.client.results import (
     StopResult,
 )
 from podium.client.sync import Client
+
+if TYPE_CHECKING:
+    from podium.client.aio import AsyncClient
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -65,3 +69,13 @@ __all__ = [
     "endpoints",
     "resolve_address",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncClient pulls in aiohttp (and asyncio): a third of the CLI's imports, which
+    # the CLI never uses.  Imported on first use instead.
+    if name == "AsyncClient":
+        from podium.client.aio import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from podium.client import endpoints as ep
-from podium.client._aio import AioSender
 from podium.client._http import (
     DEFAULT_TIMEOUT,
     error_for,
@@ -47,6 +46,9 @@ from podium.models import (
 )
 from podium.models.variable import Variable, VariableMetadata
 
+if TYPE_CHECKING:
+    from podium.client._aio import AioSender
+
 T = TypeVar("T")
 Wait = str | float | None
 
@@ -81,7 +83,12 @@ class AsyncClient:
         self.timeout = timeout
         self._headers = {"User-Agent": "podium-sdk", **(headers or {})}
         self._transport = transport
-        self._aio = AioSender(self.address, self._headers, keepalive) if transport is None else None
+        self._aio: AioSender | None = None
+        if transport is None:
+            # aiohttp only when it is used: ~10 MB of a process's memory once imported
+            from podium.client._aio import AioSender
+
+            self._aio = AioSender(self.address, self._headers, keepalive)
         self._httpx: httpx.AsyncClient | None = None
 
     @property

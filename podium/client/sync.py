@@ -16,6 +16,7 @@ from podium.client._http import (
     logs_timeout,
     prepare,
     resolve_address,
+    tls_context,
     transport_error,
 )
 from podium.client.endpoints import Endpoint
@@ -83,6 +84,7 @@ class Client:
             timeout=timeout,
             transport=transport,
             headers={"User-Agent": "podium-sdk", **(headers or {})},
+            verify=tls_context(self.address),
         )
 
     def close(self) -> None:

@@ -3,7 +3,7 @@ and an unprivileged user (``nobody``/``nogroup`` unless the task names one).
 
 The chain the shim starts (each link ``exec``s the next, except where noted)::
 
-    setsid  unshare --pid --mount --fork --mount-proc --propagation private --
+    unshare --pid --mount --fork --mount-proc --propagation private --
             setpriv --reuid=U --regid=G --init-groups --
             /bin/sh -c INIT_SCRIPT podium-init PWD COMMAND ARGS...
 

@@ -2,6 +2,9 @@
 
 Each task runs under ``shim.sh`` (a dash process of ~0.1-0.4 MB PSS) that
 records the task's pid and exit status in files under ``<task_dir>/.podium/``.
+The shim leads the session and process group the task runs in: a signal for
+the task goes to that group, and the shim traps (and outlives) every one it
+can, to record the exit.
 The agent holds nothing but a pidfd on the shim: the shim outlives an agent
 that is ``kill -9``-ed, and a new agent re-attaches from the
 :class:`TaskHandle` state (pids, their start times, file paths).  ``README.md``
@@ -31,7 +34,7 @@ from typing import Any
 import psutil
 
 from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
-from podium.drivers.commands import helper_path, pwd_arg, signal_reset_prefix
+from podium.drivers.commands import pwd_arg, signal_reset_prefix
 from podium.drivers.procfs import (
     boottime_ticks,
     now_boottime_ns,
@@ -66,6 +69,41 @@ POLL_INTERVAL = 0.5
 """How often a shim is looked at when no pidfd could be opened for it."""
 STATS_TTL = 0.5
 """Age up to which one scan of /proc serves every task's ``stats`` call."""
+
+SHIM_TRAPS = frozenset(
+    {
+        signal.SIGHUP,
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGABRT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGPIPE,
+        signal.SIGALRM,
+        signal.SIGTERM,
+        signal.SIGTSTP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGXCPU,
+        signal.SIGXFSZ,
+        signal.SIGVTALRM,
+        signal.SIGPROF,
+        signal.SIGIO,
+        signal.SIGPWR,
+        signal.SIGSYS,
+    }
+)
+"""The signals ``shim.sh`` traps (its first line names the same): sent to the task's
+group, they reach the task and leave the shim waiting to record its exit."""
+GROUP_SIGNALS = SHIM_TRAPS | {
+    signal.SIGCHLD,
+    signal.SIGCONT,
+    signal.SIGURG,
+    signal.SIGWINCH,
+    signal.SIGSTOP,  # stops the shim too; a SIGKILL for the task comes with a SIGCONT
+}
+"""What is sent to the whole group.  Anything else (SIGKILL, the real-time signals, the
+fault signals a shell must not trap) would kill the shim: it goes to the task alone."""
 
 
 @dataclass
@@ -139,7 +177,6 @@ class ProcessDriver(Driver):
     def __init__(self) -> None:
         self._nofile_soft = raise_nofile_limit()
         self._boot_id = read_boot_id()
-        self._setsid = helper_path("setsid")
         self._watches: dict[str, _Watch] = {}
         self._table: dict[int, tuple[int, float, int]] = {}
         self._table_mono = -1e9
@@ -163,12 +200,14 @@ class ProcessDriver(Driver):
     def _signalable(self, state: dict[str, Any]) -> bool:
         """Whether a signal to the task's group now reaches the task itself.
 
-        The shim reports the task just before ``setsid`` makes it a group
-        leader; until then killpg would find no group.
+        The task is in the shim's group from its fork on, and the shim reports
+        it before it ``exec``s: once the pid is known it is signalable.  (A task
+        of an earlier agent's shim became its own group's leader only when its
+        ``setsid`` ran, just after the report.)
         """
         pid = state.get("task_pid")
         proc = read_stat(int(pid)) if pid else None
-        return proc is not None and proc.pgrp == pid
+        return proc is not None and proc.pgrp == group_of(state)
 
     async def _release(self, state: dict[str, Any]) -> None:
         """Free node resources (cgroups) once the task is dead."""
@@ -211,6 +250,7 @@ class ProcessDriver(Driver):
         state.update(
             shim_pid=popen.pid,
             shim_start=started if started is not None else start_time(popen.pid),
+            pgid=popen.pid,  # the shim leads the task's session and group
             boot_id=self._boot_id,
             task_pid=None,
             task_start=None,
@@ -255,6 +295,9 @@ class ProcessDriver(Driver):
             os.close(err)
             raise DriverError(f"cannot start the task's shim: {exc}", recoverable=True) from exc
         argv = [
+            # Before the shim, not before the task: by the time the shim reports the task
+            # (and a stop may signal it) nothing in the group ignores what the agent does.
+            *signal_reset_prefix(),
             SH,
             SHIM_PATH,
             str(self._nofile_soft) if self._nofile_soft > 0 else "-",
@@ -262,8 +305,6 @@ class ProcessDriver(Driver):
             *plan.cgroup_procs,
             "--",
             state_dir,
-            self._setsid,
-            *signal_reset_prefix(),
             *plan.argv,
         ]
         try:
@@ -332,7 +373,7 @@ class ProcessDriver(Driver):
                         recoverable=True,
                     )
         # Stragglers: members of the task's group (or cgroup) that outlived it.
-        self._signal_group(st, SIGKILL)
+        self._kill_group(st)
         self._kill_all(st)
 
     async def signal(self, handle: TaskHandle, signal: str) -> None:
@@ -371,7 +412,7 @@ class ProcessDriver(Driver):
         if not watch.future.done():
             await self.stop(handle, "SIGKILL", 0)
         else:
-            self._signal_group(watch.state, SIGKILL)
+            self._kill_group(watch.state)
             self._kill_all(watch.state)
         await self._release(watch.state)
         shutil.rmtree(watch.state["state_dir"], ignore_errors=True)
@@ -543,20 +584,29 @@ class ProcessDriver(Driver):
 
     @staticmethod
     def _signal_group(st: dict[str, Any], sig: int) -> bool:
-        """killpg the task's group, unless its pid now names another process."""
+        """Signal the task, its shim still waiting: ``sig`` to the task's group when the
+        shim outlives it (:data:`GROUP_SIGNALS`), else to the task alone (SIGKILL with a
+        SIGCONT for the group, so a stopped shim can record the death)."""
         pid, started = st.get("task_pid"), st.get("task_start")
         if not pid:
             return False
-        now = start_time(int(pid))
-        # Leader alive: it must be ours.  Leader gone: its number cannot be
-        # reused while members of its group live, so killpg reaches only ours.
-        if now is not None and now != started:
+        if "pgid" not in st:  # an earlier agent's task, leader of its own group
+            return _signal_leader(int(pid), started, sig, group=True)
+        if sig in GROUP_SIGNALS:
+            return _signal_leader(int(st["pgid"]), st.get("shim_start"), sig, group=True)
+        sent = _signal_leader(int(pid), started, sig, group=False)
+        if sig == SIGKILL:
+            _signal_leader(int(st["pgid"]), st.get("shim_start"), signal.SIGCONT, group=True)
+        return sent
+
+    @staticmethod
+    def _kill_group(st: dict[str, Any]) -> bool:
+        """SIGKILL the task's whole group: for stragglers, once the shim has exited."""
+        leader = group_of(st)
+        if not leader:
             return False
-        try:
-            os.killpg(int(pid), sig)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        started = st.get("task_start") if "pgid" not in st else st.get("shim_start")
+        return _signal_leader(int(leader), started, SIGKILL, group=True)
 
     @staticmethod
     def _kill_shim_tree(st: dict[str, Any]) -> None:
@@ -571,6 +621,32 @@ class ProcessDriver(Driver):
                         os.killpg(pid, SIGKILL)
                     else:
                         os.kill(pid, SIGKILL)
+
+
+def group_of(st: dict[str, Any]) -> int | None:
+    """The process group the task runs in: its shim's (the task's own, for a task an
+    earlier agent started with ``setsid``)."""
+    pgid = st.get("pgid") or st.get("task_pid")
+    return int(pgid) if pgid else None
+
+
+def _signal_leader(pid: int, started: int | None, sig: int, *, group: bool) -> bool:
+    """``killpg``/``kill`` ``pid`` unless it now names a process other than the one that
+    started at ``started``.  Leader alive: it must be ours.  Leader gone: its number cannot
+    be reused while members of its group live, so killpg reaches only ours."""
+    now = start_time(pid)
+    if now is not None and now != started:
+        return False
+    try:
+        if group:
+            os.killpg(pid, sig)
+        elif now is not None:
+            os.kill(pid, sig)
+        else:
+            return False
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- shim files
@@ -634,13 +710,18 @@ def kill_previous(state_dir: str) -> None:
     except (OSError, ValueError):
         return
     proc = read_stat(pid)
-    if proc is None or proc.pgrp != pid or not _looks_like_shim(proc.ppid, state_dir):
+    # The task leads its group (an earlier agent's setsid) or is in its shim's.
+    if (
+        proc is None
+        or proc.pgrp not in (pid, proc.ppid)
+        or not _looks_like_shim(proc.ppid, state_dir)
+    ):
         return
     log.warning("killing task pid %d, left running by an earlier start in %s", pid, state_dir)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(proc.ppid, SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, SIGKILL)
+        os.killpg(proc.pgrp, SIGKILL)
 
 
 # --------------------------------------------------------------------------- /proc scans

@@ -31,11 +31,12 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from podium.errors import PodiumError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger("podium.server")
 
@@ -72,10 +73,18 @@ def associated_data(namespace: str, path: str) -> bytes:
     return _AAD_PREFIX + namespace.encode() + b"\0" + path.encode()
 
 
+def _aead(secret: bytes) -> AESGCM:
+    """The cipher, imported on first use: cryptography's Rust library is ~6 MB of every
+    server's memory, and a server that never seals a variable never needs it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(secret)
+
+
 def new_key(clock: float | None = None) -> Key:
     return Key(
         id=uuid.uuid4().hex,
-        secret=AESGCM.generate_key(bit_length=KEY_BYTES * 8),
+        secret=os.urandom(KEY_BYTES),  # what AESGCM.generate_key does
         created=time.time() if clock is None else clock,
     )
 
@@ -190,7 +199,7 @@ class Keyring:
     # ---------------------------------------------------------------- sealing
     def seal(self, namespace: str, path: str, plaintext: bytes) -> Sealed:
         nonce = os.urandom(NONCE_BYTES)
-        ciphertext = AESGCM(self.active.secret).encrypt(
+        ciphertext = _aead(self.active.secret).encrypt(
             nonce, plaintext, associated_data(namespace, path)
         )
         return Sealed(
@@ -209,10 +218,12 @@ class Keyring:
                 f"cannot decrypt {what}: it was sealed with key {sealed.key_id}, "
                 f"which is not in the keyring at {self.where} (restore that key file)"
             )
+        from cryptography.exceptions import InvalidTag
+
         try:
             nonce = base64.b64decode(sealed.nonce, validate=True)
             ciphertext = base64.b64decode(sealed.ciphertext, validate=True)
-            return AESGCM(key.secret).decrypt(nonce, ciphertext, associated_data(namespace, path))
+            return _aead(key.secret).decrypt(nonce, ciphertext, associated_data(namespace, path))
         except (InvalidTag, ValueError, binascii.Error) as exc:
             raise KeyringError(
                 f"cannot decrypt {what} with key {key.id} from {self.where}: the key does not "

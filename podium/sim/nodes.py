@@ -22,7 +22,7 @@ from podium.client.results import SpecCache
 from podium.drivers.base import TaskContext, TaskHandle
 from podium.drivers.mock import MockDriver, _Run
 from podium.models import Allocation, DriverInfo, JobSpec, Node, NodeResources
-from podium.state.compact import _intern, compact_alloc, compact_task_state
+from podium.models.compact import _intern, compact_alloc, compact_task_state
 
 MHZ_PER_CORE = 2500
 SHAPES: list[tuple[int, int]] = [

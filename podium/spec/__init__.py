@@ -10,18 +10,31 @@ input had them, and a hint such as "did you mean 'command'?".
 
 from __future__ import annotations
 
-from podium.spec.compose import (
-    ComposeProject,
-    convert_compose,
-    convert_compose_project,
-    find_compose_file,
-    load_compose_file,
-    load_compose_project,
-)
-from podium.spec.compose_build import BuildSpec
+from typing import TYPE_CHECKING, Any
+
 from podium.spec.loader import load_job_file, parse_job_text
 from podium.spec.locations import Locations, format_path
 from podium.spec.validate import validate_job_dict
+
+if TYPE_CHECKING:
+    from podium.spec.compose import (
+        ComposeProject,
+        convert_compose,
+        convert_compose_project,
+        find_compose_file,
+        load_compose_file,
+        load_compose_project,
+    )
+    from podium.spec.compose_build import BuildSpec
+
+_COMPOSE = {
+    "ComposeProject",
+    "convert_compose",
+    "convert_compose_project",
+    "find_compose_file",
+    "load_compose_file",
+    "load_compose_project",
+}
 
 __all__ = [
     "BuildSpec",
@@ -37,3 +50,17 @@ __all__ = [
     "parse_job_text",
     "validate_job_dict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Compose converter is imported on first use: `podium job run` reads a job
+    # file and has no use for it (a quarter of that command's imports).
+    if name in _COMPOSE:
+        from podium.spec import compose
+
+        return getattr(compose, name)
+    if name == "BuildSpec":
+        from podium.spec.compose_build import BuildSpec
+
+        return BuildSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

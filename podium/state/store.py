@@ -37,8 +37,8 @@ from podium.models import (
     Node,
     ServiceRegistration,
 )
+from podium.models.compact import compact_alloc
 from podium.state.backend import Backend, NullBackend
-from podium.state.compact import compact_alloc
 
 JOBS = "jobs"
 VERSIONS = "job_versions"

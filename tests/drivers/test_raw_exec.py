@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from podium.drivers import procfs
+from podium.drivers import commands, process, procfs
 from podium.drivers.base import TaskHandle
-from podium.drivers.process import SHIM_VAR
+from podium.drivers.process import SHIM_PATH, SHIM_TRAPS, SHIM_VAR
 from podium.drivers.raw_exec import RawExecDriver
 from podium.errors import DriverError
 
@@ -101,15 +101,19 @@ async def test_logs_go_to_stdout_and_stderr_files(driver: RawExecDriver, make_ct
     assert read(ctx.stderr_path) == "err\n"
 
 
-async def test_task_pid_is_its_process_group(driver: RawExecDriver, make_ctx: MakeCtx) -> None:
-    ctx = make_ctx("sh", ["-c", "echo $$ $(ps -o pgid= -p $$); exec sleep 30"])
+async def test_task_runs_in_its_shims_process_group(
+    driver: RawExecDriver, make_ctx: MakeCtx
+) -> None:
+    ctx = make_ctx("sh", ["-c", "echo $$ $(ps -o pgid=,sid= -p $$); exec sleep 30"])
     handle = await driver.start(ctx)
     pid = await driver.task_pid(handle)
     await until(has_text(ctx.stdout_path, "\n"))
-    reported_pid, pgid = map(int, read(ctx.stdout_path).split())
-    assert pid == reported_pid == pgid == handle.pid == handle.state["task_pid"]
+    reported_pid, pgid, sid = map(int, read(ctx.stdout_path).split())
+    shim = handle.state["shim_pid"]
+    assert pid == reported_pid == handle.pid == handle.state["task_pid"]
+    assert pgid == sid == shim == handle.state["pgid"]  # no setsid exec of the task's own
     assert handle.state["task_start"] == procfs.start_time(pid)
-    assert handle.state["shim_start"] == procfs.start_time(handle.state["shim_pid"])
+    assert handle.state["shim_start"] == procfs.start_time(shim)
     await driver.stop(handle, "SIGKILL", 0)
 
 
@@ -188,6 +192,50 @@ async def test_stop_with_sigint_reaches_the_task(driver: RawExecDriver, make_ctx
     assert (await driver.wait(handle)).signal == signal.SIGINT
 
 
+async def test_stop_reaches_a_task_whose_ignored_signals_are_still_being_reset(
+    driver: RawExecDriver,
+    make_ctx: MakeCtx,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An agent started with `&` ignores SIGINT, and `env --default-signal` resets it for
+    its tasks.  A stop that came while the reset was still to run was lost (the task then
+    ignored SIGINT: SIGKILL after the timeout, exit 137), now and then on a busy machine;
+    a slow reset makes that window wide: the reset must run before the task can be
+    signalled at all."""
+    slow_env = tmp_path / "slow-env"
+    slow_env.write_text(f'#!/bin/sh\nsleep 0.5\nexec {commands.helper_path("env")} "$@"\n')
+    slow_env.chmod(0o755)
+    monkeypatch.setattr(process, "signal_reset_prefix", lambda: [str(slow_env), "--default-signal"])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        handle = await driver.start(make_ctx("sleep", ["30"]))
+        await driver.stop(handle, "INT", 5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    result = await driver.wait(handle)
+    assert (result.exit_code, result.signal) == (130, signal.SIGINT)
+
+
+async def test_a_task_an_earlier_agent_made_its_own_group_leader_is_still_stopped(
+    driver: RawExecDriver, make_ctx: MakeCtx
+) -> None:
+    """Handles saved before shims led their tasks' groups have no ``pgid``: the task ran
+    under ``setsid`` and leads its own group, which is what gets the signal."""
+    setsid = commands.helper_path("setsid")
+    handle = await driver.start(make_ctx(setsid, ["sleep", "30"]))
+    pid = handle.pid
+    assert pid is not None
+    await until(lambda: (st := procfs.read_stat(pid)) is not None and st.pgrp == pid)
+    old = TaskHandle.from_dict(json.loads(json.dumps(handle.to_dict())))
+    del old.state["pgid"]
+    later = RawExecDriver()  # a restarted agent's driver
+    assert await later.recover(old)
+    await later.stop(old, "SIGTERM", 5)
+    result = await later.wait(old)
+    assert (result.exit_code, result.signal) == (143, signal.SIGTERM)
+
+
 async def test_stop_escalates_to_sigkill(driver: RawExecDriver, make_ctx: MakeCtx) -> None:
     script = 'trap "" TERM; echo ready; while :; do sleep 0.05; done'
     ctx = make_ctx("sh", ["-c", script])
@@ -236,16 +284,61 @@ async def test_stop_kills_stragglers_in_the_group(driver: RawExecDriver, make_ct
     await until(lambda: not alive(bg), timeout=2)
 
 
-async def test_killing_the_group_from_outside_is_recorded(
+async def test_killing_the_task_from_outside_is_recorded(
     driver: RawExecDriver, make_ctx: MakeCtx
 ) -> None:
     handle = await driver.start(make_ctx("sleep", ["30"]))
     pid = await driver.task_pid(handle)
     assert pid is not None
-    os.killpg(pid, signal.SIGKILL)  # not the shim: it records the death
+    os.kill(pid, signal.SIGKILL)  # not the shim: it records the death
     result = await asyncio.wait_for(driver.wait(handle), 3)
     assert (result.exit_code, result.signal, result.error) == (137, 9, None)
     assert read(handle.state["status_file"]).strip() == "137"
+
+
+@pytest.mark.parametrize(
+    "sig", sorted(SHIM_TRAPS - {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+)
+async def test_a_signal_to_the_group_kills_the_task_and_the_shim_records_it(
+    driver: RawExecDriver, make_ctx: MakeCtx, sig: signal.Signals
+) -> None:
+    handle = await driver.start(make_ctx("sleep", ["30"]))
+    assert await driver.task_pid(handle) is not None
+    os.killpg(handle.state["pgid"], sig)  # as `kill -- -PGID` from a shell would
+    result = await asyncio.wait_for(driver.wait(handle), 3)
+    assert (result.exit_code, result.signal, result.error) == (128 + sig, sig, None)
+
+
+def test_the_shim_traps_what_the_driver_sends_to_the_group() -> None:
+    line = next(x for x in Path(SHIM_PATH).read_text().splitlines() if x.startswith("trap : "))
+    assert {signal.Signals["SIG" + name] for name in line.split()[2:]} == SHIM_TRAPS
+
+
+async def test_a_signal_the_shim_cannot_trap_goes_to_the_task_alone(
+    driver: RawExecDriver, make_ctx: MakeCtx
+) -> None:
+    rt = int(signal.SIGRTMIN)
+    ctx = make_ctx("sh", ["-c", f"trap 'exit 7' {rt}; echo ready; while :; do sleep 0.05; done"])
+    handle = await driver.start(ctx)
+    await until(has_text(ctx.stdout_path, "ready"))
+    await driver.signal(handle, str(rt))
+    result = await asyncio.wait_for(driver.wait(handle), 3)
+    assert (result.exit_code, result.error) == (7, None)  # the shim lived to record it
+
+
+async def test_stop_of_a_stopped_task_is_recorded(driver: RawExecDriver, make_ctx: MakeCtx) -> None:
+    handle = await driver.start(make_ctx("sleep", ["30"]))
+    await driver.signal(handle, "SIGSTOP")  # stops the whole group, the shim included
+
+    def stopped(pid: int) -> bool:
+        st = procfs.read_stat(pid)
+        return st is not None and st.state == "T"
+
+    # (a SIGTERM sent before the stop took hold would be taken first: lower number)
+    await until(lambda: stopped(handle.state["shim_pid"]) and stopped(handle.state["task_pid"]))
+    await driver.stop(handle, "SIGTERM", 0.2)  # SIGTERM waits; SIGKILL, and SIGCONT
+    result = await asyncio.wait_for(driver.wait(handle), 3)
+    assert (result.exit_code, result.signal, result.error) == (137, 9, None)
 
 
 async def test_stats(driver: RawExecDriver, make_ctx: MakeCtx) -> None:
@@ -316,9 +409,12 @@ async def test_many_tasks_spawn_fast(driver: RawExecDriver, make_fast_ctx: MakeC
     try:
         # Here: ~1.3 ms wall (the shims' own start-up shares the 2 cores) and
         # ~0.3 ms of the agent's CPU per task.  CPU is what a regression (say, a
-        # preexec_fn, which rules out vfork) would show even on a busy machine.
+        # preexec_fn, which rules out vfork) would show even on a busy machine; the
+        # wall time of a start (the wait for the shim's report) is the scheduler's on
+        # a busy one (20 ms was exceeded beside three busy loops), so its bound only
+        # catches a start that waits on something slower (a poll, the report's timeout).
         assert cpu < 0.0015, f"{cpu * 1000:.2f} ms of agent CPU per task"
-        assert wall < 0.02, f"{wall * 1000:.2f} ms per task"
+        assert wall < 0.1, f"{wall * 1000:.2f} ms per task"
     finally:
         await asyncio.gather(*(driver.stop(h, "SIGKILL", 0) for h in handles))
     results = await asyncio.gather(*(driver.wait(h) for h in handles))

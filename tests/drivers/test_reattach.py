@@ -101,7 +101,7 @@ async def test_recover_when_the_status_was_lost(base_dir: Path) -> None:
     shim, task = handle.state["shim_pid"], handle.state["task_pid"]
     os.kill(shim, signal.SIGKILL)  # the shim dies first: nobody records the exit
     await until(lambda: not alive(shim))
-    os.killpg(task, signal.SIGKILL)
+    os.kill(task, signal.SIGKILL)
     driver = RawExecDriver()
     assert not await driver.recover(handle)
     assert (await driver.wait(handle)).error == LOST_WHILE_DOWN

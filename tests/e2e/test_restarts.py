@@ -51,7 +51,7 @@ def test_agent_kill9_keeps_tasks_and_reattaches(dev_agent: DevAgent, tmp_path: P
 
     # the re-attached agent still notices the task's exit and records its code
     victim_id, victim_pid = next(iter(pids.items()))
-    os.killpg(victim_pid, signal.SIGKILL)
+    os.kill(victim_pid, signal.SIGKILL)
 
     def restarted() -> bool:
         a = dev_agent.get(f"/v1/allocation/{victim_id}")

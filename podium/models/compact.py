@@ -1,4 +1,4 @@
-"""Smaller stored allocations: what the store keeps of each one, shared where equal.
+"""Smaller kept allocations: what the store, and an agent, keep of each one, shared where equal.
 
 A pydantic model instance carries a ``__dict__`` and a ``__pydantic_fields_set__``
 set of its own; for a reported allocation (the allocation, its resources twice,
@@ -9,7 +9,10 @@ never mutated (writers copy them), so equal sets, equal resources and equal shor
 strings can be one object each.
 
 Everything here is invisible to readers: each attribute keeps an equal value
-(``model_fields_set`` included), only duplicates are dropped.
+(``model_fields_set`` included), only duplicates are dropped.  The server's store
+compacts what it stores; an agent what its allocation runners hold (~5.3 -> ~2.1 KB
+an allocation as a sync answer parses it, measured with tracemalloc); the simulated
+agents what they hold.  It lives with the models so that all three can use it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from podium.models import Allocation, Resources, TaskState
+from podium.models.alloc import Allocation, TaskState
+from podium.models.job import Resources
 
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 _RESOURCES: dict[tuple[int, int, int | None, int | None], Resources] = {}
