@@ -46,7 +46,15 @@
 #   death by signal ("Killed") there, and that is not the task's output.
 # * A setup failure exits 125 before STATE_DIR/pid exists; the agent reports
 #   that as a setup error rather than as the task's exit code.
+# * The whole program is one { ... } block that ends in `exit`: a shell reads
+#   a script as it goes, and a shim waits for hours, so a shim.sh replaced in
+#   place meanwhile (an upgrade, an editor) would have it resume at its old
+#   offset in the new text, with its own arguments: that once wrote "0" into
+#   the helpers named on an older shim's command line.  A compound command is
+#   read whole before it runs, and `exit` keeps the shell from reading on.
+# * Only a file named cgroup.procs is ever written before the `--`.
 
+{
 trap : HUP INT QUIT ABRT USR1 USR2 PIPE ALRM TERM TSTP TTIN TTOU XCPU XFSZ VTALRM PROF IO PWR SYS
 exec 3>&0 0</dev/null 4>&2 2>/dev/null
 
@@ -57,6 +65,7 @@ exec 3>&0 0</dev/null 4>&2 2>/dev/null
 	case $2 in -) unset PWD ;; *) PWD=${2#=} ;; esac
 	shift 2
 	while [ "$1" != -- ]; do
+		case $1 in */cgroup.procs) ;; *) exit 125 ;; esac
 		echo 0 >"$1" || exit 125
 		shift
 	done
@@ -72,3 +81,5 @@ st=$?
 exec 2>&4 3>&- 4>&-
 while [ "$1" != -- ]; do shift; done
 echo "$st" >"$2/status"
+exit
+}
