@@ -241,7 +241,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
 
     run_server = config.dev or config.server
     ephemeral = config.dev and config.data_dir is None
-    data_dir = Path(config.data_dir or tempfile.mkdtemp(prefix="podium-dev-"))
+    data_dir = Path(config.data_dir or tempfile.mkdtemp(prefix="podium-dev-")).absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     host, port = _split_addr(config.http_addr)
 

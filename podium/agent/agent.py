@@ -114,7 +114,9 @@ class Agent:
         self.settings = settings
         self.client = client
         self.clock = clock
-        self.data_dir = Path(settings.data_dir)
+        # Absolute: tasks run in their own directories, and their shims write the
+        # state paths they are given (a relative --data-dir left every task unrecorded).
+        self.data_dir = Path(settings.data_dir).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # ``state``: the simulator gives each of its agents an in-memory one
         self.state = state if state is not None else LocalState(self.data_dir / "agent.db")

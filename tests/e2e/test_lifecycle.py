@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.e2e.conftest import DevAgent, as_json, wait_until, write_job
+from tests.e2e.conftest import DevAgent, as_json, free_port, wait_until, write_job
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -317,3 +318,39 @@ groups:
     assert f"admin=127.0.0.1:{static}" in out
     node = dev_agent.get("/v1/nodes")[0]
     assert static in node["ports_in_use"]
+
+
+def test_a_relative_data_dir_runs_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`podium agent --dev --data-dir data`: the agent works from the absolute path (each
+    task's shim runs in the task's own directory, so a relative state path pointed nowhere
+    and every task died unrecorded)."""
+    monkeypatch.chdir(tmp_path)
+    agent = DevAgent(
+        addr=f"http://127.0.0.1:{free_port()}",
+        data_dir=Path("data"),
+        log_path=tmp_path / "agent.log",
+    )
+    path = write_job(
+        tmp_path,
+        """\
+job: rel
+groups:
+  g:
+    tasks:
+      t:
+        driver: raw_exec
+        config: {command: /bin/sh, args: ["-c", "echo up; exec sleep 3600"]}
+""",
+    )
+    try:
+        agent.start()
+        agent.cli("job", "run", path, check=True)
+        (alloc,) = agent.wait_running("rel", 1)
+        assert (tmp_path / "data" / "agent" / "allocs" / alloc["id"]).is_dir()
+        logs = agent.cli("alloc", "logs", alloc["id"], "t", check=True)
+        assert logs.stdout == "up\n"
+        agent.cli("job", "stop", "rel", check=True)
+        state = agent.get(f"/v1/allocation/{alloc['id']}")["task_states"]["t"]
+        assert state["state"] == "dead" and "shim died" not in str(state["events"])
+    finally:
+        agent.cleanup()
