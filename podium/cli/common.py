@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from podium.cli.render import PlainConsole
 from podium.client import DEFAULT_ADDRESS, Client, Endpoint, QueryResult, ServerUnreachable
 from podium.errors import (
     AmbiguousPrefix,
@@ -176,7 +177,7 @@ def console() -> Console:
     """
     if interactive():  # a terminal, or TTY_INTERACTIVE=1: live views repaint
         return Console(highlight=False, soft_wrap=False, emoji=False, force_terminal=True)
-    return Console(
+    return PlainConsole(
         file=_Plain(sys.stdout),  # type: ignore[arg-type]  # a TextIO in all that rich uses
         highlight=False,
         soft_wrap=False,

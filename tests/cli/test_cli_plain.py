@@ -136,6 +136,72 @@ def test_on_a_terminal_job_run_repaints(fake: FakeServer, job_file: Path) -> Non
     assert "All 2 allocations running." in result.stdout
 
 
+def test_a_live_view_shows_what_fits_the_screen(fake: FakeServer, tmp_path: Path) -> None:
+    """A live view redraws all it holds on every change: with 40 allocations on a 20-line
+    terminal it holds the 12 that fit (those not running first) and counts the rest."""
+    path = tmp_path / "web.yaml"
+    path.write_text(JOB_FILE.replace("count: 2", "count: 40"))
+    fake.on("POST", "/v1/jobs", REGISTERED)
+    fake.on("GET", f"/v1/evaluation/{EVAL_ID}", evaluation("complete", plan_summary={"place": 40}))
+    ids = [f"{i:08x}-0000-4000-8000-000000000000" for i in range(40)]
+    some = [alloc(a, "running" if i < 30 else "pending", index=i) for i, a in enumerate(ids)]
+    every = [alloc(a, "running", index=i) for i, a in enumerate(ids)]
+    fake.on("GET", "/v1/job/web/allocations", some, every)
+    result = plain("job", "run", str(path), TTY_INTERACTIVE="1", NO_COLOR="1", LINES="20")
+    assert result.exit_code == 0, result.output
+    assert "... and 28 more (40 in all: 10 pending, 30 running)" in result.stdout
+    assert "... and 28 more (40 in all: 40 running)" in result.stdout
+    first = result.stdout.split("... and 28 more (40 in all: 10 pending")[0]
+    assert all(f"{i:08x}" in first for i in range(30, 40))  # the pending ten are shown
+    assert "All 40 allocations running." in result.stdout
+
+
+def _counts(running: int, pending: int, failed: int = 0) -> dict[str, Any]:
+    return job_info(summary={"web": {"running": running, "pending": pending, "failed": failed}})
+
+
+def _large_run(fake: FakeServer, tmp_path: Path, *summaries: dict[str, Any]) -> list[str]:
+    path = tmp_path / "web.yaml"
+    path.write_text(JOB_FILE.replace("count: 2", "count: 60"))
+    fake.on("POST", "/v1/jobs", REGISTERED)
+    fake.on("GET", f"/v1/evaluation/{EVAL_ID}", evaluation("complete", plan_summary={"place": 60}))
+    fake.on("GET", "/v1/job/web", *summaries)
+    return [f"{i:08x}-0000-4000-8000-000000000000" for i in range(60)]
+
+
+def test_a_large_job_is_followed_by_its_counts(fake: FakeServer, tmp_path: Path) -> None:
+    """From FOLLOW_COUNTS_FROM instances, job run follows the job's summary, then reads the
+    allocations once: a line per change of the counts, not one per allocation."""
+    ids = _large_run(
+        fake, tmp_path, _counts(0, 60), _counts(0, 60), _counts(45, 15), _counts(60, 0)
+    )
+    fake.on(
+        "GET", "/v1/job/web/allocations", [alloc(a, "running", index=i) for i, a in enumerate(ids)]
+    )
+    result = plain("job", "run", str(tmp_path / "web.yaml"))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[2:5] == [
+        "Allocations: 0/60 running, 60 pending",
+        "Allocations: 45/60 running, 15 pending",
+        "Allocations: 60/60 running",
+    ]
+    assert not any(line.startswith("Allocation ") for line in lines)  # no line per allocation
+    assert sum(line.split()[:1] in ([a[:8]] for a in ids) for line in lines) == 60  # end table
+    assert lines[-1] == "All 60 allocations running."
+    assert len(fake.calls("GET", "/v1/job/web/allocations")) == 1
+
+
+def test_a_large_job_with_a_failure_says_which(fake: FakeServer, tmp_path: Path) -> None:
+    ids = _large_run(fake, tmp_path, _counts(0, 60), _counts(30, 29, failed=1))
+    allocs = [alloc(a, "running", index=i) for i, a in enumerate(ids)]
+    allocs[7] = alloc(ids[7], "failed", index=7, client_description="task t failed")
+    fake.on("GET", "/v1/job/web/allocations", allocs)
+    result = plain("job", "run", str(tmp_path / "web.yaml"))
+    assert result.exit_code == 1, result.output
+    assert f"Allocation {ids[7][:8]} (web.web[7]) failed: task t failed" in result.output
+
+
 def _node(drain: bool, allocs: int) -> dict[str, Any]:
     return node_info(drain=drain, alloc_count=allocs)
 

@@ -38,3 +38,44 @@ def test_plan_text_skips_zeros() -> None:
         == "in place update 1, place 2"
     )
     assert render.plan_text({"place": 0}) == "no changes"
+
+
+def _rich_lines(renderable: object) -> list[str]:
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=100_000, highlight=False, soft_wrap=False, emoji=False).print(
+        renderable
+    )
+    return [line.rstrip() for line in buf.getvalue().splitlines()]
+
+
+def test_plain_table_lays_out_what_rich_does() -> None:
+    """Without a terminal a table()'s lines are written without rich (a 1,000-row table
+    took it half a second); they must be the very lines rich draws."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    t = render.table("ID", "Name", "Count", title="Things")
+    t.columns[2].justify = "right"
+    t.add_row("a1", escape("web[0] [bold]x[/]"), "7")
+    t.add_row("b22222", Text("naïve — ✓ 名前", style="red"), "1234")
+    t.add_row(render.status_text("running"), "", "0")
+    assert render.plain_table(t) == _rich_lines(t)
+    untitled = render.table("A", "B")
+    untitled.add_row("x", "y")
+    untitled.show_header = False
+    assert render.plain_table(untitled) == _rich_lines(untitled) == ["x  y"]
+
+
+def test_the_plain_console_prints_tables_and_groups_as_rich_would() -> None:
+    import io
+
+    t = render.table("ID", "Status", title="Allocations")
+    t.add_row("aaaaaaaa", "running")
+    group = render.stack(render.fields([("ID", "web"), ("Type", "service")]), t)
+    buf = io.StringIO()
+    render.PlainConsole(file=buf, width=100_000, highlight=False, emoji=False).print(group)
+    assert [line.rstrip() for line in buf.getvalue().splitlines()] == _rich_lines(group)
