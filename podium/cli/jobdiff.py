@@ -77,10 +77,6 @@ def diff_lines(diff: JobDiff, changes: dict[str, GroupChanges]) -> list[Text]:
 
 def _limit(driver: str, asked: int | None, reserved: int, unit: str, exec_default: bool) -> str:
     """A hard limit as the driver applies it (see :class:`podium.models.Resources`)."""
-    if driver == "raw_exec":
-        if asked is None:
-            return "no limit (raw_exec enforces none)"
-        return f"max {asked:,} {unit} asked, not enforced by raw_exec"
     if asked is not None:
         return f"max {asked:,} {unit}"
     if exec_default:

@@ -55,5 +55,5 @@ def builtin_drivers(
         "mock": MockDriver(),
     }
     if raw_exec_enabled:
-        drivers["raw_exec"] = RawExecDriver()
+        drivers["raw_exec"] = RawExecDriver(cgroup_root)
     return drivers

@@ -119,12 +119,12 @@ class CgroupV2:
             )
 
     def create(
-        self, name: str, memory_mb: int, cpu_mhz: int, cpu_max_mhz: int | None = None
+        self, name: str, memory_mb: int | None, cpu_mhz: int, cpu_max_mhz: int | None = None
     ) -> list[str]:
         """Make (or reset) the task's cgroup with its limits; returns its directory.
 
-        ``memory_mb`` is the hard memory limit, ``cpu_mhz`` the CPU weight and
-        ``cpu_max_mhz`` (when given) a hard CPU limit as a CFS quota."""
+        ``memory_mb`` is the hard memory limit (None: none), ``cpu_mhz`` the CPU
+        weight and ``cpu_max_mhz`` (when given) a hard CPU limit as a CFS quota."""
         wanted = " ".join(f"+{c}" for c in CONTROLLERS if c in self.controllers())
         # Controllers must be enabled in every ancestor's subtree_control.
         path = self.mount
@@ -134,9 +134,10 @@ class CgroupV2:
             os.makedirs(path, exist_ok=True)
         _write(os.path.join(path, "cgroup.subtree_control"), wanted)
         leaf = _fresh(os.path.join(path, _clean_name(name)))
-        _write(os.path.join(leaf, "memory.max"), str(memory_mb * MIB))
-        with contextlib.suppress(OSError):  # absent without swap accounting
-            _write(os.path.join(leaf, "memory.swap.max"), "0")
+        if memory_mb is not None:
+            _write(os.path.join(leaf, "memory.max"), str(memory_mb * MIB))
+            with contextlib.suppress(OSError):  # absent without swap accounting
+                _write(os.path.join(leaf, "memory.swap.max"), "0")
         _write(os.path.join(leaf, "cpu.weight"), str(cpu_weight(cpu_mhz)))
         if cpu_max_mhz is not None:
             quota = cpu_quota_us(cpu_max_mhz, core_mhz())
@@ -163,7 +164,7 @@ class CgroupV1:
             )
 
     def create(
-        self, name: str, memory_mb: int, cpu_mhz: int, cpu_max_mhz: int | None = None
+        self, name: str, memory_mb: int | None, cpu_mhz: int, cpu_max_mhz: int | None = None
     ) -> list[str]:
         """Make (or reset) one directory per controller mount; returns them (the
         arguments as :meth:`CgroupV2.create`'s)."""
@@ -175,7 +176,7 @@ class CgroupV1:
         for mount, leaf in dirs.items():
             os.makedirs(os.path.dirname(leaf), exist_ok=True)
             made.append(_fresh(leaf))
-            if mount == self.mounts["memory"]:
+            if mount == self.mounts["memory"] and memory_mb is not None:
                 _write(os.path.join(leaf, "memory.limit_in_bytes"), str(memory_mb * MIB))
                 # memsw (memory + swap) must come after, and not below, the plain limit.
                 with contextlib.suppress(OSError):
@@ -190,6 +191,15 @@ class CgroupV1:
 
 
 Cgroups = CgroupV1 | CgroupV2
+
+
+def tree_root(cgroup_root: str | None, fs_root: str = "/sys/fs/cgroup") -> str:
+    """The tasks' tree under each hierarchy (``podium`` by default): an agent's
+    ``--cgroup-root`` relative to the hierarchy, given either way."""
+    root = cgroup_root or "podium"
+    if root.startswith(fs_root.rstrip("/") + "/"):
+        root = root[len(fs_root.rstrip("/")) + 1 :]
+    return root.strip("/") or "podium"
 
 
 def _fresh(leaf: str) -> str:

@@ -18,7 +18,6 @@ the task into its cgroup(s), so everything it starts is accounted and limited.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import grp
 import os
@@ -28,7 +27,7 @@ import time
 from typing import Any
 
 from podium.drivers import cgroups
-from podium.drivers.base import ExitResult, TaskContext
+from podium.drivers.base import TaskContext
 from podium.drivers.commands import exec_config, helper_path, pwd_arg, resolve_command, task_cwd
 from podium.drivers.process import SH, STATE_SUBDIR, LaunchPlan, ProcessDriver
 from podium.errors import DriverError
@@ -44,8 +43,6 @@ INIT_SCRIPT = (
 messages such as "Killed" go to /dev/null, not the task's log), pass its status on."""
 PROBE_RETRY = 60.0
 """Seconds before a failed namespace probe is tried again."""
-RELEASE_WAIT = 5.0
-"""How long ``destroy`` keeps trying to remove a cgroup whose processes are exiting."""
 
 
 class ExecDriver(ProcessDriver):
@@ -61,10 +58,7 @@ class ExecDriver(ProcessDriver):
         super().__init__()
         self._unshare = helper_path("unshare")
         self._setpriv = helper_path("setpriv")
-        root = cgroup_root or "podium"
-        if root.startswith(fs_root.rstrip("/") + "/"):
-            root = root[len(fs_root.rstrip("/")) + 1 :]
-        self._cgroup_root = root.strip("/") or "podium"
+        self._cgroup_root = cgroups.tree_root(cgroup_root, fs_root)
         self._fs_root, self._mountinfo = fs_root, mountinfo
         self._cgroups: cgroups.Cgroups | None = None
         self._probe: tuple[float, str | None] | None = None
@@ -171,25 +165,6 @@ class ExecDriver(ProcessDriver):
             },
         )
 
-    def _abandon(self, state: dict[str, Any]) -> None:
-        cgroups.remove(list(state.get("cgroups") or []))
-
-    # ----------------------------------------------------------- exit and clean-up
-    def _finish(self, state: dict[str, Any], result: ExitResult) -> ExitResult:
-        """Read the OOM verdict while the cgroup still exists (``destroy`` removes it)."""
-        dirs = list(state.get("cgroups") or [])
-        if not dirs or result.exit_code is None:
-            return result
-        kills = cgroups.oom_kills(dirs)
-        if kills is not None:
-            result.oom_killed = kills > int(state.get("oom_baseline") or 0)
-        else:  # old v1 kernels: the limit was hit and something died of SIGKILL
-            result.oom_killed = result.signal == 9 and cgroups.memory_failcnt(dirs) > 0
-        return result
-
-    def _kill_all(self, state: dict[str, Any]) -> None:
-        cgroups.kill(list(state.get("cgroups") or []))
-
     def _signalable(self, state: dict[str, Any]) -> bool:
         """The task exists once the cgroup holds unshare, the namespace's init and it.
 
@@ -198,19 +173,6 @@ class ExecDriver(ProcessDriver):
         """
         dirs = list(state.get("cgroups") or [])
         return super()._signalable(state) and len(cgroups.pids(dirs)) >= 3
-
-    async def _release(self, state: dict[str, Any]) -> None:
-        dirs = list(state.get("cgroups") or [])
-        deadline = time.monotonic() + RELEASE_WAIT
-        while dirs:
-            cgroups.kill(dirs)
-            if cgroups.remove(dirs) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.01)
-
-    def _member_pids(self, state: dict[str, Any], root: int) -> list[int]:
-        tree = set(super()._member_pids(state, root))
-        return sorted(tree | cgroups.pids(list(state.get("cgroups") or [])))
 
 
 def identity(user: str | None) -> tuple[str, int, int]:

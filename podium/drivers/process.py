@@ -33,6 +33,7 @@ from typing import Any
 
 import psutil
 
+from podium.drivers import cgroups
 from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
 from podium.drivers.commands import pwd_arg, signal_reset_prefix
 from podium.drivers.procfs import (
@@ -67,6 +68,8 @@ KILL_WAIT = 10.0
 """How long ``stop`` waits for the exit after SIGKILL before giving up."""
 POLL_INTERVAL = 0.5
 """How often a shim is looked at when no pidfd could be opened for it."""
+RELEASE_WAIT = 5.0
+"""How long ``destroy`` keeps trying to remove a cgroup whose processes are exiting."""
 STATS_TTL = 0.5
 """Age up to which one scan of /proc serves every task's ``stats`` call."""
 
@@ -187,15 +190,28 @@ class ProcessDriver(Driver):
     def _plan(self, ctx: TaskContext) -> LaunchPlan:
         """What to run for ``ctx``; raises DriverError when it cannot be run."""
 
+    # A task with limits (every exec task; a raw_exec task that names memory_max or
+    # cpu_max) has cgroups, listed in its handle's state: what follows acts on those.
     def _abandon(self, state: dict[str, Any]) -> None:
         """Undo what ``_plan`` set up, when spawning the shim failed."""
+        cgroups.remove(list(state.get("cgroups") or []))
 
     def _finish(self, state: dict[str, Any], result: ExitResult) -> ExitResult:
-        """Adjust an exit result (the exec driver adds OOM detection)."""
+        """Adjust an exit result: the OOM verdict, read while the cgroup still exists
+        (``destroy`` removes it)."""
+        dirs = list(state.get("cgroups") or [])
+        if not dirs or result.exit_code is None:
+            return result
+        kills = cgroups.oom_kills(dirs)
+        if kills is not None:
+            result.oom_killed = kills > int(state.get("oom_baseline") or 0)
+        else:  # old v1 kernels: the limit was hit and something died of SIGKILL
+            result.oom_killed = result.signal == 9 and cgroups.memory_failcnt(dirs) > 0
         return result
 
     def _kill_all(self, state: dict[str, Any]) -> None:
         """SIGKILL every process the task left, beyond its process group."""
+        cgroups.kill(list(state.get("cgroups") or []))
 
     def _signalable(self, state: dict[str, Any]) -> bool:
         """Whether a signal to the task's group now reaches the task itself.
@@ -211,9 +227,16 @@ class ProcessDriver(Driver):
 
     async def _release(self, state: dict[str, Any]) -> None:
         """Free node resources (cgroups) once the task is dead."""
+        dirs = list(state.get("cgroups") or [])
+        deadline = time.monotonic() + RELEASE_WAIT
+        while dirs:
+            cgroups.kill(dirs)
+            if cgroups.remove(dirs) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
 
     def _member_pids(self, state: dict[str, Any], root: int) -> list[int]:
-        """The pids whose usage ``stats`` sums: by default the task's process tree."""
+        """The pids whose usage ``stats`` sums: the task's process tree and its cgroups'."""
         children: dict[int, list[int]] = {}
         for pid, (ppid, _cpu, _rss) in self._table.items():
             children.setdefault(ppid, []).append(pid)
@@ -223,7 +246,8 @@ class ProcessDriver(Driver):
             if pid in self._table:
                 out.append(pid)
                 todo.extend(children.get(pid, ()))
-        return out
+        dirs = list(state.get("cgroups") or [])
+        return sorted(set(out) | cgroups.pids(dirs)) if dirs else out
 
     # ----------------------------------------------------------- Driver API
     async def start(self, ctx: TaskContext) -> TaskHandle:

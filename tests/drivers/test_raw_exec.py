@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from podium.drivers import commands, process, procfs
+from podium.drivers import cgroups, commands, process, procfs
 from podium.drivers.base import TaskHandle
 from podium.drivers.process import SHIM_PATH, SHIM_TRAPS, SHIM_VAR
 from podium.drivers.raw_exec import RawExecDriver
 from podium.errors import DriverError
 
-from .conftest import PATH, MakeCtx, read
+from .conftest import PATH, MakeCtx, needs_exec, read
 from .helpers import alive, has_text, pss_kib, until
 
 
@@ -428,3 +428,58 @@ async def test_exit_future_is_the_shims_own(driver: RawExecDriver, make_ctx: Mak
     async with asyncio.timeout(3):
         result = await asyncio.shield(future)
     assert result.exit_code == 3 and (await driver.wait(handle)).exit_code == 3
+
+
+# -- hard limits: only a task that names them gets a cgroup
+
+
+async def test_reservations_alone_set_no_limit(driver: RawExecDriver, make_ctx: MakeCtx) -> None:
+    ctx = make_ctx("python3", ["-c", "b = bytearray(100 * 1024 * 1024)"], memory=10)
+    handle = await driver.start(ctx)
+    assert "cgroups" not in handle.state
+    result = await asyncio.wait_for(driver.wait(handle), 30)
+    assert (result.exit_code, result.oom_killed) == (0, False)
+    await driver.destroy(handle)
+
+
+@needs_exec
+async def test_memory_max_is_enforced_and_an_oom_reported(
+    driver: RawExecDriver, make_ctx: MakeCtx
+) -> None:
+    ctx = make_ctx("python3", ["-c", "b = bytearray(200 * 1024 * 1024)"], memory=10, memory_max=50)
+    handle = await driver.start(ctx)
+    dirs = handle.state["cgroups"]
+    assert dirs and all(os.path.isdir(d) for d in dirs)
+    result = await asyncio.wait_for(driver.wait(handle), 30)
+    assert result.oom_killed, (result, read(ctx.stderr_path))
+    await driver.destroy(handle)
+    assert not any(os.path.exists(d) for d in dirs)
+
+
+@needs_exec
+async def test_cpu_max_alone_limits_cpu_not_memory(
+    driver: RawExecDriver, make_ctx: MakeCtx
+) -> None:
+    ctx = make_ctx("sleep", ["30"], cpu=100, cpu_max=500)
+    handle = await driver.start(ctx)
+    dirs = handle.state["cgroups"]
+    quota = str(cgroups.cpu_quota_us(500, cgroups.core_mhz()))
+    if handle.state["cgroup_version"] == 1:
+        cpu = next(d for d in dirs if os.path.exists(os.path.join(d, "cpu.cfs_quota_us")))
+        assert read(os.path.join(cpu, "cpu.cfs_quota_us")).strip() == quota
+        mem = next(d for d in dirs if os.path.exists(os.path.join(d, "memory.limit_in_bytes")))
+        assert int(read(os.path.join(mem, "memory.limit_in_bytes"))) > 2**60  # unlimited
+    else:
+        assert read(os.path.join(dirs[0], "cpu.max")).split()[0] == quota
+        assert read(os.path.join(dirs[0], "memory.max")).strip() == "max"
+    await driver.destroy(handle)
+
+
+async def test_limits_without_cgroups_are_refused_not_dropped(
+    tmp_path: Path, make_ctx: MakeCtx
+) -> None:
+    """A task that asks for a hard limit never runs without it."""
+    (tmp_path / "mountinfo").write_text("")
+    driver = RawExecDriver(fs_root=str(tmp_path), mountinfo=str(tmp_path / "mountinfo"))
+    with pytest.raises(DriverError, match="raw_exec cannot enforce memory_max or cpu_max"):
+        await driver.start(make_ctx("true", memory_max=64))
