@@ -82,6 +82,8 @@ KILL_WAIT = 10.0
 """How long ``stop`` waits for the exit after SIGKILL."""
 LOG_DRAIN = 5.0
 """How long ``wait`` lets the log followers catch up after the container exited."""
+FINAL_READ_TRIES = 3
+"""Reads of a stopped container's stored logs a follower tries before giving up."""
 ENGINE_RETRY = 30.0
 """How long a waiter keeps retrying an engine that does not answer."""
 MIN_CPU_SHARES = 2
@@ -251,6 +253,8 @@ class _Follower:
         self.stop = threading.Event()
         self._response: Any = None
         self._lock = threading.Lock()
+        self._last = (0, 0)
+        """The checkpoint: the newest line's time (ns) and how many lines had it."""
         self.thread = threading.Thread(
             target=self._run, name=f"docker-logs-{container_id[:12]}-{stream}", daemon=True
         )
@@ -285,45 +289,16 @@ class _Follower:
 
     def _follow(self) -> None:
         errors = _errors()
-        last_ns, last_count = self._read_checkpoint()
+        self._last = self._read_checkpoint()
         client = new_client(timeout=None)
         out = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         ckpt = os.open(self.checkpoint, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             while not self.stop.is_set():
-                kwargs: dict[str, Any] = {
-                    "stdout": self.stream == "stdout",
-                    "stderr": self.stream == "stderr",
-                    "stream": True,
-                    "follow": True,
-                    "timestamps": True,
-                }
-                if last_ns:
-                    kwargs["since"] = max(1, last_ns // 1_000_000_000)
                 try:
-                    frames = client.api.logs(self.container_id, **kwargs)
-                    with self._lock:
-                        self._response = frames
+                    self._pass(client, out, ckpt, follow=True)
                     if self.stop.is_set():
                         break
-                    seen = 0  # lines at last_ns seen again in this pass
-                    for frame in frames:
-                        space = frame.find(b" ")
-                        try:
-                            ns = parse_timestamp(frame[:space])
-                        except ValueError:
-                            ns, space = last_ns, -1
-                        if ns < last_ns:
-                            continue
-                        if ns == last_ns:
-                            seen += 1
-                            if seen <= last_count:
-                                continue
-                            last_count = seen
-                        else:
-                            last_ns, last_count, seen = ns, 1, 1
-                        os.write(out, frame[space + 1 :])
-                        os.pwrite(ckpt, f"{last_ns:020d} {last_count:010d}\n".encode(), 0)
                 except errors.NotFound:
                     return
                 except Exception as exc:
@@ -331,8 +306,8 @@ class _Follower:
                         return
                     log.debug("docker log stream %s broke: %s", self.container_id[:12], exc)
                     time.sleep(0.5)
-                # The stream ended: the container stopped (all its lines delivered), or the
-                # connection broke (read again from the checkpoint).
+                # The stream ended: the container stopped, or the connection broke (read
+                # again from the checkpoint).
                 try:
                     running = client.api.inspect_container(self.container_id)["State"]["Running"]
                 except errors.NotFound:
@@ -341,12 +316,74 @@ class _Follower:
                     running = True
                     time.sleep(0.5)
                 if not running:
+                    self._last_pass(client, out, ckpt, errors)
                     return
         finally:
             os.close(out)
             os.close(ckpt)
             with contextlib.suppress(Exception):
                 client.close()
+
+    def _last_pass(self, client: Any, out: int, ckpt: int, errors: Any) -> None:
+        """Read what the engine stored once more, from the checkpoint, once the container
+        stopped: a follow that began as it stopped, or that broke, can end before it has
+        sent every line (seen here under load: a quick task's whole output)."""
+        for attempt in range(FINAL_READ_TRIES):
+            try:
+                self._pass(client, out, ckpt, follow=False)
+                return
+            except errors.NotFound:
+                return
+            except Exception as exc:
+                if self.stop.is_set():
+                    return
+                if attempt + 1 == FINAL_READ_TRIES:
+                    log.warning(
+                        "docker logs of %s (%s): the last lines may be missing: %s",
+                        self.container_id[:12],
+                        self.stream,
+                        exc,
+                    )
+                    return
+                time.sleep(0.5)
+
+    def _pass(self, client: Any, out: int, ckpt: int, *, follow: bool) -> None:
+        """Append the stream's lines after the checkpoint ``self._last`` (the newest
+        line's time and how many lines carried that very time) and move it on."""
+        last_ns, last_count = self._last
+        kwargs: dict[str, Any] = {
+            "stdout": self.stream == "stdout",
+            "stderr": self.stream == "stderr",
+            "stream": True,
+            "follow": follow,
+            "timestamps": True,
+        }
+        if last_ns:
+            kwargs["since"] = max(1, last_ns // 1_000_000_000)
+        frames = client.api.logs(self.container_id, **kwargs)
+        with self._lock:
+            self._response = frames
+        if self.stop.is_set():
+            return
+        seen = 0  # lines at last_ns seen again in this pass
+        for frame in frames:
+            space = frame.find(b" ")
+            try:
+                ns = parse_timestamp(frame[:space])
+            except ValueError:
+                ns, space = last_ns, -1
+            if ns < last_ns:
+                continue
+            if ns == last_ns:
+                seen += 1
+                if seen <= last_count:
+                    continue
+                last_count = seen
+            else:
+                last_ns, last_count, seen = ns, 1, 1
+            os.write(out, frame[space + 1 :])
+            os.pwrite(ckpt, f"{last_ns:020d} {last_count:010d}\n".encode(), 0)
+            self._last = (last_ns, last_count)
 
 
 # --------------------------------------------------------------------------- tracking

@@ -865,3 +865,45 @@ def test_fingerprint_names_the_engine_for_compose_builds() -> None:
     whether a node's engine is that one (and so already has the image)."""
     info = DockerDriver().fingerprint()
     assert info.attributes["engine_id"] == CLIENT.info()["ID"]
+
+
+async def test_quick_containers_lose_and_repeat_no_line(ctx_for: Any) -> None:
+    """A container that exits as its log follower starts still has every line delivered,
+    once: the engine's follow can end before it sent them (a whole quick task's output was
+    lost about one run in four), so the follower reads what is stored once more."""
+    driver = DockerDriver()
+    script = "for i in 1 2 3 4 5; do echo line $i; done; echo done"
+    handles = await asyncio.gather(*(driver.start(ctx_for(script)) for _ in range(8)))
+    for handle in handles:
+        assert (await asyncio.wait_for(driver.wait(handle), 60)).exit_code == 0
+        path = Path(handle.state["stdout_path"])
+        assert path.read_text() == "".join(f"line {i}\n" for i in range(1, 6)) + "done\n"
+        await driver.destroy(handle)
+
+
+async def test_a_follow_that_keeps_breaking_still_delivers_every_line(
+    ctx_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's follow stream breaks (here: every time); once the container has
+    stopped the follower reads the stored lines, from its checkpoint, once."""
+    real = docker_driver.new_client
+
+    def flaky(**kwargs: Any) -> Any:
+        client = real(**kwargs)
+        logs = client.api.logs
+
+        def broken(*args: Any, **kw: Any) -> Any:
+            if kw.get("follow"):
+                raise ConnectionError("connection reset (by the test)")
+            return logs(*args, **kw)
+
+        client.api.logs = broken
+        return client
+
+    monkeypatch.setattr(docker_driver, "new_client", flaky)
+    driver = DockerDriver()
+    handle = await driver.start(ctx_for("echo one; echo two >&2; echo three"))
+    assert (await asyncio.wait_for(driver.wait(handle), 60)).exit_code == 0
+    assert Path(handle.state["stdout_path"]).read_text() == "one\nthree\n"
+    assert Path(handle.state["stderr_path"]).read_text() == "two\n"
+    await driver.destroy(handle)
