@@ -584,8 +584,7 @@ class DockerDriver(Driver):
                 "oom_parent": oom_parent,
             },
         )
-        watch = self._watch(handle)
-        self._follow(watch, handle)
+        self._watch(handle, follow=True)
         return handle
 
     def _create_args(self, ctx: TaskContext, cfg: DockerConfig) -> dict[str, Any]:
@@ -931,17 +930,25 @@ class DockerDriver(Driver):
         return str(container.id), int(container.attrs["State"].get("Pid") or 0)
 
     # ------------------------------------------------------------------ watching
-    def _watch(self, handle: TaskHandle) -> _Container:
+    def _watch(self, handle: TaskHandle, *, follow: bool = False) -> _Container:
+        """The container's watch (its waiter thread, and with ``follow`` its log
+        followers), made on first use."""
         cid = _container_id(handle)
         watch = self._containers.get(cid)
         loop = asyncio.get_running_loop()
         if watch is not None and (watch.loop is loop or watch.future.done()):
+            if follow:
+                self._follow(watch, handle)
             return watch
         watch = _Container(cid, loop, loop.create_future())
         oom_parent = handle.state.get("oom_parent")
         watch.oom_parent = oom_parent if isinstance(oom_parent, str) else None
         watch.started_at = handle.started_at
         self._containers[cid] = watch
+        if follow:
+            # Before the waiter: a quick container's exit must find the followers to wait
+            # for (made after it, they were missed and the exit reported before its logs).
+            self._follow(watch, handle)
         watch.waiter = threading.Thread(
             target=self._wait_thread, args=(watch,), name=f"docker-wait-{cid[:12]}", daemon=True
         )
@@ -1016,8 +1023,8 @@ class DockerDriver(Driver):
             await asyncio.to_thread(self._configure_oom)
             if await asyncio.to_thread(self._oom.watch, oom_parent):
                 self._oom_rewatched.add(oom_parent)
-        watch = self._watch(handle)
-        self._follow(watch, handle)  # catches up on what was logged while the agent was down
+        # the followers catch up on what was logged while the agent was down
+        self._watch(handle, follow=True)
         return bool(state.get("Running"))
 
     # ------------------------------------------------------------------ stop

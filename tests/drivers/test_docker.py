@@ -907,3 +907,26 @@ async def test_a_follow_that_keeps_breaking_still_delivers_every_line(
     assert Path(handle.state["stdout_path"]).read_text() == "one\nthree\n"
     assert Path(handle.state["stderr_path"]).read_text() == "two\n"
     await driver.destroy(handle)
+
+
+async def test_the_exit_waits_for_followers_made_before_it(
+    ctx_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter reports the exit once the log followers have delivered, so they must
+    exist when it starts: made after it, a quick container's exit found none to wait for
+    and was reported with its log files still empty (3 runs in 10 under load)."""
+    driver = DockerDriver()
+    seen: list[int] = []
+    real = driver._wait_thread
+
+    def waiter(watch: Any) -> None:
+        seen.append(len(watch.followers))
+        real(watch)
+
+    monkeypatch.setattr(driver, "_wait_thread", waiter)
+    ctx = ctx_for("echo out")
+    handle = await driver.start(ctx)
+    assert (await asyncio.wait_for(driver.wait(handle), 60)).exit_code == 0
+    assert seen == [2]
+    assert read(ctx.stdout_path) == "out\n"
+    await driver.destroy(handle)
