@@ -141,29 +141,15 @@ class ExecDriver(ProcessDriver):
         command = resolve_command(cfg.command, ctx.env, cwd)
         user, uid, gid = identity(ctx.user)
         give_task_dir(ctx.task_dir, uid, gid)
-        name = f"{ctx.alloc_id}-{ctx.task_name}"
-        try:
-            res = ctx.resources
-            # exec holds a task to its reservation unless it names a higher limit.
-            dirs = self._cgroups.create(
-                name, res.memory_max or res.memory, res.cpu, cpu_max_mhz=res.cpu_max
-            )
-        except OSError as exc:
-            raise DriverError(f"cannot create the task's cgroup: {exc}", recoverable=True) from exc
-        return LaunchPlan(
+        plan = LaunchPlan(
             argv=[*self._chain(uid, gid, pwd_arg(ctx.env)), command, *cfg.args],
             cwd=cwd,
             env=dict(ctx.env),
-            cgroup_procs=[os.path.join(d, "cgroup.procs") for d in dirs],
-            state={
-                "cgroups": dirs,
-                "oom_baseline": cgroups.oom_kills(dirs) or 0,
-                "cgroup_version": self._cgroups.version,
-                "user": user,
-                "uid": uid,
-                "gid": gid,
-            },
+            state={"user": user, "uid": uid, "gid": gid},
         )
+        # exec holds a task to its reservation unless it names a higher limit.
+        self._limit(plan, self._cgroups, ctx, ctx.resources.memory_max or ctx.resources.memory)
+        return plan
 
     def _signalable(self, state: dict[str, Any]) -> bool:
         """The task exists once the cgroup holds unshare, the namespace's init and it.

@@ -192,6 +192,26 @@ class ProcessDriver(Driver):
 
     # A task with limits (every exec task; a raw_exec task that names memory_max or
     # cpu_max) has cgroups, listed in its handle's state: what follows acts on those.
+    @staticmethod
+    def _limit(
+        plan: LaunchPlan, layout: cgroups.Cgroups, ctx: TaskContext, memory_mb: int | None
+    ) -> None:
+        """Give ``plan`` a cgroup of the task's own: ``memory_mb`` (None: no memory
+        limit), the task's cpu weight and its ``cpu_max``; the shim joins it."""
+        res = ctx.resources
+        try:
+            dirs = layout.create(
+                f"{ctx.alloc_id}-{ctx.task_name}", memory_mb, res.cpu, cpu_max_mhz=res.cpu_max
+            )
+        except OSError as exc:
+            raise DriverError(f"cannot create the task's cgroup: {exc}", recoverable=True) from exc
+        plan.cgroup_procs = [os.path.join(d, "cgroup.procs") for d in dirs]
+        plan.state.update(
+            cgroups=dirs,
+            oom_baseline=cgroups.oom_kills(dirs) or 0,
+            cgroup_version=layout.version,
+        )
+
     def _abandon(self, state: dict[str, Any]) -> None:
         """Undo what ``_plan`` set up, when spawning the shim failed."""
         cgroups.remove(list(state.get("cgroups") or []))

@@ -50,22 +50,7 @@ class RawExecDriver(ProcessDriver):
         res = ctx.resources
         if res.memory_max is None and res.cpu_max is None:
             return plan
-        layout = self._layout()
-        try:
-            dirs = layout.create(
-                f"{ctx.alloc_id}-{ctx.task_name}",
-                res.memory_max,
-                res.cpu,
-                cpu_max_mhz=res.cpu_max,
-            )
-        except OSError as exc:
-            raise DriverError(f"cannot create the task's cgroup: {exc}", recoverable=True) from exc
-        plan.cgroup_procs = [os.path.join(d, "cgroup.procs") for d in dirs]
-        plan.state = {
-            "cgroups": dirs,
-            "oom_baseline": cgroups.oom_kills(dirs) or 0,
-            "cgroup_version": layout.version,
-        }
+        self._limit(plan, self._layout(), ctx, res.memory_max)
         return plan
 
     def _layout(self) -> cgroups.Cgroups:
