@@ -66,6 +66,9 @@ class AgentConfig:
     dns_addr: str | None = None
     """HOST:PORT of the service catalog's DNS server (with a server in this process);
     "" or "off" disables it.  None: 127.0.0.1:7653, skipped with a warning when taken."""
+    audit_log: str | None = None
+    """The audit log file (JSON lines, 0600, rotated); "off" disables it.  None:
+    <data_dir>/server/audit/audit.log."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -168,6 +171,16 @@ def _load_keyring(config: AgentConfig, data_dir: Path) -> Any:
         raise ValueError(str(exc)) from exc
 
 
+def _open_audit(config: AgentConfig, data_dir: Path) -> Any:
+    """The server's audit log: --audit-log, else <data_dir>/server/audit/audit.log; None when off."""
+    from podium.server.audit import AuditLog
+
+    where = (config.audit_log or "").strip()
+    if where.lower() == "off":
+        return None
+    return AuditLog(Path(where) if where else data_dir / "server" / "audit" / "audit.log")
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -255,6 +268,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     server = None
     store = None
     dns = None
+    audit = None
     if run_server:
         keyring = _load_keyring(config, data_dir)
         store = StateStore(SqliteBackend(data_dir / "server" / "state.db"))
@@ -268,7 +282,9 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         )
         await server.start()
         tune_gc()
-        uvicorns.append((_uvicorn(create_app(server), config.log_level), _bind(host, port)))
+        audit = _open_audit(config, data_dir)
+        app = create_app(server, audit=audit)
+        uvicorns.append((_uvicorn(app, config.log_level), _bind(host, port)))
     servers = list(config.servers)
     if run_server and not servers:
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -341,6 +357,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             await server.stop()
         if store is not None:
             store.close()
+        if audit is not None:
+            audit.close()
         if ephemeral:
             shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -64,6 +64,12 @@ def _parse_meta(values: list[str] | None) -> dict[str, str]:
     return meta
 
 
+AUDIT_LOG_HELP = (
+    "With a server here: the audit log file (every write to the API as a JSON line, 0600, "
+    "rotated at 64 MiB, 10 kept), or 'off'. Default: <data-dir>/server/audit/audit.log."
+)
+
+
 def agent(
     dev: Annotated[
         bool,
@@ -146,6 +152,9 @@ def agent(
         str | None,
         typer.Option("--dns-addr", envvar="PODIUM_DNS_ADDR", help=DNS_ADDR_HELP),
     ] = None,
+    audit_log: Annotated[
+        str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """Run a Podium agent.
 
@@ -196,6 +205,8 @@ def agent(
             config.advertise_host = advertise
         if dns_addr is not None:
             config.dns_addr = check_dns_addr(dns_addr)
+        if audit_log is not None:
+            config.audit_log = audit_log
         if server:
             config.server = True
         if not client:

@@ -10,7 +10,13 @@ from typing import Annotated
 import typer
 
 from podium.cli import common
-from podium.cli.agent import DEFAULT_HTTP_ADDR, DNS_ADDR_HELP, LogLevel, check_dns_addr
+from podium.cli.agent import (
+    AUDIT_LOG_HELP,
+    DEFAULT_HTTP_ADDR,
+    DNS_ADDR_HELP,
+    LogLevel,
+    check_dns_addr,
+)
 
 
 def server(
@@ -48,6 +54,9 @@ def server(
             "Default: <data-dir>/server/keyring/. Back it up apart from the state.",
         ),
     ] = None,
+    audit_log: Annotated[
+        str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -65,6 +74,8 @@ def server(
             heartbeat_grace=heartbeat_grace,
             keyring_file=keyring_file,
         )
+        if audit_log is not None:
+            config.audit_log = audit_log
         if dns_addr is not None:
             config.dns_addr = check_dns_addr(dns_addr)
         outcome = run_server(config)

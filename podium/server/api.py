@@ -41,6 +41,7 @@ from podium.models import (
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 from podium.server import catalog
+from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import RegisterResult, Server
 from podium.server.keyring import KeyringError
 from podium.spec import validate_job_dict
@@ -204,7 +205,8 @@ def _parse_wait(wait: str | None) -> float:
 
 
 # --------------------------------------------------------------------------- app
-def create_app(server: Server) -> FastAPI:
+def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
+    """The API over ``server``; with ``audit``, every write is recorded there (outermost)."""
     store = server.store
     app = FastAPI(
         title="Podium",
@@ -851,6 +853,8 @@ def create_app(server: Server) -> FastAPI:
         )
 
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
+    if audit is not None:
+        app.add_middleware(AuditMiddleware, log=audit)  # added last: outermost
     return app
 
 
