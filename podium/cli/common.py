@@ -158,26 +158,45 @@ def _take_namespace(value: str | None) -> str | None:
     return value
 
 
-def _namespace_param(*flags: str) -> Any:
-    """The click parameter Typer builds for ``-n/--namespace`` (built through a command
-    of its own, so it is exactly what Typer would attach)."""
+_NAMESPACE_HELP = "The namespace to act in (default: default; '*' on listings: every one)."
+
+
+def _carry_short(
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            envvar="PODIUM_NAMESPACE",
+            expose_value=False,
+            callback=_take_namespace,
+            help=_NAMESPACE_HELP,
+        ),
+    ] = None,
+) -> None:
+    """Carries ``-n/--namespace`` for :func:`_namespace_param`."""
+
+
+def _carry_long(
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            envvar="PODIUM_NAMESPACE",
+            expose_value=False,
+            callback=_take_namespace,
+            help=_NAMESPACE_HELP,
+        ),
+    ] = None,
+) -> None:
+    """Carries ``--namespace`` alone for :func:`_namespace_param`."""
+
+
+def _namespace_param(short: bool) -> Any:
+    """The click parameter Typer builds for ``-n/--namespace`` (built through a command of
+    its own, so it is exactly what Typer would attach)."""
     carrier = typer.Typer()
-
-    @carrier.command()
-    def _carry(
-        namespace: Annotated[
-            str | None,
-            typer.Option(
-                *flags,
-                envvar="PODIUM_NAMESPACE",
-                expose_value=False,
-                callback=_take_namespace,
-                help="The namespace to act in (default: default; '*' on listings: every one).",
-            ),
-        ] = None,
-    ) -> None:
-        pass
-
+    carrier.command()(_carry_short if short else _carry_long)
     return typer.main.get_command(carrier).params[0]
 
 
@@ -194,8 +213,7 @@ def add_namespace_option(command: Any) -> Any:
     names = {n for p in command.params for n in getattr(p, "opts", ())}
     if "--address" not in names or "--namespace" in names:
         return command
-    flags = ("--namespace",) if "-n" in names else ("--namespace", "-n")
-    command.params.append(_namespace_param(*flags))
+    command.params.append(_namespace_param(short="-n" not in names))
     return command
 
 

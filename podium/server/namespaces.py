@@ -159,7 +159,7 @@ def admit(store: Snapshot, namespace: str, spec: JobSpec, current: Job | None) -
         raise QuotaExceeded(
             f"namespace {namespace} quota {key}: job {spec.job} asks {_figure(key, more)} "
             f"more; {_figure(key, left)} of {_figure(key, limit)} left "
-            f"(raise it with `podium namespace apply {namespace} --quota {key}=N`)"
+            f"(`podium namespace info {namespace}` shows what its jobs ask for)"
         )
 
 
