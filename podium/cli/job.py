@@ -124,7 +124,7 @@ def run(
         spec = _load_spec(file)
         deadline = Deadline(wait_for)
         with common.make_client(address) as client:
-            _adopt_namespace(client, spec)
+            _adopt_namespace(client, spec)  # what follows the registration reads there
             try:
                 result = client.query(endpoints.register_job(spec, check_index))
             except Conflict:
@@ -151,7 +151,8 @@ def run(
 
 def _adopt_namespace(client: Client, spec: JobSpec) -> None:
     """A job file's ``namespace:`` is where the job is, when -n and ``$PODIUM_NAMESPACE``
-    name none: what follows the registration reads that namespace.  When both name one
+    name none: what follows the registration reads that namespace (the registration
+    itself sends it: :attr:`podium.client.Endpoint.file_namespace`).  When both name one
     and they differ, the server refuses the registration (docs/namespaces.md)."""
     if spec.namespace is not None and client.namespace is None:
         client.namespace = spec.namespace

@@ -100,8 +100,10 @@ def prepare(
     namespace: str | None = None,
 ) -> Prepared:
     params = dict(endpoint.params)
-    if namespace is not None and "namespace" not in params and namespaced(endpoint.path):
-        params["namespace"] = namespace
+    if "namespace" not in params and namespaced(endpoint.path):
+        namespace = namespace or endpoint.file_namespace
+        if namespace is not None:
+            params["namespace"] = namespace
     read = timeout
     if index is not None:
         params["index"] = str(index)

@@ -67,6 +67,10 @@ class Endpoint(Generic[T]):
     parse_json: Callable[[bytes], T] | None = None
     """Parse the answer straight from its bytes (pydantic's JSON parser), where it is
     big and frequent enough for ``json.loads`` then ``parse`` to show: an agent's sync."""
+    file_namespace: str | None = None
+    """A job file's own ``namespace:``: sent as the request's namespace when neither the
+    call nor the client names one (the server takes the namespace from the query alone,
+    and refuses a file that disagrees with it)."""
 
 
 def _adapter(tp: Any) -> Callable[[Any], Any]:
@@ -168,7 +172,18 @@ def register_job(
         body["check_index"] = check_index
     if force_reschedule:
         body["force_reschedule"] = True
-    return Endpoint("POST", "/v1/jobs", RegisterResult.model_validate, body=body)
+    return Endpoint(
+        "POST",
+        "/v1/jobs",
+        RegisterResult.model_validate,
+        body=body,
+        file_namespace=_file_namespace(doc),
+    )
+
+
+def _file_namespace(doc: Mapping[str, Any]) -> str | None:
+    named = doc.get("namespace")
+    return named if isinstance(named, str) and named else None
 
 
 def plan_job(spec: JobSpec | Mapping[str, Any], diff: bool = True) -> Endpoint[JobPlanResult]:
@@ -183,6 +198,7 @@ def plan_job(spec: JobSpec | Mapping[str, Any], diff: bool = True) -> Endpoint[J
         f"/v1/job/{_seg(job_id)}/plan",
         JobPlanResult.model_validate,
         body={"job": doc, "diff": diff},
+        file_namespace=_file_namespace(doc),
     )
 
 

@@ -372,9 +372,10 @@ def create_app(server: Server) -> FastAPI:
 
     # ---------------------------------------------------------------- jobs
     @app.post("/v1/jobs", tags=["jobs"])
-    async def register_job(body: JobRegisterRequest, namespace: str | None = None) -> Response:
-        """``namespace``: where the job goes when its file names none (a file that names
-        another one is refused); absent, the file's, else ``default``."""
+    async def register_job(body: JobRegisterRequest, namespace: str = "default") -> Response:
+        """``namespace`` (default ``default``) is where the job goes: a job file that names
+        another one is refused (400), so the query alone says which namespace a request
+        touches (what an access check reads).  The CLI and SDK send a file's own."""
         spec = validate_job_dict(body.job)
         r = server.register_job(
             spec, body.check_index, force_reschedule=body.force_reschedule, namespace=namespace
@@ -462,7 +463,7 @@ def create_app(server: Server) -> FastAPI:
         )
 
     @app.post("/v1/job/{job_id}/plan", tags=["jobs"], response_model=JobPlanResult)
-    async def plan_job(job_id: str, body: JobPlanRequest, namespace: str | None = None) -> Response:
+    async def plan_job(job_id: str, body: JobPlanRequest, namespace: str = "default") -> Response:
         """A dry run of registering the spec: diff, scheduler outcome, index; writes nothing."""
         spec = validate_job_dict(body.job)
         if spec.job != job_id:

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from podium.models import Node, NodeResources
+from podium.client import AsyncClient
+from podium.errors import APIError
+from podium.models import JobSpec, Node, NodeResources
 from podium.server.api import create_app
 from podium.server.core import Server
 from podium.state import StateStore
@@ -90,23 +92,44 @@ async def test_a_missing_namespace_is_refused_with_a_hint(api: API) -> None:
 async def test_file_and_request_namespaces(api: API) -> None:
     client, server = api
     await put_ns(client, "team-a")
-    # the file's namespace, with no request namespace
+    # the request's namespace is the query's alone (default: default): a file naming
+    # another one is refused, so an access check on the query sees where a job goes
     r = await client.post("/v1/jobs", json={"job": {**job(), "namespace": "team-a"}})
+    assert r.status_code == 400
+    assert "says namespace 'team-a' but the request names namespace 'default'" in r.json()["error"]
+    assert server.store.jobs() == [] and server.store.evaluations() == []
+    r = await client.post(
+        "/v1/jobs", params={"namespace": "team-a"}, json={"job": {**job(), "namespace": "team-a"}}
+    )
     assert r.status_code == 200, r.text
     stored = server.store.job("web", "team-a")
     assert stored is not None and stored.namespace == "team-a" and stored.spec.namespace is None
     assert server.store.job("web") is None
-    # the same one named twice is fine; two different ones are refused
-    r = await client.post(
-        "/v1/jobs", params={"namespace": "team-a"}, json={"job": {**job(), "namespace": "team-a"}}
-    )
-    assert r.status_code == 200 and r.json()["changed"] is False
-    r = await client.post(
-        "/v1/jobs", params={"namespace": "default"}, json={"job": {**job(), "namespace": "team-a"}}
-    )
-    assert r.status_code == 400
-    assert "says namespace 'team-a' but the request names namespace 'default'" in r.json()["error"]
-    assert server.store.job("web") is None
+
+
+async def test_sdk_namespaces(api: API, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK sends a file's own namespace when neither the call nor the client names
+    one; a client's namespace that disagrees with the file is refused, not overridden."""
+    http, server = api
+    await put_ns(http, "team-a")
+    await put_ns(http, "team-b")
+    transport = httpx.ASGITransport(app=create_app(server))
+    spec = JobSpec.model_validate({**job(), "namespace": "team-a"})
+    async with AsyncClient("http://podium", transport=transport) as sdk:
+        assert sdk.namespace is None
+        await sdk.register_job(spec)
+        assert server.store.job("web", "team-a") is not None
+        assert [j.namespace for j in await sdk.jobs(namespace="*")] == ["team-a"]
+        assert await sdk.jobs() == []
+    monkeypatch.setenv("PODIUM_NAMESPACE", "team-b")
+    async with AsyncClient("http://podium", transport=transport) as sdk:
+        assert sdk.namespace == "team-b"
+        with pytest.raises(APIError, match="says namespace 'team-a'"):
+            await sdk.register_job(spec)
+        await sdk.register_job(JobSpec.model_validate(job("api")))
+        assert [j.id for j in await sdk.jobs()] == ["api"]
+        assert (await sdk.job("api")).namespace == "team-b"
+        assert (await sdk.job("web", namespace="team-a")).namespace == "team-a"
 
 
 async def test_quota_refusal_names_the_quota_and_figures_and_stores_nothing(api: API) -> None:
