@@ -11,6 +11,8 @@ import pytest
 
 from tests.e2e.conftest import DevAgent, as_json, wait_until, write_job
 
+pytestmark = pytest.mark.e2e
+
 SLEEPER = """
 job: web
 groups:
@@ -108,3 +110,35 @@ def test_quota_refusal_reaches_the_cli(dev_agent: DevAgent, tmp_path: Path) -> N
     assert bad.returncode == 2 and "not a valid namespace name" in bad.stderr
     bad_quota = dev_agent.cli("namespace", "apply", "team-c", "--quota", "disk=1")
     assert bad_quota.returncode == 2 and "KEY one of cpu" in bad_quota.stderr
+
+
+TEMPLATED = """
+job: cfg
+groups:
+  g:
+    tasks:
+      t:
+        driver: raw_exec
+        resources: {cpu: 100, memory: 64}
+        config:
+          command: /bin/sh
+          args: ["-c", "cat local/app.conf; exec sleep 300"]
+        templates:
+          - destination: local/app.conf
+            data: 'who={{ var("app/config").who }}'
+"""
+
+
+def test_a_template_reads_its_own_namespace_variables(dev_agent: DevAgent, tmp_path: Path) -> None:
+    dev_agent.cli("namespace", "apply", "team-a", check=True)
+    dev_agent.cli("var", "put", "app/config", "who=default", check=True)
+    dev_agent.cli("var", "put", "-n", "team-a", "app/config", "who=team-a", check=True)
+    path = write_job(tmp_path, TEMPLATED)
+    dev_agent.cli("job", "run", "-n", "team-a", path, check=True)
+
+    def output() -> str:
+        allocs = dev_agent.get("/v1/job/cfg/allocations", namespace="team-a")
+        alloc_id = str(allocs[0]["id"])
+        return dev_agent.cli("alloc", "logs", "--namespace", "team-a", alloc_id).stdout
+
+    assert "who=team-a" in wait_until(lambda: "who=" in (out := output()) and out)
