@@ -54,6 +54,7 @@ from podium.models import (
     NodeResources,
 )
 from podium.models.compact import compact_alloc
+from podium.models.namespace import spec_key
 
 log = logging.getLogger("podium.agent")
 
@@ -443,7 +444,7 @@ class Agent:
         for alloc in allocs:
             seen.add(alloc.id)
             compact_alloc(alloc)  # a runner may keep it: ~2 KB each instead of ~5 KB
-            spec = specs.get(f"{alloc.job_id}@{alloc.job_version}")
+            spec = specs.get(spec_key(alloc.namespace, alloc.job_id, alloc.job_version))
             runner = self.runners.get(alloc.id)
             if runner is not None:
                 if alloc.modify_index != runner.alloc.modify_index:
@@ -479,7 +480,7 @@ class Agent:
         # would make a busy node's syncs cost what it already runs).
         if len(specs) > self._specs_kept:
             used = {
-                f"{r.alloc.job_id}@{r.alloc.job_version}"
+                spec_key(r.alloc.namespace, r.alloc.job_id, r.alloc.job_version)
                 for r in self.runners.values()
                 if not r.machine.terminal()  # a runner keeps its own spec; the cache is for new ones
             }

@@ -270,6 +270,7 @@ class AllocRunner:
             "PATH": os.environ.get("PATH", DEFAULT_PATH),
             "HOME": task_dir,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PODIUM_NAMESPACE": alloc.namespace,
             "PODIUM_JOB_ID": alloc.job_id,
             "PODIUM_JOB_VERSION": str(alloc.job_version),
             "PODIUM_GROUP_NAME": alloc.group,

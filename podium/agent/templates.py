@@ -138,8 +138,10 @@ class Lookups:
     name (:meth:`fetch`); :attr:`deps` holds only what a render then actually called
     (:meth:`use`), so a lookup behind a false ``{% if %}`` is not watched."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, namespace: str = "default") -> None:
         self.client = client
+        self.namespace = namespace
+        """The allocation's: ``var()`` and ``service()`` read only what is in it."""
         self.deps: dict[tuple[str, str], Dep] = {}
         self._read: dict[tuple[str, str], Dep] = {}
         self._vars: dict[str, VariableItems | str] = {}
@@ -150,7 +152,9 @@ class Lookups:
             raise _LookupFailed(f"var() takes a path such as 'app/config', not {path!r}")
         if path not in self._vars:
             try:
-                result = await self.client.query(endpoints.var_get(path))
+                result = await self.client.query(
+                    endpoints.in_namespace(endpoints.var_get(path), self.namespace)
+                )
             except NotFound:
                 self._vars[path] = f"variable {path!r} not found"
             except ValueError as exc:  # a malformed path
@@ -170,7 +174,7 @@ class Lookups:
             raise _LookupFailed(f"service() takes a service name such as 'db', not {name!r}")
         if name not in self._services:
             try:
-                instances, index = await fetch_service(self.client, name)
+                instances, index = await fetch_service(self.client, name, namespace=self.namespace)
             except _LookupFailed as exc:
                 self._services[name] = str(exc)
             else:
@@ -214,10 +218,15 @@ class Lookups:
 
 
 async def fetch_service(
-    client: AsyncClient, name: str, index: int | None = None, wait: float | None = None
+    client: AsyncClient,
+    name: str,
+    index: int | None = None,
+    wait: float | None = None,
+    namespace: str = "default",
 ) -> tuple[list[ServiceInstance], int]:
     try:
-        result = await client.query(endpoints.service(name, True), index=index, wait=wait)
+        endpoint = endpoints.in_namespace(endpoints.service(name, True), namespace)
+        result = await client.query(endpoint, index=index, wait=wait)
     except NotFound:
         return [], 0
     except PodiumError as exc:
@@ -703,7 +712,7 @@ class TemplateManager:
         self.runner.make_dirs()
         task_dir = self.runner.task_dir(task)
         env = self.runner.build_env(task)
-        lookups = Lookups(self.client)
+        lookups = Lookups(self.client, self.runner.alloc.namespace)
         host_files = self.runner.agent.settings.template_host_files
         out = [
             (t, await render(t, task_dir, env, lookups, host_files=host_files)) for t in templates
@@ -795,7 +804,9 @@ class TemplateManager:
             progressed = False
             try:
                 result = await self.client.query(
-                    endpoints.var_get(path), index=index, wait=WATCH_WAIT
+                    endpoints.in_namespace(endpoints.var_get(path), self.runner.alloc.namespace),
+                    index=index,
+                    wait=WATCH_WAIT,
                 )
                 seen: Any = result.value.modify_index
                 progressed = result.index > index
@@ -820,7 +831,11 @@ class TemplateManager:
         while True:
             try:
                 instances, new_index = await fetch_service(
-                    self.client, name, index=index, wait=WATCH_WAIT
+                    self.client,
+                    name,
+                    index=index,
+                    wait=WATCH_WAIT,
+                    namespace=self.runner.alloc.namespace,
                 )
             except asyncio.CancelledError:
                 raise

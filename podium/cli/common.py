@@ -129,7 +129,92 @@ _output: ContextVar[Output] = ContextVar("podium_cli_output", default=Output.TAB
 
 
 def make_client(address: str) -> Client:
-    return client_factory(address)
+    client = client_factory(address)
+    namespace = _namespace.get()
+    if namespace is not None:
+        client.namespace = namespace
+    return client
+
+
+# -- -n/--namespace ----------------------------------------------------------------------
+
+_namespace: ContextVar[str | None] = ContextVar("podium_cli_namespace", default=None)
+"""The running command's ``-n``/``--namespace`` (or ``$PODIUM_NAMESPACE``), which
+:func:`make_client` hands to the client."""
+
+NAMESPACED_GROUPS = ("job", "alloc", "eval", "deployment", "var", "service", "compose")
+"""The command groups whose commands (those that take ``--address``) get ``-n``."""
+
+
+def _take_namespace(value: str | None) -> str | None:
+    if value is not None and value != "*":
+        from podium.models.namespace import check_namespace
+
+        try:
+            check_namespace(value, "-n/--namespace")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    _namespace.set(value or None)
+    return value
+
+
+_NAMESPACE_HELP = "The namespace to act in (default: default; '*' on listings: every one)."
+
+
+def _carry_short(
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            envvar="PODIUM_NAMESPACE",
+            expose_value=False,
+            callback=_take_namespace,
+            help=_NAMESPACE_HELP,
+        ),
+    ] = None,
+) -> None:
+    """Carries ``-n/--namespace`` for :func:`_namespace_param`."""
+
+
+def _carry_long(
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            envvar="PODIUM_NAMESPACE",
+            expose_value=False,
+            callback=_take_namespace,
+            help=_NAMESPACE_HELP,
+        ),
+    ] = None,
+) -> None:
+    """Carries ``--namespace`` alone for :func:`_namespace_param`."""
+
+
+def _namespace_param(short: bool) -> Any:
+    """The click parameter Typer builds for ``-n/--namespace`` (built through a command of
+    its own, so it is exactly what Typer would attach)."""
+    carrier = typer.Typer()
+    carrier.command()(_carry_short if short else _carry_long)
+    return typer.main.get_command(carrier).params[0]
+
+
+def add_namespace_option(command: Any) -> Any:
+    """Give every command under ``command`` that takes ``--address`` the option
+    ``-n/--namespace`` (``$PODIUM_NAMESPACE``), once, here, rather than in each command's
+    signature: the commands read it through :func:`make_client`.  Where ``-n`` is taken
+    already (``alloc logs -n``, the tail, as in Nomad) only ``--namespace`` is added."""
+    commands = getattr(command, "commands", None)
+    if commands is not None:
+        for sub in commands.values():
+            add_namespace_option(sub)
+        return command
+    names = {n for p in command.params for n in getattr(p, "opts", ())}
+    if "--address" not in names or "--namespace" in names:
+        return command
+    command.params.append(_namespace_param(short="-n" not in names))
+    return command
 
 
 def interactive() -> bool:

@@ -124,6 +124,7 @@ def run(
         spec = _load_spec(file)
         deadline = Deadline(wait_for)
         with common.make_client(address) as client:
+            _adopt_namespace(client, spec)  # what follows the registration reads there
             try:
                 result = client.query(endpoints.register_job(spec, check_index))
             except Conflict:
@@ -146,6 +147,15 @@ def run(
                     _print_registered(common.console(), spec, reg)
                 return
             _follow_registration(RunMonitor(client, spec, reg, deadline, quiet=quiet))
+
+
+def _adopt_namespace(client: Client, spec: JobSpec) -> None:
+    """A job file's ``namespace:`` is where the job is, when -n and ``$PODIUM_NAMESPACE``
+    name none: what follows the registration reads that namespace (the registration
+    itself sends it: :attr:`podium.client.Endpoint.file_namespace`).  When both name one
+    and they differ, the server refuses the registration (docs/namespaces.md)."""
+    if spec.namespace is not None and client.namespace is None:
+        client.namespace = spec.namespace
 
 
 def _follow_registration(monitor: RunMonitor) -> None:
@@ -655,9 +665,12 @@ def status(
             if not listed.value:
                 con.print("No jobs.")
                 return
-            t = render.table("ID", "Type", "Priority", "Status", "Version", "Allocs", "Submitted")
-            for j in sorted(listed.value, key=lambda j: j.id):
+            every = client.namespace == "*"
+            columns = ("ID", "Type", "Priority", "Status", "Version", "Allocs", "Submitted")
+            t = render.table(*(("Namespace", *columns) if every else columns))
+            for j in sorted(listed.value, key=lambda j: (j.namespace, j.id)):
                 t.add_row(
+                    *((escape(j.namespace),) if every else ()),
                     escape(j.id),
                     j.type,
                     str(j.priority),

@@ -49,7 +49,14 @@ class PodiumGroup(LazyGroup):
         "compose": "podium.cli.compose:app",
         "var": "podium.cli.var:app",
         "service": "podium.cli.service:app",
+        "namespace": "podium.cli.namespace:app",
     }
+
+    def _build(self, name: str, target: str) -> Any:
+        built = super()._build(name, target)
+        if name in common.NAMESPACED_GROUPS:
+            common.add_namespace_option(built)
+        return built
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         ctx.meta[_ARGS] = list(args)

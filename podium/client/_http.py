@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from podium.client.endpoints import Endpoint
+from podium.client.endpoints import Endpoint, namespaced
 from podium.client.results import QueryResult
 from podium.errors import (
     AmbiguousPrefix,
@@ -87,10 +87,23 @@ class Prepared:
     timeout: httpx.Timeout
 
 
+def resolve_namespace(namespace: str | None) -> str | None:
+    """A client's namespace: ``namespace``, else ``$PODIUM_NAMESPACE``, else None."""
+    return namespace or os.environ.get("PODIUM_NAMESPACE") or None
+
+
 def prepare(
-    endpoint: Endpoint[Any], index: int | None, wait: str | float | None, timeout: float
+    endpoint: Endpoint[Any],
+    index: int | None,
+    wait: str | float | None,
+    timeout: float,
+    namespace: str | None = None,
 ) -> Prepared:
     params = dict(endpoint.params)
+    if "namespace" not in params and namespaced(endpoint.path):
+        namespace = namespace or endpoint.file_namespace
+        if namespace is not None:
+            params["namespace"] = namespace
     read = timeout
     if index is not None:
         params["index"] = str(index)

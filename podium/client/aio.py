@@ -16,6 +16,7 @@ from podium.client._http import (
     logs_timeout,
     prepare,
     resolve_address,
+    resolve_namespace,
     transport_error,
 )
 from podium.client.endpoints import Endpoint
@@ -44,6 +45,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        namespace: str | None = None,
         keepalive: float = KEEPALIVE,
     ) -> None:
         """``transport``: an httpx transport to send every request through (the tests'
@@ -80,6 +83,10 @@ class AsyncClient:
         ``keepalive``: seconds an idle connection is kept for the next request (below the
         server's own idle limit, 5 s for `podium agent`)."""
         self.address = resolve_address(address)
+        self.namespace = resolve_namespace(namespace)
+        """Sent with every request about namespaced objects that names no namespace of
+        its own (``namespace=`` on a method); None (no ``$PODIUM_NAMESPACE`` either): the
+        server's ``default``, or a job file's own ``namespace:``."""
         self.timeout = timeout
         self._headers = {"User-Agent": "podium-sdk", **(headers or {})}
         self._transport = transport
@@ -130,7 +137,7 @@ class AsyncClient:
         self, endpoint: Endpoint[T], *, index: int | None = None, wait: Wait = None
     ) -> QueryResult[T]:
         """Send ``endpoint``; answer its value with the store index and the raw JSON."""
-        req = prepare(endpoint, index, wait, self.timeout)
+        req = prepare(endpoint, index, wait, self.timeout, self.namespace)
         if self._aio is not None:
             return finish(endpoint, await self._aio.send(req))
         try:
@@ -152,15 +159,22 @@ class AsyncClient:
         check_index: int | None = None,
         *,
         force_reschedule: bool = False,
+        namespace: str | None = None,
     ) -> RegisterResult:
         """Register (or update) a job; a dict is sent as is and validated by the server.
         ``force_reschedule`` also replaces the job's failed allocations now."""
-        return (await self.query(ep.register_job(spec, check_index, force_reschedule))).value
+        return (
+            await self.query(
+                ep.in_namespace(ep.register_job(spec, check_index, force_reschedule), namespace)
+            )
+        ).value
 
-    async def plan_job(self, spec: JobSpec | Mapping[str, Any], diff: bool = True) -> JobPlanResult:
+    async def plan_job(
+        self, spec: JobSpec | Mapping[str, Any], diff: bool = True, *, namespace: str | None = None
+    ) -> JobPlanResult:
         """What registering ``spec`` would do (diff, scheduler outcome), changing nothing;
         pass its ``job_modify_index`` to :meth:`register_job` as ``check_index``."""
-        return (await self.query(ep.plan_job(spec, diff))).value
+        return (await self.query(ep.in_namespace(ep.plan_job(spec, diff), namespace))).value
 
     async def revert_job(
         self,
@@ -168,38 +182,61 @@ class AsyncClient:
         version: int,
         enforce_prior_version: int | None = None,
         reason: str = "",
+        *,
+        namespace: str | None = None,
     ) -> RegisterResult:
         """Register the spec of ``version`` again as the job's newest version."""
-        return (await self.query(ep.revert_job(id, version, enforce_prior_version, reason))).value
+        return (
+            await self.query(
+                ep.in_namespace(
+                    ep.revert_job(id, version, enforce_prior_version, reason), namespace
+                )
+            )
+        ).value
 
     async def jobs(
-        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+        self,
+        prefix: str | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[JobListItem]:
-        return await self._get(ep.jobs(prefix), index, wait)
+        return await self._get(ep.in_namespace(ep.jobs(prefix), namespace), index, wait)
 
-    async def job(self, id: str, *, index: int | None = None, wait: Wait = None) -> JobInfo:
-        return await self._get(ep.job(id), index, wait)
+    async def job(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> JobInfo:
+        return await self._get(ep.in_namespace(ep.job(id), namespace), index, wait)
 
-    async def stop_job(self, id: str, purge: bool = False) -> StopResult:
-        return (await self.query(ep.stop_job(id, purge))).value
+    async def stop_job(
+        self, id: str, purge: bool = False, *, namespace: str | None = None
+    ) -> StopResult:
+        return (await self.query(ep.in_namespace(ep.stop_job(id, purge), namespace))).value
 
     async def job_allocations(
-        self, id: str, all: bool = False, *, index: int | None = None, wait: Wait = None
+        self,
+        id: str,
+        all: bool = False,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Allocation]:
         """The job's allocations; terminal ones only with ``all=True``."""
-        return await self._get(ep.job_allocations(id, all), index, wait)
+        return await self._get(ep.in_namespace(ep.job_allocations(id, all), namespace), index, wait)
 
     async def job_versions(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> list[JobVersion]:
         """Stored versions, newest first."""
-        return await self._get(ep.job_versions(id), index, wait)
+        return await self._get(ep.in_namespace(ep.job_versions(id), namespace), index, wait)
 
     async def job_evaluations(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> list[Evaluation]:
         """The job's evaluations, newest first."""
-        return await self._get(ep.job_evaluations(id), index, wait)
+        return await self._get(ep.in_namespace(ep.job_evaluations(id), namespace), index, wait)
 
     async def drain_node(
         self,
@@ -217,42 +254,55 @@ class AsyncClient:
         """Allow or forbid new placements on a node; answers the store index."""
         return (await self.query(ep.node_eligibility(id, eligible))).value
 
-    async def scale_job(self, id: str, group: str, count: int) -> ScaleResult:
-        return (await self.query(ep.scale_job(id, group, count))).value
+    async def scale_job(
+        self, id: str, group: str, count: int, *, namespace: str | None = None
+    ) -> ScaleResult:
+        return (await self.query(ep.in_namespace(ep.scale_job(id, group, count), namespace))).value
 
     # -- deployments --------------------------------------------------------------------
 
     async def deployments(
-        self, job_id: str | None = None, *, index: int | None = None, wait: Wait = None
+        self,
+        job_id: str | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Deployment]:
         """Deployments, newest first; only ``job_id``'s when given."""
-        return await self._get(ep.deployments(job_id), index, wait)
+        return await self._get(ep.in_namespace(ep.deployments(job_id), namespace), index, wait)
 
     async def deployment(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> Deployment:
-        return await self._get(ep.deployment(id), index, wait)
+        return await self._get(ep.in_namespace(ep.deployment(id), namespace), index, wait)
 
     async def deployment_allocations(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> list[Allocation]:
-        return await self._get(ep.deployment_allocations(id), index, wait)
+        return await self._get(
+            ep.in_namespace(ep.deployment_allocations(id), namespace), index, wait
+        )
 
     async def job_deployment(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> Deployment | None:
         """The job's newest deployment, or None."""
-        return await self._get(ep.job_deployment(id), index, wait)
+        return await self._get(ep.in_namespace(ep.job_deployment(id), namespace), index, wait)
 
     async def promote_deployment(
-        self, id: str, groups: list[str] | None = None
+        self, id: str, groups: list[str] | None = None, *, namespace: str | None = None
     ) -> DeploymentActionResult:
         """Promote the canaries (of ``groups``, default all): the rest rolls out."""
-        return (await self.query(ep.promote_deployment(id, groups))).value
+        return (
+            await self.query(ep.in_namespace(ep.promote_deployment(id, groups), namespace))
+        ).value
 
-    async def fail_deployment(self, id: str) -> DeploymentActionResult:
+    async def fail_deployment(
+        self, id: str, *, namespace: str | None = None
+    ) -> DeploymentActionResult:
         """Fail a running deployment (rolling back with auto_revert)."""
-        return (await self.query(ep.fail_deployment(id))).value
+        return (await self.query(ep.in_namespace(ep.fail_deployment(id), namespace))).value
 
     # -- allocations --------------------------------------------------------------------
 
@@ -264,13 +314,16 @@ class AsyncClient:
         *,
         index: int | None = None,
         wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Allocation]:
-        return await self._get(ep.allocations(prefix, job_id, node_id), index, wait)
+        return await self._get(
+            ep.in_namespace(ep.allocations(prefix, job_id, node_id), namespace), index, wait
+        )
 
     async def allocation(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> Allocation:
-        return await self._get(ep.allocation(id), index, wait)
+        return await self._get(ep.in_namespace(ep.allocation(id), namespace), index, wait)
 
     async def alloc_logs(
         self,
@@ -280,6 +333,8 @@ class AsyncClient:
         origin: str = "start",
         offset: int = 0,
         follow: bool = False,
+        *,
+        namespace: str | None = None,
     ) -> AsyncIterator[str]:
         """Stream a task's log as text chunks (not lines), as they arrive.
 
@@ -288,6 +343,9 @@ class AsyncClient:
         on the first iteration, as the request is sent only then.
         """
         params = ep.alloc_logs_params(task, type, origin, offset, follow)
+        namespace = namespace or self.namespace
+        if namespace is not None:
+            params["namespace"] = namespace
         try:
             async with self._http.stream(
                 "GET",
@@ -325,13 +383,16 @@ class AsyncClient:
         prefix: str | None = None,
         index: int | None = None,
         wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Evaluation]:
-        return await self._get(ep.evaluations(job_id, prefix), index, wait)
+        return await self._get(
+            ep.in_namespace(ep.evaluations(job_id, prefix), namespace), index, wait
+        )
 
     async def evaluation(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> Evaluation:
-        return await self._get(ep.evaluation(id), index, wait)
+        return await self._get(ep.in_namespace(ep.evaluation(id), namespace), index, wait)
 
     async def status(self) -> ServerStatus:
         return (await self.query(ep.status())).value
@@ -339,9 +400,9 @@ class AsyncClient:
     # -- service catalog ----------------------------------------------------------------
 
     async def services(
-        self, *, index: int | None = None, wait: Wait = None
+        self, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> list[ServiceSummary]:
-        return await self._get(ep.services(), index, wait)
+        return await self._get(ep.in_namespace(ep.services(), namespace), index, wait)
 
     async def service(
         self,
@@ -350,30 +411,69 @@ class AsyncClient:
         *,
         index: int | None = None,
         wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[ServiceRegistration]:
-        return await self._get(ep.service(name, healthy), index, wait)
+        return await self._get(ep.in_namespace(ep.service(name, healthy), namespace), index, wait)
 
     # -- variables ----------------------------------------------------------------------
 
-    async def var_get(self, path: str, *, index: int | None = None, wait: Wait = None) -> Variable:
+    async def var_get(
+        self,
+        path: str,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
+    ) -> Variable:
         """The variable at ``path`` with its items; NotFound when there is none."""
-        return await self._get(ep.var_get(path), index, wait)
+        return await self._get(ep.in_namespace(ep.var_get(path), namespace), index, wait)
 
     async def var_list(
-        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+        self,
+        prefix: str | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[VariableMetadata]:
         """Paths and indexes of the variables under ``prefix`` (no values)."""
-        return await self._get(ep.var_list(prefix), index, wait)
+        return await self._get(ep.in_namespace(ep.var_list(prefix), namespace), index, wait)
 
     async def var_put(
-        self, path: str, items: Mapping[str, str], *, cas: int | None = None
+        self,
+        path: str,
+        items: Mapping[str, str],
+        *,
+        cas: int | None = None,
+        namespace: str | None = None,
     ) -> Variable:
         """Create or replace; with ``cas`` only if still at that modify index (0: new)."""
-        return (await self.query(ep.var_put(path, items, cas))).value
+        return (await self.query(ep.in_namespace(ep.var_put(path, items, cas), namespace))).value
 
-    async def var_delete(self, path: str, *, cas: int | None = None) -> int:
+    async def var_delete(
+        self, path: str, *, cas: int | None = None, namespace: str | None = None
+    ) -> int:
         """Delete a variable; answers the store index."""
-        return (await self.query(ep.var_delete(path, cas))).value
+        return (await self.query(ep.in_namespace(ep.var_delete(path, cas), namespace))).value
+
+    # -- namespaces ---------------------------------------------------------------------
+
+    async def namespaces(self, prefix: str | None = None) -> list[NamespaceInfo]:
+        """Every namespace with its figures (usage, desired) and quota."""
+        return (await self.query(ep.namespaces(prefix))).value
+
+    async def namespace_info(self, name: str) -> NamespaceInfo:
+        return (await self.query(ep.namespace(name))).value
+
+    async def namespace_apply(
+        self, name: str, *, description: str | None = None, quota: Quota | None = None
+    ) -> NamespaceInfo:
+        """Create or change a namespace; what is None stays as it was."""
+        return (await self.query(ep.namespace_apply(name, description, quota))).value
+
+    async def namespace_delete(self, name: str) -> int:
+        """Delete a namespace; Conflict while it holds live jobs or variables."""
+        return (await self.query(ep.namespace_delete(name))).value
 
     # -- agent <-> server ---------------------------------------------------------------
 

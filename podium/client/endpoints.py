@@ -19,7 +19,7 @@ write a blocking-query loop::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -49,6 +49,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 
 T = TypeVar("T")
@@ -66,6 +67,10 @@ class Endpoint(Generic[T]):
     parse_json: Callable[[bytes], T] | None = None
     """Parse the answer straight from its bytes (pydantic's JSON parser), where it is
     big and frequent enough for ``json.loads`` then ``parse`` to show: an agent's sync."""
+    file_namespace: str | None = None
+    """A job file's own ``namespace:``: sent as the request's namespace when neither the
+    call nor the client names one (the server takes the namespace from the query alone,
+    and refuses a file that disagrees with it)."""
 
 
 def _adapter(tp: Any) -> Callable[[Any], Any]:
@@ -86,6 +91,30 @@ def _seg(value: str) -> str:
     if not value:
         raise ValueError("an id (or id prefix) cannot be empty")
     return quote(value, safe="")
+
+
+NAMESPACED = (
+    "/v1/job",
+    "/v1/allocation",
+    "/v1/evaluation",
+    "/v1/deployment",
+    "/v1/var",
+    "/v1/service",
+)
+"""Paths (prefixes) of the routes whose objects belong to a namespace: a client's own
+``namespace`` is sent to these unless the endpoint names one (see :func:`in_namespace`)."""
+
+
+def namespaced(path: str) -> bool:
+    return path.startswith(NAMESPACED)
+
+
+def in_namespace(endpoint: Endpoint[T], namespace: str | None) -> Endpoint[T]:
+    """``endpoint`` sent to ``namespace`` (None: left as it is; ``*``: every namespace,
+    on listings)."""
+    if namespace is None:
+        return endpoint
+    return replace(endpoint, params={**endpoint.params, "namespace": namespace})
 
 
 def _params(**values: str | int | bool | None) -> dict[str, str]:
@@ -143,7 +172,18 @@ def register_job(
         body["check_index"] = check_index
     if force_reschedule:
         body["force_reschedule"] = True
-    return Endpoint("POST", "/v1/jobs", RegisterResult.model_validate, body=body)
+    return Endpoint(
+        "POST",
+        "/v1/jobs",
+        RegisterResult.model_validate,
+        body=body,
+        file_namespace=_file_namespace(doc),
+    )
+
+
+def _file_namespace(doc: Mapping[str, Any]) -> str | None:
+    named = doc.get("namespace")
+    return named if isinstance(named, str) and named else None
 
 
 def plan_job(spec: JobSpec | Mapping[str, Any], diff: bool = True) -> Endpoint[JobPlanResult]:
@@ -158,6 +198,7 @@ def plan_job(spec: JobSpec | Mapping[str, Any], diff: bool = True) -> Endpoint[J
         f"/v1/job/{_seg(job_id)}/plan",
         JobPlanResult.model_validate,
         body={"job": doc, "diff": diff},
+        file_namespace=_file_namespace(doc),
     )
 
 
@@ -447,3 +488,34 @@ def fail_deployment(deployment_id: str) -> Endpoint[DeploymentActionResult]:
         DeploymentActionResult.model_validate,
         body={},
     )
+
+
+# -- namespaces ------------------------------------------------------------------------
+
+_NAMESPACES: Callable[[Any], list[NamespaceInfo]] = _adapter(list[NamespaceInfo])
+
+
+def namespaces(prefix: str | None = None) -> Endpoint[list[NamespaceInfo]]:
+    """Every namespace (``default`` included) with its usage and desired figures."""
+    return Endpoint("GET", "/v1/namespaces", _NAMESPACES, _params(prefix=prefix))
+
+
+def namespace(name: str) -> Endpoint[NamespaceInfo]:
+    return Endpoint("GET", f"/v1/namespace/{_seg(name)}", NamespaceInfo.model_validate)
+
+
+def namespace_apply(
+    name: str, description: str | None = None, quota: Quota | None = None
+) -> Endpoint[NamespaceInfo]:
+    """Create ``name`` or change it; what is None stays as it was."""
+    body: dict[str, Any] = {}
+    if description is not None:
+        body["description"] = description
+    if quota is not None:
+        body["quota"] = quota.model_dump(exclude_none=True)
+    return Endpoint("PUT", f"/v1/namespace/{_seg(name)}", NamespaceInfo.model_validate, body=body)
+
+
+def namespace_delete(name: str) -> Endpoint[int]:
+    """Delete a namespace (refused while it holds live jobs or variables)."""
+    return Endpoint("DELETE", f"/v1/namespace/{_seg(name)}", _index)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 
 from podium.models import Allocation, JobSpec
 from podium.models.diff import DiffType, FieldDiff, GroupDiff, JobDiff, TaskDiff
+from podium.models.namespace import spec_key
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 
 # The read views (and job plan's diff) are shared with the server (podium.models.views,
@@ -133,8 +134,10 @@ class ServerStatus(_Answer):
 class NodeSync(_Answer):
     """What an agent must run: its allocations and the job specs they refer to.
 
-    ``jobs`` is keyed ``"<job_id>@<version>"`` so that allocations of two
-    versions of one job (during an update) each find their own spec.
+    ``jobs`` is keyed ``"<job_id>@<version>"`` (``"<namespace>/<job_id>@<version>"``
+    outside ``default``: :func:`podium.models.namespace.spec_key`) so that allocations
+    of two versions of one job (during an update), or of two jobs with one id in two
+    namespaces, each find their own spec.
     """
 
     index: int = 0
@@ -190,4 +193,4 @@ class NodeSync(_Answer):
         return self
 
     def spec_for(self, alloc: Allocation) -> JobSpec | None:
-        return self.jobs.get(f"{alloc.job_id}@{alloc.job_version}")
+        return self.jobs.get(spec_key(alloc.namespace, alloc.job_id, alloc.job_version))

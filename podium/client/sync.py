@@ -16,6 +16,7 @@ from podium.client._http import (
     logs_timeout,
     prepare,
     resolve_address,
+    resolve_namespace,
     tls_context,
     transport_error,
 )
@@ -45,6 +46,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata
 
 T = TypeVar("T")
@@ -76,8 +78,13 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        namespace: str | None = None,
     ) -> None:
         self.address = resolve_address(address)
+        self.namespace = resolve_namespace(namespace)
+        """Sent with every request about namespaced objects that names no namespace of
+        its own (``namespace=`` on a method); None (no ``$PODIUM_NAMESPACE`` either): the
+        server's ``default``, or a job file's own ``namespace:``."""
         self.timeout = timeout
         self._http = httpx.Client(
             base_url=self.address,
@@ -110,7 +117,7 @@ class Client:
         self, endpoint: Endpoint[T], *, index: int | None = None, wait: Wait = None
     ) -> QueryResult[T]:
         """Send ``endpoint``; answer its value with the store index and the raw JSON."""
-        req = prepare(endpoint, index, wait, self.timeout)
+        req = prepare(endpoint, index, wait, self.timeout, self.namespace)
         try:
             response = self._http.request(
                 req.method, req.url, params=req.params, json=req.json, timeout=req.timeout
@@ -130,15 +137,20 @@ class Client:
         check_index: int | None = None,
         *,
         force_reschedule: bool = False,
+        namespace: str | None = None,
     ) -> RegisterResult:
         """Register (or update) a job; a dict is sent as is and validated by the server.
         ``force_reschedule`` also replaces the job's failed allocations now."""
-        return self.query(ep.register_job(spec, check_index, force_reschedule)).value
+        return self.query(
+            ep.in_namespace(ep.register_job(spec, check_index, force_reschedule), namespace)
+        ).value
 
-    def plan_job(self, spec: JobSpec | Mapping[str, Any], diff: bool = True) -> JobPlanResult:
+    def plan_job(
+        self, spec: JobSpec | Mapping[str, Any], diff: bool = True, *, namespace: str | None = None
+    ) -> JobPlanResult:
         """What registering ``spec`` would do (diff, scheduler outcome), changing nothing;
         pass its ``job_modify_index`` to :meth:`register_job` as ``check_index``."""
-        return self.query(ep.plan_job(spec, diff)).value
+        return self.query(ep.in_namespace(ep.plan_job(spec, diff), namespace)).value
 
     def revert_job(
         self,
@@ -146,38 +158,55 @@ class Client:
         version: int,
         enforce_prior_version: int | None = None,
         reason: str = "",
+        *,
+        namespace: str | None = None,
     ) -> RegisterResult:
         """Register the spec of ``version`` again as the job's newest version."""
-        return self.query(ep.revert_job(id, version, enforce_prior_version, reason)).value
+        return self.query(
+            ep.in_namespace(ep.revert_job(id, version, enforce_prior_version, reason), namespace)
+        ).value
 
     def jobs(
-        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+        self,
+        prefix: str | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[JobListItem]:
-        return self._get(ep.jobs(prefix), index, wait)
+        return self._get(ep.in_namespace(ep.jobs(prefix), namespace), index, wait)
 
-    def job(self, id: str, *, index: int | None = None, wait: Wait = None) -> JobInfo:
-        return self._get(ep.job(id), index, wait)
+    def job(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> JobInfo:
+        return self._get(ep.in_namespace(ep.job(id), namespace), index, wait)
 
-    def stop_job(self, id: str, purge: bool = False) -> StopResult:
-        return self.query(ep.stop_job(id, purge)).value
+    def stop_job(self, id: str, purge: bool = False, *, namespace: str | None = None) -> StopResult:
+        return self.query(ep.in_namespace(ep.stop_job(id, purge), namespace)).value
 
     def job_allocations(
-        self, id: str, all: bool = False, *, index: int | None = None, wait: Wait = None
+        self,
+        id: str,
+        all: bool = False,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Allocation]:
         """The job's allocations; terminal ones only with ``all=True``."""
-        return self._get(ep.job_allocations(id, all), index, wait)
+        return self._get(ep.in_namespace(ep.job_allocations(id, all), namespace), index, wait)
 
     def job_versions(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> list[JobVersion]:
         """Stored versions, newest first."""
-        return self._get(ep.job_versions(id), index, wait)
+        return self._get(ep.in_namespace(ep.job_versions(id), namespace), index, wait)
 
     def job_evaluations(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> list[Evaluation]:
         """The job's evaluations, newest first."""
-        return self._get(ep.job_evaluations(id), index, wait)
+        return self._get(ep.in_namespace(ep.job_evaluations(id), namespace), index, wait)
 
     def drain_node(
         self,
@@ -195,40 +224,49 @@ class Client:
         """Allow or forbid new placements on a node; answers the store index."""
         return (self.query(ep.node_eligibility(id, eligible))).value
 
-    def scale_job(self, id: str, group: str, count: int) -> ScaleResult:
-        return self.query(ep.scale_job(id, group, count)).value
+    def scale_job(
+        self, id: str, group: str, count: int, *, namespace: str | None = None
+    ) -> ScaleResult:
+        return self.query(ep.in_namespace(ep.scale_job(id, group, count), namespace)).value
 
     # -- deployments --------------------------------------------------------------------
 
     def deployments(
-        self, job_id: str | None = None, *, index: int | None = None, wait: Wait = None
+        self,
+        job_id: str | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Deployment]:
         """Deployments, newest first; only ``job_id``'s when given."""
-        return self._get(ep.deployments(job_id), index, wait)
+        return self._get(ep.in_namespace(ep.deployments(job_id), namespace), index, wait)
 
-    def deployment(self, id: str, *, index: int | None = None, wait: Wait = None) -> Deployment:
-        return self._get(ep.deployment(id), index, wait)
+    def deployment(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> Deployment:
+        return self._get(ep.in_namespace(ep.deployment(id), namespace), index, wait)
 
     def deployment_allocations(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> list[Allocation]:
-        return self._get(ep.deployment_allocations(id), index, wait)
+        return self._get(ep.in_namespace(ep.deployment_allocations(id), namespace), index, wait)
 
     def job_deployment(
-        self, id: str, *, index: int | None = None, wait: Wait = None
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
     ) -> Deployment | None:
         """The job's newest deployment, or None."""
-        return self._get(ep.job_deployment(id), index, wait)
+        return self._get(ep.in_namespace(ep.job_deployment(id), namespace), index, wait)
 
     def promote_deployment(
-        self, id: str, groups: list[str] | None = None
+        self, id: str, groups: list[str] | None = None, *, namespace: str | None = None
     ) -> DeploymentActionResult:
         """Promote the canaries (of ``groups``, default all): the rest rolls out."""
-        return self.query(ep.promote_deployment(id, groups)).value
+        return self.query(ep.in_namespace(ep.promote_deployment(id, groups), namespace)).value
 
-    def fail_deployment(self, id: str) -> DeploymentActionResult:
+    def fail_deployment(self, id: str, *, namespace: str | None = None) -> DeploymentActionResult:
         """Fail a running deployment (rolling back with auto_revert)."""
-        return self.query(ep.fail_deployment(id)).value
+        return self.query(ep.in_namespace(ep.fail_deployment(id), namespace)).value
 
     # -- allocations --------------------------------------------------------------------
 
@@ -240,11 +278,16 @@ class Client:
         *,
         index: int | None = None,
         wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Allocation]:
-        return self._get(ep.allocations(prefix, job_id, node_id), index, wait)
+        return self._get(
+            ep.in_namespace(ep.allocations(prefix, job_id, node_id), namespace), index, wait
+        )
 
-    def allocation(self, id: str, *, index: int | None = None, wait: Wait = None) -> Allocation:
-        return self._get(ep.allocation(id), index, wait)
+    def allocation(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> Allocation:
+        return self._get(ep.in_namespace(ep.allocation(id), namespace), index, wait)
 
     def alloc_logs(
         self,
@@ -254,6 +297,8 @@ class Client:
         origin: str = "start",
         offset: int = 0,
         follow: bool = False,
+        *,
+        namespace: str | None = None,
     ) -> Iterator[str]:
         """Stream a task's log as text chunks (not lines), as they arrive.
 
@@ -262,6 +307,9 @@ class Client:
         on the first iteration, as the request is sent only then.
         """
         params = ep.alloc_logs_params(task, type, origin, offset, follow)
+        namespace = namespace or self.namespace
+        if namespace is not None:
+            params["namespace"] = namespace
         try:
             with self._http.stream(
                 "GET",
@@ -298,20 +346,25 @@ class Client:
         prefix: str | None = None,
         index: int | None = None,
         wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[Evaluation]:
-        return self._get(ep.evaluations(job_id, prefix), index, wait)
+        return self._get(ep.in_namespace(ep.evaluations(job_id, prefix), namespace), index, wait)
 
-    def evaluation(self, id: str, *, index: int | None = None, wait: Wait = None) -> Evaluation:
-        return self._get(ep.evaluation(id), index, wait)
+    def evaluation(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> Evaluation:
+        return self._get(ep.in_namespace(ep.evaluation(id), namespace), index, wait)
 
     def status(self) -> ServerStatus:
         return self.query(ep.status()).value
 
     # -- service catalog ----------------------------------------------------------------
 
-    def services(self, *, index: int | None = None, wait: Wait = None) -> list[ServiceSummary]:
+    def services(
+        self, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> list[ServiceSummary]:
         """Every service name in the catalog, with instance counts and tags."""
-        return self._get(ep.services(), index, wait)
+        return self._get(ep.in_namespace(ep.services(), namespace), index, wait)
 
     def service(
         self,
@@ -320,30 +373,69 @@ class Client:
         *,
         index: int | None = None,
         wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[ServiceRegistration]:
         """The instances of a service: address, port, tags, health (``healthy=True``: only
         the healthy ones)."""
-        return self._get(ep.service(name, healthy), index, wait)
+        return self._get(ep.in_namespace(ep.service(name, healthy), namespace), index, wait)
 
     # -- variables ----------------------------------------------------------------------
 
-    def var_get(self, path: str, *, index: int | None = None, wait: Wait = None) -> Variable:
+    def var_get(
+        self,
+        path: str,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
+    ) -> Variable:
         """The variable at ``path`` with its items; NotFound when there is none."""
-        return self._get(ep.var_get(path), index, wait)
+        return self._get(ep.in_namespace(ep.var_get(path), namespace), index, wait)
 
     def var_list(
-        self, prefix: str | None = None, *, index: int | None = None, wait: Wait = None
+        self,
+        prefix: str | None = None,
+        *,
+        index: int | None = None,
+        wait: Wait = None,
+        namespace: str | None = None,
     ) -> list[VariableMetadata]:
         """Paths and indexes of the variables under ``prefix`` (no values)."""
-        return self._get(ep.var_list(prefix), index, wait)
+        return self._get(ep.in_namespace(ep.var_list(prefix), namespace), index, wait)
 
-    def var_put(self, path: str, items: Mapping[str, str], *, cas: int | None = None) -> Variable:
+    def var_put(
+        self,
+        path: str,
+        items: Mapping[str, str],
+        *,
+        cas: int | None = None,
+        namespace: str | None = None,
+    ) -> Variable:
         """Create or replace; with ``cas`` only if still at that modify index (0: new)."""
-        return self.query(ep.var_put(path, items, cas)).value
+        return self.query(ep.in_namespace(ep.var_put(path, items, cas), namespace)).value
 
-    def var_delete(self, path: str, *, cas: int | None = None) -> int:
+    def var_delete(self, path: str, *, cas: int | None = None, namespace: str | None = None) -> int:
         """Delete a variable; answers the store index."""
-        return self.query(ep.var_delete(path, cas)).value
+        return self.query(ep.in_namespace(ep.var_delete(path, cas), namespace)).value
+
+    # -- namespaces ---------------------------------------------------------------------
+
+    def namespaces(self, prefix: str | None = None) -> list[NamespaceInfo]:
+        """Every namespace with its figures (usage, desired) and quota."""
+        return (self.query(ep.namespaces(prefix))).value
+
+    def namespace_info(self, name: str) -> NamespaceInfo:
+        return (self.query(ep.namespace(name))).value
+
+    def namespace_apply(
+        self, name: str, *, description: str | None = None, quota: Quota | None = None
+    ) -> NamespaceInfo:
+        """Create or change a namespace; what is None stays as it was."""
+        return (self.query(ep.namespace_apply(name, description, quota))).value
+
+    def namespace_delete(self, name: str) -> int:
+        """Delete a namespace; Conflict while it holds live jobs or variables."""
+        return (self.query(ep.namespace_delete(name))).value
 
     # -- agent <-> server ---------------------------------------------------------------
 

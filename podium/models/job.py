@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podium.models.duration import Duration
+from podium.models.namespace import check_namespace
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Name = Annotated[str, Field(min_length=1, max_length=128)]
@@ -579,6 +580,10 @@ class JobSpec(Spec):
     """A job file, validated.  ``job`` is the job's id."""
 
     job: Name
+    namespace: str | None = Field(default=None, exclude_if=_is_none)
+    """The namespace the file asks for; the request's ``namespace`` may name the same one
+    or none (a different one is an error).  The server keeps it on the job, not in the
+    stored spec (see :func:`podium.server.namespaces.resolve_spec_namespace`)."""
     type: JobType = JobType.SERVICE
     priority: int = Field(default=50, ge=1, le=100)
     meta: dict[str, str] = Field(default_factory=dict)
@@ -596,6 +601,11 @@ class JobSpec(Spec):
     @classmethod
     def _id(cls, v: str) -> str:
         return _check_name(v, "job id")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        return None if v is None else check_namespace(v)
 
     @field_validator("groups")
     @classmethod

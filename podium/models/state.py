@@ -40,6 +40,8 @@ class JobVersion(BaseModel):
     """One stored version of a job, as it was registered."""
 
     job_id: str
+    namespace: str = "default"
+    """Rows stored before namespaces lack it: they were all in ``default``."""
     version: int
     stop: bool = False
     spec: JobSpec
@@ -52,9 +54,12 @@ class JobVersion(BaseModel):
     """Deployed successfully (every instance healthy): what auto_revert goes back to."""
 
 
-def next_job(spec: JobSpec, current: Job | None, index: int, now: float) -> tuple[Job, bool]:
-    """The job as registering ``spec`` over ``current`` at ``index`` stores it, and
-    whether that is a new version (the spec changed, or the job was stopped)."""
+def next_job(
+    spec: JobSpec, current: Job | None, index: int, now: float, namespace: str = "default"
+) -> tuple[Job, bool]:
+    """The job as registering ``spec`` over ``current`` at ``index`` stores it in
+    ``namespace``, and whether that is a new version (the spec changed, or the job was
+    stopped)."""
     changed = current is None or current.stop or current.spec != spec
     if current is None:
         version = 0
@@ -64,6 +69,7 @@ def next_job(spec: JobSpec, current: Job | None, index: int, now: float) -> tupl
         create_index = current.create_index
     job = Job(
         id=spec.job,
+        namespace=namespace,
         version=version,
         type=spec.type.value,
         priority=spec.priority,

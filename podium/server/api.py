@@ -38,12 +38,17 @@ from podium.models import (
     ServiceSummary,
     parse_duration,
 )
+from podium.models.namespace import spec_key
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 from podium.server import catalog
+from podium.server.api_namespaces import namespace_routes
 from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import RegisterResult, Server
 from podium.server.keyring import KeyringError
+from podium.server.namespaces import check_request_namespace as _ns
+from podium.server.namespaces import many_namespaces as _ns_many
+from podium.server.namespaces import require_namespace
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
 from podium.state.store import DEPLOYMENTS, SERVICES, VARIABLES
@@ -311,11 +316,22 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
             summary=summary,
         )
 
-    def resolve_job(ident: str) -> Job:
-        return _resolve("job", ident, store.job, (j.id for j in store.jobs()))
+    # Every lookup by id or id prefix is within one namespace (``?namespace=``, default
+    # ``default``): an object of another namespace is not found.
+    def resolve_job(ident: str, namespace: str = "default") -> Job:
+        ns = _ns(namespace)
+        return _resolve("job", ident, lambda i: store.job(i, ns), (j.id for j in store.jobs(ns)))
 
-    def resolve_alloc(ident: str) -> Allocation:
-        return _resolve("allocation", ident, store.alloc, (a.id for a in store.allocs()))
+    def resolve_alloc(ident: str, namespace: str = "default") -> Allocation:
+        ns = _ns(namespace)
+
+        def exact(i: str) -> Allocation | None:
+            found = store.alloc(i)
+            return found if found is not None and found.namespace == ns else None
+
+        return _resolve(
+            "allocation", ident, exact, (a.id for a in store.allocs() if a.namespace == ns)
+        )
 
     def resolve_node(ident: str) -> Node:
         def exact(i: str) -> Node | None:
@@ -327,8 +343,15 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
 
         return _resolve("node", ident, exact, (n.id for n in store.nodes()))
 
-    def resolve_eval(ident: str) -> Evaluation:
-        return _resolve("evaluation", ident, store.evaluation, (e.id for e in store.evaluations()))
+    def resolve_eval(ident: str, namespace: str = "default") -> Evaluation:
+        ns = _ns(namespace)
+
+        def exact(i: str) -> Evaluation | None:
+            found = store.evaluation(i)
+            return found if found is not None and found.namespace == ns else None
+
+        ids = (e.id for e in store.evaluations() if e.namespace == ns)
+        return _resolve("evaluation", ident, exact, ids)
 
     def node_detail(node: Node) -> NodeInfo:
         cpu, mem = store.node_usage(node.id)
@@ -351,42 +374,57 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
 
     # ---------------------------------------------------------------- jobs
     @app.post("/v1/jobs", tags=["jobs"])
-    async def register_job(body: JobRegisterRequest) -> Response:
+    async def register_job(body: JobRegisterRequest, namespace: str = "default") -> Response:
+        """``namespace`` (default ``default``) is where the job goes: a job file that names
+        another one is refused (400), so the query alone says which namespace a request
+        touches (what an access check reads).  The CLI and SDK send a file's own."""
         spec = validate_job_dict(body.job)
-        r = server.register_job(spec, body.check_index, force_reschedule=body.force_reschedule)
+        r = server.register_job(
+            spec, body.check_index, force_reschedule=body.force_reschedule, namespace=namespace
+        )
         return _registered(r)
 
     @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobListItem])
     async def list_jobs(
-        prefix: str | None = None, index: int | None = None, wait: str | None = None
+        prefix: str | None = None,
+        index: int | None = None,
+        wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
+        """``namespace=*``: every namespace's jobs."""
         idx = await blocking(index, wait, JOBS, ALLOCS)
-        jobs = sorted(store.jobs(), key=lambda j: j.id)
+        jobs = sorted(store.jobs(_ns_many(namespace)), key=lambda j: (j.id, j.namespace))
         items = [job_item(j) for j in jobs if prefix is None or j.id.startswith(prefix)]
         return _json(items, list[JobListItem], idx)
 
     @app.get("/v1/job/{job_id}", tags=["jobs"], response_model=JobInfo)
-    async def get_job(job_id: str, index: int | None = None, wait: str | None = None) -> Response:
-        job = resolve_job(job_id)
+    async def get_job(
+        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+    ) -> Response:
+        job = resolve_job(job_id, namespace)
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), tables=(JOBS, ALLOCS))
-            job = resolve_job(job.id)
+            job = resolve_job(job.id, namespace)
         summary = summarize(job)
         detail = JobInfo(**{**job.model_dump(), "spec": job.spec}, summary=summary)
         detail.status = job_status(job, summary)
         return _json(detail, JobInfo, store.table_index(JOBS, ALLOCS))
 
     @app.delete("/v1/job/{job_id}", tags=["jobs"])
-    async def stop_job(job_id: str, purge: bool = False) -> Response:
-        job = resolve_job(job_id)
-        eval_id, idx = server.stop_job(job.id, purge=purge)
+    async def stop_job(job_id: str, purge: bool = False, namespace: str = "default") -> Response:
+        job = resolve_job(job_id, namespace)
+        eval_id, idx = server.stop_job(job.id, purge=purge, namespace=job.namespace)
         return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
     @app.get("/v1/job/{job_id}/allocations", tags=["jobs"], response_model=list[Allocation])
     async def job_allocs(
-        job_id: str, all: bool = True, index: int | None = None, wait: str | None = None
+        job_id: str,
+        all: bool = True,
+        index: int | None = None,
+        wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
-        job = resolve_job(job_id)
+        job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, ALLOCS)
         allocs = store.allocs_by_job(job.id, job.namespace)
         if not all:
@@ -395,23 +433,25 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
 
     @app.get("/v1/job/{job_id}/versions", tags=["jobs"], response_model=list[JobVersion])
     async def job_versions(
-        job_id: str, index: int | None = None, wait: str | None = None
+        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
     ) -> Response:
-        job = resolve_job(job_id)
+        job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, VERSIONS)
         return _json(store.job_versions(job.id, job.namespace), list[JobVersion], idx)
 
     @app.get("/v1/job/{job_id}/evaluations", tags=["jobs"], response_model=list[Evaluation])
-    async def job_evals(job_id: str, index: int | None = None, wait: str | None = None) -> Response:
-        job = resolve_job(job_id)
+    async def job_evals(
+        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+    ) -> Response:
+        job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, EVALS)
         evs = sorted(store.evals_by_job(job.id, job.namespace), key=lambda e: -e.create_index)
         return _json(evs, list[Evaluation], idx)
 
     @app.post("/v1/job/{job_id}/scale", tags=["jobs"])
-    async def scale_job(job_id: str, body: ScaleRequest) -> Response:
-        job = resolve_job(job_id)
-        r = server.scale_job(job.id, body.group, body.count)
+    async def scale_job(job_id: str, body: ScaleRequest, namespace: str = "default") -> Response:
+        job = resolve_job(job_id, namespace)
+        r = server.scale_job(job.id, body.group, body.count, namespace=job.namespace)
         return _json(
             {
                 "eval_id": r.eval_id,
@@ -425,19 +465,25 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
         )
 
     @app.post("/v1/job/{job_id}/plan", tags=["jobs"], response_model=JobPlanResult)
-    async def plan_job(job_id: str, body: JobPlanRequest) -> Response:
+    async def plan_job(job_id: str, body: JobPlanRequest, namespace: str = "default") -> Response:
         """A dry run of registering the spec: diff, scheduler outcome, index; writes nothing."""
         spec = validate_job_dict(body.job)
         if spec.job != job_id:
             raise ValueError(f"the path names job {job_id!r} but the spec is job {spec.job!r}")
-        plan = server.plan_job(spec, diff=body.diff)
+        plan = server.plan_job(spec, diff=body.diff, namespace=namespace)
         return _json(plan, JobPlanResult, plan.index)
 
     @app.post("/v1/job/{job_id}/revert", tags=["jobs"])
-    async def revert_job(job_id: str, body: RevertRequest) -> Response:
-        job = resolve_job(job_id)
+    async def revert_job(job_id: str, body: RevertRequest, namespace: str = "default") -> Response:
+        job = resolve_job(job_id, namespace)
         try:
-            r = server.revert_job(job.id, body.version, body.enforce_prior_version, body.reason)
+            r = server.revert_job(
+                job.id,
+                body.version,
+                body.enforce_prior_version,
+                body.reason,
+                namespace=job.namespace,
+            )
         except NotFound as exc:
             versions = [v.version for v in store.job_versions(job.id, job.namespace)]
             return _error(404, str(exc), versions=versions)
@@ -451,26 +497,33 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
         node_id: str | None = None,
         index: int | None = None,
         wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
+        """``namespace=*``: every namespace's allocations."""
         idx = await blocking(index, wait, ALLOCS)
-        if job_id is not None:
-            allocs = store.allocs_by_job(job_id)
+        ns = _ns_many(namespace)
+        if job_id is not None and ns is not None:
+            allocs = store.allocs_by_job(job_id, ns)
         elif node_id is not None:
             allocs = store.allocs_by_node(node_id)
         else:
             allocs = store.allocs()
+        if job_id is not None and ns is None:
+            allocs = [a for a in allocs if a.job_id == job_id]
+        if ns is not None:
+            allocs = [a for a in allocs if a.namespace == ns]
         if prefix:
             allocs = [a for a in allocs if a.id.startswith(prefix)]
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
     @app.get("/v1/allocation/{alloc_id}", tags=["allocations"], response_model=Allocation)
     async def get_alloc(
-        alloc_id: str, index: int | None = None, wait: str | None = None
+        alloc_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
     ) -> Response:
-        alloc = resolve_alloc(alloc_id)
+        alloc = resolve_alloc(alloc_id, namespace)
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), tables=(ALLOCS,))
-            alloc = resolve_alloc(alloc.id)
+            alloc = resolve_alloc(alloc.id, namespace)
         return _json(alloc, Allocation, store.table_index(ALLOCS))
 
     @app.get("/v1/allocation/{alloc_id}/logs", tags=["allocations"])
@@ -481,8 +534,9 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
         origin: str = "start",
         offset: int = 0,
         follow: bool = False,
+        namespace: str = "default",
     ) -> Response:
-        alloc = resolve_alloc(alloc_id)
+        alloc = resolve_alloc(alloc_id, namespace)
         if type not in ("stdout", "stderr"):
             raise ValueError("type must be 'stdout' or 'stderr'")
         if task is None:
@@ -630,7 +684,7 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
         jobs: dict[str, JobSpec] = {}
         job_indexes: dict[str, int] = {}
         for a in allocs:
-            key = f"{a.job_id}@{a.job_version}"
+            key = spec_key(a.namespace, a.job_id, a.job_version)
             if key in jobs:
                 continue
             version = store.job_version(a.job_id, a.job_version, a.namespace)
@@ -704,16 +758,24 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
 
     # ---------------------------------------------------------------- service catalog
     @app.get("/v1/services", tags=["services"], response_model=list[ServiceSummary])
-    async def list_services(index: int | None = None, wait: str | None = None) -> Response:
+    async def list_services(
+        index: int | None = None, wait: str | None = None, namespace: str = "default"
+    ) -> Response:
+        """``namespace=*``: every namespace's services."""
         idx = await blocking(index, wait, SERVICES)
-        return _json(catalog.summaries(store), list[ServiceSummary], idx)
+        return _json(catalog.summaries(store, _ns_many(namespace)), list[ServiceSummary], idx)
 
     @app.get("/v1/service/{name}", tags=["services"], response_model=list[ServiceRegistration])
     async def get_service(
-        name: str, healthy: bool | None = None, index: int | None = None, wait: str | None = None
+        name: str,
+        healthy: bool | None = None,
+        index: int | None = None,
+        wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
+        ns = _ns(namespace)
         idx = await blocking(index, wait, SERVICES)
-        found = catalog.instances(store, name, healthy=healthy)
+        found = catalog.instances(store, name, healthy=healthy, namespace=ns)
         return _json(found, list[ServiceRegistration], idx)
 
     # ---------------------------------------------------------------- evaluations
@@ -723,71 +785,117 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
         prefix: str | None = None,
         index: int | None = None,
         wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
+        """``namespace=*``: every namespace's evaluations."""
         idx = await blocking(index, wait, EVALS)
-        evs = store.evals_by_job(job_id) if job_id else store.evaluations()
+        ns = _ns_many(namespace)
+        if job_id and ns is not None:
+            evs = store.evals_by_job(job_id, ns)
+        else:
+            evs = store.evaluations()
+            if job_id:
+                evs = [e for e in evs if e.job_id == job_id]
+            if ns is not None:
+                evs = [e for e in evs if e.namespace == ns]
         if prefix:
             evs = [e for e in evs if e.id.startswith(prefix)]
         evs = sorted(evs, key=lambda e: -e.create_index)
         return _json(evs, list[Evaluation], idx)
 
     @app.get("/v1/evaluation/{eval_id}", tags=["evaluations"], response_model=Evaluation)
-    async def get_eval(eval_id: str, index: int | None = None, wait: str | None = None) -> Response:
-        ev = resolve_eval(eval_id)
+    async def get_eval(
+        eval_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+    ) -> Response:
+        ev = resolve_eval(eval_id, namespace)
         if index is not None:
             await store.wait_for(index, _parse_wait(wait), tables=(EVALS,))
-            ev = resolve_eval(ev.id)
+            ev = resolve_eval(ev.id, namespace)
         return _json(ev, Evaluation, store.table_index(EVALS))
 
     # ---------------------------------------------------------------- variables
     @app.get("/v1/vars", tags=["variables"], response_model=list[VariableMetadata])
     async def list_vars(
-        prefix: str = "", index: int | None = None, wait: str | None = None
+        prefix: str = "",
+        index: int | None = None,
+        wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
-        """Paths and indexes only: a listing never carries a value."""
+        """Paths and indexes only: a listing never carries a value.  ``namespace=*``:
+        every namespace's."""
         idx = await blocking(index, wait, VARIABLES)
-        return _json(server.variables.list(prefix), list[VariableMetadata], idx)
+        ns = _ns_many(namespace)
+        names = [ns] if ns is not None else [n.name for n in store.namespaces()]
+        found = [v for name in names for v in server.variables.list(prefix, name)]
+        return _json(found, list[VariableMetadata], idx)
 
     @app.get("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
-    async def get_var(path: str, index: int | None = None, wait: str | None = None) -> Response:
+    async def get_var(
+        path: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+    ) -> Response:
         check_var_path(path)
+        ns = _ns(namespace)
         if index is not None:
-            await server.variables.wait(path, index, _parse_wait(wait))
-        var = server.variables.get(path)
+            await server.variables.wait(path, index, _parse_wait(wait), ns)
+        var = server.variables.get(path, ns)
         return _json(var, Variable, store.table_index(VARIABLES))
 
     @app.put("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
-    async def put_var(path: str, body: VarPutRequest, cas: int | None = None) -> Response:
+    async def put_var(
+        path: str, body: VarPutRequest, cas: int | None = None, namespace: str = "default"
+    ) -> Response:
         """Create or replace; with ``cas`` only if the variable is still at that
-        modify index (0: only if it does not exist), else 409."""
-        var = server.variables.put(path, body.items, cas=cas)
+        modify index (0: only if it does not exist), else 409.  The namespace must exist."""
+        ns = _ns(namespace)
+        require_namespace(store, ns)
+        var = server.variables.put(path, body.items, cas=cas, namespace=ns)
         return _json(var, Variable, var.modify_index)
 
     @app.delete("/v1/var/{path:path}", tags=["variables"])
-    async def delete_var(path: str, cas: int | None = None) -> Response:
-        idx = server.variables.delete(path, cas=cas)
+    async def delete_var(path: str, cas: int | None = None, namespace: str = "default") -> Response:
+        idx = server.variables.delete(path, cas=cas, namespace=_ns(namespace))
         return _json({"index": idx}, dict[str, Any], idx)
 
     # ---------------------------------------------------------------- deployments
-    def resolve_deployment(ident: str) -> Deployment:
-        return _resolve("deployment", ident, store.deployment, (d.id for d in store.deployments()))
+    def resolve_deployment(ident: str, namespace: str = "default") -> Deployment:
+        ns = _ns(namespace)
+
+        def exact(i: str) -> Deployment | None:
+            found = store.deployment(i)
+            return found if found is not None and found.namespace == ns else None
+
+        ids = (d.id for d in store.deployments() if d.namespace == ns)
+        return _resolve("deployment", ident, exact, ids)
 
     @app.get("/v1/deployments", tags=["deployments"], response_model=list[Deployment])
     async def list_deployments(
-        job: str | None = None, index: int | None = None, wait: str | None = None
+        job: str | None = None,
+        index: int | None = None,
+        wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
+        """``namespace=*``: every namespace's deployments (``job`` needs one namespace)."""
         idx = await blocking(index, wait, DEPLOYMENTS)
+        ns = _ns_many(namespace)
         if job is not None:
-            found = store.deployments_by_job(resolve_job(job).id)
+            found_job = resolve_job(job, namespace)
+            found = store.deployments_by_job(found_job.id, found_job.namespace)
         else:
-            found = sorted(store.deployments(), key=lambda d: (d.create_index, d.id), reverse=True)
+            found = sorted(
+                (d for d in store.deployments() if ns is None or d.namespace == ns),
+                key=lambda d: (d.create_index, d.id),
+                reverse=True,
+            )
         return _json(found, list[Deployment], idx)
 
     @app.get("/v1/deployment/{deployment_id}", tags=["deployments"], response_model=Deployment)
     async def get_deployment(
-        deployment_id: str, index: int | None = None, wait: str | None = None
+        deployment_id: str,
+        index: int | None = None,
+        wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
-        dep = resolve_deployment(deployment_id)
+        dep = resolve_deployment(deployment_id, namespace)
         idx = await blocking(index, wait, DEPLOYMENTS)
         return _json(store.deployment(dep.id) or dep, Deployment, idx)
 
@@ -797,9 +905,12 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
         response_model=list[Allocation],
     )
     async def deployment_allocs(
-        deployment_id: str, index: int | None = None, wait: str | None = None
+        deployment_id: str,
+        index: int | None = None,
+        wait: str | None = None,
+        namespace: str = "default",
     ) -> Response:
-        dep = resolve_deployment(deployment_id)
+        dep = resolve_deployment(deployment_id, namespace)
         idx = await blocking(index, wait, ALLOCS)
         allocs = [
             a for a in store.allocs_by_job(dep.job_id, dep.namespace) if a.deployment_id == dep.id
@@ -808,32 +919,32 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
 
     @app.get("/v1/job/{job_id}/deployment", tags=["jobs"], response_model=Deployment | None)
     async def job_latest_deployment(
-        job_id: str, index: int | None = None, wait: str | None = None
+        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
     ) -> Response:
-        job = resolve_job(job_id)
+        job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, DEPLOYMENTS)
         return _json(store.latest_deployment(job.id, job.namespace), Deployment | None, idx)
 
     @app.get("/v1/job/{job_id}/deployments", tags=["jobs"], response_model=list[Deployment])
     async def job_deployments(
-        job_id: str, index: int | None = None, wait: str | None = None
+        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
     ) -> Response:
-        job = resolve_job(job_id)
+        job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, DEPLOYMENTS)
         return _json(store.deployments_by_job(job.id, job.namespace), list[Deployment], idx)
 
     @app.post("/v1/deployment/{deployment_id}/promote", tags=["deployments"])
     async def promote_deployment(
-        deployment_id: str, body: PromoteRequest | None = None
+        deployment_id: str, body: PromoteRequest | None = None, namespace: str = "default"
     ) -> Response:
-        dep = resolve_deployment(deployment_id)
+        dep = resolve_deployment(deployment_id, namespace)
         groups = body.groups if body is not None else None
         eval_id, idx = server.promote_deployment(dep.id, groups or None)
         return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
     @app.post("/v1/deployment/{deployment_id}/fail", tags=["deployments"])
-    async def fail_deployment(deployment_id: str) -> Response:
-        dep = resolve_deployment(deployment_id)
+    async def fail_deployment(deployment_id: str, namespace: str = "default") -> Response:
+        dep = resolve_deployment(deployment_id, namespace)
         eval_id, idx = server.fail_deployment(dep.id)
         return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
@@ -852,6 +963,7 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
             store.index,
         )
 
+    app.include_router(namespace_routes(server))
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
     if audit is not None:
         app.add_middleware(AuditMiddleware, log=audit)  # added last: outermost

@@ -217,11 +217,14 @@ def instances(
     return [r for r in regs if r.healthy == healthy]
 
 
-def summaries(store: Snapshot) -> list[ServiceSummary]:
-    """Every service name with its instance counts and tags, by namespace and name."""
+def summaries(store: Snapshot, namespace: str | None = None) -> list[ServiceSummary]:
+    """Every service name with its instance counts and tags, by namespace and name
+    (only ``namespace``'s when given)."""
     found: dict[tuple[str, str], ServiceSummary] = {}
     tags: dict[tuple[str, str], set[str]] = {}
     for reg in store.service_registrations():
+        if namespace is not None and reg.namespace != namespace:
+            continue
         key = (reg.namespace, reg.service_name)
         item = found.get(key)
         if item is None:

@@ -39,7 +39,7 @@ from podium.models import (
 from podium.models.diff import spec_diff
 from podium.models.views import JobPlanResult
 from podium.scheduler import schedule
-from podium.server import catalog, deployments, jobplan
+from podium.server import catalog, deployments, jobplan, namespaces
 from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
 from podium.server.keyring import Keyring
@@ -146,6 +146,7 @@ class Server:
         self.broker = EvalBroker(clock)
         self.applier = PlanApplier(store)
         self.deployments = deployments.DeploymentWatcher(store, self._new_eval)
+        self.namespaces = namespaces.Namespaces(store)
         self._tasks: list[asyncio.Task[None]] = []
         self._heartbeats: dict[str, float] = {}
         self._pending_enqueue: list[Evaluation] = []
@@ -204,8 +205,14 @@ class Server:
         *,
         description: str = "",
         force_reschedule: bool = False,
+        namespace: str | None = None,
     ) -> RegisterResult:
         """Store ``spec`` as the job's next version (when it changed) and evaluate it.
+
+        ``namespace``: the request's (None: the file's, else ``default``; see
+        :func:`podium.server.namespaces.resolve_spec_namespace`).  The namespace must
+        exist and its quotas admit the spec (:func:`podium.server.namespaces.admit`),
+        else nothing is stored.
 
         ``check_index`` registers only if the job's modify index is still that
         (0: only if the job is new), else raises Conflict.  ``description`` is
@@ -215,17 +222,20 @@ class Server:
         """
         store = self.store
         now = self.clock()
-        current = store.job(spec.job)
+        ns, spec = namespaces.resolve_spec_namespace(spec, namespace)
+        current = store.job(spec.job, ns)
         if check_index is not None:
             _check_index(spec.job, current, check_index)
+        namespaces.admit(store, ns, spec, current)
         txn = store.txn()
-        job, changed = next_job(spec, current, txn.index, now)
+        job, changed = next_job(spec, current, txn.index, now, ns)
         version, job_modify_index = job.version, job.job_modify_index
         txn.put_job(job)
         if changed:
             txn.put_version(
                 JobVersion(
                     job_id=spec.job,
+                    namespace=ns,
                     version=version,
                     spec=spec,
                     submit_time=now,
@@ -249,14 +259,18 @@ class Server:
             changed=changed,
         )
 
-    def plan_job(self, spec: JobSpec, *, diff: bool = True) -> JobPlanResult:
+    def plan_job(
+        self, spec: JobSpec, *, diff: bool = True, namespace: str | None = None
+    ) -> JobPlanResult:
         """A dry run of :meth:`register_job`: the diff against the running version and
         what the scheduler would do, worked out on a snapshot in which ``spec`` is
         registered but not committed.  Writes nothing and enqueues nothing."""
         snap = self.store.view()  # used and done with before this returns
         now = self.clock()
-        current = snap.job(spec.job)
-        candidate, _ = next_job(spec, current, snap.index + 1, now)
+        ns, spec = namespaces.resolve_spec_namespace(spec, namespace)
+        namespaces.require_namespace(snap, ns)
+        current = snap.job(spec.job, ns)
+        candidate, _ = next_job(spec, current, snap.index + 1, now, ns)
         ev = self._new_eval(candidate, TriggeredBy.JOB_REGISTER, snap.index + 1, now)
         return jobplan.plan_job(snap, current, candidate, ev, now, new_id=new_id, diff=diff)
 
@@ -266,6 +280,7 @@ class Server:
         version: int,
         enforce_prior_version: int | None = None,
         reason: str = "",
+        namespace: str = "default",
     ) -> RegisterResult:
         """Register the spec of ``version`` again, as a new version, and evaluate it.
 
@@ -274,7 +289,7 @@ class Server:
         a version that is not stored a NotFound.  ``reason`` (a deployment that
         failed, say) is logged and kept on the new version.
         """
-        job = self._job(job_id)
+        job = self._job(job_id, namespace)
         if enforce_prior_version is not None and job.version != enforce_prior_version:
             raise Conflict(
                 f"job {job.id} is at version {job.version}, not {enforce_prior_version}: "
@@ -289,10 +304,12 @@ class Server:
             raise NotFound(f"job {job.id} has no version {version} (versions: {known or 'none'})")
         why = f"reverted to version {version}" + (f": {reason}" if reason else "")
         log.info("job %s (version %d) %s", job.id, job.version, why)
-        return self.register_job(spec, description=why)
+        return self.register_job(spec, description=why, namespace=job.namespace)
 
-    def scale_job(self, job_id: str, group: str, count: int) -> RegisterResult:
-        job = self._job(job_id)
+    def scale_job(
+        self, job_id: str, group: str, count: int, namespace: str = "default"
+    ) -> RegisterResult:
+        job = self._job(job_id, namespace)
         if group not in job.spec.groups:
             raise NotFound(
                 f"job {job.id!r} has no group {group!r} (groups: {', '.join(job.spec.groups)})"
@@ -301,15 +318,17 @@ class Server:
             raise ValueError("count cannot be negative")
         spec = job.spec.model_copy(deep=True)
         spec.groups[group].count = count
-        return self.register_job(spec)
+        return self.register_job(spec, namespace=job.namespace)
 
-    def stop_job(self, job_id: str, purge: bool = False) -> tuple[str, int]:
+    def stop_job(
+        self, job_id: str, purge: bool = False, namespace: str = "default"
+    ) -> tuple[str, int]:
         store = self.store
-        job = self._job(job_id)
+        job = self._job(job_id, namespace)
         now = self.clock()
         txn = store.txn()
         if purge:
-            versions = [v.version for v in store.job_versions(job.id)]
+            versions = [v.version for v in store.job_versions(job.id, job.namespace)]
             txn.delete_job(job.namespace, job.id, versions)
         else:
             version = job.version + 1 if not job.stop else job.version
@@ -327,6 +346,7 @@ class Server:
                 txn.put_version(
                     JobVersion(
                         job_id=job.id,
+                        namespace=job.namespace,
                         version=version,
                         stop=True,
                         spec=job.spec,
@@ -343,10 +363,11 @@ class Server:
         self.broker.enqueue(ev)
         return ev.id, index
 
-    def _job(self, job_id: str) -> Job:
-        job = self.store.job(job_id)
+    def _job(self, job_id: str, namespace: str = "default") -> Job:
+        job = self.store.job(job_id, namespace)
         if job is None:
-            raise NotFound(f"job {job_id!r} not found")
+            where = "" if namespace == "default" else f" in namespace {namespace!r}"
+            raise NotFound(f"job {job_id!r} not found{where}")
         return job
 
     def _new_eval(
@@ -919,7 +940,7 @@ class Server:
     def _revert(self, reverts: list[deployments.Revert]) -> None:
         for r in reverts:
             try:
-                self.revert_job(r.job_id, r.version, reason=r.reason)
+                self.revert_job(r.job_id, r.version, reason=r.reason, namespace=r.namespace)
             except Exception:
                 log.exception("could not revert job %s to version %d", r.job_id, r.version)
 

@@ -54,6 +54,7 @@ class Revert:
     job_id: str
     version: int
     reason: str
+    namespace: str = "default"
 
 
 @dataclass
@@ -240,7 +241,7 @@ class DeploymentWatcher:
             else:
                 description += f"; rolling back to version {target}"
                 outcome.reverts.append(
-                    Revert(job.id, target, f"deployment {dep.id[:8]} failed: {why}")
+                    Revert(job.id, target, f"deployment {dep.id[:8]} failed: {why}", job.namespace)
                 )
         log.warning("deployment %s of job %s v%d %s", dep.id, job.id, dep.job_version, description)
         txn.put_deployment(

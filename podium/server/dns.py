@@ -7,6 +7,10 @@ Names (``podium`` is the default domain)::
     _<service>._<tag>.service.podium  RFC 2782 form (``_tcp``/``_udp`` mean any tag)
     <hex address>.addr.podium         A/AAAA: the address itself (the target of SRV answers)
 
+Those name the ``default`` namespace's services.  Another namespace's are named with
+``.<namespace>.ns`` after ``service`` (Consul's form): ``web.service.team-a.ns.podium``,
+``tag.web.service.team-a.ns.podium``, ``_web._tcp.service.team-a.ns.podium``.
+
 Only healthy instances are answered.  An unknown service (or tag) is NXDOMAIN; a
 known one with no healthy instance is an empty NOERROR answer.  TTLs are 0 by
 default: the catalog changes as instances start, stop and fail their checks, and
@@ -95,8 +99,11 @@ class Resolver:
             bytes(label).decode("ascii", "replace")
             for label in qname.stripSuffix(self.domain).label
         ]
+        namespace = "default"
+        if len(labels) >= 4 and labels[-1] == "ns" and labels[-3] == "service":
+            namespace, labels = labels[-2], labels[:-2]
         if len(labels) >= 2 and labels[-1] == "service":
-            self._service(reply, q.qname, q.qtype, labels[:-1])
+            self._service(reply, q.qname, q.qtype, labels[:-1], namespace)
         elif len(labels) == 2 and labels[1] == "addr":
             self._addr(reply, q.qname, q.qtype, labels[0])
         elif not labels:
@@ -107,7 +114,14 @@ class Resolver:
         return reply
 
     # -- names
-    def _service(self, reply: DNSRecord, qname: DNSLabel, qtype: int, parts: list[str]) -> None:
+    def _service(
+        self,
+        reply: DNSRecord,
+        qname: DNSLabel,
+        qtype: int,
+        parts: list[str],
+        namespace: str = "default",
+    ) -> None:
         tag: str | None = None
         if len(parts) == 2 and parts[0].startswith("_") and parts[1].startswith("_"):
             name, tag = parts[0][1:], parts[1][1:]
@@ -120,7 +134,7 @@ class Resolver:
         else:
             self._nxdomain(reply)
             return
-        regs = self.store.services_by_name(name)
+        regs = self.store.services_by_name(name, namespace)
         if tag is not None:
             regs = [r for r in regs if tag in (t.lower() for t in r.tags)]
         if not regs:

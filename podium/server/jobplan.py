@@ -54,6 +54,7 @@ class CandidateSnapshot:
             return older
         candidate = JobVersion(
             job_id=self._job.id,
+            namespace=self._job.namespace,
             version=self._job.version,
             spec=self._job.spec,
             submit_time=self._job.submit_time,

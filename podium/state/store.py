@@ -38,6 +38,7 @@ from podium.models import (
     ServiceRegistration,
 )
 from podium.models.compact import compact_alloc
+from podium.models.namespace import DEFAULT_NAMESPACE, Namespace
 from podium.state.backend import Backend, NullBackend
 
 JOBS = "jobs"
@@ -48,7 +49,8 @@ EVALS = "evals"
 DEPLOYMENTS = "deployments"
 SERVICES = "services"
 VARIABLES = "variables"
-TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS, DEPLOYMENTS, SERVICES, VARIABLES)
+NAMESPACES = "namespaces"
+TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS, DEPLOYMENTS, SERVICES, VARIABLES, NAMESPACES)
 
 _MODELS: dict[str, Any] = {
     JOBS: Job,
@@ -59,6 +61,7 @@ _MODELS: dict[str, Any] = {
     DEPLOYMENTS: Deployment,
     SERVICES: ServiceRegistration,
     VARIABLES: EncryptedVariable,
+    NAMESPACES: Namespace,
 }
 
 JobKey = tuple[str, str]
@@ -72,9 +75,13 @@ def _key_str(table: str, obj: Any) -> str:
     if table == JOBS:
         return f"{obj.namespace}/{obj.id}"
     if table == VERSIONS:
-        return f"default/{obj.job_id}/{obj.version}"
+        # Rows written before namespaces were keyed ``default/...`` and carry no
+        # namespace field, which reads as ``default``: the same key.
+        return f"{obj.namespace}/{obj.job_id}/{obj.version}"
     if table == VARIABLES:
         return f"{obj.namespace}/{obj.path}"
+    if table == NAMESPACES:
+        return str(obj.name)
     return str(obj.id)
 
 
@@ -139,6 +146,14 @@ class Txn:
     def delete_variable(self, namespace: str, path: str) -> None:
         self.deletes[VARIABLES].add(f"{namespace}/{path}")
 
+    def put_namespace(self, namespace: Namespace) -> None:
+        self.puts[NAMESPACES][namespace.name] = namespace
+        self.deletes[NAMESPACES].discard(namespace.name)
+
+    def delete_namespace(self, name: str) -> None:
+        self.deletes[NAMESPACES].add(name)
+        self.puts[NAMESPACES].pop(name, None)
+
     def empty(self) -> bool:
         return not any(self.puts.values()) and not any(self.deletes.values())
 
@@ -168,6 +183,7 @@ class _Tables:
         self.services_by_alloc: dict[str, frozenset[str]] = {}
         self.variables: dict[str, EncryptedVariable] = {}
         """``namespace/path`` -> sealed variable."""
+        self.namespaces: dict[str, Namespace] = {}
 
     def add_usage(self, alloc: Allocation, sign: int) -> None:
         if alloc.uses_resources():
@@ -195,6 +211,7 @@ class _Tables:
         t.services_by_name = dict(self.services_by_name)
         t.services_by_alloc = dict(self.services_by_alloc)
         t.variables = dict(self.variables)
+        t.namespaces = dict(self.namespaces)
         return t
 
 
@@ -232,8 +249,24 @@ class Snapshot:
     def job(self, job_id: str, namespace: str = "default") -> Job | None:
         return self._t.jobs.get(_job_key(namespace, job_id))
 
-    def jobs(self) -> list[Job]:
-        return list(self._t.jobs.values())
+    def jobs(self, namespace: str | None = None) -> list[Job]:
+        """Every job, or only ``namespace``'s."""
+        if namespace is None:
+            return list(self._t.jobs.values())
+        return [j for j in self._t.jobs.values() if j.namespace == namespace]
+
+    # -- namespaces
+    def namespace(self, name: str) -> Namespace | None:
+        """A namespace; ``default`` exists even when it was never written."""
+        found = self._t.namespaces.get(name)
+        if found is None and name == DEFAULT_NAMESPACE:
+            return Namespace(name=DEFAULT_NAMESPACE, description="the default namespace")
+        return found
+
+    def namespaces(self) -> list[Namespace]:
+        """Every namespace by name, ``default`` included."""
+        names = set(self._t.namespaces) | {DEFAULT_NAMESPACE}
+        return [ns for ns in map(self.namespace, sorted(names)) if ns is not None]
 
     def job_versions(self, job_id: str, namespace: str = "default") -> list[JobVersion]:
         versions = self._t.versions.get(_job_key(namespace, job_id), {})
@@ -522,7 +555,7 @@ class StateStore(Snapshot):
         if table == JOBS:
             t.jobs[_job_key(obj.namespace, obj.id)] = obj
         elif table == VERSIONS:
-            key = _job_key("default", obj.job_id)
+            key = _job_key(obj.namespace, obj.job_id)
             versions = dict(t.versions.get(key, {}))
             versions[obj.version] = obj
             t.versions[key] = versions
@@ -545,6 +578,8 @@ class StateStore(Snapshot):
             _index_update(t.services_by_alloc, obj.alloc_id, add=obj.id)
         elif table == VARIABLES:
             t.variables[_key_str(VARIABLES, obj)] = obj
+        elif table == NAMESPACES:
+            t.namespaces[obj.name] = obj
 
     def _unindex_service(self, reg: ServiceRegistration) -> None:
         _index_update(self._t.services_by_name, (reg.namespace, reg.service_name), remove=reg.id)
@@ -646,9 +681,11 @@ class StateStore(Snapshot):
                 t.versions.pop(jk, None)
         for node_id in txn.deletes[NODES]:
             t.nodes.pop(node_id, None)
-        for table in (DEPLOYMENTS, SERVICES, VARIABLES):
+        for table in (DEPLOYMENTS, SERVICES, VARIABLES, NAMESPACES):
             for obj in txn.puts[table].values():
                 self._apply_put(table, obj)
+        for name in txn.deletes[NAMESPACES]:
+            t.namespaces.pop(name, None)
         for dep_id in txn.deletes[DEPLOYMENTS]:
             dep = t.deployments.pop(dep_id, None)
             if dep is not None:

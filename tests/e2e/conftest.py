@@ -151,14 +151,16 @@ class DevAgent:
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
-                for job in self.get("/v1/jobs"):
+                for job in self.get("/v1/jobs", namespace="*"):
                     httpx.delete(
-                        f"{self.addr}/v1/job/{job['id']}", params={"purge": "true"}, timeout=5
+                        f"{self.addr}/v1/job/{job['id']}",
+                        params={"purge": "true", "namespace": job.get("namespace", "default")},
+                        timeout=5,
                     )
                 wait_until(
                     lambda: all(
                         a["client_status"] not in ("running", "pending")
-                        for a in self.get("/v1/allocations")
+                        for a in self.get("/v1/allocations", namespace="*")
                     ),
                     timeout=20,
                     what="every allocation to stop",
