@@ -28,7 +28,14 @@ import pytest
 import yaml
 
 from tests.cluster import netns
-from tests.e2e.conftest import PODIUM, DevAgent, free_port, kill_recorded_tasks, wait_until
+from tests.e2e.conftest import (
+    PODIUM,
+    DevAgent,
+    free_port,
+    kill_recorded_tasks,
+    recorded_pids,
+    wait_until,
+)
 
 
 class Cluster:
@@ -214,11 +221,7 @@ class Cluster:
         for name, h in self.hosts.items():
             if host is not None and name != host:
                 continue
-            for pid_file in self.agent_dir(name).rglob(".podium/pid"):
-                try:
-                    pid = int(pid_file.read_text().split()[0])
-                except (OSError, ValueError, IndexError):
-                    continue
+            for pid in recorded_pids(self.agent_dir(name)):
                 if job_of(pid) == job and h.owns_pid(pid):
                     found.append(pid)
         return found
@@ -260,11 +263,7 @@ class Cluster:
         """Live task processes of any job, on any host."""
         found = []
         for name, h in self.hosts.items():
-            for pid_file in self.agent_dir(name).rglob(".podium/pid"):
-                try:
-                    pid = int(pid_file.read_text().split()[0])
-                except (OSError, ValueError, IndexError):
-                    continue
+            for pid in recorded_pids(self.agent_dir(name)):
                 if job_of(pid) is not None and h.owns_pid(pid):
                     found.append(pid)
         return found

@@ -171,13 +171,21 @@ class DevAgent:
         kill_recorded_tasks(self.data_dir)
 
 
+def recorded_pids(data_dir: Path) -> Iterator[int]:
+    """The pids the task shims recorded under ``data_dir``.  The agent removes allocation
+    directories while this walks them: os.walk skips what vanished (Path.rglob raises)."""
+    for top, dirs, files in os.walk(data_dir):
+        if os.path.basename(top) == ".podium" and "pid" in files:
+            dirs.clear()
+            try:
+                yield int(Path(top, "pid").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+
+
 def kill_recorded_tasks(data_dir: Path) -> None:
     """Last resort: SIGKILL every process group recorded by a task shim under data_dir."""
-    for pid_file in data_dir.rglob(".podium/pid"):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
+    for pid in recorded_pids(data_dir):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
