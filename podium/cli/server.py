@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 
 from podium.cli import common
-from podium.cli.agent import DEFAULT_HTTP_ADDR, DNS_ADDR_HELP, LogLevel, check_dns_addr
+from podium.cli.agent import (
+    DEFAULT_HTTP_ADDR,
+    DNS_ADDR_HELP,
+    CaCertOpt,
+    CaKeyOpt,
+    CertTtlOpt,
+    LogLevel,
+    SecureOpt,
+    apply_tls_options,
+    check_dns_addr,
+)
 
 
 def server(
@@ -48,6 +58,10 @@ def server(
             "Default: <data-dir>/server/keyring/. Back it up apart from the state.",
         ),
     ] = None,
+    secure: SecureOpt = False,
+    cert_ttl: CertTtlOpt = None,
+    ca_cert: CaCertOpt = None,
+    ca_key: CaKeyOpt = None,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -67,6 +81,7 @@ def server(
         )
         if dns_addr is not None:
             config.dns_addr = check_dns_addr(dns_addr)
+        apply_tls_options(config, secure, cert_ttl, ca_cert, ca_key)
         outcome = run_server(config)
     if outcome:
         raise typer.Exit(outcome)

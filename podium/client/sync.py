@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -76,7 +77,12 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        ca_cert: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ca_cert``: the CA file an https server is verified with (default
+        ``$PODIUM_CACERT``, else the system's CAs); ``ssl_context`` replaces that (a
+        client certificate in it is presented)."""
         self.address = resolve_address(address)
         self.timeout = timeout
         self._http = httpx.Client(
@@ -84,7 +90,7 @@ class Client:
             timeout=timeout,
             transport=transport,
             headers={"User-Agent": "podium-sdk", **(headers or {})},
-            verify=tls_context(self.address),
+            verify=ssl_context or tls_context(self.address, ca_cert),
         )
 
     def close(self) -> None:

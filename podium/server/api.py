@@ -43,9 +43,11 @@ from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResul
 from podium.server import catalog
 from podium.server.core import RegisterResult, Server
 from podium.server.keyring import KeyringError
+from podium.server.tls_routes import agent_extensions, agent_verify, install_tls
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
 from podium.state.store import DEPLOYMENTS, SERVICES, VARIABLES
+from podium.tls.server import ServerTLS
 
 T = TypeVar("T")
 _M = TypeVar("_M", bound=BaseModel)
@@ -204,7 +206,7 @@ def _parse_wait(wait: str | None) -> float:
 
 
 # --------------------------------------------------------------------------- app
-def create_app(server: Server) -> FastAPI:
+def create_app(server: Server, tls: ServerTLS | None = None) -> FastAPI:
     store = server.store
     app = FastAPI(
         title="Podium",
@@ -501,10 +503,13 @@ def create_app(server: Server) -> FastAPI:
             "offset": str(offset),
             "follow": "true" if follow else "false",
         }
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=agent_verify(tls))
         try:
             upstream = await client.send(
-                client.build_request("GET", url, params=params), stream=True
+                client.build_request(
+                    "GET", url, params=params, extensions=agent_extensions(tls, node.id)
+                ),
+                stream=True,
             )
         except httpx.HTTPError as exc:
             await client.aclose()
@@ -851,6 +856,7 @@ def create_app(server: Server) -> FastAPI:
         )
 
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
+    install_tls(app, tls)
     return app
 
 
