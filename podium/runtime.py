@@ -264,11 +264,14 @@ def _url_host(host: str) -> str:
 
 
 def _uvicorn(app: Any, level: str, tls: ssl.SSLContext | None = None) -> _Uvicorn:
-    from podium.tls_runtime import uvicorn_tls
+    secure: dict[str, Any] = {}
+    if tls is not None:
+        from podium.tls_runtime import uvicorn_tls
 
+        secure = uvicorn_tls(tls)
     config = uvicorn.Config(
         app,
-        **(uvicorn_tls(tls) if tls is not None else {}),
+        **secure,
         log_level="warning" if level != "debug" else "debug",
         access_log=level == "debug",
         lifespan="off",
