@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,8 +71,12 @@ class SecureCluster:
 
         wait_until(up, timeout=30, what="the secure server")
 
-    def http(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.addr, verify=str(self.ca), timeout=10, **kwargs)
+    def http(self, cert: tuple[str, str] | None = None) -> httpx.Client:
+        """An HTTP client that trusts the cluster CA (presenting ``cert``, key when given)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if cert is not None:
+            ctx.load_cert_chain(*cert)
+        return httpx.Client(base_url=self.addr, verify=ctx, timeout=10)
 
     def get(self, path: str) -> Any:
         with self.http() as c:
