@@ -284,7 +284,7 @@ def transport_error(address: str, exc: httpx.TransportError) -> ServerUnreachabl
 def unreachable(address: str, kind: str, exc: BaseException) -> ServerUnreachable:
     """The one wording of a failed exchange, whichever HTTP library saw it: ``kind`` is
     ``connect`` (nothing listening), ``timeout`` (no answer in time) or ``lost``."""
-    if kind != "timeout" and address.startswith("http://") and speaks_tls(address):
+    if kind == "lost" and address.startswith("http://") and speaks_tls(address):
         secure = "https://" + address.removeprefix("http://")
         text = (
             f"the server at {address} speaks TLS: use {secure} (and --ca-cert or "
