@@ -76,6 +76,9 @@ class AgentConfig:
     """The CA to issue certificates with (default: <data_dir>/server/tls/, made if missing)."""
     join_token: str | None = None
     """``PDM-1-…``: how an agent of remote servers gets its first certificate."""
+    audit_log: str | None = None
+    """The audit log file (JSON lines, 0600, rotated); "off" disables it.  None:
+    <data_dir>/server/audit/audit.log."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -259,6 +262,16 @@ async def _agent_tls(
     return state, tls
 
 
+def _open_audit(config: AgentConfig, data_dir: Path) -> Any:
+    """The server's audit log: --audit-log, else <data_dir>/server/audit/audit.log; None when off."""
+    from podium.server.audit import AuditLog
+
+    where = (config.audit_log or "").strip()
+    if where.lower() == "off":
+        return None
+    return AuditLog(Path(where) if where else data_dir / "server" / "audit" / "audit.log")
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -355,6 +368,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     dns = None
     server_tls = agent_tls = None
     renewals: list[asyncio.Task[None]] = []
+    audit = None
     if run_server:
         server_tls = _server_tls(config, data_dir, host, port)
         keyring = _load_keyring(config, data_dir)
@@ -369,7 +383,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         )
         await server.start()
         tune_gc()
-        app = create_app(server, server_tls)
+        audit = _open_audit(config, data_dir)
+        app = create_app(server, audit=audit, tls=server_tls)
         ctx = server_tls.server_context if server_tls is not None else None
         uvicorns.append((_uvicorn(app, config.log_level, ctx), _bind(host, port)))
     servers = list(config.servers)
@@ -474,6 +489,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             await server.stop()
         if store is not None:
             store.close()
+        if audit is not None:
+            audit.close()
         if ephemeral:
             shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -117,6 +117,12 @@ def _parse_meta(values: list[str] | None) -> dict[str, str]:
     return meta
 
 
+AUDIT_LOG_HELP = (
+    "With a server here: the audit log file (every write to the API as a JSON line, 0600, "
+    "rotated at 64 MiB, 10 kept), or 'off'. Default: <data-dir>/server/audit/audit.log."
+)
+
+
 def agent(
     dev: Annotated[
         bool,
@@ -212,6 +218,9 @@ def agent(
             "`podium join-token agent` prints it. Needed once: the certificate is kept.",
         ),
     ] = None,
+    audit_log: Annotated[
+        str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """Run a Podium agent.
 
@@ -280,6 +289,8 @@ def agent(
             except TLSError as exc:
                 common.usage(f"--join-token: {exc}")
             config.join_token = join_token
+        if audit_log is not None:
+            config.audit_log = audit_log
         if server:
             config.server = True
         if not client:

@@ -11,6 +11,7 @@ import typer
 
 from podium.cli import common
 from podium.cli.agent import (
+    AUDIT_LOG_HELP,
     DEFAULT_HTTP_ADDR,
     DNS_ADDR_HELP,
     CaCertOpt,
@@ -62,6 +63,9 @@ def server(
     cert_ttl: CertTtlOpt = None,
     ca_cert: CaCertOpt = None,
     ca_key: CaKeyOpt = None,
+    audit_log: Annotated[
+        str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
+    ] = None,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -79,6 +83,8 @@ def server(
             heartbeat_grace=heartbeat_grace,
             keyring_file=keyring_file,
         )
+        if audit_log is not None:
+            config.audit_log = audit_log
         if dns_addr is not None:
             config.dns_addr = check_dns_addr(dns_addr)
         apply_tls_options(config, secure, cert_ttl, ca_cert, ca_key)

@@ -41,6 +41,7 @@ from podium.models import (
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 from podium.server import catalog
+from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import RegisterResult, Server
 from podium.server.keyring import KeyringError
 from podium.server.tls_routes import agent_extensions, agent_verify, install_tls
@@ -206,7 +207,11 @@ def _parse_wait(wait: str | None) -> float:
 
 
 # --------------------------------------------------------------------------- app
-def create_app(server: Server, tls: ServerTLS | None = None) -> FastAPI:
+def create_app(
+    server: Server, *, audit: AuditLog | None = None, tls: ServerTLS | None = None
+) -> FastAPI:
+    """The API over ``server``; with ``audit``, every write is recorded there (outermost);
+    with ``tls``, the certificate routes and the agent routes' guard (tls_routes)."""
     store = server.store
     app = FastAPI(
         title="Podium",
@@ -857,6 +862,8 @@ def create_app(server: Server, tls: ServerTLS | None = None) -> FastAPI:
 
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
     install_tls(app, tls)
+    if audit is not None:
+        app.add_middleware(AuditMiddleware, log=audit)  # added last: outermost
     return app
 
 

@@ -196,6 +196,10 @@ class Keyring:
                 log.info("created keyring file %s", path)
         return cls([read_key_file(path)], where=str(path))
 
+    def key(self, key_id: str) -> Key | None:
+        """The key named ``key_id``, if this keyring holds it."""
+        return self._keys.get(key_id)
+
     # ---------------------------------------------------------------- sealing
     def seal(self, namespace: str, path: str, plaintext: bytes) -> Sealed:
         nonce = os.urandom(NONCE_BYTES)

@@ -81,6 +81,14 @@ def test_a_job_followed_without_a_terminal(dev_agent: DevAgent, tmp_path: Path) 
     as_yaml = yaml.safe_load(dev_agent.cli("job", "status", "sleeper", "-o", "yaml").stdout)
     assert as_yaml["id"] == "sleeper"
 
+    # the server's audit log, in its data dir: the job's registration, made from loopback
+    audit = dev_agent.data_dir / "server" / "audit" / "audit.log"
+    assert oct(audit.stat().st_mode & 0o777) == "0o600"
+    writes = [json.loads(x) for x in audit.read_text().splitlines()]
+    posted = [w for w in writes if (w["method"], w["path"]) == ("POST", "/v1/jobs")]
+    assert len(posted) == 1 and posted[0]["outcome"] == "allowed", writes
+    assert posted[0]["remote"].startswith("127.0.0.1:")
+
 
 def test_errors_and_exit_statuses(dev_agent: DevAgent, tmp_path: Path) -> None:
     missing = dev_agent.cli("service", "info", "nosuch")

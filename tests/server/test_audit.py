@@ -1,0 +1,149 @@
+"""The audit log: what it records of a write, what it leaves out, its file and its rotation."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from podium.server.api import create_app
+from podium.server.audit import IDENTITY_KEY, AuditLog, AuditMiddleware, outcome
+from podium.server.core import Server
+from podium.state import StateStore
+
+JOB: dict[str, Any] = {
+    "job": "web",
+    "groups": {"g": {"count": 1, "tasks": {"t": {"driver": "mock", "config": {}}}}},
+}
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+async def audited(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    server = Server(StateStore())
+    await server.start()
+    log = AuditLog(tmp_path / "audit" / "audit.log")
+    transport = httpx.ASGITransport(app=create_app(server, audit=log), client=("10.1.2.3", 4567))
+    async with httpx.AsyncClient(transport=transport, base_url="http://podium") as client:
+        yield client, log.path
+    log.close()
+    await server.stop()
+
+
+async def test_a_write_is_recorded_with_its_outcome_and_a_read_is_not(
+    audited: tuple[httpx.AsyncClient, Path],
+) -> None:
+    client, path = audited
+    assert (await client.post("/v1/jobs", json={"job": JOB})).status_code == 200
+    assert (await client.get("/v1/jobs")).status_code == 200
+    assert (await client.post("/v1/jobs", json={"nojob": 1})).status_code == 400
+    assert (await client.delete("/v1/job/nosuch")).status_code == 404
+    written = lines(path)
+    assert [(e["method"], e["path"], e["status"], e["outcome"]) for e in written] == [
+        ("POST", "/v1/jobs", 200, "allowed"),
+        ("POST", "/v1/jobs", 400, "rejected"),
+        ("DELETE", "/v1/job/nosuch", 404, "rejected"),
+    ]
+    first = written[0]
+    assert first["remote"] == "10.1.2.3:4567"
+    assert first["time"].endswith("Z") and first["duration_ms"] >= 0
+    assert "identity" not in first  # nobody was identified: no ACL in front of it
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_the_agents_protocol_is_recorded_only_when_it_fails(
+    audited: tuple[httpx.AsyncClient, Path],
+) -> None:
+    client, path = audited
+    node = {
+        "id": "6f1c1f4e-0000-4000-8000-000000000001",
+        "name": "n1",
+        "resources": {"cpu": 1000, "memory": 1024},
+    }
+    assert (await client.put("/v1/node/register", json=node)).status_code == 200
+    assert (await client.put(f"/v1/node/{node['id']}/heartbeat")).status_code == 200
+    ok = await client.post(
+        f"/v1/client/node/{node['id']}/allocations", json={"updates": [], "have": []}
+    )
+    assert ok.status_code == 200, ok.text
+    written = lines(path)
+    assert [(e["method"], e["path"]) for e in written] == [("PUT", "/v1/node/register")]
+
+
+async def test_the_identity_the_edge_found_is_recorded(tmp_path: Path) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[IDENTITY_KEY] = {"accessor_id": "a1b2", "name": "ci"}
+        await send({"type": "http.response.start", "status": 403, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    log = AuditLog(tmp_path / "audit.log")
+    wrapped: ASGIApp = AuditMiddleware(app, log)
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://podium") as client:
+        await client.put("/v1/client/node/x/allocations")  # agent protocol, but refused
+    log.close()
+    (entry,) = lines(log.path)
+    assert entry["identity"] == {"accessor_id": "a1b2", "name": "ci"}
+    assert entry["outcome"] == "refused" and entry["status"] == 403
+
+
+async def test_an_unanswered_write_is_an_error(tmp_path: Path) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    log = AuditLog(tmp_path / "audit.log")
+    transport = httpx.ASGITransport(app=AuditMiddleware(app, log), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://podium") as client:
+        await client.post("/v1/jobs")
+    log.close()
+    (entry,) = lines(log.path)
+    assert entry["status"] is None and entry["outcome"] == "error"
+
+
+def test_the_file_is_rotated_and_every_generation_stays_private(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log", max_bytes=300, backups=2)
+    for i in range(20):
+        log.write({"n": i, "pad": "x" * 60})
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["audit.log", "audit.log.1", "audit.log.2"]
+    for name in files:
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    # the newest lines are in the current file, in order; older generations hold older ones
+    current = [e["n"] for e in lines(tmp_path / "audit.log")]
+    older = [e["n"] for e in lines(tmp_path / "audit.log.1")]
+    assert current == sorted(current) and current[-1] == 19
+    assert max(older) < min(current)
+
+
+def test_an_existing_log_is_appended_to(tmp_path: Path) -> None:
+    for n in (1, 2):
+        log = AuditLog(tmp_path / "audit.log")
+        log.write({"n": n})
+        log.close()
+    assert [e["n"] for e in lines(tmp_path / "audit.log")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (200, "allowed"),
+        (204, "allowed"),
+        (401, "refused"),
+        (403, "refused"),
+        (409, "rejected"),
+        (500, "error"),
+        (None, "error"),
+    ],
+)
+def test_outcomes(status: int | None, verdict: str) -> None:
+    assert outcome(status) == verdict
