@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -66,6 +67,15 @@ class AgentConfig:
     dns_addr: str | None = None
     """HOST:PORT of the service catalog's DNS server (with a server in this process);
     "" or "off" disables it.  None: 127.0.0.1:7653, skipped with a warning when taken."""
+    secure: bool = False
+    """TLS on the API, the agent's endpoint and every agent-server call (docs/tls.md)."""
+    cert_ttl: float | None = None
+    """Lifetime of the certificates the CA issues (None: 30 days)."""
+    ca_cert: str | None = None
+    ca_key: str | None = None
+    """The CA to issue certificates with (default: <data_dir>/server/tls/, made if missing)."""
+    join_token: str | None = None
+    """``PDM-1-…``: how an agent of remote servers gets its first certificate."""
     audit_log: str | None = None
     """The audit log file (JSON lines, 0600, rotated); "off" disables it.  None:
     <data_dir>/server/audit/audit.log."""
@@ -171,6 +181,87 @@ def _load_keyring(config: AgentConfig, data_dir: Path) -> Any:
         raise ValueError(str(exc)) from exc
 
 
+def _server_tls(config: AgentConfig, data_dir: Path, host: str, port: int) -> Any:
+    """The server's TLS state under ``--secure`` (None without), and the start-up checks
+    that go with it: DNS stays on loopback; without TLS, a warning for a reachable API."""
+    from podium.tls_runtime import is_loopback, open_server_tls
+
+    if not config.secure:
+        if not is_loopback(host):
+            log.warning(
+                "the HTTP API listens on %s:%d without --secure: anyone who can reach it can "
+                "run any command on every node (raw_exec/exec jobs, as root), read and write "
+                "every variable, register as a node and stop any job; use --secure",
+                host,
+                port,
+            )
+        return None
+    dns = (config.dns_addr or "").strip()
+    if dns and dns.lower() != "off" and not is_loopback(_split_addr(dns)[0]):
+        raise ValueError(
+            f"--dns-addr {dns} is not a loopback address: under --secure the DNS server "
+            "answers only on this machine (DNS has no TLS); use 127.0.0.1:PORT or off"
+        )
+    from podium.tls import TLSError
+    from podium.tls.ca import DEFAULT_CERT_TTL
+
+    extra = [config.advertise_host] if config.advertise_host else []
+    try:
+        tls = open_server_tls(
+            data_dir,
+            host,
+            ca_cert=config.ca_cert,
+            ca_key=config.ca_key,
+            cert_ttl=config.cert_ttl or DEFAULT_CERT_TTL,
+            extra_names=extra,
+        )
+    except TLSError as exc:
+        raise ValueError(str(exc)) from exc
+    public = host if host not in ("0.0.0.0", "::", "") else (_route_source("8.8.8.8") or host)
+    tls.advertise = f"https://{_url_host(public)}:{port}"
+    log.info(
+        "TLS on: CA %s (fingerprint %s); clients: --ca-cert %s",
+        tls.ca.cert.subject.rfc4514_string(),
+        tls.ca.fingerprint,
+        config.ca_cert or tls.directory / "ca.crt",
+    )
+    return tls
+
+
+async def _agent_tls(
+    config: AgentConfig, settings: Any, servers: list[str], local: Any
+) -> tuple[Any, Any]:
+    """The agent's local state (its node id) and its certificate (kept, made by the server
+    in this process, or obtained with --join-token)."""
+    import uuid
+
+    from podium.agent.localstate import LocalState
+    from podium.tls import TLSError
+    from podium.tls_runtime import agent_tls
+
+    agent_dir = Path(settings.data_dir).absolute()
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    state = LocalState(agent_dir / "agent.db")
+    node_id = state.get("node_id")
+    if not node_id:
+        node_id = str(uuid.uuid4())
+        state.put("node_id", node_id)
+    name = settings.name or socket.gethostname()
+    try:
+        tls = await agent_tls(
+            agent_dir / "tls",
+            servers,
+            node_id,
+            name,
+            join_token=config.join_token,
+            local=local if not config.servers else None,
+        )
+    except TLSError as exc:
+        state.close()
+        raise ValueError(str(exc)) from exc
+    return state, tls
+
+
 def _open_audit(config: AgentConfig, data_dir: Path) -> Any:
     """The server's audit log: --audit-log, else <data_dir>/server/audit/audit.log; None when off."""
     from podium.server.audit import AuditLog
@@ -185,9 +276,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _uvicorn(app: Any, level: str) -> _Uvicorn:
+def _uvicorn(app: Any, level: str, tls: ssl.SSLContext | None = None) -> _Uvicorn:
+    secure: dict[str, Any] = {}
+    if tls is not None:
+        from podium.tls_runtime import uvicorn_tls
+
+        secure = uvicorn_tls(tls)
     config = uvicorn.Config(
         app,
+        **secure,
         log_level="warning" if level != "debug" else "debug",
         access_log=level == "debug",
         lifespan="off",
@@ -209,7 +306,7 @@ def setup_logging(level: str) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _loopback_transport(server: str, config: AgentConfig) -> Any:
+def _loopback_transport(server: str, config: AgentConfig, tls: Any = None) -> Any:
     """How the agent reaches a server in its own process (``--dev``, or ``--server``
     without ``--servers``): httpx, which the server has loaded anyway, instead of aiohttp
     (~10 MB of RSS once imported, a third of a dev agent's growth with 1,000 tasks).
@@ -224,7 +321,8 @@ def _loopback_transport(server: str, config: AgentConfig) -> Any:
     from podium.client.aio import KEEPALIVE
 
     return httpx.AsyncHTTPTransport(
-        verify=tls_context(server), limits=httpx.Limits(keepalive_expiry=KEEPALIVE)
+        verify=tls.client_context if tls is not None else tls_context(server),
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE),
     )
 
 
@@ -268,8 +366,11 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     server = None
     store = None
     dns = None
+    server_tls = agent_tls = None
+    renewals: list[asyncio.Task[None]] = []
     audit = None
     if run_server:
+        server_tls = _server_tls(config, data_dir, host, port)
         keyring = _load_keyring(config, data_dir)
         store = StateStore(SqliteBackend(data_dir / "server" / "state.db"))
         dns = await _start_dns(config, store)
@@ -283,21 +384,20 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         await server.start()
         tune_gc()
         audit = _open_audit(config, data_dir)
-        app = create_app(server, audit=audit)
-        uvicorns.append((_uvicorn(app, config.log_level), _bind(host, port)))
+        app = create_app(server, audit=audit, tls=server_tls)
+        ctx = server_tls.server_context if server_tls is not None else None
+        uvicorns.append((_uvicorn(app, config.log_level, ctx), _bind(host, port)))
     servers = list(config.servers)
     if run_server and not servers:
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        servers = [f"http://{connect_host}:{port}"]
+        scheme = "https" if server_tls is not None else "http"
+        servers = [f"{scheme}://{_url_host(connect_host)}:{port}"]
 
     agent = None
     client = None
     if config.client:
         if not servers:
             raise ValueError("an agent needs --servers (or --dev)")
-        client = AsyncClient(
-            servers[0], timeout=60.0, transport=_loopback_transport(servers[0], config)
-        )
         raw_exec = config.raw_exec if config.raw_exec is not None else config.dev
         a_host, a_port = _agent_listen_addr(config, host, servers)
         settings = AgentSettings(
@@ -310,22 +410,52 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             datacenter=config.datacenter,
             node_pool=config.node_pool,
         )
-        agent = Agent(settings, client)
+        state = None
+        if config.secure or config.join_token or servers[0].startswith("https://"):
+            state, agent_tls = await _agent_tls(config, settings, servers, server_tls)
+        client = AsyncClient(
+            servers[0],
+            timeout=60.0,
+            transport=_loopback_transport(servers[0], config, agent_tls),
+            ssl_context=agent_tls.client_context if agent_tls is not None else None,
+        )
+        agent = Agent(settings, client, state=state)
         agent_sock = _bind(a_host, a_port)
         bound_host, bound_port = agent_sock.getsockname()[:2]
         advertised = _url_host(_advertised(config, bound_host, servers))
-        uvicorns.append((_uvicorn(create_agent_app(agent), config.log_level), agent_sock))
-        await agent.start(f"http://{advertised}:{bound_port}")
-        log.info("agent %s: logs served on http://%s:%d", agent.node_name, advertised, bound_port)
+        agent_app: Any = create_agent_app(agent)
+        scheme = "http"
+        if agent_tls is not None:
+            from podium.tls_runtime import agent_app_guard, renew_agent
+
+            agent_app, scheme = agent_app_guard(agent_app), "https"
+            renewals.append(asyncio.create_task(renew_agent(agent_tls, servers, server_tls)))
+        ctx = agent_tls.server_context if agent_tls is not None else None
+        uvicorns.append((_uvicorn(agent_app, config.log_level, ctx), agent_sock))
+        await agent.start(f"{scheme}://{advertised}:{bound_port}")
+        log.info(
+            "agent %s: logs served on %s://%s:%d", agent.node_name, scheme, advertised, bound_port
+        )
+    if server_tls is not None:
+        from podium.tls_runtime import renew_server
+
+        renewals.append(asyncio.create_task(renew_server(server_tls)))
 
     serve_tasks = [asyncio.create_task(u.serve(sockets=[s]), name="http") for u, s in uvicorns]
     if config.dev:
         log.info(
-            "Podium dev agent: API http://%s:%d, data in %s%s",
+            "Podium dev agent: API %s://%s:%d, data in %s%s",
+            "https" if server_tls is not None else "http",
             host,
             port,
             data_dir,
             " (temporary)" if ephemeral else "",
+        )
+    if server_tls is not None:
+        log.info(
+            "clients: export PODIUM_ADDR=%s PODIUM_CACERT=%s",
+            servers[0],
+            config.ca_cert or server_tls.directory / "ca.crt",
         )
     if ready is not None:
         ready.set()
@@ -337,6 +467,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 raise t.exception()  # type: ignore[misc]
     finally:
         log.info("shutting down")
+        for t in renewals:
+            t.cancel()
         if agent is not None:
             if ephemeral:
                 # Nobody could re-attach to these tasks later: stop them now.

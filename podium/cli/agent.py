@@ -37,6 +37,59 @@ def check_dns_addr(value: str) -> str:
     return value
 
 
+SecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="TLS on the API and every agent call, from the cluster CA (made on first start "
+        "in <data-dir>/server/tls/); agents join with a join token. See docs/tls.md.",
+    ),
+]
+CertTtlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cert-ttl",
+        help="Lifetime of the certificates the CA issues, such as 720h or 60s [30 days]; "
+        "renewed at two thirds of it.",
+    ),
+]
+CaCertOpt = Annotated[
+    str | None,
+    typer.Option("--ca-cert", help="With --secure: a CA certificate (PEM) to issue from."),
+]
+CaKeyOpt = Annotated[
+    str | None,
+    typer.Option("--ca-key", help="With --secure: the key of --ca-cert (PEM, unencrypted)."),
+]
+
+
+def apply_tls_options(
+    config: object,
+    secure: bool,
+    cert_ttl: str | None,
+    ca_cert: str | None,
+    ca_key: str | None,
+) -> None:
+    """Check the TLS flags and put them on the runtime's config."""
+    from podium.models import parse_duration
+
+    if (ca_cert is None) != (ca_key is None):
+        common.usage("give both --ca-cert and --ca-key, or neither")
+    if not secure and (cert_ttl is not None or ca_cert is not None):
+        common.usage("--cert-ttl, --ca-cert and --ca-key need --secure")
+    if cert_ttl is not None:
+        try:
+            seconds = parse_duration(cert_ttl)
+        except ValueError as exc:
+            common.usage(f"--cert-ttl: {exc}")
+        if seconds < 5:
+            common.usage(f"--cert-ttl {cert_ttl} is too short: at least 5s")
+        config.cert_ttl = seconds  # type: ignore[attr-defined]
+    config.secure = secure  # type: ignore[attr-defined]
+    config.ca_cert = ca_cert  # type: ignore[attr-defined]
+    config.ca_key = ca_key  # type: ignore[attr-defined]
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -152,6 +205,19 @@ def agent(
         str | None,
         typer.Option("--dns-addr", envvar="PODIUM_DNS_ADDR", help=DNS_ADDR_HELP),
     ] = None,
+    secure: SecureOpt = False,
+    cert_ttl: CertTtlOpt = None,
+    ca_cert: CaCertOpt = None,
+    ca_key: CaKeyOpt = None,
+    join_token: Annotated[
+        str | None,
+        typer.Option(
+            "--join-token",
+            envvar="PODIUM_JOIN_TOKEN",
+            help="PDM-1-…: join secure servers (https://) with this token; "
+            "`podium join-token agent` prints it. Needed once: the certificate is kept.",
+        ),
+    ] = None,
     audit_log: Annotated[
         str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
     ] = None,
@@ -205,6 +271,24 @@ def agent(
             config.advertise_host = advertise
         if dns_addr is not None:
             config.dns_addr = check_dns_addr(dns_addr)
+        if (secure or cert_ttl or ca_cert) and not (dev or server):
+            common.usage(
+                "--secure, --cert-ttl and --ca-cert/--ca-key are for a server (--dev or "
+                "--server); an agent of remote servers is secure with https:// --servers "
+                "and --join-token"
+            )
+        apply_tls_options(config, secure, cert_ttl, ca_cert, ca_key)
+        if join_token is not None:
+            if not server_list or not all(s.startswith("https://") for s in server_list):
+                common.usage("--join-token needs --servers https://HOST:PORT (a secure server)")
+            from podium.tls import TLSError
+            from podium.tls.token import parse_token
+
+            try:
+                parse_token(join_token)
+            except TLSError as exc:
+                common.usage(f"--join-token: {exc}")
+            config.join_token = join_token
         if audit_log is not None:
             config.audit_log = audit_log
         if server:

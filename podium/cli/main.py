@@ -11,6 +11,7 @@ stderr when the command line asked for ``-o json`` or ``-o yaml``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 # httpx imports its own command-line tool (click, pygments, rich.syntax) whenever those
@@ -50,6 +51,8 @@ class PodiumGroup(LazyGroup):
         "var": "podium.cli.var:app",
         "service": "podium.cli.service:app",
         "namespace": "podium.cli.namespace:app",
+        "join-token": "podium.cli.tls:join_token_app",
+        "tls": "podium.cli.tls:app",
     }
 
     def _build(self, name: str, target: str) -> Any:
@@ -102,8 +105,19 @@ def root(
             is_eager=True,
         ),
     ] = False,
+    ca_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-cert",
+            envvar="PODIUM_CACERT",
+            help="The CA certificate an https:// server is verified with (default: the "
+            "system's CAs).",
+        ),
+    ] = None,
 ) -> None:
     """Podium: run jobs on a cluster of machines (or just this one)."""
+    if ca_cert:
+        os.environ["PODIUM_CACERT"] = ca_cert  # what every Client reads (podium.client)
 
 
 @app.command("version")

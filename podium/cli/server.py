@@ -14,7 +14,12 @@ from podium.cli.agent import (
     AUDIT_LOG_HELP,
     DEFAULT_HTTP_ADDR,
     DNS_ADDR_HELP,
+    CaCertOpt,
+    CaKeyOpt,
+    CertTtlOpt,
     LogLevel,
+    SecureOpt,
+    apply_tls_options,
     check_dns_addr,
 )
 
@@ -54,6 +59,10 @@ def server(
             "Default: <data-dir>/server/keyring/. Back it up apart from the state.",
         ),
     ] = None,
+    secure: SecureOpt = False,
+    cert_ttl: CertTtlOpt = None,
+    ca_cert: CaCertOpt = None,
+    ca_key: CaKeyOpt = None,
     audit_log: Annotated[
         str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
     ] = None,
@@ -78,6 +87,7 @@ def server(
             config.audit_log = audit_log
         if dns_addr is not None:
             config.dns_addr = check_dns_addr(dns_addr)
+        apply_tls_options(config, secure, cert_ttl, ca_cert, ca_key)
         outcome = run_server(config)
     if outcome:
         raise typer.Exit(outcome)

@@ -14,6 +14,7 @@ in-process simulator use, and for log streaming.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,15 +53,22 @@ class AioSender:
     """One aiohttp session (its connection pool, keep-alive) made on first use, inside
     the running loop as aiohttp asks; closed with :meth:`aclose`."""
 
-    def __init__(self, address: str, headers: Mapping[str, str], keepalive: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        headers: Mapping[str, str],
+        keepalive: float,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.address = address
+        self._ssl: ssl.SSLContext | bool = verify
         self._headers = dict(headers)
         self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive, ssl=self._ssl)
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,

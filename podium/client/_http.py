@@ -59,8 +59,13 @@ def resolve_address(address: str | None) -> str:
     return addr.rstrip("/")
 
 
-def tls_context(address: str) -> ssl.SSLContext | bool:
-    """What the HTTP client verifies servers with: the system's CAs for an https address.
+CACERT_ENV = "PODIUM_CACERT"
+"""The CA file an https address is verified with (``--ca-cert``); without it, the system's."""
+
+
+def tls_context(address: str, ca_cert: str | None = None) -> ssl.SSLContext | bool:
+    """What the HTTP client verifies servers with: for an https address, the CA in
+    ``ca_cert`` (else ``$PODIUM_CACERT``), else the system's CAs.
 
     Loading them costs ~50 ms, a tenth of a CLI command's start, and a plain
     http:// address never uses them: it gets a context that trusts no one
@@ -69,7 +74,37 @@ def tls_context(address: str) -> ssl.SSLContext | bool:
     """
     if address.startswith("http://"):
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cafile = ca_cert or os.environ.get(CACERT_ENV) or None
+    if cafile:
+        try:
+            return ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            source = "--ca-cert" if ca_cert else CACERT_ENV
+            raise PodiumError(f"cannot load the CA certificate {cafile} ({source}): {exc}") from exc
     return True
+
+
+def speaks_tls(address: str, timeout: float = 2.0) -> bool:
+    """Whether the server at an http:// address completes a TLS handshake instead: it runs
+    with --secure, and a plain request was dropped unanswered.  Asked only after such a
+    failure, to say so."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=parts.hostname),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 def wait_seconds(wait: str | float | None) -> float | None:
@@ -262,13 +297,32 @@ def transport_error(address: str, exc: httpx.TransportError) -> ServerUnreachabl
 def unreachable(address: str, kind: str, exc: BaseException) -> ServerUnreachable:
     """The one wording of a failed exchange, whichever HTTP library saw it: ``kind`` is
     ``connect`` (nothing listening), ``timeout`` (no answer in time) or ``lost``."""
-    if kind == "connect":
+    if kind == "lost" and address.startswith("http://") and speaks_tls(address):
+        secure = "https://" + address.removeprefix("http://")
+        text = (
+            f"the server at {address} speaks TLS: use {secure} (and --ca-cert or "
+            f"{CACERT_ENV} with the cluster's CA certificate)"
+        )
+    elif _verify_failed(exc):
+        text = (
+            f"the server at {address} presented a certificate this client does not trust "
+            f"({exc}): give the cluster's CA with --ca-cert or {CACERT_ENV}"
+        )
+    elif kind == "connect":
         text = f"cannot reach the Podium server at {address}: is `podium agent --dev` running?"
     elif kind == "timeout":
         text = f"the Podium server at {address} did not answer in time ({type(exc).__name__})"
     else:
         text = f"lost the connection to the Podium server at {address}: {exc or type(exc).__name__}"
     return ServerUnreachable(text, address)
+
+
+def _verify_failed(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def logs_timeout(timeout: float, follow: bool) -> httpx.Timeout:

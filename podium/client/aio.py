@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +18,7 @@ from podium.client._http import (
     prepare,
     resolve_address,
     resolve_namespace,
+    tls_context,
     transport_error,
 )
 from podium.client.endpoints import Endpoint
@@ -76,17 +78,22 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         namespace: str | None = None,
         keepalive: float = KEEPALIVE,
+        ca_cert: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``transport``: an httpx transport to send every request through (the tests'
         and the in-process simulator's ASGI transport); without one, requests go out over
         aiohttp (see :mod:`podium.client._aio`: a fraction of httpx's CPU per request).
         ``keepalive``: seconds an idle connection is kept for the next request (below the
-        server's own idle limit, 5 s for `podium agent`)."""
+        server's own idle limit, 5 s for `podium agent`).  ``ca_cert`` / ``ssl_context``:
+        as :class:`podium.Client`'s (an agent's context carries its client certificate,
+        renewed in place)."""
         self.address = resolve_address(address)
         self.namespace = resolve_namespace(namespace)
         """Sent with every request about namespaced objects that names no namespace of
         its own (``namespace=`` on a method); None (no ``$PODIUM_NAMESPACE`` either): the
         server's ``default``, or a job file's own ``namespace:``."""
+        self._verify = ssl_context or tls_context(self.address, ca_cert)
         self.timeout = timeout
         self._headers = {"User-Agent": "podium-sdk", **(headers or {})}
         self._transport = transport
@@ -95,7 +102,7 @@ class AsyncClient:
             # aiohttp only when it is used: ~10 MB of a process's memory once imported
             from podium.client._aio import AioSender
 
-            self._aio = AioSender(self.address, self._headers, keepalive)
+            self._aio = AioSender(self.address, self._headers, keepalive, self._verify)
         self._httpx: httpx.AsyncClient | None = None
 
     @property
@@ -108,6 +115,7 @@ class AsyncClient:
                 timeout=self.timeout,
                 transport=self._transport,
                 headers=self._headers,
+                verify=self._verify,
             )
         return self._httpx
 

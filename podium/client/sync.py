@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -79,7 +80,12 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         namespace: str | None = None,
+        ca_cert: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ca_cert``: the CA file an https server is verified with (default
+        ``$PODIUM_CACERT``, else the system's CAs); ``ssl_context`` replaces that (a
+        client certificate in it is presented)."""
         self.address = resolve_address(address)
         self.namespace = resolve_namespace(namespace)
         """Sent with every request about namespaced objects that names no namespace of
@@ -91,7 +97,7 @@ class Client:
             timeout=timeout,
             transport=transport,
             headers={"User-Agent": "podium-sdk", **(headers or {})},
-            verify=tls_context(self.address),
+            verify=ssl_context or tls_context(self.address, ca_cert),
         )
 
     def close(self) -> None:

@@ -49,9 +49,11 @@ from podium.server.keyring import KeyringError
 from podium.server.namespaces import check_request_namespace as _ns
 from podium.server.namespaces import many_namespaces as _ns_many
 from podium.server.namespaces import require_namespace
+from podium.server.tls_routes import agent_extensions, agent_verify, install_tls
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
 from podium.state.store import DEPLOYMENTS, SERVICES, VARIABLES
+from podium.tls.server import ServerTLS
 
 T = TypeVar("T")
 _M = TypeVar("_M", bound=BaseModel)
@@ -210,8 +212,11 @@ def _parse_wait(wait: str | None) -> float:
 
 
 # --------------------------------------------------------------------------- app
-def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
-    """The API over ``server``; with ``audit``, every write is recorded there (outermost)."""
+def create_app(
+    server: Server, *, audit: AuditLog | None = None, tls: ServerTLS | None = None
+) -> FastAPI:
+    """The API over ``server``; with ``audit``, every write is recorded there (outermost);
+    with ``tls``, the certificate routes and the agent routes' guard (tls_routes)."""
     store = server.store
     app = FastAPI(
         title="Podium",
@@ -557,10 +562,13 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
             "offset": str(offset),
             "follow": "true" if follow else "false",
         }
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=agent_verify(tls))
         try:
             upstream = await client.send(
-                client.build_request("GET", url, params=params), stream=True
+                client.build_request(
+                    "GET", url, params=params, extensions=agent_extensions(tls, node.id)
+                ),
+                stream=True,
             )
         except httpx.HTTPError as exc:
             await client.aclose()
@@ -965,6 +973,7 @@ def create_app(server: Server, *, audit: AuditLog | None = None) -> FastAPI:
 
     app.include_router(namespace_routes(server))
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
+    install_tls(app, tls)
     if audit is not None:
         app.add_middleware(AuditMiddleware, log=audit)  # added last: outermost
     return app

@@ -1,0 +1,168 @@
+"""The API of a secure server's certificates (``--secure``; docs/tls.md):
+
+- ``GET  /v1/agent/ca``: the CA certificate and its fingerprint (public: a joining agent
+  checks it against its join token before it trusts anything);
+- ``POST /v1/agent/join``: a join token's secret, a CSR, the node's id and name → the
+  agent's certificate and the CA;
+- ``POST /v1/agent/renew``: a CSR, over a connection with the agent's current certificate
+  → a new one for the same node;
+- ``GET  /v1/operator/tls``: the CA fingerprint, this server's certificate, counts;
+- ``GET  /v1/operator/join-token/agent`` (``POST …?rotate=true`` to rotate): the token and
+  the command an agent runs.
+
+:func:`install_tls` adds these and the guard that requires an agent certificate on the agent
+routes (:class:`podium.tls.asgi.RequireCertificate`) to the API; ``create_app`` calls it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from podium.tls import TLSError
+from podium.tls.asgi import RequireCertificate
+from podium.tls.ca import Issued, node_dns_name
+from podium.tls.identity import peer_identity
+from podium.tls.server import JoinRefused, ServerTLS
+
+
+class JoinRequest(BaseModel):
+    secret: str = Field(max_length=256, description="The join token's secret (its last field).")
+    csr: str = Field(max_length=16_384, description="PEM certificate signing request.")
+    node_id: str = Field(max_length=64)
+    name: str = Field(max_length=256)
+
+
+class RenewRequest(BaseModel):
+    csr: str = Field(max_length=16_384)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _issued(tls: ServerTLS, issued: Issued) -> dict[str, Any]:
+    return {
+        "cert": issued.cert_pem.decode(),
+        "ca": tls.ca.cert_pem.decode(),
+        "serial": str(issued.serial),
+        "not_after": issued.not_after.isoformat(),
+    }
+
+
+def _from_this_machine(request: Request) -> bool:
+    """The caller connected from this machine: over loopback, or to the address it came
+    from (a local interface)."""
+    client, server = request.scope.get("client"), request.scope.get("server")
+    if not client:
+        return False
+    try:
+        if ipaddress.ip_address(client[0]).is_loopback:
+            return True
+    except ValueError:
+        return False
+    return server is not None and client[0] == server[0]
+
+
+def router(tls: ServerTLS) -> APIRouter:
+    r = APIRouter(tags=["tls"])
+
+    @r.get("/v1/agent/ca")
+    async def ca() -> dict[str, Any]:
+        return {"ca": tls.ca.cert_pem.decode(), "fingerprint": tls.ca.fingerprint}
+
+    @r.post("/v1/agent/join")
+    async def join(body: JoinRequest) -> JSONResponse:
+        try:
+            issued = tls.join(body.secret, body.csr, body.node_id, body.name)
+        except JoinRefused as exc:
+            return _error(exc.status, str(exc))
+        except TLSError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(_issued(tls, issued))
+
+    @r.post("/v1/agent/renew")
+    async def renew(body: RenewRequest, request: Request) -> JSONResponse:
+        identity = peer_identity(request.scope)
+        if identity is None:
+            return _error(
+                401, "renewal needs the agent's current certificate (a TLS client certificate)"
+            )
+        try:
+            issued = tls.renew_agent(identity, body.csr)
+        except JoinRefused as exc:
+            return _error(exc.status, str(exc))
+        except TLSError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(_issued(tls, issued))
+
+    def operator_allowed(request: Request) -> JSONResponse | None:
+        # TODO(acl): once ACL tokens exist this needs `operator: read` (GET) / `operator:
+        # write` (rotate) and drops the same-machine rule; until then only a caller on the
+        # server's own machine may read the join token.
+        if _from_this_machine(request):
+            return None
+        return _error(
+            403,
+            "the join token is served only to callers on the server's own machine "
+            "(until ACL tokens grant operator rights)",
+        )
+
+    @r.get("/v1/operator/tls")
+    async def describe(request: Request) -> JSONResponse:
+        return JSONResponse(tls.describe())
+
+    async def token_answer(request: Request, rotate: bool) -> JSONResponse:
+        refused = operator_allowed(request)
+        if refused is not None:
+            return refused
+        token = tls.rotate_join_token() if rotate else tls.join_token()
+        servers = tls.advertise or "https://SERVER:7634"
+        return JSONResponse(
+            {
+                "role": "agent",
+                "token": str(token),
+                "generation": tls.tokens.generation,
+                "ca_fingerprint": tls.ca.fingerprint,
+                "command": (
+                    f"podium agent --data-dir /var/lib/podium --servers {servers} "
+                    f"--join-token {token}"
+                ),
+            }
+        )
+
+    @r.get("/v1/operator/join-token/agent")
+    async def join_token(request: Request) -> JSONResponse:
+        return await token_answer(request, rotate=False)
+
+    @r.post("/v1/operator/join-token/agent")
+    async def rotate_join_token(request: Request, rotate: bool = False) -> JSONResponse:
+        return await token_answer(request, rotate=rotate)
+
+    return r
+
+
+def agent_verify(tls: ServerTLS | None) -> ssl.SSLContext | bool:
+    """What the server verifies an agent's endpoint with: the CA (and it presents its own
+    certificate, which the agent requires) under TLS; else httpx's default."""
+    return tls.client_context if tls is not None else True
+
+
+def agent_extensions(tls: ServerTLS | None, node_id: str) -> dict[str, Any]:
+    """The name the agent's certificate must carry (``<node id>.node.podium``): a node's
+    endpoint is verified as that node, whatever address it registered."""
+    return {"sni_hostname": node_dns_name(node_id)} if tls is not None else {}
+
+
+def install_tls(app: FastAPI, tls: ServerTLS | None) -> None:
+    """With TLS on: the routes above, and agent routes refused without an agent's
+    certificate.  Without: nothing."""
+    if tls is None:
+        return
+    app.include_router(router(tls))
+    app.add_middleware(RequireCertificate)
