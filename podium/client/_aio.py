@@ -48,6 +48,12 @@ class AioAnswer:
         return json.loads(self.content)
 
 
+def _headers(json_body: bool, extra: Mapping[str, str]) -> Mapping[str, str] | None:
+    if not extra:
+        return JSON_HEADERS if json_body else None
+    return {**JSON_HEADERS, **extra} if json_body else extra
+
+
 class AioSender:
     """One aiohttp session (its connection pool, keep-alive) made on first use, inside
     the running loop as aiohttp asks; closed with :meth:`aclose`."""
@@ -91,7 +97,7 @@ class AioSender:
                 req.method,
                 URL(url, encoded=True),  # paths are quoted already (endpoints._seg)
                 data=data,
-                headers=JSON_HEADERS if data is not None else None,
+                headers=_headers(data is not None, req.headers),
                 timeout=self._timeout(req.timeout.connect, req.timeout.read),
             ) as response:
                 content = await response.read()

@@ -59,6 +59,21 @@ def resolve_address(address: str | None) -> str:
     return addr.rstrip("/")
 
 
+TOKEN_HEADER = "X-Podium-Token"
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The ACL token to send: the argument, else ``$PODIUM_TOKEN``, else none."""
+    value = token if token is not None else os.environ.get("PODIUM_TOKEN")
+    value = (value or "").strip()
+    return value or None
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    found = resolve_token(token)
+    return {TOKEN_HEADER: found} if found else {}
+
+
 def tls_context(address: str) -> ssl.SSLContext | bool:
     """What the HTTP client verifies servers with: the system's CAs for an https address.
 
@@ -85,6 +100,7 @@ class Prepared:
     params: dict[str, str]
     json: Any
     timeout: httpx.Timeout
+    headers: Mapping[str, str]
 
 
 def prepare(
@@ -109,6 +125,7 @@ def prepare(
         params=params,
         json=endpoint.body,
         timeout=httpx.Timeout(timeout, read=read),
+        headers=endpoint.headers,
     )
 
 

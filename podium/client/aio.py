@@ -15,6 +15,7 @@ from podium.client._http import (
     finish,
     logs_timeout,
     prepare,
+    auth_headers,
     resolve_address,
     transport_error,
 )
@@ -72,6 +73,7 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        token: str | None = None,
         keepalive: float = KEEPALIVE,
     ) -> None:
         """``transport``: an httpx transport to send every request through (the tests'
@@ -81,7 +83,10 @@ class AsyncClient:
         server's own idle limit, 5 s for `podium agent`)."""
         self.address = resolve_address(address)
         self.timeout = timeout
-        self._headers = {"User-Agent": "podium-sdk", **(headers or {})}
+        self._headers = {"User-Agent": "podium-sdk", **auth_headers(token), **(headers or {})}
+        self.node_secrets: dict[str, str] = {}
+        """Node id -> the node's secret (learnt from its registration, or set by its
+        agent from its own state): sent on that node's agent routes."""
         self._transport = transport
         self._aio: AioSender | None = None
         if transport is None:
@@ -135,7 +140,12 @@ class AsyncClient:
             return finish(endpoint, await self._aio.send(req))
         try:
             response = await self._http.request(
-                req.method, req.url, params=req.params, json=req.json, timeout=req.timeout
+                req.method,
+                req.url,
+                params=req.params,
+                json=req.json,
+                timeout=req.timeout,
+                headers=req.headers or None,
             )
         except httpx.TransportError as exc:
             raise transport_error(self.address, exc) from exc
@@ -378,12 +388,18 @@ class AsyncClient:
     # -- agent <-> server ---------------------------------------------------------------
 
     async def register_node(self, node: Node) -> dict[str, Any]:
-        """``{"node_id", "index", "heartbeat_ttl"}``."""
-        return (await self.query(ep.register_node(node))).value
+        """``{"node_id", "index", "heartbeat_ttl"}``, and ``node_secret`` for a new node
+        (kept in :attr:`node_secrets` and sent on the node's requests from then on)."""
+        endpoint = ep.register_node(node, self.node_secrets.get(node.id))
+        answer = (await self.query(endpoint)).value
+        if isinstance(answer.get("node_secret"), str):
+            self.node_secrets[node.id] = answer["node_secret"]
+        return answer
 
     async def heartbeat(self, node_id: str) -> dict[str, Any]:
         """``{"index", "heartbeat_ttl"}``."""
-        return (await self.query(ep.heartbeat(node_id))).value
+        endpoint = ep.heartbeat(node_id, self.node_secrets.get(node_id))
+        return (await self.query(endpoint)).value
 
     async def node_sync(
         self,
@@ -404,7 +420,9 @@ class AsyncClient:
         ``updates``: reports committed (durably) before the sync is answered, as
         :meth:`update_allocs` would commit them.
         """
-        endpoint = ep.node_sync(node_id, since, have, specs, updates, order)
+        endpoint = ep.node_sync(
+            node_id, since, have, specs, updates, order, self.node_secrets.get(node_id)
+        )
         return (await self.query(endpoint, index=index, wait=wait)).value
 
     async def update_allocs(
@@ -415,4 +433,5 @@ class AsyncClient:
     ) -> int:
         """Report allocation states; answers the store index of the write.  ``order``: the
         agent's run and request count (see :data:`podium.client.endpoints.ReportOrder`)."""
-        return (await self.query(ep.update_allocs(node_id, updates, order))).value
+        endpoint = ep.update_allocs(node_id, updates, order, self.node_secrets.get(node_id))
+        return (await self.query(endpoint)).value

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from podium import __version__
-from podium.errors import AmbiguousPrefix, Conflict, NotFound, SpecError
+from podium.errors import AmbiguousPrefix, Conflict, Forbidden, NotFound, SpecError
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -40,7 +40,9 @@ from podium.models import (
 )
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
-from podium.server import catalog
+from podium.models.acl import LIST_JOBS, NODE_SECRET_HEADER, READ_JOB
+from podium.models.node import check_node_names
+from podium.server import acl, acl_api, catalog
 from podium.server.core import RegisterResult, Server
 from podium.server.keyring import KeyringError
 from podium.spec import validate_job_dict
@@ -249,6 +251,10 @@ def create_app(server: Server) -> FastAPI:
             issues=[i.as_dict() for i in exc.issues],
         )
 
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return _error(403, str(exc))
+
     @app.exception_handler(KeyringError)
     async def _keyring(_: Request, exc: KeyringError) -> JSONResponse:
         return _error(500, str(exc))
@@ -360,6 +366,7 @@ def create_app(server: Server) -> FastAPI:
     ) -> Response:
         idx = await blocking(index, wait, JOBS, ALLOCS)
         jobs = sorted(store.jobs(), key=lambda j: j.id)
+        jobs = [j for j in jobs if acl.can(LIST_JOBS, j.namespace)]
         items = [job_item(j) for j in jobs if prefix is None or j.id.startswith(prefix)]
         return _json(items, list[JobListItem], idx)
 
@@ -459,6 +466,7 @@ def create_app(server: Server) -> FastAPI:
             allocs = store.allocs()
         if prefix:
             allocs = [a for a in allocs if a.id.startswith(prefix)]
+        allocs = [a for a in allocs if acl.can(READ_JOB, a.namespace)]
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
     @app.get("/v1/allocation/{alloc_id}", tags=["allocations"], response_model=Allocation)
@@ -552,16 +560,23 @@ def create_app(server: Server) -> FastAPI:
     ) -> Response:
         node = resolve_node(node_id)
         idx = await blocking(index, wait, ALLOCS)
-        return _json(sorted_allocs(store.allocs_by_node(node.id)), list[Allocation], idx)
+        allocs = [a for a in store.allocs_by_node(node.id) if acl.can(READ_JOB, a.namespace)]
+        return _json(sorted_allocs(allocs), list[Allocation], idx)
 
     @app.put("/v1/node/register", tags=["agent"])
-    async def register_node(node: Node) -> Response:
-        idx = server.register_node(node)
-        return _json(
-            {"node_id": node.id, "index": idx, "heartbeat_ttl": server.config.heartbeat_ttl},
-            dict[str, Any],
-            idx,
-        )
+    async def register_node(node: Node, request: Request) -> Response:
+        """A node's (re-)registration: a known node id needs its node secret; a new node
+        gets one in the answer (``node_secret``, shown once; its agent keeps it)."""
+        check_node_names(node)
+        trust = server.trust
+        presented = request.headers.get(NODE_SECRET_HEADER)
+        secret = trust.registration(node.id, presented, acl.may_register_node())
+        record = trust.node_secret_record(node.id, secret, 0) if secret else None
+        idx = server.register_node(node, record)
+        answer = {"node_id": node.id, "index": idx, "heartbeat_ttl": server.config.heartbeat_ttl}
+        if secret:
+            answer["node_secret"] = secret
+        return _json(answer, dict[str, Any], idx)
 
     @app.put("/v1/node/{node_id}/heartbeat", tags=["agent"])
     async def heartbeat(node_id: str) -> Response:
@@ -695,6 +710,7 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/v1/client/allocations", tags=["agent"])
     async def client_update(body: ClientUpdateRequest) -> Response:
+        acl.reporting_node(body.node_id)
         idx = await server.client_update_batched(
             body.node_id, body.updates, session=body.session, seq=body.seq
         )
@@ -704,7 +720,8 @@ def create_app(server: Server) -> FastAPI:
     @app.get("/v1/services", tags=["services"], response_model=list[ServiceSummary])
     async def list_services(index: int | None = None, wait: str | None = None) -> Response:
         idx = await blocking(index, wait, SERVICES)
-        return _json(catalog.summaries(store), list[ServiceSummary], idx)
+        found = [s for s in catalog.summaries(store) if acl.can(READ_JOB, s.namespace)]
+        return _json(found, list[ServiceSummary], idx)
 
     @app.get("/v1/service/{name}", tags=["services"], response_model=list[ServiceRegistration])
     async def get_service(
@@ -726,6 +743,7 @@ def create_app(server: Server) -> FastAPI:
         evs = store.evals_by_job(job_id) if job_id else store.evaluations()
         if prefix:
             evs = [e for e in evs if e.id.startswith(prefix)]
+        evs = [e for e in evs if acl.can(READ_JOB, e.namespace)]
         evs = sorted(evs, key=lambda e: -e.create_index)
         return _json(evs, list[Evaluation], idx)
 
@@ -744,7 +762,8 @@ def create_app(server: Server) -> FastAPI:
     ) -> Response:
         """Paths and indexes only: a listing never carries a value."""
         idx = await blocking(index, wait, VARIABLES)
-        return _json(server.variables.list(prefix), list[VariableMetadata], idx)
+        found = [v for v in server.variables.list(prefix) if acl.can_list_variable(v.namespace, v.path)]
+        return _json(found, list[VariableMetadata], idx)
 
     @app.get("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
     async def get_var(path: str, index: int | None = None, wait: str | None = None) -> Response:
@@ -779,6 +798,7 @@ def create_app(server: Server) -> FastAPI:
             found = store.deployments_by_job(resolve_job(job).id)
         else:
             found = sorted(store.deployments(), key=lambda d: (d.create_index, d.id), reverse=True)
+        found = [d for d in found if acl.can(READ_JOB, d.namespace)]
         return _json(found, list[Deployment], idx)
 
     @app.get("/v1/deployment/{deployment_id}", tags=["deployments"], response_model=Deployment)
@@ -851,6 +871,8 @@ def create_app(server: Server) -> FastAPI:
         )
 
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
+    app.include_router(acl_api.router(server.trust))
+    acl.install(app, server.trust, enabled=server.config.acl)
     return app
 
 
@@ -948,6 +970,7 @@ def _fast_agent_routes(
         if request is None:
             await update_route.app(scope, _replay(body, receive), send)
             return
+        acl.reporting_node(request.node_id)
         idx = await server.client_update_batched(
             request.node_id, request.updates, session=request.session, seq=request.seq
         )

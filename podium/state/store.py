@@ -37,6 +37,7 @@ from podium.models import (
     Node,
     ServiceRegistration,
 )
+from podium.models.acl import ACLBootstrap, ACLPolicy, NodeSecret, StoredToken
 from podium.models.compact import compact_alloc
 from podium.state.backend import Backend, NullBackend
 
@@ -48,7 +49,14 @@ EVALS = "evals"
 DEPLOYMENTS = "deployments"
 SERVICES = "services"
 VARIABLES = "variables"
-TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS, DEPLOYMENTS, SERVICES, VARIABLES)
+ACL_TOKENS = "acl_tokens"
+ACL_POLICIES = "acl_policies"
+ACL_META = "acl_meta"
+NODE_SECRETS = "node_secrets"
+ACL_TABLES = (ACL_TOKENS, ACL_POLICIES, ACL_META, NODE_SECRETS)
+"""Trust: ACL tokens (by accessor), policies (by name), the bootstrap record, and each
+node's secret (by node id); secrets only ever as hashes."""
+TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS, DEPLOYMENTS, SERVICES, VARIABLES, *ACL_TABLES)
 
 _MODELS: dict[str, Any] = {
     JOBS: Job,
@@ -59,6 +67,10 @@ _MODELS: dict[str, Any] = {
     DEPLOYMENTS: Deployment,
     SERVICES: ServiceRegistration,
     VARIABLES: EncryptedVariable,
+    ACL_TOKENS: StoredToken,
+    ACL_POLICIES: ACLPolicy,
+    ACL_META: ACLBootstrap,
+    NODE_SECRETS: NodeSecret,
 }
 
 JobKey = tuple[str, str]
@@ -75,6 +87,12 @@ def _key_str(table: str, obj: Any) -> str:
         return f"default/{obj.job_id}/{obj.version}"
     if table == VARIABLES:
         return f"{obj.namespace}/{obj.path}"
+    if table == ACL_TOKENS:
+        return str(obj.accessor_id)
+    if table == ACL_POLICIES:
+        return str(obj.name)
+    if table == NODE_SECRETS:
+        return str(obj.node_id)
     return str(obj.id)
 
 
@@ -139,6 +157,16 @@ class Txn:
     def delete_variable(self, namespace: str, path: str) -> None:
         self.deletes[VARIABLES].add(f"{namespace}/{path}")
 
+    def put_acl(self, table: str, obj: Any) -> None:
+        """An ACL token, policy or bootstrap record, or a node secret (``table``)."""
+        key = _key_str(table, obj)
+        self.puts[table][key] = obj
+        self.deletes[table].discard(key)
+
+    def delete_acl(self, table: str, key: str) -> None:
+        self.deletes[table].add(key)
+        self.puts[table].pop(key, None)
+
     def empty(self) -> bool:
         return not any(self.puts.values()) and not any(self.deletes.values())
 
@@ -168,6 +196,10 @@ class _Tables:
         self.services_by_alloc: dict[str, frozenset[str]] = {}
         self.variables: dict[str, EncryptedVariable] = {}
         """``namespace/path`` -> sealed variable."""
+        self.acl: dict[str, dict[str, Any]] = {t: {} for t in ACL_TABLES}
+        """Per ACL table, key -> object (see :data:`ACL_TABLES`)."""
+        self.by_secret: dict[str, dict[str, str]] = {ACL_TOKENS: {}, NODE_SECRETS: {}}
+        """Secret hash -> token accessor, and -> node id."""
 
     def add_usage(self, alloc: Allocation, sign: int) -> None:
         if alloc.uses_resources():
@@ -195,6 +227,8 @@ class _Tables:
         t.services_by_name = dict(self.services_by_name)
         t.services_by_alloc = dict(self.services_by_alloc)
         t.variables = dict(self.variables)
+        t.acl = {k: dict(v) for k, v in self.acl.items()}
+        t.by_secret = {k: dict(v) for k, v in self.by_secret.items()}
         return t
 
 
@@ -331,6 +365,36 @@ class Snapshot:
             if v.namespace == namespace and v.path.startswith(prefix)
         ]
         return sorted(found, key=lambda v: v.path)
+
+    # -- trust (ACL tokens and policies, node secrets)
+    def acl_token(self, accessor_id: str) -> StoredToken | None:
+        found: StoredToken | None = self._t.acl[ACL_TOKENS].get(accessor_id)
+        return found
+
+    def acl_token_by_secret(self, secret_hash: str) -> StoredToken | None:
+        accessor = self._t.by_secret[ACL_TOKENS].get(secret_hash)
+        return self.acl_token(accessor) if accessor is not None else None
+
+    def acl_tokens(self) -> list[StoredToken]:
+        return sorted(self._t.acl[ACL_TOKENS].values(), key=lambda t: (t.create_index, t.name))
+
+    def acl_policy(self, name: str) -> ACLPolicy | None:
+        found: ACLPolicy | None = self._t.acl[ACL_POLICIES].get(name)
+        return found
+
+    def acl_policies(self) -> list[ACLPolicy]:
+        return sorted(self._t.acl[ACL_POLICIES].values(), key=lambda p: p.name)
+
+    def acl_bootstrap(self) -> ACLBootstrap | None:
+        found: ACLBootstrap | None = self._t.acl[ACL_META].get("bootstrap")
+        return found
+
+    def node_secret(self, node_id: str) -> NodeSecret | None:
+        found: NodeSecret | None = self._t.acl[NODE_SECRETS].get(node_id)
+        return found
+
+    def node_by_secret(self, secret_hash: str) -> str | None:
+        return self._t.by_secret[NODE_SECRETS].get(secret_hash)
 
 
 class StateStore(Snapshot):
@@ -545,6 +609,17 @@ class StateStore(Snapshot):
             _index_update(t.services_by_alloc, obj.alloc_id, add=obj.id)
         elif table == VARIABLES:
             t.variables[_key_str(VARIABLES, obj)] = obj
+        elif table in ACL_TABLES:
+            key = _key_str(table, obj)
+            self._acl_delete(table, key)
+            t.acl[table][key] = obj
+            if table in t.by_secret:
+                t.by_secret[table][obj.secret_hash] = key
+
+    def _acl_delete(self, table: str, key: str) -> None:
+        old = self._t.acl[table].pop(key, None)
+        if old is not None and table in self._t.by_secret:
+            self._t.by_secret[table].pop(old.secret_hash, None)
 
     def _unindex_service(self, reg: ServiceRegistration) -> None:
         _index_update(self._t.services_by_name, (reg.namespace, reg.service_name), remove=reg.id)
@@ -661,6 +736,11 @@ class StateStore(Snapshot):
                 self._unindex_service(reg)
         for var_key in txn.deletes[VARIABLES]:
             t.variables.pop(var_key, None)
+        for table in ACL_TABLES:
+            for key in txn.deletes[table]:
+                self._acl_delete(table, key)
+            for obj in txn.puts[table].values():
+                self._apply_put(table, obj)
 
         eval_add: dict[JobKey, set[str]] = {}
         eval_del: dict[JobKey, set[str]] = {}
