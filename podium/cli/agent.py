@@ -146,6 +146,23 @@ def agent(
         str | None,
         typer.Option("--dns-addr", envvar="PODIUM_DNS_ADDR", help=DNS_ADDR_HELP),
     ] = None,
+    acl: Annotated[
+        bool,
+        typer.Option(
+            "--acl",
+            help="With --server or --dev: turn access control on (every request needs an "
+            "ACL token; podium acl bootstrap creates the first).",
+        ),
+    ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="PODIUM_TOKEN",
+            help="ACL token with node: write, to register this node with servers that run "
+            "with --acl (needed once: the node then proves itself with its node secret).",
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium agent.
 
@@ -203,6 +220,8 @@ def agent(
         if raw_exec is not None:
             config.raw_exec = raw_exec
         config.template_host_files = template_host_files
+        config.acl = acl
+        config.token = token
         try:
             outcome: object = run_agent(config)
             if inspect.isawaitable(outcome):  # tolerate a coroutine entry point

@@ -94,6 +94,17 @@ AddressOpt = Annotated[
         show_default=True,
     ),
 ]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="PODIUM_TOKEN",
+        help="ACL token (its secret) for servers that run with --acl.",
+        show_default=False,
+    ),
+]
+root_token: str | None = None
+"""``podium --token T <command>``: the token of every command that takes none itself."""
 OutputOpt = Annotated[
     Output,
     typer.Option(
@@ -128,8 +139,14 @@ _output: ContextVar[Output] = ContextVar("podium_cli_output", default=Output.TAB
 """The running command's ``-o``, so :func:`fail` anywhere below it answers in kind."""
 
 
-def make_client(address: str) -> Client:
-    return client_factory(address)
+def make_client(address: str, token: str | None = None) -> Client:
+    """The command's client; ``token``: its ``--token`` (else the root's ``--token``, else
+    ``PODIUM_TOKEN``, which the client reads itself)."""
+    client = client_factory(address)
+    chosen = token or root_token
+    if chosen:
+        client.set_token(chosen)
+    return client
 
 
 def interactive() -> bool:

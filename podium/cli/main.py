@@ -49,6 +49,7 @@ class PodiumGroup(LazyGroup):
         "compose": "podium.cli.compose:app",
         "var": "podium.cli.var:app",
         "service": "podium.cli.service:app",
+        "acl": "podium.cli.acl:app",
     }
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -95,8 +96,18 @@ def root(
             is_eager=True,
         ),
     ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="PODIUM_TOKEN",
+            help="ACL token for every command (servers with --acl); also PODIUM_TOKEN.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Podium: run jobs on a cluster of machines (or just this one)."""
+    common.root_token = token
 
 
 @app.command("version")

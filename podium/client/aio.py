@@ -11,11 +11,11 @@ import httpx
 from podium.client import endpoints as ep
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    auth_headers,
     error_for,
     finish,
     logs_timeout,
     prepare,
-    auth_headers,
     resolve_address,
     transport_error,
 )

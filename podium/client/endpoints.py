@@ -418,9 +418,7 @@ def node_sync(
         )
     if keys:
         params["have"] = ",".join(keys)
-    return Endpoint(
-        "GET", path, parse, params, parse_json=parse_json, headers=node_headers(secret)
-    )
+    return Endpoint("GET", path, parse, params, parse_json=parse_json, headers=node_headers(secret))
 
 
 def update_allocs(

@@ -11,11 +11,12 @@ import httpx
 from podium.client import endpoints as ep
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    TOKEN_HEADER,
+    auth_headers,
     error_for,
     finish,
     logs_timeout,
     prepare,
-    auth_headers,
     resolve_address,
     tls_context,
     transport_error,
@@ -91,6 +92,12 @@ class Client:
             headers={"User-Agent": "podium-sdk", **auth_headers(token), **(headers or {})},
             verify=tls_context(self.address),
         )
+
+    def set_token(self, token: str | None) -> None:
+        """Send ``token`` (an ACL secret) with every request from now on; None: none."""
+        self._http.headers.pop(TOKEN_HEADER, None)
+        if token:
+            self._http.headers[TOKEN_HEADER] = token
 
     def close(self) -> None:
         self._http.close()

@@ -348,7 +348,9 @@ class AccessControl:
             if rule.kind in ("public", "bootstrap", "register"):
                 identity = self.trust.identify(None)
             else:
-                raise _Refusal(401, f"{exc}: give a valid token (--token or PODIUM_TOKEN)") from None
+                raise _Refusal(
+                    401, f"{exc}: give a valid token (--token or PODIUM_TOKEN)"
+                ) from None
         access = Access(identity.grants, identity, namespace=namespace, peer_cert=peer_cert(scope))
         if self._allowed(rule, identity, namespace, params):
             return access

@@ -38,10 +38,10 @@ from podium.models import (
     ServiceSummary,
     parse_duration,
 )
-from podium.models.variable import Variable, VariableMetadata, check_var_path
-from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 from podium.models.acl import LIST_JOBS, NODE_SECRET_HEADER, READ_JOB
 from podium.models.node import check_node_names
+from podium.models.variable import Variable, VariableMetadata, check_var_path
+from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
 from podium.server import acl, acl_api, catalog
 from podium.server.core import RegisterResult, Server
 from podium.server.keyring import KeyringError
@@ -762,7 +762,9 @@ def create_app(server: Server) -> FastAPI:
     ) -> Response:
         """Paths and indexes only: a listing never carries a value."""
         idx = await blocking(index, wait, VARIABLES)
-        found = [v for v in server.variables.list(prefix) if acl.can_list_variable(v.namespace, v.path)]
+        found = [
+            v for v in server.variables.list(prefix) if acl.can_list_variable(v.namespace, v.path)
+        ]
         return _json(found, list[VariableMetadata], idx)
 
     @app.get("/v1/var/{path:path}", tags=["variables"], response_model=Variable)

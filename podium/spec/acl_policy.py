@@ -46,7 +46,9 @@ class _Checker:
         self.locations = locations
         self.issues: list[SpecIssue] = []
 
-    def issue(self, path: PathKey, message: str, hint: str | None = None, key: bool = False) -> None:
+    def issue(
+        self, path: PathKey, message: str, hint: str | None = None, key: bool = False
+    ) -> None:
         pos = self.locations.of_key(path) if key else self.locations.of_value(path)
         line, column = pos if pos is not None else (None, None)
         self.issues.append(SpecIssue(format_path(path), message, line, column, hint))
