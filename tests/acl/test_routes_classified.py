@@ -1,0 +1,32 @@
+"""Every route of the API is classified for access control (deny by default)."""
+
+from __future__ import annotations
+
+from podium.server import acl
+from podium.server.api import create_app
+from podium.server.core import Server
+from podium.state import StateStore
+
+
+def app_routes() -> set[tuple[str, str]]:
+    app = create_app(Server(StateStore()))
+    out = set()
+    for route in app.routes:
+        path = getattr(route, "path", None)
+        for method in getattr(route, "methods", None) or ():
+            if method != "HEAD" and path is not None:
+                out.add((method, path))
+    return out
+
+
+def test_every_route_of_the_app_has_a_rule() -> None:
+    missing = sorted(app_routes() - set(acl.RULES))
+    assert not missing, (
+        "routes without an access rule (add them to podium.server.acl.RULES): "
+        + ", ".join(f"{m} {p}" for m, p in missing)
+    )
+
+
+def test_no_rule_names_a_route_that_does_not_exist() -> None:
+    stale = sorted(set(acl.RULES) - app_routes())
+    assert not stale, f"rules for routes the app does not have: {stale}"
