@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from podium.models import acl as caps
@@ -68,7 +69,7 @@ class Rule:
         if self.kind in ("node", "operator"):
             return f"{self.kind}: {self.level.value}"
         if self.kind == "management":
-            return "a management token"
+            return "management rights (a management token)"
         return self.kind
 
 
@@ -98,7 +99,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # API documents: no data
     ("GET", "/v1/openapi.json"): PUBLIC,
     ("GET", "/v1/docs"): PUBLIC,
-    ("GET", "/v1/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/v1/status"): OPERATOR_READ,
     # jobs
     ("POST", "/v1/jobs"): ns(caps.SUBMIT_JOB),
@@ -271,23 +272,16 @@ class AccessControl:
     def _compile(self) -> dict[str, list[tuple[str, _Compiled]]]:
         """The app's routes by first path segment past ``/v1/``, each with its rule."""
         out: dict[str, list[tuple[str, _Compiled]]] = {}
-        for route in self.api.routes:
-            path = getattr(route, "path", None)
-            regex = getattr(route, "path_regex", None)
-            if path is None or regex is None:
-                continue
-            for method in sorted(getattr(route, "methods", None) or ()):
-                if method == "HEAD":
-                    continue
-                compiled = _Compiled(regex, RULES.get((method, path)), path)
-                out.setdefault(_bucket(path), []).append((method, compiled))
+        for method, path, regex in app_routes(self.api.routes):
+            compiled = _Compiled(regex, RULES.get((method, path)), path)
+            out.setdefault(_bucket(path), []).append((method, compiled))
         return out
 
     def match(self, method: str, path: str) -> tuple[_Compiled, dict[str, str]] | None:
         if self._routes is None:
             self._routes = self._compile()
         for m, compiled in self._routes.get(_bucket(path), ()):
-            if m != method:
+            if m != method and m != "*":
                 continue
             found = compiled.regex.match(path)
             if found is not None:
@@ -423,6 +417,31 @@ class AccessControl:
                 f"no known node secret in {NODE_SECRET_HEADER}: register the node first",
             )
         return node_id
+
+
+def app_routes(routes: Iterable[Any], prefix: str = "") -> list[tuple[str, str, re.Pattern[str]]]:
+    """Every ``(method, path template, regex)`` an app serves, routers included with
+    ``include_router`` too (FastAPI keeps those as routers of their own).  Anything with a
+    path that is neither (a mount) is listed with the method ``*``, so it is refused."""
+    out: list[tuple[str, str, re.Pattern[str]]] = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            context = getattr(route, "include_context", None)
+            inner = prefix + str(getattr(context, "prefix", "") or "")
+            out.extend(app_routes(included.routes, inner))
+            continue
+        path = getattr(route, "path", None)
+        if path is None:
+            continue
+        full = prefix + str(path)
+        regex = compile_path(full)[0] if prefix else route.path_regex
+        methods = getattr(route, "methods", None)
+        if methods is None:  # a mount, a websocket: nothing here is classified for them
+            out.append(("*", full, regex))
+            continue
+        out.extend((m, full, regex) for m in sorted(methods) if m != "HEAD")
+    return out
 
 
 def _bucket(path: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from podium.models import Allocation, Job, Node, NodeResources, ServiceRegistration
@@ -233,13 +234,22 @@ async def test_an_unclassified_route_is_refused(secure: Secure) -> None:
     async def leak() -> JSONResponse:
         return JSONResponse({"secret": "data"})
 
+    router = APIRouter(prefix="/v1/more")
+
+    @router.get("/data")
+    async def more() -> JSONResponse:
+        return JSONResponse({"secret": "data"})
+
+    app.include_router(router)
+
     import httpx
 
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://podium"
     ) as http:
-        r = await http.get("/v1/unclassified", headers={"X-Podium-Token": secure.management})
-    assert r.status_code == 403 and "not classified" in r.json()["error"]
+        for path in ("/v1/unclassified", "/v1/more/data"):
+            r = await http.get(path, headers={"X-Podium-Token": secure.management})
+            assert r.status_code == 403 and "not classified" in r.json()["error"], path
 
 
 async def test_without_acl_nothing_changes(open_server: Secure) -> None:
