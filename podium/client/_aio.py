@@ -63,7 +63,16 @@ class AioSender:
         self._headers = dict(headers)
         self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
+        self._closing: list[aiohttp.ClientSession] = []
+        """Sessions replaced by :meth:`set_headers`, closed by :meth:`aclose`."""
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def set_headers(self, headers: Mapping[str, str]) -> None:
+        """Send ``headers`` with every request from now on (the session's too, if open)."""
+        self._headers = dict(headers)
+        if self._session is not None:
+            session, self._session = self._session, None
+            self._closing.append(session)
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive)
@@ -110,6 +119,9 @@ class AioSender:
         return AioAnswer(response.status, response.reason or "", response.headers, content)
 
     async def aclose(self) -> None:
+        for old in self._closing:
+            await old.close()
+        self._closing.clear()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

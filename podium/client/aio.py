@@ -11,6 +11,7 @@ import httpx
 from podium.client import endpoints as ep
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    TOKEN_HEADER,
     auth_headers,
     error_for,
     finish,
@@ -108,6 +109,18 @@ class AsyncClient:
                 headers=self._headers,
             )
         return self._httpx
+
+    def set_token(self, token: str | None) -> None:
+        """Send ``token`` (an ACL secret) with every request from now on; None: none."""
+        self._headers.pop(TOKEN_HEADER, None)
+        if token:
+            self._headers[TOKEN_HEADER] = token
+        if self._aio is not None:
+            self._aio.set_headers(self._headers)
+        if self._httpx is not None:
+            self._httpx.headers.pop(TOKEN_HEADER, None)
+            if token:
+                self._httpx.headers[TOKEN_HEADER] = token
 
     async def aclose(self) -> None:
         if self._aio is not None:
