@@ -610,11 +610,11 @@ class StateStore(Snapshot):
         elif table == VARIABLES:
             t.variables[_key_str(VARIABLES, obj)] = obj
         elif table in ACL_TABLES:
-            key = _key_str(table, obj)
-            self._acl_delete(table, key)
-            t.acl[table][key] = obj
+            acl_key = _key_str(table, obj)
+            self._acl_delete(table, acl_key)
+            t.acl[table][acl_key] = obj
             if table in t.by_secret:
-                t.by_secret[table][obj.secret_hash] = key
+                t.by_secret[table][obj.secret_hash] = acl_key
 
     def _acl_delete(self, table: str, key: str) -> None:
         old = self._t.acl[table].pop(key, None)
@@ -737,8 +737,8 @@ class StateStore(Snapshot):
         for var_key in txn.deletes[VARIABLES]:
             t.variables.pop(var_key, None)
         for table in ACL_TABLES:
-            for key in txn.deletes[table]:
-                self._acl_delete(table, key)
+            for acl_key in txn.deletes[table]:
+                self._acl_delete(table, acl_key)
             for obj in txn.puts[table].values():
                 self._apply_put(table, obj)
 
