@@ -192,6 +192,13 @@ def can(capability: str, namespace: str) -> bool:
     return access is None or access.grants is None or access.grants.allows(capability, namespace)
 
 
+def in_request_namespace(namespace: str) -> bool:
+    """Whether an object of ``namespace`` may be served to this request: with ACLs on,
+    only objects of the namespace the edge checked (``*`` is for lists only)."""
+    access = _access.get()
+    return access is None or access.grants is None or access.namespace == namespace
+
+
 def can_list_variable(namespace: str, path: str) -> bool:
     access = _access.get()
     return (

@@ -181,7 +181,16 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def _resolve(kind: str, ident: str, exact: Callable[[str], T | None], ids: Iterable[str]) -> T:
-    """An object by exact id or unique id prefix."""
+    """An object by exact id or unique id prefix; with ACLs on, only one in the request's
+    namespace (the edge checked the caller's rights there, and only there)."""
+    found = _resolve_any(kind, ident, exact, ids)
+    namespace = getattr(found, "namespace", None)
+    if isinstance(namespace, str) and not acl.in_request_namespace(namespace):
+        raise NotFound(f"{kind} {ident!r} not found in this namespace")
+    return found
+
+
+def _resolve_any(kind: str, ident: str, exact: Callable[[str], T | None], ids: Iterable[str]) -> T:
     found = exact(ident)
     if found is not None:
         return found

@@ -147,6 +147,10 @@ async def test_a_team_sees_nothing_of_another_team(secure: Secure) -> None:
     ):
         r = await team_a.get(path, params={"namespace": "team-b"})
         assert r.status_code == 403 and "namespace 'team-b'" in r.json()["error"], path
+    # asked in its own namespace, an object of another one is not found
+    for path in ("/v1/allocation/team-b-alloc", "/v1/allocation/team-b-alloc/logs"):
+        r = await team_a.get(path, params={"namespace": "team-a"})
+        assert r.status_code == 404, (path, r.text)
     r = await team_a.post("/v1/jobs", params={"namespace": "team-b"}, json={"job": JOB})
     assert r.status_code == 403
     # nor the default namespace, which it was not given either
