@@ -5,6 +5,7 @@ PodiumError
 ├── NotFound             an id (or id prefix) names nothing
 ├── AmbiguousPrefix      an id prefix names more than one object
 ├── Conflict             a conditional write lost (check-index mismatch)
+├── Forbidden            the caller may not do this (a missing capability, a node's secret)
 ├── APIError             the server answered an error status (the client's view)
 └── DriverError          a driver could not start, stop or recover a task
 """
@@ -70,6 +71,10 @@ class AmbiguousPrefix(PodiumError):
 
 class Conflict(PodiumError):
     """A conditional write did not apply because the object changed meanwhile."""
+
+
+class Forbidden(PodiumError):
+    """The caller is known but may not do this; the message says what was missing."""
 
 
 class DriverError(PodiumError):

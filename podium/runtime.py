@@ -64,6 +64,11 @@ class AgentConfig:
     keyring_file: str | None = None
     """The key file variables are sealed with (created if missing); default: one created in
     <data_dir>/server/keyring/ on first start.  Never inside the store."""
+    acl: bool = False
+    """Access control on the server's API (``--acl``): every request needs a token that
+    grants what its route requires (docs/acl.md)."""
+    token: str | None = None
+    """The ACL token the agent registers a new node with (``--token``/``PODIUM_TOKEN``)."""
     dns_addr: str | None = None
     """HOST:PORT of the service catalog's DNS server (with a server in this process);
     "" or "off" disables it.  None: 127.0.0.1:7653, skipped with a warning when taken."""
@@ -326,6 +331,22 @@ def _loopback_transport(server: str, config: AgentConfig, tls: Any = None) -> An
     )
 
 
+def _vouch_for_local_agent(server: Any, agent: Any) -> None:
+    """The agent of this process's own server needs no token to register its node: the
+    server stores a secret for it directly (hashed, as registration would) and the agent
+    presents it, so ``--dev --acl`` starts without a token."""
+    from podium.models.acl import new_secret
+
+    if server.store.node_secret(agent.node_id) is not None and agent.state.get("node_secret"):
+        return
+    secret = new_secret()
+    txn = server.store.txn()
+    txn.put_acl("node_secrets", server.trust.node_secret_record(agent.node_id, secret, txn.index))
+    server.store.commit(txn)
+    agent.state.put("node_secret", secret)
+    agent.client.node_secrets[agent.node_id] = secret
+
+
 SERVER_GC_THRESHOLD = (50_000, 20, 100)
 """CPython's default (700, 10, 10) runs a young collection every 700 allocations; a server
 holding hundreds of thousands of stored models then spends 2-3x its work in the collector
@@ -377,7 +398,10 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         server = Server(
             store,
             ServerConfig(
-                heartbeat_ttl=config.heartbeat_ttl, heartbeat_grace=config.heartbeat_grace
+                heartbeat_ttl=config.heartbeat_ttl,
+                heartbeat_grace=config.heartbeat_grace,
+                acl=config.acl or config.secure,  # --secure: TLS and ACL
+                data_dir=str(data_dir / "server"),
             ),
             keyring=keyring,
         )
@@ -418,8 +442,11 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             timeout=60.0,
             transport=_loopback_transport(servers[0], config, agent_tls),
             ssl_context=agent_tls.client_context if agent_tls is not None else None,
+            token=config.token,
         )
         agent = Agent(settings, client, state=state)
+        if server is not None and not config.servers:
+            _vouch_for_local_agent(server, agent)
         agent_sock = _bind(a_host, a_port)
         bound_host, bound_port = agent_sock.getsockname()[:2]
         advertised = _url_host(_advertised(config, bound_host, servers))

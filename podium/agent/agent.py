@@ -129,6 +129,11 @@ class Agent:
             )
         )
         self.node_id = self._node_id()
+        secret = self.state.get("node_secret")
+        if secret:
+            # the node's proof of identity, from its first registration: a restarted
+            # agent speaks for its node again without registering it anew
+            client.node_secrets[self.node_id] = secret
         self.node_name = settings.name or socket.gethostname()
         self.http_addr = ""
         self.runners: dict[str, AllocRunner] = {}
@@ -284,6 +289,9 @@ class Agent:
 
     async def _register(self) -> None:
         answer = await self.client.register_node(self.node())
+        secret = answer.get("node_secret")
+        if isinstance(secret, str) and secret:
+            self.state.put("node_secret", secret)  # before anything else relies on it
         self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
         self.registered.set()
         if self._dirty or self._direct:

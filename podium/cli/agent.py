@@ -221,6 +221,23 @@ def agent(
     audit_log: Annotated[
         str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
     ] = None,
+    acl: Annotated[
+        bool,
+        typer.Option(
+            "--acl",
+            help="With --server or --dev: turn access control on (every request needs an "
+            "ACL token; podium acl bootstrap creates the first).",
+        ),
+    ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="PODIUM_TOKEN",
+            help="ACL token with node: write, to register this node with servers that run "
+            "with --acl (needed once: the node then proves itself with its node secret).",
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium agent.
 
@@ -298,6 +315,8 @@ def agent(
         if raw_exec is not None:
             config.raw_exec = raw_exec
         config.template_host_files = template_host_files
+        config.acl = acl
+        config.token = token
         try:
             outcome: object = run_agent(config)
             if inspect.isawaitable(outcome):  # tolerate a coroutine entry point

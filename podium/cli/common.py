@@ -94,6 +94,17 @@ AddressOpt = Annotated[
         show_default=True,
     ),
 ]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="PODIUM_TOKEN",
+        help="ACL token (its secret) for servers that run with --acl.",
+        show_default=False,
+    ),
+]
+root_token: str | None = None
+"""``podium --token T <command>``: the token of every command that takes none itself."""
 OutputOpt = Annotated[
     Output,
     typer.Option(
@@ -128,8 +139,13 @@ _output: ContextVar[Output] = ContextVar("podium_cli_output", default=Output.TAB
 """The running command's ``-o``, so :func:`fail` anywhere below it answers in kind."""
 
 
-def make_client(address: str) -> Client:
+def make_client(address: str, token: str | None = None) -> Client:
+    """The command's client; ``token``: its ``--token`` (else the root's ``--token``, else
+    ``PODIUM_TOKEN``, which the client reads itself); the namespace: its ``-n``."""
     client = client_factory(address)
+    chosen = token or root_token
+    if chosen:
+        client.set_token(chosen)
     namespace = _namespace.get()
     if namespace is not None:
         client.namespace = namespace

@@ -53,6 +53,7 @@ class PodiumGroup(LazyGroup):
         "namespace": "podium.cli.namespace:app",
         "join-token": "podium.cli.tls:join_token_app",
         "tls": "podium.cli.tls:app",
+        "acl": "podium.cli.acl:app",
     }
 
     def _build(self, name: str, target: str) -> Any:
@@ -114,10 +115,20 @@ def root(
             "system's CAs).",
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="PODIUM_TOKEN",
+            help="ACL token for every command (servers with --acl); also PODIUM_TOKEN.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Podium: run jobs on a cluster of machines (or just this one)."""
     if ca_cert:
         os.environ["PODIUM_CACERT"] = ca_cert  # what every Client reads (podium.client)
+    common.root_token = token
 
 
 @app.command("version")

@@ -51,6 +51,15 @@ def server(
     dns_addr: Annotated[
         str | None, typer.Option("--dns-addr", envvar="PODIUM_DNS_ADDR", help=DNS_ADDR_HELP)
     ] = None,
+    acl: Annotated[
+        bool,
+        typer.Option(
+            "--acl",
+            help="Turn access control on: every request needs an ACL token that grants it "
+            "(podium acl bootstrap creates the first). Default: off (anyone who reaches "
+            "the API may do anything).",
+        ),
+    ] = False,
     keyring_file: Annotated[
         str | None,
         typer.Option(
@@ -82,6 +91,7 @@ def server(
             heartbeat_ttl=heartbeat_ttl,
             heartbeat_grace=heartbeat_grace,
             keyring_file=keyring_file,
+            acl=acl,
         )
         if audit_log is not None:
             config.audit_log = audit_log

@@ -49,6 +49,12 @@ class AioAnswer:
         return json.loads(self.content)
 
 
+def _headers(json_body: bool, extra: Mapping[str, str]) -> Mapping[str, str] | None:
+    if not extra:
+        return JSON_HEADERS if json_body else None
+    return {**JSON_HEADERS, **extra} if json_body else extra
+
+
 class AioSender:
     """One aiohttp session (its connection pool, keep-alive) made on first use, inside
     the running loop as aiohttp asks; closed with :meth:`aclose`."""
@@ -65,7 +71,16 @@ class AioSender:
         self._headers = dict(headers)
         self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
+        self._closing: list[aiohttp.ClientSession] = []
+        """Sessions replaced by :meth:`set_headers`, closed by :meth:`aclose`."""
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def set_headers(self, headers: Mapping[str, str]) -> None:
+        """Send ``headers`` with every request from now on (the session's too, if open)."""
+        self._headers = dict(headers)
+        if self._session is not None:
+            session, self._session = self._session, None
+            self._closing.append(session)
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive, ssl=self._ssl)
@@ -99,7 +114,7 @@ class AioSender:
                 req.method,
                 URL(url, encoded=True),  # paths are quoted already (endpoints._seg)
                 data=data,
-                headers=JSON_HEADERS if data is not None else None,
+                headers=_headers(data is not None, req.headers),
                 timeout=self._timeout(req.timeout.connect, req.timeout.read),
             ) as response:
                 content = await response.read()
@@ -112,6 +127,9 @@ class AioSender:
         return AioAnswer(response.status, response.reason or "", response.headers, content)
 
     async def aclose(self) -> None:
+        for old in self._closing:
+            await old.close()
+        self._closing.clear()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

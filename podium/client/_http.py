@@ -59,6 +59,21 @@ def resolve_address(address: str | None) -> str:
     return addr.rstrip("/")
 
 
+TOKEN_HEADER = "X-Podium-Token"
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The ACL token to send: the argument, else ``$PODIUM_TOKEN``, else none."""
+    value = token if token is not None else os.environ.get("PODIUM_TOKEN")
+    value = (value or "").strip()
+    return value or None
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    found = resolve_token(token)
+    return {TOKEN_HEADER: found} if found else {}
+
+
 CACERT_ENV = "PODIUM_CACERT"
 """The CA file an https address is verified with (``--ca-cert``); without it, the system's."""
 
@@ -120,6 +135,7 @@ class Prepared:
     params: dict[str, str]
     json: Any
     timeout: httpx.Timeout
+    headers: Mapping[str, str]
 
 
 def resolve_namespace(namespace: str | None) -> str | None:
@@ -157,6 +173,7 @@ def prepare(
         params=params,
         json=endpoint.body,
         timeout=httpx.Timeout(timeout, read=read),
+        headers=endpoint.headers,
     )
 
 

@@ -12,6 +12,8 @@ import httpx
 from podium.client import endpoints as ep
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    TOKEN_HEADER,
+    auth_headers,
     error_for,
     finish,
     logs_timeout,
@@ -77,6 +79,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         namespace: str | None = None,
+        token: str | None = None,
         keepalive: float = KEEPALIVE,
         ca_cert: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -95,7 +98,10 @@ class AsyncClient:
         server's ``default``, or a job file's own ``namespace:``."""
         self._verify = ssl_context or tls_context(self.address, ca_cert)
         self.timeout = timeout
-        self._headers = {"User-Agent": "podium-sdk", **(headers or {})}
+        self._headers = {"User-Agent": "podium-sdk", **auth_headers(token), **(headers or {})}
+        self.node_secrets: dict[str, str] = {}
+        """Node id -> the node's secret (learnt from its registration, or set by its
+        agent from its own state): sent on that node's agent routes."""
         self._transport = transport
         self._aio: AioSender | None = None
         if transport is None:
@@ -118,6 +124,18 @@ class AsyncClient:
                 verify=self._verify,
             )
         return self._httpx
+
+    def set_token(self, token: str | None) -> None:
+        """Send ``token`` (an ACL secret) with every request from now on; None: none."""
+        self._headers.pop(TOKEN_HEADER, None)
+        if token:
+            self._headers[TOKEN_HEADER] = token
+        if self._aio is not None:
+            self._aio.set_headers(self._headers)
+        if self._httpx is not None:
+            self._httpx.headers.pop(TOKEN_HEADER, None)
+            if token:
+                self._httpx.headers[TOKEN_HEADER] = token
 
     async def aclose(self) -> None:
         if self._aio is not None:
@@ -150,7 +168,12 @@ class AsyncClient:
             return finish(endpoint, await self._aio.send(req))
         try:
             response = await self._http.request(
-                req.method, req.url, params=req.params, json=req.json, timeout=req.timeout
+                req.method,
+                req.url,
+                params=req.params,
+                json=req.json,
+                timeout=req.timeout,
+                headers=req.headers or None,
             )
         except httpx.TransportError as exc:
             raise transport_error(self.address, exc) from exc
@@ -486,12 +509,18 @@ class AsyncClient:
     # -- agent <-> server ---------------------------------------------------------------
 
     async def register_node(self, node: Node) -> dict[str, Any]:
-        """``{"node_id", "index", "heartbeat_ttl"}``."""
-        return (await self.query(ep.register_node(node))).value
+        """``{"node_id", "index", "heartbeat_ttl"}``, and ``node_secret`` for a new node
+        (kept in :attr:`node_secrets` and sent on the node's requests from then on)."""
+        endpoint = ep.register_node(node, self.node_secrets.get(node.id))
+        answer = (await self.query(endpoint)).value
+        if isinstance(answer.get("node_secret"), str):
+            self.node_secrets[node.id] = answer["node_secret"]
+        return answer
 
     async def heartbeat(self, node_id: str) -> dict[str, Any]:
         """``{"index", "heartbeat_ttl"}``."""
-        return (await self.query(ep.heartbeat(node_id))).value
+        endpoint = ep.heartbeat(node_id, self.node_secrets.get(node_id))
+        return (await self.query(endpoint)).value
 
     async def node_sync(
         self,
@@ -512,7 +541,9 @@ class AsyncClient:
         ``updates``: reports committed (durably) before the sync is answered, as
         :meth:`update_allocs` would commit them.
         """
-        endpoint = ep.node_sync(node_id, since, have, specs, updates, order)
+        endpoint = ep.node_sync(
+            node_id, since, have, specs, updates, order, self.node_secrets.get(node_id)
+        )
         return (await self.query(endpoint, index=index, wait=wait)).value
 
     async def update_allocs(
@@ -523,4 +554,5 @@ class AsyncClient:
     ) -> int:
         """Report allocation states; answers the store index of the write.  ``order``: the
         agent's run and request count (see :data:`podium.client.endpoints.ReportOrder`)."""
-        return (await self.query(ep.update_allocs(node_id, updates, order))).value
+        endpoint = ep.update_allocs(node_id, updates, order, self.node_secrets.get(node_id))
+        return (await self.query(endpoint)).value

@@ -71,6 +71,8 @@ class Endpoint(Generic[T]):
     """A job file's own ``namespace:``: sent as the request's namespace when neither the
     call nor the client names one (the server takes the namespace from the query alone,
     and refuses a file that disagrees with it)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers of this request only (a node's secret on the agents' routes)."""
 
 
 def _adapter(tp: Any) -> Callable[[Any], Any]:
@@ -377,12 +379,30 @@ def var_delete(path: str, cas: int | None = None) -> Endpoint[int]:
 # -- agent <-> server ------------------------------------------------------------------
 
 
-def register_node(node: Node) -> Endpoint[dict[str, Any]]:
-    return Endpoint("PUT", "/v1/node/register", _dict, body=node.model_dump(mode="json"))
+NODE_SECRET_HEADER = "X-Podium-Node-Secret"
+"""The header a node's agent proves itself with (podium.models.acl.NODE_SECRET_HEADER)."""
 
 
-def heartbeat(node_id: str) -> Endpoint[dict[str, Any]]:
-    return Endpoint("PUT", f"/v1/node/{_seg(node_id)}/heartbeat", _dict)
+def node_headers(secret: str | None) -> dict[str, str]:
+    return {NODE_SECRET_HEADER: secret} if secret else {}
+
+
+def register_node(node: Node, secret: str | None = None) -> Endpoint[dict[str, Any]]:
+    """``secret``: the node's secret from its first registration (none for a new node,
+    whose answer carries one in ``node_secret``)."""
+    return Endpoint(
+        "PUT",
+        "/v1/node/register",
+        _dict,
+        body=node.model_dump(mode="json"),
+        headers=node_headers(secret),
+    )
+
+
+def heartbeat(node_id: str, secret: str | None = None) -> Endpoint[dict[str, Any]]:
+    return Endpoint(
+        "PUT", f"/v1/node/{_seg(node_id)}/heartbeat", _dict, headers=node_headers(secret)
+    )
 
 
 ReportOrder = tuple[str, int]
@@ -402,6 +422,7 @@ def node_sync(
     specs: SpecCache | None = None,
     updates: Sequence[AllocClientUpdate] = (),
     order: ReportOrder | None = None,
+    secret: str | None = None,
 ) -> Endpoint[NodeSync]:
     """The node's allocations; with ``since``, a delta answer (see :class:`NodeSync`) that
     leaves out the job specs named in ``have`` (``job@version@index`` of the versions the
@@ -427,14 +448,25 @@ def node_sync(
             "have": keys,
             **_order(order),
         }
-        return Endpoint("POST", path, parse, params, body=body, parse_json=parse_json)
+        return Endpoint(
+            "POST",
+            path,
+            parse,
+            params,
+            body=body,
+            parse_json=parse_json,
+            headers=node_headers(secret),
+        )
     if keys:
         params["have"] = ",".join(keys)
-    return Endpoint("GET", path, parse, params, parse_json=parse_json)
+    return Endpoint("GET", path, parse, params, parse_json=parse_json, headers=node_headers(secret))
 
 
 def update_allocs(
-    node_id: str, updates: Sequence[AllocClientUpdate], order: ReportOrder | None = None
+    node_id: str,
+    updates: Sequence[AllocClientUpdate],
+    order: ReportOrder | None = None,
+    secret: str | None = None,
 ) -> Endpoint[int]:
     """Report allocation states (``order``: see :data:`ReportOrder`)."""
     return Endpoint(
@@ -446,6 +478,7 @@ def update_allocs(
             "updates": [u.model_dump(mode="json") for u in updates],
             **_order(order),
         },
+        headers=node_headers(secret),
     )
 
 

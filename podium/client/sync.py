@@ -12,6 +12,8 @@ import httpx
 from podium.client import endpoints as ep
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    TOKEN_HEADER,
+    auth_headers,
     error_for,
     finish,
     logs_timeout,
@@ -82,6 +84,7 @@ class Client:
         namespace: str | None = None,
         ca_cert: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         """``ca_cert``: the CA file an https server is verified with (default
         ``$PODIUM_CACERT``, else the system's CAs); ``ssl_context`` replaces that (a
@@ -92,13 +95,22 @@ class Client:
         its own (``namespace=`` on a method); None (no ``$PODIUM_NAMESPACE`` either): the
         server's ``default``, or a job file's own ``namespace:``."""
         self.timeout = timeout
+        self.node_secrets: dict[str, str] = {}
+        """Node id -> the node's secret (learnt from its registration, or set by its
+        agent from its own state): sent on that node's agent routes."""
         self._http = httpx.Client(
             base_url=self.address,
             timeout=timeout,
             transport=transport,
-            headers={"User-Agent": "podium-sdk", **(headers or {})},
+            headers={"User-Agent": "podium-sdk", **auth_headers(token), **(headers or {})},
             verify=ssl_context or tls_context(self.address, ca_cert),
         )
+
+    def set_token(self, token: str | None) -> None:
+        """Send ``token`` (an ACL secret) with every request from now on; None: none."""
+        self._http.headers.pop(TOKEN_HEADER, None)
+        if token:
+            self._http.headers[TOKEN_HEADER] = token
 
     def close(self) -> None:
         self._http.close()
@@ -126,7 +138,12 @@ class Client:
         req = prepare(endpoint, index, wait, self.timeout, self.namespace)
         try:
             response = self._http.request(
-                req.method, req.url, params=req.params, json=req.json, timeout=req.timeout
+                req.method,
+                req.url,
+                params=req.params,
+                json=req.json,
+                timeout=req.timeout,
+                headers=req.headers or None,
             )
         except httpx.TransportError as exc:
             raise transport_error(self.address, exc) from exc
@@ -446,12 +463,18 @@ class Client:
     # -- agent <-> server ---------------------------------------------------------------
 
     def register_node(self, node: Node) -> dict[str, Any]:
-        """``{"node_id", "index", "heartbeat_ttl"}``."""
-        return self.query(ep.register_node(node)).value
+        """``{"node_id", "index", "heartbeat_ttl"}``, and ``node_secret`` for a new node
+        (kept in :attr:`node_secrets` and sent on the node's requests from then on)."""
+        endpoint = ep.register_node(node, self.node_secrets.get(node.id))
+        answer = (self.query(endpoint)).value
+        if isinstance(answer.get("node_secret"), str):
+            self.node_secrets[node.id] = answer["node_secret"]
+        return answer
 
     def heartbeat(self, node_id: str) -> dict[str, Any]:
         """``{"index", "heartbeat_ttl"}``."""
-        return self.query(ep.heartbeat(node_id)).value
+        endpoint = ep.heartbeat(node_id, self.node_secrets.get(node_id))
+        return (self.query(endpoint)).value
 
     def node_sync(
         self,
@@ -471,7 +494,9 @@ class Client:
         ``specs``: parsed specs to reuse rather than validate again (see :data:`SpecCache`);
         ``updates``: reports committed (durably) before the sync is answered.
         """
-        endpoint = ep.node_sync(node_id, since, have, specs, updates, order)
+        endpoint = ep.node_sync(
+            node_id, since, have, specs, updates, order, self.node_secrets.get(node_id)
+        )
         return self.query(endpoint, index=index, wait=wait).value
 
     def update_allocs(
@@ -482,4 +507,5 @@ class Client:
     ) -> int:
         """Report allocation states; answers the store index of the write.  ``order``: the
         agent's run and request count (see :data:`podium.client.endpoints.ReportOrder`)."""
-        return self.query(ep.update_allocs(node_id, updates, order)).value
+        endpoint = ep.update_allocs(node_id, updates, order, self.node_secrets.get(node_id))
+        return (self.query(endpoint)).value

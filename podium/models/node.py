@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,3 +81,30 @@ class Node(BaseModel):
             cpu=max(0, self.resources.cpu - self.reserved.cpu),
             memory=max(0, self.resources.memory - self.reserved.memory),
         )
+
+
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+
+
+def check_node_names(node: Node) -> None:
+    """What a registration may call a node: an id that fits a URL path segment, and a
+    name (and datacenter, pool, address) of printable characters only, so that nothing a
+    node says about itself can move a terminal's cursor or forge a line in a listing.
+    Raises ValueError (400) naming the field."""
+    if not NODE_ID_RE.match(node.id):
+        raise ValueError(
+            f"node id {node.id!r} must be 1-128 letters, digits, '.', '_', ':' or '-' "
+            "(starting with a letter or digit)"
+        )
+    fields = {
+        "name": node.name,
+        "datacenter": node.datacenter,
+        "node_pool": node.node_pool,
+        "http_addr": node.http_addr,
+    }
+    for field, value in fields.items():
+        if not value.isprintable() or len(value) > 256 or (field == "name" and not value.strip()):
+            raise ValueError(
+                f"node {field} {value!r} must be 1-256 printable characters "
+                "(no control characters, no line breaks)"
+            )

@@ -9,7 +9,7 @@ a unique id prefix.  docs/api.md is the contract.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 import httpx
@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from podium import __version__
-from podium.errors import AmbiguousPrefix, Conflict, NotFound, SpecError
+from podium.errors import AmbiguousPrefix, Conflict, Forbidden, NotFound, SpecError
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -38,10 +38,12 @@ from podium.models import (
     ServiceSummary,
     parse_duration,
 )
+from podium.models.acl import LIST_JOBS, NODE_SECRET_HEADER, READ_JOB
 from podium.models.namespace import spec_key
+from podium.models.node import check_node_names
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
-from podium.server import catalog
+from podium.server import acl, acl_api, catalog
 from podium.server.api_namespaces import namespace_routes
 from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import RegisterResult, Server
@@ -49,11 +51,12 @@ from podium.server.keyring import KeyringError
 from podium.server.namespaces import check_request_namespace as _ns
 from podium.server.namespaces import many_namespaces as _ns_many
 from podium.server.namespaces import require_namespace
-from podium.server.tls_routes import agent_extensions, agent_verify, install_tls
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
 from podium.state.store import DEPLOYMENTS, SERVICES, VARIABLES
-from podium.tls.server import ServerTLS
+
+if TYPE_CHECKING:
+    from podium.tls.server import ServerTLS
 
 T = TypeVar("T")
 _M = TypeVar("_M", bound=BaseModel)
@@ -187,7 +190,16 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def _resolve(kind: str, ident: str, exact: Callable[[str], T | None], ids: Iterable[str]) -> T:
-    """An object by exact id or unique id prefix."""
+    """An object by exact id or unique id prefix; with ACLs on, only one in the request's
+    namespace (the edge checked the caller's rights there, and only there)."""
+    found = _resolve_any(kind, ident, exact, ids)
+    namespace = getattr(found, "namespace", None)
+    if isinstance(namespace, str) and not acl.in_request_namespace(namespace):
+        raise NotFound(f"{kind} {ident!r} not found in this namespace")
+    return found
+
+
+def _resolve_any(kind: str, ident: str, exact: Callable[[str], T | None], ids: Iterable[str]) -> T:
     found = exact(ident)
     if found is not None:
         return found
@@ -218,6 +230,20 @@ def create_app(
     """The API over ``server``; with ``audit``, every write is recorded there (outermost);
     with ``tls``, the certificate routes and the agent routes' guard (tls_routes)."""
     store = server.store
+    # TLS (and cryptography, ~10 MB) only for a server that has it
+    relay_verify: Any = True
+
+    def relay_ext(node_id: str) -> dict[str, Any]:
+        return {}
+
+    if tls is not None:
+        from podium.server import tls_routes
+
+        relay_verify = tls_routes.agent_verify(tls)
+
+        def relay_ext(node_id: str) -> dict[str, Any]:
+            return tls_routes.agent_extensions(tls, node_id)
+
     app = FastAPI(
         title="Podium",
         version=__version__,
@@ -260,6 +286,10 @@ def create_app(
             ),
             issues=[i.as_dict() for i in exc.issues],
         )
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return _error(403, str(exc))
 
     @app.exception_handler(KeyringError)
     async def _keyring(_: Request, exc: KeyringError) -> JSONResponse:
@@ -399,6 +429,7 @@ def create_app(
         """``namespace=*``: every namespace's jobs."""
         idx = await blocking(index, wait, JOBS, ALLOCS)
         jobs = sorted(store.jobs(_ns_many(namespace)), key=lambda j: (j.id, j.namespace))
+        jobs = [j for j in jobs if acl.can(LIST_JOBS, j.namespace)]
         items = [job_item(j) for j in jobs if prefix is None or j.id.startswith(prefix)]
         return _json(items, list[JobListItem], idx)
 
@@ -519,6 +550,7 @@ def create_app(
             allocs = [a for a in allocs if a.namespace == ns]
         if prefix:
             allocs = [a for a in allocs if a.id.startswith(prefix)]
+        allocs = [a for a in allocs if acl.can(READ_JOB, a.namespace)]
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
     @app.get("/v1/allocation/{alloc_id}", tags=["allocations"], response_model=Allocation)
@@ -562,12 +594,10 @@ def create_app(
             "offset": str(offset),
             "follow": "true" if follow else "false",
         }
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=agent_verify(tls))
+        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=relay_verify)
         try:
             upstream = await client.send(
-                client.build_request(
-                    "GET", url, params=params, extensions=agent_extensions(tls, node.id)
-                ),
+                client.build_request("GET", url, params=params, extensions=relay_ext(node.id)),
                 stream=True,
             )
         except httpx.HTTPError as exc:
@@ -616,16 +646,23 @@ def create_app(
     ) -> Response:
         node = resolve_node(node_id)
         idx = await blocking(index, wait, ALLOCS)
-        return _json(sorted_allocs(store.allocs_by_node(node.id)), list[Allocation], idx)
+        allocs = [a for a in store.allocs_by_node(node.id) if acl.can(READ_JOB, a.namespace)]
+        return _json(sorted_allocs(allocs), list[Allocation], idx)
 
     @app.put("/v1/node/register", tags=["agent"])
-    async def register_node(node: Node) -> Response:
-        idx = server.register_node(node)
-        return _json(
-            {"node_id": node.id, "index": idx, "heartbeat_ttl": server.config.heartbeat_ttl},
-            dict[str, Any],
-            idx,
-        )
+    async def register_node(node: Node, request: Request) -> Response:
+        """A node's (re-)registration: a known node id needs its node secret; a new node
+        gets one in the answer (``node_secret``, shown once; its agent keeps it)."""
+        check_node_names(node)
+        trust = server.trust
+        presented = request.headers.get(NODE_SECRET_HEADER)
+        secret = trust.registration(node.id, presented, acl.may_register_node(node.id))
+        record = trust.node_secret_record(node.id, secret, 0) if secret else None
+        idx = server.register_node(node, record)
+        answer = {"node_id": node.id, "index": idx, "heartbeat_ttl": server.config.heartbeat_ttl}
+        if secret:
+            answer["node_secret"] = secret
+        return _json(answer, dict[str, Any], idx)
 
     @app.put("/v1/node/{node_id}/heartbeat", tags=["agent"])
     async def heartbeat(node_id: str) -> Response:
@@ -759,6 +796,7 @@ def create_app(
 
     @app.post("/v1/client/allocations", tags=["agent"])
     async def client_update(body: ClientUpdateRequest) -> Response:
+        acl.reporting_node(body.node_id)
         idx = await server.client_update_batched(
             body.node_id, body.updates, session=body.session, seq=body.seq
         )
@@ -771,7 +809,12 @@ def create_app(
     ) -> Response:
         """``namespace=*``: every namespace's services."""
         idx = await blocking(index, wait, SERVICES)
-        return _json(catalog.summaries(store, _ns_many(namespace)), list[ServiceSummary], idx)
+        found = [
+            s
+            for s in catalog.summaries(store, _ns_many(namespace))
+            if acl.can(READ_JOB, s.namespace)
+        ]
+        return _json(found, list[ServiceSummary], idx)
 
     @app.get("/v1/service/{name}", tags=["services"], response_model=list[ServiceRegistration])
     async def get_service(
@@ -808,6 +851,7 @@ def create_app(
                 evs = [e for e in evs if e.namespace == ns]
         if prefix:
             evs = [e for e in evs if e.id.startswith(prefix)]
+        evs = [e for e in evs if acl.can(READ_JOB, e.namespace)]
         evs = sorted(evs, key=lambda e: -e.create_index)
         return _json(evs, list[Evaluation], idx)
 
@@ -835,6 +879,7 @@ def create_app(
         ns = _ns_many(namespace)
         names = [ns] if ns is not None else [n.name for n in store.namespaces()]
         found = [v for name in names for v in server.variables.list(prefix, name)]
+        found = [v for v in found if acl.can_list_variable(v.namespace, v.path)]
         return _json(found, list[VariableMetadata], idx)
 
     @app.get("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
@@ -894,6 +939,7 @@ def create_app(
                 key=lambda d: (d.create_index, d.id),
                 reverse=True,
             )
+        found = [d for d in found if acl.can(READ_JOB, d.namespace)]
         return _json(found, list[Deployment], idx)
 
     @app.get("/v1/deployment/{deployment_id}", tags=["deployments"], response_model=Deployment)
@@ -973,7 +1019,12 @@ def create_app(
 
     app.include_router(namespace_routes(server))
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
-    install_tls(app, tls)
+    app.include_router(acl_api.router(server.trust))
+    # Middleware: the last added is the outermost.  A request meets the audit log, then
+    # the TLS guard (a machine's route needs its certificate), then the ACL edge.
+    acl.install(app, server.trust, enabled=server.config.acl)
+    if tls is not None:
+        tls_routes.install_tls(app, tls)
     if audit is not None:
         app.add_middleware(AuditMiddleware, log=audit)  # added last: outermost
     return app
@@ -1073,6 +1124,7 @@ def _fast_agent_routes(
         if request is None:
             await update_route.app(scope, _replay(body, receive), send)
             return
+        acl.reporting_node(request.node_id)
         idx = await server.client_update_batched(
             request.node_id, request.updates, session=request.session, seq=request.seq
         )

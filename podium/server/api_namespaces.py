@@ -1,7 +1,11 @@
 """``/v1/namespaces`` and ``/v1/namespace/{name}``: a router of its own, included by
 :func:`podium.server.api.create_app`.  The work is :class:`podium.server.namespaces.Namespaces`;
 this only translates requests.  Answers carry each namespace's figures (see
-:class:`podium.models.namespace.NamespaceInfo`)."""
+:class:`podium.models.namespace.NamespaceInfo`).
+
+With ACLs on, reading needs a token, and a token sees the namespaces it may read jobs in
+(others are left out of the list, and "not found" alone); applying and deleting need a
+management token (``podium.server.acl.RULES``)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from podium.errors import NotFound
+from podium.models.acl import READ_JOB
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.server import acl
 from podium.server.core import Server
 from podium.state.store import ALLOCS, JOBS, NAMESPACES
 
@@ -51,11 +58,17 @@ def namespace_routes(server: Server) -> APIRouter:
     @router.get("/v1/namespaces", response_model=list[NamespaceInfo])
     async def list_namespaces(prefix: str = "") -> Response:
         """Every namespace (``default`` included) with its usage and desired figures."""
-        found = [ns for ns in server.namespaces.list() if ns.name.startswith(prefix)]
+        found = [
+            ns
+            for ns in server.namespaces.list()
+            if ns.name.startswith(prefix) and acl.can(READ_JOB, ns.name)
+        ]
         return _answer(_LIST, found, index())
 
     @router.get("/v1/namespace/{name}", response_model=NamespaceInfo)
     async def get_namespace(name: str) -> Response:
+        if not acl.can(READ_JOB, name):
+            raise NotFound(f"namespace {name!r} not found")
         return _answer(_ONE, server.namespaces.info(name), index())
 
     @router.put("/v1/namespace/{name}", response_model=NamespaceInfo)

@@ -14,8 +14,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from podium.errors import Conflict, NotFound
+from podium.errors import Conflict, Forbidden, NotFound
 from podium.memtrim import trim_after
 from podium.models import (
     Allocation,
@@ -36,6 +37,7 @@ from podium.models import (
     TriggeredBy,
     next_job,
 )
+from podium.models.acl import NodeSecret
 from podium.models.diff import spec_diff
 from podium.models.views import JobPlanResult
 from podium.scheduler import schedule
@@ -43,8 +45,10 @@ from podium.server import catalog, deployments, jobplan, namespaces
 from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
 from podium.server.keyring import Keyring
+from podium.server.trust import Trust
 from podium.server.variables import Variables
 from podium.state import ALLOCS, StateStore, Txn
+from podium.state.store import NODE_SECRETS
 
 log = logging.getLogger("podium.server")
 
@@ -67,6 +71,11 @@ class ServerConfig:
     drain_interval: float = 1.0
     deployment_interval: float = 1.0
     """How often running deployments are checked against their progress deadlines."""
+    acl: bool = False
+    """Access control at the API's edge (podium.server.acl): off, only node identity is
+    checked; on, every request needs what its route requires."""
+    data_dir: str | None = None
+    """The server's data directory (where ``acl-bootstrap-reset`` is looked for)."""
     report_batch_window: float = 0.01
     """Agents' reports arriving within this many seconds share one transaction (and one
     fsync) on the HTTP path; 0: whatever is queued when the batcher runs."""
@@ -143,6 +152,10 @@ class Server:
         self.variables = Variables(store, keyring or Keyring.ephemeral(), clock)
         """Variables, sealed with ``keyring`` (in memory only when none is given: fit for
         an in-memory store, not for one that outlives the process)."""
+        self.trust = Trust(
+            store, clock, Path(self.config.data_dir) if self.config.data_dir else None
+        )
+        """ACL tokens and policies, and nodes' secrets (see podium.server.acl)."""
         self.broker = EvalBroker(clock)
         self.applier = PlanApplier(store)
         self.deployments = deployments.DeploymentWatcher(store, self._new_eval)
@@ -405,7 +418,9 @@ class Server:
             )
 
     # ------------------------------------------------------------------ nodes
-    def register_node(self, node: Node) -> int:
+    def register_node(self, node: Node, secret: NodeSecret | None = None) -> int:
+        """Write the node as its agent describes it; ``secret``: a new node's secret
+        (hashed), stored in the same transaction so the node never exists without it."""
         store = self.store
         now = self.clock()
         existing = store.node(node.id)
@@ -426,6 +441,8 @@ class Server:
             update["drain"] = existing.drain
         stored = node.model_copy(update=update)
         txn.put_node(stored)
+        if secret is not None:
+            txn.put_acl(NODE_SECRETS, secret.model_copy(update={"modify_index": txn.index}))
         was_down = existing is None or existing.status != NodeStatus.READY
         if was_down:
             self._node_evals(stored, txn, now, system=True)
@@ -781,6 +798,7 @@ class Server:
         after a newer one would write an older state over a newer one.  Such a request
         is refused whole (:class:`Conflict`), before anything of it is written; the agent
         sends those allocations' current states again."""
+        self.check_reports_own(node_id, updates)
         self.check_report_order(node_id, session, seq)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
@@ -789,6 +807,20 @@ class Server:
             self._report_task = loop.create_task(self._report_batcher(), name="report-batcher")
         self._report_wakeup.set()
         return await future
+
+    def check_reports_own(self, node_id: str, updates: list[AllocClientUpdate]) -> None:
+        """Refuse (:class:`Forbidden`) a request in which ``node_id`` reports on an
+        allocation placed on another node: a node speaks only for itself.  (An
+        allocation the store no longer holds is let through; the commit skips it.)"""
+        store = self.store
+        for u in updates:
+            alloc = store.alloc(u.id)
+            if alloc is not None and alloc.node_id != node_id:
+                raise Forbidden(
+                    f"node {node_id} reported on allocation {u.id}, which is placed on node "
+                    f"{alloc.node_id}: a node may report only on its own allocations; "
+                    "nothing of this request was written"
+                )
 
     def check_report_order(self, node_id: str, session: str, seq: int) -> None:
         """Take the report request ``seq`` of the agent run ``session`` on ``node_id``, or

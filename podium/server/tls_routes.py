@@ -16,7 +16,6 @@ routes (:class:`podium.tls.asgi.RequireCertificate`) to the API; ``create_app`` 
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from typing import Any
 
@@ -55,20 +54,6 @@ def _issued(tls: ServerTLS, issued: Issued) -> dict[str, Any]:
     }
 
 
-def _from_this_machine(request: Request) -> bool:
-    """The caller connected from this machine: over loopback, or to the address it came
-    from (a local interface)."""
-    client, server = request.scope.get("client"), request.scope.get("server")
-    if not client:
-        return False
-    try:
-        if ipaddress.ip_address(client[0]).is_loopback:
-            return True
-    except ValueError:
-        return False
-    return server is not None and client[0] == server[0]
-
-
 def router(tls: ServerTLS) -> APIRouter:
     r = APIRouter(tags=["tls"])
 
@@ -101,26 +86,12 @@ def router(tls: ServerTLS) -> APIRouter:
             return _error(400, str(exc))
         return JSONResponse(_issued(tls, issued))
 
-    def operator_allowed(request: Request) -> JSONResponse | None:
-        # TODO(acl): once ACL tokens exist this needs `operator: read` (GET) / `operator:
-        # write` (rotate) and drops the same-machine rule; until then only a caller on the
-        # server's own machine may read the join token.
-        if _from_this_machine(request):
-            return None
-        return _error(
-            403,
-            "the join token is served only to callers on the server's own machine "
-            "(until ACL tokens grant operator rights)",
-        )
-
     @r.get("/v1/operator/tls")
     async def describe(request: Request) -> JSONResponse:
         return JSONResponse(tls.describe())
 
     async def token_answer(request: Request, rotate: bool) -> JSONResponse:
-        refused = operator_allowed(request)
-        if refused is not None:
-            return refused
+        # who may: operator: write (podium.server.acl.RULES; --secure turns ACLs on)
         token = tls.rotate_join_token() if rotate else tls.join_token()
         servers = tls.advertise or "https://SERVER:7634"
         return JSONResponse(

@@ -37,6 +37,7 @@ from podium.models import (
     Node,
     ServiceRegistration,
 )
+from podium.models.acl import ACLBootstrap, ACLPolicy, NodeSecret, StoredToken
 from podium.models.compact import compact_alloc
 from podium.models.namespace import DEFAULT_NAMESPACE, Namespace
 from podium.state.backend import Backend, NullBackend
@@ -50,7 +51,25 @@ DEPLOYMENTS = "deployments"
 SERVICES = "services"
 VARIABLES = "variables"
 NAMESPACES = "namespaces"
-TABLES = (JOBS, VERSIONS, ALLOCS, NODES, EVALS, DEPLOYMENTS, SERVICES, VARIABLES, NAMESPACES)
+ACL_TOKENS = "acl_tokens"
+ACL_POLICIES = "acl_policies"
+ACL_META = "acl_meta"
+NODE_SECRETS = "node_secrets"
+ACL_TABLES = (ACL_TOKENS, ACL_POLICIES, ACL_META, NODE_SECRETS)
+"""Trust: ACL tokens (by accessor), policies (by name), the bootstrap record, and each
+node's secret (by node id); secrets only ever as hashes."""
+TABLES = (
+    JOBS,
+    VERSIONS,
+    ALLOCS,
+    NODES,
+    EVALS,
+    DEPLOYMENTS,
+    SERVICES,
+    VARIABLES,
+    NAMESPACES,
+    *ACL_TABLES,
+)
 
 _MODELS: dict[str, Any] = {
     JOBS: Job,
@@ -62,6 +81,10 @@ _MODELS: dict[str, Any] = {
     SERVICES: ServiceRegistration,
     VARIABLES: EncryptedVariable,
     NAMESPACES: Namespace,
+    ACL_TOKENS: StoredToken,
+    ACL_POLICIES: ACLPolicy,
+    ACL_META: ACLBootstrap,
+    NODE_SECRETS: NodeSecret,
 }
 
 JobKey = tuple[str, str]
@@ -82,6 +105,12 @@ def _key_str(table: str, obj: Any) -> str:
         return f"{obj.namespace}/{obj.path}"
     if table == NAMESPACES:
         return str(obj.name)
+    if table == ACL_TOKENS:
+        return str(obj.accessor_id)
+    if table == ACL_POLICIES:
+        return str(obj.name)
+    if table == NODE_SECRETS:
+        return str(obj.node_id)
     return str(obj.id)
 
 
@@ -154,6 +183,16 @@ class Txn:
         self.deletes[NAMESPACES].add(name)
         self.puts[NAMESPACES].pop(name, None)
 
+    def put_acl(self, table: str, obj: Any) -> None:
+        """An ACL token, policy or bootstrap record, or a node secret (``table``)."""
+        key = _key_str(table, obj)
+        self.puts[table][key] = obj
+        self.deletes[table].discard(key)
+
+    def delete_acl(self, table: str, key: str) -> None:
+        self.deletes[table].add(key)
+        self.puts[table].pop(key, None)
+
     def empty(self) -> bool:
         return not any(self.puts.values()) and not any(self.deletes.values())
 
@@ -184,6 +223,10 @@ class _Tables:
         self.variables: dict[str, EncryptedVariable] = {}
         """``namespace/path`` -> sealed variable."""
         self.namespaces: dict[str, Namespace] = {}
+        self.acl: dict[str, dict[str, Any]] = {t: {} for t in ACL_TABLES}
+        """Per ACL table, key -> object (see :data:`ACL_TABLES`)."""
+        self.by_secret: dict[str, dict[str, str]] = {ACL_TOKENS: {}, NODE_SECRETS: {}}
+        """Secret hash -> token accessor, and -> node id."""
 
     def add_usage(self, alloc: Allocation, sign: int) -> None:
         if alloc.uses_resources():
@@ -212,6 +255,8 @@ class _Tables:
         t.services_by_alloc = dict(self.services_by_alloc)
         t.variables = dict(self.variables)
         t.namespaces = dict(self.namespaces)
+        t.acl = {k: dict(v) for k, v in self.acl.items()}
+        t.by_secret = {k: dict(v) for k, v in self.by_secret.items()}
         return t
 
 
@@ -364,6 +409,36 @@ class Snapshot:
             if v.namespace == namespace and v.path.startswith(prefix)
         ]
         return sorted(found, key=lambda v: v.path)
+
+    # -- trust (ACL tokens and policies, node secrets)
+    def acl_token(self, accessor_id: str) -> StoredToken | None:
+        found: StoredToken | None = self._t.acl[ACL_TOKENS].get(accessor_id)
+        return found
+
+    def acl_token_by_secret(self, secret_hash: str) -> StoredToken | None:
+        accessor = self._t.by_secret[ACL_TOKENS].get(secret_hash)
+        return self.acl_token(accessor) if accessor is not None else None
+
+    def acl_tokens(self) -> list[StoredToken]:
+        return sorted(self._t.acl[ACL_TOKENS].values(), key=lambda t: (t.create_index, t.name))
+
+    def acl_policy(self, name: str) -> ACLPolicy | None:
+        found: ACLPolicy | None = self._t.acl[ACL_POLICIES].get(name)
+        return found
+
+    def acl_policies(self) -> list[ACLPolicy]:
+        return sorted(self._t.acl[ACL_POLICIES].values(), key=lambda p: p.name)
+
+    def acl_bootstrap(self) -> ACLBootstrap | None:
+        found: ACLBootstrap | None = self._t.acl[ACL_META].get("bootstrap")
+        return found
+
+    def node_secret(self, node_id: str) -> NodeSecret | None:
+        found: NodeSecret | None = self._t.acl[NODE_SECRETS].get(node_id)
+        return found
+
+    def node_by_secret(self, secret_hash: str) -> str | None:
+        return self._t.by_secret[NODE_SECRETS].get(secret_hash)
 
 
 class StateStore(Snapshot):
@@ -580,6 +655,17 @@ class StateStore(Snapshot):
             t.variables[_key_str(VARIABLES, obj)] = obj
         elif table == NAMESPACES:
             t.namespaces[obj.name] = obj
+        elif table in ACL_TABLES:
+            acl_key = _key_str(table, obj)
+            self._acl_delete(table, acl_key)
+            t.acl[table][acl_key] = obj
+            if table in t.by_secret:
+                t.by_secret[table][obj.secret_hash] = acl_key
+
+    def _acl_delete(self, table: str, key: str) -> None:
+        old = self._t.acl[table].pop(key, None)
+        if old is not None and table in self._t.by_secret:
+            self._t.by_secret[table].pop(old.secret_hash, None)
 
     def _unindex_service(self, reg: ServiceRegistration) -> None:
         _index_update(self._t.services_by_name, (reg.namespace, reg.service_name), remove=reg.id)
@@ -698,6 +784,11 @@ class StateStore(Snapshot):
                 self._unindex_service(reg)
         for var_key in txn.deletes[VARIABLES]:
             t.variables.pop(var_key, None)
+        for table in ACL_TABLES:
+            for acl_key in txn.deletes[table]:
+                self._acl_delete(table, acl_key)
+            for obj in txn.puts[table].values():
+                self._apply_put(table, obj)
 
         eval_add: dict[JobKey, set[str]] = {}
         eval_del: dict[JobKey, set[str]] = {}

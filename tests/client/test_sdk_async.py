@@ -26,7 +26,8 @@ def test_both_clients_have_the_same_methods_and_parameters() -> None:
     assert sync.keys() == aio.keys()
     for name, sig in sync.items():
         assert list(sig.parameters) == list(aio[name].parameters), name
-        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)) or name == "alloc_logs", name
+        plain = ("alloc_logs", "set_token")  # an async iterator; a setter that sends nothing
+        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)) or name in plain, name
 
 
 async def test_async_reads_and_writes(aclient: AsyncClient, api: Recorder) -> None:

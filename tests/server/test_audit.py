@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from podium.server.api import create_app
 from podium.server.audit import IDENTITY_KEY, AuditLog, AuditMiddleware, outcome
-from podium.server.core import Server
+from podium.server.core import Server, ServerConfig
 from podium.state import StateStore
 
 JOB: dict[str, Any] = {
@@ -69,14 +69,48 @@ async def test_the_agents_protocol_is_recorded_only_when_it_fails(
         "name": "n1",
         "resources": {"cpu": 1000, "memory": 1024},
     }
-    assert (await client.put("/v1/node/register", json=node)).status_code == 200
-    assert (await client.put(f"/v1/node/{node['id']}/heartbeat")).status_code == 200
+    registered = await client.put("/v1/node/register", json=node)
+    assert registered.status_code == 200
+    mine = {"X-Podium-Node-Secret": registered.json()["node_secret"]}
+    beat = f"/v1/node/{node['id']}/heartbeat"
+    assert (await client.put(beat, headers=mine)).status_code == 200
     ok = await client.post(
-        f"/v1/client/node/{node['id']}/allocations", json={"updates": [], "have": []}
+        f"/v1/client/node/{node['id']}/allocations",
+        json={"updates": [], "have": []},
+        headers=mine,
     )
     assert ok.status_code == 200, ok.text
+    # a heartbeat without the node's secret is refused, and that is recorded, with the node
+    assert (await client.put(beat)).status_code == 401
     written = lines(path)
-    assert [(e["method"], e["path"]) for e in written] == [("PUT", "/v1/node/register")]
+    assert [(e["method"], e["path"], e["outcome"]) for e in written] == [
+        ("PUT", "/v1/node/register", "allowed"),
+        ("PUT", beat, "refused"),
+    ]
+
+
+async def test_with_acls_the_token_is_recorded_never_its_secret(tmp_path: Path) -> None:
+    server = Server(StateStore(), ServerConfig(acl=True))
+    await server.start()
+    log = AuditLog(tmp_path / "audit.log")
+    transport = httpx.ASGITransport(app=create_app(server, audit=log))
+    async with httpx.AsyncClient(transport=transport, base_url="http://podium") as client:
+        assert (await client.post("/v1/jobs", json={"job": JOB})).status_code == 401
+        boot = await client.post("/v1/acl/bootstrap")
+        token = boot.json()
+        auth = {"X-Podium-Token": token["secret_id"]}
+        assert (await client.post("/v1/jobs", json={"job": JOB}, headers=auth)).status_code == 200
+        bad = {"X-Podium-Token": "not-a-token"}
+        assert (await client.post("/v1/jobs", json={"job": JOB}, headers=bad)).status_code == 401
+    log.close()
+    await server.stop()
+    anonymous, bootstrap, allowed, unknown = lines(log.path)
+    assert anonymous["identity"] == {"token": "anonymous"} and anonymous["outcome"] == "refused"
+    assert bootstrap["path"] == "/v1/acl/bootstrap" and bootstrap["outcome"] == "allowed"
+    assert allowed["identity"]["accessor_id"] == token["accessor_id"]
+    assert allowed["outcome"] == "allowed"
+    assert unknown["identity"] == {"token": "unknown or expired"}
+    assert token["secret_id"] not in log.path.read_text()
 
 
 async def test_the_identity_the_edge_found_is_recorded(tmp_path: Path) -> None:

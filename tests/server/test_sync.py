@@ -27,7 +27,7 @@ from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
 from podium.drivers.mock import MockDriver
-from podium.errors import Conflict
+from podium.errors import APIError, Conflict
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -39,11 +39,24 @@ from podium.models import (
     TaskState,
     TaskStateName,
 )
+from podium.models.acl import NODE_SECRET_HEADER
 from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.state import SqliteBackend, StateStore
 
 from .conftest import Cluster, mock_job, place
+
+
+def node_secret(node_id: str) -> str:
+    """The secret the node :func:`add_node` registers proves itself with."""
+    return f"secret-of-{node_id}"
+
+
+class EveryNode(dict[str, str]):
+    """A client's ``node_secrets`` that knows every :func:`add_node` node's secret."""
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return node_secret(key)
 
 
 def add_node(server: Server, name: str = "n1") -> Node:
@@ -53,7 +66,7 @@ def add_node(server: Server, name: str = "n1") -> Node:
         resources=NodeResources(cpu=8000, memory=8192),
         drivers={"mock": DriverInfo(detected=True, healthy=True)},
     )
-    server.register_node(node)
+    server.register_node(node, server.trust.node_secret_record(node.id, node_secret(node.id), 0))
     return node
 
 
@@ -77,6 +90,7 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[Server, AsyncClient]]:
     client = AsyncClient(
         "http://podium", transport=httpx.ASGITransport(app=create_app(server)), timeout=10
     )
+    client.node_secrets = EveryNode()
     try:
         yield server, client
     finally:
@@ -178,11 +192,13 @@ async def test_reports_are_committed_together(api: tuple[Server, AsyncClient]) -
     server.store.commit = commit  # type: ignore[method-assign]
     by_node = {n1.id: [a for a in allocs if a.node_id == n1.id], n2.id: []}
     by_node[n2.id] = [a for a in allocs if a.node_id == n2.id]
-    answers = await asyncio.gather(
+    *answers, other = await asyncio.gather(
         *(client.update_allocs(nid, [running(a) for a in mine]) for nid, mine in by_node.items()),
-        # a report about an allocation of another node is ignored, not an error
+        # a report about an allocation of another node is refused (issue 13), alone
         client.update_allocs(n1.id, [running(a) for a in by_node[n2.id]]),
+        return_exceptions=True,
     )
+    assert isinstance(other, APIError) and other.status == 403
     assert len(commits) == 1 and set(answers) == {commits[0]}
     assert all(server.store.alloc(a.id).client_status == ClientStatus.RUNNING for a in allocs)  # type: ignore[union-attr]
 
@@ -469,7 +485,11 @@ async def test_agent_fast_routes_answer_as_the_fastapi_ones(tmp_path: Path) -> N
     store = StateStore(SqliteBackend(tmp_path / "state.db"))
     server = Server(store, ServerConfig(heartbeat_ttl=10, heartbeat_grace=10))
     app = create_app(server)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium")
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://podium",
+        headers={NODE_SECRET_HEADER: node_secret("node-n1")},
+    )
     try:
         node = add_node(server)
         allocs = place(server, mock_job("web", count=2))

@@ -31,6 +31,8 @@ class SecureCluster:
         self.cert_ttl = cert_ttl
         self.server: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.management = ""
+        """The management token (--secure turns ACLs on; bootstrapped at start)."""
 
     @property
     def ca(self) -> Path:
@@ -67,16 +69,23 @@ class SecureCluster:
         def up() -> bool:
             if server.poll() is not None:
                 raise AssertionError(f"server exited:\n{self.log('server')}")
-            return self.ca.exists() and self.get("/v1/status") is not None
+            return self.ca.exists() and self.get("/v1/agent/ca") is not None
 
         wait_until(up, timeout=30, what="the secure server")
+        with self.http() as c:
+            anonymous = c.get("/v1/jobs")
+            assert anonymous.status_code == 401, "--secure turns ACLs on"
+            boot = c.post("/v1/acl/bootstrap")
+            boot.raise_for_status()
+            self.management = boot.json()["secret_id"]
 
     def http(self, cert: tuple[str, str] | None = None) -> httpx.Client:
         """An HTTP client that trusts the cluster CA (presenting ``cert``, key when given)."""
         ctx = ssl.create_default_context(cafile=str(self.ca))
         if cert is not None:
             ctx.load_cert_chain(*cert)
-        return httpx.Client(base_url=self.addr, verify=ctx, timeout=10)
+        headers = {"X-Podium-Token": self.management} if self.management else {}
+        return httpx.Client(base_url=self.addr, verify=ctx, timeout=10, headers=headers)
 
     def get(self, path: str) -> Any:
         with self.http() as c:
@@ -91,6 +100,7 @@ class SecureCluster:
             **os.environ,
             "PODIUM_ADDR": self.addr,
             "PODIUM_CACERT": str(self.ca),
+            "PODIUM_TOKEN": self.management,
             "COLUMNS": "200",
             "NO_COLOR": "1",
         }
