@@ -63,9 +63,18 @@ TOKEN_HEADER = "X-Podium-Token"
 
 
 def resolve_token(token: str | None) -> str | None:
-    """The ACL token to send: the argument, else ``$PODIUM_TOKEN``, else none."""
-    value = token if token is not None else os.environ.get("PODIUM_TOKEN")
+    """The ACL token to send: the argument, else ``$PODIUM_TOKEN``, else none.  A token
+    with a space or a control character inside (two lines pasted together) is refused
+    here, with what to do, rather than sent as a header no server can read."""
+    from_env = token is None
+    value = os.environ.get("PODIUM_TOKEN") if from_env else token
     value = (value or "").strip()
+    if any(c.isspace() or not c.isprintable() for c in value):
+        where = "PODIUM_TOKEN" if from_env else "the token (--token)"
+        raise PodiumError(
+            f"{where} holds a space or a line break: give the Secret ID alone "
+            "(podium acl bootstrap and podium acl token create print it as 'Secret ID = ...')"
+        )
     return value or None
 
 

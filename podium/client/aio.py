@@ -20,6 +20,7 @@ from podium.client._http import (
     prepare,
     resolve_address,
     resolve_namespace,
+    resolve_token,
     tls_context,
     transport_error,
 )
@@ -127,6 +128,7 @@ class AsyncClient:
 
     def set_token(self, token: str | None) -> None:
         """Send ``token`` (an ACL secret) with every request from now on; None: none."""
+        token = resolve_token(token) if token else None
         self._headers.pop(TOKEN_HEADER, None)
         if token:
             self._headers[TOKEN_HEADER] = token

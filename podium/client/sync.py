@@ -20,6 +20,7 @@ from podium.client._http import (
     prepare,
     resolve_address,
     resolve_namespace,
+    resolve_token,
     tls_context,
     transport_error,
 )
@@ -108,6 +109,7 @@ class Client:
 
     def set_token(self, token: str | None) -> None:
         """Send ``token`` (an ACL secret) with every request from now on; None: none."""
+        token = resolve_token(token) if token else None
         self._http.headers.pop(TOKEN_HEADER, None)
         if token:
             self._http.headers[TOKEN_HEADER] = token

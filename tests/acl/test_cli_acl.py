@@ -146,3 +146,16 @@ def test_acl_from_the_command_line(dev: Dev) -> None:
     assert denied.returncode == 1
     assert "lacks capability 'submit-job' in namespace 'default'" in denied.stderr
     assert "HTTP 403" in denied.stderr
+
+
+def test_a_token_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    env = {
+        **os.environ,
+        "PODIUM_TOKEN": "b87a861f-fbca\nID>).",
+        "PODIUM_ADDR": "http://127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [*PODIUM, "job", "status"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 1
+    assert "PODIUM_TOKEN holds a space or a line break" in done.stderr
