@@ -484,6 +484,11 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             servers[0],
             config.ca_cert or server_tls.directory / "ca.crt",
         )
+    if server is not None and server.config.acl:
+        log.info(
+            "access control is on: everything is denied without a token; "
+            "`podium acl bootstrap` creates the management token (once)"
+        )
     if ready is not None:
         ready.set()
     try:
