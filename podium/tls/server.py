@@ -338,8 +338,7 @@ class ServerTLS:
             raise JoinRefused(401, "the certificate expired: join again with a join token")
         with self._lock:
             issued = self.ca.issue_agent(csr, identity.node_id, identity.name, self.cert_ttl)
-            self._record(identity.node_id, identity.name, issued)
-            self.advance()
+            self._record(identity.node_id, identity.name, issued, issued_by=False)
         return issued
 
     def agent_trust(self, identity: PeerIdentity, trusts: list[str]) -> dict[str, Any]:
@@ -371,14 +370,27 @@ class ServerTLS:
         }
 
     def _record(
-        self, node_id: str, name: str, issued: Issued, trusts: list[str] | None = None
+        self,
+        node_id: str,
+        name: str,
+        issued: Issued,
+        trusts: list[str] | None = None,
+        issued_by: bool = True,
     ) -> None:
+        """Keep what the latest certificate of ``node_id`` is.  ``ca_fingerprint``: which
+        CA the certificate the agent *uses* is from; a renewal leaves it as it was
+        (``issued_by=False``) until the agent presents the new certificate (its next trust
+        poll): a rotation drops the old CA only once no agent can still be using it."""
         previous = self._nodes.get(node_id, {})
         self._nodes[node_id] = {
             "name": name,
             "serial": str(issued.serial),
             "not_after": issued.not_after.isoformat(),
-            "ca_fingerprint": self.ca.fingerprint,
+            "ca_fingerprint": (
+                self.ca.fingerprint
+                if issued_by
+                else previous.get("ca_fingerprint", self.ca.fingerprint)
+            ),
             "trusts": trusts if trusts is not None else previous.get("trusts", []),
         }
         self._save_nodes()
