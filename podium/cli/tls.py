@@ -158,13 +158,12 @@ def rotate_ca(
             common.usage(f"--timeout {timeout}: {exc}")
         path = "/v1/operator/tls/rotate-ca"
         params = {"finish": "true"} if finish else {}
-        answer = common.make_client(address).query(_raw("POST", path, params)).value
+        client = common.make_client(address)
+        before = client.query(_raw("GET", "/v1/operator/tls")).value["ca_fingerprint"]
+        answer = client.query(_raw("POST", path, params)).value
         if not finish and not output.structured:
-            rotation = answer.get("rotation") or {}
-            typer.echo(
-                f"Rotating the cluster CA: {rotation.get('old', '')[:16]}… → "
-                f"{rotation.get('new', answer['ca_fingerprint'])[:16]}…"
-            )
+            new = (answer.get("rotation") or {}).get("new", answer["ca_fingerprint"])
+            typer.echo(f"Rotating the cluster CA: {before[:16]}… → {new[:16]}…")
         deadline = time.monotonic() + limit
         last = ""
         while not detach:

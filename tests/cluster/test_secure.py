@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,11 +265,7 @@ def test_agents_on_two_hosts_join_with_the_printed_command_and_a_third_cannot(
     for alloc in allocs:
         name = nodes_by_id(nodes)[alloc["node_id"]]
         short = str(alloc["id"])[:8]
-        wait_until(
-            lambda: "hello from" in h.cli("alloc", "logs", short).stdout,
-            timeout=30,
-            what="the task's log",
-        )
+        wait_until(partial(logged, h, short), timeout=30, what="the task's log")
         assert f"hello from {name}" in h.cli("alloc", "logs", short).stdout
 
     # host3: no token; a token whose fingerprint pins another CA; neither joins
@@ -288,6 +285,10 @@ def test_agents_on_two_hosts_join_with_the_printed_command_and_a_third_cannot(
     for host in ("host1", "host2"):
         for text in FAILURES:
             assert h.count(host, text) == 0, f"{text!r} in {host}'s log:\n{h.log(host)}"
+
+
+def logged(h: SecureHosts, alloc: str) -> bool:
+    return "hello from" in h.cli("alloc", "logs", alloc).stdout
 
 
 def nodes_by_id(nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
