@@ -429,7 +429,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             from podium.tls_runtime import agent_app_guard, follow_trust, renew_agent
 
             agent_app, scheme = agent_app_guard(agent_app), "https"
-            agent_tls.on_client_context.append(client.set_ssl_context)
+            agent_tls.on_client_context.append(client._set_ssl_context)
             local_tls = server_tls if not config.servers else None
             renew_now = asyncio.Event()
             renewals.append(

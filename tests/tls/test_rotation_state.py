@@ -3,16 +3,18 @@ server restarted in the middle of it."""
 
 from __future__ import annotations
 
+import shutil
+import ssl
 from pathlib import Path
 
 import pytest
 
 from podium.tls.agent import AgentTLS
-from podium.tls.ca import CertificateAuthority, fingerprint
+from podium.tls.ca import CertificateAuthority, fingerprint, node_dns_name
 from podium.tls.files import mode_of
-from podium.tls.server import JoinRefused, ServerTLS
+from podium.tls.server import JoinRefused, ServerTLS, client_context, server_context
 from podium.tls.trust import NEXT_KEY_FILE, ROTATION_FILE, split_bundle
-from tests.tls.test_ca import joined
+from tests.tls.test_ca import handshake, joined
 
 
 def reopen(server: ServerTLS) -> ServerTLS:
@@ -25,6 +27,14 @@ def test_the_rotation_waits_for_each_agent_to_trust_then_to_use_the_new_ca(
     server = ServerTLS.open(tmp_path / "srv", cert_ttl=3600)
     agent = joined(server, tmp_path)
     old = server.ca.fingerprint
+    # the server's certificate from the old CA, to knock on the agent with afterwards
+    old_cert, old_key = tmp_path / "old.crt", tmp_path / "old.key"
+    shutil.copy(server.cert_path, old_cert)
+    shutil.copy(server.key_path, old_key)
+    old_pem = server.trust_pem
+    swapped: list[ssl.SSLContext] = []
+    agent.on_client_context.append(swapped.append)
+    first_client = agent.client_context
     server.start_rotation()
     assert server.rotation is not None and server.rotation.phase == "trust"
     new = server.rotation.new
@@ -64,6 +74,19 @@ def test_the_rotation_waits_for_each_agent_to_trust_then_to_use_the_new_ca(
     assert not (server.directory / ROTATION_FILE).exists()
     assert agent.set_trust(answer["trusted"].encode()) and agent.fingerprints() == [new]
     assert reopen(server).fingerprints() == [new]
+
+    # the old CA is trusted no more by the agent: its connection pool got a new client
+    # context, and its endpoint refuses a certificate the old CA issued
+    assert swapped == [agent.client_context] and agent.client_context is not first_client
+    old_server = server_context(old_pem, old_cert, old_key, require_client=False)
+    with pytest.raises(ssl.SSLError):
+        handshake(agent.client_context, old_server, "localhost")
+    old_caller = client_context(old_pem, old_cert, old_key)
+    with pytest.raises(ssl.SSLError):
+        handshake(old_caller, agent.server_context, node_dns_name(agent.node_id))
+    handshake(agent.client_context, server.server_context, "localhost")
+    new_caller = client_context(server.trust_pem, server.cert_path, server.key_path)
+    handshake(new_caller, agent.server_context, node_dns_name(agent.node_id))
 
 
 def test_finish_drops_the_old_ca_whoever_has_not_moved(tmp_path: Path) -> None:
