@@ -88,7 +88,7 @@ def _print_info(answer: dict[str, Any]) -> None:
     typer.echo("")
     labels = {fp: f"{fp[:16]}…" for fp in answer.get("ca_trusted", [])}
     new = rotation["new"] if rotation else ""
-    typer.echo(f"{'AGENT':<24}{'NODE ID':<38}{'CERT FROM CA':<20}{'TRUSTS NEW CA':<15}EXPIRES")
+    typer.echo(f"{'AGENT':<24}{'NODE ID':<38}{'CERT FROM CA':<30}{'TRUSTS NEW CA':<15}EXPIRES")
     for a in agents:
         ca = a["ca_fingerprint"]
         label = labels.get(ca, f"{ca[:16]}…")
@@ -98,7 +98,7 @@ def _print_info(answer: dict[str, Any]) -> None:
             label += " (old)"
         trusts = ("yes" if new in a.get("trusts", []) else "no") if rotation else "-"
         expires = a["not_after"] if a["in_date"] else f"{a['not_after']} (expired)"
-        typer.echo(f"{a['name'][:23]:<24}{a['node_id']:<38}{label:<20}{trusts:<15}{expires}")
+        typer.echo(f"{a['name'][:23]:<24}{a['node_id']:<38}{label:<30}{trusts:<15}{expires}")
 
 
 @app.command("info")

@@ -111,3 +111,37 @@ def test_rotate_ca_moves_server_and_agent_to_a_new_ca_without_a_restart(
     for name in ("a1", "a2"):
         for text in FAILURES:
             assert c.log_count(name, text) == 0, f"{text!r} in {name}'s log:\n{c.log(name)}"
+
+
+def test_rotate_ca_on_a_dev_agent_moves_its_in_process_agent(tmp_path: Path) -> None:
+    """`podium agent --dev --secure`: the agent beside the server follows the rotation through
+    calls in the process (no HTTP), and is counted like any other."""
+    c = SecureCluster(tmp_path, None)
+    c.server = c._spawn(
+        [
+            "agent",
+            "--dev",
+            "--secure",
+            "--data-dir",
+            str(tmp_path / "server"),
+            "--http-addr",
+            f"127.0.0.1:{c.port}",
+            "--dns-addr",
+            "off",
+        ],
+        tmp_path / "server.log",
+    )
+    try:
+        wait_until(lambda: c.ca.exists() and c.get("/v1/nodes"), timeout=30, what="dev agent")
+        (old,) = cas(c.ca)
+        out = c.cli("tls", "rotate-ca", "--timeout", "2m", check=True, timeout=180).stdout
+        assert "phase trust: 0/1" in out and "done: only CA" in out, out
+        info = c.get("/v1/operator/tls")
+        (agent,) = info["agents"]
+        assert agent["ca_fingerprint"] == info["ca_fingerprint"] != old
+        agent_tls = tmp_path / "server" / "agent" / "tls"
+        wait_until(lambda: cas(agent_tls / "ca.crt") == [info["ca_fingerprint"]], what="drop")
+        assert c.log_count("server", "cannot") == 0, c.log("server")
+        assert c.get("/v1/nodes")[0]["status"] == "ready"
+    finally:
+        c.cleanup()
