@@ -453,10 +453,18 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         agent_app: Any = create_agent_app(agent)
         scheme = "http"
         if agent_tls is not None:
-            from podium.tls_runtime import agent_app_guard, renew_agent
+            from podium.tls_runtime import agent_app_guard, follow_trust, renew_agent
 
             agent_app, scheme = agent_app_guard(agent_app), "https"
-            renewals.append(asyncio.create_task(renew_agent(agent_tls, servers, server_tls)))
+            agent_tls.on_client_context.append(client._set_ssl_context)
+            local_tls = server_tls if not config.servers else None
+            renew_now = asyncio.Event()
+            renewals.append(
+                asyncio.create_task(renew_agent(agent_tls, servers, local_tls, renew_now))
+            )
+            renewals.append(
+                asyncio.create_task(follow_trust(agent_tls, servers, local_tls, renew_now))
+            )
         ctx = agent_tls.server_context if agent_tls is not None else None
         uvicorns.append((_uvicorn(agent_app, config.log_level, ctx), agent_sock))
         await agent.start(f"{scheme}://{advertised}:{bound_port}")

@@ -12,7 +12,11 @@ The glue between the pure certificate code (:mod:`podium.tls`) and the sockets:
   for an agent beside its server, or one obtained with a join token (the CA the server
   sends is checked against the token's fingerprint first);
 - :func:`renew_server` / :func:`renew_agent`: loops that renew a certificate at two
-  thirds of its life, into the live SSL contexts (no restart, no dropped connection).
+  thirds of its life, into the live SSL contexts (no restart, no dropped connection);
+  the server's also moves a CA rotation on;
+- :func:`follow_trust`: an agent's long poll of the CAs to trust (``POST
+  /v1/agent/trust``), which carries a CA rotation to it: the new CA trusted, its
+  certificate renewed at once under it, the old CA dropped.
 """
 
 from __future__ import annotations
@@ -161,10 +165,22 @@ async def _sleep_until_renewal(seconds: float) -> None:
     await asyncio.sleep(max(0.05, seconds))
 
 
+ADVANCE_EVERY = 5.0
+"""How often a server checks whether a CA rotation can move on without an agent's call
+(an agent's certificate expired: it no longer holds the rotation up)."""
+
+
 async def renew_server(tls: ServerTLS) -> None:
-    """Renew this server's certificate at two thirds of its life, for ever."""
+    """Renew this server's certificate at two thirds of its life, for ever; move a CA
+    rotation on as agents' certificates expire."""
     while True:
-        await _sleep_until_renewal(tls.seconds_to_renewal())
+        await _sleep_until_renewal(min(ADVANCE_EVERY, tls.seconds_to_renewal()))
+        try:
+            tls.advance()
+        except (OSError, TLSError) as exc:
+            log.error("cannot move the CA rotation on: %s", exc)
+        if tls.seconds_to_renewal() > 0:
+            continue
         try:
             issued = tls.renew_own()
         except (OSError, TLSError) as exc:
@@ -230,6 +246,7 @@ async def join(
                     f"{server}/v1/agent/join",
                     json={
                         "secret": token.secret,
+                        "ca_fingerprint": token.fingerprint,
                         "csr": csr.decode(),
                         "node_id": node_id,
                         "name": name,
@@ -245,7 +262,10 @@ async def join(
                 message = answer.text
             raise TLSError(f"{server} refused to let this agent join: {message}")
         cert_pem = str(answer.json()["cert"]).encode()
-        AgentTLS.store(directory, key, cert_pem, ca_pem)
+        # the CAs to trust (two during a rotation), sent over the connection verified with
+        # the pinned one; the pinned one first
+        bundle = str(answer.json().get("ca") or ca_pem.decode()).encode()
+        AgentTLS.store(directory, key, cert_pem, bundle)
         log.info("joined the cluster through %s (CA %s…)", server, got[:16])
         return AgentTLS(directory)
     raise TLSError("cannot join: no server answered: " + "; ".join(errors))
@@ -281,19 +301,32 @@ async def agent_tls(
     return await join(servers, join_token, directory, node_id, name)
 
 
-async def renew_agent(tls: AgentTLS, servers: list[str], local: ServerTLS | None) -> None:
-    """Renew the agent's certificate at two thirds of its life: a new key and CSR, sent over
-    a connection made with the current certificate; retried (with backoff) until it works."""
+async def renew_agent(
+    tls: AgentTLS,
+    servers: list[str],
+    local: ServerTLS | None,
+    now_event: asyncio.Event | None = None,
+) -> None:
+    """Renew the agent's certificate at two thirds of its life (or when ``now_event`` is
+    set: a CA rotation asks for it): a new key and CSR, sent over a connection made with
+    the current certificate; retried (with backoff) until it works."""
     delay = RETRY_MIN
+    now_event = now_event or asyncio.Event()
     while True:
-        await _sleep_until_renewal(tls.seconds_to_renewal())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now_event.wait(), max(0.05, tls.seconds_to_renewal()))
+        now_event.clear()
         name = tls.identity.name
         key, csr = AgentTLS.new_request(name)
         try:
             if local is not None:
-                cert_pem = local.renew_agent(tls.identity, csr.decode()).cert_pem
+                cert_pem, bundle = local.renew_agent(tls.identity, csr.decode()).cert_pem, None
             else:
-                cert_pem = await _renew_remote(tls, servers, csr)
+                cert_pem, bundle = await _renew_remote(tls, servers, csr)
+            if bundle is not None:
+                tls.set_trust(bundle)
+            elif local is not None:
+                tls.set_trust(local.trust_pem)
             tls.install(key, cert_pem)
         except (OSError, TLSError, httpx.HTTPError, ValueError, KeyError) as exc:
             left = (tls.not_after - dt.datetime.now(dt.UTC)).total_seconds()
@@ -304,16 +337,27 @@ async def renew_agent(tls: AgentTLS, servers: list[str], local: ServerTLS | None
             )
             await asyncio.sleep(min(delay, max(RETRY_MIN, left / 10)))
             delay = min(RETRY_MAX, delay * 2)
+            now_event.set()
             continue
         delay = RETRY_MIN
         log.info(
-            "renewed this agent's certificate (serial %x, valid until %s)",
+            "renewed this agent's certificate (serial %x, CA %s…, valid until %s)",
             tls.cert.serial_number,
+            _issuer_fp(tls)[:16],
             tls.not_after.isoformat(timespec="seconds"),
         )
 
 
-async def _renew_remote(tls: AgentTLS, servers: list[str], csr: bytes) -> bytes:
+def _issuer_fp(tls: AgentTLS) -> str:
+    from podium.tls.trust import issuer_of
+
+    ca = issuer_of(tls.cert, tls.trusted)
+    return fingerprint(ca) if ca is not None else "?"
+
+
+async def _renew_remote(
+    tls: AgentTLS, servers: list[str], csr: bytes
+) -> tuple[bytes, bytes | None]:
     last: Exception | None = None
     for server in servers:
         try:
@@ -324,7 +368,71 @@ async def _renew_remote(tls: AgentTLS, servers: list[str], csr: bytes) -> bytes:
             continue
         if answer.status_code != 200:
             raise TLSError(f"{server} refused the renewal: {answer.text[:300]}")
-        return str(answer.json()["cert"]).encode()
+        body = answer.json()
+        bundle = body.get("ca")
+        return str(body["cert"]).encode(), (str(bundle).encode() if bundle else None)
+    raise TLSError(f"no server answered: {last}")
+
+
+TRUST_WAIT = 50.0
+"""Seconds the server holds an agent's trust poll open when nothing changed (a long poll:
+a rotation reaches every agent at once, for one request per agent per TRUST_WAIT)."""
+TRUST_MIN_INTERVAL = 1.0
+
+
+async def follow_trust(
+    tls: AgentTLS, servers: list[str], local: ServerTLS | None, renew_now: asyncio.Event
+) -> None:
+    """Keep this agent's trusted CAs the server's, and renew at once when the server says
+    its certificate is not from the signing CA (a rotation)."""
+    delay = RETRY_MIN
+    while True:
+        started = asyncio.get_running_loop().time()
+        answer: dict[str, Any] | None
+        try:
+            if local is not None:  # the server in this process: a call, once a second
+                answer = local.agent_trust(tls.identity, tls.fingerprints())
+            else:
+                answer = await _trust_remote(tls, servers)
+            if answer is None:  # a server without the route: nothing to follow
+                return
+            if tls.set_trust(str(answer["trusted"]).encode()):
+                log.info("trusting the CAs %s", ", ".join(f[:16] + "…" for f in tls.fingerprints()))
+                continue  # tell the server at once
+            if answer.get("renew"):
+                renew_now.set()
+        except (OSError, TLSError, httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cannot fetch the CAs to trust (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_MAX, delay * 2)
+            continue
+        delay = RETRY_MIN
+        elapsed = asyncio.get_running_loop().time() - started
+        if elapsed < TRUST_MIN_INTERVAL:
+            await asyncio.sleep(TRUST_MIN_INTERVAL - elapsed)
+
+
+async def _trust_remote(tls: AgentTLS, servers: list[str]) -> dict[str, Any] | None:
+    last: Exception | None = None
+    for server in servers:
+        try:
+            # a new connection each time: it presents the certificate this agent holds now
+            async with httpx.AsyncClient(
+                verify=tls.client_context, timeout=httpx.Timeout(30, read=TRUST_WAIT + 30)
+            ) as http:
+                answer = await http.post(
+                    f"{server}/v1/agent/trust",
+                    json={"trusts": tls.fingerprints(), "wait": TRUST_WAIT},
+                )
+        except httpx.HTTPError as exc:
+            last = exc
+            continue
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise TLSError(f"{server} refused: {answer.text[:300]}")
+        body: dict[str, Any] = answer.json()
+        return body
     raise TLSError(f"no server answered: {last}")
 
 

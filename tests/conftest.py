@@ -30,11 +30,22 @@ def uses_docker(item: pytest.Item) -> bool:
     return "docker" in item.name
 
 
+LONG_GROUPS = ("tls-soak",)
+"""xdist_groups of tests that run for minutes on a worker of their own: collected first, so
+xdist hands them out first and they run beside the rest rather than after it."""
+
+
+def _group(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0]) if marker and marker.args else ""
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if uses_docker(item):
             item.add_marker(pytest.mark.xdist_group(DOCKER))
+    items.sort(key=lambda item: _group(item) not in LONG_GROUPS)  # stable: order kept otherwise
 
 
 @pytest.hookimpl(hookwrapper=True)

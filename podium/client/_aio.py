@@ -92,6 +92,10 @@ class AioSender:
         )
         return self._session
 
+    def set_ssl(self, verify: ssl.SSLContext) -> None:
+        """New connections use ``verify`` (the pool keys connections by it)."""
+        self._ssl = verify
+
     def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
         key = (connect, read)
         timeout = self._timeouts.get(key)
@@ -116,6 +120,7 @@ class AioSender:
                 data=data,
                 headers=_headers(data is not None, req.headers),
                 timeout=self._timeout(req.timeout.connect, req.timeout.read),
+                ssl=self._ssl,
             ) as response:
                 content = await response.read()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:

@@ -112,6 +112,13 @@ class AsyncClient:
             self._aio = AioSender(self.address, self._headers, keepalive, self._verify)
         self._httpx: httpx.AsyncClient | None = None
 
+    def _set_ssl_context(self, context: ssl.SSLContext) -> None:
+        """For the agent (not the SDK): make new connections with ``context`` (its trusted
+        CAs changed); requests under way finish on the connections they have."""
+        self._verify = context
+        if self._aio is not None:
+            self._aio.set_ssl(context)
+
     @property
     def _http(self) -> httpx.AsyncClient:
         """The httpx client: every request with a ``transport``, log streams always. Made

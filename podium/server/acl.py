@@ -153,7 +153,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/agent/ca"): PUBLIC,
     ("POST", "/v1/agent/join"): PUBLIC,
     ("POST", "/v1/agent/renew"): PUBLIC,
+    ("POST", "/v1/agent/trust"): PUBLIC,  # the agent's certificate, checked by the handler
     ("GET", "/v1/operator/tls"): OPERATOR_READ,
+    ("POST", "/v1/operator/tls/rotate-ca"): OPERATOR_WRITE,
     ("GET", "/v1/operator/join-token/agent"): OPERATOR_WRITE,
     ("POST", "/v1/operator/join-token/agent"): OPERATOR_WRITE,
     # namespaces: a token reads those it may read jobs in (the handlers filter)

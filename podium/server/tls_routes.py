@@ -6,7 +6,12 @@
   agent's certificate and the CA;
 - ``POST /v1/agent/renew``: a CSR, over a connection with the agent's current certificate
   → a new one for the same node;
-- ``GET  /v1/operator/tls``: the CA fingerprint, this server's certificate, counts;
+- ``POST /v1/agent/trust``: an agent's trusted CAs (fingerprints), over a connection with
+  its certificate → the CAs to trust and whether to renew now (a long poll: held while
+  nothing changed; it carries a CA rotation to the agent);
+- ``GET  /v1/operator/tls``: the CA fingerprint, this server's certificate, the agents and
+  which CA each one's certificate is from, a rotation in progress;
+- ``POST /v1/operator/tls/rotate-ca`` (``?finish=true``: drop the old CA now): a new CA;
 - ``GET  /v1/operator/join-token/agent`` (``POST …?rotate=true`` to rotate): the token and
   the command an agent runs.
 
@@ -16,6 +21,8 @@ routes (:class:`podium.tls.asgi.RequireCertificate`) to the API; ``create_app`` 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from typing import Any
 
@@ -35,10 +42,48 @@ class JoinRequest(BaseModel):
     csr: str = Field(max_length=16_384, description="PEM certificate signing request.")
     node_id: str = Field(max_length=64)
     name: str = Field(max_length=256)
+    ca_fingerprint: str = Field(
+        "", max_length=64, description="The CA fingerprint the join token pins."
+    )
 
 
 class RenewRequest(BaseModel):
     csr: str = Field(max_length=16_384)
+
+
+class TrustRequest(BaseModel):
+    trusts: list[str] = Field(
+        max_length=16, description="Fingerprints of the CAs the agent trusts now."
+    )
+    wait: float = Field(
+        0.0, ge=0, le=300, description="Seconds to hold the answer while nothing changes."
+    )
+
+
+class _Changes:
+    """Wakes the agents' trust polls when the server's trust or rotation changes."""
+
+    def __init__(self, tls: ServerTLS) -> None:
+        self.event: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        tls.on_change.append(self.fire)
+
+    def _fire(self) -> None:
+        event, self.event = self.event, None
+        if event is not None:
+            event.set()
+
+    def fire(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._fire)
+
+    async def wait(self, timeout: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        if self.event is None:
+            self.event = asyncio.Event()
+        event = self.event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -48,7 +93,7 @@ def _error(status: int, message: str) -> JSONResponse:
 def _issued(tls: ServerTLS, issued: Issued) -> dict[str, Any]:
     return {
         "cert": issued.cert_pem.decode(),
-        "ca": tls.ca.cert_pem.decode(),
+        "ca": tls.trust_pem.decode(),
         "serial": str(issued.serial),
         "not_after": issued.not_after.isoformat(),
     }
@@ -57,14 +102,38 @@ def _issued(tls: ServerTLS, issued: Issued) -> dict[str, Any]:
 def router(tls: ServerTLS) -> APIRouter:
     r = APIRouter(tags=["tls"])
 
+    changes = _Changes(tls)
+
     @r.get("/v1/agent/ca")
     async def ca() -> dict[str, Any]:
-        return {"ca": tls.ca.cert_pem.decode(), "fingerprint": tls.ca.fingerprint}
+        return {
+            "ca": tls.ca.cert_pem.decode(),
+            "fingerprint": tls.ca.fingerprint,
+            "trusted": tls.trust_pem.decode(),
+        }
+
+    @r.post("/v1/agent/trust")
+    async def trust(body: TrustRequest, request: Request) -> JSONResponse:
+        identity = peer_identity(request.scope)
+        if identity is None:
+            return _error(401, "the trusted CAs are told to agents (a TLS client certificate)")
+        try:
+            answer = tls.agent_trust(identity, body.trusts)
+            if (
+                body.wait > 0
+                and not answer["renew"]
+                and set(body.trusts) == set(tls.fingerprints())
+            ):
+                await changes.wait(body.wait)
+                answer = tls.agent_trust(identity, body.trusts)
+        except JoinRefused as exc:
+            return _error(exc.status, str(exc))
+        return JSONResponse(answer)
 
     @r.post("/v1/agent/join")
     async def join(body: JoinRequest) -> JSONResponse:
         try:
-            issued = tls.join(body.secret, body.csr, body.node_id, body.name)
+            issued = tls.join(body.secret, body.csr, body.node_id, body.name, body.ca_fingerprint)
         except JoinRefused as exc:
             return _error(exc.status, str(exc))
         except TLSError as exc:
@@ -88,6 +157,20 @@ def router(tls: ServerTLS) -> APIRouter:
 
     @r.get("/v1/operator/tls")
     async def describe(request: Request) -> JSONResponse:
+        return JSONResponse(tls.describe())
+
+    @r.post("/v1/operator/tls/rotate-ca")
+    async def rotate_ca(request: Request, finish: bool = False) -> JSONResponse:
+        # who may: operator: write (podium.server.acl.RULES)
+        try:
+            if finish:
+                tls.finish_rotation()
+            else:
+                tls.start_rotation()
+        except JoinRefused as exc:
+            return _error(exc.status, str(exc))
+        except (OSError, TLSError) as exc:
+            return _error(500, f"cannot rotate the CA: {exc}")
         return JSONResponse(tls.describe())
 
     async def token_answer(request: Request, rotate: bool) -> JSONResponse:

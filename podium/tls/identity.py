@@ -32,6 +32,9 @@ class PeerIdentity:
     """An agent's node id (from its ``<id>.node.podium`` name); None for a server."""
     serial: int
     not_after: dt.datetime
+    issuer: str = ""
+    """The issuing CA's subject (RFC 4514): which CA of a trust bundle signed it (each
+    Podium CA's name carries a random suffix)."""
 
     @property
     def expired(self) -> bool:
@@ -67,6 +70,7 @@ def identity_of(cert: x509.Certificate) -> PeerIdentity | None:
         node_id=node_id,
         serial=cert.serial_number,
         not_after=cert.not_valid_after_utc,
+        issuer=cert.issuer.rfc4514_string(),
     )
 
 

@@ -72,6 +72,10 @@ class SecureCluster:
             return self.ca.exists() and self.get("/v1/agent/ca") is not None
 
         wait_until(up, timeout=30, what="the secure server")
+        self.bootstrap_acl()
+
+    def bootstrap_acl(self) -> None:
+        """--secure turns access control on: the management token for what follows."""
         with self.http() as c:
             anonymous = c.get("/v1/jobs")
             assert anonymous.status_code == 401, "--secure turns ACLs on"
