@@ -45,6 +45,9 @@ RETRY = 5.0
 """Seconds before a failed renewal is tried again (at most a tenth of a token's life)."""
 RESCAN = 60.0
 """The renewal loop looks at the node's tasks at least this often."""
+_LIVE = (Phase.STARTING, Phase.RUNNING)
+"""Tasks whose tokens are renewed (a starting one's was just issued: its renewal time
+is what the loop sleeps until)."""
 
 
 @dataclass(slots=True)
@@ -228,9 +231,11 @@ class AgentIdentities:
             if runner.forgotten or runner.machine.terminal() or runner.id in self._refused:
                 continue
             for task, track in runner.machine.tasks.items():
-                if track.phase != Phase.RUNNING:
+                if track.phase not in _LIVE:
                     continue
                 held = runner.identity(task)
+                if held is None and track.phase != Phase.RUNNING:
+                    continue  # a start gets its own
                 if held is not None:
                     # renew together what falls due within a tenth of its life
                     slack = min(30.0, (held.expires - held.issued) / 10)

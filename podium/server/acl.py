@@ -63,12 +63,13 @@ class Rule:
     level: Level = Level.READ
     list: bool = False
 
-    def describe(self, namespace: str) -> str:
+    def describe(self, namespace: str, path: str | None = None) -> str:
         if self.kind in ("namespace", "service"):
             where = "any namespace" if namespace == ALL_NAMESPACES else f"namespace {namespace!r}"
             return f"capability {self.capability!r} in {where}"
         if self.kind == "variable":
-            return f"variables {self.capability!r} in namespace {namespace!r}"
+            at = f" on {path!r}" if path else ""
+            return f"variables {self.capability!r}{at} in namespace {namespace!r}"
         if self.kind in ("node", "operator"):
             return f"{self.kind}: {self.level.value}"
         if self.kind == "management":
@@ -412,7 +413,7 @@ class AccessControl:
         access = Access(identity.grants, identity, namespace=namespace, peer_cert=peer_cert(scope))
         if self._allowed(rule, identity, namespace, params):
             return access
-        need = rule.describe(namespace)
+        need = rule.describe(namespace, params.get("path"))
         if identity.anonymous:
             raise _Refusal(
                 401,
