@@ -81,6 +81,8 @@ class AgentConfig:
     """The CA to issue certificates with (default: <data_dir>/server/tls/, made if missing)."""
     join_token: str | None = None
     """``PDM-1-…``: how an agent of remote servers gets its first certificate."""
+    identity_ttl: float | None = None
+    """Lifetime of tasks' workload tokens (None: podium.server.identity.DEFAULT_TTL)."""
     audit_log: str | None = None
     """The audit log file (JSON lines, 0600, rotated); "off" disables it.  None:
     <data_dir>/server/audit/audit.log."""
@@ -402,6 +404,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 heartbeat_grace=config.heartbeat_grace,
                 acl=config.acl or config.secure,  # --secure: TLS and ACL
                 data_dir=str(data_dir / "server"),
+                identity_ttl=config.identity_ttl or ServerConfig.identity_ttl,
             ),
             keyring=keyring,
         )

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from podium.agent.config import AgentSettings
 from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
+from podium.agent.identity import AgentIdentities
 from podium.agent.localstate import LocalState, StoredAlloc
 from podium.agent.runner import AllocRunner
 from podium.client import AsyncClient
@@ -167,6 +168,26 @@ class Agent:
         """Allocation id -> the index of the last change of it this agent applied."""
         self._specs_kept = 16
         """Prune ``_specs`` once it grows past this (twice what the last pruning kept)."""
+        self.identities = (
+            AgentIdentities(self) if settings.alloc_dirs and settings.workload_identity else None
+        )
+        """Tasks' workload tokens (podium.agent.identity); none without task directories."""
+
+    @property
+    def api_address(self) -> str:
+        """The server address tasks are given (``PODIUM_ADDR``)."""
+        return self.settings.servers[0] if self.settings.servers else ""
+
+    def cluster_ca(self) -> bytes | None:
+        """The CA certificates this agent trusts its servers with (``<data_dir>/tls/ca.crt``,
+        kept by the TLS layer, a bundle during a CA rotation), for tasks to verify
+        ``PODIUM_ADDR`` with; None without TLS."""
+        if not self.api_address.startswith("https://"):
+            return None
+        try:
+            return (Path(self.settings.data_dir) / "tls" / "ca.crt").read_bytes()
+        except OSError:
+            return None
 
     def _node_id(self) -> str:
         existing = self.state.get("node_id")
@@ -187,6 +208,8 @@ class Agent:
             asyncio.create_task(self._report_loop(), name="agent-report"),
             asyncio.create_task(self._rotate_loop(), name="agent-logrotate"),
         ]
+        if self.identities is not None:
+            self._tasks.append(asyncio.create_task(self.identities.run(), name="agent-identity"))
 
     async def stop(self) -> None:
         """Stop the agent's loops; tasks keep running (a restarted agent re-attaches)."""

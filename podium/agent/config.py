@@ -25,6 +25,9 @@ class AgentSettings:
     log_rotate_interval: float = 5.0
     sync_wait: float = 30.0
     alloc_dirs: bool = True
+    """Make each allocation's directory tree (the simulator's mock tasks need none)."""
+    workload_identity: bool = True
+    """Give each task a workload token (``PODIUM_TOKEN``, ``secrets/podium_token``), renewed
+    while it runs (needs ``alloc_dirs``)."""
     template_host_files: bool = False
     """Let templates read ``source`` files outside the task's directory (off: sandboxed)."""
-    """Make each allocation's directory tree (the simulator's mock tasks need none)."""

@@ -35,6 +35,7 @@ from podium.agent.allocrunner import (
 )
 from podium.agent.checks import AllocChecks
 from podium.agent.health import HealthTracker
+from podium.agent.identity import Held
 from podium.agent.templates import TemplateManager
 from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle
 from podium.drivers.process import STATE_SUBDIR, kill_previous
@@ -122,6 +123,22 @@ class AllocRunner:
         self.health = HealthTracker.for_alloc(alloc, spec, agent.clock())
         """Deployment health (None outside a deployment); see podium.agent.health."""
         self._health_timer: asyncio.TimerHandle | None = None
+        self._identities: dict[str, Held] | None = None
+        """Each task's workload token (podium.agent.identity), made on first use."""
+
+    # ---------------------------------------------------------------- workload identity
+    def identity(self, task: str) -> Held | None:
+        return self._identities.get(task) if self._identities is not None else None
+
+    def identity_token(self, task: str) -> str | None:
+        """The task's current workload token (templates read with it), or None."""
+        held = self.identity(task)
+        return held.token if held is not None else None
+
+    def set_identity(self, task: str, held: Held) -> None:
+        if self._identities is None:
+            self._identities = {}
+        self._identities[task] = held
 
     # ---------------------------------------------------------------- properties
     @property
@@ -285,6 +302,12 @@ class AllocRunner:
             "PODIUM_CPU_LIMIT": str(spec.resources.cpu),
             "PODIUM_MEMORY_LIMIT": str(spec.resources.memory),
         }
+        held = self.identity(task)
+        if held is not None:
+            env["PODIUM_TOKEN"] = held.token  # the file is the current one once renewed
+            env["PODIUM_ADDR"] = self.agent.api_address
+            if self.agent.api_address.startswith("https://"):
+                env["PODIUM_CACERT"] = f"{task_dir}/secrets/ca.crt"
         for label, port in self.machine.ports.items():
             env[f"PODIUM_PORT_{label}"] = str(port.value)
             env[f"PODIUM_IP_{label}"] = port.host_ip
@@ -345,6 +368,8 @@ class AllocRunner:
             if network.ports and not self.machine.ports:
                 self.machine.ports = self.agent.assign_ports(self.id, network)
                 self.agent.mark_dirty(self)
+            if self.agent.identities is not None:
+                await self.agent.identities.ensure(self, task)
             template_env = (
                 await self.templates.render_for_start(task) if self._has_templates(task) else {}
             )

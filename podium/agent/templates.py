@@ -138,10 +138,15 @@ class Lookups:
     name (:meth:`fetch`); :attr:`deps` holds only what a render then actually called
     (:meth:`use`), so a lookup behind a false ``{% if %}`` is not watched."""
 
-    def __init__(self, client: AsyncClient, namespace: str = "default") -> None:
+    def __init__(
+        self, client: AsyncClient, namespace: str = "default", token: str | None = None
+    ) -> None:
         self.client = client
         self.namespace = namespace
         """The allocation's: ``var()`` and ``service()`` read only what is in it."""
+        self.token = token
+        """The task's workload token: with ACLs on, the server lets a template read what
+        the task may read (its job's variables, its namespace's services), nothing else."""
         self.deps: dict[tuple[str, str], Dep] = {}
         self._read: dict[tuple[str, str], Dep] = {}
         self._vars: dict[str, VariableItems | str] = {}
@@ -153,7 +158,10 @@ class Lookups:
         if path not in self._vars:
             try:
                 result = await self.client.query(
-                    endpoints.in_namespace(endpoints.var_get(path), self.namespace)
+                    endpoints.with_token(
+                        endpoints.in_namespace(endpoints.var_get(path), self.namespace),
+                        self.token,
+                    )
                 )
             except NotFound:
                 self._vars[path] = f"variable {path!r} not found"
@@ -174,7 +182,9 @@ class Lookups:
             raise _LookupFailed(f"service() takes a service name such as 'db', not {name!r}")
         if name not in self._services:
             try:
-                instances, index = await fetch_service(self.client, name, namespace=self.namespace)
+                instances, index = await fetch_service(
+                    self.client, name, namespace=self.namespace, token=self.token
+                )
             except _LookupFailed as exc:
                 self._services[name] = str(exc)
             else:
@@ -223,9 +233,12 @@ async def fetch_service(
     index: int | None = None,
     wait: float | None = None,
     namespace: str = "default",
+    token: str | None = None,
 ) -> tuple[list[ServiceInstance], int]:
     try:
-        endpoint = endpoints.in_namespace(endpoints.service(name, True), namespace)
+        endpoint = endpoints.with_token(
+            endpoints.in_namespace(endpoints.service(name, True), namespace), token
+        )
         result = await client.query(endpoint, index=index, wait=wait)
     except NotFound:
         return [], 0
@@ -712,7 +725,9 @@ class TemplateManager:
         self.runner.make_dirs()
         task_dir = self.runner.task_dir(task)
         env = self.runner.build_env(task)
-        lookups = Lookups(self.client, self.runner.alloc.namespace)
+        lookups = Lookups(
+            self.client, self.runner.alloc.namespace, self.runner.identity_token(task)
+        )
         host_files = self.runner.agent.settings.template_host_files
         out = [
             (t, await render(t, task_dir, env, lookups, host_files=host_files)) for t in templates
@@ -803,8 +818,11 @@ class TemplateManager:
         while True:
             progressed = False
             try:
+                endpoint = endpoints.in_namespace(
+                    endpoints.var_get(path), self.runner.alloc.namespace
+                )
                 result = await self.client.query(
-                    endpoints.in_namespace(endpoints.var_get(path), self.runner.alloc.namespace),
+                    endpoints.with_token(endpoint, self.runner.identity_token(state.task)),
                     index=index,
                     wait=WATCH_WAIT,
                 )
@@ -836,6 +854,7 @@ class TemplateManager:
                     index=index,
                     wait=WATCH_WAIT,
                     namespace=self.runner.alloc.namespace,
+                    token=self.runner.identity_token(state.task),
                 )
             except asyncio.CancelledError:
                 raise

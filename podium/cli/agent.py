@@ -61,6 +61,29 @@ CaKeyOpt = Annotated[
     str | None,
     typer.Option("--ca-key", help="With --secure: the key of --ca-cert (PEM, unencrypted)."),
 ]
+IdentityTtlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--identity-ttl",
+        help="Lifetime of the workload tokens tasks get (PODIUM_TOKEN), such as 1h or 30s "
+        "[1h]; agents renew them at two thirds of it. See docs/acl.md.",
+    ),
+]
+
+
+def apply_identity_ttl(config: object, identity_ttl: str | None) -> None:
+    """``--identity-ttl`` (a server's setting: with --dev or --server)."""
+    if identity_ttl is None:
+        return
+    from podium.models import parse_duration
+
+    try:
+        seconds = parse_duration(identity_ttl)
+    except ValueError as exc:
+        common.usage(f"--identity-ttl: {exc}")
+    if seconds < 3:
+        common.usage(f"--identity-ttl {identity_ttl} is too short: at least 3s")
+    config.identity_ttl = seconds  # type: ignore[attr-defined]
 
 
 def apply_tls_options(
@@ -209,6 +232,7 @@ def agent(
     cert_ttl: CertTtlOpt = None,
     ca_cert: CaCertOpt = None,
     ca_key: CaKeyOpt = None,
+    identity_ttl: IdentityTtlOpt = None,
     join_token: Annotated[
         str | None,
         typer.Option(
@@ -295,6 +319,9 @@ def agent(
                 "and --join-token"
             )
         apply_tls_options(config, secure, cert_ttl, ca_cert, ca_key)
+        if identity_ttl is not None and not (dev or server):
+            common.usage("--identity-ttl is a server's setting: give it with --dev or --server")
+        apply_identity_ttl(config, identity_ttl)
         if join_token is not None:
             if not server_list or not all(s.startswith("https://") for s in server_list):
                 common.usage("--join-token needs --servers https://HOST:PORT (a secure server)")

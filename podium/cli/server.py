@@ -17,8 +17,10 @@ from podium.cli.agent import (
     CaCertOpt,
     CaKeyOpt,
     CertTtlOpt,
+    IdentityTtlOpt,
     LogLevel,
     SecureOpt,
+    apply_identity_ttl,
     apply_tls_options,
     check_dns_addr,
 )
@@ -72,6 +74,7 @@ def server(
     cert_ttl: CertTtlOpt = None,
     ca_cert: CaCertOpt = None,
     ca_key: CaKeyOpt = None,
+    identity_ttl: IdentityTtlOpt = None,
     audit_log: Annotated[
         str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
     ] = None,
@@ -98,6 +101,7 @@ def server(
         if dns_addr is not None:
             config.dns_addr = check_dns_addr(dns_addr)
         apply_tls_options(config, secure, cert_ttl, ca_cert, ca_key)
+        apply_identity_ttl(config, identity_ttl)
         outcome = run_server(config)
     if outcome:
         raise typer.Exit(outcome)

@@ -50,6 +50,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata
 
@@ -554,6 +555,13 @@ class AsyncClient:
             node_id, since, have, specs, updates, order, self.node_secrets.get(node_id)
         )
         return (await self.query(endpoint, index=index, wait=wait)).value
+
+    async def workload_identities(
+        self, node_id: str, wanted: Mapping[str, Sequence[str]]
+    ) -> IdentitiesAnswer:
+        """Workload tokens for tasks of the node's allocations (docs/acl.md)."""
+        endpoint = ep.workload_identities(node_id, wanted, self.node_secrets.get(node_id))
+        return (await self.query(endpoint)).value
 
     async def update_allocs(
         self,

@@ -49,6 +49,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 
@@ -385,6 +386,27 @@ NODE_SECRET_HEADER = "X-Podium-Node-Secret"
 
 def node_headers(secret: str | None) -> dict[str, str]:
     return {NODE_SECRET_HEADER: secret} if secret else {}
+
+
+def with_token(endpoint: Endpoint[T], token: str | None) -> Endpoint[T]:
+    """``endpoint`` sent with ``token`` (an ACL or workload token) instead of the client's
+    own (None: unchanged)."""
+    if not token:
+        return endpoint
+    return replace(endpoint, headers={**endpoint.headers, "X-Podium-Token": token})
+
+
+def workload_identities(
+    node_id: str, wanted: Mapping[str, Sequence[str]], secret: str | None = None
+) -> Endpoint[IdentitiesAnswer]:
+    """Workload tokens for tasks of the node's allocations (``alloc id -> task names``)."""
+    return Endpoint(
+        "POST",
+        f"/v1/client/node/{_seg(node_id)}/identities",
+        IdentitiesAnswer.model_validate,
+        body={"allocations": {a: list(tasks) for a, tasks in wanted.items()}},
+        headers=node_headers(secret),
+    )
 
 
 def register_node(node: Node, secret: str | None = None) -> Endpoint[dict[str, Any]]:

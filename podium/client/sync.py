@@ -50,6 +50,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata
 
@@ -500,6 +501,13 @@ class Client:
             node_id, since, have, specs, updates, order, self.node_secrets.get(node_id)
         )
         return self.query(endpoint, index=index, wait=wait).value
+
+    def workload_identities(
+        self, node_id: str, wanted: Mapping[str, Sequence[str]]
+    ) -> IdentitiesAnswer:
+        """Workload tokens for tasks of the node's allocations (docs/acl.md)."""
+        endpoint = ep.workload_identities(node_id, wanted, self.node_secrets.get(node_id))
+        return self.query(endpoint).value
 
     def update_allocs(
         self,

@@ -592,6 +592,9 @@ class DockerDriver(Driver):
         env = {k: v for k, v in ctx.env.items() if k not in HOST_ONLY_ENV}
         env["PODIUM_ALLOC_DIR"] = ALLOC_MOUNT
         env["PODIUM_TASK_DIR"] = LOCAL_MOUNT
+        cacert = env.get("PODIUM_CACERT", "")
+        if cacert.startswith(ctx.task_dir + "/"):  # the task dir is /local inside
+            env["PODIUM_CACERT"] = LOCAL_MOUNT + cacert[len(ctx.task_dir) :]
         env.update(cfg.env)
         labels = {
             **cfg.labels,

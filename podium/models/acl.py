@@ -268,6 +268,10 @@ class Grants:
         ns = self._namespace(namespace)
         return READ_VARIABLES in ns.capabilities or any("list" in o for o in ns.variables.values())
 
+    def reads_services(self, namespace: str) -> bool:
+        """Whether the service catalog of ``namespace`` may be read (``read-job``)."""
+        return self.allows(READ_JOB, namespace)
+
     def level(self, scope: str, wanted: Level) -> bool:
         """``node`` or ``operator`` at ``wanted`` (write implies read)."""
         if self.management:
@@ -276,6 +280,35 @@ class Grants:
         if have == Level.DENY:
             return False
         return wanted == Level.READ or have == Level.WRITE
+
+
+class WorkloadGrants(Grants):
+    """What a task's workload token grants (docs/acl.md, "Workload identity"): read and
+    list the variables under ``jobs/<namespace>/<job>/`` of its own namespace, and read
+    that namespace's service catalog (templates' ``service()``); nothing else: no
+    capability, no ``node`` or ``operator`` rule.  (Policies attached to a job, which
+    would add to this, are not built.)"""
+
+    def __init__(self, namespace: str, job_id: str) -> None:
+        super().__init__([])
+        self.namespace = namespace
+        self.variables_prefix = f"jobs/{namespace}/{job_id}/"
+
+    def allows_variable(self, op: str, namespace: str, path: str) -> bool:
+        return (
+            op in ("read", "list")
+            and namespace == self.namespace
+            and path.startswith(self.variables_prefix)
+        )
+
+    def may_list_variables(self, namespace: str) -> bool:
+        return namespace == self.namespace
+
+    def reads_services(self, namespace: str) -> bool:
+        return namespace == self.namespace
+
+    def namespace_patterns(self) -> set[str]:
+        return {self.namespace}
 
 
 ALLOW_ALL = Grants([], management=True)

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from podium.models import acl as caps
 from podium.models.acl import NODE_SECRET_HEADER, SECRET_HEADER, Grants, Level
 from podium.server.audit import IDENTITY_KEY as AUDIT_IDENTITY
-from podium.server.trust import Identity, InvalidToken, Trust
+from podium.server.trust import WORKLOAD_PREFIX, Identity, InvalidToken, Trust
 
 DEFAULT_NAMESPACE = "default"
 ALL_NAMESPACES = "*"
@@ -46,6 +46,8 @@ class Rule:
 
     - ``namespace``: ``capability`` in the request's namespace (``list``: ``*`` allowed,
       the handler then filters);
+    - ``service``: reading the service catalog of the request's namespace: ``read-job``,
+      or a workload token of that namespace (templates' ``service()``);
     - ``variable``: ``op`` on the variable at the path (``list``: some listable path);
     - ``node`` / ``operator``: that rule at ``level``;
     - ``management``: a management token;
@@ -61,12 +63,13 @@ class Rule:
     level: Level = Level.READ
     list: bool = False
 
-    def describe(self, namespace: str) -> str:
-        if self.kind == "namespace":
+    def describe(self, namespace: str, path: str | None = None) -> str:
+        if self.kind in ("namespace", "service"):
             where = "any namespace" if namespace == ALL_NAMESPACES else f"namespace {namespace!r}"
             return f"capability {self.capability!r} in {where}"
         if self.kind == "variable":
-            return f"variables {self.capability!r} in namespace {namespace!r}"
+            at = f" on {path!r}" if path else ""
+            return f"variables {self.capability!r}{at} in namespace {namespace!r}"
         if self.kind in ("node", "operator"):
             return f"{self.kind}: {self.level.value}"
         if self.kind == "management":
@@ -80,6 +83,10 @@ def ns(capability: str) -> Rule:
 
 def ns_list(capability: str) -> Rule:
     return Rule("namespace", capability, list=True)
+
+
+def services(*, list: bool = False) -> Rule:
+    return Rule("service", caps.READ_JOB, list=list)
 
 
 def var(op: str) -> Rule:
@@ -128,8 +135,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/deployment/{deployment_id}/allocations"): ns(caps.READ_JOB),
     ("POST", "/v1/deployment/{deployment_id}/promote"): ns(caps.SUBMIT_JOB),
     ("POST", "/v1/deployment/{deployment_id}/fail"): ns(caps.SUBMIT_JOB),
-    ("GET", "/v1/services"): ns_list(caps.READ_JOB),
-    ("GET", "/v1/service/{name}"): ns(caps.READ_JOB),
+    ("GET", "/v1/services"): services(list=True),
+    ("GET", "/v1/service/{name}"): services(),
     # variables: per path
     ("GET", "/v1/vars"): var("list"),
     ("GET", "/v1/var/{path:path}"): var("read"),
@@ -147,6 +154,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/client/node/{node_id}/allocations"): AGENT,
     ("POST", "/v1/client/node/{node_id}/allocations"): AGENT,
     ("POST", "/v1/client/allocations"): AGENT,
+    ("POST", "/v1/client/node/{node_id}/identities"): AGENT,
     # TLS (--secure): joining proves itself with the join token's secret, renewing with the
     # agent's current certificate (both checked by the handlers); the join token is a
     # credential to add machines, so reading it is operator: write
@@ -205,6 +213,14 @@ def current() -> Access | None:
 
 def audit_identity(identity: Identity) -> dict[str, str]:
     """Who made a request, as the audit log records it (never a secret)."""
+    if identity.workload is not None:
+        w = identity.workload
+        return {
+            "alloc_id": w.alloc_id,
+            "task": w.task,
+            "job_id": w.job_id,
+            "namespace": w.namespace,
+        }
     if identity.token is None:
         return {"token": "anonymous"}
     return {"accessor_id": identity.token.accessor_id, "name": identity.token.name}
@@ -222,6 +238,12 @@ def in_request_namespace(namespace: str) -> bool:
     only objects of the namespace the edge checked (``*`` is for lists only)."""
     access = _access.get()
     return access is None or access.grants is None or access.namespace == namespace
+
+
+def can_read_services(namespace: str) -> bool:
+    """Whether the caller may see ``namespace``'s services (list handlers filter with it)."""
+    access = _access.get()
+    return access is None or access.grants is None or access.grants.reads_services(namespace)
 
 
 def can_list_variable(namespace: str, path: str) -> bool:
@@ -381,6 +403,9 @@ class AccessControl:
         except InvalidToken as exc:
             if rule.kind in ("public", "bootstrap", "register"):
                 identity = self.trust.identify(None)
+            elif secret is not None and secret.startswith(WORKLOAD_PREFIX):
+                scope[AUDIT_IDENTITY] = {"token": "workload token refused"}
+                raise _Refusal(401, str(exc)) from None
             else:
                 scope[AUDIT_IDENTITY] = {"token": "unknown or expired"}
                 raise _Refusal(
@@ -390,8 +415,8 @@ class AccessControl:
         access = Access(identity.grants, identity, namespace=namespace, peer_cert=peer_cert(scope))
         if self._allowed(rule, identity, namespace, params):
             return access
-        need = rule.describe(namespace)
-        if identity.token is None:
+        need = rule.describe(namespace, params.get("path"))
+        if identity.anonymous:
             raise _Refusal(
                 401,
                 f"{scope['method']} {compiled.template} needs {need}, which anonymous requests "
@@ -421,6 +446,8 @@ class AccessControl:
             if not rule.list:
                 raise _Refusal(400, "namespace '*' is only for lists; name one namespace")
             return self._anywhere(grants, rule)
+        if kind == "service":
+            return grants.reads_services(namespace)
         if kind == "variable":
             if rule.list:
                 return grants.may_list_variables(namespace)
@@ -436,6 +463,8 @@ class AccessControl:
         names.update(grants.namespace_patterns())
         if rule.kind == "variable":
             return any(grants.may_list_variables(n) for n in names)
+        if rule.kind == "service":
+            return any(grants.reads_services(n) for n in names)
         return any(grants.allows(rule.capability, n) for n in names)
 
     def _node(self, scope: Scope, params: dict[str, str]) -> str:

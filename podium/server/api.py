@@ -43,7 +43,7 @@ from podium.models.namespace import spec_key
 from podium.models.node import check_node_names
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
-from podium.server import acl, acl_api, catalog
+from podium.server import acl, acl_api, catalog, workload
 from podium.server.api_namespaces import namespace_routes
 from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import RegisterResult, Server
@@ -812,7 +812,7 @@ def create_app(
         found = [
             s
             for s in catalog.summaries(store, _ns_many(namespace))
-            if acl.can(READ_JOB, s.namespace)
+            if acl.can_read_services(s.namespace)
         ]
         return _json(found, list[ServiceSummary], idx)
 
@@ -1020,6 +1020,7 @@ def create_app(
     app.include_router(namespace_routes(server))
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
     app.include_router(acl_api.router(server.trust))
+    app.include_router(workload.router(server))
     # Middleware: the last added is the outermost.  A request meets the audit log, then
     # the TLS guard (a machine's route needs its certificate), then the ACL edge.
     acl.install(app, server.trust, enabled=server.config.acl)

@@ -44,6 +44,7 @@ from podium.scheduler import schedule
 from podium.server import catalog, deployments, jobplan, namespaces
 from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
+from podium.server.identity import DEFAULT_TTL as DEFAULT_IDENTITY_TTL
 from podium.server.keyring import Keyring
 from podium.server.trust import Trust
 from podium.server.variables import Variables
@@ -76,6 +77,8 @@ class ServerConfig:
     checked; on, every request needs what its route requires."""
     data_dir: str | None = None
     """The server's data directory (where ``acl-bootstrap-reset`` is looked for)."""
+    identity_ttl: float = DEFAULT_IDENTITY_TTL
+    """Seconds a task's workload token is valid (agents renew at two-thirds of it)."""
     report_batch_window: float = 0.01
     """Agents' reports arriving within this many seconds share one transaction (and one
     fsync) on the HTTP path; 0: whatever is queued when the batcher runs."""
@@ -149,11 +152,15 @@ class Server:
         self.store = store
         self.config = config or ServerConfig()
         self.clock = clock
-        self.variables = Variables(store, keyring or Keyring.ephemeral(), clock)
-        """Variables, sealed with ``keyring`` (in memory only when none is given: fit for
-        an in-memory store, not for one that outlives the process)."""
+        self.keyring = keyring or Keyring.ephemeral()
+        """Seals variables and signs workload tokens (in memory only when none is given:
+        fit for an in-memory store, not for one that outlives the process)."""
+        self.variables = Variables(store, self.keyring, clock)
         self.trust = Trust(
-            store, clock, Path(self.config.data_dir) if self.config.data_dir else None
+            store,
+            clock,
+            Path(self.config.data_dir) if self.config.data_dir else None,
+            keyring=self.keyring,
         )
         """ACL tokens and policies, and nodes' secrets (see podium.server.acl)."""
         self.broker = EvalBroker(clock)

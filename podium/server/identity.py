@@ -26,9 +26,6 @@ import json
 from dataclasses import dataclass
 from functools import cache
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from podium.errors import PodiumError
 from podium.server.keyring import Keyring
 
@@ -67,6 +64,10 @@ def is_workload_token(token: str) -> bool:
 
 @cache
 def _mac_key(secret: bytes) -> bytes:
+    # imported here: a server that never sees a workload token does not load cryptography
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(secret)
 
 

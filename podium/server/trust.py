@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from podium.errors import Conflict, Forbidden, NotFound
 from podium.models.acl import (
@@ -33,6 +34,7 @@ from podium.models.acl import (
     PolicyRules,
     StoredToken,
     TokenType,
+    WorkloadGrants,
     hash_secret,
     new_secret,
 )
@@ -40,7 +42,14 @@ from podium.spec.acl_policy import check_policy_name, parse_policy
 from podium.state import StateStore
 from podium.state.store import ACL_META, ACL_POLICIES, ACL_TOKENS
 
+if TYPE_CHECKING:
+    from podium.server.identity import WorkloadClaims
+    from podium.server.keyring import Keyring
+
 RESET_FILE = "acl-bootstrap-reset"
+WORKLOAD_PREFIX = "pwi1."
+"""How a workload token begins (podium.server.identity.PREFIX), told apart without
+importing the signer (and cryptography) for every ACL token."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,18 @@ class Identity:
 
     grants: Grants
     token: ACLToken | None
-    """None: anonymous."""
+    """None: anonymous, or a workload."""
+    workload: WorkloadClaims | None = None
+    """A task's workload token (podium.server.workload): what it names."""
+
+    @property
+    def anonymous(self) -> bool:
+        return self.token is None and self.workload is None
 
     @property
     def who(self) -> str:
+        if self.workload is not None:
+            return f"the workload token of {self.workload.describe()}"
         if self.token is None:
             return "anonymous"
         return f"token {self.token.name or self.token.accessor_id[:8]}"
@@ -68,8 +85,11 @@ class Trust:
         store: StateStore,
         clock: Callable[[], float] = time.time,
         reset_dir: Path | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.store = store
+        self.keyring = keyring
+        """Verifies workload tokens (none: every workload token is refused)."""
         self.clock = clock
         self.reset_dir = reset_dir
         """Where ``acl-bootstrap-reset`` is looked for (the server's data dir)."""
@@ -106,12 +126,30 @@ class Trust:
         """The caller: anonymous without a secret; :class:`InvalidToken` for a bad one."""
         if not secret:
             return Identity(self._grants_for(None), None)
+        if secret.startswith(WORKLOAD_PREFIX):
+            return self._workload(secret)
         token = self.store.acl_token_by_secret(hash_secret(secret))
         if token is None:
             raise InvalidToken("the ACL token is not known (deleted, or from another cluster)")
         if token.expired(self.clock()):
             raise InvalidToken(f"the ACL token {token.accessor_id} has expired")
         return Identity(self._grants_for(token), _public(token))
+
+    def _workload(self, secret: str) -> Identity:
+        """A task's workload token: signed by this cluster's keyring, unexpired, and its
+        allocation still running where the token says (checked on every use)."""
+        from podium.server import identity, workload
+
+        if self.keyring is None:
+            raise InvalidToken("this server cannot verify workload tokens (no keyring)")
+        try:
+            claims = identity.verify(self.keyring, secret, now=self.clock())
+        except identity.InvalidIdentity as exc:
+            raise InvalidToken(str(exc)) from None
+        why = workload.refusal(self.store, claims)
+        if why is not None:
+            raise InvalidToken(why)
+        return Identity(WorkloadGrants(claims.namespace, claims.job_id), None, claims)
 
     # ------------------------------------------------------------------ bootstrap
     def bootstrap(self) -> NewToken:

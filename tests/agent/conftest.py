@@ -42,7 +42,11 @@ def offline_runner(tmp_path: Path) -> Iterator[OfflineRunner]:
 
     def make(alloc: Allocation, spec: JobSpec, driver: Driver) -> AllocRunner:
         agent = Agent(
-            AgentSettings(data_dir=str(tmp_path / f"agent{len(made)}"), servers=[]),
+            AgentSettings(
+                data_dir=str(tmp_path / f"agent{len(made)}"),
+                servers=[],
+                workload_identity=False,  # no server to issue tokens
+            ),
             client=None,  # type: ignore[arg-type]  # never started: no server needed
             drivers={"mock": driver},
         )
