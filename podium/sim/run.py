@@ -9,7 +9,8 @@ The figures (printed by ``podium sim`` as its last line):
   inside :meth:`Server.process_eval` (snapshot, scheduler, plan applier);
 - ``server_rss_mb``: peak RSS of this process (which holds the agents too unless
   ``agent_procs``; then ``agents_rss_mb`` is the workers' peak, summed);
-- ``server_cpu_s``: CPU seconds this process used from the first registration on;
+- ``server_cpu_s``: CPU seconds this process used from the first registration on
+  (``agents_cpu_s``: the agents' worker processes', summed, over the same span);
 - ``api_p50_ms`` / ``api_p99_ms``: latencies seen by :mod:`podium.sim.probe` (all its
   requests pooled; ``api_p99_ms_by_op`` per kind of request).
 
@@ -341,6 +342,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         stats0 = (server.stats.placements, server.stats.seconds, server.stats.plan_rejections)
         t0 = time.time()
         cpu0 = proc.cpu_times()
+        agents_cpu0 = _cpu_seconds(worker_procs)
         for j in range(cfg.jobs):
             spec = sim_job(
                 j,
@@ -371,6 +373,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         seconds = (reports.last_at or time.time()) - t0
         peak_rss = max(peak_rss, proc.memory_info().rss)
         cpu1 = proc.cpu_times()
+        agents_cpu_s = _cpu_seconds(worker_procs) - agents_cpu0
         timed_out = reports.first < total
 
         if probe is not None:
@@ -413,6 +416,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             "server_rss_mb": round(peak_rss / 2**20, 1),
             "agent_procs": cfg.agent_procs,
             "agents_rss_mb": round(peak_agents_rss / 2**20, 1) if workers else None,
+            "agents_cpu_s": round(agents_cpu_s, 1) if workers else None,
             "server_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
             "api_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
             "api_p99_ms": round(_percentile(latencies, 0.99), 2) if latencies else None,
@@ -442,6 +446,16 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         store.close()
         if cfg.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    """CPU seconds (user and system) the worker processes have used so far."""
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def _secure_problems(figures: dict[str, int], nodes: int) -> list[str]:
