@@ -106,6 +106,7 @@ PAIRED = (
     ("server_rss_mb", "server RSS MB", False),
     ("agents_rss_mb", "agents' RSS MB", False),
     ("server_cpu_s", "server CPU s", False),
+    ("agents_cpu_s", "agents' CPU s", False),
     ("api_p50_ms", "API p50 ms", False),
     ("api_p99_ms", "API p99 ms", False),
 )
