@@ -48,12 +48,22 @@ def sim(
     ] = 0.0,
     workers: Annotated[int, typer.Option("--workers", help="Scheduler workers.")] = 1,
     agent_procs: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--agent-procs",
-            help="Run the agents in N worker processes over real HTTP (0: in this process).",
+            help="Run the agents in N worker processes over real HTTP (0: in this process; "
+            "default 0, or 1 with --secure).",
         ),
-    ] = 0,
+    ] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="As `podium server --secure`: TLS with a cluster CA made for the run, ACL on "
+            "(jobs and probe use the bootstrap token), each agent with its own certificate "
+            "over HTTPS. Needs real sockets: implies --agent-procs 1; --agent-procs 0 is refused.",
+        ),
+    ] = False,
     heartbeat_ttl: Annotated[
         float | None,
         typer.Option("--heartbeat-ttl", help="Seconds (default: 10, or nodes/50 when larger)."),
@@ -74,8 +84,14 @@ def sim(
     with common.handle_errors():
         if nodes < 1 or jobs < 1 or count < 0 or workers < 1:
             common.usage("--nodes, --jobs and --workers must be at least 1, --count at least 0")
+        if agent_procs is None:
+            agent_procs = 1 if secure else 0
         if agent_procs < 0:
             common.usage("--agent-procs must be 0 or more")
+        if secure and agent_procs < 1:
+            common.usage(
+                "--secure needs real sockets (TLS, agent certificates): --agent-procs 1 or more"
+            )
         if not 0.0 <= fail_rate <= 1.0:
             common.usage("--fail-rate must be between 0 and 1")
         from podium.sim import SimConfig, simulate
@@ -95,6 +111,7 @@ def sim(
                 fail_rate=fail_rate,
                 workers=workers,
                 agent_procs=agent_procs,
+                secure=secure,
                 heartbeat_ttl=heartbeat_ttl,
                 probe=probe,
                 timeout=timeout,

@@ -5,7 +5,9 @@
 Runs agents ``first`` .. ``first + count - 1`` of the cluster's node shapes (the
 same shapes :func:`podium.sim.nodes.node_shapes` gives the in-process mode) and
 talks to the server over real HTTP on loopback, each agent with its own SDK client
-(its own connection pool, as each machine has).  It
+(its own connection pool, as each machine has); with ``--tls-dir`` (``podium sim
+--secure``) over HTTPS, each agent with its own certificate and node id from that
+directory (see :mod:`podium.sim.secure`).  It
 prints ``ready`` once its agents are started, and when its stdin closes it
 stops them and prints one JSON line (its peak RSS).  Its agents log errors only
 (``PODIUM_SIM_AGENT_LOG=WARNING`` for more, on its stderr).
@@ -23,6 +25,7 @@ import gc
 import json
 import logging
 import os
+import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -42,12 +45,17 @@ from podium.sim.nodes import (
 )
 
 
-def http_client(address: str) -> AsyncClient:
+def http_client(address: str, ssl_context: ssl.SSLContext | None = None) -> AsyncClient:
     """One agent's SDK client over real HTTP (aiohttp, as a real agent's): its own
-    connection pool, connections kept while idle for as long as a blocking query waits.
+    connection pool, connections kept while idle for as long as a blocking query waits;
+    with ``ssl_context`` (``--secure``), HTTPS presenting the agent's own certificate.
 
-    One pool per agent, not one shared by thousands, as each machine has its own."""
-    return AsyncClient(address, timeout=SYNC_WAIT + 60.0, keepalive=SYNC_WAIT * 2)
+    One pool per agent, not one shared by thousands, as each machine has its own.  No
+    ACL token (``$PODIUM_TOKEN`` is not passed to workers): a secure agent proves itself
+    with its certificate and its node secret only."""
+    return AsyncClient(
+        address, timeout=SYNC_WAIT + 60.0, keepalive=SYNC_WAIT * 2, ssl_context=ssl_context
+    )
 
 
 async def run_agents(args: argparse.Namespace) -> dict[str, float]:
@@ -57,6 +65,11 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float]:
         args.first : args.first + args.count
     ]
     data_dir = Path(args.data_dir or tempfile.gettempdir()) / "agents"
+    certs = None
+    if args.tls_dir:
+        from podium.sim.secure import AgentCerts  # TLS (cryptography) only when secure
+
+        certs = AgentCerts.load(Path(args.tls_dir))
     agents: list[SimAgent] = []
     peak = 0
     loop = asyncio.get_running_loop()
@@ -70,7 +83,11 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float]:
     try:
         for i, shape in enumerate(shapes):
             settings = sim_settings(shape.name, str(data_dir), args.address)
-            agent = SimAgent(shape, settings, http_client(args.address), driver)
+            if certs is not None:
+                client = http_client(args.address, certs.context(shape.name))
+                agent = SimAgent(shape, settings, client, driver, node_id=certs.node_id(shape.name))
+            else:
+                agent = SimAgent(shape, settings, http_client(args.address), driver)
             await agent.start(http_addr="")
             agents.append(agent)
             if i % 250 == 249:
@@ -102,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--fail-within", type=float, default=5.0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--tls-dir",
+        default=None,
+        help="secure: the agents' certificates (podium.sim.secure.issue_agents' directory)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PODIUM_SIM_AGENT_LOG", "ERROR"))
     raise_fd_limit()

@@ -184,11 +184,15 @@ class SimAgent(Agent):
         settings: AgentSettings,
         client: AsyncClient,
         driver: MockDriver,
+        node_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            settings, client, drivers={"mock": driver}, state=MemoryLocalState(), **kwargs
-        )
+        """``node_id``: the node's id when it is known beforehand (``--secure``: the one
+        its certificate names); else the agent makes one, as a real agent does."""
+        state = MemoryLocalState()
+        if node_id is not None:
+            state.put("node_id", node_id)
+        super().__init__(settings, client, drivers={"mock": driver}, state=state, **kwargs)
         self.shape = shape
 
     def node(self) -> Node:

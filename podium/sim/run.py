@@ -9,9 +9,15 @@ The figures (printed by ``podium sim`` as its last line):
   inside :meth:`Server.process_eval` (snapshot, scheduler, plan applier);
 - ``server_rss_mb``: peak RSS of this process (which holds the agents too unless
   ``agent_procs``; then ``agents_rss_mb`` is the workers' peak, summed);
-- ``server_cpu_s``: CPU seconds this process used from the first registration on;
+- ``server_cpu_s``: CPU seconds this process used from the first registration on
+  (``agents_cpu_s``: the agents' worker processes', summed, over the same span);
 - ``api_p50_ms`` / ``api_p99_ms``: latencies seen by :mod:`podium.sim.probe` (all its
   requests pooled; ``api_p99_ms_by_op`` per kind of request).
+
+With ``secure`` (TLS with a cluster CA, ACL on, each agent with its own certificate: see
+:mod:`podium.sim.secure`), also ``secure``: what the TLS listener saw (connections, those
+with an agent certificate, the nodes those named) and what it answered a caller with no
+token and no certificate (401s expected; anything else is a broken invariant).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import shutil
 import socket
 import statistics
@@ -38,6 +45,7 @@ import uvicorn
 
 from podium import eventloop
 from podium.client import AsyncClient
+from podium.client import acl as acl_endpoints
 from podium.models import AllocClientUpdate, ClientStatus, JobSpec
 from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
@@ -82,6 +90,9 @@ class SimConfig:
     agent_procs: int = 0
     """Run the agents in this many worker processes over real HTTP (0: in this process,
     through httpx's ASGI transport)."""
+    secure: bool = False
+    """TLS on the API with a cluster CA, ACL on, agents with their own certificates
+    (needs ``agent_procs`` >= 1: real sockets)."""
     probe: bool = True
     probe_interval: float = 0.05
     timeout: float = 1800.0
@@ -143,8 +154,11 @@ BACKLOG = 4096
 """Listen backlog: thousands of agents connect at once when worker processes start."""
 
 
-async def _serve_http(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    """The real HTTP listener (loopback, a free port) the probe and agent workers talk to.
+async def _serve_http(
+    app: Any, tls: dict[str, Any] | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """The real HTTP listener (loopback, a free port) the probe and agent workers talk to;
+    HTTPS with ``tls`` (uvicorn arguments, see :func:`podium.sim.secure.uvicorn_args`).
 
     Agents keep their connections between requests (each holds a blocking query of up
     to ``SYNC_WAIT``), so the idle keep-alive timeout is longer than that."""
@@ -161,16 +175,28 @@ async def _serve_http(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str
         lifespan="off",
         backlog=BACKLOG,
         timeout_keep_alive=int(SYNC_WAIT * 2),
+        **(tls or {}),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="sim-http")
-    return server, task, f"http://127.0.0.1:{port}"
+    return server, task, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    """The environment of the workers and the probe: this one, less any ACL token or CA
+    of the caller's (an agent proves itself with its certificate, never a token), plus
+    ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PODIUM_TOKEN", "PODIUM_CACERT")}
+    env.update(extra)
+    return env
 
 
 async def _start_workers(
-    cfg: SimConfig, address: str, tmp: Path
+    cfg: SimConfig, address: str, tmp: Path, tls_dir: Path | None = None
 ) -> list[asyncio.subprocess.Process]:
-    """``agent_procs`` processes of :mod:`podium.sim.agents`, each with its share of nodes."""
+    """``agent_procs`` processes of :mod:`podium.sim.agents`, each with its share of nodes
+    (and, secure, the directory of their certificates)."""
+    secure = ["--tls-dir", str(tls_dir)] if tls_dir is not None else []
     procs = min(cfg.agent_procs, cfg.nodes)
     out = []
     for k in range(procs):
@@ -182,8 +208,8 @@ async def _start_workers(
             "--nodes", str(cfg.nodes), "--first", str(first), "--count", str(count),
             "--node-classes", str(cfg.node_classes), "--seed", str(cfg.seed),
             "--fail-rate", str(cfg.fail_rate), "--fail-within", str(cfg.fail_within),
-            "--data-dir", str(tmp),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            "--data-dir", str(tmp), *secure,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_child_env(),
         ))
         # fmt: on
     return out
@@ -214,13 +240,33 @@ async def _simulate(cfg: SimConfig) -> SimResult:
     ttl = cfg.heartbeat_ttl or max(10.0, cfg.nodes / 50.0)
     backend = SqliteBackend(tmp / "server" / "state.db") if cfg.store == "sqlite" else None
     store = StateStore(backend)
+    tls = None
+    counts = None
+    if cfg.secure:
+        from podium.sim import secure  # TLS (cryptography) only when secure
+
+        tls = secure.server_tls(tmp / "server" / "tls")
+        counts = secure.TLSCounts()
     server = Server(
-        store, ServerConfig(heartbeat_ttl=ttl, heartbeat_grace=ttl, workers=cfg.workers)
+        store,
+        ServerConfig(
+            heartbeat_ttl=ttl,
+            heartbeat_grace=ttl,
+            workers=cfg.workers,
+            acl=cfg.secure,
+            data_dir=str(tmp / "server") if cfg.secure else None,
+        ),
     )
     await server.start()
     reports = _Reports(server)
-    app = create_app(server)
+    app = create_app(server, tls=tls)
     client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=app), timeout=300)
+    token = ""
+    if cfg.secure:
+        # the management token, as `podium acl bootstrap` prints it: the jobs, the
+        # eligibility changes and the probe's requests carry it
+        token = (await client.query(acl_endpoints.bootstrap())).value.secret_id
+        client.set_token(token)
     driver = SimDriver(cfg.fail_rate, cfg.fail_within, cfg.seed)
     agents: list[SimAgent] = []
     http: tuple[uvicorn.Server, asyncio.Task[None], str] | None = None
@@ -232,7 +278,18 @@ async def _simulate(cfg: SimConfig) -> SimResult:
     shapes = node_shapes(cfg.nodes, cfg.node_classes, cfg.seed)
     try:
         started = time.perf_counter()
-        if cfg.agent_procs > 0:
+        if cfg.agent_procs > 0 and tls is not None and counts is not None:
+            issue_started = time.perf_counter()
+            tls_dir = tmp / "agents-tls"
+            secure.issue_agents(tls, [s.name for s in shapes], tls_dir)
+            say(
+                f"issued {cfg.nodes} agent certificates in "
+                f"{time.perf_counter() - issue_started:.1f}s"
+            )
+            http = await _serve_http(app, secure.uvicorn_args(tls, counts))
+            workers = await _start_workers(cfg, http[2], tmp, tls_dir)
+            worker_procs = [psutil.Process(w.pid) for w in workers]
+        elif cfg.agent_procs > 0:
             http = await _serve_http(app)
             workers = await _start_workers(cfg, http[2], tmp)
             worker_procs = [psutil.Process(w.pid) for w in workers]
@@ -272,6 +329,10 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 str(cfg.probe_interval),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # secure: the management token and the CA, as a person's CLI has them
+                env=_child_env(PODIUM_TOKEN=token, PODIUM_CACERT=str(tls.directory / "ca.crt"))
+                if tls is not None
+                else _child_env(),
             )
             assert probe.stdout is not None
             async with asyncio.timeout(60):
@@ -281,6 +342,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         stats0 = (server.stats.placements, server.stats.seconds, server.stats.plan_rejections)
         t0 = time.time()
         cpu0 = proc.cpu_times()
+        agents_cpu0 = _cpu_seconds(worker_procs)
         for j in range(cfg.jobs):
             spec = sim_job(
                 j,
@@ -311,6 +373,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
         seconds = (reports.last_at or time.time()) - t0
         peak_rss = max(peak_rss, proc.memory_info().rss)
         cpu1 = proc.cpu_times()
+        agents_cpu_s = _cpu_seconds(worker_procs) - agents_cpu0
         timed_out = reports.first < total
 
         if probe is not None:
@@ -329,6 +392,13 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 while any(server.broker.stats()[k] for k in ("ready", "inflight", "waiting")):
                     await asyncio.sleep(0.05)
         problems = invariants.check(store, ineligible, exact_counts=cfg.fail_rate == 0)
+        secure_figures: dict[str, int] | None = None
+        if tls is not None and counts is not None and http is not None:
+            secure_figures = {
+                **counts.figures(),
+                **await secure.refusals(http[2], tls.ca.cert_pem, secure.sim_node_id(0)),
+            }
+            problems.extend(_secure_problems(secure_figures, cfg.nodes))
         if timed_out:
             problems.insert(0, f"timed out: {reports.first:,} of {total:,} instances reported")
         placed = server.stats.placements - stats0[0]
@@ -346,6 +416,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             "server_rss_mb": round(peak_rss / 2**20, 1),
             "agent_procs": cfg.agent_procs,
             "agents_rss_mb": round(peak_agents_rss / 2**20, 1) if workers else None,
+            "agents_cpu_s": round(agents_cpu_s, 1) if workers else None,
             "server_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 1),
             "api_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
             "api_p99_ms": round(_percentile(latencies, 0.99), 2) if latencies else None,
@@ -353,6 +424,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             "api_p99_ms_by_op": {
                 op: round(_percentile(values, 0.99), 1) for op, values in samples.items() if values
             },
+            "secure": secure_figures,
             "invariants_ok": not problems,
         }
         return SimResult(figures, problems)
@@ -376,8 +448,35 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    """CPU seconds (user and system) the worker processes have used so far."""
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _secure_problems(figures: dict[str, int], nodes: int) -> list[str]:
+    """What a secure simulation must have seen: every node's agent connected with its own
+    certificate, and a caller with neither token nor certificate refused."""
+    out = []
+    if figures["agent_cert_nodes"] != nodes:
+        out.append(
+            f"secure: {figures['agent_cert_nodes']} of {nodes} nodes connected with their "
+            "agent certificates"
+        )
+    for key in ("anonymous_jobs_status", "certless_sync_status"):
+        if figures[key] != 401:
+            out.append(f"secure: {key} is {figures[key]}, not 401")
+    return out
+
+
 def simulate(cfg: SimConfig) -> SimResult:
     """Run one simulation to the end (blocking); see :class:`SimConfig`."""
+    if cfg.secure and cfg.agent_procs < 1:
+        raise ValueError("a secure simulation needs real sockets: agent_procs of 1 or more")
     for name in ("podium", "podium.agent", "podium.server"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if cfg.agent_procs > 0:
