@@ -261,3 +261,25 @@ async def test_without_acl_nothing_changes(open_server: Secure) -> None:
     assert r.status_code == 200
     assert (await open_server.http().get("/v1/jobs")).status_code == 200
     assert isinstance(open_server.store.job("web"), Job)
+
+
+async def test_a_team_reads_and_lists_only_its_own_namespaces_variables(secure: Secure) -> None:
+    admin = secure.http(secure.management)
+    for team in ("team-a", "team-b"):
+        assert (await admin.put(f"/v1/namespace/{team}")).status_code == 200
+        r = await admin.put(
+            "/v1/var/app/db", params={"namespace": team}, json={"items": {"password": team}}
+        )
+        assert r.status_code == 200, r.text
+    policy = 'namespaces: {team-a: {variables: {"app/*": [read, list]}}}'
+    team_a = secure.http(await secure.token(policy, "team-a-vars"))
+    own = await team_a.get("/v1/var/app/db", params={"namespace": "team-a"})
+    assert own.status_code == 200 and own.json()["items"] == {"password": "team-a"}
+    theirs = await team_a.get("/v1/var/app/db", params={"namespace": "team-b"})
+    assert theirs.status_code == 403 and "team-b" in theirs.json()["error"]
+    listed = (await team_a.get("/v1/vars", params={"namespace": "*"})).json()
+    assert [(v["namespace"], v["path"]) for v in listed] == [("team-a", "app/db")]
+    # and the namespaces it may see are the ones it is given something in
+    names = [n["name"] for n in (await team_a.get("/v1/namespaces")).json()]
+    assert "team-b" not in names
+    assert (await team_a.put("/v1/namespace/team-c")).status_code == 403
