@@ -79,14 +79,7 @@ def write_token(
     give the dir (and so the file) to this uid and gid first.  ``ca_pem``: the cluster's
     CA certificates, written beside it as ``ca.crt`` (``PODIUM_CACERT``: under
     ``--secure`` the server's https address is verified with them)."""
-    flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    task_fd = os.open(task_dir, flags)
-    try:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(SECRETS_DIR, 0o700, dir_fd=task_fd)
-        dir_fd = os.open(SECRETS_DIR, flags, dir_fd=task_fd)
-    finally:
-        os.close(task_fd)
+    dir_fd = _secrets_dir(task_dir)
     try:
         if owner is not None:
             os.fchown(dir_fd, owner[0], owner[1])
@@ -97,6 +90,19 @@ def write_token(
             _replace(dir_fd, CA_FILE, ca_pem, mode, info)
     finally:
         os.close(dir_fd)
+
+
+def _secrets_dir(task_dir: str) -> int:
+    """An fd of ``<task_dir>/secrets`` (made 0700 if missing), opened without following a
+    symlink at either step."""
+    flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    task_fd = os.open(task_dir, flags)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(SECRETS_DIR, 0o700, dir_fd=task_fd)
+        return os.open(SECRETS_DIR, flags, dir_fd=task_fd)
+    finally:
+        os.close(task_fd)
 
 
 def _replace(dir_fd: int, name: str, data: bytes, mode: int, owner: os.stat_result) -> None:
@@ -116,14 +122,7 @@ def _replace(dir_fd: int, name: str, data: bytes, mode: int, owner: os.stat_resu
 def open_secrets_for_any_user(task_dir: str) -> None:
     """Make the secrets dir readable by any user (0755): for a container whose user the
     agent cannot know (a name only the image resolves)."""
-    flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    task_fd = os.open(task_dir, flags)
-    try:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(SECRETS_DIR, 0o700, dir_fd=task_fd)
-        dir_fd = os.open(SECRETS_DIR, flags, dir_fd=task_fd)
-    finally:
-        os.close(task_fd)
+    dir_fd = _secrets_dir(task_dir)
     try:
         os.fchmod(dir_fd, 0o755)
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -73,6 +73,16 @@ def bootstrap(
         common.err_console().print(
             "Keep the Secret ID safe: it is shown only now (export PODIUM_TOKEN=<Secret ID>)."
         )
+
+
+def _token_answer(endpoint: Any, address: str, token: str | None, output: Output) -> None:
+    """Ask ``endpoint`` (one token's answer) and print the token, or the raw answer."""
+    with common.handle_errors(output=output), common.make_client(address, token) as client:
+        result = client.query(endpoint)
+        if output.structured:
+            common.print_data(result.raw, output)
+            return
+        _show_token(result.value)
 
 
 # ------------------------------------------------------------------ policies
@@ -193,12 +203,7 @@ def token_create(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Create a token; prints its secret (the only time it is shown)."""
-    with common.handle_errors(output=output), common.make_client(address, token) as client:
-        result = client.query(ep.create_token(name, list(policy or []), type, ttl))
-        if output.structured:
-            common.print_data(result.raw, output)
-            return
-        _show_token(result.value)
+    _token_answer(ep.create_token(name, list(policy or []), type, ttl), address, token, output)
 
 
 @token_app.command("list")
@@ -236,12 +241,7 @@ def token_info(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """One token, by accessor."""
-    with common.handle_errors(output=output), common.make_client(address, token) as client:
-        result = client.query(ep.token(accessor))
-        if output.structured:
-            common.print_data(result.raw, output)
-            return
-        _show_token(result.value)
+    _token_answer(ep.token(accessor), address, token, output)
 
 
 @token_app.command("self")
@@ -251,12 +251,7 @@ def token_self(
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """The token this command runs with (--token or PODIUM_TOKEN)."""
-    with common.handle_errors(output=output), common.make_client(address, token) as client:
-        result = client.query(ep.token_self())
-        if output.structured:
-            common.print_data(result.raw, output)
-            return
-        _show_token(result.value)
+    _token_answer(ep.token_self(), address, token, output)
 
 
 @token_app.command("delete")
