@@ -20,6 +20,7 @@ from podium.drivers.mock import MockDriver
 from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.state import StateStore
+from tests.agent.conftest import until as poll_until
 
 JOB: dict[str, Any] = {
     "job": "web",
@@ -80,14 +81,7 @@ class Secure:
         return agent
 
     async def until(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            value = cond()
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what or cond}")
+        return await poll_until(cond, what or str(cond), timeout)
 
     async def close(self) -> None:
         for agent in self.agents:
