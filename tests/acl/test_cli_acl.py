@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, wait_until
+from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, stop_process, wait_until
 
 POLICY = """\
 namespaces:
@@ -81,13 +80,8 @@ class Dev:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
         kill_recorded_tasks(self.tmp / "data")
 
 

@@ -29,7 +29,14 @@ import pytest
 from podium.tls.ca import CertificateAuthority
 from podium.tls.token import parse_token
 from tests.cluster import netns
-from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, wait_until, write_job
+from tests.e2e.conftest import (
+    PODIUM,
+    free_port,
+    kill_recorded_tasks,
+    stop_process,
+    wait_until,
+    write_job,
+)
 
 FAILURES = (
     "allocation sync failed",
@@ -216,13 +223,8 @@ class SecureHosts:
                     proc.kill()
                     proc.wait(5)
         kill_recorded_tasks(self.tmp)
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(5)
+        if server is not None:
+            stop_process(server, grace=15)
         self.net.destroy()
 
 

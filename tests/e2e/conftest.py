@@ -94,14 +94,8 @@ class DevAgent:
         self.proc.wait(10)
 
     def terminate(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def logs(self) -> str:
         try:
@@ -169,6 +163,18 @@ class DevAgent:
                 pass
         self.terminate()
         kill_recorded_tasks(self.data_dir)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM a process we started, SIGKILL it after ``grace`` seconds; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def recorded_pids(data_dir: Path) -> Iterator[int]:

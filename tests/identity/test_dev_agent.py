@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, wait_until
+from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -161,13 +160,8 @@ class Dev:
         return self.tmp / "data" / "agent" / "allocs" / alloc_id / task
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
         kill_recorded_tasks(self.tmp / "data")
 
 

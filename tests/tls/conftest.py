@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, wait_until
+from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, stop_process, wait_until
 
 
 class SecureCluster:
@@ -165,14 +164,7 @@ class SecureCluster:
         return self.log(name)
 
     def stop_agent(self, name: str) -> None:
-        proc = self.agents[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(self.agents[name])
 
     def log_count(self, name: str, text: str) -> int:
         try:
@@ -209,13 +201,8 @@ class SecureCluster:
         for name in list(self.agents):
             self.stop_agent(name)
             kill_recorded_tasks(self.agent_dir(name))
-        if self.server is not None and self.server.poll() is None:
-            self.server.send_signal(signal.SIGTERM)
-            try:
-                self.server.wait(20)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(5)
+        if self.server is not None:
+            stop_process(self.server)
 
 
 @pytest.fixture
