@@ -41,6 +41,7 @@ from podium.models.acl import ACLBootstrap, ACLPolicy, NodeSecret, StoredToken
 from podium.models.compact import compact_alloc
 from podium.models.namespace import DEFAULT_NAMESPACE, Namespace
 from podium.state.backend import Backend, NullBackend
+from podium.state.errors import StoreDamaged
 
 JOBS = "jobs"
 VERSIONS = "job_versions"
@@ -588,8 +589,15 @@ class StateStore(Snapshot):
         index, rows = self._backend.load()
         self._index = index
         self._loaded_index = index
-        for table, _key, data in rows:
-            obj = _MODELS[table].model_validate_json(data)
+        for table, key, data in rows:
+            model = _MODELS.get(table)
+            if model is None:
+                raise StoreDamaged(f"the store holds rows of an unknown table {table!r}")
+            try:
+                obj = model.model_validate_json(data)
+            except ValueError as exc:  # pydantic's ValidationError is one
+                first = str(exc).splitlines()[0]
+                raise StoreDamaged(f"stored {table} row {key!r} is unreadable: {first}") from exc
             self._apply_put(table, obj)
             idx = getattr(obj, "modify_index", 0)
             self._table_index[table] = max(self._table_index[table], idx)
@@ -675,7 +683,10 @@ class StateStore(Snapshot):
     def commit(self, txn: Txn) -> int:
         """Make ``txn`` durable, apply it, wake watchers; returns the new index.
 
-        Raises whatever the backend raises, in which case nothing was applied.
+        Raises what the backend raises (a :class:`~podium.state.errors.StoreError` for a
+        failed write), in which case nothing was applied: the backend commits first, and
+        memory changes only after it succeeded, so the tables never hold what the disk
+        does not.
         """
         if txn.empty():
             return self._index
