@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 
 from podium import eventloop
+from podium.errors import PodiumError
 
 log = logging.getLogger("podium")
 
@@ -371,7 +372,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     from podium.client import AsyncClient
     from podium.server.api import create_app
     from podium.server.core import Server, ServerConfig
-    from podium.state import SqliteBackend, StateStore
+    from podium.state.datadir import open_store
 
     run_server = config.dev or config.server
     ephemeral = config.dev and config.data_dir is None
@@ -392,10 +393,12 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     server_tls = agent_tls = None
     renewals: list[asyncio.Task[None]] = []
     audit = None
+    store_lock = None
     if run_server:
+        # first: a damaged or lost store stops the start before anything is written
+        store, store_lock = open_store(data_dir)
         server_tls = _server_tls(config, data_dir, host, port)
         keyring = _load_keyring(config, data_dir)
-        store = StateStore(SqliteBackend(data_dir / "server" / "state.db"))
         dns = await _start_dns(config, store)
         server = Server(
             store,
@@ -532,6 +535,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             await server.stop()
         if store is not None:
             store.close()
+        if store_lock is not None:
+            store_lock.close()
         if audit is not None:
             audit.close()
         if ephemeral:
@@ -545,6 +550,13 @@ def run_agent(config: AgentConfig) -> int:
         eventloop.run(serve(config))
     except KeyboardInterrupt:
         return 0
+    except PodiumError as exc:
+        from podium.state.errors import StoreError  # the agent alone never loads the store
+
+        if not isinstance(exc, StoreError):
+            raise
+        print(f"podium: {exc}", file=sys.stderr)  # one line: the file and the recovery
+        return 1
     except OSError as exc:
         print(f"podium: {exc}", file=sys.stderr)
         return 1

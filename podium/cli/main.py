@@ -54,6 +54,7 @@ class PodiumGroup(LazyGroup):
         "join-token": "podium.cli.tls:join_token_app",
         "tls": "podium.cli.tls:app",
         "acl": "podium.cli.acl:app",
+        "operator": "podium.cli.operator:app",
     }
 
     def _build(self, name: str, target: str) -> Any:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -349,6 +352,33 @@ class Client:
                 yield from response.iter_text()
         except httpx.TransportError as exc:
             raise transport_error(self.address, exc) from exc
+
+    def save_snapshot(self, dest: str | os.PathLike[str]) -> int:
+        """Save a consistent snapshot of the server's state (``GET /v1/operator/snapshot``,
+        a management token) to ``dest``, written whole or not at all (a temporary file
+        beside it, renamed when complete).  Returns the index it was taken at."""
+        dest = Path(dest)
+        tmp = dest.with_name(f".{dest.name}.partial")
+        try:
+            with self._http.stream(
+                "GET", "/v1/operator/snapshot", timeout=httpx.Timeout(self.timeout, read=None)
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_for(response)
+                with open(tmp, "wb") as f:
+                    for chunk in response.iter_bytes():
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+                index = int(response.headers.get("X-Podium-Index", "0"))
+            os.replace(tmp, dest)
+            return index
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     # -- nodes, evaluations, status -----------------------------------------------------
 

@@ -166,6 +166,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/operator/tls/rotate-ca"): OPERATOR_WRITE,
     ("GET", "/v1/operator/join-token/agent"): OPERATOR_WRITE,
     ("POST", "/v1/operator/join-token/agent"): OPERATOR_WRITE,
+    # the whole state (sealed variables, token hashes): management only, as Nomad's
+    # `operator snapshot save`
+    ("GET", "/v1/operator/snapshot"): MANAGEMENT,
     # namespaces: a token reads those it may read jobs in (the handlers filter)
     ("GET", "/v1/namespaces"): ANY_TOKEN,
     ("GET", "/v1/namespace/{name}"): ANY_TOKEN,

@@ -43,7 +43,7 @@ from podium.models.namespace import spec_key
 from podium.models.node import check_node_names
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
-from podium.server import acl, acl_api, catalog, workload
+from podium.server import acl, acl_api, catalog, snapshot, workload
 from podium.server.api_namespaces import namespace_routes
 from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import RegisterResult, Server
@@ -53,6 +53,7 @@ from podium.server.namespaces import many_namespaces as _ns_many
 from podium.server.namespaces import require_namespace
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
+from podium.state.errors import StoreError, StoreFull
 from podium.state.store import DEPLOYMENTS, SERVICES, VARIABLES
 
 if TYPE_CHECKING:
@@ -290,6 +291,16 @@ def create_app(
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return _error(403, str(exc))
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
+        # 507 Insufficient Storage for a full disk, 503 for any other store failure;
+        # nothing was changed (the store applies a write only once it is durable)
+        return _error(
+            507 if isinstance(exc, StoreFull) else 503,
+            f"the server could not store this change, so nothing changed: {exc}",
+            cause=exc.cause,
+        )
 
     @app.exception_handler(KeyringError)
     async def _keyring(_: Request, exc: KeyringError) -> JSONResponse:
@@ -1021,6 +1032,7 @@ def create_app(
     _fast_agent_routes(app, server, sync_answer, sync_with_reports)
     app.include_router(acl_api.router(server.trust))
     app.include_router(workload.router(server))
+    app.include_router(snapshot.router(server))
     # Middleware: the last added is the outermost.  A request meets the audit log, then
     # the TLS guard (a machine's route needs its certificate), then the ACL edge.
     acl.install(app, server.trust, enabled=server.config.acl)

@@ -110,6 +110,10 @@ class EvalBroker:
         if nxt is not None:
             self._push_ready(nxt)
 
+    def supersede(self, evs: list[Evaluation]) -> None:
+        """Hand back superseded evaluations the server could not cancel (the store failed)."""
+        self._superseded.extend(evs)
+
     def take_superseded(self) -> list[Evaluation]:
         """Evaluations replaced by a newer one for the same job; the server cancels them."""
         out, self._superseded = self._superseded, []

@@ -46,9 +46,11 @@ from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
 from podium.server.identity import DEFAULT_TTL as DEFAULT_IDENTITY_TTL
 from podium.server.keyring import Keyring
+from podium.server.retry import Failures, RetryPolicy
 from podium.server.trust import Trust
 from podium.server.variables import Variables
 from podium.state import ALLOCS, StateStore, Txn
+from podium.state.errors import StoreError
 from podium.state.store import NODE_SECRETS
 
 log = logging.getLogger("podium.server")
@@ -172,6 +174,9 @@ class Server:
         self._pending_enqueue: list[Evaluation] = []
         self.started = False
         self.stats = SchedulerStats()
+        self.eval_retry = RetryPolicy()
+        """How failed evaluations are retried, then parked (podium.server.retry)."""
+        self._eval_failures: dict[str, Failures] = {}
         self._reports: list[tuple[str, list[AllocClientUpdate], asyncio.Future[int]]] = []
         self._report_wakeup = asyncio.Event()
         self._report_task: asyncio.Task[None] | None = None
@@ -1037,17 +1042,15 @@ class Server:
 
     # ------------------------------------------------------------------ scheduling
     async def _worker(self, n: int) -> None:
+        """One scheduling worker: it never dies of an evaluation or of the store (see
+        podium.server.retry); only cancellation ends it."""
         while True:
             ev = await self.broker.dequeue()
             started = time.perf_counter()
             try:
-                self.process_eval(ev)
-            except Exception as exc:
-                log.exception("evaluation %s failed", ev.id)
-                self._fail_eval(ev, f"scheduler error: {exc}")
-            finally:
-                self.broker.ack(ev)
-                self._cancel_superseded()
+                self._work(ev)
+            except Exception:  # a bug in the failure path itself: log it, keep working
+                log.exception("scheduling worker %d: evaluation %s", n, ev.id)
             # Let the API breathe between evaluations: as long as this one held the loop (up
             # to EVAL_YIELD_MAX), so a request needing a few loop turns is not served one
             # turn per evaluation while a backlog of big evaluations runs (measured: API
@@ -1110,6 +1113,77 @@ class Server:
         )
         self.store.commit(txn)
 
+    def _work(self, ev: Evaluation) -> None:
+        """Process ``ev``; on failure, retry it later or park it (``_eval_failed``)."""
+        try:
+            self.process_eval(ev)
+            self._eval_failures.pop(ev.id, None)
+        except Exception as exc:
+            self._eval_failed(ev, exc)
+        finally:
+            self.broker.ack(ev)
+            self._cancel_superseded_safely()
+
+    def _eval_failed(self, ev: Evaluation, exc: Exception) -> None:
+        """Retry ``ev`` with backoff (a failed store write: for as long as writes fail; any
+        other error: up to ``eval_retry.attempts`` tries), then park it as failed."""
+        current = self.store.evaluation(ev.id)
+        if current is not None and current.terminal():  # its outcome was committed after all
+            self._eval_failures.pop(ev.id, None)
+            return
+        failures = self._eval_failures.setdefault(ev.id, Failures())
+        policy = self.eval_retry
+        if isinstance(exc, StoreError):
+            failures.store += 1
+            failures.last = f"store error: {exc}"
+            log.warning("evaluation %s: %s", ev.id, failures.last)
+        else:
+            failures.scheduler += 1
+            failures.last = f"scheduler error: {type(exc).__name__}: {exc}"
+            log.error("evaluation %s failed", ev.id, exc_info=exc)
+            if failures.scheduler >= policy.attempts:
+                why = f"failed {failures.scheduler} times; last: {failures.last}"
+                try:
+                    self._fail_eval(current or ev, why)
+                    self._eval_failures.pop(ev.id, None)
+                    log.error("evaluation %s parked as failed: %s", ev.id, why)
+                    return
+                except StoreError as store_exc:  # park it once the store writes again
+                    log.warning("evaluation %s: cannot park it: %s", ev.id, store_exc)
+        delay = policy.delay(failures.scheduler + failures.store)
+        retry_at = self.clock() + delay
+        log.warning("evaluation %s: retrying in %.1fs", ev.id, delay)
+        if failures.store == 0:  # the store writes: say so where people look
+            with contextlib.suppress(StoreError):
+                self._note_retry(current or ev, failures, retry_at)
+        again = self.store.evaluation(ev.id) or ev
+        self.broker.enqueue(again.model_copy(update={"wait_until": retry_at}))
+
+    def _note_retry(self, ev: Evaluation, failures: Failures, retry_at: float) -> None:
+        """Record the failed try on the evaluation (``podium eval status`` shows it), with
+        its retry time, which a restarted server honours too (the broker holds it)."""
+        txn = self.store.txn()
+        txn.put_eval(
+            ev.model_copy(
+                update={
+                    "status_description": (
+                        f"try {failures.scheduler} of {self.eval_retry.attempts} failed "
+                        f"({failures.last}); retrying"
+                    ),
+                    "wait_until": retry_at,
+                    "modify_index": txn.index,
+                    "modify_time": self.clock(),
+                }
+            )
+        )
+        self.store.commit(txn)
+
+    def _cancel_superseded_safely(self) -> None:
+        try:
+            self._cancel_superseded()
+        except StoreError as exc:  # they stay pending in the store; cancel them next time
+            log.warning("cannot cancel superseded evaluations: %s", exc)
+
     def _cancel(self, ev: Evaluation, why: str) -> None:
         current = self.store.evaluation(ev.id)
         if current is None or current.terminal():
@@ -1131,6 +1205,13 @@ class Server:
         old = self.broker.take_superseded()
         if not old:
             return
+        try:
+            self._commit_superseded(old)
+        except StoreError:
+            self.broker.supersede(old)  # tried again after the next evaluation
+            raise
+
+    def _commit_superseded(self, old: list[Evaluation]) -> None:
         txn = self.store.txn()
         for ev in old:
             current = self.store.evaluation(ev.id)

@@ -95,15 +95,16 @@ class SqliteBackend:
         self,
         path: str | os.PathLike[str],
         *,
-        checkpoint_interval: float = CHECKPOINT_INTERVAL,
-        truncate_every: int = TRUNCATE_EVERY,
-        wal_limit: int = WAL_LIMIT,
+        checkpoint_interval: float | None = None,
+        truncate_every: int | None = None,
+        wal_limit: int | None = None,
     ) -> None:
+        """The checkpointer's settings default to the module's constants (read now)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._interval = checkpoint_interval
-        self._truncate_every = max(1, truncate_every)
-        self._wal_limit = wal_limit
+        self._interval = CHECKPOINT_INTERVAL if checkpoint_interval is None else checkpoint_interval
+        self._truncate_every = max(1, TRUNCATE_EVERY if truncate_every is None else truncate_every)
+        self._wal_limit = WAL_LIMIT if wal_limit is None else wal_limit
         self.checkpoints = {"passive": 0, "truncate": 0, "truncate_busy": 0}
         """How many checkpoints ran, by kind (read by tests and the bench)."""
         try:
@@ -118,7 +119,7 @@ class SqliteBackend:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute(f"PRAGMA journal_size_limit={int(wal_limit)}")
+            self._db.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
             self._migrate_clustered()
             self._db.executescript(SCHEMA)
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
