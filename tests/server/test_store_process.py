@@ -30,6 +30,7 @@ class ServerProc:
         self.port = free_port()
         self.addr = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.env: dict[str, str] = dict(os.environ)
 
     def args(self) -> list[str]:
         return ["server", "--data-dir", str(self.data_dir), "--http-addr", f"127.0.0.1:{self.port}"]
@@ -48,6 +49,7 @@ class ServerProc:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=self.env,
         )
         log.close()
         self.procs.append(proc)
@@ -346,3 +348,62 @@ def test_sqlite_is_what_the_snapshot_holds(tmp_path: Path, servers: list[ServerP
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     finally:
         db.close()
+
+
+# ------------------------------------------------------------------ a poison evaluation
+CHOKE = """
+import podium.server.core as core
+
+_real = core.schedule
+
+
+def _choking(snap, ev, now, **kw):
+    if ev.job_id == "poison":
+        raise KeyError("the scheduler chokes on job poison")
+    return _real(snap, ev, now, **kw)
+
+
+core.schedule = _choking
+"""
+"""Loaded by the server process (sitecustomize): the scheduler raises for job ``poison``."""
+
+
+def _eval(s: ServerProc, job: str) -> dict[str, Any] | None:
+    found = [e for e in s.get("/v1/evaluations") if e["job_id"] == job]
+    return found[0] if found else None
+
+
+def test_a_poison_evaluation_is_parked_and_a_restart_with_it_pending_serves(
+    tmp_path: Path, servers: list[ServerProc]
+) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CHOKE)
+    s = ServerProc(tmp_path, tmp_path / "data")
+    s.env["PYTHONPATH"] = str(hook)
+    servers.append(s)
+    s.start()
+    assert s.register(sleep_job("poison")).status_code == 200
+    wait_until(
+        lambda: "try 1 of 5 failed" in ((_eval(s, "poison") or {}).get("status_description", "")),
+        timeout=30,
+        what="the first failed try to be recorded",
+    )
+    s.stop()  # with the poison evaluation pending
+
+    s.start()  # starts and answers at once
+    assert s.register(sleep_job("other")).status_code == 200
+    other = wait_until(
+        lambda: (e := _eval(s, "other")) and e["status"] != "pending" and e,
+        timeout=30,
+        what="the other job's evaluation to be processed",
+    )
+    assert other["status"] in ("complete", "blocked"), other
+    parked = wait_until(
+        lambda: (e := _eval(s, "poison")) and e["status"] == "failed" and e,
+        timeout=60,
+        what="the poison evaluation to be parked",
+    )
+    assert "failed 5 times" in parked["status_description"]
+    assert "the scheduler chokes on job poison" in parked["status_description"]
+    assert httpx.get(f"{s.addr}/v1/status").status_code == 200
