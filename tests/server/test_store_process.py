@@ -380,7 +380,7 @@ def test_a_poison_evaluation_is_parked_and_a_restart_with_it_pending_serves(
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(CHOKE)
     s = ServerProc(tmp_path, tmp_path / "data")
-    s.env["PYTHONPATH"] = str(hook)
+    s.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     servers.append(s)
     s.start()
     assert s.register(sleep_job("poison")).status_code == 200
