@@ -46,6 +46,8 @@ TRUNCATE_EVERY = 30
 """Every this many checkpoint intervals, a TRUNCATE checkpoint (else PASSIVE)."""
 WAL_LIMIT = 64 * 1024 * 1024
 """A WAL larger than this is truncated at the next interval, not the 30th."""
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+"""What SQLite shrinks the WAL to whenever it rewinds it (after a complete checkpoint)."""
 TRUNCATE_BUSY_MS = 200
 """How long a TRUNCATE checkpoint waits for the writer and readers before it gives up."""
 
@@ -119,7 +121,7 @@ class SqliteBackend:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
+            self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             self._migrate_clustered()
             self._db.executescript(SCHEMA)
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
