@@ -86,6 +86,8 @@ class AgentConfig:
     audit_log: str | None = None
     """The audit log file (JSON lines, 0600, rotated); "off" disables it.  None:
     <data_dir>/server/audit/audit.log."""
+    max_count: int | None = None
+    """The most instances of a group and of a job (``--max-count``; None: the default)."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -405,6 +407,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 acl=config.acl or config.secure,  # --secure: TLS and ACL
                 data_dir=str(data_dir / "server"),
                 identity_ttl=config.identity_ttl or ServerConfig.identity_ttl,
+                max_count=config.max_count or ServerConfig.max_count,
             ),
             keyring=keyring,
         )

@@ -24,6 +24,7 @@ from podium.cli.agent import (
     apply_tls_options,
     check_dns_addr,
 )
+from podium.models.limits import COUNT_CEILING, DEFAULT_MAX_COUNT
 
 
 def server(
@@ -78,6 +79,14 @@ def server(
     audit_log: Annotated[
         str | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP, show_default=False)
     ] = None,
+    max_count: Annotated[
+        int,
+        typer.Option(
+            "--max-count",
+            help="The most instances one group, and one job in all, may ask for: larger "
+            "counts are refused at job run, plan, scale and compose.",
+        ),
+    ] = DEFAULT_MAX_COUNT,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -85,6 +94,8 @@ def server(
             common.usage("--heartbeat-ttl must be a positive number of seconds")
         if heartbeat_grace < 0:
             common.usage("--heartbeat-grace must be zero or a positive number of seconds")
+        if not 1 <= max_count <= COUNT_CEILING:
+            common.usage(f"--max-count must be between 1 and {COUNT_CEILING}, got {max_count}")
         from podium.runtime import AgentConfig, run_server
 
         config = AgentConfig(
@@ -95,6 +106,7 @@ def server(
             heartbeat_grace=heartbeat_grace,
             keyring_file=keyring_file,
             acl=acl,
+            max_count=max_count,
         )
         if audit_log is not None:
             config.audit_log = audit_log

@@ -94,7 +94,8 @@ class PromoteRequest(BaseModel):
 
 class ScaleRequest(BaseModel):
     group: str
-    count: int
+    count: int = Field(ge=0, strict=True)
+    """Bounded by the server's --max-count (podium.server.limits)."""
 
 
 class ReportOrder(BaseModel):
