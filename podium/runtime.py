@@ -88,6 +88,26 @@ class AgentConfig:
     <data_dir>/server/audit/audit.log."""
     max_count: int | None = None
     """The most instances of a group and of a job (``--max-count``; None: the default)."""
+    max_request_body: int | None = None
+    """Bytes a request body may have (``--max-request-body``; None: edge's default)."""
+    request_read_timeout: float | None = None
+    """Seconds a request has to arrive, headers and body (``--request-read-timeout``)."""
+    max_connections: int | None = None
+    """Open connections per HTTP server (``--max-connections``; None: fit to the fd limit)."""
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6}
+_UNITS |= {"mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """``8MiB``, ``500KB``, ``1048576`` as bytes; ValueError for anything else."""
+    raw = text.strip().lower()
+    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(digits) :].strip()
+    if not digits.strip().isdigit() or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: write bytes, or a number with KiB, MiB, GiB")
+    return int(digits.strip()) * _UNITS[unit]
 
 
 class _Uvicorn(uvicorn.Server):
@@ -285,15 +305,28 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _uvicorn(app: Any, level: str, tls: ssl.SSLContext | None = None) -> _Uvicorn:
+def _uvicorn(
+    app: Any, level: str, tls: ssl.SSLContext | None = None, limits: AgentConfig | None = None
+) -> _Uvicorn:
+    from podium.server import edge
+
     secure: dict[str, Any] = {}
     if tls is not None:
         from podium.tls_runtime import uvicorn_tls
 
         secure = uvicorn_tls(tls)
+    limits = limits or AgentConfig()
+    # The edge's guards (podium.server.edge): a body limit, a deadline for a request to
+    # arrive, a cap on connections; uvicorn has none of them.
+    app = edge.BodyLimit(app, limits.max_request_body or edge.DEFAULT_MAX_REQUEST_BODY)
+    protocol = edge.guarded_h11(
+        limits.request_read_timeout or edge.DEFAULT_READ_TIMEOUT,
+        limits.max_connections or edge.default_max_connections(),
+    )
     config = uvicorn.Config(
         app,
         **secure,
+        http=protocol,
         log_level="warning" if level != "debug" else "debug",
         access_log=level == "debug",
         lifespan="off",
@@ -416,7 +449,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         audit = _open_audit(config, data_dir)
         app = create_app(server, audit=audit, tls=server_tls)
         ctx = server_tls.server_context if server_tls is not None else None
-        uvicorns.append((_uvicorn(app, config.log_level, ctx), _bind(host, port)))
+        uvicorns.append((_uvicorn(app, config.log_level, ctx, config), _bind(host, port)))
     servers = list(config.servers)
     if run_server and not servers:
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -472,7 +505,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 asyncio.create_task(follow_trust(agent_tls, servers, local_tls, renew_now))
             )
         ctx = agent_tls.server_context if agent_tls is not None else None
-        uvicorns.append((_uvicorn(agent_app, config.log_level, ctx), agent_sock))
+        uvicorns.append((_uvicorn(agent_app, config.log_level, ctx, config), agent_sock))
         await agent.start(f"{scheme}://{advertised}:{bound_port}")
         log.info(
             "agent %s: logs served on %s://%s:%d", agent.node_name, scheme, advertised, bound_port

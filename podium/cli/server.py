@@ -87,6 +87,31 @@ def server(
             "counts are refused at job run, plan, scale and compose.",
         ),
     ] = DEFAULT_MAX_COUNT,
+    max_request_body: Annotated[
+        str,
+        typer.Option(
+            "--max-request-body",
+            help="The largest request body the API reads (bytes, or KiB/MiB/GiB); larger "
+            "ones are answered 413.",
+        ),
+    ] = "8MiB",
+    request_read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-read-timeout",
+            help="Seconds a client has to send a whole request (headers and body) after it "
+            "connects or starts one; then the connection is closed.",
+        ),
+    ] = 10.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            help="Open connections the API accepts (each agent holds one); more are "
+            "answered 503 and closed. Default: 10,000, or less to fit `ulimit -n`.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -96,6 +121,18 @@ def server(
             common.usage("--heartbeat-grace must be zero or a positive number of seconds")
         if not 1 <= max_count <= COUNT_CEILING:
             common.usage(f"--max-count must be between 1 and {COUNT_CEILING}, got {max_count}")
+        from podium.runtime import parse_size
+
+        try:
+            body_limit = parse_size(max_request_body)
+        except ValueError as exc:
+            common.usage(f"--max-request-body: {exc}")
+        if body_limit < 1024:
+            common.usage("--max-request-body must be at least 1KiB")
+        if request_read_timeout <= 0:
+            common.usage("--request-read-timeout must be a positive number of seconds")
+        if max_connections is not None and max_connections < 1:
+            common.usage("--max-connections must be at least 1")
         from podium.runtime import AgentConfig, run_server
 
         config = AgentConfig(
@@ -107,6 +144,9 @@ def server(
             keyring_file=keyring_file,
             acl=acl,
             max_count=max_count,
+            max_request_body=body_limit,
+            request_read_timeout=request_read_timeout,
+            max_connections=max_connections,
         )
         if audit_log is not None:
             config.audit_log = audit_log
