@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from podium import eventloop
 
@@ -94,6 +95,8 @@ class AgentConfig:
     """Seconds a request has to arrive, headers and body (``--request-read-timeout``)."""
     max_connections: int | None = None
     """Open connections per HTTP server (``--max-connections``; None: fit to the fd limit)."""
+    allowed_hosts: list[str] = field(default_factory=list)
+    """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6}
@@ -319,14 +322,14 @@ def _uvicorn(
     # The edge's guards (podium.server.edge): a body limit, a deadline for a request to
     # arrive, a cap on connections; uvicorn has none of them.
     app = edge.BodyLimit(app, limits.max_request_body or edge.DEFAULT_MAX_REQUEST_BODY)
-    protocol = edge.guarded_h11(
+    secure["http"] = edge.guarded_h11(
         limits.request_read_timeout or edge.DEFAULT_READ_TIMEOUT,
         limits.max_connections or edge.default_max_connections(),
+        secure.get("http", H11Protocol),  # under TLS: the protocol that adds the TLS scope
     )
     config = uvicorn.Config(
         app,
         **secure,
-        http=protocol,
         log_level="warning" if level != "debug" else "debug",
         access_log=level == "debug",
         lifespan="off",
@@ -447,7 +450,18 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         await server.start()
         tune_gc()
         audit = _open_audit(config, data_dir)
-        app = create_app(server, audit=audit, tls=server_tls)
+        app: Any = create_app(server, audit=audit, tls=server_tls)
+        if not server.config.acl:
+            # Without tokens, the Host header is what stops DNS rebinding (podium.server.edge);
+            # with ACLs on, a rebound page has no token, and the check would only get in the
+            # way of load balancers' names.
+            from podium.server.edge import HostCheck, local_names
+
+            extra = [
+                *config.allowed_hosts,
+                *([config.advertise_host] if config.advertise_host else []),
+            ]
+            app = HostCheck(app, local_names(host, extra))
         ctx = server_tls.server_context if server_tls is not None else None
         uvicorns.append((_uvicorn(app, config.log_level, ctx, config), _bind(host, port)))
     servers = list(config.servers)

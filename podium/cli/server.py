@@ -112,6 +112,16 @@ def server(
             show_default=False,
         ),
     ] = None,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-hosts",
+            help="A further name the API answers to while ACLs are off (repeat it, or "
+            "comma-separate; `*`: any). By default only its bind address, loopback and "
+            "this machine's names and addresses: other Host headers get 421 (DNS rebinding).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -147,6 +157,7 @@ def server(
             max_request_body=body_limit,
             request_read_timeout=request_read_timeout,
             max_connections=max_connections,
+            allowed_hosts=[h for v in allowed_hosts or [] for h in v.split(",") if h.strip()],
         )
         if audit_log is not None:
             config.audit_log = audit_log

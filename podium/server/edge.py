@@ -140,11 +140,14 @@ class _GuardedH11(H11Protocol):
         super().connection_lost(exc)
 
 
-def guarded_h11(read_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with a request read deadline and a connection cap."""
+def guarded_h11(
+    read_timeout: float, max_connections: int, base: type[H11Protocol] = H11Protocol
+) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol (or ``base``, a subclass of it such as the TLS one) with a
+    request read deadline and a connection cap."""
     return type(
         "GuardedH11",
-        (_GuardedH11,),
+        (_GuardedH11, base),
         {"read_timeout": read_timeout, "max_connections": max_connections, "_reading": {}},
     )
 
@@ -215,6 +218,77 @@ class BodyLimit:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def local_names(bind_host: str, extra: list[str]) -> set[str]:
+    """The names and addresses this server answers to: its bind address (every local
+    interface's address when it listens on all), loopback, the machine's host names, and
+    ``extra`` (--advertise, --allowed-hosts).  Lower case, without ports or brackets."""
+    import socket
+
+    import psutil
+
+    names = {"localhost", "127.0.0.1", "::1", bind_host.lower()}
+    names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    if bind_host in WILDCARDS:
+        for addrs in psutil.net_if_addrs().values():
+            names |= {a.address.split("%")[0].lower() for a in addrs if a.family in _INET}
+    names |= {e.strip().lower().strip("[]") for e in extra if e.strip()}
+    return names - {""}
+
+
+_INET = (2, 10)  # AF_INET, AF_INET6
+
+
+def host_of(header: bytes) -> str:
+    """The host part of a Host header (``[::1]:80`` -> ``::1``, ``Name:80`` -> ``name``)."""
+    text = header.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    if text.count(":") == 1:
+        return text.split(":", 1)[0]
+    return text
+
+
+class HostCheck:
+    """ASGI wrapper against DNS rebinding: a request whose ``Host`` is not one of this
+    server's names is answered 421 (JSON), so a web page whose domain was re-pointed at
+    127.0.0.1 cannot drive an API that has no tokens.  ``*`` in ``allowed`` turns it off;
+    a request without a Host header (HTTP/1.0, not a browser) passes."""
+
+    def __init__(self, app: Any, allowed: set[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.any = "*" in allowed
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.any:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers", ())).get(b"host")
+        if header is None or host_of(header) in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        message = (
+            f"this server does not answer to the host {host_of(header)!r} (a DNS rebinding "
+            "guard while ACLs are off): use one of its own names or addresses, or start it "
+            "with --allowed-hosts NAME"
+        )
+        body = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 421,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
                 ],
             }
         )
