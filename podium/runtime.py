@@ -95,6 +95,8 @@ class AgentConfig:
     """Seconds a request has to arrive, headers and body (``--request-read-timeout``)."""
     max_connections: int | None = None
     """Open connections per HTTP server (``--max-connections``; None: fit to the fd limit)."""
+    max_log_streams: int | None = None
+    """Log streams the server relays from agents at once (``--max-log-streams``)."""
     allowed_hosts: list[str] = field(default_factory=list)
     """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
 
@@ -409,6 +411,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     from podium.client import AsyncClient
     from podium.server.api import create_app
     from podium.server.core import Server, ServerConfig
+    from podium.server.proxy import DEFAULT_MAX_STREAMS
     from podium.state import SqliteBackend, StateStore
 
     run_server = config.dev or config.server
@@ -430,6 +433,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     server_tls = agent_tls = None
     renewals: list[asyncio.Task[None]] = []
     audit = None
+    agent_proxy = None
     if run_server:
         server_tls = _server_tls(config, data_dir, host, port)
         keyring = _load_keyring(config, data_dir)
@@ -450,7 +454,14 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         await server.start()
         tune_gc()
         audit = _open_audit(config, data_dir)
-        app: Any = create_app(server, audit=audit, tls=server_tls)
+        api = create_app(
+            server,
+            audit=audit,
+            tls=server_tls,
+            max_log_streams=config.max_log_streams or DEFAULT_MAX_STREAMS,
+        )
+        agent_proxy = api.state.agent_proxy
+        app: Any = api
         if not server.config.acl:
             # Without tokens, the Host header is what stops DNS rebinding (podium.server.edge);
             # with ACLs on, a rebound page has no token, and the check would only get in the
@@ -576,6 +587,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         for t in serve_tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(t, 5)
+        if agent_proxy is not None:
+            await agent_proxy.aclose()
         if dns is not None:
             await dns.stop()
         if server is not None:

@@ -112,6 +112,14 @@ def server(
             show_default=False,
         ),
     ] = None,
+    max_log_streams: Annotated[
+        int,
+        typer.Option(
+            "--max-log-streams",
+            help="Log streams (podium alloc logs) the server relays from agents at once; "
+            "more are answered 429 with Retry-After.",
+        ),
+    ] = 256,
     allowed_hosts: Annotated[
         list[str] | None,
         typer.Option(
@@ -141,6 +149,8 @@ def server(
             common.usage("--max-request-body must be at least 1KiB")
         if request_read_timeout <= 0:
             common.usage("--request-read-timeout must be a positive number of seconds")
+        if max_log_streams < 1:
+            common.usage("--max-log-streams must be at least 1")
         if max_connections is not None and max_connections < 1:
             common.usage("--max-connections must be at least 1")
         from podium.runtime import AgentConfig, run_server
@@ -157,6 +167,7 @@ def server(
             max_request_body=body_limit,
             request_read_timeout=request_read_timeout,
             max_connections=max_connections,
+            max_log_streams=max_log_streams,
             allowed_hosts=[h for v in allowed_hosts or [] for h in v.split(",") if h.strip()],
         )
         if audit_log is not None:
