@@ -101,20 +101,6 @@ class AgentConfig:
     """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
 
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6}
-_UNITS |= {"mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30}
-
-
-def parse_size(text: str) -> int:
-    """``8MiB``, ``500KB``, ``1048576`` as bytes; ValueError for anything else."""
-    raw = text.strip().lower()
-    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = raw[len(digits) :].strip()
-    if not digits.strip().isdigit() or unit not in _UNITS:
-        raise ValueError(f"{text!r} is not a size: write bytes, or a number with KiB, MiB, GiB")
-    return int(digits.strip()) * _UNITS[unit]
-
-
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: this process handles signals once."""
 

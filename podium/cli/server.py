@@ -26,6 +26,19 @@ from podium.cli.agent import (
 )
 from podium.models.limits import COUNT_CEILING, DEFAULT_MAX_COUNT
 
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6}
+_UNITS |= {"mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """``8MiB``, ``500KB``, ``1048576`` as bytes; ValueError for anything else."""
+    raw = text.strip().lower()
+    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(digits) :].strip()
+    if not digits.strip().isdigit() or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: write bytes, or a number with KiB, MiB, GiB")
+    return int(digits.strip()) * _UNITS[unit]
+
 
 def server(
     data_dir: Annotated[
@@ -139,8 +152,6 @@ def server(
             common.usage("--heartbeat-grace must be zero or a positive number of seconds")
         if not 1 <= max_count <= COUNT_CEILING:
             common.usage(f"--max-count must be between 1 and {COUNT_CEILING}, got {max_count}")
-        from podium.runtime import parse_size
-
         try:
             body_limit = parse_size(max_request_body)
         except ValueError as exc:
