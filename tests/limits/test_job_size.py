@@ -7,6 +7,8 @@ on the event loop and the server grew to 23 GB.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import PODIUM, wait_until
 from tests.limits.realserver import job, latency, real_server
 
 LIMIT_MSG = "groups.web.count: 1000000000 is above this server's limit of 10000 (--max-count)"
@@ -101,3 +103,24 @@ def test_the_largest_count_is_placed_while_the_api_answers(tmp_path: Path) -> No
         assert all(e["status"] == "complete" for e in evals)
         assert worst < 1.0, f"the API took {worst:.3f}s to answer during placement"
         wait_until(lambda: server.rss_mb() > 0)
+
+
+def test_compose_replicas_beyond_the_limit_are_refused(tmp_path: Path) -> None:
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n  web:\n    image: podium-test/busybox:1\n    deploy: {replicas: 1000000000}\n"
+    )
+    with real_server(tmp_path) as server, httpx.Client(base_url=server.addr, timeout=30) as c:
+        env = {**os.environ, "PODIUM_ADDR": server.addr, "NO_COLOR": "1", "COLUMNS": "200"}
+        out = subprocess.run(
+            [*PODIUM, "compose", "up", "-d", "--file", str(compose), "--project", "p"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert out.returncode != 0
+        said = out.stdout + out.stderr
+        assert "1000000000 is above this server's limit of 10000 (--max-count)" in said, said
+        assert c.get("/v1/jobs").json() == []
+        assert server.rss_mb() < 300
