@@ -30,8 +30,8 @@ MAX_CHECKS = 20
 """Health checks per service (each runs on the agent at its interval)."""
 MAX_TEMPLATES = 50
 """Templates per task (each re-renders when what it reads changes)."""
-MAX_TEMPLATE_CHARS = 256 * 1024
-"""Inline template text: the spec is stored with every job version."""
+MAX_TEMPLATE_CHARS = 1 << 20
+"""Inline template text: what the agent renders at most (agent.templates.MAX_TEMPLATE)."""
 MAX_RULES = 64
 """Constraints, affinities or spreads in one list: each is evaluated per node per placement."""
 MAX_SPREAD_TARGETS = 100
