@@ -50,10 +50,11 @@ MAX_TEXT_CHARS = 4096
 MAX_LIST_ITEMS = 256
 """Tags, check arguments, datacenters."""
 
-MAX_CPU_MHZ = 4_194_304
-"""About 1,000 cores at 4 GHz: more than any one machine."""
-MAX_MEMORY_MB = 67_108_864
-"""64 TiB: more than any one machine."""
+MAX_CPU_MHZ = 1 << 40
+"""Far past any machine (a request that fits nowhere is a placement failure that says so);
+bounded so that a million instances' sum stays a 64-bit integer (SQLite, JSON clients)."""
+MAX_MEMORY_MB = 1 << 40
+"""As MAX_CPU_MHZ."""
 MAX_LOG_FILES = 100
 MAX_LOG_FILE_MB = 10_240
 """A task's logs on the node take at most ``max_files`` x ``max_file_size`` per stream."""
