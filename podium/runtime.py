@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from podium import eventloop
 from podium.errors import PodiumError
@@ -87,6 +88,18 @@ class AgentConfig:
     audit_log: str | None = None
     """The audit log file (JSON lines, 0600, rotated); "off" disables it.  None:
     <data_dir>/server/audit/audit.log."""
+    max_count: int | None = None
+    """The most instances of a group and of a job (``--max-count``; None: the default)."""
+    max_request_body: int | None = None
+    """Bytes a request body may have (``--max-request-body``; None: edge's default)."""
+    request_read_timeout: float | None = None
+    """Seconds a request has to arrive, headers and body (``--request-read-timeout``)."""
+    max_connections: int | None = None
+    """Open connections per HTTP server (``--max-connections``; None: fit to the fd limit)."""
+    max_log_streams: int | None = None
+    """Log streams the server relays from agents at once (``--max-log-streams``)."""
+    allowed_hosts: list[str] = field(default_factory=list)
+    """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -284,12 +297,25 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _uvicorn(app: Any, level: str, tls: ssl.SSLContext | None = None) -> _Uvicorn:
+def _uvicorn(
+    app: Any, level: str, tls: ssl.SSLContext | None = None, limits: AgentConfig | None = None
+) -> _Uvicorn:
+    from podium.server import edge
+
     secure: dict[str, Any] = {}
     if tls is not None:
         from podium.tls_runtime import uvicorn_tls
 
         secure = uvicorn_tls(tls)
+    limits = limits or AgentConfig()
+    # The edge's guards (podium.server.edge): a body limit, a deadline for a request to
+    # arrive, a cap on connections; uvicorn has none of them.
+    app = edge.BodyLimit(app, limits.max_request_body or edge.DEFAULT_MAX_REQUEST_BODY)
+    secure["http"] = edge.guarded_h11(
+        limits.request_read_timeout or edge.DEFAULT_READ_TIMEOUT,
+        limits.max_connections or edge.default_max_connections(),
+        secure.get("http", H11Protocol),  # under TLS: the protocol that adds the TLS scope
+    )
     config = uvicorn.Config(
         app,
         **secure,
@@ -372,6 +398,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     from podium.client import AsyncClient
     from podium.server.api import create_app
     from podium.server.core import Server, ServerConfig
+    from podium.server.proxy import DEFAULT_MAX_STREAMS
     from podium.state.datadir import open_store
 
     run_server = config.dev or config.server
@@ -394,6 +421,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     renewals: list[asyncio.Task[None]] = []
     audit = None
     store_lock = None
+    agent_proxy = None
     if run_server:
         # first: a damaged or lost store stops the start before anything is written
         store, store_lock = open_store(data_dir)
@@ -408,15 +436,34 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 acl=config.acl or config.secure,  # --secure: TLS and ACL
                 data_dir=str(data_dir / "server"),
                 identity_ttl=config.identity_ttl or ServerConfig.identity_ttl,
+                max_count=config.max_count or ServerConfig.max_count,
             ),
             keyring=keyring,
         )
         await server.start()
         tune_gc()
         audit = _open_audit(config, data_dir)
-        app = create_app(server, audit=audit, tls=server_tls)
+        api = create_app(
+            server,
+            audit=audit,
+            tls=server_tls,
+            max_log_streams=config.max_log_streams or DEFAULT_MAX_STREAMS,
+        )
+        agent_proxy = api.state.agent_proxy
+        app: Any = api
+        if not server.config.acl:
+            # Without tokens, the Host header is what stops DNS rebinding (podium.server.edge);
+            # with ACLs on, a rebound page has no token, and the check would only get in the
+            # way of load balancers' names.
+            from podium.server.edge import HostCheck, local_names
+
+            extra = [
+                *config.allowed_hosts,
+                *([config.advertise_host] if config.advertise_host else []),
+            ]
+            app = HostCheck(app, local_names(host, extra))
         ctx = server_tls.server_context if server_tls is not None else None
-        uvicorns.append((_uvicorn(app, config.log_level, ctx), _bind(host, port)))
+        uvicorns.append((_uvicorn(app, config.log_level, ctx, config), _bind(host, port)))
     servers = list(config.servers)
     if run_server and not servers:
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -472,7 +519,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 asyncio.create_task(follow_trust(agent_tls, servers, local_tls, renew_now))
             )
         ctx = agent_tls.server_context if agent_tls is not None else None
-        uvicorns.append((_uvicorn(agent_app, config.log_level, ctx), agent_sock))
+        uvicorns.append((_uvicorn(agent_app, config.log_level, ctx, config), agent_sock))
         await agent.start(f"{scheme}://{advertised}:{bound_port}")
         log.info(
             "agent %s: logs served on %s://%s:%d", agent.node_name, scheme, advertised, bound_port
@@ -529,6 +576,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         for t in serve_tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(t, 5)
+        if agent_proxy is not None:
+            await agent_proxy.aclose()
         if dns is not None:
             await dns.stop()
         if server is not None:

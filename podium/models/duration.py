@@ -6,6 +6,7 @@ job read back from the API looks like the file it came from.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -29,6 +30,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a string such as '10s' or '500ms'")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -48,6 +51,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError(
             f"{value!r} is not a duration; write a number with a unit: 500ms, 10s, 2m, 1h30m"
         )
+    if not math.isfinite(total):
+        raise ValueError(f"{value!r} is too long a duration")
     return total
 
 

@@ -12,13 +12,42 @@ import signal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from podium.models import limits as L
 from podium.models.duration import Duration
 from podium.models.namespace import check_namespace
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Name = Annotated[str, Field(min_length=1, max_length=128)]
+Text = Annotated[str, Field(max_length=L.MAX_TEXT_CHARS)]
+"""Free text, bounded (podium.models.limits)."""
+Key = Annotated[str, Field(max_length=L.MAX_KEY_CHARS)]
+Value = Annotated[str, Field(max_length=L.MAX_VALUE_CHARS)]
+Meta = Annotated[dict[Key, Value], Field(max_length=L.MAX_MAP_ENTRIES)]
+"""``meta``: at most MAX_MAP_ENTRIES entries of bounded keys and values."""
+
+
+def _digits(value: object) -> object:
+    """``"3"`` as 3 (a quoted number in a YAML file); anything else as it is, for the
+    strict check after it: ``true``, ``1e9`` or ``2.5`` is no count."""
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 32:
+        return int(text)
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_digits)]
+"""An integer field that refuses booleans and floats (pydantic's lax mode takes both)."""
+
+
+def _count(default: int, ge: int = 0) -> Any:
+    """A count-like field: a whole number, bounded (podium.models.limits)."""
+    return Field(default=default, ge=ge, le=L.COUNT_CEILING, strict=True)
+
+
+def _rules() -> Any:
+    return Field(default_factory=list, max_length=L.MAX_RULES)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -55,9 +84,9 @@ class RestartPolicy(Spec):
     reschedule it elsewhere) and ``mode: delay`` waits for the interval to end.
     """
 
-    attempts: int | None = Field(default=None, ge=0)
-    interval: Duration | None = None
-    delay: Duration | None = None
+    attempts: Whole | None = Field(default=None, ge=0, le=L.MAX_ATTEMPTS, strict=True)
+    interval: Duration | None = Field(default=None, le=L.MAX_POLICY_INTERVAL)
+    delay: Duration | None = Field(default=None, le=L.MAX_DELAY)
     mode: RestartMode | None = None
 
     def with_defaults(self, job_type: JobType) -> RestartPolicy:
@@ -76,11 +105,11 @@ class RestartPolicy(Spec):
 class ReschedulePolicy(Spec):
     """How the server replaces a failed allocation on a (possibly other) node."""
 
-    attempts: int | None = Field(default=None, ge=0)
-    interval: Duration | None = None
-    delay: Duration | None = None
+    attempts: Whole | None = Field(default=None, ge=0, le=L.MAX_ATTEMPTS, strict=True)
+    interval: Duration | None = Field(default=None, le=L.MAX_POLICY_INTERVAL)
+    delay: Duration | None = Field(default=None, le=L.MAX_DELAY)
     delay_function: Literal["constant", "exponential"] | None = None
-    max_delay: Duration | None = None
+    max_delay: Duration | None = Field(default=None, le=L.MAX_POLICY_INTERVAL)
     unlimited: bool | None = None
 
     def with_defaults(self, job_type: JobType) -> ReschedulePolicy:
@@ -163,9 +192,9 @@ class Constraint(Spec):
     how many allocations may share one value of it (default 1).
     """
 
-    attribute: str = ""
+    attribute: Text = ""
     operator: ConstraintOperator = "="
-    value: str = ""
+    value: Text = ""
 
     @model_validator(mode="after")
     def _needs_attribute(self) -> Constraint:
@@ -190,9 +219,9 @@ class Affinity(Spec):
     """A soft placement preference: nodes that match score higher (or lower, for a
     negative ``weight``)."""
 
-    attribute: str
+    attribute: Text
     operator: ConstraintOperator = "="
-    value: str = ""
+    value: Text = ""
     weight: int = Field(default=50, ge=-100, le=100)
 
     @field_validator("attribute", "value")
@@ -202,16 +231,16 @@ class Affinity(Spec):
 
 
 class SpreadTarget(Spec):
-    value: str
+    value: Text
     percent: int = Field(ge=0, le=100)
 
 
 class Spread(Spec):
     """Spread allocations over the values of an attribute, evenly or by ``targets``."""
 
-    attribute: str
+    attribute: Text
     weight: int = Field(default=50, ge=0, le=100)
-    targets: list[SpreadTarget] = Field(default_factory=list)
+    targets: list[SpreadTarget] = Field(default_factory=list, max_length=L.MAX_SPREAD_TARGETS)
 
     @field_validator("attribute")
     @classmethod
@@ -233,7 +262,7 @@ class Port(Spec):
 
 
 class Network(Spec):
-    ports: dict[str, Port] = Field(default_factory=dict)
+    ports: dict[str, Port] = Field(default_factory=dict, max_length=L.MAX_PORTS)
 
     @field_validator("ports")
     @classmethod
@@ -253,7 +282,7 @@ class Network(Spec):
 class Migrate(Spec):
     """How a drain moves this group's allocations: ``max_parallel`` at a time."""
 
-    max_parallel: int = Field(default=1, ge=1)
+    max_parallel: Whole = _count(1, ge=1)
 
 
 def _is_none(value: object) -> bool:
@@ -273,14 +302,32 @@ class Resources(Spec):
     set none beyond the node's own.  A limit below its reservation is an error.
     """
 
-    cpu: int = Field(default=100, ge=1, description="CPU in MHz, reserved (and the CPU weight)")
-    memory: int = Field(default=300, ge=1, description="memory in MB, reserved")
-    # Left out of dumps when unset: every stored allocation carries its resources twice.
-    memory_max: int | None = Field(
-        default=None, ge=1, description="hard memory limit in MB", exclude_if=_is_none
+    cpu: Whole = Field(
+        default=100,
+        ge=1,
+        le=L.MAX_CPU_MHZ,
+        strict=True,
+        description="CPU in MHz, reserved (and the CPU weight)",
     )
-    cpu_max: int | None = Field(
-        default=None, ge=1, description="hard CPU limit in MHz", exclude_if=_is_none
+    memory: Whole = Field(
+        default=300, ge=1, le=L.MAX_MEMORY_MB, strict=True, description="memory in MB, reserved"
+    )
+    # Left out of dumps when unset: every stored allocation carries its resources twice.
+    memory_max: Whole | None = Field(
+        default=None,
+        ge=1,
+        le=L.MAX_MEMORY_MB,
+        strict=True,
+        description="hard memory limit in MB",
+        exclude_if=_is_none,
+    )
+    cpu_max: Whole | None = Field(
+        default=None,
+        ge=1,
+        le=L.MAX_CPU_MHZ,
+        strict=True,
+        description="hard CPU limit in MHz",
+        exclude_if=_is_none,
     )
 
     @model_validator(mode="after")
@@ -301,8 +348,8 @@ class Resources(Spec):
 class LogConfig(Spec):
     """Size-based rotation of a task's stdout and stderr files."""
 
-    max_files: int = Field(default=10, ge=1)
-    max_file_size: int = Field(default=10, ge=1, description="MB per file")
+    max_files: int = Field(default=10, ge=1, le=L.MAX_LOG_FILES)
+    max_file_size: int = Field(default=10, ge=1, le=L.MAX_LOG_FILE_MB, description="MB per file")
 
 
 _SIGNALS = {s.name for s in signal.Signals}
@@ -328,24 +375,24 @@ class Check(Spec):
     ``grace`` after the task (re)started.
     """
 
-    name: str = ""
+    name: Text = ""
     """Defaults to ``<service>-<type>-<n>``."""
     type: Literal["http", "tcp", "script"]
-    port: str = ""
+    port: Text = ""
     """A port label of the group; defaults to the service's port."""
-    path: str = ""
-    method: str = "GET"
+    path: Text = ""
+    method: Text = "GET"
     expected_status: int | None = Field(default=None, ge=100, le=599)
-    command: str = ""
-    args: list[str] = Field(default_factory=list)
-    task: str = ""
+    command: Text = ""
+    args: list[Text] = Field(default_factory=list, max_length=L.MAX_LIST_ITEMS)
+    task: Text = ""
     """The task a script check runs in (its environment and directory); defaults to the
     group's first task."""
-    interval: Duration = Field(default=10.0, gt=0)
-    timeout: Duration = Field(default=2.0, gt=0)
+    interval: Duration = Field(default=10.0, ge=L.MIN_CHECK_INTERVAL, le=L.DAY)
+    timeout: Duration = Field(default=2.0, gt=0, le=L.DAY)
     on_failure: Literal["restart", "ignore"] = "ignore"
-    failures_before_restart: int = Field(default=3, ge=1)
-    grace: Duration = Field(default=1.0, ge=0)
+    failures_before_restart: Whole = Field(default=3, ge=1, le=L.MAX_FAILURES, strict=True)
+    grace: Duration = Field(default=1.0, ge=0, le=L.MAX_DELAY)
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> Check:
@@ -373,9 +420,9 @@ class Service(Spec):
     """
 
     name: str
-    port: str = ""
-    tags: list[str] = Field(default_factory=list)
-    checks: list[Check] = Field(default_factory=list)
+    port: Text = ""
+    tags: list[Text] = Field(default_factory=list, max_length=L.MAX_LIST_ITEMS)
+    checks: list[Check] = Field(default_factory=list, max_length=L.MAX_CHECKS)
 
     @field_validator("name")
     @classmethod
@@ -412,16 +459,16 @@ class UpdateStrategy(Spec):
     ``max_parallel: 0`` turns deployments off for the group (all at once, no gates).
     """
 
-    max_parallel: int = Field(default=1, ge=0)
+    max_parallel: Whole = _count(1)
     health_check: Literal["checks", "task_states"] = "checks"
-    min_healthy_time: Duration = Field(default=10.0, ge=0)
-    healthy_deadline: Duration = Field(default=300.0, gt=0)
-    progress_deadline: Duration = Field(default=600.0, ge=0)
+    min_healthy_time: Duration = Field(default=10.0, ge=0, le=L.MAX_DELAY)
+    healthy_deadline: Duration = Field(default=300.0, gt=0, le=L.MAX_DELAY)
+    progress_deadline: Duration = Field(default=600.0, ge=0, le=L.MAX_POLICY_INTERVAL)
     """0 means no progress deadline."""
     auto_revert: bool = False
-    canary: int = Field(default=0, ge=0)
+    canary: Whole = _count(0)
     auto_promote: bool = False
-    stagger: Duration = Field(default=30.0, ge=0)
+    stagger: Duration = Field(default=30.0, ge=0, le=L.MAX_DELAY)
     """Nomad's spacing of migrations; kept for file compatibility, batches are paced by health."""
 
     @model_validator(mode="after")
@@ -451,9 +498,9 @@ class Template(Spec):
     ``KEY=VALUE`` lines are added to the task's environment.
     """
 
-    destination: str
-    data: str | None = None
-    source: str | None = None
+    destination: Text
+    data: str | None = Field(default=None, max_length=L.MAX_TEMPLATE_CHARS)
+    source: Text | None = None
     change_mode: Literal["restart", "signal", "noop"] = "restart"
     change_signal: str | None = None
     env: bool = False
@@ -488,19 +535,19 @@ class Task(Spec):
 
     driver: Name
     config: dict[str, Any] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[Key, Value] = Field(default_factory=dict, max_length=L.MAX_ENV_ENTRIES)
     resources: Resources = Field(default_factory=Resources)
-    kill_timeout: Duration = 5.0
-    shutdown_delay: Duration = Field(default=0.0, ge=0)
+    kill_timeout: Duration = Field(default=5.0, le=L.MAX_KILL_TIMEOUT)
+    shutdown_delay: Duration = Field(default=0.0, ge=0, le=L.MAX_DELAY)
     """When the allocation stops: how long the task keeps running after it has left the
     service catalog, before it is signalled (so clients stop being sent to it first)."""
     kill_signal: str = "SIGTERM"
-    user: str | None = None
-    meta: dict[str, str] = Field(default_factory=dict)
+    user: Text | None = None
+    meta: Meta = Field(default_factory=dict)
     logs: LogConfig = Field(default_factory=LogConfig)
-    constraints: list[Constraint] = Field(default_factory=list)
-    affinities: list[Affinity] = Field(default_factory=list)
-    templates: list[Template] = Field(default_factory=list)
+    constraints: list[Constraint] = _rules()
+    affinities: list[Affinity] = _rules()
+    templates: list[Template] = Field(default_factory=list, max_length=L.MAX_TEMPLATES)
 
     @field_validator("kill_signal")
     @classmethod
@@ -519,25 +566,27 @@ class Task(Spec):
 class Group(Spec):
     """A set of tasks placed together on one node, ``count`` times."""
 
-    count: int = Field(default=1, ge=0)
+    count: Whole = Field(default=1, ge=0, strict=True)
+    """Bounded by the server's ``--max-count`` (podium.server.limits), which says so
+    in its error; the model only asks for a whole number."""
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     reschedule: ReschedulePolicy = Field(default_factory=ReschedulePolicy)
-    meta: dict[str, str] = Field(default_factory=dict)
-    constraints: list[Constraint] = Field(default_factory=list)
-    affinities: list[Affinity] = Field(default_factory=list)
-    spread: list[Spread] = Field(default_factory=list)
-    max_per_node: int | None = Field(default=None, ge=1)
+    meta: Meta = Field(default_factory=dict)
+    constraints: list[Constraint] = _rules()
+    affinities: list[Affinity] = _rules()
+    spread: list[Spread] = _rules()
+    max_per_node: Whole | None = Field(default=None, ge=1, le=L.COUNT_CEILING, strict=True)
     network: Network = Field(default_factory=Network)
     migrate: Migrate = Field(default_factory=Migrate)
     update: UpdateStrategy | None = None
     """Rolling updates of a service group; the job's ``update`` when unset."""
-    services: list[Service] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list, max_length=L.MAX_SERVICES)
     depends_on: dict[str, Literal["started", "healthy", "completed_successfully"]] = Field(
         default_factory=dict
     )
     """Groups of the same job this one waits for when it is first placed (Compose's
     ``depends_on``): every instance of each running, healthy, or exited 0."""
-    tasks: dict[str, Task]
+    tasks: dict[str, Task] = Field(max_length=L.MAX_TASKS)
 
     @field_validator("tasks")
     @classmethod
@@ -586,16 +635,16 @@ class JobSpec(Spec):
     stored spec (see :func:`podium.server.namespaces.resolve_spec_namespace`)."""
     type: JobType = JobType.SERVICE
     priority: int = Field(default=50, ge=1, le=100)
-    meta: dict[str, str] = Field(default_factory=dict)
-    datacenters: list[str] = Field(default_factory=lambda: ["*"])
+    meta: Meta = Field(default_factory=dict)
+    datacenters: list[Text] = Field(default_factory=lambda: ["*"], max_length=L.MAX_LIST_ITEMS)
     """Datacenters the job may run in; ``*`` (the default) means all, globs allowed."""
-    node_pool: str = "default"
-    constraints: list[Constraint] = Field(default_factory=list)
-    affinities: list[Affinity] = Field(default_factory=list)
-    spread: list[Spread] = Field(default_factory=list)
+    node_pool: Text = "default"
+    constraints: list[Constraint] = _rules()
+    affinities: list[Affinity] = _rules()
+    spread: list[Spread] = _rules()
     update: UpdateStrategy | None = None
     """The default ``update`` of every group that has none (service jobs only)."""
-    groups: dict[str, Group]
+    groups: dict[str, Group] = Field(max_length=L.MAX_GROUPS)
 
     @field_validator("job")
     @classmethod

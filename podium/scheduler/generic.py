@@ -41,6 +41,12 @@ from podium.scheduler.rank import PlacementGroup, Ranker, default_candidate_limi
 from podium.scheduler.reconcile import Placement, instance_name, reconcile
 from podium.scheduler.snapshot import Snapshot
 
+MAX_PLACEMENTS = 1000
+"""New allocations one evaluation places at most.  The rest wait for a follow-up
+evaluation (pending, ``queued-allocs``) that the worker runs after it has given the loop
+back, so a job of 10,000 instances is ten bounded plans, not one that holds the server's
+event loop for seconds (measured: ~0.03 s to schedule and ~0.1 s to commit 1,000)."""
+
 
 class GenericScheduler:
     """Schedules one evaluation of a service or batch job.  Use once, then discard."""
@@ -54,7 +60,9 @@ class GenericScheduler:
         *,
         batch: bool,
         candidate_limit: int | None = None,
+        max_placements: int | None = MAX_PLACEMENTS,
     ) -> None:
+        self._max_placements = max_placements
         self._snapshot = snapshot
         self._eval = evaluation
         self._now = now
@@ -89,7 +97,13 @@ class GenericScheduler:
             for name in job.spec.groups:
                 queued[name] = 0
             if rec.place:
-                self._place(job, rec.place, rec.running, plan, failed, queued)
+                deferred = self._place(job, rec.place, rec.running, plan, failed, queued)
+                if deferred:
+                    notes.append(
+                        f"placed {self._max_placements} new allocations (the most one "
+                        f"evaluation places); {deferred} more in a follow-up evaluation"
+                    )
+                    new_evals.append(continue_eval(ev, job, self._new_id(), self._now))
             if rec.deployment is not None:
                 plan.deployment = with_placed_canaries(rec.deployment, plan.placements)
 
@@ -105,7 +119,9 @@ class GenericScheduler:
         plan: Plan,
         failed: dict[str, AllocMetric],
         queued: dict[str, int],
-    ) -> None:
+    ) -> int:
+        """Place ``wanted``, up to ``max_placements`` new allocations; returns how many
+        were left for a follow-up evaluation (counted as queued, not as failed)."""
         snap = self._snapshot
         nodes = list(snap.nodes())
         limit = self._candidate_limit
@@ -123,8 +139,14 @@ class GenericScheduler:
 
         groups: dict[str, PlacementGroup] = {}
         templates: dict[str, Template] = {}
+        budget = self._max_placements
+        deferred = 0
         for want in wanted:
             name = want.group
+            if budget is not None and budget <= 0:
+                queued[name] = queued.get(name, 0) + 1
+                deferred += 1
+                continue
             pg = groups.get(name)
             if pg is None:
                 spec = job.spec.groups[name]
@@ -168,6 +190,9 @@ class GenericScheduler:
                     self._now,
                 )
             )
+            if budget is not None:
+                budget -= 1
+        return deferred
 
 
 def with_placed_canaries(deployment: Deployment, placed: list[Allocation]) -> Deployment:
@@ -290,6 +315,26 @@ def blocked_eval(evaluation: Evaluation, job: Job, eval_id: str, now: float) -> 
         job_modify_index=job.job_modify_index,
         status=EvalStatus.BLOCKED,
         status_description="created to place the allocations that did not fit",
+        previous_eval=evaluation.id,
+        create_time=now,
+        modify_time=now,
+    )
+
+
+def continue_eval(evaluation: Evaluation, job: Job, eval_id: str, now: float) -> Evaluation:
+    """The evaluation that goes on placing where a capped one stopped (see MAX_PLACEMENTS)."""
+    return Evaluation(
+        id=eval_id,
+        namespace=job.namespace,
+        priority=job.priority,
+        type=job.spec.type.value,
+        triggered_by=TriggeredBy.QUEUED_ALLOCS,
+        job_id=job.id,
+        job_modify_index=job.job_modify_index,
+        status=EvalStatus.PENDING,
+        status_description=(
+            f"created to go on placing: one evaluation places at most {MAX_PLACEMENTS}"
+        ),
         previous_eval=evaluation.id,
         create_time=now,
         modify_time=now,

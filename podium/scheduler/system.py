@@ -46,7 +46,13 @@ from podium.models import (
     tasks_changed,
 )
 from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage, PlacementState
-from podium.scheduler.generic import finish, group_template, new_alloc
+from podium.scheduler.generic import (
+    MAX_PLACEMENTS,
+    continue_eval,
+    finish,
+    group_template,
+    new_alloc,
+)
 from podium.scheduler.reconcile import (
     DUPLICATE,
     GROUP_REMOVED,
@@ -89,15 +95,25 @@ class SystemScheduler:
         )
         failed: dict[str, AllocMetric] = {}
         queued: dict[str, int] = {}
+        notes: list[str] = []
+        new_evals: list[Evaluation] = []
         if job is None or job.stop:
             # Stopping everything is the same for every job type.
             rec = reconcile(snap, job, allocs, ev, self._now, self._new_id)
             plan.stops = list(rec.stops)
             plan.changes = rec.changes
         else:
-            self._schedule(job, allocs, plan, failed, queued)
+            deferred = self._schedule(job, allocs, plan, failed, queued)
+            if deferred:
+                # As for service jobs (generic.MAX_PLACEMENTS): a system job on thousands
+                # of nodes is placed in bounded plans, one evaluation after another.
+                notes.append(
+                    f"placed {MAX_PLACEMENTS} new allocations (the most one evaluation "
+                    f"places); {deferred} more in a follow-up evaluation"
+                )
+                new_evals.append(continue_eval(ev, job, self._new_id(), self._now))
 
-        return finish(ev, job, plan, failed, queued, [], [], self._new_id, self._now)
+        return finish(ev, job, plan, failed, queued, notes, new_evals, self._new_id, self._now)
 
     def _stop(self, plan: Plan, alloc: Allocation, description: str, *, lost: bool = False) -> None:
         plan.stops.append(
@@ -121,7 +137,7 @@ class SystemScheduler:
         plan: Plan,
         failed: dict[str, AllocMetric],
         queued: dict[str, int],
-    ) -> None:
+    ) -> int:
         snap = self._snapshot
         nodes = sorted(snap.nodes(), key=lambda n: n.id)
         by_id = {n.id: n for n in nodes}
@@ -203,7 +219,7 @@ class SystemScheduler:
                     self._stop(plan, alloc, GROUP_REMOVED, lost=down)
                     plan.changes.setdefault(name, GroupChanges()).stop += 1
 
-        self._place(job, wanted, needs_by_group, running, plan, failed, queued)
+        return self._place(job, wanted, needs_by_group, running, plan, failed, queued)
 
     def _place(
         self,
@@ -214,20 +230,28 @@ class SystemScheduler:
         plan: Plan,
         failed: dict[str, AllocMetric],
         queued: dict[str, int],
-    ) -> None:
+    ) -> int:
+        """Place ``wanted`` up to MAX_PLACEMENTS new allocations; returns how many were
+        left for a follow-up evaluation."""
         snap = self._snapshot
         usage = NodeUsage(snap)
         state = PlacementState(snap, running, released=(s.alloc_id for s in plan.stops))
         metrics: dict[str, MetricCounter] = {}
         failures: dict[str, int] = {}
+        placed_before = len(plan.placements)  # in-place updates are not new allocations
         for name in job.spec.groups:
             queued[name] = 0
         templates = {
             name: group_template(needs, job.spec.groups[name])
             for name, needs in needs_by_group.items()
         }
+        deferred = 0
         for name, node, previous, destructive in wanted:
             needs = needs_by_group[name]
+            if len(plan.placements) >= MAX_PLACEMENTS + placed_before:
+                queued[name] += 1
+                deferred += 1
+                continue
             metric = metrics.setdefault(name, MetricCounter())
             metric.evaluated += 1
             reason = needs.static_reason(node)
@@ -272,7 +296,8 @@ class SystemScheduler:
             )
             metric_out.coalesced_failures = n - 1
             failed[name] = metric_out
-            queued[name] = n
+            queued[name] += n
+        return deferred
 
 
 def schedule_system(

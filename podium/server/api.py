@@ -8,14 +8,13 @@ a unique id prefix.  docs/api.md is the contract.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 from starlette.routing import Route
@@ -51,6 +50,7 @@ from podium.server.keyring import KeyringError
 from podium.server.namespaces import check_request_namespace as _ns
 from podium.server.namespaces import many_namespaces as _ns_many
 from podium.server.namespaces import require_namespace
+from podium.server.proxy import DEFAULT_MAX_STREAMS, AgentProxy
 from podium.spec import validate_job_dict
 from podium.state import ALLOCS, EVALS, JOBS, NODES, VERSIONS
 from podium.state.errors import StoreError, StoreFull
@@ -95,7 +95,8 @@ class PromoteRequest(BaseModel):
 
 class ScaleRequest(BaseModel):
     group: str
-    count: int
+    count: int = Field(ge=0, strict=True)
+    """Bounded by the server's --max-count (podium.server.limits)."""
 
 
 class ReportOrder(BaseModel):
@@ -226,7 +227,11 @@ def _parse_wait(wait: str | None) -> float:
 
 # --------------------------------------------------------------------------- app
 def create_app(
-    server: Server, *, audit: AuditLog | None = None, tls: ServerTLS | None = None
+    server: Server,
+    *,
+    audit: AuditLog | None = None,
+    tls: ServerTLS | None = None,
+    max_log_streams: int = DEFAULT_MAX_STREAMS,
 ) -> FastAPI:
     """The API over ``server``; with ``audit``, every write is recorded there (outermost);
     with ``tls``, the certificate routes and the agent routes' guard (tls_routes)."""
@@ -256,6 +261,9 @@ def create_app(
         # (~1% of the server's CPU at 5,000 nodes); Podium exports Prometheus metrics.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    # One pooled client relays logs from agents, a bounded number at once (proxy.py);
+    # whoever runs the app closes it (app.state.agent_proxy.aclose()).
+    agent_proxy = app.state.agent_proxy = AgentProxy(relay_verify, max_log_streams)
 
     async def blocking(index: int | None, wait: str | None, *tables: str) -> int:
         if index is not None:
@@ -605,36 +613,12 @@ def create_app(
             "offset": str(offset),
             "follow": "true" if follow else "false",
         }
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=relay_verify)
-        try:
-            upstream = await client.send(
-                client.build_request("GET", url, params=params, extensions=relay_ext(node.id)),
-                stream=True,
-            )
-        except httpx.HTTPError as exc:
-            await client.aclose()
-            return _error(
-                502, f"cannot reach the agent of node {node.name} at {node.http_addr}: {exc}"
-            )
-        if upstream.status_code != 200:
-            body = await upstream.aread()
-            await upstream.aclose()
-            await client.aclose()
-            return Response(
-                content=body,
-                status_code=upstream.status_code,
-                media_type=upstream.headers.get("content-type"),
-            )
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            finally:
-                await upstream.aclose()
-                await client.aclose()
-
-        return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
+        return await agent_proxy.relay(
+            url,
+            params,
+            relay_ext(node.id),
+            f"cannot reach the agent of node {node.name} at {node.http_addr}",
+        )
 
     # ---------------------------------------------------------------- nodes
     @app.get("/v1/nodes", tags=["nodes"], response_model=list[NodeInfo])

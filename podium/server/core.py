@@ -41,7 +41,7 @@ from podium.models.acl import NodeSecret
 from podium.models.diff import spec_diff
 from podium.models.views import JobPlanResult
 from podium.scheduler import schedule
-from podium.server import catalog, deployments, jobplan, namespaces
+from podium.server import catalog, deployments, jobplan, limits, namespaces
 from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
 from podium.server.identity import DEFAULT_TTL as DEFAULT_IDENTITY_TTL
@@ -81,6 +81,8 @@ class ServerConfig:
     """The server's data directory (where ``acl-bootstrap-reset`` is looked for)."""
     identity_ttl: float = DEFAULT_IDENTITY_TTL
     """Seconds a task's workload token is valid (agents renew at two-thirds of it)."""
+    max_count: int = limits.DEFAULT_MAX_COUNT
+    """The most instances of one group, and of one job in all (``--max-count``)."""
     report_batch_window: float = 0.01
     """Agents' reports arriving within this many seconds share one transaction (and one
     fsync) on the HTTP path; 0: whatever is queued when the batcher runs."""
@@ -247,6 +249,7 @@ class Server:
         """
         store = self.store
         now = self.clock()
+        limits.check_counts(spec, self.config.max_count)
         ns, spec = namespaces.resolve_spec_namespace(spec, namespace)
         current = store.job(spec.job, ns)
         if check_index is not None:
@@ -290,6 +293,7 @@ class Server:
         """A dry run of :meth:`register_job`: the diff against the running version and
         what the scheduler would do, worked out on a snapshot in which ``spec`` is
         registered but not committed.  Writes nothing and enqueues nothing."""
+        limits.check_counts(spec, self.config.max_count)
         snap = self.store.view()  # used and done with before this returns
         now = self.clock()
         ns, spec = namespaces.resolve_spec_namespace(spec, namespace)
