@@ -126,7 +126,9 @@ class Agent:
             drivers
             if drivers is not None
             else builtin_drivers(
-                raw_exec_enabled=settings.raw_exec_enabled, cgroup_root=settings.cgroup_root
+                raw_exec_enabled=settings.raw_exec_enabled,
+                cgroup_root=settings.cgroup_root,
+                docker_policy=settings.docker_policy(),
             )
         )
         self.node_id = self._node_id()
@@ -235,7 +237,12 @@ class Agent:
                 continue
             group = runner.machine.spec.groups.get(runner.alloc.group)
             if group is not None:
-                longest = max([longest, *(t.kill_timeout for t in group.tasks.values())])
+                longest = max(
+                    [
+                        longest,
+                        *(self.settings.kill_timeout(t.kill_timeout) for t in group.tasks.values()),
+                    ]
+                )
             stopped = runner.alloc.model_copy(
                 update={
                     "desired_status": DesiredStatus.STOP,

@@ -338,7 +338,7 @@ class AllocRunner:
             stderr_path=self._log_path(alloc_dir, task, "stderr"),
             user=spec.user,
             kill_signal=spec.kill_signal,
-            kill_timeout=spec.kill_timeout,
+            kill_timeout=self.agent.settings.kill_timeout(spec.kill_timeout),
             ports=dict(self.machine.ports),
         )
 
@@ -468,7 +468,8 @@ class AllocRunner:
             # clients that had already looked it up finish before the signal.
             await asyncio.sleep(ins.delay)
         try:
-            await self.driver_for(ins.task).stop(handle, ins.signal, ins.timeout)
+            timeout = self.agent.settings.kill_timeout(ins.timeout)  # --max-kill-timeout
+            await self.driver_for(ins.task).stop(handle, ins.signal, timeout)
         except Exception:
             log.exception("alloc %s task %s: stop failed", self.id, ins.task)
 
@@ -537,7 +538,8 @@ class AllocRunner:
         for task, handle in list(self.handles.items()):
             with contextlib.suppress(Exception):
                 spec = self.machine.spec.groups[self.alloc.group].tasks[task]
-                await self.driver_for(task).stop(handle, spec.kill_signal, spec.kill_timeout)
+                timeout = self.agent.settings.kill_timeout(spec.kill_timeout)
+                await self.driver_for(task).stop(handle, spec.kill_signal, timeout)
             with contextlib.suppress(Exception):
                 await self.driver_for(task).destroy(handle)
         for task in list(self._waiters):

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from podium.drivers.docker_oom import OomWatch, child_limit
 from podium.drivers.procfs import parse_signal
 from podium.errors import DriverError
 from podium.models import DriverInfo
+from podium.models.dockerpolicy import DockerNeeds, DockerPolicy
 from podium.models.taskconfig import DockerConfig, DockerNetwork
 
 log = logging.getLogger(__name__)
@@ -463,8 +464,14 @@ def _create_host_path(path: str) -> None:
 class DockerDriver(Driver):
     name = "docker"
 
-    def __init__(self, *, allow_privileged: bool = False) -> None:
+    def __init__(
+        self, *, allow_privileged: bool = False, policy: DockerPolicy | None = None
+    ) -> None:
         self.allow_privileged = allow_privileged
+        policy = policy if policy is not None else DockerPolicy()
+        self.policy = replace(policy, privileged=True) if allow_privileged else policy
+        """What containers may have (host binds, cap_add, privileged); advertised in the
+        fingerprint so the scheduler places only where this driver would start them."""
         self._images_seen: dict[str, float] = {}
         self._client_obj: Any = None
         self._containers: dict[str, _Container] = {}
@@ -512,6 +519,8 @@ class DockerDriver(Driver):
         if self._fingerprint is not None and now - self._fingerprint[0] < FINGERPRINT_TTL:
             return self._fingerprint[1]
         info = self._probe()
+        if info.healthy:
+            info.attributes.update(self.policy.attributes())
         self._fingerprint = (now, info)
         return info
 
@@ -550,8 +559,14 @@ class DockerDriver(Driver):
         cfg = ctx.config
         if not isinstance(cfg, DockerConfig):
             cfg = DockerConfig.model_validate(cfg.model_dump())
-        if cfg.privileged and not self.allow_privileged:
+        if cfg.privileged and not (self.allow_privileged or self.policy.privileged):
             raise DriverError("privileged containers are not allowed on this node")
+        # On the node, relative binds are resolved (symlinks too): one that stays in the
+        # allocation's directory is no host volume; anything else needs --docker-volumes.
+        needs = DockerNeeds.of(cfg, ctx.task_dir, os.path.dirname(ctx.alloc_dir))
+        refusal = self.policy.refusal(needs)
+        if refusal is not None:
+            raise DriverError(f"{refusal} on this node", recoverable=False)
         create = self._create_args(ctx, cfg)
         state_dir = Path(ctx.task_dir) / STATE_SUBDIR
         state_dir.mkdir(parents=True, exist_ok=True)
