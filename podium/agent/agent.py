@@ -713,6 +713,7 @@ class Agent:
                                 path,
                                 task.logs.max_file_size * 1024 * 1024,
                                 task.logs.max_files,
+                                root=runner.alloc_path,  # no symlink of the task followed
                             )
 
     def alloc_log_path(self, alloc_id: str, task: str, stream: str) -> Path:
