@@ -340,6 +340,7 @@ class AllocRunner:
             kill_signal=spec.kill_signal,
             kill_timeout=self.agent.settings.kill_timeout(spec.kill_timeout),
             ports=dict(self.machine.ports),
+            data_dir=self.agent.settings.data_dir,
         )
 
     def make_dirs(self, alloc_dir: str | None = None) -> None:
