@@ -54,6 +54,12 @@ class AgentConfig:
     """Enable the raw_exec driver (default: only in dev mode)."""
     template_host_files: bool = False
     """Let templates read ``source`` files outside the task directory."""
+    max_kill_timeout: float = 30.0
+    """The agent's cap on every task's kill_timeout (seconds)."""
+    docker_volumes: bool | None = None
+    """Docker host bind mounts allowed (default: only in dev mode, for Compose's binds)."""
+    docker_volume_allow: list[str] = field(default_factory=list)
+    docker_allow_caps: list[str] | None = None
     meta: dict[str, str] = field(default_factory=dict)
     datacenter: str = "dc1"
     node_pool: str = "default"
@@ -483,6 +489,12 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             name=config.name,
             raw_exec_enabled=raw_exec,
             template_host_files=config.template_host_files,
+            max_kill_timeout=config.max_kill_timeout,
+            docker_volumes=(
+                config.docker_volumes if config.docker_volumes is not None else config.dev
+            ),
+            docker_volume_allow=list(config.docker_volume_allow),
+            docker_allow_caps=config.docker_allow_caps,
             meta=config.meta,
             datacenter=config.datacenter,
             node_pool=config.node_pool,

@@ -126,7 +126,9 @@ class Agent:
             drivers
             if drivers is not None
             else builtin_drivers(
-                raw_exec_enabled=settings.raw_exec_enabled, cgroup_root=settings.cgroup_root
+                raw_exec_enabled=settings.raw_exec_enabled,
+                cgroup_root=settings.cgroup_root,
+                docker_policy=settings.docker_policy(),
             )
         )
         self.node_id = self._node_id()
@@ -202,6 +204,7 @@ class Agent:
         """Recover local allocations, then start the loops.  ``http_addr`` serves logs."""
         self.http_addr = http_addr
         await self._recover()
+        await self._reap_orphans()
         self._tasks = [
             asyncio.create_task(self._register_and_heartbeat(), name="agent-heartbeat"),
             asyncio.create_task(self._sync_loop(), name="agent-sync"),
@@ -235,7 +238,12 @@ class Agent:
                 continue
             group = runner.machine.spec.groups.get(runner.alloc.group)
             if group is not None:
-                longest = max([longest, *(t.kill_timeout for t in group.tasks.values())])
+                longest = max(
+                    [
+                        longest,
+                        *(self.settings.kill_timeout(t.kill_timeout) for t in group.tasks.values()),
+                    ]
+                )
             stopped = runner.alloc.model_copy(
                 update={
                     "desired_status": DesiredStatus.STOP,
@@ -438,6 +446,29 @@ class Agent:
                 )
             trim_after(len(sync.allocations))
             self.synced_index = index
+
+    async def _reap_orphans(self) -> None:
+        """Stop the tasks an earlier agent on this data dir started that no allocation of
+        this agent owns: its ``agent.db`` (or the whole data dir) was lost while they ran,
+        so this agent is a new node and nothing else would ever stop them.  Tasks this
+        agent re-attached to are owned; other agents' tasks are not this data dir's."""
+        if not self.settings.alloc_dirs:
+            return  # the simulator's agents start nothing that outlives them
+        owned = set(self.runners)
+        for name, driver in self.drivers.items():
+            try:
+                reaped = await driver.reap_orphans(self.settings.data_dir, owned)
+            except Exception as exc:
+                log.warning("could not look for orphaned %s tasks: %s", name, exc)
+                continue
+            for orphan in reaped:
+                log.warning(
+                    "stopped orphaned task: %s; started from data dir %s for allocation %s, "
+                    "which this agent does not have (its state was lost)",
+                    orphan,
+                    self.settings.data_dir,
+                    orphan.alloc_id,
+                )
 
     async def _remove_orphans(self, live: set[str]) -> None:
         """Containers left by allocations this node no longer has (the agent was down
@@ -706,6 +737,7 @@ class Agent:
                                 path,
                                 task.logs.max_file_size * 1024 * 1024,
                                 task.logs.max_files,
+                                root=runner.alloc_path,  # no symlink of the task followed
                             )
 
     def alloc_log_path(self, alloc_id: str, task: str, stream: str) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from podium.models.dockerpolicy import DEFAULT_CAPS, DockerPolicy, parse_caps
+
 
 @dataclass
 class AgentSettings:
@@ -31,3 +33,30 @@ class AgentSettings:
     while it runs (needs ``alloc_dirs``)."""
     template_host_files: bool = False
     """Let templates read ``source`` files outside the task's directory (off: sandboxed)."""
+    max_kill_timeout: float = 30.0
+    """The longest a task's ``kill_timeout`` may make the agent wait between the kill signal
+    and SIGKILL (``--max-kill-timeout``; Nomad's client ``max_kill_timeout``)."""
+    docker_volumes: bool = False
+    """Let docker tasks bind-mount host paths (``--docker-volumes``; Nomad's docker plugin
+    ``volumes.enabled``)."""
+    docker_volume_allow: list[str] = field(default_factory=list)
+    """With ``docker_volumes``: the host path prefixes binds may name (empty: any path)."""
+    docker_allow_caps: list[str] | None = None
+    """Capabilities docker tasks may ``cap_add`` (None: Docker's default set)."""
+    docker_allow_privileged: bool = False
+
+    def docker_policy(self) -> DockerPolicy:
+        """What this node's docker driver lets containers have (advertised to the servers)."""
+        caps = (
+            DEFAULT_CAPS if self.docker_allow_caps is None else parse_caps(self.docker_allow_caps)
+        )
+        return DockerPolicy(
+            volumes=self.docker_volumes,
+            volume_allow=tuple(self.docker_volume_allow),
+            allow_caps=caps,
+            privileged=self.docker_allow_privileged,
+        )
+
+    def kill_timeout(self, wanted: float) -> float:
+        """A task's kill_timeout as this agent honours it: at most ``max_kill_timeout``."""
+        return max(0.0, min(wanted, self.max_kill_timeout))

@@ -338,8 +338,9 @@ class AllocRunner:
             stderr_path=self._log_path(alloc_dir, task, "stderr"),
             user=spec.user,
             kill_signal=spec.kill_signal,
-            kill_timeout=spec.kill_timeout,
+            kill_timeout=self.agent.settings.kill_timeout(spec.kill_timeout),
             ports=dict(self.machine.ports),
+            data_dir=self.agent.settings.data_dir,
         )
 
     def make_dirs(self, alloc_dir: str | None = None) -> None:
@@ -468,7 +469,8 @@ class AllocRunner:
             # clients that had already looked it up finish before the signal.
             await asyncio.sleep(ins.delay)
         try:
-            await self.driver_for(ins.task).stop(handle, ins.signal, ins.timeout)
+            timeout = self.agent.settings.kill_timeout(ins.timeout)  # --max-kill-timeout
+            await self.driver_for(ins.task).stop(handle, ins.signal, timeout)
         except Exception:
             log.exception("alloc %s task %s: stop failed", self.id, ins.task)
 
@@ -537,7 +539,8 @@ class AllocRunner:
         for task, handle in list(self.handles.items()):
             with contextlib.suppress(Exception):
                 spec = self.machine.spec.groups[self.alloc.group].tasks[task]
-                await self.driver_for(task).stop(handle, spec.kill_signal, spec.kill_timeout)
+                timeout = self.agent.settings.kill_timeout(spec.kill_timeout)
+                await self.driver_for(task).stop(handle, spec.kill_signal, timeout)
             with contextlib.suppress(Exception):
                 await self.driver_for(task).destroy(handle)
         for task in list(self._waiters):

@@ -113,6 +113,43 @@ def apply_tls_options(
     config.ca_key = ca_key  # type: ignore[attr-defined]
 
 
+def apply_task_limits(
+    config: object,
+    max_kill_timeout: str | None,
+    docker_volumes: bool | None,
+    docker_volume_allow: list[str] | None,
+    docker_allow_caps: str | None,
+) -> None:
+    """``--max-kill-timeout`` and the ``--docker-*`` allowances, checked, on the config."""
+    from podium.models import parse_duration
+
+    if max_kill_timeout is not None:
+        try:
+            seconds = parse_duration(max_kill_timeout)
+        except ValueError as exc:
+            common.usage(f"--max-kill-timeout: {exc}")
+        config.max_kill_timeout = seconds  # type: ignore[attr-defined]
+    if docker_volumes is not None:
+        config.docker_volumes = docker_volumes  # type: ignore[attr-defined]
+    prefixes = []
+    for value in docker_volume_allow or []:
+        if not value.startswith("/"):
+            common.usage(f"--docker-volume-allow {value!r} must be an absolute host path")
+        prefixes.append(value.rstrip("/") or "/")
+    if prefixes and docker_volumes is False:
+        common.usage("--docker-volume-allow contradicts --no-docker-volumes")
+    if prefixes:
+        config.docker_volumes = True  # type: ignore[attr-defined]
+        config.docker_volume_allow = prefixes  # type: ignore[attr-defined]
+    if docker_allow_caps is not None:
+        caps = [c.strip() for c in docker_allow_caps.split(",") if c.strip()]
+        for cap in caps:
+            name = cap.upper().removeprefix("CAP_")
+            if not name.replace("_", "").isalnum():
+                common.usage(f"--docker-allow-caps: {cap!r} is not a capability name")
+        config.docker_allow_caps = caps  # type: ignore[attr-defined]
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -253,6 +290,39 @@ def agent(
             "ACL token; podium acl bootstrap creates the first).",
         ),
     ] = False,
+    max_kill_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--max-kill-timeout",
+            help="The longest any task's kill_timeout may delay SIGKILL after the kill "
+            "signal, such as 30s or 2m [30s].",
+        ),
+    ] = None,
+    docker_volumes: Annotated[
+        bool | None,
+        typer.Option(
+            "--docker-volumes/--no-docker-volumes",
+            help="Let docker tasks bind-mount host paths (default: only with --dev). Binds "
+            "inside the allocation's own directory and named volumes are always allowed.",
+        ),
+    ] = None,
+    docker_volume_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--docker-volume-allow",
+            help="With --docker-volumes: a host path prefix binds may name (repeatable; "
+            "none given: any path).",
+        ),
+    ] = None,
+    docker_allow_caps: Annotated[
+        str | None,
+        typer.Option(
+            "--docker-allow-caps",
+            help="Capabilities docker tasks may cap_add, comma-separated, or ALL "
+            "[Docker's default set: AUDIT_WRITE,CHOWN,DAC_OVERRIDE,FOWNER,FSETID,KILL,"
+            "MKNOD,NET_BIND_SERVICE,NET_RAW,SETFCAP,SETGID,SETPCAP,SETUID,SYS_CHROOT].",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -342,6 +412,9 @@ def agent(
         if raw_exec is not None:
             config.raw_exec = raw_exec
         config.template_host_files = template_host_files
+        apply_task_limits(
+            config, max_kill_timeout, docker_volumes, docker_volume_allow, docker_allow_caps
+        )
         config.acl = acl
         config.token = token
         try:

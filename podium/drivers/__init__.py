@@ -15,6 +15,7 @@ from podium.drivers.mock import MockDriver
 from podium.drivers.process import ProcessDriver
 from podium.drivers.procfs import raise_nofile_limit
 from podium.drivers.raw_exec import RawExecDriver
+from podium.models.dockerpolicy import DockerPolicy
 
 __all__ = [
     "DockerDriver",
@@ -40,6 +41,7 @@ def builtin_drivers(
     raw_exec_enabled: bool,
     cgroup_root: str | None = None,
     docker_allow_privileged: bool = False,
+    docker_policy: DockerPolicy | None = None,
 ) -> dict[str, Driver]:
     """The drivers an agent offers, by name.
 
@@ -50,7 +52,7 @@ def builtin_drivers(
     """
     raise_nofile_limit()
     drivers: dict[str, Driver] = {
-        "docker": DockerDriver(allow_privileged=docker_allow_privileged),
+        "docker": DockerDriver(allow_privileged=docker_allow_privileged, policy=docker_policy),
         "exec": ExecDriver(cgroup_root),
         "mock": MockDriver(),
     }

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -41,6 +43,10 @@ class TaskContext:
     kill_timeout: float = 5.0
     ports: dict[str, AllocatedPort] = field(default_factory=dict)
     """The allocation's ports by group label (host port and IP), for drivers that map them."""
+    data_dir: str = ""
+    """The starting agent's data dir: what a driver marks its tasks with (a container
+    label), so that an agent on the same data dir finds them after its state was lost
+    (:meth:`Driver.reap_orphans`)."""
 
     @property
     def task_id(self) -> str:
@@ -95,6 +101,27 @@ class ExitResult:
             and not self.oom_killed
             and self.error is None
         )
+
+
+@dataclass
+class Orphan:
+    """A task an earlier agent on this data dir started that no allocation owns any more,
+    and that :meth:`Driver.reap_orphans` stopped."""
+
+    driver: str
+    alloc_id: str
+    task: str
+    ref: str
+    """What was stopped: ``pid 123 (shim)``, ``container podium-web-… (0123456789ab)``."""
+
+    def __str__(self) -> str:
+        return f"{self.driver} task {self.alloc_id}/{self.task}, {self.ref}"
+
+
+def allocs_roots(data_dir: str) -> set[str]:
+    """The allocation directory an agent on ``data_dir`` starts tasks under, as its tasks'
+    paths spell it (as given, and absolute)."""
+    return {str(Path(data_dir) / "allocs"), str(Path(data_dir).absolute() / "allocs")}
 
 
 @dataclass
@@ -169,3 +196,15 @@ class Driver(abc.ABC):
 
     async def destroy(self, handle: TaskHandle) -> None:  # noqa: B027 - optional hook
         """Release what the task held on the node (cgroups, status files).  Idempotent."""
+
+    async def reap_orphans(self, data_dir: str, owned: Collection[str]) -> list[Orphan]:
+        """Stop the tasks this driver started for an agent on ``data_dir`` whose
+        allocation is not in ``owned`` (the allocations this agent has, and re-attaches
+        to); return what was stopped.
+
+        The agent calls it once at start, after re-attaching: an agent whose state
+        (``agent.db``, or the whole data dir) was lost while its tasks ran comes back as a
+        new node, and nothing else would ever stop the old tasks.  Only tasks marked with
+        this very data dir are candidates, never another agent's on the same machine.
+        Drivers whose tasks cannot outlive the agent keep this default: nothing."""
+        return []

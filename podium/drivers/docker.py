@@ -26,8 +26,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from podium.drivers.base import (
     Driver,
     DriverHealth,
     ExitResult,
+    Orphan,
     TaskContext,
     TaskHandle,
     TaskStats,
@@ -44,6 +45,7 @@ from podium.drivers.docker_oom import OomWatch, child_limit
 from podium.drivers.procfs import parse_signal
 from podium.errors import DriverError
 from podium.models import DriverInfo
+from podium.models.dockerpolicy import DockerNeeds, DockerPolicy
 from podium.models.taskconfig import DockerConfig, DockerNetwork
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ LABEL_TASK = "podium.task"
 LABEL_NODE = "podium.node_id"
 """The node whose agent started the container (or created the network): an agent's orphan
 cleanup touches only its own node's, so agents sharing an engine (tests) leave each other be."""
+LABEL_DATA_DIR = "podium.data_dir"
+"""The data dir of the agent that started the container: it outlives the agent's state, so
+an agent on the same data dir that lost its ``agent.db`` (a new node id) still finds the
+containers it started (:meth:`DockerDriver.reap_orphans`)."""
 LABEL_MANAGED = "podium.managed"
 """On a network: Podium created it, and removes it once no container uses it."""
 LABEL_PROJECT = "podium.project"
@@ -80,6 +86,8 @@ FINGERPRINT_TIMEOUT = 3.0
 FINGERPRINT_TTL = 15.0
 KILL_WAIT = 10.0
 """How long ``stop`` waits for the exit after SIGKILL."""
+ORPHAN_GRACE = 5.0
+"""How long an orphaned container gets between SIGTERM and SIGKILL."""
 LOG_DRAIN = 5.0
 """How long ``wait`` lets the log followers catch up after the container exited."""
 FINAL_READ_TRIES = 3
@@ -463,8 +471,14 @@ def _create_host_path(path: str) -> None:
 class DockerDriver(Driver):
     name = "docker"
 
-    def __init__(self, *, allow_privileged: bool = False) -> None:
+    def __init__(
+        self, *, allow_privileged: bool = False, policy: DockerPolicy | None = None
+    ) -> None:
         self.allow_privileged = allow_privileged
+        policy = policy if policy is not None else DockerPolicy()
+        self.policy = replace(policy, privileged=True) if allow_privileged else policy
+        """What containers may have (host binds, cap_add, privileged); advertised in the
+        fingerprint so the scheduler places only where this driver would start them."""
         self._images_seen: dict[str, float] = {}
         self._client_obj: Any = None
         self._containers: dict[str, _Container] = {}
@@ -489,6 +503,41 @@ class DockerDriver(Driver):
         live = set(live_alloc_ids)
         return await asyncio.to_thread(self._remove_orphans, live, node_id)
 
+    async def reap_orphans(
+        self, data_dir: str, owned: Collection[str], grace: float = ORPHAN_GRACE
+    ) -> list[Orphan]:
+        """Stop and remove the containers labelled with this data dir whose allocation
+        is not in ``owned`` (an agent that lost its state started them as another node)."""
+        if not self.fingerprint().healthy:
+            return []
+        return await asyncio.to_thread(self._reap, data_dir, set(owned), grace)
+
+    def _reap(self, data_dir: str, owned: set[str], grace: float) -> list[Orphan]:
+        client = self._client()
+        errors = _errors()
+        label = f"{LABEL_DATA_DIR}={Path(data_dir).absolute()}"
+        out = []
+        for c in client.api.containers(all=True, filters={"label": label}):
+            labels = c.get("Labels") or {}
+            alloc_id = labels.get(LABEL_ALLOC, "")
+            if not alloc_id or alloc_id in owned:
+                continue
+            name = str((c.get("Names") or ["/" + str(c["Id"])[:12]])[0]).lstrip("/")
+            running = c.get("State") == "running"
+            try:
+                if running:
+                    client.api.stop(c["Id"], timeout=max(1, round(grace)))
+                client.api.remove_container(c["Id"], force=True)
+            except errors.NotFound:
+                pass
+            except errors.APIError as exc:
+                log.warning("could not remove orphaned container %s: %s", name, _explain(exc))
+                continue
+            how = "stopped and removed" if running else "removed"
+            ref = f"container {name} ({str(c['Id'])[:12]}, {how})"
+            out.append(Orphan(self.name, alloc_id, labels.get(LABEL_TASK, "?"), ref))
+        return out
+
     def _remove_orphans(self, live: set[str], node_id: str | None) -> list[str]:
         client = self._client()
         removed = cleanup_orphans(client, live, node_id, self._remove_network)
@@ -512,6 +561,8 @@ class DockerDriver(Driver):
         if self._fingerprint is not None and now - self._fingerprint[0] < FINGERPRINT_TTL:
             return self._fingerprint[1]
         info = self._probe()
+        if info.healthy:
+            info.attributes.update(self.policy.attributes())
         self._fingerprint = (now, info)
         return info
 
@@ -550,8 +601,14 @@ class DockerDriver(Driver):
         cfg = ctx.config
         if not isinstance(cfg, DockerConfig):
             cfg = DockerConfig.model_validate(cfg.model_dump())
-        if cfg.privileged and not self.allow_privileged:
+        if cfg.privileged and not (self.allow_privileged or self.policy.privileged):
             raise DriverError("privileged containers are not allowed on this node")
+        # On the node, relative binds are resolved (symlinks too): one that stays in the
+        # allocation's directory is no host volume; anything else needs --docker-volumes.
+        needs = DockerNeeds.of(cfg, ctx.task_dir, os.path.dirname(ctx.alloc_dir))
+        refusal = self.policy.refusal(needs)
+        if refusal is not None:
+            raise DriverError(f"{refusal} on this node", recoverable=False)
         create = self._create_args(ctx, cfg)
         state_dir = Path(ctx.task_dir) / STATE_SUBDIR
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -604,6 +661,8 @@ class DockerDriver(Driver):
             LABEL_TASK: ctx.task_name,
             LABEL_NODE: ctx.node_id,
         }
+        if ctx.data_dir:
+            labels[LABEL_DATA_DIR] = str(Path(ctx.data_dir).absolute())
         mounts = [
             types.Mount(ALLOC_MOUNT, ctx.alloc_dir, type="bind"),
             types.Mount(LOCAL_MOUNT, ctx.task_dir, type="bind"),

@@ -14,15 +14,26 @@ a few microseconds, not the duration of the copy.
 Rotated files are numbered upwards (``.1``, ``.2``, ...; the newest has the
 highest number, numbers are never reused) so a reader that is following the
 log can tell which file holds what it has not seen yet.
+
+The log directory is the task's to write: a task may plant a symlink named like
+its log (or like a rotated copy, or the copy's ``.tmp``) pointing at any file on
+the node.  The agent runs as root, so every file here is opened relative to the
+log directory's fd with ``O_NOFOLLOW`` (and the directory itself, given the
+allocation's root, with :func:`podium.drivers.beneath.open_beneath`): a symlink
+is never read, truncated or written through, and anything but a regular file is
+left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
-import shutil
+import stat
 from typing import Literal
+
+from podium.drivers.beneath import open_beneath, open_dir
 
 CHUNK = 1 << 20
 CATCH_UP = 16
@@ -50,43 +61,121 @@ def log_files(path: str) -> list[str]:
     return [p for _n, p in rotated_files(path)] + [path]
 
 
-def rotate_if_needed(path: str, max_bytes: int, max_files: int) -> bool:
+LOG_SUBDIR = "alloc/logs"
+"""Where an allocation's task logs are, relative to its directory."""
+
+
+def open_log_dir(alloc_dir: str, *, openat2: bool | None = None) -> int:
+    """An fd for ``<alloc_dir>/alloc/logs``, with no symlink followed on the way below
+    the allocation's directory (which the agent made).  Raises OSError."""
+    root = open_dir(alloc_dir)
+    try:
+        return open_beneath(root, LOG_SUBDIR, os.O_RDONLY | os.O_DIRECTORY, openat2=openat2)
+    finally:
+        os.close(root)
+
+
+def segment_names(dir_fd: int, base: str) -> list[str]:
+    """The log ``base``'s files in the directory, oldest to newest: ``base.<n>`` by n,
+    then ``base`` itself (each only when present)."""
+    pattern = re.compile(re.escape(base) + r"\.(\d+)$")
+    found = []
+    names = os.listdir(dir_fd)
+    for name in names:
+        m = pattern.match(name)
+        if m:
+            found.append((int(m.group(1)), name))
+    return [n for _i, n in sorted(found)] + ([base] if base in names else [])
+
+
+def open_segment(
+    dir_fd: int, name: str, flags: int = os.O_RDONLY, *, openat2: bool | None = None
+) -> int | None:
+    """An fd for the regular file ``name`` in the log directory; None when it is gone,
+    a symlink, or anything but a regular file (never opened through a link, never
+    blocking on a FIFO)."""
+    try:
+        fd = open_beneath(dir_fd, name, flags | os.O_NONBLOCK, openat2=openat2)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.EXDEV, errno.ENXIO, errno.EINVAL):
+            return None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def rotate_if_needed(path: str, max_bytes: int, max_files: int, *, root: str | None = None) -> bool:
     """Rotate ``path`` when it has reached ``max_bytes``; True if it did.
 
     Keeps at most ``max_files`` files in all: the current one plus
     ``max_files - 1`` rotated ones (with ``max_files == 1`` the log is just
-    truncated).
+    truncated).  With ``root`` (the allocation's directory, which holds ``path``),
+    no directory between ``root`` and the log is followed through a symlink either.
+    A log that is a symlink or not a regular file is left alone (False).
     """
+    folder, base = os.path.split(path)
     try:
-        size = os.path.getsize(path)
+        if root is not None:
+            rel = os.path.relpath(folder, root)
+            top = open_dir(root)
+            try:
+                dir_fd = open_beneath(top, rel, os.O_RDONLY | os.O_DIRECTORY)
+            finally:
+                os.close(top)
+        else:
+            dir_fd = open_dir(folder or ".")
     except FileNotFoundError:
         return False
-    if size < max(1, max_bytes):
-        return False
-    keep = max(0, max_files - 1)
-    rotated = rotated_files(path)
-    if keep:
-        n = rotated[-1][0] + 1 if rotated else 1
-        target = f"{path}.{n}"
-        _copy_then_truncate(path, target)
-        rotated.append((n, target))
-    else:
-        os.truncate(path, 0)
-    for _n, old in rotated[: max(0, len(rotated) - keep)]:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(old)
-    return True
+    try:
+        src = open_segment(dir_fd, base, os.O_RDWR)
+        if src is None:
+            return False
+        try:
+            if os.fstat(src).st_size < max(1, max_bytes):
+                return False
+            keep = max(0, max_files - 1)
+            rotated = (
+                segment_names(dir_fd, base)[:-1]
+                if keep
+                else [n for n in segment_names(dir_fd, base) if n != base]
+            )
+            if keep:
+                numbers = [int(n.rsplit(".", 1)[1]) for n in rotated]
+                target = f"{base}.{(max(numbers) + 1) if numbers else 1}"
+                _copy_then_truncate(dir_fd, src, target)
+                rotated.append(target)
+            else:
+                os.ftruncate(src, 0)
+        finally:
+            os.close(src)
+        for old in rotated[: max(0, len(rotated) - keep)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old, dir_fd=dir_fd)
+        return True
+    finally:
+        os.close(dir_fd)
 
 
-def _copy_then_truncate(path: str, target: str) -> None:
-    with open(path, "rb") as src, open(target + ".tmp", "wb") as dst:
+def _copy_then_truncate(dir_fd: int, src: int, target: str) -> None:
+    tmp = target + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=dir_fd)  # a leftover, or a planted symlink: removed, not followed
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    dst = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+    try:
+        os.lseek(src, 0, os.SEEK_SET)
         for _ in range(CATCH_UP):
-            shutil.copyfileobj(src, dst, CHUNK)
+            while chunk := os.read(src, CHUNK):
+                os.write(dst, chunk)
             # Appended during the copy?  Copy that too, then truncate at once.
-            if os.fstat(src.fileno()).st_size <= src.tell():
+            if os.fstat(src).st_size <= os.lseek(src, 0, os.SEEK_CUR):
                 break
-        os.truncate(path, 0)
-    os.replace(target + ".tmp", target)
+        os.ftruncate(src, 0)
+    finally:
+        os.close(dst)
+    os.replace(tmp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def read_log(

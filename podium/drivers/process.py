@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from signal import SIGKILL
@@ -34,7 +35,15 @@ from typing import Any
 import psutil
 
 from podium.drivers import cgroups
-from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
+from podium.drivers.base import (
+    Driver,
+    ExitResult,
+    Orphan,
+    TaskContext,
+    TaskHandle,
+    TaskStats,
+    allocs_roots,
+)
 from podium.drivers.commands import pwd_arg, signal_reset_prefix
 from podium.drivers.procfs import (
     boottime_ticks,
@@ -72,6 +81,9 @@ RELEASE_WAIT = 5.0
 """How long ``destroy`` keeps trying to remove a cgroup whose processes are exiting."""
 STATS_TTL = 0.5
 """Age up to which one scan of /proc serves every task's ``stats`` call."""
+ORPHAN_GRACE = 5.0
+"""How long an orphaned task gets between SIGTERM and SIGKILL (its job's kill_timeout
+is lost with the agent's state)."""
 
 SHIM_TRAPS = frozenset(
     {
@@ -464,6 +476,38 @@ class ProcessDriver(Driver):
         if self._watches.get(handle.task_id) is watch:
             del self._watches[handle.task_id]
 
+    async def reap_orphans(
+        self, data_dir: str, owned: Collection[str], grace: float = ORPHAN_GRACE
+    ) -> list[Orphan]:
+        """Stop the shims (and their tasks, and cgroups) an agent on ``data_dir`` started
+        for allocations not in ``owned``: found in /proc by their command line (``shim.sh``,
+        a state dir under ``<data_dir>/allocs/``), so they are found with the data dir
+        itself deleted.  SIGTERM to each task's group, SIGKILL after ``grace``."""
+        shims = await asyncio.to_thread(find_orphan_shims, data_dir, set(owned))
+        if not shims:
+            return []
+        for shim in shims:
+            _signal_leader(shim.pid, shim.start, signal.SIGTERM, group=True)
+        deadline = time.monotonic() + grace
+        while any(shim.alive() for shim in shims) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        out = []
+        for shim in shims:
+            how = "SIGTERM"
+            if shim.alive():
+                how = "SIGKILL"
+                _signal_leader(shim.pid, shim.start, SIGKILL, group=True)
+            cgroups.kill(shim.cgroups)
+            deadline = time.monotonic() + RELEASE_WAIT
+            while shim.cgroups and not cgroups.remove(shim.cgroups):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            out.append(
+                Orphan(shim.driver, shim.alloc_id, shim.task, f"shim pid {shim.pid} ({how})")
+            )
+        return out
+
     # ----------------------------------------------------------- public helpers
     async def task_pid(self, handle: TaskHandle, timeout: float = PID_WAIT) -> int | None:
         """The task's pid, once it leads its process group (up to ``timeout``; None: it exited)."""
@@ -766,6 +810,60 @@ def kill_previous(state_dir: str) -> None:
         os.kill(proc.ppid, SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pgrp, SIGKILL)
+
+
+# --------------------------------------------------------------------------- orphans
+
+
+@dataclass
+class OrphanShim:
+    pid: int
+    start: int | None
+    alloc_id: str
+    task: str
+    cgroups: list[str]
+    driver: str
+    """``exec`` when the shim runs its task through ``unshare``, else ``raw_exec`` (every
+    process driver reaps every orphaned shim of its data dir: they share the shim)."""
+
+    def alive(self) -> bool:
+        return self.start is not None and start_time(self.pid) == self.start
+
+
+def find_orphan_shims(data_dir: str, owned: set[str]) -> list[OrphanShim]:
+    """The live shims of tasks an agent on ``data_dir`` started, for allocations not in
+    ``owned``.  A shim is the leader of its process group (its forked subshell, with the
+    same command line until it execs the task, is not), runs ``shim.sh``, and names its
+    state dir ``<data_dir>/allocs/<alloc>/<task>/.podium`` after ``--``."""
+    prefixes = tuple(root + "/" for root in allocs_roots(data_dir))
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        cmd = read_cmdline(pid)
+        if not cmd:
+            continue
+        at = next((i for i, a in enumerate(cmd[:2]) if a.endswith("shim.sh")), None)
+        if at is None or "--" not in cmd:
+            continue
+        sep = cmd.index("--")
+        if sep + 1 >= len(cmd):
+            continue
+        state_dir = cmd[sep + 1]
+        prefix = next((p for p in prefixes if state_dir.startswith(p)), None)
+        if prefix is None:
+            continue
+        parts = state_dir[len(prefix) :].split("/")
+        if len(parts) != 3 or parts[2] != STATE_SUBDIR or parts[0] in owned:
+            continue
+        stat = read_stat(pid)
+        if stat is None or stat.pgrp != pid:
+            continue
+        dirs = [os.path.dirname(f) for f in cmd[at + 3 : sep] if f.endswith("/cgroup.procs")]
+        driver = "exec" if any(a.endswith("/unshare") for a in cmd[sep + 2 :]) else "raw_exec"
+        out.append(OrphanShim(pid, stat.start_time, parts[0], parts[1], dirs, driver))
+    return out
 
 
 # --------------------------------------------------------------------------- /proc scans

@@ -28,6 +28,8 @@ from fnmatch import fnmatchcase
 from typing import Literal
 
 from podium.models import Allocation, AllocMetric, Constraint, Group, JobSpec, Node, Spread
+from podium.models.dockerpolicy import DockerNeeds, DockerPolicy
+from podium.models.taskconfig import DockerConfig
 from podium.scheduler.constraints import PLACEMENT_OPERATORS, check, resolve
 from podium.scheduler.snapshot import Snapshot
 
@@ -148,6 +150,23 @@ def missing_driver(node: Node, needs: GroupNeeds) -> str | None:
     return None
 
 
+def docker_refused(node: Node, needs: GroupNeeds) -> str | None:
+    """A docker task's host binds, cap_add and privileged mode must be allowed by the
+    node's docker driver (the policy it advertises; a node that advertises none, an agent
+    older than the check, is left to its driver)."""
+    if not needs.docker:
+        return None
+    info = node.drivers.get("docker")
+    policy = DockerPolicy.from_attributes(info.attributes) if info is not None else None
+    if policy is None:
+        return None
+    for task_needs in needs.docker:
+        reason = policy.refusal(task_needs)
+        if reason is not None:
+            return reason
+    return None
+
+
 def group_constraints(node: Node, needs: GroupNeeds) -> str | None:
     """The group's constraints and those of all its tasks."""
     return _first_failing(needs.group_constraints, node)
@@ -158,6 +177,7 @@ STATIC_FILTERS: tuple[StaticFilter, ...] = (
     outside_node_pool,
     job_constraints,
     missing_driver,
+    docker_refused,
     group_constraints,
 )
 """Applied in order (Nomad's order: job constraints, drivers, group constraints);
@@ -203,6 +223,21 @@ def _spread_rule(spread: Spread) -> SpreadRule:
     return SpreadRule(spread.attribute, spread.weight, targets)
 
 
+def _docker_needs(group: Group) -> tuple[DockerNeeds, ...]:
+    out = []
+    for task in group.tasks.values():
+        if task.driver != "docker":
+            continue
+        try:
+            cfg = DockerConfig.model_validate(task.config)
+        except ValueError:
+            continue  # the spec layer reports it; the driver refuses it
+        task_needs = DockerNeeds.of(cfg)
+        if task_needs.any:
+            out.append(task_needs)
+    return tuple(out)
+
+
 @dataclass(slots=True)
 class GroupNeeds:
     """What one instance of a group asks of a node, precomputed once per schedule call."""
@@ -230,6 +265,8 @@ class GroupNeeds:
     per_node: bool = False
     """A rule names something unique to a node: verdicts are cached per node, not per class."""
     affinity_per_node: bool = False
+    docker: tuple[DockerNeeds, ...] = ()
+    """What the group's docker tasks ask beyond a plain container (host binds, cap_add)."""
     _verdicts: dict[str, str | None] = field(default_factory=dict)
     _affinity: dict[str, float] = field(default_factory=dict)
 
@@ -245,6 +282,7 @@ class GroupNeeds:
         memory = sum(t.resources.memory for t in group.tasks.values())
         drivers = tuple(sorted({t.driver for t in group.tasks.values()}))
         needs = cls(name=name, cpu=cpu, memory=memory, drivers=drivers, filters=filters)
+        needs.docker = _docker_needs(group)
 
         job_level: list[Constraint] = list(job.constraints) if job is not None else []
         group_level: list[Constraint] = list(group.constraints)

@@ -602,6 +602,21 @@ def create_app(
                     f"allocation {alloc.id} has several tasks; name one of: " + ", ".join(tasks)
                 )
             task = tasks[0]
+        # Only a task of the allocation's job, and a sane offset: the agent reads files by
+        # these, so nothing else is passed on to it (it checks the same again).
+        spec = store.job_spec(alloc.job_id, alloc.job_version, alloc.namespace)
+        group = spec.groups.get(alloc.group) if spec is not None else None
+        known = set(alloc.task_states) | set(alloc.task_resources)
+        if group is not None:
+            known |= set(group.tasks)
+        if task not in known:
+            raise NotFound(
+                f"allocation {alloc.id} has no task {task!r} (tasks: {', '.join(sorted(known))})"
+            )
+        if offset < 0:
+            raise ValueError(f"offset must be a non-negative number of bytes, not {offset}")
+        if origin not in ("start", "end"):
+            raise ValueError(f"origin must be 'start' or 'end', not {origin!r}")
         node = store.node(alloc.node_id)
         if node is None or not node.http_addr:
             raise NotFound(f"node {alloc.node_id} of allocation {alloc.id} cannot be reached")

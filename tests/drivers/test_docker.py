@@ -39,6 +39,7 @@ from podium.drivers.docker import (
 from podium.drivers.docker_oom import child_limit
 from podium.errors import DriverError
 from podium.models import AllocatedPort, Resources
+from podium.models.dockerpolicy import DockerPolicy
 from podium.models.taskconfig import DockerConfig
 from tests.drivers.conftest import read
 from tests.drivers.helpers import has_text, until
@@ -930,3 +931,99 @@ async def test_the_exit_waits_for_followers_made_before_it(
     assert seen == [2]
     assert read(ctx.stdout_path) == "out\n"
     await driver.destroy(handle)
+
+
+# -- what a node lets containers have: host binds, cap_add (DockerPolicy)
+async def test_a_host_bind_is_refused_unless_the_agent_allows_volumes(
+    ctx_for: Any, tmp_path: Path
+) -> None:
+    before = _container_ids()
+    with pytest.raises(DriverError, match="docker: host volume / is not allowed") as err:
+        await DockerDriver().start(ctx_for("cat /host/etc/hostname", volumes=["/:/host:ro"]))
+    assert not err.value.recoverable
+    with pytest.raises(DriverError, match="docker: host volume /etc is not allowed"):
+        await DockerDriver().start(
+            ctx_for("true", mounts=[{"type": "bind", "source": "/etc", "target": "/x"}])
+        )
+    assert _container_ids() == before  # nothing was created
+
+    driver = DockerDriver(policy=DockerPolicy(volumes=True))
+    ctx = ctx_for("test -d /host/proc && echo host", volumes=["/:/host:ro"])
+    handle = await driver.start(ctx)
+    try:
+        assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
+        assert read(ctx.stdout_path) == "host\n"
+    finally:
+        await driver.destroy(handle)
+
+
+async def test_host_binds_only_under_the_allowed_prefixes(ctx_for: Any, tmp_path: Path) -> None:
+    allowed = tmp_path / "srv"
+    allowed.mkdir()
+    (allowed / "f").write_text("ok\n")
+    driver = DockerDriver(policy=DockerPolicy(volumes=True, volume_allow=(str(allowed),)))
+    with pytest.raises(DriverError, match="docker: host volume /etc is not allowed"):
+        await driver.start(ctx_for("true", volumes=["/etc:/x:ro"]))
+    # a symlink under the allowed prefix that points elsewhere is where it points
+    (allowed / "esc").symlink_to("/etc")
+    with pytest.raises(DriverError, match="docker: host volume /etc is not allowed"):
+        await driver.start(ctx_for("true", volumes=[f"{allowed}/esc:/x:ro"]))
+    ctx = ctx_for("cat /data/f", volumes=[f"{allowed}:/data:ro"])
+    handle = await driver.start(ctx)
+    try:
+        assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
+        assert read(ctx.stdout_path) == "ok\n"
+    finally:
+        await driver.destroy(handle)
+
+
+async def test_binds_inside_the_allocation_need_no_permission_but_a_symlink_out_does(
+    ctx_for: Any,
+) -> None:
+    driver = DockerDriver()  # volumes off
+    ctx = ctx_for("cat /d/x", volumes=["./data:/d:ro"])
+    (Path(ctx.task_dir) / "data").mkdir()
+    (Path(ctx.task_dir) / "data" / "x").write_text("inside\n")
+    handle = await driver.start(ctx)
+    try:
+        assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
+        assert read(ctx.stdout_path) == "inside\n"
+    finally:
+        await driver.destroy(handle)
+    # a task that planted a symlink to / in its own dir does not get / through it
+    escape = ctx_for("true", volumes=["./root:/host:ro"])
+    (Path(escape.task_dir) / "root").symlink_to("/")
+    with pytest.raises(DriverError, match="docker: host volume / is not allowed"):
+        await driver.start(escape)
+    climb = ctx_for("true", volumes=["../../../../../../etc:/x:ro"])
+    with pytest.raises(DriverError, match="docker: host volume /etc is not allowed"):
+        await driver.start(climb)
+
+
+async def test_cap_add_only_of_allowed_capabilities(ctx_for: Any) -> None:
+    with pytest.raises(DriverError, match="docker: cap_add SYS_ADMIN is not allowed"):
+        await DockerDriver().start(ctx_for("true", cap_add=["SYS_ADMIN"]))
+    with pytest.raises(DriverError, match="docker: cap_add NET_ADMIN is not allowed"):
+        await DockerDriver().start(ctx_for("true", cap_add=["CHOWN", "cap_net_admin"]))
+    # in Docker's default set: allowed by default
+    driver = DockerDriver()
+    handle = await driver.start(ctx_for("true", cap_add=["CHOWN"]))
+    assert (await asyncio.wait_for(driver.wait(handle), 20)).exit_code == 0
+    await driver.destroy(handle)
+    allowing = DockerDriver(policy=DockerPolicy(allow_caps=frozenset({"NET_ADMIN"})))
+    handle = await allowing.start(ctx_for("true", cap_add=["NET_ADMIN"]))
+    try:
+        assert (await asyncio.wait_for(allowing.wait(handle), 20)).exit_code == 0
+        assert _container(handle).attrs["HostConfig"]["CapAdd"] == ["NET_ADMIN"]
+    finally:
+        await allowing.destroy(handle)
+
+
+def test_the_fingerprint_advertises_what_the_driver_allows() -> None:
+    info = DockerDriver(
+        policy=DockerPolicy(volumes=True, volume_allow=("/srv",), allow_caps=frozenset({"KILL"}))
+    ).fingerprint()
+    assert info.attributes["volumes.enabled"] == "true"
+    assert info.attributes["volumes.allow"] == "/srv"
+    assert info.attributes["allow_caps"] == "KILL"
+    assert DockerDriver().fingerprint().attributes["volumes.enabled"] == "false"

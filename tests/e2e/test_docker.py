@@ -100,3 +100,115 @@ groups:
     )
     final = dev_agent.allocs("boxes")
     assert all(a["desired_status"] == "stop" for a in final)
+
+
+# -- host binds and cap_add: refused at placement unless the agent allows them
+class ServerAgent(DevAgent):
+    """``podium agent --server`` (not --dev): an agent with the production defaults."""
+
+    def start(self) -> None:
+        import subprocess
+
+        from tests.e2e.conftest import PODIUM
+
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [
+                *PODIUM,
+                "agent",
+                "--server",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-addr",
+                self.addr.removeprefix("http://"),
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        wait_until(self._ready, timeout=30, what="the agent to register its node")
+
+
+HOST_JOB = f"""
+job: hostbind
+type: batch
+groups:
+  g:
+    tasks:
+      t:
+        driver: docker
+        resources: {{memory: 32, cpu: 100}}
+        config:
+          image: {IMAGE}
+          command: /bin/sh
+          args: ["-c", "test -d /host/proc && echo saw the host; sleep 30"]
+          volumes: ["/:/host:ro"]
+"""
+CAP_JOB = f"""
+job: capadd
+type: batch
+groups:
+  g:
+    tasks:
+      t:
+        driver: docker
+        resources: {{memory: 32, cpu: 100}}
+        config:
+          image: {IMAGE}
+          command: /bin/sh
+          args: ["-c", "echo with caps; sleep 30"]
+          cap_add: [SYS_ADMIN]
+"""
+
+
+def _agent(tmp_path: Path, name: str, *flags: str) -> ServerAgent:
+    from tests.e2e.conftest import free_port
+
+    agent = ServerAgent(
+        addr=f"http://127.0.0.1:{free_port()}",
+        data_dir=tmp_path / name,
+        log_path=tmp_path / f"{name}.log",
+        extra_args=list(flags),
+    )
+    agent.start()
+    return agent
+
+
+def test_host_volume_and_cap_add_are_placement_reasons(tmp_path: Path) -> None:
+    agent = _agent(tmp_path, "default")
+    try:
+        node = agent.get("/v1/nodes")[0]
+        assert node["drivers"]["docker"]["attributes"]["volumes.enabled"] == "false"
+        for text, job, reason in (
+            (HOST_JOB, "hostbind", "docker: host volume / is not allowed"),
+            (CAP_JOB, "capadd", "docker: cap_add SYS_ADMIN is not allowed"),
+        ):
+            run = agent.cli("job", "run", write_job(tmp_path, text, f"{job}.yaml"), timeout=60)
+            assert run.returncode != 0, run.stdout
+            assert reason in run.stdout + run.stderr
+            status = agent.cli("job", "status", job, check=True).stdout
+            assert reason in status
+            assert not agent.allocs(job)
+    finally:
+        agent.cleanup()
+
+    allowing = _agent(
+        tmp_path, "allowing", "--docker-volumes", "--docker-allow-caps", "SYS_ADMIN,CHOWN"
+    )
+    try:
+        for text, job, line in (
+            (HOST_JOB, "hostbind", "saw the host"),
+            (CAP_JOB, "capadd", "with caps"),
+        ):
+            allowing.cli("job", "run", write_job(tmp_path, text, f"{job}.yaml"), check=True)
+            (alloc,) = allowing.wait_running(job, 1, timeout=60)
+            wait_until(
+                lambda a=alloc, w=line: w in allowing.cli("alloc", "logs", a["id"]).stdout,
+                timeout=20,
+                what=f"{job}'s output",
+            )
+    finally:
+        allowing.cleanup()
