@@ -17,7 +17,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -89,18 +98,18 @@ DEFAULT_WAIT = 300.0
 class JobRegisterRequest(BaseModel):
     job: Annotated[dict[str, Any], SchemaOf(JobSpec)]
     """The job file as data; checked by podium.spec (400 with ``issues``)."""
-    check_index: int | None = None
-    force_reschedule: bool = False
+    check_index: StrictInt | None = None
+    force_reschedule: StrictBool = False
 
 
 class JobPlanRequest(BaseModel):
     job: Annotated[dict[str, Any], SchemaOf(JobSpec)]
-    diff: bool = True
+    diff: StrictBool = True
 
 
 class RevertRequest(BaseModel):
-    version: int
-    enforce_prior_version: int | None = None
+    version: StrictInt
+    enforce_prior_version: StrictInt | None = None
     reason: str = ""
 
 
@@ -115,7 +124,7 @@ class PromoteRequest(BaseModel):
 
 class ScaleRequest(BaseModel):
     group: str
-    count: int
+    count: StrictInt
 
 
 class ReportOrder(BaseModel):
@@ -148,14 +157,14 @@ class NodeSyncRequest(ReportOrder):
 
 
 class EligibilityRequest(BaseModel):
-    eligible: bool
+    eligible: StrictBool
 
 
 class DrainRequest(BaseModel):
-    enable: bool = True
+    enable: StrictBool = True
     deadline: str | float = "1h"
     """How long service and batch allocations may take to leave; then everything stops."""
-    ignore_system: bool = False
+    ignore_system: StrictBool = False
 
 
 class NodeSyncResponse(BaseModel):
@@ -321,6 +330,15 @@ def create_app(
     @app.exception_handler(ValueError)
     async def _value(_: Request, exc: ValueError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        """FastAPI's and Starlette's own refusals (a body that is not JSON, an unknown
+        route, a method it lacks) in the API's one error shape, not ``{"detail"}``."""
+        message = str(exc.detail)
+        if exc.status_code == 400:
+            message = f"invalid request body: {message} (it must be JSON, in UTF-8)"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
