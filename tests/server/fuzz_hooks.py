@@ -35,8 +35,7 @@ def map_case(context: schemathesis.HookContext, case: Any) -> Any:
     query = case.query
     if not isinstance(query, dict):
         return case
-    if "wait" in query and _valid_wait(query["wait"]):
-        query["wait"] = SHORT_WAIT
-    elif "index" in query and "wait" not in query:
+    shorten = _valid_wait(query["wait"]) if "wait" in query else "index" in query
+    if shorten:
         query["wait"] = SHORT_WAIT
     return case

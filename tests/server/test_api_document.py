@@ -106,7 +106,7 @@ async def test_bad_index_and_wait_are_400_even_without_a_blocking_query(
 
 
 async def test_fast_sync_route_refuses_a_bad_wait(api: tuple[httpx.AsyncClient, Server]) -> None:
-    client, server = api
+    client, _ = api
     node = Node(id="n1", name="n1", resources=NodeResources(cpu=1000, memory=1024))
     r = await client.put("/v1/node/register", json=node.model_dump(mode="json"))
     assert r.status_code == 200, r.text

@@ -11,9 +11,9 @@ takes a couple of minutes on two busy cores, and it passes only with no failure 
 
 By hand (docs/api.md)::
 
-    podium agent --dev --no-client --http-addr 127.0.0.1:7646 &
+    podium agent --dev --no-client --http-addr 127.0.0.1:7634 &
     SCHEMATHESIS_HOOKS=tests.server.fuzz_hooks .venv/bin/schemathesis run \\
-        http://127.0.0.1:7646/v1/openapi.json --checks all \\
+        http://127.0.0.1:7634/v1/openapi.json --checks all \\
         --exclude-checks positive_data_acceptance,ignored_auth,object_level_authorization \
         --suppress-health-check filter_too_much --seed 1
 """
