@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 DEFAULT_NAMESPACE = "default"
 ALL_NAMESPACES = "*"
@@ -45,9 +45,10 @@ class Quota(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu: int | None = Field(default=None, ge=0, description="CPU in MHz")
-    memory: int | None = Field(default=None, ge=0, description="memory in MB")
-    count: int | None = Field(default=None, ge=0, description="instances (allocations)")
+    # strict: a JSON ``false`` or ``1.5`` is not a count (the API refuses it, 400)
+    cpu: StrictInt | None = Field(default=None, ge=0, description="CPU in MHz")
+    memory: StrictInt | None = Field(default=None, ge=0, description="memory in MB")
+    count: StrictInt | None = Field(default=None, ge=0, description="instances (allocations)")
 
     @classmethod
     def parse(cls, text: str) -> Quota:

@@ -17,7 +17,9 @@ from pydantic import BaseModel, Field
 from podium.errors import NotFound, SpecError
 from podium.models import parse_duration
 from podium.models.acl import ACLPolicy, ACLToken, NewToken, TokenType
+from podium.models.api import IndexAnswer
 from podium.server import acl
+from podium.server.api_docs import BODY, CONFLICT, NOT_FOUND
 from podium.server.trust import InvalidToken, Trust
 
 
@@ -46,9 +48,9 @@ def _json(value: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> J
 
 
 def router(trust: Trust) -> APIRouter:
-    r = APIRouter(prefix="/v1/acl", tags=["acl"])
+    r = APIRouter(prefix="/v1/acl", tags=["acl"], responses=NOT_FOUND)
 
-    @r.post("/bootstrap", response_model=NewToken)
+    @r.post("/bootstrap", response_model=NewToken, responses=CONFLICT)
     async def bootstrap() -> JSONResponse:
         """The first management token; refused (409) once done."""
         return _json(trust.bootstrap())
@@ -61,7 +63,7 @@ def router(trust: Trust) -> APIRouter:
     async def get_policy(name: str) -> JSONResponse:
         return _json(trust.policy(name))
 
-    @r.put("/policy/{name}", response_model=ACLPolicy)
+    @r.put("/policy/{name}", response_model=ACLPolicy, responses=BODY)
     async def put_policy(name: str, body: PolicyRequest) -> JSONResponse:
         """Create or replace; the rules are checked (400 with lines) before anything is stored."""
         try:
@@ -76,11 +78,11 @@ def router(trust: Trust) -> APIRouter:
                 status_code=400,
             )
 
-    @r.delete("/policy/{name}")
+    @r.delete("/policy/{name}", response_model=IndexAnswer)
     async def delete_policy(name: str) -> JSONResponse:
         return _json({"index": trust.delete_policy(name)})
 
-    @r.post("/token", response_model=NewToken)
+    @r.post("/token", response_model=NewToken, responses=BODY)
     async def create_token(body: TokenRequest) -> JSONResponse:
         ttl = parse_duration(body.ttl) if body.ttl is not None else None
         return _json(trust.create_token(body.name, body.type, body.policies, ttl))
@@ -103,7 +105,7 @@ def router(trust: Trust) -> APIRouter:
     async def get_token(accessor: str) -> JSONResponse:
         return _json(trust.token(accessor))
 
-    @r.delete("/token/{accessor}")
+    @r.delete("/token/{accessor}", response_model=IndexAnswer)
     async def delete_token(accessor: str) -> JSONResponse:
         return _json({"index": trust.delete_token(accessor)})
 

@@ -9,14 +9,23 @@ a unique id prefix.  docs/api.md is the contract.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -38,11 +47,31 @@ from podium.models import (
     parse_duration,
 )
 from podium.models.acl import LIST_JOBS, NODE_SECRET_HEADER, READ_JOB
+from podium.models.api import (
+    EvalAnswer,
+    HeartbeatAnswer,
+    IndexAnswer,
+    NodeRegisterAnswer,
+    RegisterAnswer,
+    ScaleAnswer,
+    StatusAnswer,
+)
 from podium.models.namespace import spec_key
 from podium.models.node import check_node_names
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 from podium.models.views import GroupSummary, JobInfo, JobListItem, JobPlanResult, NodeInfo
-from podium.server import acl, acl_api, catalog, snapshot, workload
+from podium.server import acl, acl_api, api_docs, catalog, snapshot, workload
+from podium.server.api_docs import (
+    BODY,
+    CONFLICT,
+    LOG_STREAM,
+    NOT_FOUND,
+    Index,
+    SchemaOf,
+    Since,
+    Wait,
+    errors,
+)
 from podium.server.api_namespaces import namespace_routes
 from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import RegisterResult, Server
@@ -68,19 +97,20 @@ DEFAULT_WAIT = 300.0
 
 # --------------------------------------------------------------------------- bodies
 class JobRegisterRequest(BaseModel):
-    job: dict[str, Any]
-    check_index: int | None = None
-    force_reschedule: bool = False
+    job: Annotated[dict[str, Any], SchemaOf(JobSpec)]
+    """The job file as data; checked by podium.spec (400 with ``issues``)."""
+    check_index: StrictInt | None = None
+    force_reschedule: StrictBool = False
 
 
 class JobPlanRequest(BaseModel):
-    job: dict[str, Any]
-    diff: bool = True
+    job: Annotated[dict[str, Any], SchemaOf(JobSpec)]
+    diff: StrictBool = True
 
 
 class RevertRequest(BaseModel):
-    version: int
-    enforce_prior_version: int | None = None
+    version: StrictInt
+    enforce_prior_version: StrictInt | None = None
     reason: str = ""
 
 
@@ -129,14 +159,14 @@ class NodeSyncRequest(ReportOrder):
 
 
 class EligibilityRequest(BaseModel):
-    eligible: bool
+    eligible: StrictBool
 
 
 class DrainRequest(BaseModel):
-    enable: bool = True
+    enable: StrictBool = True
     deadline: str | float = "1h"
     """How long service and batch allocations may take to leave; then everything stops."""
-    ignore_system: bool = False
+    ignore_system: StrictBool = False
 
 
 class NodeSyncResponse(BaseModel):
@@ -260,10 +290,12 @@ def create_app(
         # FastAPI's native OpenTelemetry looks for configured providers on every request
         # (~1% of the server's CPU at 5,000 nodes); Podium exports Prometheus metrics.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        responses=api_docs.COMMON,
     )
     # One pooled client relays logs from agents, a bounded number at once (proxy.py);
     # whoever runs the app closes it (app.state.agent_proxy.aclose()).
     agent_proxy = app.state.agent_proxy = AgentProxy(relay_verify, max_log_streams)
+    api_docs.install(app)
 
     async def blocking(index: int | None, wait: str | None, *tables: str) -> int:
         if index is not None:
@@ -317,6 +349,15 @@ def create_app(
     @app.exception_handler(ValueError)
     async def _value(_: Request, exc: ValueError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        """FastAPI's and Starlette's own refusals (a body that is not JSON, an unknown
+        route, a method it lacks) in the API's one error shape, not ``{"detail"}``."""
+        message = str(exc.detail)
+        if exc.status_code == 400:
+            message = f"invalid request body: {message} (it must be JSON, in UTF-8)"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -427,7 +468,12 @@ def create_app(
         return sorted(allocs, key=lambda a: (a.create_index, a.name))
 
     # ---------------------------------------------------------------- jobs
-    @app.post("/v1/jobs", tags=["jobs"])
+    @app.post(
+        "/v1/jobs",
+        tags=["jobs"],
+        response_model=RegisterAnswer,
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
+    )
     async def register_job(body: JobRegisterRequest, namespace: str = "default") -> Response:
         """``namespace`` (default ``default``) is where the job goes: a job file that names
         another one is refused (400), so the query alone says which namespace a request
@@ -441,8 +487,8 @@ def create_app(
     @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobListItem])
     async def list_jobs(
         prefix: str | None = None,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         """``namespace=*``: every namespace's jobs."""
@@ -452,9 +498,9 @@ def create_app(
         items = [job_item(j) for j in jobs if prefix is None or j.id.startswith(prefix)]
         return _json(items, list[JobListItem], idx)
 
-    @app.get("/v1/job/{job_id}", tags=["jobs"], response_model=JobInfo)
+    @app.get("/v1/job/{job_id}", tags=["jobs"], response_model=JobInfo, responses=NOT_FOUND)
     async def get_job(
-        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        job_id: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         job = resolve_job(job_id, namespace)
         if index is not None:
@@ -465,18 +511,23 @@ def create_app(
         detail.status = job_status(job, summary)
         return _json(detail, JobInfo, store.table_index(JOBS, ALLOCS))
 
-    @app.delete("/v1/job/{job_id}", tags=["jobs"])
+    @app.delete("/v1/job/{job_id}", tags=["jobs"], response_model=EvalAnswer, responses=NOT_FOUND)
     async def stop_job(job_id: str, purge: bool = False, namespace: str = "default") -> Response:
         job = resolve_job(job_id, namespace)
         eval_id, idx = server.stop_job(job.id, purge=purge, namespace=job.namespace)
         return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
-    @app.get("/v1/job/{job_id}/allocations", tags=["jobs"], response_model=list[Allocation])
+    @app.get(
+        "/v1/job/{job_id}/allocations",
+        tags=["jobs"],
+        response_model=list[Allocation],
+        responses=NOT_FOUND,
+    )
     async def job_allocs(
         job_id: str,
         all: bool = True,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         job = resolve_job(job_id, namespace)
@@ -486,24 +537,39 @@ def create_app(
             allocs = [a for a in allocs if not a.terminal()]
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
-    @app.get("/v1/job/{job_id}/versions", tags=["jobs"], response_model=list[JobVersion])
+    @app.get(
+        "/v1/job/{job_id}/versions",
+        tags=["jobs"],
+        response_model=list[JobVersion],
+        responses=NOT_FOUND,
+    )
     async def job_versions(
-        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        job_id: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, VERSIONS)
         return _json(store.job_versions(job.id, job.namespace), list[JobVersion], idx)
 
-    @app.get("/v1/job/{job_id}/evaluations", tags=["jobs"], response_model=list[Evaluation])
+    @app.get(
+        "/v1/job/{job_id}/evaluations",
+        tags=["jobs"],
+        response_model=list[Evaluation],
+        responses=NOT_FOUND,
+    )
     async def job_evals(
-        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        job_id: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, EVALS)
         evs = sorted(store.evals_by_job(job.id, job.namespace), key=lambda e: -e.create_index)
         return _json(evs, list[Evaluation], idx)
 
-    @app.post("/v1/job/{job_id}/scale", tags=["jobs"])
+    @app.post(
+        "/v1/job/{job_id}/scale",
+        tags=["jobs"],
+        response_model=ScaleAnswer,
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
+    )
     async def scale_job(job_id: str, body: ScaleRequest, namespace: str = "default") -> Response:
         job = resolve_job(job_id, namespace)
         r = server.scale_job(job.id, body.group, body.count, namespace=job.namespace)
@@ -519,7 +585,12 @@ def create_app(
             r.index,
         )
 
-    @app.post("/v1/job/{job_id}/plan", tags=["jobs"], response_model=JobPlanResult)
+    @app.post(
+        "/v1/job/{job_id}/plan",
+        tags=["jobs"],
+        response_model=JobPlanResult,
+        responses={**NOT_FOUND, **BODY},
+    )
     async def plan_job(job_id: str, body: JobPlanRequest, namespace: str = "default") -> Response:
         """A dry run of registering the spec: diff, scheduler outcome, index; writes nothing."""
         spec = validate_job_dict(body.job)
@@ -528,7 +599,12 @@ def create_app(
         plan = server.plan_job(spec, diff=body.diff, namespace=namespace)
         return _json(plan, JobPlanResult, plan.index)
 
-    @app.post("/v1/job/{job_id}/revert", tags=["jobs"])
+    @app.post(
+        "/v1/job/{job_id}/revert",
+        tags=["jobs"],
+        response_model=RegisterAnswer,
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
+    )
     async def revert_job(job_id: str, body: RevertRequest, namespace: str = "default") -> Response:
         job = resolve_job(job_id, namespace)
         try:
@@ -550,8 +626,8 @@ def create_app(
         prefix: str | None = None,
         job_id: str | None = None,
         node_id: str | None = None,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         """``namespace=*``: every namespace's allocations."""
@@ -572,9 +648,14 @@ def create_app(
         allocs = [a for a in allocs if acl.can(READ_JOB, a.namespace)]
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
-    @app.get("/v1/allocation/{alloc_id}", tags=["allocations"], response_model=Allocation)
+    @app.get(
+        "/v1/allocation/{alloc_id}",
+        tags=["allocations"],
+        response_model=Allocation,
+        responses=NOT_FOUND,
+    )
     async def get_alloc(
-        alloc_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        alloc_id: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         alloc = resolve_alloc(alloc_id, namespace)
         if index is not None:
@@ -582,7 +663,11 @@ def create_app(
             alloc = resolve_alloc(alloc.id, namespace)
         return _json(alloc, Allocation, store.table_index(ALLOCS))
 
-    @app.get("/v1/allocation/{alloc_id}/logs", tags=["allocations"])
+    @app.get(
+        "/v1/allocation/{alloc_id}/logs",
+        tags=["allocations"],
+        responses={200: LOG_STREAM, **NOT_FOUND, **errors(429, 502)},
+    )
     async def alloc_logs(
         alloc_id: str,
         task: str | None = None,
@@ -638,7 +723,7 @@ def create_app(
     # ---------------------------------------------------------------- nodes
     @app.get("/v1/nodes", tags=["nodes"], response_model=list[NodeInfo])
     async def list_nodes(
-        prefix: str | None = None, index: int | None = None, wait: str | None = None
+        prefix: str | None = None, index: Index = None, wait: Wait = None
     ) -> Response:
         idx = await blocking(index, wait, NODES)
         nodes = sorted(store.nodes(), key=lambda n: n.name)
@@ -646,20 +731,23 @@ def create_app(
             nodes = [n for n in nodes if n.id.startswith(prefix)]
         return _json([node_detail(n) for n in nodes], list[NodeInfo], idx)
 
-    @app.get("/v1/node/{node_id}", tags=["nodes"], response_model=NodeInfo)
+    @app.get("/v1/node/{node_id}", tags=["nodes"], response_model=NodeInfo, responses=NOT_FOUND)
     async def get_node(node_id: str) -> Response:
         return _json(node_detail(resolve_node(node_id)), NodeInfo, store.table_index(NODES))
 
-    @app.get("/v1/node/{node_id}/allocations", tags=["nodes"], response_model=list[Allocation])
-    async def node_allocs(
-        node_id: str, index: int | None = None, wait: str | None = None
-    ) -> Response:
+    @app.get(
+        "/v1/node/{node_id}/allocations",
+        tags=["nodes"],
+        response_model=list[Allocation],
+        responses=NOT_FOUND,
+    )
+    async def node_allocs(node_id: str, index: Index = None, wait: Wait = None) -> Response:
         node = resolve_node(node_id)
         idx = await blocking(index, wait, ALLOCS)
         allocs = [a for a in store.allocs_by_node(node.id) if acl.can(READ_JOB, a.namespace)]
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
-    @app.put("/v1/node/register", tags=["agent"])
+    @app.put("/v1/node/register", tags=["agent"], response_model=NodeRegisterAnswer, responses=BODY)
     async def register_node(node: Node, request: Request) -> Response:
         """A node's (re-)registration: a known node id needs its node secret; a new node
         gets one in the answer (``node_secret``, shown once; its agent keeps it)."""
@@ -674,20 +762,35 @@ def create_app(
             answer["node_secret"] = secret
         return _json(answer, dict[str, Any], idx)
 
-    @app.put("/v1/node/{node_id}/heartbeat", tags=["agent"])
+    @app.put(
+        "/v1/node/{node_id}/heartbeat",
+        tags=["agent"],
+        response_model=HeartbeatAnswer,
+        responses=NOT_FOUND,
+    )
     async def heartbeat(node_id: str) -> Response:
         idx = server.heartbeat(node_id)
         return _json(
             {"index": idx, "heartbeat_ttl": server.config.heartbeat_ttl}, dict[str, Any], idx
         )
 
-    @app.put("/v1/node/{node_id}/eligibility", tags=["nodes"])
+    @app.put(
+        "/v1/node/{node_id}/eligibility",
+        tags=["nodes"],
+        response_model=IndexAnswer,
+        responses={**NOT_FOUND, **BODY},
+    )
     async def eligibility(node_id: str, body: EligibilityRequest) -> Response:
         node = resolve_node(node_id)
         idx = server.set_eligibility(node.id, body.eligible)
         return _json({"index": idx}, dict[str, Any], idx)
 
-    @app.put("/v1/node/{node_id}/drain", tags=["nodes"])
+    @app.put(
+        "/v1/node/{node_id}/drain",
+        tags=["nodes"],
+        response_model=IndexAnswer,
+        responses={**NOT_FOUND, **BODY},
+    )
     async def drain(node_id: str, body: DrainRequest) -> Response:
         node = resolve_node(node_id)
         idx = server.drain_node(
@@ -705,8 +808,9 @@ def create_app(
         since: int | None,
         have: str | list[str] | None,
     ) -> Response:
+        seconds = _parse_wait(wait)  # checked even without ``index`` (the fast path's too)
         if index is not None:
-            await store.wait_for(index, _parse_wait(wait), node_allocs=node_id)
+            await store.wait_for(index, seconds, node_allocs=node_id)
         idx = store.node_alloc_index(node_id)
         indexes: dict[str, int] | None = None
         count: int | None = None
@@ -772,13 +876,16 @@ def create_app(
         return await sync_answer(node_id, index, wait, since, body.have)
 
     @app.get(
-        "/v1/client/node/{node_id}/allocations", tags=["agent"], response_model=NodeSyncResponse
+        "/v1/client/node/{node_id}/allocations",
+        tags=["agent"],
+        response_model=NodeSyncResponse,
+        responses=NOT_FOUND,
     )
     async def node_sync(
         node_id: str,
-        index: int | None = None,
-        wait: str | None = None,
-        since: int | None = None,
+        index: Index = None,
+        wait: Wait = None,
+        since: Since = None,
         have: str | None = None,
     ) -> Response:
         """The node's allocations and their job specs.  With ``since`` (Nomad's delta
@@ -789,14 +896,17 @@ def create_app(
         return await sync_answer(node_id, index, wait, since, have)
 
     @app.post(
-        "/v1/client/node/{node_id}/allocations", tags=["agent"], response_model=NodeSyncResponse
+        "/v1/client/node/{node_id}/allocations",
+        tags=["agent"],
+        response_model=NodeSyncResponse,
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
     )
     async def node_sync_with_reports(
         node_id: str,
         body: NodeSyncRequest,
-        index: int | None = None,
-        wait: str | None = None,
-        since: int | None = None,
+        index: Index = None,
+        wait: Wait = None,
+        since: Since = None,
     ) -> Response:
         """The ``GET`` sync with the agent's reports riding on it: ``updates`` are committed
         as ``POST /v1/client/allocations`` commits them (durable before any answer; an
@@ -804,7 +914,12 @@ def create_app(
         as the ``GET`` answers it, ``have`` taken from the body."""
         return await sync_with_reports(node_id, index, wait, since, body)
 
-    @app.post("/v1/client/allocations", tags=["agent"])
+    @app.post(
+        "/v1/client/allocations",
+        tags=["agent"],
+        response_model=IndexAnswer,
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
+    )
     async def client_update(body: ClientUpdateRequest) -> Response:
         acl.reporting_node(body.node_id)
         idx = await server.client_update_batched(
@@ -815,7 +930,7 @@ def create_app(
     # ---------------------------------------------------------------- service catalog
     @app.get("/v1/services", tags=["services"], response_model=list[ServiceSummary])
     async def list_services(
-        index: int | None = None, wait: str | None = None, namespace: str = "default"
+        index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         """``namespace=*``: every namespace's services."""
         idx = await blocking(index, wait, SERVICES)
@@ -830,8 +945,8 @@ def create_app(
     async def get_service(
         name: str,
         healthy: bool | None = None,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         ns = _ns(namespace)
@@ -844,8 +959,8 @@ def create_app(
     async def list_evals(
         job_id: str | None = None,
         prefix: str | None = None,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         """``namespace=*``: every namespace's evaluations."""
@@ -865,9 +980,14 @@ def create_app(
         evs = sorted(evs, key=lambda e: -e.create_index)
         return _json(evs, list[Evaluation], idx)
 
-    @app.get("/v1/evaluation/{eval_id}", tags=["evaluations"], response_model=Evaluation)
+    @app.get(
+        "/v1/evaluation/{eval_id}",
+        tags=["evaluations"],
+        response_model=Evaluation,
+        responses=NOT_FOUND,
+    )
     async def get_eval(
-        eval_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        eval_id: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         ev = resolve_eval(eval_id, namespace)
         if index is not None:
@@ -879,8 +999,8 @@ def create_app(
     @app.get("/v1/vars", tags=["variables"], response_model=list[VariableMetadata])
     async def list_vars(
         prefix: str = "",
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         """Paths and indexes only: a listing never carries a value.  ``namespace=*``:
@@ -892,9 +1012,14 @@ def create_app(
         found = [v for v in found if acl.can_list_variable(v.namespace, v.path)]
         return _json(found, list[VariableMetadata], idx)
 
-    @app.get("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
+    @app.get(
+        "/v1/var/{path:path}",
+        tags=["variables"],
+        response_model=Variable,
+        responses={**NOT_FOUND, **errors(500)},
+    )
     async def get_var(
-        path: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        path: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         check_var_path(path)
         ns = _ns(namespace)
@@ -903,7 +1028,12 @@ def create_app(
         var = server.variables.get(path, ns)
         return _json(var, Variable, store.table_index(VARIABLES))
 
-    @app.put("/v1/var/{path:path}", tags=["variables"], response_model=Variable)
+    @app.put(
+        "/v1/var/{path:path}",
+        tags=["variables"],
+        response_model=Variable,
+        responses={**NOT_FOUND, **CONFLICT, **BODY, **errors(500)},
+    )
     async def put_var(
         path: str, body: VarPutRequest, cas: int | None = None, namespace: str = "default"
     ) -> Response:
@@ -914,7 +1044,12 @@ def create_app(
         var = server.variables.put(path, body.items, cas=cas, namespace=ns)
         return _json(var, Variable, var.modify_index)
 
-    @app.delete("/v1/var/{path:path}", tags=["variables"])
+    @app.delete(
+        "/v1/var/{path:path}",
+        tags=["variables"],
+        response_model=IndexAnswer,
+        responses={**NOT_FOUND, **CONFLICT},
+    )
     async def delete_var(path: str, cas: int | None = None, namespace: str = "default") -> Response:
         idx = server.variables.delete(path, cas=cas, namespace=_ns(namespace))
         return _json({"index": idx}, dict[str, Any], idx)
@@ -930,11 +1065,16 @@ def create_app(
         ids = (d.id for d in store.deployments() if d.namespace == ns)
         return _resolve("deployment", ident, exact, ids)
 
-    @app.get("/v1/deployments", tags=["deployments"], response_model=list[Deployment])
+    @app.get(
+        "/v1/deployments",
+        tags=["deployments"],
+        response_model=list[Deployment],
+        responses=NOT_FOUND,
+    )
     async def list_deployments(
         job: str | None = None,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         """``namespace=*``: every namespace's deployments (``job`` needs one namespace)."""
@@ -952,11 +1092,16 @@ def create_app(
         found = [d for d in found if acl.can(READ_JOB, d.namespace)]
         return _json(found, list[Deployment], idx)
 
-    @app.get("/v1/deployment/{deployment_id}", tags=["deployments"], response_model=Deployment)
+    @app.get(
+        "/v1/deployment/{deployment_id}",
+        tags=["deployments"],
+        response_model=Deployment,
+        responses=NOT_FOUND,
+    )
     async def get_deployment(
         deployment_id: str,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         dep = resolve_deployment(deployment_id, namespace)
@@ -967,11 +1112,12 @@ def create_app(
         "/v1/deployment/{deployment_id}/allocations",
         tags=["deployments"],
         response_model=list[Allocation],
+        responses=NOT_FOUND,
     )
     async def deployment_allocs(
         deployment_id: str,
-        index: int | None = None,
-        wait: str | None = None,
+        index: Index = None,
+        wait: Wait = None,
         namespace: str = "default",
     ) -> Response:
         dep = resolve_deployment(deployment_id, namespace)
@@ -981,23 +1127,38 @@ def create_app(
         ]
         return _json(sorted_allocs(allocs), list[Allocation], idx)
 
-    @app.get("/v1/job/{job_id}/deployment", tags=["jobs"], response_model=Deployment | None)
+    @app.get(
+        "/v1/job/{job_id}/deployment",
+        tags=["jobs"],
+        response_model=Deployment | None,
+        responses=NOT_FOUND,
+    )
     async def job_latest_deployment(
-        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        job_id: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, DEPLOYMENTS)
         return _json(store.latest_deployment(job.id, job.namespace), Deployment | None, idx)
 
-    @app.get("/v1/job/{job_id}/deployments", tags=["jobs"], response_model=list[Deployment])
+    @app.get(
+        "/v1/job/{job_id}/deployments",
+        tags=["jobs"],
+        response_model=list[Deployment],
+        responses=NOT_FOUND,
+    )
     async def job_deployments(
-        job_id: str, index: int | None = None, wait: str | None = None, namespace: str = "default"
+        job_id: str, index: Index = None, wait: Wait = None, namespace: str = "default"
     ) -> Response:
         job = resolve_job(job_id, namespace)
         idx = await blocking(index, wait, DEPLOYMENTS)
         return _json(store.deployments_by_job(job.id, job.namespace), list[Deployment], idx)
 
-    @app.post("/v1/deployment/{deployment_id}/promote", tags=["deployments"])
+    @app.post(
+        "/v1/deployment/{deployment_id}/promote",
+        tags=["deployments"],
+        response_model=EvalAnswer,
+        responses={**NOT_FOUND, **CONFLICT, **BODY},
+    )
     async def promote_deployment(
         deployment_id: str, body: PromoteRequest | None = None, namespace: str = "default"
     ) -> Response:
@@ -1006,14 +1167,19 @@ def create_app(
         eval_id, idx = server.promote_deployment(dep.id, groups or None)
         return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
-    @app.post("/v1/deployment/{deployment_id}/fail", tags=["deployments"])
+    @app.post(
+        "/v1/deployment/{deployment_id}/fail",
+        tags=["deployments"],
+        response_model=EvalAnswer,
+        responses={**NOT_FOUND, **CONFLICT},
+    )
     async def fail_deployment(deployment_id: str, namespace: str = "default") -> Response:
         dep = resolve_deployment(deployment_id, namespace)
         eval_id, idx = server.fail_deployment(dep.id)
         return _json({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
 
     # ---------------------------------------------------------------- status
-    @app.get("/v1/status", tags=["status"])
+    @app.get("/v1/status", tags=["status"], response_model=StatusAnswer)
     async def status() -> Response:
         return _json(
             {

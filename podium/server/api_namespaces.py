@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from podium.errors import NotFound
 from podium.models.acl import READ_JOB
+from podium.models.api import IndexAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.server import acl
+from podium.server.api_docs import BODY, CONFLICT, NOT_FOUND
 from podium.server.core import Server
 from podium.state.store import ALLOCS, JOBS, NAMESPACES
 
@@ -49,7 +51,7 @@ def _answer(adapter: TypeAdapter[Any], value: Any, index: int) -> Response:
 
 
 def namespace_routes(server: Server) -> APIRouter:
-    router = APIRouter(tags=["namespaces"])
+    router = APIRouter(tags=["namespaces"], responses=NOT_FOUND)
     store = server.store
 
     def index() -> int:
@@ -71,14 +73,16 @@ def namespace_routes(server: Server) -> APIRouter:
             raise NotFound(f"namespace {name!r} not found")
         return _answer(_ONE, server.namespaces.info(name), index())
 
-    @router.put("/v1/namespace/{name}", response_model=NamespaceInfo)
+    @router.put(
+        "/v1/namespace/{name}", response_model=NamespaceInfo, responses={**CONFLICT, **BODY}
+    )
     async def put_namespace(name: str, body: NamespaceRequest | None = None) -> Response:
         """Create ``name``, or change its description and quota."""
         body = body or NamespaceRequest()
         info = server.namespaces.apply(name, body.description, body.quota)
         return _answer(_ONE, info, index())
 
-    @router.delete("/v1/namespace/{name}")
+    @router.delete("/v1/namespace/{name}", response_model=IndexAnswer, responses=CONFLICT)
     async def delete_namespace(name: str) -> Response:
         """Refused (409) while it holds jobs that are not stopped, running allocations
         or variables; ``default`` cannot be deleted (400)."""

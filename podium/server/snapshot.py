@@ -22,6 +22,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from podium.server.api_docs import errors
 from podium.state.snapshot import verify
 
 if TYPE_CHECKING:
@@ -41,10 +42,13 @@ def router(server: Server) -> APIRouter:
     @r.get(
         "/v1/operator/snapshot",
         response_class=FileResponse,
+        tags=["operator"],
         responses={
-            200: {"content": {MEDIA_TYPE: {}}, "description": "the snapshot file"},
-            503: {"description": "the store could not be read"},
-            507: {"description": "no room for the snapshot's temporary file"},
+            200: {
+                "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                "description": "The snapshot file (a SQLite database).",
+            },
+            **errors(503, 507),
         },
         summary="Save a consistent snapshot of the server's state",
     )

@@ -30,6 +30,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from podium.server.api_docs import errors
 from podium.tls import TLSError
 from podium.tls.asgi import RequireCertificate
 from podium.tls.ca import Issued, node_dns_name
@@ -100,7 +101,7 @@ def _issued(tls: ServerTLS, issued: Issued) -> dict[str, Any]:
 
 
 def router(tls: ServerTLS) -> APIRouter:
-    r = APIRouter(tags=["tls"])
+    r = APIRouter(tags=["tls"], responses=errors(404, 409, 413, 500))
 
     changes = _Changes(tls)
 

@@ -26,6 +26,7 @@ from podium.models.identity import (
     WorkloadIdentity,
 )
 from podium.server import identity
+from podium.server.api_docs import BODY, NOT_FOUND
 from podium.state import StateStore
 
 if TYPE_CHECKING:
@@ -112,7 +113,10 @@ def router(server: Server) -> APIRouter:
     routes = APIRouter()
 
     @routes.post(
-        "/v1/client/node/{node_id}/identities", tags=["agent"], response_model=IdentitiesAnswer
+        "/v1/client/node/{node_id}/identities",
+        tags=["agent"],
+        response_model=IdentitiesAnswer,
+        responses={**NOT_FOUND, **BODY},
     )
     async def node_identities(node_id: str, body: IdentitiesRequest) -> JSONResponse:
         """Workload tokens for the named tasks of this node's allocations (one per task)."""

@@ -1,0 +1,99 @@
+"""The HTTP API's own shapes: its one error body and the small answers of its writes.
+
+The server builds these answers as plain dicts (serialised straight to JSON, see
+``podium.server.api._json``); the models here are what the OpenAPI document says of
+them (``response_model=`` and ``responses=``), so a client generator or a fuzzer
+knows every field.  ``tests/server/test_fuzz_api.py`` checks each answer against
+them on a real server.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class SpecIssueBody(BaseModel):
+    """One problem of a job file or a policy (``podium.errors.SpecIssue.as_dict``)."""
+
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    hint: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers (4xx and 5xx): ``error`` is one line for people; the
+    other fields appear only where they apply."""
+
+    error: str
+    matches: list[str] | None = Field(
+        default=None, description="400 for an ambiguous id prefix: the ids it matches"
+    )
+    issues: list[SpecIssueBody] | None = Field(
+        default=None, description="400 for an invalid job file or ACL policy: every issue"
+    )
+    missing: str | None = Field(
+        default=None, description="401/403 at the access-control edge: what the route needs"
+    )
+    versions: list[int] | None = Field(
+        default=None, description="404 on revert: the job's versions that exist"
+    )
+
+
+class IndexAnswer(BaseModel):
+    """A write that answers only the index it was committed at."""
+
+    index: int
+
+
+class EvalAnswer(BaseModel):
+    """A write that created an evaluation (stop, promote, fail)."""
+
+    eval_id: str
+    index: int
+
+
+class RegisterAnswer(BaseModel):
+    """``POST /v1/jobs`` and ``POST /v1/job/{id}/revert``."""
+
+    eval_id: str
+    version: int
+    job_modify_index: int
+    index: int
+    changed: bool
+    warnings: list[str]
+
+
+class ScaleAnswer(BaseModel):
+    """``POST /v1/job/{id}/scale``."""
+
+    eval_id: str
+    version: int
+    index: int
+    job_modify_index: int
+    changed: bool
+
+
+class HeartbeatAnswer(BaseModel):
+    index: int
+    heartbeat_ttl: float
+
+
+class NodeRegisterAnswer(BaseModel):
+    node_id: str
+    index: int
+    heartbeat_ttl: float
+    node_secret: str | None = Field(
+        default=None, description="a new node's secret: shown once, in this answer only"
+    )
+
+
+class StatusAnswer(BaseModel):
+    """``GET /v1/status``: the server's version, store index and figures."""
+
+    version: str
+    index: int
+    nodes: int
+    jobs: int
+    broker: dict[str, int]
