@@ -59,15 +59,15 @@ DEFAULT_USER_DENYLIST: tuple[str, ...] = (
 """Refused as a task's ``user`` (with every account whose uid is 0): root, and the system
 accounts that own system files or read privileged data on common distributions."""
 INIT_SCRIPT = (
-    'r=$1 f=$2 a=$3 w=$4 m=$5 p=$6 u=$7; shift 7; exec 4>&2 2>/dev/null; '
-    'case ${OLDPWD+x} in x) o==$OLDPWD ;; *) o=- ;; esac; '
+    "r=$1 f=$2 a=$3 w=$4 m=$5 p=$6 u=$7; shift 7; exec 4>&2 2>/dev/null; "
+    "case ${OLDPWD+x} in x) o==$OLDPWD ;; *) o=- ;; esac; "
     'fail() { s=$?; [ $s -gt 128 ] && exit $s; echo "podium exec: $1" >&4; exit 125; }; '
     '"$m" --fstab "$f" -a 2>&4 || fail "cannot mount the task root filesystem"; '
     'cd "$r" && "$p" . ' + rootfs.OLD_ROOT + ' 2>&4 || fail "cannot pivot_root into $r"; '
     'cd / && "$u" -l /' + rootfs.OLD_ROOT + ' 2>&4 || fail "cannot unmount the host root"; '
     'cd "$w" 2>&4 || fail "no working directory $w in the task root"; '
-    'case $a in -) unset PWD ;; *) PWD=${a#=} ;; esac; '
-    'case $o in -) unset OLDPWD ;; *) OLDPWD=${o#=} ;; esac; '
+    "case $a in -) unset PWD ;; *) PWD=${a#=} ;; esac; "
+    "case $o in -) unset OLDPWD ;; *) OLDPWD=${o#=} ;; esac; "
     '"$@" 2>&4 4>&-; exit $?'
 )
 """pid 1 of the task's namespace (root, in its own mount namespace): mount the task's
@@ -183,7 +183,12 @@ class ExecDriver(ProcessDriver):
         try:
             os.chmod(probe, 0o755)
             fstab = self._write_fstab("probe", [probe])
-            argv = [*self._chain(fstab, probe, "-", ["--reuid=65534", "--regid=65534", "--clear-groups"]), "true"]
+            argv = [
+                *self._chain(
+                    fstab, probe, "-", ["--reuid=65534", "--regid=65534", "--clear-groups"]
+                ),
+                "true",
+            ]
             done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
             if done.returncode == 0:
                 return None

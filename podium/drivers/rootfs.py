@@ -170,7 +170,7 @@ class RootFs:
             os.makedirs(at(name), 0o755, exist_ok=True)
         for node in DEV_NODES:
             if os.path.exists(f"/dev/{node}"):
-                open(at(f"dev/{node}"), "w").close()  # noqa: SIM115 (an empty mount point)
+                open(at(f"dev/{node}"), "w").close()
         for name, target in DEV_LINKS.items():
             os.symlink(target, at(f"dev/{name}"))
         for dest, target in self.links.items():
@@ -181,7 +181,7 @@ class RootFs:
                 os.makedirs(at(b.dest), 0o755, exist_ok=True)
             else:
                 os.makedirs(os.path.dirname(at(b.dest)), 0o755, exist_ok=True)
-                open(at(b.dest), "a").close()  # noqa: SIM115 (an empty mount point)
+                open(at(b.dest), "a").close()
         for top, dirs, _files in os.walk(root):
             for d in dirs:
                 if not os.path.islink(os.path.join(top, d)):
@@ -220,7 +220,7 @@ class RootFs:
 
     def _conflict(self, path: str, top: str) -> str | None:
         for dest in [*(b.dest for b in self.mounted), *self.links, "/proc", "/dev"]:
-            if _under(path, dest) or _under(dest, top) and top != "/tmp":
+            if _under(path, dest) or (_under(dest, top) and top != "/tmp"):
                 return (
                     f"the task directory {path} is where the exec driver's root shows "
                     f"{dest}: give the agent a --data-dir outside {top}"
