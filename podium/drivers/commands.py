@@ -54,7 +54,7 @@ def resolve_command(command: str, env: dict[str, str], cwd: str) -> str:
 
 def helper_path(name: str) -> str:
     """A system tool by absolute path: the task's PATH need not contain it."""
-    return shutil.which(name, path=os.defpath) or f"/usr/bin/{name}"
+    return shutil.which(name, path=f"{os.defpath}:/usr/sbin:/sbin") or f"/usr/bin/{name}"
 
 
 def pwd_arg(env: dict[str, str]) -> str:

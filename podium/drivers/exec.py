@@ -1,48 +1,94 @@
-"""``exec``: ``raw_exec`` plus isolation: cgroup limits, PID and mount namespaces,
-and an unprivileged user (``nobody``/``nogroup`` unless the task names one).
+"""``exec``: ``raw_exec`` plus isolation: cgroup limits, PID and mount namespaces, a
+root filesystem of its own, and an unprivileged user of its allocation's own.
 
 The chain the shim starts (each link ``exec``s the next, except where noted)::
 
-    unshare --pid --mount --fork --mount-proc --propagation private --
-            setpriv --reuid=U --regid=G --init-groups --
-            /bin/sh -c INIT_SCRIPT podium-init PWD COMMAND ARGS...
+    unshare --pid --mount --fork --propagation private --
+            /bin/sh -c INIT_SCRIPT podium-init ROOT FSTAB PWD CWD MOUNT PIVOT UMOUNT
+            setpriv --reuid=U --regid=G --groups=... --no-new-privs -- COMMAND ARGS...
 
 ``unshare --fork`` stays behind as the parent (it waits and passes the exit
-status on); its child is pid 1 of the new namespace.  That pid 1 is a dash
-that runs the task as pid 2 rather than ``exec``-ing it, because the kernel
-drops signals to a namespace's pid 1 for which it has no handler: a task that
-*was* pid 1 would ignore the agent's SIGTERM.  When pid 1 exits the kernel
-kills whatever is left in the namespace.  Before any of this, the shim moves
-the task into its cgroup(s), so everything it starts is accounted and limited.
+status on); its child is pid 1 of the new namespace.  That pid 1 is a dash,
+still root inside the task's private mount namespace: it mounts the task's root
+(:mod:`podium.drivers.rootfs`: one ``mount --fstab FSTAB -a``), ``pivot_root``s
+into it, unmounts the host's root lazily, ``cd``s to the task's directory (same
+path inside) and then runs the task as a child rather than ``exec``-ing it,
+because the kernel drops signals to a namespace's pid 1 for which it has no
+handler: a task that *was* pid 1 would ignore the agent's SIGTERM.  When pid 1
+exits the kernel kills whatever is left in the namespace.  Before any of this,
+the shim moves the task into its cgroup(s), so everything it starts is
+accounted and limited.  ``setpriv`` drops to the task's user with
+``no_new_privs`` (and every bind is ``nosuid``): no setuid program gets root back.
+
+Users: a task that names none runs as its allocation's uid (:mod:`podium.drivers.uids`);
+one that names a user runs as it, with the allocation's gid as a supplementary group.
+uid 0 and the users on the denylist are refused (the fingerprint lists them as the
+``driver.exec.user_denylist`` attribute, which the scheduler checks at placement).
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from podium.drivers import cgroups
+from podium.drivers import cgroups, rootfs
 from podium.drivers.base import TaskContext
 from podium.drivers.commands import exec_config, helper_path, pwd_arg, resolve_command, task_cwd
 from podium.drivers.process import SH, STATE_SUBDIR, LaunchPlan, ProcessDriver
+from podium.drivers.uids import UidPool
 from podium.errors import DriverError
 from podium.models import DriverInfo
 
-DEFAULT_USER = "nobody"
-DEFAULT_GROUP = "nogroup"
-INIT_SCRIPT = (
-    "case $1 in -) unset PWD ;; *) PWD=${1#=} ;; esac; shift; "
-    'exec 4>&2 2>/dev/null; "$@" 2>&4 4>&-; exit $?'
+DEFAULT_USER_DENYLIST: tuple[str, ...] = (
+    "root",
+    "bin",
+    "daemon",
+    "sys",
+    "adm",
+    "sync",
+    "shadow",
+    "operator",
 )
-"""pid 1 of the task's namespace: put PWD back as the shim does, run the task (its job
-messages such as "Killed" go to /dev/null, not the task's log), pass its status on."""
+"""Refused as a task's ``user`` (with every account whose uid is 0): root, and the system
+accounts that own system files or read privileged data on common distributions."""
+INIT_SCRIPT = (
+    "r=$1 f=$2 a=$3 w=$4 m=$5 p=$6 u=$7; shift 7; exec 4>&2 2>/dev/null; "
+    "case ${OLDPWD+x} in x) o==$OLDPWD ;; *) o=- ;; esac; "
+    'fail() { s=$?; [ $s -gt 128 ] && exit $s; echo "podium exec: $1" >&4; exit 125; }; '
+    '"$m" --fstab "$f" -a 2>&4 || fail "cannot mount the task root filesystem"; '
+    'cd "$r" && "$p" . ' + rootfs.OLD_ROOT + ' 2>&4 || fail "cannot pivot_root into $r"; '
+    'cd / && "$u" -l /' + rootfs.OLD_ROOT + ' 2>&4 || fail "cannot unmount the host root"; '
+    'cd "$w" 2>&4 || fail "no working directory $w in the task root"; '
+    "case $a in -) unset PWD ;; *) PWD=${a#=} ;; esac; "
+    "case $o in -) unset OLDPWD ;; *) OLDPWD=${o#=} ;; esac; "
+    '"$@" 2>&4 4>&-; exit $?'
+)
+"""pid 1 of the task's namespace (root, in its own mount namespace): mount the task's
+root, pivot into it, put PWD (and OLDPWD, which cd sets) back as the shim does, run the task (its job messages such
+as "Killed" go to /dev/null, not the task's log), pass its status on.  A set-up step
+that fails exits 125 with a message on the task's stderr (or 128+N, killed by signal N)."""
 PROBE_RETRY = 60.0
 """Seconds before a failed namespace probe is tried again."""
+
+
+@dataclass
+class ExecOptions:
+    """The agent's ``exec`` settings (``--exec-chroot``, ``--exec-user-denylist``,
+    ``--exec-uid-range``)."""
+
+    chroot: tuple[rootfs.Bind, ...] = field(
+        default_factory=lambda: tuple(rootfs.parse_bind(p) for p in rootfs.DEFAULT_CHROOT)
+    )
+    user_denylist: tuple[str, ...] = DEFAULT_USER_DENYLIST
+    uids: UidPool = field(default_factory=UidPool)
+    root_base: str = rootfs.DEFAULT_BASE
 
 
 class ExecDriver(ProcessDriver):
@@ -54,33 +100,54 @@ class ExecDriver(ProcessDriver):
         *,
         fs_root: str = "/sys/fs/cgroup",
         mountinfo: str = "/proc/self/mountinfo",
+        options: ExecOptions | None = None,
     ) -> None:
         super().__init__()
+        self.options = options or ExecOptions()
         self._unshare = helper_path("unshare")
         self._setpriv = helper_path("setpriv")
+        self._mount = helper_path("mount")
+        self._umount = helper_path("umount")
+        self._pivot_root = helper_path("pivot_root")
         self._cgroup_root = cgroups.tree_root(cgroup_root, fs_root)
         self._fs_root, self._mountinfo = fs_root, mountinfo
         self._cgroups: cgroups.Cgroups | None = None
         self._probe: tuple[float, str | None] | None = None
+        self.root = rootfs.RootFs(self.options.chroot, self.options.root_base)
+        self.refused = refused_users(self.options.user_denylist)
+        """Names and uids (as text) a task may not run as."""
 
     # ----------------------------------------------------------- fingerprint
     def fingerprint(self) -> DriverInfo:
         why = self._unusable()
         if why is not None:
-            return DriverInfo(detected=False, healthy=False, description=why)
+            return DriverInfo(
+                detected=False,
+                healthy=False,
+                description=why,
+                attributes={"user_denylist": ",".join(sorted(self.refused))},
+            )
         assert self._cgroups is not None
+        pool = self.options.uids
         return DriverInfo(
             detected=True,
             healthy=True,
-            description=f"isolated tasks: {self._cgroups.describe()}, pid+mount namespaces",
-            attributes={"cgroup_version": str(self._cgroups.version)},
+            description=(
+                f"isolated tasks: {self._cgroups.describe()}, pid+mount namespaces, "
+                "own root filesystem"
+            ),
+            attributes={
+                "cgroup_version": str(self._cgroups.version),
+                "user_denylist": ",".join(sorted(self.refused)),
+                "uid_range": f"{pool.first}-{pool.last}",
+            },
         )
 
     def _unusable(self) -> str | None:
         """Why tasks cannot run here, or None when they can."""
         if os.geteuid() != 0:
             return "exec needs the agent to run as root (cgroups, namespaces, changing user)"
-        for tool in (self._unshare, self._setpriv):
+        for tool in (self._unshare, self._setpriv, self._mount, self._umount, self._pivot_root):
             if not os.access(tool, os.X_OK):
                 return f"{os.path.basename(tool)} (util-linux) is not installed"
         if self._cgroups is None:
@@ -97,92 +164,230 @@ class ExecDriver(ProcessDriver):
             self._probe[1] is None or now - self._probe[0] < PROBE_RETRY
         ):
             return self._probe[1]
-        argv = [*self._chain(0, 0), "/bin/true"]
+        why: str | None = None
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
-            why = None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            why = str(exc)
-        if why is not None:
-            why = f"cannot create pid/mount namespaces: {why or 'unknown error'}"
+            self.root.ensure()
+            for tool in (self._setpriv, self._umount, SH):
+                if not self.root.visible(tool, []):
+                    why = f"{tool} is not in the tasks' root filesystem (see --exec-chroot)"
+        except (OSError, DriverError) as exc:
+            why = f"cannot make the tasks' root filesystem: {exc}"
+        if why is None:
+            why = self._probe_chain()
         self._probe = (now, why)
         return why
 
-    def _chain(self, uid: int, gid: int, pwd: str = "-") -> list[str]:
+    def _probe_chain(self) -> str | None:
+        probe = tempfile.mkdtemp(prefix="podium-exec-probe-")
+        fstab = None
+        try:
+            os.chmod(probe, 0o755)
+            fstab = self._write_fstab("probe", [probe])
+            argv = [
+                *self._chain(
+                    fstab, probe, "-", ["--reuid=65534", "--regid=65534", "--clear-groups"]
+                ),
+                "true",
+            ]
+            done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+            if done.returncode == 0:
+                return None
+            err = done.stderr.decode(errors="replace").strip()
+            return f"cannot isolate a task (namespaces, mounts): {err or 'unknown error'}"
+        except (OSError, subprocess.TimeoutExpired, DriverError) as exc:
+            return f"cannot isolate a task (namespaces, mounts): {exc}"
+        finally:
+            rootfs.remove_quietly(fstab)
+            shutil.rmtree(probe, ignore_errors=True)
+
+    def _write_fstab(self, name: str, own: list[str]) -> str:
+        """The task's fstab, in a directory only root can reach (a task must never be
+        able to change what its root-owned pid 1 mounts)."""
+        text = self.root.fstab(own)
+        folder = os.path.join(self.options.root_base, "fstab")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f"{name}-", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+
+    def _chain(self, fstab: str, cwd: str, pwd: str, who: list[str]) -> list[str]:
         return [
             self._unshare,
             "--pid",
             "--mount",
             "--fork",
-            "--mount-proc",
             "--propagation",
             "private",
-            "--",
-            self._setpriv,
-            f"--reuid={uid}",
-            f"--regid={gid}",
-            "--init-groups",
             "--",
             SH,
             "-c",
             INIT_SCRIPT,
             "podium-init",
+            self.root.path,
+            fstab,
             pwd,
+            cwd,
+            self._mount,
+            self._pivot_root,
+            self._umount,
+            self._setpriv,
+            *who,
+            "--no-new-privs",
+            "--",
         ]
 
     # ----------------------------------------------------------- start
     def _plan(self, ctx: TaskContext) -> LaunchPlan:
+        who = self.identity(ctx)  # refusals first: they need no working node
         why = self._unusable()
         if why is not None:
             raise DriverError(f"the exec driver cannot run tasks here: {why}")
         assert self._cgroups is not None
         cfg = exec_config(ctx)
         cwd = task_cwd(cfg, ctx)
-        command = resolve_command(cfg.command, ctx.env, cwd)
-        user, uid, gid = identity(ctx.user)
+        own = [ctx.alloc_dir, ctx.task_dir]
+        if not self.root.visible(cwd, own):
+            raise DriverError(f"working directory {cwd!r} is outside the task's directories")
+        command = self._command(cfg.command, ctx.env, cwd, own)
+        user, uid, gid, groups = who
+        give_alloc_dirs(ctx.alloc_dir, gid)
         give_task_dir(ctx.task_dir, uid, gid)
+        try:
+            fstab = self._write_fstab(f"{ctx.alloc_id}-{ctx.task_name}", own)
+        except OSError as exc:
+            raise DriverError(f"cannot write the task's mounts: {exc}", recoverable=True) from exc
+        ids = [f"--reuid={uid}", f"--regid={gid}"]
+        ids.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
         plan = LaunchPlan(
-            argv=[*self._chain(uid, gid, pwd_arg(ctx.env)), command, *cfg.args],
+            argv=[*self._chain(fstab, cwd, pwd_arg(ctx.env), ids), command, *cfg.args],
             cwd=cwd,
             env=dict(ctx.env),
-            state={"user": user, "uid": uid, "gid": gid},
+            state={"user": user, "uid": uid, "gid": gid, "fstab": fstab},
         )
         # exec holds a task to its reservation unless it names a higher limit.
-        self._limit(plan, self._cgroups, ctx, ctx.resources.memory_max or ctx.resources.memory)
+        try:
+            self._limit(plan, self._cgroups, ctx, ctx.resources.memory_max or ctx.resources.memory)
+        except BaseException:
+            rootfs.remove_quietly(fstab)
+            raise
         return plan
+
+    def _command(self, command: str, env: dict[str, str], cwd: str, own: list[str]) -> str:
+        """``command`` resolved as the task will see it: only what its root shows counts."""
+        if "/" in command:
+            path = resolve_command(command, env, cwd)
+            if not self.root.visible(path, own):
+                raise DriverError(
+                    f"command {command!r} is outside the task's root filesystem "
+                    "(the agent's --exec-chroot and the task's directories)"
+                )
+            return path
+        search = env.get("PATH", os.defpath)
+        for d in search.split(os.pathsep):
+            candidate = os.path.normpath(os.path.join(cwd, d, command))
+            if (
+                os.path.isfile(candidate)
+                and os.access(candidate, os.X_OK)
+                and self.root.visible(candidate, own)
+            ):
+                return candidate
+        raise DriverError(
+            f"command {command!r} not found in PATH ({search}) within the task's root filesystem"
+        )
+
+    def identity(self, ctx: TaskContext) -> tuple[str, int, int, list[int]]:
+        """(name, uid, gid, supplementary groups) the task runs as; DriverError when refused.
+
+        No user: the allocation's own uid (and gid).  A named user: it, its groups and the
+        allocation's gid (to share the allocation's directory)."""
+        alloc_gid = self.options.uids.lease(ctx.alloc_id)
+        if ctx.user is None or not ctx.user.strip():
+            return str(alloc_gid), alloc_gid, alloc_gid, []
+        name = ctx.user.strip()
+        self._refuse(name)
+        try:
+            pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        except (KeyError, OverflowError):
+            raise DriverError(f"user {name!r} does not exist on this node") from None
+        self._refuse(pw.pw_name, pw.pw_uid)
+        groups = sorted({*os.getgrouplist(pw.pw_name, pw.pw_gid), alloc_gid})
+        return pw.pw_name, pw.pw_uid, pw.pw_gid, groups
+
+    def _refuse(self, name: str, uid: int | None = None) -> None:
+        key = str(int(name)) if name.isdigit() else name
+        if key in self.refused or uid == 0 or (uid is not None and str(uid) in self.refused):
+            raise DriverError(
+                f"exec: user {name!r} is refused on this node (uid 0 and the agent's "
+                "--exec-user-denylist may not run tasks)",
+                recoverable=False,
+            )
+
+    def _abandon(self, state: dict[str, Any]) -> None:
+        rootfs.remove_quietly(state.get("fstab"))
+        super()._abandon(state)
+
+    async def _release(self, state: dict[str, Any]) -> None:
+        rootfs.remove_quietly(state.get("fstab"))
+        await super()._release(state)
 
     def _signalable(self, state: dict[str, Any]) -> bool:
         """The task exists once the cgroup holds unshare, the namespace's init and it.
 
         Earlier, a SIGTERM would reach only unshare (which blocks it while it
-        waits) and init (which the kernel shields): it would be lost.
+        waits) and init (which the kernel shields): it would be lost.  (One that
+        reaches a set-up step, mount or pivot_root, kills it and the task never
+        starts: the stop still ends it.)
         """
         dirs = list(state.get("cgroups") or [])
         return super()._signalable(state) and len(cgroups.pids(dirs)) >= 3
 
 
-def identity(user: str | None) -> tuple[str, int, int]:
-    """(name, uid, gid) the task runs as: ``user``'s primary group, or nobody/nogroup."""
-    name = user or DEFAULT_USER
-    try:
-        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-    except KeyError:
-        raise DriverError(f"user {name!r} does not exist on this node") from None
-    gid = pw.pw_gid
-    if user is None:
+def refused_users(denylist: tuple[str, ...]) -> set[str]:
+    """The denylist's names, their uids, "0" and every account whose uid is 0."""
+    out = {"0", "root"}
+    for name in denylist:
+        name = name.strip()
+        if not name:
+            continue
+        out.add(str(int(name)) if name.isdigit() else name)
         with contextlib.suppress(KeyError):
-            gid = grp.getgrnam(DEFAULT_GROUP).gr_gid
-    return pw.pw_name, pw.pw_uid, gid
+            out.add(str(pwd.getpwnam(name).pw_uid))
+    for pw in pwd.getpwall():
+        if pw.pw_uid == 0:
+            out.add(pw.pw_name)
+    return out
+
+
+def give_alloc_dirs(alloc_dir: str, gid: int) -> None:
+    """The allocation's shared dir: readable by its tasks only (root:G 0750); ``data``
+    under it writable by them (0770).  Root keeps it, so a task cannot swap the ``logs``
+    dir the agent writes its output through."""
+    try:
+        st = os.lstat(alloc_dir)
+        if st.st_uid == 0 and (st.st_gid, st.st_mode & 0o7777) != (gid, 0o750):
+            os.chown(alloc_dir, 0, gid, follow_symlinks=False)
+            os.chmod(alloc_dir, 0o750)
+        data = os.path.join(alloc_dir, "data")
+        st = os.lstat(data)
+        if st.st_uid == 0 and (st.st_gid, st.st_mode & 0o7777) != (gid, 0o770):
+            os.chown(data, 0, gid, follow_symlinks=False)
+            os.chmod(data, 0o770)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise DriverError(f"cannot hand the allocation dir to gid {gid}: {exc}") from exc
 
 
 def give_task_dir(task_dir: str, uid: int, gid: int) -> None:
-    """Let the task user write its task dir (symlinks are not followed).
+    """Let the task user, alone, use its task dir (0700; symlinks are not followed).
 
     The shim's ``.podium`` state dir stays root's, so the task cannot rewrite
     the files it reads back (see README for what a task can still do).
     """
     try:
         os.chown(task_dir, uid, gid, follow_symlinks=False)
+        os.chmod(task_dir, 0o700)
         for top, dirnames, filenames in os.walk(task_dir):
             if top == task_dir and STATE_SUBDIR in dirnames:
                 dirnames.remove(STATE_SUBDIR)

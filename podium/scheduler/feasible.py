@@ -167,6 +167,18 @@ def docker_refused(node: Node, needs: GroupNeeds) -> str | None:
     return None
 
 
+def refused_exec_user(node: Node, needs: GroupNeeds) -> str | None:
+    """An exec task's ``user`` must not be root (uid 0) nor on the node's denylist
+    (``driver.exec.user_denylist``, which the agent fingerprints)."""
+    if not needs.exec_users:
+        return None
+    denied = {"root", "0", *node.attributes.get("driver.exec.user_denylist", "").split(",")}
+    for user in needs.exec_users:
+        if (str(int(user)) if user.isdigit() else user) in denied:
+            return f"exec: user {user} is refused"
+    return None
+
+
 def group_constraints(node: Node, needs: GroupNeeds) -> str | None:
     """The group's constraints and those of all its tasks."""
     return _first_failing(needs.group_constraints, node)
@@ -178,6 +190,7 @@ STATIC_FILTERS: tuple[StaticFilter, ...] = (
     job_constraints,
     missing_driver,
     docker_refused,
+    refused_exec_user,
     group_constraints,
 )
 """Applied in order (Nomad's order: job constraints, drivers, group constraints);
@@ -247,6 +260,8 @@ class GroupNeeds:
     memory: int
     drivers: tuple[str, ...]
     filters: Sequence[StaticFilter] = STATIC_FILTERS
+    exec_users: tuple[str, ...] = ()
+    """The users exec tasks name (checked against the node's denylist)."""
     datacenters: tuple[str, ...] = ()
     """Glob patterns; empty when the job runs in every datacenter."""
     datacenter_reason: str = ""
@@ -283,6 +298,9 @@ class GroupNeeds:
         drivers = tuple(sorted({t.driver for t in group.tasks.values()}))
         needs = cls(name=name, cpu=cpu, memory=memory, drivers=drivers, filters=filters)
         needs.docker = _docker_needs(group)
+        needs.exec_users = tuple(
+            sorted({t.user.strip() for t in group.tasks.values() if t.driver == "exec" and t.user})
+        )
 
         job_level: list[Constraint] = list(job.constraints) if job is not None else []
         group_level: list[Constraint] = list(group.constraints)

@@ -101,6 +101,7 @@ def context_factory(base_dir: Path) -> MakeCtx:
         memory_max: int | None = None,
         cpu_max: int | None = None,
         user: str | None = None,
+        alloc_id: str = "0f3c2a1e-alloc",
         mock: dict[str, Any] | None = None,
     ) -> TaskContext:
         name = task or f"t{next(counter)}"
@@ -112,7 +113,7 @@ def context_factory(base_dir: Path) -> MakeCtx:
             else ExecConfig(command=command, args=args or [], cwd=cwd)
         )
         return TaskContext(
-            alloc_id="0f3c2a1e-alloc",
+            alloc_id=alloc_id,
             task_name=name,
             job_id="job",
             group="g",

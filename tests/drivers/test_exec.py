@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 from podium.drivers import cgroups, procfs
 from podium.drivers.base import TaskHandle
 from podium.drivers.exec import ExecDriver
+from podium.drivers.uids import DEFAULT_RANGE
 from podium.errors import DriverError
 
-from .conftest import MakeCtx, needs_exec, read
+from .conftest import MakeCtx, context_factory, needs_exec, read
 from .helpers import has_text, pss_kib, until
 from .test_reattach import start_detached
 
@@ -65,13 +67,33 @@ def test_fingerprint_without_cgroups(tmp_path: Path) -> None:
     assert "memory" in info.description
 
 
-async def test_runs_as_nobody(driver: ExecDriver, make_ctx: MakeCtx) -> None:
-    assert (await run(driver, make_ctx, "id -u; id -g")).split() == ["65534", "65534"]
+async def test_runs_as_the_allocations_own_uid(driver: ExecDriver, make_ctx: MakeCtx) -> None:
+    """No user named: a uid of the allocation's own (not a shared ``nobody``)."""
+    first = (await run(driver, make_ctx, "id -u; id -g; id -G")).split()
+    again = (await run(driver, make_ctx, "id -u")).split()
+    other = (await run(driver, make_ctx, "id -u", alloc_id="other-alloc")).split()
+    lo, hi = DEFAULT_RANGE
+    assert lo <= int(first[0]) <= hi and first[1] == first[0] and first[2:] == [first[0]]
+    assert again == first[:1]  # the allocation's tasks share it
+    assert other != first[:1]  # another allocation gets another
 
 
 async def test_runs_as_the_named_user(driver: ExecDriver, make_ctx: MakeCtx) -> None:
-    assert (await run(driver, make_ctx, "id -un", user="daemon")).strip() == "daemon"
-    assert (await run(driver, make_ctx, "id -un", user="1")).strip() == "daemon"
+    assert (await run(driver, make_ctx, "id -un", user="nobody")).strip() == "nobody"
+    assert (await run(driver, make_ctx, "id -u", user="65534")).strip() == "65534"
+
+
+@pytest.mark.parametrize("user", ["root", "0", "00", "daemon", "1"])
+async def test_root_and_denylisted_users_are_refused(
+    driver: ExecDriver, make_ctx: MakeCtx, user: str
+) -> None:
+    ctx = make_ctx("sh", ["-c", "echo ran > ran"], user=user)
+    with pytest.raises(DriverError, match="is refused on this node") as caught:
+        await driver.start(ctx)
+    assert not caught.value.recoverable
+    assert not Path(ctx.task_dir, "ran").exists()
+    denied = driver.fingerprint().attributes["user_denylist"].split(",")
+    assert {"root", "0", "daemon", "1"} <= set(denied)
 
 
 async def test_unknown_user(driver: ExecDriver, make_ctx: MakeCtx) -> None:
@@ -80,19 +102,88 @@ async def test_unknown_user(driver: ExecDriver, make_ctx: MakeCtx) -> None:
 
 
 async def test_task_dir_belongs_to_the_task(driver: ExecDriver, make_ctx: MakeCtx) -> None:
-    ctx = make_ctx("sh", ["-c", "echo hi > mine; pwd"])
+    ctx = make_ctx("sh", ["-c", "echo hi > mine; pwd; id -u"])
     handle = await driver.start(ctx)
     assert (await driver.wait(handle)).exit_code == 0, read(ctx.stderr_path)
-    assert os.stat(Path(ctx.task_dir, "mine")).st_uid == 65534
+    where, uid = read(ctx.stdout_path).split()
+    st = os.stat(ctx.task_dir)
+    assert (st.st_uid, st.st_mode & 0o777) == (int(uid), 0o700)
+    assert os.stat(Path(ctx.task_dir, "mine")).st_uid == int(uid)
     assert os.stat(Path(ctx.task_dir, ".podium")).st_uid == 0  # the shim's files stay root's
-    assert read(ctx.stdout_path).strip() == ctx.task_dir
+    assert where == ctx.task_dir  # the same path inside the task's root
     await driver.destroy(handle)
+
+
+async def test_own_root_filesystem(driver: ExecDriver, make_ctx: MakeCtx) -> None:
+    """The host's secrets, homes and other directories are not there; what is, is read-only."""
+    script = (
+        "for p in /etc/shadow /etc/gshadow /etc/sudoers /root /home /var /work /opt; do "
+        "[ -e $p ] && echo SEEN $p; done; "
+        "touch /usr/x /etc/passwd /x 2>/dev/null && echo WROTE; "
+        "echo tmp > /tmp/t && cat /tmp/t; "
+        "echo null > /dev/null && echo dev; "
+        "head -c 4 /dev/urandom | wc -c; "
+        "grep -c . /proc/self/mountinfo > /dev/null && echo proc; "
+        "ls /proc | grep -c '^[0-9]'"
+    )
+    out = (await run(driver, make_ctx, script)).split()
+    assert "SEEN" not in out and "WROTE" not in out, out
+    assert out[:4] == ["tmp", "dev", "4", "proc"], out
+    assert int(out[4]) <= 6  # only its own few processes
+
+
+async def test_host_mount_table_is_unchanged(driver: ExecDriver, make_ctx: MakeCtx) -> None:
+    before = Path("/proc/self/mountinfo").read_text()
+    handles = [await driver.start(make_ctx("sleep", ["30"])) for _ in range(3)]
+    for h in handles:
+        assert await driver.task_pid(h) is not None
+    assert Path("/proc/self/mountinfo").read_text() == before  # while they run
+    for h in handles:
+        await driver.destroy(h)
+    assert Path("/proc/self/mountinfo").read_text() == before  # and after
+
+
+async def test_another_allocation_cannot_read_the_files(base_dir: Path) -> None:
+    """Job B's task cannot read job A's task dir, neither inside its root (not there) nor
+    on the host as B's uid (permission denied)."""
+    driver = ExecDriver(cgroup_root=ROOT)
+    a_dir, b_dir = base_dir / "a", base_dir / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    a = context_factory(a_dir)("sh", ["-c", "echo pw=hunter2 > secret.txt"], alloc_id="alloc-a")
+    handle = await driver.start(a)
+    assert (await driver.wait(handle)).exit_code == 0, read(a.stderr_path)
+    await driver.destroy(handle)
+    secret = Path(a.task_dir, "secret.txt")
+    b = context_factory(b_dir)("cat", [str(secret)], alloc_id="alloc-b")
+    handle = await driver.start(b)
+    assert (await driver.wait(handle)).exit_code != 0
+    assert "No such file" in read(b.stderr_path) and "hunter2" not in read(b.stdout_path)
+    await driver.destroy(handle)
+    b_uid = driver.options.uids.lease("alloc-b")
+    done = subprocess.run(
+        ["setpriv", f"--reuid={b_uid}", f"--regid={b_uid}", "--clear-groups", "cat", str(secret)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0 and "Permission denied" in done.stderr, done
+
+
+async def test_command_outside_the_root_is_refused(
+    driver: ExecDriver, make_ctx: MakeCtx, tmp_path: Path
+) -> None:
+    outside = tmp_path / "tool"
+    outside.write_text("#!/bin/sh\necho hi\n")
+    outside.chmod(0o755)
+    with pytest.raises(DriverError, match="outside the task's root filesystem"):
+        await driver.start(make_ctx(str(outside)))
 
 
 async def test_pid_namespace(driver: ExecDriver, make_ctx: MakeCtx) -> None:
     out = await run(driver, make_ctx, "echo $$; ls /proc | grep -c '^[0-9]'")
     pid, count = map(int, out.split())
-    assert pid == 2  # pid 1 is the namespace's init (a dash), so SIGTERM reaches the task
+    assert pid > 1  # pid 1 is the namespace's init (a dash), so SIGTERM reaches the task
     assert count <= 5  # init, the task, ls, grep (and maybe a shell)
 
 

@@ -392,3 +392,23 @@ def test_unknown_job_type_fails_the_eval() -> None:
     assert result.eval_update.status == EvalStatus.FAILED
     assert result.eval_update.status_description == "no scheduler for job type 'service'"
     assert result.plan.empty()
+
+
+def test_exec_user_root_or_denylisted_is_not_placed() -> None:
+    """The node advertises whom exec refuses; root (uid 0) is refused everywhere."""
+    h = Harness()
+    node = make_node("a", memory=1024, drivers=("exec",))
+    node.attributes["driver.exec.user_denylist"] = "0,daemon,root,toor"
+    h.add_node(node)
+    for user, job_id in (("root", "r"), ("0", "z"), ("toor", "t"), ("daemon", "d")):
+        job = make_job(job_id, driver="exec", memory=100)
+        for task in job.groups[job_id].tasks.values():
+            task.user = user
+        h.register(job)
+        metric = h.evaluate(job_id).eval_update.failed_tg_allocs[job_id]
+        assert metric.constraint_filtered == {f"exec: user {user} is refused": 1}
+    ok = make_job("ok", driver="exec", memory=100)
+    for task in ok.groups["ok"].tasks.values():
+        task.user = "nobody"
+    h.register(ok)
+    assert not h.evaluate("ok").eval_update.failed_tg_allocs
