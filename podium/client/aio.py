@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -401,6 +405,33 @@ class AsyncClient:
                     yield chunk
         except httpx.TransportError as exc:
             raise transport_error(self.address, exc) from exc
+
+    async def save_snapshot(self, dest: str | os.PathLike[str]) -> int:
+        """Save a consistent snapshot of the server's state (``GET /v1/operator/snapshot``,
+        a management token) to ``dest``, written whole or not at all (a temporary file
+        beside it, renamed when complete).  Returns the index it was taken at."""
+        dest = Path(dest)
+        tmp = dest.with_name(f".{dest.name}.partial")
+        try:
+            async with self._http.stream(
+                "GET", ep.SNAPSHOT, timeout=httpx.Timeout(self.timeout, read=None)
+            ) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_for(response)
+                with open(tmp, "wb") as f:
+                    async for chunk in response.aiter_bytes():
+                        f.write(chunk)
+                    f.flush()
+                    await asyncio.to_thread(os.fsync, f.fileno())
+                index = int(response.headers.get("X-Podium-Index", "0"))
+            os.replace(tmp, dest)
+            return index
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     # -- nodes, evaluations, status -----------------------------------------------------
 

@@ -261,6 +261,10 @@ def allocation(alloc_id: str) -> Endpoint[Allocation]:
     return Endpoint("GET", f"/v1/allocation/{_seg(alloc_id)}", Allocation.model_validate)
 
 
+SNAPSHOT = "/v1/operator/snapshot"
+"""The store's snapshot streams a file, so it is not an :class:`Endpoint` either."""
+
+
 def alloc_logs_path(alloc_id: str) -> str:
     """The logs endpoint streams text, so it is not an :class:`Endpoint`; this is its path."""
     return f"/v1/allocation/{_seg(alloc_id)}/logs"

@@ -361,7 +361,7 @@ class Client:
         tmp = dest.with_name(f".{dest.name}.partial")
         try:
             with self._http.stream(
-                "GET", "/v1/operator/snapshot", timeout=httpx.Timeout(self.timeout, read=None)
+                "GET", ep.SNAPSHOT, timeout=httpx.Timeout(self.timeout, read=None)
             ) as response:
                 if response.is_error:
                     response.read()
