@@ -530,6 +530,15 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             renewals.append(
                 asyncio.create_task(follow_trust(agent_tls, servers, local_tls, renew_now))
             )
+        else:
+            # Plain HTTP: only the Host header keeps a rebound web page from reading task
+            # logs (under TLS the endpoint wants a server's client certificate). Servers
+            # dial the advertised address, so that is one of the names.
+            from podium.server.edge import HostCheck, local_names
+
+            agent_app = HostCheck(
+                agent_app, local_names(bound_host, [advertised, *config.allowed_hosts])
+            )
         ctx = agent_tls.server_context if agent_tls is not None else None
         uvicorns.append((_uvicorn(agent_app, config.log_level, ctx, config), agent_sock))
         await agent.start(f"{scheme}://{advertised}:{bound_port}")

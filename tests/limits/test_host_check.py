@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import PODIUM
+from tests.e2e.conftest import PODIUM, DevAgent, free_port
 from tests.limits.realserver import job, real_server
 
 
@@ -61,3 +61,28 @@ def test_with_acls_on_the_token_decides(tmp_path: Path) -> None:
     ):
         r = c.get("/v1/jobs", headers={"Host": "rebound.example.com"})
         assert r.status_code in (401, 403), r.text
+
+
+def test_the_agents_endpoint_checks_the_host_too(tmp_path: Path) -> None:
+    """The agent's plain-HTTP endpoint serves task logs: a rebound page must not read them.
+    The name the server dials (the advertised address) passes."""
+    dev_agent = DevAgent(
+        addr=f"http://127.0.0.1:{free_port()}",
+        data_dir=tmp_path / "data",
+        log_path=tmp_path / "agent.log",
+    )
+    try:
+        dev_agent.start()
+        _check_agent_host(dev_agent)
+    finally:
+        dev_agent.cleanup()
+
+
+def _check_agent_host(dev_agent: DevAgent) -> None:
+    node = dev_agent.get("/v1/nodes")[0]
+    agent = dev_agent.get(f"/v1/node/{node['id']}")["http_addr"]
+    path = f"{agent}/v1/client/allocation/nope/logs?task=t"
+    r = httpx.get(path, headers={"Host": "rebound.example.com"}, timeout=10)
+    assert r.status_code == 421, r.text
+    r = httpx.get(path, timeout=10)  # its own address: past the check, to the route
+    assert r.status_code == 404, r.text
