@@ -113,3 +113,13 @@ def test_the_real_config_and_settings_take_the_exec_flags(tmp_path: Path) -> Non
     assert driver.refused == refused_users(("nobody",))
     assert {"root", "0", "nobody"} <= driver.refused and "bin" not in driver.refused
     assert driver.options.uids is pool and (pool.first, pool.last) == (200000, 200099)
+
+
+def test_an_empty_denylist_leaves_only_root_refused(cli: Invoke, runtime: list[FakeConfig]) -> None:
+    result = cli("agent", "--dev", "--exec-user-denylist", "")
+    assert result.exit_code == 0, result.output
+    (config,) = runtime
+    assert config.exec_user_denylist == []  # type: ignore[attr-defined]
+    from podium.drivers.exec import refused_users
+
+    assert {"root", "0"} <= refused_users(()) and "bin" not in refused_users(())
