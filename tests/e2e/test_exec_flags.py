@@ -3,9 +3,9 @@
 ``--exec-user-denylist nobody``: an exec job that asks for ``user: nobody`` is not placed,
 and its status says why.  ``--exec-uid-range``: allocations run as uids of that range, one
 each; an agent stopped and started again on the same data dir keeps a running
-allocation's uid (the leases are in ``agent.db``) and gives a new allocation another; a
-collected allocation's uid is released and goes to the next allocation (with a range of
-two uids, nothing else could run).
+allocation's uid (the leases are in ``agent.db``), releases the lease of an allocation
+nobody has, and gives a new allocation another uid; a collected allocation's uid is
+released and goes to the next allocation (with a range of two uids, nothing else could run).
 """
 
 from __future__ import annotations
@@ -117,12 +117,20 @@ def test_uids_survive_an_agent_restart_and_are_released_when_collected(
 
     agent.terminate()  # stopped (SIGTERM); its tasks keep running
     assert os.path.exists(f"/proc/{pid}")
+    # a lease an earlier agent never released (it died first), of an allocation nobody has
+    ghost = FIRST if uid_one == LAST else LAST
+    db = sqlite3.connect(agent.data_dir / "agent" / "agent.db")
+    with db:
+        db.execute("INSERT INTO uid_leases(alloc_id, uid) VALUES ('ghost', ?)", (ghost,))
+    db.close()
     agent.start()  # the same data dir and flags
     (again,) = agent.wait_running("one", 1, timeout=60)
     assert again["id"] == one and again["task_states"]["t"]["pid"] == pid  # re-attached
+    wait_until(lambda: "ghost" not in leases(agent), what="the unknown allocation's release")
+    assert leases(agent) == {one: uid_one}
 
     two, uid_two = run_sleeper(agent, tmp_path, "two")
-    assert uid_two != uid_one and FIRST <= uid_two <= LAST
+    assert uid_two == ghost  # not one's: the only other uid of the range
     assert leases(agent) == {one: uid_one, two: uid_two}
     # one's task (under unshare and the namespace's init) still runs as its uid
     sleeps = [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "sleep"]
