@@ -60,6 +60,12 @@ class AgentConfig:
     """Docker host bind mounts allowed (default: only in dev mode, for Compose's binds)."""
     docker_volume_allow: list[str] = field(default_factory=list)
     docker_allow_caps: list[str] | None = None
+    exec_chroot: list[str] | None = None
+    """``--exec-chroot`` binds (``PATH[:DEST]``); None: the driver's default list."""
+    exec_user_denylist: list[str] | None = None
+    """``--exec-user-denylist`` (names or uids); None: the driver's default list."""
+    exec_uid_range: tuple[int, int] | None = None
+    """``--exec-uid-range``; None: 70000-79999."""
     meta: dict[str, str] = field(default_factory=dict)
     datacenter: str = "dc1"
     node_pool: str = "default"
@@ -106,6 +112,40 @@ class AgentConfig:
     """Log streams the server relays from agents at once (``--max-log-streams``)."""
     allowed_hosts: list[str] = field(default_factory=list)
     """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
+
+
+def check_exec_options(
+    chroot: list[str] | None, denylist: str | None, uid_range: str | None
+) -> tuple[list[str] | None, list[str] | None, tuple[int, int] | None]:
+    """The ``--exec-*`` flags checked as the exec driver will read them (the CLI may not
+    import the drivers): ``ValueError`` names the flag and what is wrong."""
+    from podium.drivers import rootfs, uids
+
+    binds = None
+    if chroot is not None:
+        binds = []
+        for spec in chroot:
+            try:
+                rootfs.parse_bind(spec)
+            except PodiumError as exc:
+                raise ValueError(f"--exec-chroot: {exc}") from None
+            binds.append(spec)
+    users = None
+    if denylist is not None:
+        users = [u.strip() for u in denylist.split(",") if u.strip()]
+        for user in users:
+            if not all(c.isalnum() or c in "._-" for c in user) or user.startswith("-"):
+                raise ValueError(
+                    f"--exec-user-denylist: {user!r} is not a user name or uid "
+                    "(give names or uids separated by commas, such as nobody,1001)"
+                )
+    span = None
+    if uid_range is not None:
+        try:
+            span = uids.parse_range(uid_range.strip())
+        except PodiumError as exc:
+            raise ValueError(f"--exec-uid-range: {exc}") from None
+    return binds, users, span
 
 
 class _Uvicorn(uvicorn.Server):
@@ -495,10 +535,14 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             ),
             docker_volume_allow=list(config.docker_volume_allow),
             docker_allow_caps=config.docker_allow_caps,
+            exec_chroot=config.exec_chroot,
+            exec_user_denylist=config.exec_user_denylist,
             meta=config.meta,
             datacenter=config.datacenter,
             node_pool=config.node_pool,
         )
+        if config.exec_uid_range is not None:
+            settings.exec_uid_range = config.exec_uid_range
         state = None
         if config.secure or config.join_token or servers[0].startswith("https://"):
             state, agent_tls = await _agent_tls(config, settings, servers, server_tls)

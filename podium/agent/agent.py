@@ -41,6 +41,7 @@ from podium.client.results import SpecCache
 from podium.drivers import builtin_drivers
 from podium.drivers.base import Driver
 from podium.drivers.logrotate import rotate_if_needed
+from podium.drivers.uids import UidPool
 from podium.errors import Conflict, DriverError, NotFound
 from podium.memtrim import trim_after
 from podium.models import (
@@ -122,15 +123,24 @@ class Agent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # ``state``: the simulator gives each of its agents an in-memory one
         self.state = state if state is not None else LocalState(self.data_dir / "agent.db")
-        self.drivers: dict[str, Driver] = (
-            drivers
-            if drivers is not None
-            else builtin_drivers(
+        self._forgetting: set[str] = set()
+        """Allocations being stopped and removed (``_forget``): their uids are still held."""
+        self.uid_pool: UidPool | None = None
+        """The uids of exec tasks, one per allocation, leased through ``agent.db`` (loaded
+        here, before any task starts or is re-attached to); None with drivers given."""
+        if drivers is None:
+            self.uid_pool = UidPool(
+                *settings.exec_uid_range,
+                leases=self.state.uid_leases(),
+                on_change=self.state.set_uid_lease,
+            )
+            drivers = builtin_drivers(
                 raw_exec_enabled=settings.raw_exec_enabled,
                 cgroup_root=settings.cgroup_root,
                 docker_policy=settings.docker_policy(),
+                exec_options=settings.exec_options(self.uid_pool),
             )
-        )
+        self.drivers: dict[str, Driver] = drivers
         self.node_id = self._node_id()
         secret = self.state.get("node_secret")
         if secret:
@@ -444,6 +454,7 @@ class Agent:
                 asyncio.get_running_loop().create_task(
                     self._remove_orphans(ids | set(self.runners))
                 )
+                self._release_leases(ids | set(self.runners) | self._forgetting)
             trim_after(len(sync.allocations))
             self.synced_index = index
 
@@ -469,6 +480,33 @@ class Agent:
                     self.settings.data_dir,
                     orphan.alloc_id,
                 )
+
+    async def _forget(self, runner: AllocRunner) -> None:
+        """The server collected the allocation: stop it, remove its files, and only then
+        let its exec uid go to another allocation (nothing of it runs or is left)."""
+        try:
+            await runner.kill_and_forget()
+        finally:
+            self._forgetting.discard(runner.id)
+            if self.uid_pool is not None and runner.id not in self.runners:
+                try:
+                    self.uid_pool.release(runner.id)
+                except Exception:
+                    log.exception("alloc %s: cannot release its exec uid", runner.id)
+
+    def _release_leases(self, keep: set[str]) -> None:
+        """After the first sync: release the exec uids of allocations that neither the
+        server nor this agent has (collected while the agent was down, or forgotten by an
+        agent that died before it could release them)."""
+        if self.uid_pool is None:
+            return
+        try:
+            gone = self.uid_pool.retain(keep)
+        except Exception:
+            log.exception("cannot release the exec uids of collected allocations")
+            return
+        if gone:
+            log.info("released the exec uids of %d collected allocations", len(gone))
 
     async def _remove_orphans(self, live: set[str]) -> None:
         """Containers left by allocations this node no longer has (the agent was down
@@ -536,7 +574,8 @@ class Agent:
             if alloc_id not in seen:
                 runner = self.runners.pop(alloc_id)
                 self.state.delete(alloc_id)
-                asyncio.get_running_loop().create_task(runner.kill_and_forget())
+                self._forgetting.add(alloc_id)
+                asyncio.get_running_loop().create_task(self._forget(runner))
         # Keep only the specs a runner still uses (the server resends one when needed).
         # Looked at only when runners may have let go of one (every runner, every sync,
         # would make a busy node's syncs cost what it already runs).

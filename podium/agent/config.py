@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from podium.drivers import rootfs, uids
+from podium.drivers.exec import DEFAULT_USER_DENYLIST, ExecOptions
 from podium.models.dockerpolicy import DEFAULT_CAPS, DockerPolicy, parse_caps
 
 
@@ -44,6 +46,26 @@ class AgentSettings:
     docker_allow_caps: list[str] | None = None
     """Capabilities docker tasks may ``cap_add`` (None: Docker's default set)."""
     docker_allow_privileged: bool = False
+    exec_chroot: list[str] | None = None
+    """What exec tasks see of the host, ``PATH[:DEST]`` each (``--exec-chroot``; None:
+    ``rootfs.DEFAULT_CHROOT``)."""
+    exec_user_denylist: list[str] | None = None
+    """Users (names or uids) exec tasks may not run as (``--exec-user-denylist``; None:
+    ``DEFAULT_USER_DENYLIST``); root and uid 0 are refused whatever it says."""
+    exec_uid_range: tuple[int, int] = uids.DEFAULT_RANGE
+    """The uids allocations' exec tasks get one of each (``--exec-uid-range``)."""
+
+    def exec_options(self, pool: uids.UidPool) -> ExecOptions:
+        """This node's exec driver settings, with ``pool`` (the agent's persisted leases)."""
+        chroot = rootfs.DEFAULT_CHROOT if self.exec_chroot is None else self.exec_chroot
+        denylist = (
+            DEFAULT_USER_DENYLIST if self.exec_user_denylist is None else self.exec_user_denylist
+        )
+        return ExecOptions(
+            chroot=tuple(rootfs.parse_bind(spec) for spec in chroot),
+            user_denylist=tuple(denylist),
+            uids=pool,
+        )
 
     def docker_policy(self) -> DockerPolicy:
         """What this node's docker driver lets containers have (advertised to the servers)."""

@@ -1,7 +1,8 @@
 """The agent's own small SQLite file: what it runs, so a restarted agent can resume.
 
 Per allocation: the allocation and job spec last seen from the server, the
-state machine's state, and the driver handles of its tasks.  WAL with
+state machine's state, and the driver handles of its tasks; and the uid each
+allocation's ``exec`` tasks run as (``uid_leases``, see ``podium.drivers.uids``).  WAL with
 ``synchronous=NORMAL``: durable across kill -9 of the agent (a process crash),
 which is what re-attaching needs; many updates are batched per transaction.
 """
@@ -21,6 +22,10 @@ CREATE TABLE IF NOT EXISTS allocs (
     spec     TEXT NOT NULL,
     machine  TEXT NOT NULL,
     handles  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uid_leases (
+    alloc_id TEXT PRIMARY KEY,
+    uid      INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kv (
     key   TEXT PRIMARY KEY,
@@ -84,6 +89,20 @@ class LocalState:
 
     def delete(self, alloc_id: str) -> None:
         self._db.execute("DELETE FROM allocs WHERE id=?", (alloc_id,))
+
+    def uid_leases(self) -> dict[str, int]:
+        """Allocation id -> the uid its exec tasks run as."""
+        rows = self._db.execute("SELECT alloc_id, uid FROM uid_leases").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def set_uid_lease(self, alloc_id: str, uid: int | None) -> None:
+        """Record a lease (committed when this returns), or remove it (``uid`` None)."""
+        if uid is None:
+            self._db.execute("DELETE FROM uid_leases WHERE alloc_id=?", (alloc_id,))
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO uid_leases(alloc_id, uid) VALUES (?, ?)", (alloc_id, uid)
+            )
 
     def close(self) -> None:
         self._db.close()

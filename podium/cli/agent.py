@@ -150,6 +150,33 @@ def apply_task_limits(
         config.docker_allow_caps = caps  # type: ignore[attr-defined]
 
 
+def apply_exec_options(
+    config: object,
+    exec_chroot: list[str] | None,
+    exec_user_denylist: str | None,
+    exec_uid_range: str | None,
+) -> None:
+    """``--exec-chroot``, ``--exec-user-denylist``, ``--exec-uid-range``: checked by the
+    runtime's ``check_exec_options`` (as the exec driver reads them; the CLI may not import
+    the drivers), put on the config."""
+    if exec_chroot is None and exec_user_denylist is None and exec_uid_range is None:
+        return
+    from podium.runtime import (  # type: ignore[import-not-found, unused-ignore]
+        check_exec_options,
+    )
+
+    try:
+        binds, users, span = check_exec_options(exec_chroot, exec_user_denylist, exec_uid_range)
+    except ValueError as exc:
+        common.usage(str(exc))
+    if binds is not None:
+        config.exec_chroot = binds  # type: ignore[attr-defined]
+    if users is not None:
+        config.exec_user_denylist = users  # type: ignore[attr-defined]
+    if span is not None:
+        config.exec_uid_range = span  # type: ignore[attr-defined]
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -323,6 +350,33 @@ def agent(
             "MKNOD,NET_BIND_SERVICE,NET_RAW,SETFCAP,SETGID,SETPCAP,SETUID,SYS_CHROOT].",
         ),
     ] = None,
+    exec_chroot: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exec-chroot",
+            help="A host path exec tasks see, read-only: PATH, or PATH:DEST to show it at "
+            "DEST (absolute; repeatable). Given, it replaces the default list (/bin, /lib*, "
+            "/usr, /sbin and the /etc essentials: passwd, group, hosts, resolv.conf, "
+            "ld.so.*, certificates, time zone; never shadow).",
+        ),
+    ] = None,
+    exec_user_denylist: Annotated[
+        str | None,
+        typer.Option(
+            "--exec-user-denylist",
+            help="Users exec tasks may not run as, comma-separated names or uids "
+            "(default: root,bin,daemon,sys,adm,sync,shadow,operator); root and uid 0 are refused "
+            "whatever it says.",
+        ),
+    ] = None,
+    exec_uid_range: Annotated[
+        str | None,
+        typer.Option(
+            "--exec-uid-range",
+            help="FIRST-LAST: the uids exec tasks that name no user run as, one per "
+            "allocation [70000-79999]; uids of the node's accounts are skipped.",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -415,6 +469,7 @@ def agent(
         apply_task_limits(
             config, max_kill_timeout, docker_volumes, docker_volume_allow, docker_allow_caps
         )
+        apply_exec_options(config, exec_chroot, exec_user_denylist, exec_uid_range)
         config.acl = acl
         config.token = token
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskStats
 from podium.drivers.docker import DockerDriver
-from podium.drivers.exec import ExecDriver
+from podium.drivers.exec import ExecDriver, ExecOptions
 from podium.drivers.logrotate import log_files, read_log, rotate_if_needed
 from podium.drivers.mock import MockDriver
 from podium.drivers.process import ProcessDriver
@@ -21,6 +21,7 @@ __all__ = [
     "DockerDriver",
     "Driver",
     "ExecDriver",
+    "ExecOptions",
     "ExitResult",
     "MockDriver",
     "ProcessDriver",
@@ -42,18 +43,21 @@ def builtin_drivers(
     cgroup_root: str | None = None,
     docker_allow_privileged: bool = False,
     docker_policy: DockerPolicy | None = None,
+    exec_options: ExecOptions | None = None,
 ) -> dict[str, Driver]:
     """The drivers an agent offers, by name.
 
     ``raw_exec`` runs tasks unisolated as the agent's user, so it exists only
     when the agent's configuration enables it.  ``exec`` is always offered; its
     fingerprint says whether it works on this node (root, cgroups, namespaces).
-    ``docker`` likewise: healthy when a Docker Engine answers.
+    ``docker`` likewise: healthy when a Docker Engine answers.  ``exec_options``: the
+    agent's ``--exec-*`` settings and its persisted uid leases (None: the defaults, leases
+    in memory only).
     """
     raise_nofile_limit()
     drivers: dict[str, Driver] = {
         "docker": DockerDriver(allow_privileged=docker_allow_privileged, policy=docker_policy),
-        "exec": ExecDriver(cgroup_root),
+        "exec": ExecDriver(cgroup_root, options=exec_options),
         "mock": MockDriver(),
     }
     if raw_exec_enabled:

@@ -3,9 +3,15 @@
 Every exec task used to run as ``nobody``, so one tenant's task could read what
 another's had written.  Now an allocation leases a uid (its gid is the same number)
 from a range that no account of the node uses; its tasks share it (they share the
-allocation's directory), and no other allocation gets it until the lease is released,
-when the allocation is collected.  The agent persists the leases (``on_change``), so a
-restarted agent re-attaches with the same uids and never hands out one in use.
+allocation's directory), and no other allocation gets it until the lease is released.
+
+The pool itself keeps its leases in memory; ``on_change`` hears of each lease and release
+as it happens (before ``lease`` returns, so before any task runs as the uid).  The agent
+(``podium.agent.agent``) stores them in its ``agent.db`` through it and gives them back
+as ``leases`` when it starts, so a restarted agent keeps its allocations' uids and never
+hands out one a running task holds.  It releases a lease when the allocation's directory
+is removed (the server collected it), and, after its first sync, the leases of
+allocations neither the server nor the agent has any more.
 """
 
 from __future__ import annotations
@@ -40,13 +46,14 @@ class UidPool:
         first: int = DEFAULT_RANGE[0],
         last: int = DEFAULT_RANGE[1],
         leases: dict[str, int] | None = None,
-        on_change: Callable[[dict[str, int]], None] | None = None,
+        on_change: Callable[[str, int | None], None] | None = None,
     ) -> None:
         self.first, self.last = first, last
         self._leases: dict[str, int] = dict(leases or {})
         self._used = set(self._leases.values())
         self._next = first
         self._on_change = on_change
+        """``(alloc_id, uid)`` for a new lease, ``(alloc_id, None)`` for a release."""
 
     @property
     def leases(self) -> dict[str, int]:
@@ -63,9 +70,10 @@ class UidPool:
             if uid in self._used or _account_exists(uid):
                 continue
             self._next = uid + 1 if uid < self.last else self.first
+            if self._on_change is not None:
+                self._on_change(alloc_id, uid)  # stored first: a failure leases nothing
             self._leases[alloc_id] = uid
             self._used.add(uid)
-            self._changed()
             return uid
         raise DriverError(
             f"no free uid left in {self.first}-{self.last} for exec tasks on this node",
@@ -73,22 +81,21 @@ class UidPool:
         )
 
     def release(self, alloc_id: str) -> None:
-        uid = self._leases.pop(alloc_id, None)
-        if uid is not None:
-            self._used.discard(uid)
-            self._changed()
+        """The allocation is gone: its uid may go to another one."""
+        uid = self._leases.get(alloc_id)
+        if uid is None:
+            return
+        if self._on_change is not None:
+            self._on_change(alloc_id, None)
+        del self._leases[alloc_id]
+        self._used.discard(uid)
 
-    def retain(self, alloc_ids: set[str]) -> None:
-        """Release every lease of an allocation not in ``alloc_ids``."""
+    def retain(self, alloc_ids: set[str]) -> list[str]:
+        """Release every lease of an allocation not in ``alloc_ids``; answers those released."""
         gone = [a for a in self._leases if a not in alloc_ids]
         for alloc_id in gone:
-            self._used.discard(self._leases.pop(alloc_id))
-        if gone:
-            self._changed()
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change(dict(self._leases))
+            self.release(alloc_id)
+        return gone
 
 
 def _account_exists(uid: int) -> bool:

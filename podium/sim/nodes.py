@@ -126,6 +126,12 @@ class MemoryLocalState(LocalState):
     def delete(self, alloc_id: str) -> None:
         return None
 
+    def uid_leases(self) -> dict[str, int]:
+        return {}
+
+    def set_uid_lease(self, alloc_id: str, uid: int | None) -> None:
+        return None
+
     def close(self) -> None:
         return None
 
