@@ -16,6 +16,15 @@ from typing import Annotated
 import typer
 
 from podium.cli import common
+from podium.cli.limits import (
+    AllowedHostsOpt,
+    MaxConnectionsOpt,
+    MaxCountOpt,
+    MaxLogStreamsOpt,
+    MaxRequestBodyOpt,
+    RequestReadTimeoutOpt,
+    apply_limits,
+)
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:7634"
 DEFAULT_DNS_ADDR = "127.0.0.1:7653"
@@ -386,6 +395,12 @@ def agent(
             "with --acl (needed once: the node then proves itself with its node secret).",
         ),
     ] = None,
+    max_count: MaxCountOpt = None,
+    max_request_body: MaxRequestBodyOpt = None,
+    request_read_timeout: RequestReadTimeoutOpt = None,
+    max_connections: MaxConnectionsOpt = None,
+    max_log_streams: MaxLogStreamsOpt = None,
+    allowed_hosts: AllowedHostsOpt = None,
 ) -> None:
     """Run a Podium agent.
 
@@ -470,6 +485,16 @@ def agent(
             config, max_kill_timeout, docker_volumes, docker_volume_allow, docker_allow_caps
         )
         apply_exec_options(config, exec_chroot, exec_user_denylist, exec_uid_range)
+        apply_limits(
+            config,
+            runs_server=dev or server,
+            max_count=max_count,
+            max_request_body=max_request_body,
+            request_read_timeout=request_read_timeout,
+            max_connections=max_connections,
+            max_log_streams=max_log_streams,
+            allowed_hosts=allowed_hosts,
+        )
         config.acl = acl
         config.token = token
         try:

@@ -54,3 +54,59 @@ def test_the_real_agent_config_takes_the_limits() -> None:
     config = rt.AgentConfig(dev=True)
     assert config.max_kill_timeout == 30.0
     assert config.docker_volumes is None  # the runtime's choice: on with --dev only
+
+
+def test_the_servers_limits_reach_a_dev_agents_config(
+    cli: Invoke, runtime: list[FakeConfig]
+) -> None:
+    """``podium agent --dev`` runs a server: it takes ``podium server``'s limits too."""
+    result = cli(
+        "agent",
+        "--dev",
+        "--max-count",
+        "20000",
+        "--max-request-body",
+        "16MiB",
+        "--request-read-timeout",
+        "5",
+        "--max-connections",
+        "500",
+        "--max-log-streams",
+        "8",
+        "--allowed-hosts",
+        "podium.lan, lb.lan",
+    )
+    assert result.exit_code == 0, result.output
+    (config,) = runtime
+    assert config.max_count == 20000  # type: ignore[attr-defined]
+    assert config.max_request_body == 16 * 2**20  # type: ignore[attr-defined]
+    assert config.request_read_timeout == 5.0  # type: ignore[attr-defined]
+    assert config.max_connections == 500  # type: ignore[attr-defined]
+    assert config.max_log_streams == 8  # type: ignore[attr-defined]
+    assert config.allowed_hosts == ["podium.lan", "lb.lan"]  # type: ignore[attr-defined]
+
+
+def test_limits_left_out_stay_the_runtimes(cli: Invoke, runtime: list[FakeConfig]) -> None:
+    assert cli("agent", "--dev").exit_code == 0
+    (config,) = runtime
+    for name in ("max_count", "max_request_body", "max_connections", "max_log_streams"):
+        assert getattr(config, name, None) is None, name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dev", "--max-count", "0"], "--max-count must be between"),
+        (["--dev", "--max-request-body", "lots"], "--max-request-body"),
+        (["--dev", "--request-read-timeout", "0"], "--request-read-timeout"),
+        (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--max-count", "5"], "server's"),
+        (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--max-log-streams", "5"], "--dev"),
+    ],
+)
+def test_bad_server_limits_are_usage_errors(
+    cli: Invoke, runtime: list[FakeConfig], args: list[str], message: str
+) -> None:
+    result = cli("agent", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert runtime == []
