@@ -482,10 +482,9 @@ class ProcessDriver(Driver):
         """Stop the shims (and their tasks, and cgroups) an agent on ``data_dir`` started
         for allocations not in ``owned``: found in /proc by their command line (``shim.sh``,
         a state dir under ``<data_dir>/allocs/``), so they are found with the data dir
-        itself deleted.  SIGTERM to each task's group, SIGKILL after ``grace``."""
+        itself deleted.  SIGTERM to each task's group, SIGKILL after ``grace``.  Then the
+        task processes no shim leads any more (:meth:`_reap_stray_tasks`)."""
         shims = await asyncio.to_thread(find_orphan_shims, data_dir, set(owned))
-        if not shims:
-            return []
         for shim in shims:
             _signal_leader(shim.pid, shim.start, signal.SIGTERM, group=True)
         deadline = time.monotonic() + grace
@@ -506,7 +505,34 @@ class ProcessDriver(Driver):
             out.append(
                 Orphan(shim.driver, shim.alloc_id, shim.task, f"shim pid {shim.pid} ({how})")
             )
-        return out
+        return out + await self._reap_stray_tasks(data_dir, owned, grace)
+
+    async def _reap_stray_tasks(
+        self, data_dir: str, owned: Collection[str], grace: float
+    ) -> list[Orphan]:
+        """Task processes of unowned allocations that no shim leads any more: their shim
+        died too, or they left its process group (a daemon that called ``setsid``).  Found
+        by the ``PODIUM_TASK_DIR`` the agent gives every task; SIGTERM, SIGKILL after
+        ``grace``."""
+        strays = await asyncio.to_thread(find_stray_tasks, data_dir, set(owned))
+        if not strays:
+            return []
+        for stray in strays:
+            _signal_leader(stray.pid, stray.start, signal.SIGTERM, group=False)
+        deadline = time.monotonic() + grace
+        while any(t.alive() for t in strays) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        by_task: dict[tuple[str, str], list[str]] = {}
+        for stray in strays:
+            how = "SIGTERM"
+            if stray.alive():
+                how = "SIGKILL"
+                _signal_leader(stray.pid, stray.start, SIGKILL, group=False)
+            by_task.setdefault((stray.alloc_id, stray.task), []).append(f"{stray.pid} ({how})")
+        return [
+            Orphan(self.name, alloc, task, f"task pid {', '.join(pids)} without its shim")
+            for (alloc, task), pids in sorted(by_task.items())
+        ]
 
     # ----------------------------------------------------------- public helpers
     async def task_pid(self, handle: TaskHandle, timeout: float = PID_WAIT) -> int | None:
@@ -863,6 +889,57 @@ def find_orphan_shims(data_dir: str, owned: set[str]) -> list[OrphanShim]:
         dirs = [os.path.dirname(f) for f in cmd[at + 3 : sep] if f.endswith("/cgroup.procs")]
         driver = "exec" if any(a.endswith("/unshare") for a in cmd[sep + 2 :]) else "raw_exec"
         out.append(OrphanShim(pid, stat.start_time, parts[0], parts[1], dirs, driver))
+    return out
+
+
+@dataclass
+class StrayTask:
+    pid: int
+    start: int | None
+    alloc_id: str
+    task: str
+
+    def alive(self) -> bool:
+        return self.start is not None and start_time(self.pid) == self.start
+
+
+TASK_DIR_VAR = b"PODIUM_TASK_DIR="
+
+
+def find_stray_tasks(data_dir: str, owned: set[str]) -> list[StrayTask]:
+    """The processes whose ``PODIUM_TASK_DIR`` is ``<data_dir>/allocs/<alloc>/<task>`` for an
+    allocation not in ``owned`` (the agent sets it for every task; children inherit it).
+    Not this process, and not a shim (``shim.sh``: :func:`find_orphan_shims` has those)."""
+    prefixes = tuple(root + "/" for root in allocs_roots(data_dir))
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        at = environ.find(b"\0" + TASK_DIR_VAR)
+        if at < 0 and not environ.startswith(TASK_DIR_VAR):
+            continue
+        start = 0 if at < 0 else at + 1
+        end = environ.find(b"\0", start)
+        task_dir = environ[start + len(TASK_DIR_VAR) : None if end < 0 else end].decode(
+            errors="replace"
+        )
+        prefix = next((p for p in prefixes if task_dir.startswith(p)), None)
+        if prefix is None:
+            continue
+        parts = task_dir[len(prefix) :].rstrip("/").split("/")
+        if len(parts) != 2 or parts[0] in owned:
+            continue
+        cmd = read_cmdline(pid)
+        if not cmd or any(a.endswith("shim.sh") for a in cmd[:2]):
+            continue
+        out.append(StrayTask(pid, start_time(pid), parts[0], parts[1]))
     return out
 
 

@@ -25,6 +25,7 @@ def in_data_dir(ctx: TaskContext, data_dir: Path, alloc_id: str) -> TaskContext:
     task_dir.mkdir(parents=True)
     return dataclasses.replace(
         ctx,
+        env={**ctx.env, "PODIUM_TASK_DIR": str(task_dir)},  # as the agent gives every task
         alloc_id=alloc_id,
         alloc_dir=str(task_dir.parent / "alloc"),
         task_dir=str(task_dir),
@@ -80,3 +81,50 @@ async def test_an_orphans_cgroup_is_removed(make_ctx: MakeCtx, base_dir: Path) -
         assert not any(os.path.exists(d) for d in dirs)
     finally:
         await driver.destroy(handle)
+
+
+async def test_tasks_that_outlived_their_shim_are_stopped(
+    make_ctx: MakeCtx, base_dir: Path
+) -> None:
+    """The shim died with the agent's state (or the task left its process group, as a
+    daemon does): the task is found by its PODIUM_TASK_DIR, and only an unowned one."""
+    driver = RawExecDriver()
+    daemon = 'setsid sh -c "$0" & echo started; exec sleep 600'
+    lost_ctx = in_data_dir(make_ctx("/bin/sh", ["-c", daemon, TRAP]), base_dir, "b1")
+    kept_ctx = in_data_dir(make_ctx("/bin/sh", ["-c", TRAP]), base_dir, "b2")
+    lost, kept = await driver.start(lost_ctx), await driver.start(kept_ctx)
+    handles = (lost, kept)
+    try:
+        await until(has_text(lost_ctx.stdout_path, "ready"), timeout=10)
+        await until(has_text(kept_ctx.stdout_path, "ready"), timeout=10)
+        task_dir = lost_ctx.task_dir.encode()
+
+        def lost_pids() -> list[int]:
+            return [
+                int(p)
+                for p in os.listdir("/proc")
+                if p.isdigit() and _environ_has(int(p), b"PODIUM_TASK_DIR=" + task_dir)
+            ]
+
+        before = lost_pids()
+        os.kill(int(lost.state["shim_pid"]), 9)  # the shim is gone; its tasks are not
+        await until(lambda: not alive(int(lost.state["shim_pid"])), timeout=10)
+        assert lost_pids() and set(lost_pids()) <= set(before)
+        kept_pid = int(kept.state["task_pid"] or 0) or kept.pid or 0
+
+        reaped = await RawExecDriver().reap_orphans(str(base_dir), {"b2"}, grace=0.3)
+        assert {(o.alloc_id, o.task) for o in reaped} == {("b1", lost_ctx.task_name)}
+        assert "without its shim" in str(reaped[0]) and "(SIGKILL)" in str(reaped[0])
+        await until(lambda: not lost_pids(), timeout=10)
+        assert alive(int(kept.state["shim_pid"])) and alive(kept_pid)
+    finally:
+        for h in handles:
+            await driver.destroy(h)
+
+
+def _environ_has(pid: int, var: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return var in f.read().split(b"\0")
+    except OSError:
+        return False
