@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podium.drivers import cgroups, rootfs
-from podium.drivers.base import TaskContext
+from podium.drivers.base import TaskContext, TaskOwner
 from podium.drivers.commands import exec_config, helper_path, pwd_arg, resolve_command, task_cwd
 from podium.drivers.process import SH, STATE_SUBDIR, LaunchPlan, ProcessDriver
 from podium.drivers.uids import UidPool
@@ -295,6 +295,12 @@ class ExecDriver(ProcessDriver):
         raise DriverError(
             f"command {command!r} not found in PATH ({search}) within the task's root filesystem"
         )
+
+    def task_owner(self, ctx: TaskContext) -> TaskOwner:
+        """The task's files belong to the user it runs as (its allocation's uid, or the
+        named user with its own gid)."""
+        _name, uid, gid, _groups = self.identity(ctx)
+        return TaskOwner(uid, gid)
 
     def identity(self, ctx: TaskContext) -> tuple[str, int, int, list[int]]:
         """(name, uid, gid, supplementary groups) the task runs as; DriverError when refused.

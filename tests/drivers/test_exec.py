@@ -133,12 +133,14 @@ async def test_own_root_filesystem(driver: ExecDriver, make_ctx: MakeCtx) -> Non
 
 
 def _host_mounts() -> list[str]:
-    """The host's mount table, less the Docker Engine's: containers of tests running
-    beside this one come and go there."""
+    """The host's mount table, less the Docker Engine's and the agents' secrets tmpfs:
+    containers and tasks of tests running beside this one come and go there."""
     return [
         line
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if "/var/lib/docker/" not in line and "/run/docker/" not in line
+        if "/var/lib/docker/" not in line
+        and "/run/docker/" not in line
+        and " podium-secrets " not in line
     ]
 
 
