@@ -26,8 +26,10 @@ import ctypes
 import errno
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from podium.drivers.base import TaskOwner
+if TYPE_CHECKING:
+    from podium.drivers.base import TaskOwner
 
 log = logging.getLogger("podium.agent")
 
