@@ -315,6 +315,32 @@ async def test_no_shell_messages_in_the_log(driver: ExecDriver, make_ctx: MakeCt
     await driver.destroy(handle)
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+async def test_no_shell_message_when_the_task_dies_before_its_init(
+    driver: ExecDriver, make_ctx: MakeCtx
+) -> None:
+    """The namespace's pid 1 must not report its child's death into the task's log: a
+    stop's SIGKILLs reach the task and its init one after the other, and an init that
+    reaped the task in between wrote "Killed" there (the now-and-then failure of the
+    test above).  Killing the task alone makes that order certain."""
+    ctx = make_ctx("sleep", ["30"])
+    handle = await driver.start(ctx)
+    dirs = handle.state["cgroups"]
+    await until(lambda: any(_comm(p) == "sleep" for p in cgroups.pids(dirs)), timeout=10)
+    (task,) = [p for p in cgroups.pids(dirs) if _comm(p) == "sleep"]
+    os.kill(task, signal.SIGKILL)
+    result = await asyncio.wait_for(driver.wait(handle), 10)
+    assert result.signal == signal.SIGKILL, result
+    assert read(ctx.stderr_path) == ""
+    await driver.destroy(handle)
+
+
 async def test_restart_resets_the_cgroup(driver: ExecDriver, make_ctx: MakeCtx) -> None:
     oom = make_ctx("python3", ["-c", "b = bytearray(200 * 1024 * 1024)"], task="same", memory=50)
     first = await driver.start(oom)
