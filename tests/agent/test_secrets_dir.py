@@ -14,12 +14,13 @@ from podium.agent import secretsdir
 from podium.agent.identity import write_token
 from podium.agent.runner import AllocRunner
 from podium.drivers.base import TaskContext, TaskOwner
+from podium.drivers.docker import container_owner
 from podium.drivers.mock import MockDriver
 from podium.models import JobSpec
 
 from .conftest import OfflineRunner, make_alloc, until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts and chown need root")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts and chown need root")
 
 OWNER = TaskOwner(70222, 70222)
 
@@ -35,6 +36,7 @@ def secrets_mounts() -> dict[str, str]:
     return out
 
 
+@needs_root
 def test_the_secrets_dir_is_a_small_tmpfs_of_the_tasks_user(tmp_path: Path) -> None:
     task = tmp_path / "alloc" / "t"
     task.mkdir(parents=True)
@@ -59,6 +61,7 @@ def test_the_secrets_dir_is_a_small_tmpfs_of_the_tasks_user(tmp_path: Path) -> N
         secretsdir.unmount_under(str(tmp_path))
 
 
+@needs_root
 def test_a_symlink_planted_as_the_secrets_dir_is_not_mounted_over(tmp_path: Path) -> None:
     """The task owns its task dir: a ``secrets`` symlink to elsewhere must not make root
     mount (or chown) there."""
@@ -110,6 +113,7 @@ async def _started(offline_runner: OfflineRunner, config: dict[str, Any]) -> All
     return runner
 
 
+@needs_root
 async def test_templates_and_secrets_belong_to_the_task_and_leave_no_mount(
     offline_runner: OfflineRunner,
 ) -> None:
@@ -131,9 +135,22 @@ async def test_templates_and_secrets_belong_to_the_task_and_leave_no_mount(
     assert not os.path.exists(alloc_dir)
 
 
+@needs_root
 async def test_a_finished_allocation_unmounts_its_secrets(offline_runner: OfflineRunner) -> None:
     runner = await _started(offline_runner, {"run_for": "50ms"})
     assert str(Path(runner.alloc_path, "t", "secrets")) in secrets_mounts()
     await until(lambda: runner.machine.cleaned_up, "the allocation to be cleaned up")
     assert not [p for p in secrets_mounts() if p.startswith(runner.alloc_path)]
     assert Path(runner.alloc_path, "t", "local", "db", "password").exists()  # only it went
+
+
+def test_a_containers_files_go_to_its_numeric_user_else_to_any_user() -> None:
+    """Docker: ``uid[:gid]`` is known to the agent; a name (or the image's default user)
+    only the image resolves, so the files must be readable by any user (0644/0755)."""
+    assert container_owner("1000") == TaskOwner(1000, 1000)
+    assert container_owner("1000:50") == TaskOwner(1000, 50)
+    assert container_owner("1000:50").file_mode == 0o600
+    for user in ("", "nginx", "1000:staff", "www-data:50"):
+        owner = container_owner(user)
+        assert owner.any_user and (owner.uid, owner.gid) == (os.geteuid(), os.getegid())
+        assert (owner.file_mode, owner.dir_mode) == (0o644, 0o755)
