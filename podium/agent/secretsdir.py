@@ -151,6 +151,17 @@ def unmount_tasks(alloc_dir: str) -> int:
     return done
 
 
+def unmount_orphans(allocs_root: str, owned: set[str]) -> list[str]:
+    """Take off the secrets tmpfs of allocation dirs under ``allocs_root`` whose allocation
+    is not in ``owned`` (an agent whose state was lost, or that was down when they were
+    collected, left them); answers those taken off."""
+    top = os.path.realpath(allocs_root)
+    gone = [p for p in mounted_under(top) if os.path.relpath(p, top).split("/")[0] not in owned]
+    for point in sorted(gone, key=len, reverse=True):
+        _libc.umount2(point.encode(), _MNT_DETACH | _UMOUNT_NOFOLLOW)
+    return [p for p in gone if p not in mounted_under(top)]
+
+
 def unmount_under(path: str) -> list[str]:
     """Take off every secrets tmpfs at or under ``path`` (the deepest first, lazily, never
     through a symlink); answers those that were."""

@@ -62,6 +62,22 @@ def test_the_secrets_dir_is_a_small_tmpfs_of_the_tasks_user(tmp_path: Path) -> N
 
 
 @needs_root
+def test_an_agent_takes_off_the_mounts_of_allocations_it_lacks(tmp_path: Path) -> None:
+    allocs = tmp_path / "allocs"
+    for alloc in ("kept", "gone"):
+        (allocs / alloc / "t").mkdir(parents=True)
+        assert secretsdir.prepare(str(allocs / alloc / "t"), OWNER)
+    try:
+        gone = secretsdir.unmount_orphans(str(allocs), {"kept"})
+        assert gone == [str(allocs / "gone" / "t" / "secrets")]
+        assert [p for p in secrets_mounts() if p.startswith(str(tmp_path))] == [
+            str(allocs / "kept" / "t" / "secrets")
+        ]
+    finally:
+        secretsdir.unmount_under(str(tmp_path))
+
+
+@needs_root
 def test_a_symlink_planted_as_the_secrets_dir_is_not_mounted_over(tmp_path: Path) -> None:
     """The task owns its task dir: a ``secrets`` symlink to elsewhere must not make root
     mount (or chown) there."""
