@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from podium.agent import secretsdir
+
 NO_SKIP = os.environ.get("PODIUM_TESTS_NO_SKIP", "") not in ("", "0")
 DOCKER = "docker-engine"
 
@@ -46,6 +48,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if uses_docker(item):
             item.add_marker(pytest.mark.xdist_group(DOCKER))
     items.sort(key=lambda item: _group(item) not in LONG_GROUPS)  # stable: order kept otherwise
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_mounts_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agents running as root mount a tmpfs on each task's ``secrets/``; a test that closes
+    its agent with tasks still running (as an agent shutdown leaves them) leaves those
+    mounts, which are taken off here so the host's mount table stays clean.  Tests of the
+    unmounting itself look at the mount table before this runs."""
+    yield
+    if os.geteuid() == 0:
+        with open("/proc/self/mountinfo") as f:
+            if secretsdir.FSNAME not in f.read():
+                return
+        secretsdir.unmount_under(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from podium.agent import secretsdir
 from podium.agent.config import AgentSettings
 from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
 from podium.agent.identity import AgentIdentities
@@ -466,6 +467,8 @@ class Agent:
         if not self.settings.alloc_dirs:
             return  # the simulator's agents start nothing that outlives them
         owned = set(self.runners)
+        for point in secretsdir.unmount_orphans(f"{self.settings.data_dir}/allocs", owned):
+            log.info("unmounted the secrets tmpfs %s of an allocation this agent lacks", point)
         for name, driver in self.drivers.items():
             try:
                 reaped = await driver.reap_orphans(self.settings.data_dir, owned)

@@ -3,9 +3,10 @@
 Before a task starts, the runner asks for its token (:meth:`AgentIdentities.ensure`);
 the requests of one turn of the event loop (a burst of starts, every task of an
 allocation) go to the servers as one ``POST /v1/client/node/{node_id}/identities``.
-The token is written to ``<task_dir>/secrets/podium_token`` (the directory 0700, the
-file 0600, handed to the task's user with the rest of the task dir by the exec driver;
-for a container whose user the agent cannot know, 0755/0644: see docs/acl.md) and put
+The token is written to ``<task_dir>/secrets/podium_token`` (the directory 0700, a tmpfs
+where the agent can (:mod:`podium.agent.secretsdir`), the file 0600, both the task's
+user's: ``Driver.task_owner``; for a container whose user the agent cannot know,
+0755/0644: see docs/acl.md) and put
 in the task's environment as ``PODIUM_TOKEN`` (with ``PODIUM_ADDR``, the server the
 agent uses).  A failure to get one is a recoverable start error: the restart policy
 tries again.
@@ -129,17 +130,6 @@ def open_secrets_for_any_user(task_dir: str) -> None:
         os.close(dir_fd)
 
 
-def container_owner(user: str | None) -> tuple[int, int] | str:
-    """The owner a container task's secrets get: ``uid[:gid]`` as numbers; ``"any"``
-    when only the image can resolve the user (a name, or the image's default)."""
-    if not user:
-        return "any"
-    uid, _, gid = user.partition(":")
-    if uid.isdigit() and (not gid or gid.isdigit()):
-        return int(uid), int(gid or uid)
-    return "any"
-
-
 class AgentIdentities:
     """The node's workload tokens: fetched in batches, renewed in one loop."""
 
@@ -220,15 +210,12 @@ class AgentIdentities:
         """The token into the task's secrets file (see :func:`write_token`)."""
         runner.make_dirs()
         task_dir = str(runner.task_dir(task))
-        spec = runner.machine.spec.groups[runner.alloc.group].tasks.get(task)
+        found = runner.task_owner(task)  # Driver.task_owner: the user the task runs as
         owner: tuple[int, int] | None = None
-        if spec is not None and spec.driver == "docker":
-            user = spec.config.get("user") or spec.user
-            found = container_owner(user if isinstance(user, str) else None)
-            if found == "any":
-                open_secrets_for_any_user(task_dir)
-            elif isinstance(found, tuple):
-                owner = found
+        if found is not None and found.any_user:
+            open_secrets_for_any_user(task_dir)
+        elif found is not None:
+            owner = (found.uid, found.gid)
         try:
             write_token(task_dir, held.token, owner=owner, ca_pem=self.agent.cluster_ca())
         except OSError as exc:

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from podium.agent import secretsdir
 from podium.agent.allocrunner import (
     AllocStateMachine,
     AllocUpdated,
@@ -37,7 +38,7 @@ from podium.agent.checks import AllocChecks
 from podium.agent.health import HealthTracker
 from podium.agent.identity import Held
 from podium.agent.templates import TemplateManager
-from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle
+from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskOwner
 from podium.drivers.process import STATE_SUBDIR, kill_previous
 from podium.errors import DriverError
 from podium.models import Allocation, AllocHealth, CheckResult, JobSpec, parse_config
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("podium.agent")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+ALLOC_DIR_MODE = 0o711
+"""An allocation's directory: searchable, not listable, by others (its tasks are under
+it; each task dir and the shared ``alloc/`` guard their own contents)."""
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -93,6 +97,12 @@ def _allocs_root(data_dir: str) -> str:
     return str(Path(data_dir) / "allocs")
 
 
+def _owns_files(driver: Driver) -> bool:
+    """Whether the driver names an owner for its tasks' files (see ``Driver.task_owner``):
+    the others' belong to the agent's user, and need no context built to say so."""
+    return type(driver).task_owner is not Driver.task_owner
+
+
 def _keeps_health(driver: Driver | None) -> bool:
     """Whether the driver keeps a health verdict of its own (see ``Driver.health``)."""
     return driver is not None and type(driver).health is not Driver.health
@@ -125,6 +135,8 @@ class AllocRunner:
         self._health_timer: asyncio.TimerHandle | None = None
         self._identities: dict[str, Held] | None = None
         """Each task's workload token (podium.agent.identity), made on first use."""
+        self._owners: dict[str, TaskOwner | None] | None = None
+        """Who each task's files belong to (``Driver.task_owner``), made on first use."""
 
     # ---------------------------------------------------------------- workload identity
     def identity(self, task: str) -> Held | None:
@@ -139,6 +151,39 @@ class AllocRunner:
         if self._identities is None:
             self._identities = {}
         self._identities[task] = held
+
+    # ---------------------------------------------------------------- the task's files
+    def task_owner(self, task: str) -> TaskOwner | None:
+        """The owner of the task's rendered templates and secrets (None: the agent's own
+        user); raises DriverError when its driver refuses the task."""
+        if self._owners is not None and task in self._owners:
+            return self._owners[task]
+        driver = self.driver_for(task)
+        owner = driver.task_owner(self.context(task)) if _owns_files(driver) else None
+        if self._owners is None:
+            self._owners = {}
+        self._owners[task] = owner
+        return owner
+
+    def prepare_secrets(self, task: str) -> None:
+        """The task's ``secrets/`` dir, its user's, a tmpfs where the agent can
+        (:mod:`podium.agent.secretsdir`), before its token or templates are written."""
+        if not self.agent.settings.alloc_dirs:
+            return
+        owner = self.task_owner(task)
+        self.make_dirs()
+        try:
+            secretsdir.prepare(f"{self.alloc_path}/{task}", owner)
+        except OSError as exc:
+            raise DriverError(
+                f"cannot make the secrets dir of task {task}: {exc.strerror or exc}",
+                recoverable=True,
+            ) from exc
+
+    def unmount_secrets(self) -> None:
+        """Take the tasks' secrets tmpfs mounts off the host (the allocation is done)."""
+        if self.agent.settings.alloc_dirs:
+            secretsdir.unmount_tasks(self.alloc_path)
 
     # ---------------------------------------------------------------- properties
     @property
@@ -208,6 +253,7 @@ class AllocRunner:
         self.execute(self.machine.start(self.now()))
 
     def update(self, alloc: Allocation, spec: JobSpec) -> None:
+        self._owners = None  # the spec may name another user
         if self.health is None:
             self.health = HealthTracker.for_alloc(alloc, spec, self.now())
         self._want_checks(spec)
@@ -360,6 +406,9 @@ class AllocRunner:
                 pass
             except FileNotFoundError:
                 os.makedirs(d, exist_ok=True)
+        # Not listable (0711): another tenant cannot learn this allocation's task names;
+        # each task still reaches its own dir by path (see the agent's README).
+        os.chmod(alloc_dir, ALLOC_DIR_MODE)
         self._dirs_ready = True
 
     async def _start_task(self, task: str) -> None:
@@ -369,6 +418,7 @@ class AllocRunner:
             if network.ports and not self.machine.ports:
                 self.machine.ports = self.agent.assign_ports(self.id, network)
                 self.agent.mark_dirty(self)
+            self.prepare_secrets(task)
             if self.agent.identities is not None:
                 await self.agent.identities.ensure(self, task)
             template_env = (
@@ -521,6 +571,7 @@ class AllocRunner:
                 await self.driver_for(task).destroy(handle)
             except Exception:
                 log.exception("alloc %s task %s: destroy failed", self.id, task)
+        self.unmount_secrets()
         self.machine.cleaned_up = True
         self.agent.mark_persist(self)
 
@@ -545,6 +596,7 @@ class AllocRunner:
                 await self.driver_for(task).destroy(handle)
         for task in list(self._waiters):
             self._unwatch(task)
+        self.unmount_secrets()
         shutil.rmtree(self.alloc_dir, ignore_errors=True)
 
     def close(self) -> None:

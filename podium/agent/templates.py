@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 from podium.agent.allocrunner import Phase, RestartRequested
 from podium.agent.template_values import ServiceInstance, VariableItems
 from podium.client import AsyncClient, endpoints
+from podium.drivers.base import TaskOwner
 from podium.errors import DriverError, NotFound, PodiumError
 from podium.models import Template
 
@@ -73,8 +74,11 @@ POLL = 2.0
 did not move, an unreachable server)."""
 SETTLE = 0.05
 """A change is rendered this long after it is seen, so a burst of writes renders once."""
-FILE_MODE = 0o644
-"""Rendered files are readable by the task whatever user it runs as (a container's too)."""
+FILE_MODE = 0o600
+"""Rendered files are readable by the task's user alone (``Driver.task_owner``; a
+container whose user the agent cannot know gets ``TaskOwner.any_user``: 0644)."""
+DIR_MODE = 0o700
+"""Directories a destination needs, made for the task's user alone (0755 for any user)."""
 RENDER_TIMEOUT = 5.0
 """Wall-clock seconds a render worker may take per step (parse, then render); then it is
 killed.  Fetching variables and services in between does not count."""
@@ -584,22 +588,28 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
-def _enter(dir_fd: int, part: str, root: str, destination: str) -> int:
-    """Open (making it if missing) the directory ``part`` under ``dir_fd``; refuse it when,
-    symlinks resolved, it lies outside ``root``.  The check is made on the opened
-    directory, so swapping a symlink in after the check changes nothing."""
+def _enter(
+    dir_fd: int, part: str, root: str, destination: str, owner: TaskOwner | None = None
+) -> int:
+    """Open (making it if missing, for ``owner``) the directory ``part`` under ``dir_fd``;
+    refuse it when, symlinks resolved, it lies outside ``root``.  The check is made on the
+    opened directory, so swapping a symlink in after the check changes nothing."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     try:
         fd = os.open(part, flags, dir_fd=dir_fd)
     except FileNotFoundError:
+        mode = owner.dir_mode if owner is not None else DIR_MODE
         try:
-            os.mkdir(part, 0o755, dir_fd=dir_fd)
+            os.mkdir(part, mode, dir_fd=dir_fd)
         except FileExistsError:  # a dangling symlink
             raise TemplateError(
                 f"template {destination}: {part!r} is a symlink to nothing; "
                 "refusing to write through it"
             ) from None
         fd = os.open(part, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+        os.fchmod(fd, mode)  # whatever the umask
+        if owner is not None:
+            os.fchown(fd, owner.uid, owner.gid)
     except NotADirectoryError:
         raise TemplateError(f"template {destination}: {part!r} is not a directory") from None
     real = _fd_path(fd)
@@ -612,11 +622,15 @@ def _enter(dir_fd: int, part: str, root: str, destination: str) -> int:
     return fd
 
 
-def write_file(task_dir: Path, destination: str, content: str) -> None:
+def write_file(
+    task_dir: Path, destination: str, content: str, owner: TaskOwner | None = None
+) -> None:
     """Write ``content`` to ``task_dir/destination`` atomically (a temporary file renamed
     over it).  Directories on the way are made; a symlink among them that resolves outside
     the task directory is refused; a symlink at the final name is replaced, never followed.
-    The file keeps the owner of the one it replaces (a task running as another user)."""
+    The file is ``owner``'s (the user the task runs as) with its ``file_mode`` (0600), so a
+    re-render keeps both; without an owner (the agent's own user) it is 0600 and keeps the
+    owner of the file it replaces."""
     root = os.path.realpath(task_dir)
     parts = [p for p in destination.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or ".." in parts or destination.startswith("/"):
@@ -632,20 +646,21 @@ def write_file(task_dir: Path, destination: str, content: str) -> None:
     created = False
     try:
         for part in dirs:
-            nfd = _enter(fd, part, root, destination)
+            nfd = _enter(fd, part, root, destination, owner)
             os.close(fd)
             fd = nfd
-        owner: tuple[int, int] | None = None
+        ids = (owner.uid, owner.gid) if owner is not None else None
+        mode = owner.file_mode if owner is not None else FILE_MODE
         with contextlib.suppress(FileNotFoundError):
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 raise TemplateError(f"template {destination}: a directory is in the way")
-            if stat.S_ISREG(st.st_mode):
-                owner = (st.st_uid, st.st_gid)
+            if stat.S_ISREG(st.st_mode) and ids is None:
+                ids = (st.st_uid, st.st_gid)
         out = os.open(
             tmp,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            FILE_MODE,
+            0o600,
             dir_fd=fd,
         )
         created = True
@@ -654,10 +669,13 @@ def write_file(task_dir: Path, destination: str, content: str) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(out, view) :]
-            os.fchmod(out, FILE_MODE)
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                with contextlib.suppress(PermissionError):
-                    os.fchown(out, *owner)
+            if ids is not None and ids != (os.geteuid(), os.getegid()):
+                if owner is not None:
+                    os.fchown(out, *ids)  # the task's user: it must be able to read it
+                else:
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(out, *ids)
+            os.fchmod(out, mode)  # whatever the umask, after the owner (chown clears bits)
             os.fsync(out)
         finally:
             os.close(out)
@@ -750,8 +768,9 @@ class TemplateManager:
             for tpl, text in rendered:
                 if tpl.env:
                     env.update(parse_env(text, tpl.destination))
+            owner = self.runner.task_owner(task)
             for tpl, text in rendered:
-                write_file(task_dir, tpl.destination, text)
+                write_file(task_dir, tpl.destination, text, owner)
             state.templates = templates
             state.contents = {tpl.destination: text for tpl, text in rendered}
             state.deps = dict(lookups.deps)
@@ -900,10 +919,11 @@ class TemplateManager:
                     asyncio.get_running_loop().call_later(POLL, state.changed.set)
                 return
             task_dir = runner.task_dir(task)
+            owner = runner.task_owner(task)
             changed: list[Template] = []
             for tpl, text in rendered:
                 if state.contents.get(tpl.destination) != text:
-                    write_file(task_dir, tpl.destination, text)
+                    write_file(task_dir, tpl.destination, text, owner)
                     state.contents[tpl.destination] = text
                     changed.append(tpl)
             state.deps = dict(lookups.deps)

@@ -53,6 +53,28 @@ class TaskContext:
         return f"{self.alloc_id}/{self.task_name}"
 
 
+@dataclass(frozen=True)
+class TaskOwner:
+    """Who a task's files (rendered templates, its ``secrets/`` dir) belong to: the user the
+    task runs as, so that it alone can read them (files 0600, directories 0700).
+
+    ``any_user``: the driver cannot know the task's user (a container whose user only its
+    image resolves), so the files are made readable by every user (0644, directories
+    0755) and owned by ``uid``/``gid`` (the agent's own); see the drivers' README."""
+
+    uid: int
+    gid: int
+    any_user: bool = False
+
+    @property
+    def file_mode(self) -> int:
+        return 0o644 if self.any_user else 0o600
+
+    @property
+    def dir_mode(self) -> int:
+        return 0o755 if self.any_user else 0o700
+
+
 @dataclass
 class TaskHandle:
     """What the agent stores to find a running task again.  JSON-serialisable."""
@@ -188,6 +210,12 @@ class Driver(abc.ABC):
 
         The agent polls it like a check (see :mod:`podium.agent.checks`).
         """
+        return None
+
+    def task_owner(self, ctx: TaskContext) -> TaskOwner | None:
+        """The owner of the task's files (templates, secrets), or None for the agent's own
+        user (drivers that run tasks as the agent's user).  Raises DriverError when the
+        task may not run (a refused user): the start fails as it would anyway."""
         return None
 
     async def signal(self, handle: TaskHandle, signal: str) -> None:

@@ -38,6 +38,7 @@ from podium.drivers.base import (
     Orphan,
     TaskContext,
     TaskHandle,
+    TaskOwner,
     TaskStats,
 )
 from podium.drivers.cgroups import core_mhz
@@ -555,6 +556,14 @@ class DockerDriver(Driver):
         if self._client_obj is None:
             self._client_obj = new_client()
         return self._client_obj
+
+    def task_owner(self, ctx: TaskContext) -> TaskOwner:
+        """A container's files go to its user when that is numeric (``uid[:gid]``); a user
+        name (or the image's default user) only the image resolves, so the files are then
+        readable by any user (0644/0755, the agent's own): see the README."""
+        cfg = ctx.config
+        user = (cfg.user if isinstance(cfg, DockerConfig) else None) or ctx.user or ""
+        return container_owner(user)
 
     def fingerprint(self) -> DriverInfo:
         now = time.monotonic()
@@ -1221,3 +1230,12 @@ def _memory_bytes(raw: dict[str, Any]) -> int:
 def _explain(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc)
+
+
+def container_owner(user: str) -> TaskOwner:
+    """The owner of a container's files: ``uid[:gid]`` as numbers (gid defaults to uid);
+    anything else (a name, empty: the image's default) is a user the agent cannot know."""
+    uid, _, gid = user.strip().partition(":")
+    if uid.isdigit() and (not gid or gid.isdigit()):
+        return TaskOwner(int(uid), int(gid or uid))
+    return TaskOwner(os.geteuid(), os.getegid(), any_user=True)

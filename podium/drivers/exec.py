@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podium.drivers import cgroups, rootfs
-from podium.drivers.base import TaskContext
+from podium.drivers.base import TaskContext, TaskOwner
 from podium.drivers.commands import exec_config, helper_path, pwd_arg, resolve_command, task_cwd
 from podium.drivers.process import SH, STATE_SUBDIR, LaunchPlan, ProcessDriver
 from podium.drivers.uids import UidPool
@@ -62,18 +62,25 @@ INIT_SCRIPT = (
     "r=$1 f=$2 a=$3 w=$4 m=$5 p=$6 u=$7; shift 7; exec 4>&2 2>/dev/null; "
     "case ${OLDPWD+x} in x) o==$OLDPWD ;; *) o=- ;; esac; "
     'fail() { s=$?; [ $s -gt 128 ] && exit $s; echo "podium exec: $1" >&4; exit 125; }; '
-    '"$m" --fstab "$f" -a 2>&4 || fail "cannot mount the task root filesystem"; '
-    'cd "$r" && "$p" . ' + rootfs.OLD_ROOT + ' 2>&4 || fail "cannot pivot_root into $r"; '
-    'cd / && "$u" -l /' + rootfs.OLD_ROOT + ' 2>&4 || fail "cannot unmount the host root"; '
+    '(exec "$m" --fstab "$f" -a 2>&4) || fail "cannot mount the task root filesystem"; '
+    'cd "$r" && (exec "$p" . ' + rootfs.OLD_ROOT + ' 2>&4) || fail "cannot pivot_root into $r"; '
+    'cd / && (exec "$u" -l /' + rootfs.OLD_ROOT + ' 2>&4) || fail "cannot unmount the host root"; '
     'cd "$w" 2>&4 || fail "no working directory $w in the task root"; '
     "case $a in -) unset PWD ;; *) PWD=${a#=} ;; esac; "
     "case $o in -) unset OLDPWD ;; *) OLDPWD=${o#=} ;; esac; "
-    '"$@" 2>&4 4>&-; exit $?'
+    '(exec "$@" 2>&4 4>&-); exit $?'
 )
 """pid 1 of the task's namespace (root, in its own mount namespace): mount the task's
-root, pivot into it, put PWD (and OLDPWD, which cd sets) back as the shim does, run the task (its job messages such
-as "Killed" go to /dev/null, not the task's log), pass its status on.  A set-up step
-that fails exits 125 with a message on the task's stderr (or 128+N, killed by signal N)."""
+root, pivot into it, put PWD (and OLDPWD, which cd sets) back as the shim does, run the
+task, pass its status on.  A set-up step that fails exits 125 with a message on the
+task's stderr (or 128+N, killed by signal N).
+
+Each child gets the task's stderr inside a subshell ``(exec CMD 2>&4)`` (one fork, as
+before), never as ``CMD 2>&4``: dash applies a command's redirections in the *parent*
+around the fork and reports a child's death by signal ("Killed") while they are still
+in place, so a child killed just before pid 1 itself (a stop's SIGKILLs, one process
+at a time) put "Killed" in the task's log.  Now pid 1's own stderr is /dev/null
+throughout."""
 PROBE_RETRY = 60.0
 """Seconds before a failed namespace probe is tried again."""
 
@@ -295,6 +302,12 @@ class ExecDriver(ProcessDriver):
         raise DriverError(
             f"command {command!r} not found in PATH ({search}) within the task's root filesystem"
         )
+
+    def task_owner(self, ctx: TaskContext) -> TaskOwner:
+        """The task's files belong to the user it runs as (its allocation's uid, or the
+        named user with its own gid)."""
+        _name, uid, gid, _groups = self.identity(ctx)
+        return TaskOwner(uid, gid)
 
     def identity(self, ctx: TaskContext) -> tuple[str, int, int, list[int]]:
         """(name, uid, gid, supplementary groups) the task runs as; DriverError when refused.

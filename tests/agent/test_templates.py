@@ -34,7 +34,7 @@ from podium.agent.templates import (
     write_file,
 )
 from podium.client import AsyncClient
-from podium.drivers.base import TaskContext, TaskHandle
+from podium.drivers.base import TaskContext, TaskHandle, TaskOwner
 from podium.drivers.mock import MockDriver
 from podium.models import Allocation, ClientStatus, JobSpec, ServiceRegistration, Template
 from podium.server.api import create_app
@@ -497,16 +497,45 @@ def test_model_needs_one_source_and_a_signal_for_signal_mode() -> None:
 # --------------------------------------------------------------------------- writing
 
 
-def test_write_makes_directories_atomically_with_mode_0644(tmp_path: Path) -> None:
+def test_write_makes_directories_atomically_with_mode_0600(tmp_path: Path) -> None:
     task = tmp_path / "task"
     task.mkdir()
     write_file(task, "local/deep/app.conf", "one\n")
     write_file(task, "local/deep/app.conf", "two\n")
     path = task / "local" / "deep" / "app.conf"
     assert path.read_text() == "two\n"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert os.listdir(path.parent) == ["app.conf"]  # no temporary file left behind
     assert read_existing(task, "local/deep/app.conf") == "two\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files away needs root")
+def test_written_for_the_tasks_user_and_kept_on_rewrite(tmp_path: Path) -> None:
+    """A rendered file is the task user's alone (0600), its directories too (0700); a
+    re-render keeps both, even under a umask that would open them."""
+    task = tmp_path / "task"
+    task.mkdir()
+    owner = TaskOwner(70123, 70123)
+    old = os.umask(0)
+    try:
+        write_file(task, "local/db/password", "hunter2", owner)
+        path = task / "local" / "db" / "password"
+        for _ in range(2):
+            st = path.stat()
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (70123, 70123, 0o600)
+            for d in (path.parent, path.parent.parent):
+                st = d.stat()
+                assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (70123, 0o700)
+            write_file(task, "local/db/password", "hunter3", owner)
+        assert path.read_text() == "hunter3"
+        # a container whose user the agent cannot know: readable by any user
+        anyone = TaskOwner(0, 0, any_user=True)
+        write_file(task, "shared/app.conf", "x", anyone)
+        assert stat.S_IMODE((task / "shared" / "app.conf").stat().st_mode) == 0o644
+        assert stat.S_IMODE((task / "shared").stat().st_mode) == 0o755
+    finally:
+        os.umask(old)
 
 
 def test_a_symlinked_directory_leading_out_is_refused(tmp_path: Path) -> None:

@@ -133,12 +133,14 @@ async def test_own_root_filesystem(driver: ExecDriver, make_ctx: MakeCtx) -> Non
 
 
 def _host_mounts() -> list[str]:
-    """The host's mount table, less the Docker Engine's: containers of tests running
-    beside this one come and go there."""
+    """The host's mount table, less the Docker Engine's and the agents' secrets tmpfs:
+    containers and tasks of tests running beside this one come and go there."""
     return [
         line
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if "/var/lib/docker/" not in line and "/run/docker/" not in line
+        if "/var/lib/docker/" not in line
+        and "/run/docker/" not in line
+        and " podium-secrets " not in line
     ]
 
 
@@ -310,6 +312,32 @@ async def test_no_shell_messages_in_the_log(driver: ExecDriver, make_ctx: MakeCt
     await driver.stop(handle, "SIGKILL", 0)
     await driver.wait(handle)
     assert read(ctx.stderr_path) == ""  # neither the shim nor pid 1 says "Killed"
+    await driver.destroy(handle)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+async def test_no_shell_message_when_the_task_dies_before_its_init(
+    driver: ExecDriver, make_ctx: MakeCtx
+) -> None:
+    """The namespace's pid 1 must not report its child's death into the task's log: a
+    stop's SIGKILLs reach the task and its init one after the other, and an init that
+    reaped the task in between wrote "Killed" there (the now-and-then failure of the
+    test above).  Killing the task alone makes that order certain."""
+    ctx = make_ctx("sleep", ["30"])
+    handle = await driver.start(ctx)
+    dirs = handle.state["cgroups"]
+    await until(lambda: any(_comm(p) == "sleep" for p in cgroups.pids(dirs)), timeout=10)
+    (task,) = [p for p in cgroups.pids(dirs) if _comm(p) == "sleep"]
+    os.kill(task, signal.SIGKILL)
+    result = await asyncio.wait_for(driver.wait(handle), 10)
+    assert result.signal == signal.SIGKILL, result
+    assert read(ctx.stderr_path) == ""
     await driver.destroy(handle)
 
 

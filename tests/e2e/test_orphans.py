@@ -107,6 +107,15 @@ def start_keep(agent: DevAgent, tmp_path: Path) -> tuple[list[int], str]:
     return pids, box.id
 
 
+def _secrets_mounts(data_dir: Path) -> list[str]:
+    top = str(data_dir.resolve()) + "/"
+    return [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if " podium-secrets " in line and line.split()[4].startswith(top)
+    ]
+
+
 @pytest.mark.parametrize("lost", ["data dir", "agent.db"])
 def test_an_agent_that_lost_its_state_stops_the_tasks_it_started(
     tmp_path: Path, agents: list[DevAgent], lost: str
@@ -126,8 +135,10 @@ def test_an_agent_that_lost_its_state_stops_the_tasks_it_started(
     pids, box = start_keep(agent, tmp_path)
 
     agent.kill9()
+    assert _secrets_mounts(agent.data_dir)  # the tasks' secrets/ dirs: tmpfs (issue 14)
     if lost == "data dir":
-        shutil.rmtree(agent.data_dir)
+        # as `rm -rf` does: all but the busy mount points (and the dirs they are in)
+        shutil.rmtree(agent.data_dir, ignore_errors=True)
     else:
         (agent.data_dir / "agent" / "agent.db").unlink()
     assert all(alive(p) for p in pids)  # orphans now: nothing owns them
@@ -144,6 +155,7 @@ def test_an_agent_that_lost_its_state_stops_the_tasks_it_started(
         what="both orphans in the agent's log",
     )
     assert "raw_exec task" in log and "docker task" in log
+    assert not _secrets_mounts(agent.data_dir)  # taken off: no allocation owns them
     # the other agent's task on the same machine was not touched
     assert all(alive(p) for p in other_pids)
     assert other.running("other")
