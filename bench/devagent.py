@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from podium.agent import secretsdir
+
 PODIUM = Path(sys.executable).parent / "podium"
 
 
@@ -82,10 +84,13 @@ def dev_agent(
         except subprocess.TimeoutExpired:
             agent.kill()
             agent.wait()
+        if data_parent is not None:
+            kill_tasks(data)
+        # The tasks' secrets tmpfs stay mounted while an agent with a data dir leaves them
+        # running (for the next agent); the dir is deleted here or by the caller.
+        secretsdir.unmount_under(data)
         if data_parent is None:
             shutil.rmtree(data, ignore_errors=True)
-        else:
-            kill_tasks(data)
 
 
 def kill_tasks(data_dir: str) -> int:
