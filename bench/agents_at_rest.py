@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from podium.agent import secretsdir
 from podium.agent.agent import Agent
 from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
@@ -173,6 +174,7 @@ def main() -> None:
     try:
         result = asyncio.run(measure(args.agents, args.seconds, args.heartbeat_ttl, tmp))
     finally:
+        secretsdir.unmount_under(str(tmp))  # the agents' tasks' secrets tmpfs (a root agent)
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         print(json.dumps(result))

@@ -20,7 +20,7 @@ import pytest
 from podium.client import AsyncClient
 from podium.errors import PodiumError
 from podium.state.snapshot import verify
-from tests.e2e.conftest import PODIUM, free_port, stop_process, wait_until
+from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +34,7 @@ class ServerProc:
         self.port = free_port()
         self.addr = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.agent_dirs: list[Path] = []
         self.env: dict[str, str] = dict(os.environ)
 
     def args(self) -> list[str]:
@@ -66,6 +67,7 @@ class ServerProc:
         wait_until(up, timeout=30, what="the server")
 
     def start_agent(self, data_dir: Path) -> None:
+        self.agent_dirs.append(data_dir)
         log = open(self.tmp / "agent.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs.append(
             subprocess.Popen(
@@ -97,6 +99,11 @@ class ServerProc:
         for proc in reversed(self.procs):
             stop_process(proc)
         self.procs.clear()
+
+    def kill_tasks(self) -> None:
+        """An agent with a data dir leaves its tasks running for the next one: none comes."""
+        for data_dir in self.agent_dirs:
+            kill_recorded_tasks(data_dir)
 
     def log(self) -> str:
         with contextlib.suppress(OSError):
@@ -142,6 +149,7 @@ def servers(tmp_path: Path) -> Iterator[list[ServerProc]]:
         for job in _safe(lambda s=s: s.get("/v1/jobs")) or []:
             _safe(lambda s=s, j=job: httpx.delete(f"{s.addr}/v1/job/{j['id']}?purge=true"))
         s.stop()
+        s.kill_tasks()
 
 
 def _safe(fn: Any) -> Any:
