@@ -552,6 +552,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             transport=_loopback_transport(servers[0], config, agent_tls),
             ssl_context=agent_tls.client_context if agent_tls is not None else None,
             token=config.token,
+            fallbacks=servers[1:],  # the cluster's other servers, asked when one is down
         )
         agent = Agent(settings, client, state=state)
         if server is not None and not config.servers:

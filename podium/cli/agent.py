@@ -236,7 +236,8 @@ def agent(
         list[str] | None,
         typer.Option(
             "--servers",
-            help="Servers a client agent joins (HOST:PORT; repeat or separate with commas).",
+            help="Servers a client agent joins (HOST:PORT; repeat or separate with commas): "
+            "the first is asked first; one that cannot be reached is passed over for the next.",
         ),
     ] = None,
     name: Annotated[

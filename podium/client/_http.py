@@ -43,9 +43,12 @@ class ServerUnreachable(PodiumError):
     an error) because the remedy differs: start the server, or check the address.
     """
 
-    def __init__(self, message: str, address: str) -> None:
+    def __init__(self, message: str, address: str, kind: str = "lost") -> None:
         super().__init__(message)
         self.address = address
+        self.kind = kind
+        """``connect``: nothing answered the connection, so the request was never sent
+        (another server may be asked at once); ``timeout`` or ``lost``: it may have been."""
 
 
 def resolve_address(address: str | None) -> str:
@@ -340,7 +343,7 @@ def unreachable(address: str, kind: str, exc: BaseException) -> ServerUnreachabl
         text = f"the Podium server at {address} did not answer in time ({type(exc).__name__})"
     else:
         text = f"lost the connection to the Podium server at {address}: {exc or type(exc).__name__}"
-    return ServerUnreachable(text, address)
+    return ServerUnreachable(text, address, kind)
 
 
 def _verify_failed(exc: BaseException | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -17,6 +18,8 @@ from podium.client import endpoints as ep
 from podium.client._http import (
     DEFAULT_TIMEOUT,
     TOKEN_HEADER,
+    Prepared,
+    ServerUnreachable,
     auth_headers,
     error_for,
     finish,
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
     from podium.client._aio import AioSender
 
 T = TypeVar("T")
+log = logging.getLogger("podium.client")
 Wait = str | float | None
 
 KEEPALIVE = 4.0
@@ -89,6 +93,7 @@ class AsyncClient:
         keepalive: float = KEEPALIVE,
         ca_cert: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        fallbacks: Sequence[str] = (),
     ) -> None:
         """``transport``: an httpx transport to send every request through (the tests'
         and the in-process simulator's ASGI transport); without one, requests go out over
@@ -96,8 +101,11 @@ class AsyncClient:
         ``keepalive``: seconds an idle connection is kept for the next request (below the
         server's own idle limit, 5 s for `podium agent`).  ``ca_cert`` / ``ssl_context``:
         as :class:`podium.Client`'s (an agent's context carries its client certificate,
-        renewed in place)."""
+        renewed in place).  ``fallbacks``: further servers of the same cluster, asked in
+        turn when one cannot be reached (see :meth:`query`)."""
         self.address = resolve_address(address)
+        self.servers = [self.address, *(resolve_address(a) for a in fallbacks)]
+        """The cluster's servers this client knows, the one it talks to first."""
         self.namespace = resolve_namespace(namespace)
         """Sent with every request about namespaced objects that names no namespace of
         its own (``namespace=`` on a method); None (no ``$PODIUM_NAMESPACE`` either): the
@@ -176,8 +184,35 @@ class AsyncClient:
     async def query(
         self, endpoint: Endpoint[T], *, index: int | None = None, wait: Wait = None
     ) -> QueryResult[T]:
-        """Send ``endpoint``; answer its value with the store index and the raw JSON."""
+        """Send ``endpoint``; answer its value with the store index and the raw JSON.
+
+        With several servers (``fallbacks``), one that cannot be connected to is passed
+        over at once for the next (the request was never sent); one that timed out or
+        dropped the connection is passed over for the next request, and the error raised
+        (the request may have been carried out: its caller decides whether to repeat it)."""
         req = prepare(endpoint, index, wait, self.timeout, self.namespace)
+        for _ in range(len(self.servers) - 1):
+            try:
+                return await self._send(endpoint, req)
+            except ServerUnreachable as exc:
+                self._next_server(exc)
+                if exc.kind != "connect":
+                    raise
+        return await self._send(endpoint, req)
+
+    def _next_server(self, exc: ServerUnreachable) -> None:
+        """Talk to the next known server from now on (after ``exc`` from the current one)."""
+        if len(self.servers) < 2 or exc.address != self.address:
+            return  # another request already moved on
+        at = self.servers.index(self.address) if self.address in self.servers else -1
+        self.address = self.servers[(at + 1) % len(self.servers)]
+        if self._aio is not None:
+            self._aio.address = self.address
+        if self._httpx is not None:
+            self._httpx.base_url = httpx.URL(self.address)
+        log.info("server %s unreachable; now talking to %s", exc.address, self.address)
+
+    async def _send(self, endpoint: Endpoint[T], req: Prepared) -> QueryResult[T]:
         if self._aio is not None:
             return finish(endpoint, await self._aio.send(req))
         try:
