@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -261,9 +262,15 @@ class Watch:
     def close(self) -> None:
         self._closed = True
         response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()
+        if response is None:
+            return
+        # Closing the response from another thread does not wake a read blocked on its
+        # socket; shutting the socket down does (the read returns at once).
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def closed(self) -> bool:

@@ -93,7 +93,9 @@ class EtcdCluster:
         m = self.members[i]
         binary = etcd_binary()
         if binary is None:
-            raise FileNotFoundError(f"{ETCD} is not installed (Debian: apt-get install etcd-server)")
+            raise FileNotFoundError(
+                f"{ETCD} is not installed (Debian: apt-get install etcd-server)"
+            )
         args = [
             binary,
             "--name",
