@@ -126,22 +126,38 @@ class Commit:
 
 
 def encode_record(commit: Commit) -> bytes:
-    record = {
+    """zlib(a JSON header line, then every put's value back to back): the values are
+    opaque bytes (JSON rows), framed by their lengths rather than escaped into one JSON
+    document, which cost twice the time for a 1,000-allocation plan (bench/etcd_store.py)."""
+    header = {
         "index": commit.index,
         "nonce": commit.nonce,
-        "puts": {t: [[k, v.decode()] for k, v in rows] for t, rows in commit.puts.items()},
+        "puts": {t: [[k, len(v)] for k, v in rows] for t, rows in commit.puts.items()},
         "deletes": commit.deletes,
     }
-    return zlib.compress(json.dumps(record, separators=(",", ":")).encode(), 1)
+    values = [v for rows in commit.puts.values() for _, v in rows]
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return zlib.compress(b"".join([head, b"\n", *values]), 1)
 
 
 def decode_record(data: bytes) -> Commit:
-    record = json.loads(zlib.decompress(data))
+    raw = zlib.decompress(data)
+    end = raw.index(b"\n")
+    header = json.loads(raw[:end])
+    at = end + 1
+    puts: dict[str, list[tuple[str, bytes]]] = {}
+    for table, rows in header["puts"].items():
+        out = puts[table] = []
+        for key, size in rows:
+            out.append((key, raw[at : at + size]))
+            at += size
+    if at != len(raw):
+        raise StoreError(f"etcd log record {header['index']} is malformed")
     return Commit(
-        index=int(record["index"]),
-        puts={t: [(k, v.encode()) for k, v in rows] for t, rows in record["puts"].items()},
-        deletes={t: list(keys) for t, keys in record["deletes"].items()},
-        nonce=str(record.get("nonce", "")),
+        index=int(header["index"]),
+        puts=puts,
+        deletes={t: list(keys) for t, keys in header["deletes"].items()},
+        nonce=str(header.get("nonce", "")),
     )
 
 
@@ -218,9 +234,9 @@ class EtcdBackend:
     ) -> tuple[int, dict[tuple[str, str], bytes]]:
         meta = json.loads(manifest.value)
         data = b"".join(self._get(key, revision) for key in meta["chunks"])
-        body = json.loads(zlib.decompress(data))
-        rows = {(t, k): v.encode() for t, k, v in body["rows"]}
-        return int(meta["index"]), rows
+        snap = decode_record(data)
+        rows = {(t, k): v for t, puts in snap.puts.items() for k, v in puts}
+        return snap.index, rows
 
     def _get(self, key: str, revision: int) -> bytes:
         _, found, _ = self.client.range(key, revision=revision)
@@ -399,8 +415,10 @@ class EtcdBackend:
         if index <= old_index:
             return old_index
         nonce = secrets.token_hex(8)
-        body = {"index": index, "rows": [[t, k, v.decode()] for (t, k), v in rows.items()]}
-        data = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 1)
+        tables: dict[str, list[tuple[str, bytes]]] = {}
+        for (table, key), value in rows.items():
+            tables.setdefault(table, []).append((key, value))
+        data = encode_record(Commit(index, tables, {}, nonce))  # a snapshot: one big put
         keys = self._write_chunks(f"snap/{index:0{INDEX_DIGITS}d}/{nonce}/", data, fence)
         manifest = json.dumps({"index": index, "chunks": keys, "nonce": nonce})
         snapshot = self._key("snapshot")
