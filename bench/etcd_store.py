@@ -5,8 +5,9 @@
 One etcd member on loopback (Debian's /usr/bin/etcd), its data dir on disk (ext4) and then
 on tmpfs (/dev/shm: no fsync cost, what is left is etcd and the HTTP path).  On each:
 
-- etcd's floor: a loop of single-key puts, and of one-compare txns (the shape of a Podium
-  commit), through the JSON gateway on one keep-alive connection;
+- etcd's floor: a loop of single-key puts, of one-compare txns (the shape of a Podium
+  commit), and of 100 KB puts (what a 1,000-allocation plan compresses to), through the
+  JSON gateway on one keep-alive connection;
 - EtcdBackend.commit of a 1-row transaction, and of a plan of 1,000 ~900-byte allocations
   (random ids, as real ones have: they decide how well a plan compresses);
 - SqliteBackend.commit of the same two, its file on the same file system.
@@ -77,15 +78,26 @@ def measure(where: str, root: Path, commits: int, plans: int) -> dict[str, list[
                     f"{url}/v3/kv/txn",
                     json={
                         "compare": [
-                            {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+                            {
+                                "key": key,
+                                "target": "CREATE",
+                                "result": "EQUAL",
+                                "create_revision": 0,
+                            }
                         ],
                         "success": [{"request_put": {"key": key, "value": value}}],
                     },
                 )
 
+            big = b64(random.randbytes(100_000))  # a compressed 1,000-allocation plan's size
+
+            def raw_big(i: int) -> None:
+                http.post(f"{url}/v3/kv/put", json={"key": b64(f"/floor-big/{i}"), "value": big})
+
             timed(20, raw_put)  # warm up
             out["etcd: put (floor)"] = timed(commits, raw_put)
             out["etcd: txn, 1 compare"] = timed(commits, raw_txn)
+            out["etcd: put of 100 KB (a plan's record)"] = timed(plans, raw_big)
         backend = EtcdBackend(cluster.endpoints, cluster="bench")
         one = [(f"j{i}", json.dumps({"id": f"j{i}", "pad": "x" * 400}).encode()) for i in range(1)]
         out["EtcdBackend: 1-row commit"] = timed(
