@@ -36,6 +36,7 @@ from podium.state.etcd import (
 )
 from podium.state.etcd_client import b64, prefix_end
 from podium.state.etcd_member import EtcdCluster, etcd_binary
+from tests.state import test_store as store_tests
 
 Rows = dict[tuple[str, str], bytes]
 
@@ -439,3 +440,28 @@ def test_the_state_store_on_etcd_matches_the_store_on_sqlite(
     assert info.objects == snapshots.verify(tmp_path / "s.db").objects
     etcd_again.close()
     sqlite_again.close()
+
+
+STORE_TESTS = [
+    store_tests.test_sqlite_state_survives_reopen,
+    store_tests.test_node_usage_is_kept_in_step_with_the_allocations,
+    store_tests.test_changed_alloc_ids_and_job_counts_follow_every_write,
+]
+
+
+@pytest.mark.parametrize("store_test", STORE_TESTS, ids=lambda t: t.__name__)
+def test_the_store_tests_on_sqlite_run_on_etcd(
+    store_test: Callable[[Path], None],
+    etcd: EtcdCluster,
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tests/state/test_store.py's tests of a store on disk (reopen, usage and change
+    logs rebuilt on load), with each SQLite file replaced by an etcd cluster of that name."""
+
+    def on_etcd(path: str | os.PathLike[str]) -> EtcdBackend:
+        return EtcdBackend(etcd.endpoints, cluster=f"{name}-{Path(path).name.replace('.', '-')}")
+
+    monkeypatch.setattr(store_tests, "SqliteBackend", on_etcd)
+    store_test(tmp_path)
