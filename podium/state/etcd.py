@@ -73,6 +73,8 @@ COMMIT_TIMEOUT = 5.0
 PAGE = 64
 """Log keys per range request while loading or catching up."""
 INDEX_DIGITS = 20
+RETRY_INTERVAL = 0.5
+"""Seconds a follower's tail waits before asking etcd again when no member answered."""
 
 
 class FenceLost(StoreError):
@@ -471,8 +473,11 @@ class Tail:
     etcd watch reports it.  It reads the log at one revision, then watches the log's
     prefix from the next revision, so no commit falls between the two; when the watch
     breaks (a member down, etcd's history compacted) it reads the log again past the
-    last index it yielded.  A follower behind the snapshot (its next index was compacted
-    away) gets :class:`IndexConflict`: it must reload from the snapshot."""
+    last index it yielded.  While no member can answer (a quorum down, the follower cut
+    off) it tries again every ``RETRY_INTERVAL`` and yields nothing: the replica keeps
+    serving what it has, and catches up once etcd answers.  A follower behind the snapshot
+    (its next index was compacted away) gets :class:`IndexConflict`: it must reload from
+    the snapshot."""
 
     def __init__(self, backend: EtcdBackend, from_index: int) -> None:
         self._backend = backend
@@ -493,9 +498,9 @@ class Tail:
         client = backend.client
         log_prefix = backend._key("log/")
         while not self._closed.is_set():
-            revision, snap, _ = client.range(backend._key("snapshot"))
-            base = int(json.loads(snap[0].value)["index"]) if snap else 0
             try:
+                revision, snap, _ = client.range(backend._key("snapshot"))
+                base = int(json.loads(snap[0].value)["index"]) if snap else 0
                 for commit in backend._log_after(self.last, revision):
                     if commit.index != self.last + 1:
                         break
@@ -504,6 +509,9 @@ class Tail:
                     self.last = commit.index
                     yield commit
             except EtcdCompacted:
+                continue
+            except EtcdUnavailable:  # no quorum (or no member) now: the replica waits
+                self._closed.wait(RETRY_INTERVAL)
                 continue
             if self.last < base:
                 raise IndexConflict(

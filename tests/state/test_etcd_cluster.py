@@ -92,6 +92,10 @@ def test_one_member_down_commits_go_on_two_down_refused(cluster: EtcdCluster) ->
         with pytest.raises(IndexConflict, match="landed after all"):
             refusing.commit(21, row(21), {})
     assert backend.load()[0] == 21
+    # the follower waited out the lost quorum without an error and caught up
+    wait_until(lambda: len(seen) == 21 or errors, what="the follower to see commit 21")
+    assert not errors
+    assert [c.index for c in seen] == list(range(1, 22))
     tail.close()
     thread.join(10)
     assert not thread.is_alive()
