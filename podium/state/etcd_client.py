@@ -171,7 +171,10 @@ class EtcdClient:
             except httpx.HTTPError as exc:
                 tried.append(f"{endpoint}: {type(exc).__name__} {exc}".strip())
             else:
-                data = reply.json() if reply.content else {}
+                try:
+                    data = reply.json() if reply.content else {}
+                except ValueError:  # not the gateway's JSON (a proxy's page, say)
+                    data = {"error": reply.text[:200] or f"HTTP {reply.status_code}"}
                 if reply.status_code == 200 and "error" not in data:
                     self._current = (self._current + attempt) % n
                     return data

@@ -26,6 +26,7 @@ import pytest
 from podium.models import Allocation, Job, JobSpec, Node, NodeResources, Resources
 from podium.state import SqliteBackend, StateStore
 from podium.state import snapshot as snapshots
+from podium.state.errors import StoreError
 from podium.state.etcd import (
     Commit,
     EtcdBackend,
@@ -33,8 +34,9 @@ from podium.state.etcd import (
     Guard,
     IndexConflict,
     Tail,
+    encode_record,
 )
-from podium.state.etcd_client import b64, prefix_end
+from podium.state.etcd_client import b64, prefix_end, put
 from podium.state.etcd_member import EtcdCluster, etcd_binary
 from tests.state import test_store as store_tests
 
@@ -164,6 +166,24 @@ def test_a_1000_allocation_plan_commits_atomically_in_chunks(etcd: EtcdCluster, 
     inline.commit(1, plan(1), {})
     assert keys_under(inline, "chunk/") == []
     assert loaded(inline)[0] == 1
+
+
+def test_a_plan_over_etcds_request_limit_commits_with_the_default_limits(
+    etcd: EtcdCluster, name: str
+) -> None:
+    """20,000 placements compress to ~1.9 MB: more than etcd takes in one request (it
+    refuses the record as one put), so the default 1 MiB chunks carry it, and it commits."""
+    big = plan(7, 20_000)
+    record = encode_record(Commit(1, big, {}, "n"))
+    assert len(record) > 1.6 * 1024 * 1024  # etcd default: 1.5 MiB
+    backend = EtcdBackend(etcd.endpoints, cluster=name)
+    with pytest.raises(StoreError, match="too large"):
+        backend.client.txn([], [put(backend.prefix + "whole", record)])
+    backend.commit(1, big, {})
+    assert len(keys_under(backend, "chunk/")) == 2
+    index, rows = loaded(EtcdBackend(etcd.endpoints, cluster=name))
+    assert index == 1 and len(rows) == 20_000
+    assert rows == {("allocs", k): v for k, v in big["allocs"]}
 
 
 WRITER = """
