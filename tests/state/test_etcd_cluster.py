@@ -75,7 +75,8 @@ def test_one_member_down_commits_go_on_two_down_refused(cluster: EtcdCluster) ->
     with pytest.raises(StoreError, match="quorum") as refused:
         refusing.commit(21, row(21), {})
     took = time.monotonic() - started
-    assert took < 3.0 + 2.0, f"the refusal took {took:.1f}s"
+    # bounded by the commit timeout, not hung (slack for a busy machine: not a speed test)
+    assert took < 3.0 + 10.0, f"the refusal took {took:.1f}s"
     assert "commit 21 refused" in str(refused.value)
 
     # the members come back: the refused commit is not there, or (etcd may apply a
