@@ -48,9 +48,7 @@ def run(server: Server, plans: int, per_plan: int) -> dict[str, list[float]]:
         spec = make_job(f"job{j}", count=per_plan, cpu=100, memory=128)
         server.register_job(spec)
         h.register(spec)
-        ev = next(
-            e for e in server.store.evaluations() if e.job_id == spec.id and not e.terminal()
-        )
+        ev = next(e for e in server.store.evaluations() if e.job_id == spec.id and not e.terminal())
         result: SchedulerResult = schedule(server.store.view(), ev, NOW, new_id=new_id)
         start = time.perf_counter()
         server.applier.check(result)
