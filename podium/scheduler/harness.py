@@ -1,8 +1,8 @@
 """An in-memory cluster for driving the scheduler without a server.
 
 :class:`Harness` is a :class:`~podium.scheduler.snapshot.Snapshot` over plain
-dictionaries that can also *apply* a scheduler result the way the plan applier
-would (re-checking that placements fit), play the agents' part (mark
+dictionaries that can also *apply* a scheduler result by the plan applier's own
+rule (:mod:`podium.scheduler.commit`: all or nothing), play the agents' part (mark
 allocations running, failed, complete), and loop ``schedule -> apply`` until
 the plan comes back empty.  Tests use it to state a scenario in a few lines;
 simulations and benchmarks use it to run thousands of evaluations.
