@@ -1,8 +1,8 @@
 """An in-memory cluster for driving the scheduler without a server.
 
 :class:`Harness` is a :class:`~podium.scheduler.snapshot.Snapshot` over plain
-dictionaries that can also *apply* a scheduler result the way the plan applier
-would (re-checking that placements fit), play the agents' part (mark
+dictionaries that can also *apply* a scheduler result by the plan applier's own
+rule (:mod:`podium.scheduler.commit`: all or nothing), play the agents' part (mark
 allocations running, failed, complete), and loop ``schedule -> apply`` until
 the plan comes back empty.  Tests use it to state a scenario in a few lines;
 simulations and benchmarks use it to run thousands of evaluations.
@@ -26,7 +26,6 @@ from podium.models import (
     AllocHealth,
     ClientStatus,
     Deployment,
-    DeploymentStatus,
     DesiredStatus,
     DriverInfo,
     Eligibility,
@@ -48,6 +47,7 @@ from podium.models import (
     next_job,
 )
 from podium.scheduler import schedule
+from podium.scheduler.commit import PLAN_ATTEMPTS, commit_plan
 from podium.scheduler.reconcile import instance_name
 
 
@@ -79,6 +79,26 @@ class _AllocTable(dict[str, Allocation]):
             self._add(old, -1)
         self._add(alloc, 1)
         super().__setitem__(key, alloc)
+
+
+class _CommitView:
+    """The harness as the commit rule reads it (:class:`~podium.scheduler.commit.CommitView`):
+    a missing allocation or deployment is None, where :meth:`Harness.alloc` raises."""
+
+    def __init__(self, h: Harness) -> None:
+        self._h = h
+
+    def node(self, node_id: str) -> Node | None:
+        return self._h.node(node_id)
+
+    def alloc(self, alloc_id: str) -> Allocation | None:
+        return self._h._allocs.get(alloc_id)
+
+    def node_usage(self, node_id: str) -> tuple[int, int]:
+        return self._h.node_usage(node_id)
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        return self._h.deployments.get(deployment_id)
 
 
 # -- builders ---------------------------------------------------------------
@@ -395,12 +415,17 @@ class Harness:
 
     def _store(self, alloc: Allocation, index: int) -> Allocation:
         stored = self._allocs.get(alloc.id)
-        alloc = alloc.model_copy(
-            update={
-                "modify_index": index,
-                "create_index": stored.create_index if stored is not None else index,
-            }
+        return self._write(
+            alloc.model_copy(
+                update={
+                    "modify_index": index,
+                    "create_index": stored.create_index if stored is not None else index,
+                }
+            )
         )
+
+    def _write(self, alloc: Allocation) -> Allocation:
+        """Store an allocation as given (indexes included) and index it by job and node."""
         self._allocs[alloc.id] = alloc
         self._by_job.setdefault((alloc.namespace, alloc.job_id), {})[alloc.id] = None
         self._by_node.setdefault(alloc.node_id, {})[alloc.id] = None
@@ -458,96 +483,32 @@ class Harness:
         return bad
 
     def apply(self, result: SchedulerResult, *, now: float | None = None) -> PlanResult:
-        """Commit a result as the plan applier would.
+        """Commit a result by the plan applier's own rule (:func:`commit_plan`).
 
-        New placements are re-checked per node against what is in use now;
-        a node where they no longer fit is rejected whole (its placements are
-        dropped), as Nomad's applier does.  Stops always apply.  The
-        evaluation update and new evaluations are stored in :attr:`evals`.
+        Every node the plan places on is re-checked against what is stored now;
+        if any no longer fits, nothing at all is written (not the placements that
+        still fit elsewhere, not the evaluation's outcome) and the outcome names
+        the rejected nodes: the caller re-plans, as :meth:`run_eval` does.
+        Otherwise the whole plan, the evaluation's outcome and its follow-up
+        evaluations (into :attr:`evals`) commit at one new index.
         """
         now = self.now if now is None else now
-        plan = result.plan
-        index = self._bump()
-
-        for stop in plan.stops:
-            old = self._allocs[stop.alloc_id]
-            update: dict[str, Any] = {
-                "desired_status": DesiredStatus.STOP,
-                "desired_description": stop.description,
-                "modify_index": index,
-                "modify_time": now,
-            }
-            if stop.client_status is not None:
-                update["client_status"] = stop.client_status
-            if stop.followup_eval_id is not None:
-                update["followup_eval_id"] = stop.followup_eval_id
-            self._allocs[old.id] = old.model_copy(update=update)
-
-        new_by_node: dict[str, list[Allocation]] = {}
-        for alloc in plan.placements:
-            old_alloc = self._allocs.get(alloc.id)
-            if old_alloc is not None:
-                # In-place update: the same allocation with new fields.
-                self._allocs[alloc.id] = alloc.model_copy(
-                    update={"modify_index": index, "create_index": old_alloc.create_index}
-                )
-            else:
-                new_by_node.setdefault(alloc.node_id, []).append(alloc)
-
-        rejected: list[str] = []
-        placed = 0
-        for node_id, allocs in new_by_node.items():
-            node = self._nodes.get(node_id)
-            cpu, memory = self.node_usage(node_id)
-            cpu += sum(a.resources.cpu for a in allocs)
-            memory += sum(a.resources.memory for a in allocs)
-            cap = node.capacity() if node is not None else NodeResources(cpu=0, memory=0)
-            if node is None or not node.ready() or cpu > cap.cpu or memory > cap.memory:
-                rejected.append(node_id)
-                continue
-            for alloc in allocs:
-                self._store(alloc, index)
-                placed += 1
-                prev_id = alloc.previous_allocation
-                if prev_id is not None and prev_id in self._allocs:
-                    self._allocs[prev_id] = self._allocs[prev_id].model_copy(
-                        update={"next_allocation": alloc.id}
-                    )
-
-        if plan.deployment is not None:
-            stored = self.deployments.get(plan.deployment.id)
-            if stored is None:
-                self.deployments[plan.deployment.id] = plan.deployment.model_copy(
-                    update={"create_index": index, "modify_index": index}
-                )
-            else:
-                merged = stored.model_copy(deep=True)
-                for name, group in plan.deployment.groups.items():
-                    if name in merged.groups:
-                        for alloc_id in group.placed_canaries:
-                            if alloc_id not in merged.groups[name].placed_canaries:
-                                merged.groups[name].placed_canaries.append(alloc_id)
-                self.deployments[stored.id] = merged.model_copy(update={"modify_index": index})
-        for dep_id, why in plan.cancel_deployments.items():
-            stored = self.deployments.get(dep_id)
-            if stored is not None and stored.active():
-                self.deployments[dep_id] = stored.model_copy(
-                    update={
-                        "status": DeploymentStatus.CANCELLED,
-                        "status_description": why,
-                        "modify_index": index,
-                    }
-                )
-        self.evals[result.eval_update.id] = result.eval_update
-        for ev in result.new_evals:
-            self.evals[ev.id] = ev
+        verdict = commit_plan(_CommitView(self), result, now, self._index + 1)
         self.results.append(result)
-        outcome = PlanResult(
-            index=index,
-            committed_placements=placed,
-            committed_stops=len(plan.stops),
-            rejected_nodes=rejected,
-        )
+        if not verdict.accepted:
+            outcome = PlanResult(index=self._index, rejected_nodes=verdict.rejected_nodes)
+        else:
+            self._index = verdict.index
+            for alloc in verdict.allocs.values():
+                self._write(alloc)
+            self.deployments.update(verdict.deployments)
+            for ev in verdict.evals:
+                self.evals[ev.id] = ev
+            outcome = PlanResult(
+                index=verdict.index,
+                committed_placements=verdict.placed,
+                committed_stops=verdict.stopped,
+            )
         self.plan_results.append(outcome)
         return outcome
 
@@ -583,12 +544,32 @@ class Harness:
         now: float | None = None,
         candidate_limit: int | None = None,
     ) -> SchedulerResult:
-        """Schedule an existing evaluation (say a follow-up from :attr:`evals`) and apply it."""
+        """Schedule an existing evaluation (say a follow-up from :attr:`evals`) and apply it.
+
+        A plan the commit rule refuses (it went stale) is planned again on the
+        latest state, up to :data:`PLAN_ATTEMPTS` times in all; then the
+        evaluation is stored failed, as the server's worker does.  The last
+        result is returned either way.
+        """
         now = self.now if now is None else now
-        result = schedule(
-            self, evaluation, now, new_id=self.new_id, candidate_limit=candidate_limit
+        for _ in range(PLAN_ATTEMPTS):
+            result = schedule(
+                self, evaluation, now, new_id=self.new_id, candidate_limit=candidate_limit
+            )
+            if not self.apply(result, now=now).rejected_nodes:
+                return result
+        # As the server's worker does: a plan that keeps going stale fails the evaluation.
+        failed = evaluation.model_copy(
+            update={
+                "status": EvalStatus.FAILED,
+                "status_description": (
+                    f"plan rejected {PLAN_ATTEMPTS} times: the cluster kept changing"
+                ),
+                "modify_index": self._bump(),
+                "modify_time": now,
+            }
         )
-        self.apply(result, now=now)
+        self.evals[failed.id] = failed
         return result
 
     def due_evals(self, *, now: float | None = None) -> list[Evaluation]:
