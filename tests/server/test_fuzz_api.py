@@ -93,6 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_process(proc)
 
 
+@pytest.mark.timeout(960)  # ~80 s alone; a loaded machine may take several times that
 def test_fuzz_every_operation(server: str, tmp_path: Path) -> None:
     env = {
         **os.environ,
