@@ -87,7 +87,15 @@ class Server:
         now = self._now
         self.jobs = Jobs(store, self.broker, self.config, now)
         self.nodes = Nodes(store, self.broker, self.config, now)
-        self.reports = Reports(store, self.broker, self.config, now, self.deployments, self.jobs)
+        self.reports = Reports(
+            store,
+            self.broker,
+            self.config,
+            now,
+            self.deployments,
+            self.jobs,
+            commit=lambda reports: self.client_update_many(reports),
+        )
         self.worker = Worker(store, self.broker, self.applier, now, self.process_eval)
         self.leader = LeaderDuties(
             store,
@@ -226,7 +234,7 @@ class Server:
     # ------------------------------------------------------------------ agents' reports
     def client_update(self, node_id: str, updates: list[AllocClientUpdate]) -> int:
         """One agent's reports, in a transaction of their own."""
-        return self.reports.commit_many([(node_id, updates)])
+        return self.client_update_many([(node_id, updates)])
 
     async def client_update_batched(
         self,

@@ -66,6 +66,7 @@ class Reports:
         clock: Callable[[], float],
         watcher: deployments.DeploymentWatcher,
         jobs: Jobs,
+        commit: Callable[[list[tuple[str, list[AllocClientUpdate]]]], int] | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -73,6 +74,9 @@ class Reports:
         self.clock = clock
         self.watcher = watcher
         self.jobs = jobs
+        self._commit_batch = commit or self.commit_many
+        """What commits a batch (the server's ``client_update_many``, which wrappers such as
+        ``podium sim``'s counter may replace; it calls :meth:`commit_many`)."""
         self._queue: list[Report] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -159,7 +163,7 @@ class Reports:
 
     def _commit(self, batch: list[Report]) -> None:
         try:
-            index = self.commit_many([(node_id, updates) for node_id, updates, _ in batch])
+            index = self._commit_batch([(node_id, updates) for node_id, updates, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 future = batch[0][2]
