@@ -132,6 +132,19 @@ class EvalBroker:
         self._closed = True
         self._notify()
 
+    def flush(self) -> None:
+        """Forget every evaluation held (ready, in flight, waiting, delayed, blocked,
+        superseded): the server gave up the leader's duties, or takes them and rebuilds
+        the broker from the store, where the evaluations live (as Nomad's broker is
+        flushed when it is disabled)."""
+        self._ready.clear()
+        self._ready_keys.clear()
+        self._inflight.clear()
+        self._waiting.clear()
+        self._delayed.clear()
+        self._blocked.clear()
+        self._superseded.clear()
+
     # -- internals
     def _push_ready(self, ev: Evaluation) -> None:
         heapq.heappush(self._ready, _Item((-ev.priority, next(self._seq)), ev))

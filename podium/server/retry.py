@@ -10,7 +10,7 @@ An evaluation can fail for two kinds of reasons:
   backoff ``attempts - 1`` times, then parked as failed with the last error as its reason,
   so one bad evaluation never stops the others nor loops forever.
 
-The worker itself never dies of either (podium.server.core ``Server._worker``).
+The worker itself never dies of either (podium.server.worker ``Worker.run``).
 """
 
 from __future__ import annotations
