@@ -3,8 +3,8 @@ reports riding on it) and reports on their own.  They are the server's hot path 
 placement costs an agent a sync and a report), and issue 15 gives heartbeats and syncs
 their own admission, so they live apart from the people's routes.
 
-:func:`router` holds the FastAPI routes (what the OpenAPI document and the ACL table
-list); :func:`install_fast_routes` puts plain Starlette routes ahead of them for the
+:func:`add_routes` declares the FastAPI routes (what the OpenAPI document and the ACL
+table list); :func:`install` also puts plain Starlette routes ahead of them for the
 sync and the reports, which skip FastAPI's per-request validation on purpose and hand
 anything they do not parse plainly back to the FastAPI route."""
 
@@ -168,8 +168,7 @@ async def sync_with_reports(
 
 
 # --------------------------------------------------------------------------- routes
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     server = ctx.server
 
     @router.put(
@@ -253,8 +252,6 @@ def router(ctx: ApiContext) -> APIRouter:
         )
         return json_answer({"index": idx}, dict[str, Any], idx)
 
-    return router
-
 
 # --------------------------------------------------------------------------- the fast routes
 class _AsgiEndpoint:
@@ -268,11 +265,10 @@ class _AsgiEndpoint:
 
 
 def install(app: FastAPI, ctx: ApiContext) -> None:
-    """The agents' FastAPI routes (:func:`router`) included in ``app``, and the fast
-    routes ahead of every route of it."""
-    routes = router(ctx)
-    app.include_router(routes)
-    app.router.routes[:0] = _fast_routes(ctx, routes)
+    """The agents' FastAPI routes (:func:`add_routes`) on ``app``, and the fast routes
+    ahead of every route of it."""
+    add_routes(app.router, ctx)
+    app.router.routes[:0] = _fast_routes(ctx, app.router)
 
 
 def _fast_routes(ctx: ApiContext, routes: APIRouter) -> list[Route]:
@@ -283,9 +279,8 @@ def _fast_routes(ctx: ApiContext, routes: APIRouter) -> list[Route]:
     FastAPI's per-request parameter solving and the route scan ahead of them cost as much
     as the work behind them (profiled at 5,000 nodes).  These do the same work with the
     same answers; anything they do not parse plainly (an odd query, an invalid body, a
-    repeated parameter) is handed to the FastAPI route of ``routes``, which answers it as
-    the app would (these routes have no dependencies to override).  The FastAPI routes
-    stay in the OpenAPI document."""
+    repeated parameter) is handed to the app's FastAPI route, which answers it as before.
+    The FastAPI routes stay in the OpenAPI document."""
     server = ctx.server
     by_path = {
         (r.path, m): r for r in routes.routes if isinstance(r, APIRoute) for m in r.methods or ()

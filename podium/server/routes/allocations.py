@@ -1,6 +1,6 @@
 """``/v1/allocations`` and ``/v1/allocation/{alloc_id}``, with the relay of a task's logs
 from its agent (podium.server.proxy: one pooled client, a bounded number of streams at
-once).  A router of its own, included by :func:`podium.server.api.create_app`."""
+once).  Declared on the app's router by :func:`podium.server.api.create_app`."""
 
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ from podium.server.routes.common import ApiContext, json_answer, parse_wait, sor
 from podium.state import ALLOCS
 
 
-def router(
-    ctx: ApiContext, agent_proxy: AgentProxy, relay_ext: Callable[[str], dict[str, Any]]
-) -> APIRouter:
+def add_routes(
+    router: APIRouter,
+    ctx: ApiContext,
+    agent_proxy: AgentProxy,
+    relay_ext: Callable[[str], dict[str, Any]],
+) -> None:
     """``relay_ext``: the TLS extensions of a request to a node's agent (none without TLS)."""
-    router = APIRouter()
     store = ctx.store
 
     # ---------------------------------------------------------------- allocations
@@ -127,5 +129,3 @@ def router(
             relay_ext(node.id),
             f"cannot reach the agent of node {node.name} at {node.http_addr}",
         )
-
-    return router

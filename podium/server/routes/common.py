@@ -3,8 +3,8 @@ queries, and the lookup of an object by id or unique id prefix within the reques
 namespace.
 
 These were closures inside ``create_app``; an :class:`ApiContext` built once per app
-carries the server instead, so a router is a plain function of it and a module of its
-own (issue 15 gives the agents' routes and the leader's work their own seams).
+carries the server instead, so each resource's routes are a module of their own, a plain
+function of it (issue 15 gives the agents' routes and the leader's work their own seams).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``/v1/deployments`` and ``/v1/deployment/{deployment_id}``: rollouts, and the people's
 promote and fail (the watcher, podium.server.deployments, does the rest; a job's own
 deployments are ``/v1/job/{job_id}/deployment(s)``, in :mod:`podium.server.routes.jobs`).
-A router of its own, included by :func:`podium.server.api.create_app`."""
+Declared on the app's router by :func:`podium.server.api.create_app`."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ class PromoteRequest(BaseModel):
     """Only these groups (default: every group with canaries)."""
 
 
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     server, store = ctx.server, ctx.store
 
     @router.get(
@@ -117,5 +116,3 @@ def router(ctx: ApiContext) -> APIRouter:
         dep = ctx.resolve_deployment(deployment_id, namespace)
         eval_id, idx = server.fail_deployment(dep.id)
         return json_answer({"eval_id": eval_id, "index": idx}, dict[str, Any], idx)
-
-    return router

@@ -1,6 +1,6 @@
 """``/v1/evaluations`` and ``/v1/evaluation/{eval_id}``: what the scheduler was asked to
 do and what came of it (a job's own are ``/v1/job/{job_id}/evaluations``, in
-:mod:`podium.server.routes.jobs`).  A router of its own, included by
+:mod:`podium.server.routes.jobs`).  Declared on the app's router by
 :func:`podium.server.api.create_app`."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from podium.server.routes.common import ApiContext, json_answer, parse_wait
 from podium.state import EVALS
 
 
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     store = ctx.store
 
     # ---------------------------------------------------------------- evaluations
@@ -61,5 +60,3 @@ def router(ctx: ApiContext) -> APIRouter:
             await store.wait_for(index, parse_wait(wait), tables=(EVALS,))
             ev = ctx.resolve_eval(ev.id, namespace)
         return json_answer(ev, Evaluation, store.table_index(EVALS))
-
-    return router

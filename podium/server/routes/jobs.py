@@ -1,6 +1,6 @@
 """``/v1/jobs`` and ``/v1/job/{job_id}/...``: register, plan (a dry run), scale, revert,
 stop and purge, and what belongs to a job (its allocations, versions, evaluations and
-deployments).  A router of its own, included by :func:`podium.server.api.create_app`;
+deployments).  Declared on the app's router by :func:`podium.server.api.create_app`;
 the work is :class:`podium.server.core.Server`'s, this only translates requests."""
 
 from __future__ import annotations
@@ -104,8 +104,7 @@ def job_item(store: StateStore, job: Job) -> JobListItem:
     )
 
 
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     server, store = ctx.server, ctx.store
 
     # ---------------------------------------------------------------- jobs
@@ -288,5 +287,3 @@ def router(ctx: ApiContext) -> APIRouter:
         job = ctx.resolve_job(job_id, namespace)
         idx = await ctx.blocking(index, wait, DEPLOYMENTS)
         return json_answer(store.deployments_by_job(job.id, job.namespace), list[Deployment], idx)
-
-    return router

@@ -1,6 +1,6 @@
 """``/v1/nodes`` and ``/v1/node/{node_id}``: what people read of nodes and do to them
 (eligibility, drain).  The agents' own node routes (register, heartbeat, sync) are
-:mod:`podium.server.routes.agent`'s.  A router of its own, included by
+:mod:`podium.server.routes.agent`'s.  Declared on the app's router by
 :func:`podium.server.api.create_app`."""
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ def node_detail(store: StateStore, node: Node) -> NodeInfo:
     )
 
 
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     server, store = ctx.server, ctx.store
 
     # ---------------------------------------------------------------- nodes
@@ -109,5 +108,3 @@ def router(ctx: ApiContext) -> APIRouter:
             ignore_system=body.ignore_system,
         )
         return json_answer({"index": idx}, dict[str, Any], idx)
-
-    return router

@@ -1,6 +1,6 @@
 """``/v1/services`` and ``/v1/service/{name}``: the service catalog (podium.server.catalog,
-derived from allocations), as people and templates read it.  A router of its own,
-included by :func:`podium.server.api.create_app`."""
+derived from allocations), as people and templates read it.  Declared on the app's
+router by :func:`podium.server.api.create_app`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from podium.server.routes.common import ApiContext, json_answer
 from podium.state.store import SERVICES
 
 
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     store = ctx.store
 
     # ---------------------------------------------------------------- service catalog
@@ -46,5 +45,3 @@ def router(ctx: ApiContext) -> APIRouter:
         idx = await ctx.blocking(index, wait, SERVICES)
         found = catalog.instances(store, name, healthy=healthy, namespace=ns)
         return json_answer(found, list[ServiceRegistration], idx)
-
-    return router

@@ -1,5 +1,5 @@
 """``/v1/status``: the server's version, index and figures.  Issue 15's leader and peers
-(``/v1/status/leader``, ``/v1/status/peers``) belong here.  A router of its own, included
+(``/v1/status/leader``, ``/v1/status/peers``) belong here.  Declared on the app's router
 by :func:`podium.server.api.create_app`; the operator's snapshot is podium.server.snapshot."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from podium.models.api import StatusAnswer
 from podium.server.routes.common import ApiContext, json_answer
 
 
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     server, store = ctx.server, ctx.store
 
     # ---------------------------------------------------------------- status
@@ -32,5 +31,3 @@ def router(ctx: ApiContext) -> APIRouter:
             dict[str, Any],
             store.index,
         )
-
-    return router

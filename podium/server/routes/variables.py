@@ -1,6 +1,6 @@
 """``/v1/vars`` and ``/v1/var/{path}``: variables, sealed by the server's keyring before
 they are stored (podium.server.variables does the work, with check-and-set and the
-blocking wait on one variable).  A router of its own, included by
+blocking wait on one variable).  Declared on the app's router by
 :func:`podium.server.api.create_app`."""
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ class VarPutRequest(BaseModel):
     items: dict[str, str]
 
 
-def router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     server, store = ctx.server, ctx.store
 
     # ---------------------------------------------------------------- variables
@@ -88,5 +87,3 @@ def router(ctx: ApiContext) -> APIRouter:
     async def delete_var(path: str, cas: int | None = None, namespace: str = "default") -> Response:
         idx = server.variables.delete(path, cas=cas, namespace=_ns(namespace))
         return json_answer({"index": idx}, dict[str, Any], idx)
-
-    return router
