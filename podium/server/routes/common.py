@@ -10,7 +10,7 @@ function of it (issue 15 gives the agents' routes and the leader's work their ow
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse, Response
@@ -113,26 +113,27 @@ class ApiContext:
     ``default``): an object of another namespace is not found."""
 
     server: Server
+    store: StateStore = field(init=False)
+    """The server's store, bound once (the sync reads it on every request)."""
 
-    @property
-    def store(self) -> StateStore:
-        return self.server.store
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store", self.server.store)
 
     async def blocking(self, index: int | None, wait: str | None, *tables: str) -> int:
         """With ``index``: wait (up to ``wait``) until one of ``tables`` passes it; the
         tables' index either way."""
-        store = self.server.store
+        store = self.store
         if index is not None:
             return await store.wait_for(index, parse_wait(wait), tables=tables)
         return store.table_index(*tables)
 
     def resolve_job(self, ident: str, namespace: str = "default") -> Job:
-        store = self.server.store
+        store = self.store
         ns = _ns(namespace)
         return resolve("job", ident, lambda i: store.job(i, ns), (j.id for j in store.jobs(ns)))
 
     def resolve_alloc(self, ident: str, namespace: str = "default") -> Allocation:
-        store = self.server.store
+        store = self.store
         ns = _ns(namespace)
 
         def exact(i: str) -> Allocation | None:
@@ -144,7 +145,7 @@ class ApiContext:
         )
 
     def resolve_node(self, ident: str) -> Node:
-        store = self.server.store
+        store = self.store
 
         def exact(i: str) -> Node | None:
             node = store.node(i)
@@ -156,7 +157,7 @@ class ApiContext:
         return resolve("node", ident, exact, (n.id for n in store.nodes()))
 
     def resolve_eval(self, ident: str, namespace: str = "default") -> Evaluation:
-        store = self.server.store
+        store = self.store
         ns = _ns(namespace)
 
         def exact(i: str) -> Evaluation | None:
@@ -167,7 +168,7 @@ class ApiContext:
         return resolve("evaluation", ident, exact, ids)
 
     def resolve_deployment(self, ident: str, namespace: str = "default") -> Deployment:
-        store = self.server.store
+        store = self.store
         ns = _ns(namespace)
 
         def exact(i: str) -> Deployment | None:
