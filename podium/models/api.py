@@ -1,9 +1,9 @@
 """The HTTP API's own shapes: its one error body and the small answers of its writes.
 
 The server builds these answers as plain dicts (serialised straight to JSON, see
-``podium.server.api._json``); the models here are what the OpenAPI document says of
-them (``response_model=`` and ``responses=``), so a client generator or a fuzzer
-knows every field.  ``tests/server/test_fuzz_api.py`` checks each answer against
+``podium.server.routes.common.json_answer``); the models here are what the OpenAPI
+document says of them (``response_model=`` and ``responses=``), so a client generator or
+a fuzzer knows every field.  ``tests/server/test_fuzz_api.py`` checks each answer against
 them on a real server.
 """
 

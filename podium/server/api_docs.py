@@ -1,9 +1,9 @@
 """What the OpenAPI document says of the routes: error statuses, the blocking-query
 parameters and the job body's schema.
 
-The routes' declarations (podium/server/api.py and the routers beside it) use these so
-the served document (``/v1/openapi.json``) is complete and true: every status a route
-answers, with the one error shape (:class:`podium.models.api.ErrorBody`), and
+The routes' declarations (the routers of podium/server/routes and those beside them) use
+these so the served document (``/v1/openapi.json``) is complete and true: every status a
+route answers, with the one error shape (:class:`podium.models.api.ErrorBody`), and
 ``index``/``wait`` typed and checked the same way on every route.  The fuzz test
 (tests/server/test_fuzz_api.py) holds a real server to it.
 """
@@ -121,7 +121,8 @@ def _response(answer: dict[str, Any]) -> dict[str, Any]:
 def install(app: FastAPI) -> None:
     """Serve the document without FastAPI's ``422`` answers: Podium answers an invalid
     query or body with ``400`` and :class:`ErrorBody` (the ``RequestValidationError``
-    handler in ``create_app``), which :data:`COMMON` documents on every route."""
+    handler in podium/server/routes/errors.py), which :data:`COMMON` documents on every
+    route."""
     make = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -132,7 +133,7 @@ def install(app: FastAPI) -> None:
                     responses = op.setdefault("responses", {})
                     responses.pop("422", None)
                     if method in ("post", "put", "patch", "delete"):
-                        # any write may meet a full or failing store (api.py's handler)
+                        # any write may meet a full or failing store (routes/errors.py)
                         for code, answer in STORE_WRITE.items():
                             responses.setdefault(str(code), _response(answer))
             schemas = doc.get("components", {}).get("schemas", {})

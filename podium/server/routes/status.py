@@ -1,0 +1,33 @@
+"""``/v1/status``: the server's version, index and figures.  Issue 15's leader and peers
+(``/v1/status/leader``, ``/v1/status/peers``) belong here.  Declared on the app's router
+by :func:`podium.server.api.create_app`; the operator's snapshot is podium.server.snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from podium import __version__
+from podium.models.api import StatusAnswer
+from podium.server.routes.common import ApiContext, json_answer
+
+
+def add_routes(router: APIRouter, ctx: ApiContext) -> None:
+    server, store = ctx.server, ctx.store
+
+    # ---------------------------------------------------------------- status
+    @router.get("/v1/status", tags=["status"], response_model=StatusAnswer)
+    async def status() -> Response:
+        return json_answer(
+            {
+                "version": __version__,
+                "index": store.index,
+                "nodes": len(store.nodes()),
+                "jobs": len(store.jobs()),
+                "broker": server.broker.stats(),
+            },
+            dict[str, Any],
+            store.index,
+        )
