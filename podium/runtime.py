@@ -200,6 +200,16 @@ def _agent_listen_addr(config: AgentConfig, api_host: str, servers: list[str]) -
     return (api_host if api_host not in ("0.0.0.0", "") else "127.0.0.1"), 0
 
 
+def _server_url(config: AgentConfig, host: str, port: int, tls: bool) -> str:
+    """The URL agents and other servers reach this server at (``/v1/status/peers``):
+    ``--advertise``, else the address it listens on, else (listening on every address) the
+    address of the interface its default route leaves by, else its host name."""
+    name = config.advertise_host or (host if host not in ("0.0.0.0", "::", "") else "")
+    if not name:
+        name = _route_source("http://192.0.2.1") or socket.getfqdn()  # TEST-NET: no packet
+    return f"{'https' if tls else 'http'}://{_url_host(name)}:{port}"
+
+
 def _advertised(config: AgentConfig, bound_host: str, servers: list[str]) -> str:
     if config.advertise_host:
         return config.advertise_host
@@ -477,6 +487,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         server = Server(
             store,
             ServerConfig(
+                advertise_url=_server_url(config, host, port, server_tls is not None),
                 heartbeat_ttl=config.heartbeat_ttl,
                 heartbeat_grace=config.heartbeat_grace,
                 acl=config.acl or config.secure,  # --secure: TLS and ACL

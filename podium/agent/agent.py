@@ -76,6 +76,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
+PEERS_INTERVAL = 60.0
+"""How often the agent asks its server for the cluster's servers (``/v1/status/peers``)."""
 HAVE_LIMIT = 16_000
 """Characters of ``have`` a sync may carry (httpx refuses queries over 64 KiB)."""
 
@@ -154,6 +156,8 @@ class Agent:
         self._dirty: set[str] = set()
         self._direct: dict[str, AllocClientUpdate] = {}
         self._orphans_checked = False
+        self._peers_asked = -PEERS_INTERVAL
+        self._peers_task: asyncio.Task[None] | None = None
         """Reports for allocations that have no runner (stopped before they started)."""
         self._persist: set[str] = set()
         self._persist_scheduled = False
@@ -227,6 +231,8 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop the agent's loops; tasks keep running (a restarted agent re-attaches)."""
+        if self._peers_task is not None:
+            self._tasks.append(self._peers_task)
         for t in self._tasks:
             t.cancel()
         if self._tasks:
@@ -350,6 +356,7 @@ class Agent:
                     answer = await self.client.heartbeat(self.node_id)
                     self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
                 backoff = 0.2
+                self._maybe_learn_servers()
                 await asyncio.sleep(max(0.2, self.heartbeat_ttl / 2))
             except NotFound:
                 self.registered.clear()
@@ -361,6 +368,34 @@ class Agent:
                 # never slower than the heartbeats themselves: a server back from a restart
                 # counts the TTL (+ grace) from its start, and a short TTL must be met
                 backoff = min(backoff * 2, 5.0, max(0.2, self.heartbeat_ttl / 2))
+
+    def _maybe_learn_servers(self) -> None:
+        """Every PEERS_INTERVAL, ask for the cluster's servers on a task of its own: the
+        heartbeat never waits on it."""
+        now = time.monotonic()
+        if now - self._peers_asked < PEERS_INTERVAL:
+            return
+        if self._peers_task is not None and not self._peers_task.done():
+            return
+        self._peers_asked = now
+        self._peers_task = asyncio.get_running_loop().create_task(self._learn_servers())
+
+    async def _learn_servers(self) -> None:
+        """Add the servers the cluster names (``GET /v1/status/peers``) to those this
+        agent fails over among: the ones it was given stay first, none is forgotten (a
+        server that is down now may be the one that answers later)."""
+        try:
+            peers = await self.client.peers()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an older server, or a moment without one: keep what we know
+            log.debug("cannot learn the cluster's servers: %s", exc)
+            return
+        known = self.client.servers
+        added = [url for url in peers if url and url not in known]
+        if added:
+            known.extend(added)
+            log.info("servers of this cluster: %s", ", ".join(known))
 
     # ---------------------------------------------------------------- allocations
     async def _sync_loop(self) -> None:

@@ -295,7 +295,8 @@ def agent(
         str | None,
         typer.Option(
             "--advertise",
-            help="The host servers use to reach this node's HTTP (when it listens on 0.0.0.0).",
+            help="The host others reach this machine at (when it listens on 0.0.0.0): servers "
+            "for this node's logs endpoint; agents for its server (/v1/status/peers).",
         ),
     ] = None,
     dns_addr: Annotated[

@@ -93,6 +93,16 @@ def server(
     max_connections: MaxConnectionsOpt = None,
     max_log_streams: MaxLogStreamsOpt = None,
     allowed_hosts: AllowedHostsOpt = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            help="The host agents and other servers reach this server at, given to agents "
+            "in /v1/status/peers [the --http-addr host; listening on 0.0.0.0: the address "
+            "of the default route's interface].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a Podium server (no tasks run here; agents join it with --servers)."""
     with common.handle_errors():
@@ -121,6 +131,10 @@ def server(
             max_log_streams=max_log_streams,
             allowed_hosts=allowed_hosts,
         )
+        if advertise is not None:
+            if not advertise.strip():
+                common.usage("--advertise must not be empty")
+            config.advertise_host = advertise.strip()
         if audit_log is not None:
             config.audit_log = audit_log
         if dns_addr is not None:

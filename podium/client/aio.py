@@ -57,6 +57,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.api import LeaderAnswer
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata
@@ -503,6 +504,14 @@ class AsyncClient:
 
     async def status(self) -> ServerStatus:
         return (await self.query(ep.status())).value
+
+    async def leader(self) -> LeaderAnswer:
+        """``GET /v1/status/leader``: the server leading the cluster, and the one asked."""
+        return (await self.query(ep.leader())).value
+
+    async def peers(self) -> list[str]:
+        """``GET /v1/status/peers``: the URLs of the cluster's servers."""
+        return (await self.query(ep.peers())).value
 
     # -- service catalog ----------------------------------------------------------------
 

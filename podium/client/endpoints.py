@@ -49,6 +49,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.api import LeaderAnswer, PeersAnswer
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata, check_var_path
@@ -325,6 +326,16 @@ def evaluation(eval_id: str) -> Endpoint[Evaluation]:
 
 def status() -> Endpoint[ServerStatus]:
     return Endpoint("GET", "/v1/status", ServerStatus.model_validate)
+
+
+def leader() -> Endpoint[LeaderAnswer]:
+    return Endpoint("GET", "/v1/status/leader", LeaderAnswer.model_validate)
+
+
+def peers() -> Endpoint[list[str]]:
+    return Endpoint(
+        "GET", "/v1/status/peers", lambda raw: list(PeersAnswer.model_validate(raw).servers)
+    )
 
 
 # -- service catalog -------------------------------------------------------------------

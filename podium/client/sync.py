@@ -53,6 +53,7 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
+from podium.models.api import LeaderAnswer
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.variable import Variable, VariableMetadata
@@ -413,6 +414,14 @@ class Client:
 
     def status(self) -> ServerStatus:
         return self.query(ep.status()).value
+
+    def leader(self) -> LeaderAnswer:
+        """``GET /v1/status/leader``: the server leading the cluster, and the one asked."""
+        return self.query(ep.leader()).value
+
+    def peers(self) -> list[str]:
+        """``GET /v1/status/peers``: the URLs of the cluster's servers."""
+        return self.query(ep.peers()).value
 
     # -- service catalog ----------------------------------------------------------------
 

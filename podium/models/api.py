@@ -89,6 +89,21 @@ class NodeRegisterAnswer(BaseModel):
     )
 
 
+class LeaderAnswer(BaseModel):
+    """``GET /v1/status/leader``: the URL of the server that leads the cluster now (""
+    while none is known to), and the URL of the server that answered."""
+
+    leader: str
+    server: str
+
+
+class PeersAnswer(BaseModel):
+    """``GET /v1/status/peers``: the URLs of the cluster's servers (agents add them to
+    the servers they fail over among)."""
+
+    servers: list[str]
+
+
 class StatusAnswer(BaseModel):
     """``GET /v1/status``: the server's version, store index and figures."""
 

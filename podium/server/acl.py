@@ -110,6 +110,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/v1/status"): OPERATOR_READ,
+    # where the servers are (Nomad's status endpoints need no token either): agents ask
+    # before they can prove anything, and the addresses are what they dialled anyway
+    ("GET", "/v1/status/leader"): PUBLIC,
+    ("GET", "/v1/status/peers"): PUBLIC,
     # jobs
     ("POST", "/v1/jobs"): ns(caps.SUBMIT_JOB),
     ("GET", "/v1/jobs"): ns_list(caps.LIST_JOBS),

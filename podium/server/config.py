@@ -13,6 +13,9 @@ from podium.server.identity import DEFAULT_TTL as DEFAULT_IDENTITY_TTL
 @dataclass
 class ServerConfig:
     heartbeat_ttl: float = 10.0
+    advertise_url: str = ""
+    """The URL agents and other servers reach this server at (``/v1/status/peers``,
+    ``/v1/status/leader``); "" where it has none (a server inside a test or simulation)."""
     heartbeat_grace: float = 10.0
     workers: int = 1
     eval_gc_keep: int = 20

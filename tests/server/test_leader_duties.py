@@ -67,7 +67,11 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = StateStore(SqliteBackend(tmp_path / "state.db"))
     clock = Clock()
-    server = Server(store, ServerConfig(heartbeat_ttl=TTL, heartbeat_grace=TTL), clock=clock)
+    server = Server(
+        store,
+        ServerConfig(heartbeat_ttl=TTL, heartbeat_grace=TTL, advertise_url="http://s1:7634"),
+        clock=clock,
+    )
     await server.start()
     transport = httpx.ASGITransport(app=create_app(server))
     http = httpx.AsyncClient(transport=transport, base_url="http://podium")
@@ -168,3 +172,13 @@ async def test_starting_twice_runs_one_set_of_loops_and_stop_ends_them(rig: Rig)
     await leader.stop()
     assert all(t.done() for t in tasks)
     assert leader.tasks == [] and not leader.running
+
+
+async def test_a_server_without_its_duties_names_no_leader(rig: Rig) -> None:
+    assert (await rig.client.leader()).leader == "http://s1:7634"
+    await rig.server.leader.stop()
+    answer = await rig.client.leader()
+    assert answer.leader == "" and answer.server == "http://s1:7634"
+    assert await rig.client.peers() == ["http://s1:7634"]
+    rig.server.leader.start()
+    assert (await rig.client.leader()).leader == "http://s1:7634"

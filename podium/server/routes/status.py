@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from podium import __version__
-from podium.models.api import StatusAnswer
+from podium.models.api import LeaderAnswer, PeersAnswer, StatusAnswer
 from podium.server.routes.common import ApiContext, json_answer
 
 
@@ -31,3 +31,18 @@ def add_routes(router: APIRouter, ctx: ApiContext) -> None:
             dict[str, Any],
             store.index,
         )
+
+    @router.get("/v1/status/leader", tags=["status"], response_model=LeaderAnswer)
+    async def status_leader() -> Response:
+        """The server leading the cluster: the one running its leader duties (the
+        broker, the plan applier, heartbeat expiry, the deployment watcher and GC).  One
+        server leads itself while its duties run; with etcd, the lease's holder."""
+        me = server.config.advertise_url
+        leader = me if server.leader.running else ""
+        return json_answer(LeaderAnswer(leader=leader, server=me), LeaderAnswer, store.index)
+
+    @router.get("/v1/status/peers", tags=["status"], response_model=PeersAnswer)
+    async def status_peers() -> Response:
+        """The cluster's servers.  One server's cluster is itself."""
+        me = server.config.advertise_url
+        return json_answer(PeersAnswer(servers=[me] if me else []), PeersAnswer, store.index)
