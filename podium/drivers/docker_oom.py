@@ -23,8 +23,8 @@ reported, and none of the controls that exited or were killed otherwise.
 
 After an agent restart the registration is made again by ``recover``; an OOM
 that happened while no agent held it is recognised by the parent's
-``memory.failcnt`` / ``memory.memsw.failcnt`` (the limit was hit) together
-with a SIGKILL death.  The parent cgroups are removed in every controller
+``memory.failcnt`` / ``memory.memsw.failcnt``, or its peak usage standing at its
+limit (the limit was hit), together with a SIGKILL death the agent did not send.  The parent cgroups are removed in every controller
 hierarchy (runc creates the path in each) by ``release``.
 
 Anywhere else (cgroup v2, the ``systemd`` cgroup driver, a rootless engine, an
@@ -135,7 +135,12 @@ class OomWatch:
         # memory + swap: not below the plain limit; absent without swap accounting
         with contextlib.suppress(OSError):
             _write(os.path.join(path, "memory.memsw.limit_in_bytes"), str(limit))
-        for counter in ("memory.failcnt", "memory.memsw.failcnt"):  # a reused parent
+        for counter in (  # a reused parent: forget its earlier failures and peaks
+            "memory.failcnt",
+            "memory.memsw.failcnt",
+            "memory.max_usage_in_bytes",
+            "memory.memsw.max_usage_in_bytes",
+        ):
             with contextlib.suppress(OSError):
                 _write(os.path.join(path, counter), "0")
         self.watch(name)
@@ -188,13 +193,24 @@ class OomWatch:
             return count
 
     def limit_hit(self, name: str) -> bool:
-        """Whether usage reached the parent's limit (the fallback after a restart)."""
+        """Whether usage reached the parent's limit (the fallback after a restart).
+
+        The failure counters say so where the kernel keeps them; recent kernels (6.x
+        here) leave ``memory.failcnt`` at 0 on cgroup v1 parents even after an OOM in
+        them, and count ``oom_kill`` only in the victim's own (removed) cgroup, so the
+        peak usage standing at the limit is the signal that remains."""
         path = self.memory_dir(name)
         if path is None:
             return False
         for counter in ("memory.failcnt", "memory.memsw.failcnt"):
             with contextlib.suppress(OSError, ValueError):
                 if int(Path(path, counter).read_text().strip() or 0) > 0:
+                    return True
+        for kind in ("memory", "memory.memsw"):
+            with contextlib.suppress(OSError, ValueError):
+                limit = int(Path(path, f"{kind}.limit_in_bytes").read_text().strip())
+                peak = int(Path(path, f"{kind}.max_usage_in_bytes").read_text().strip())
+                if peak >= limit:
                     return True
         return False
 

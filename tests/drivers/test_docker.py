@@ -385,6 +385,9 @@ async def test_oom_while_the_agent_was_down(ctx_for: Any) -> None:
     assert [await fresh.recover(h) for h in restored] == [False, False]
     oomed, exited = [await asyncio.wait_for(fresh.wait(h), 10) for h in restored]
     assert oomed.oom_killed and oomed.exit_code == 137, oomed
+    # the engine often keeps its flag, which would hide a broken fallback: check it alone
+    assert fresh._oom.limit_hit(oom.state["oom_parent"])
+    assert not fresh._oom.limit_hit(plain.state["oom_parent"])
     assert not exited.oom_killed and exited.exit_code == 3
     for h in restored:
         await fresh.destroy(h)
