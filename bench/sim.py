@@ -139,7 +139,7 @@ def pair_summary(size: str, plain: list[Row], secure: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", default=["500x100x1000", "5000x100x1000"])
-    parser.add_argument("--store", default="sqlite", choices=["sqlite", "memory"])
+    parser.add_argument("--store", default="sqlite", choices=["sqlite", "memory", "etcd"])
     parser.add_argument("--constraints", action="store_true")
     parser.add_argument(
         "--agent-procs", type=int, default=0, help="agents in N worker processes over HTTP"

@@ -112,6 +112,13 @@ class AgentConfig:
     """Log streams the server relays from agents at once (``--max-log-streams``)."""
     allowed_hosts: list[str] = field(default_factory=list)
     """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
+    etcd: list[str] = field(default_factory=list)
+    """The etcd cluster's client URLs (``--etcd``): the store on etcd, with leader election
+    among the servers that share it (docs/ha.md).  Empty: SQLite in the data dir."""
+    etcd_cluster: str = "default"
+    """The Podium cluster's name in etcd (keys under ``/podium/<name>/``)."""
+    server_name: str | None = None
+    """The server's name in ``podium server members`` (default: its URL)."""
 
 
 def check_exec_options(
@@ -246,11 +253,16 @@ async def _start_dns(config: AgentConfig, store: Any) -> Any:
     return dns
 
 
-def _load_keyring(config: AgentConfig, data_dir: Path) -> Any:
-    """The keys variables are sealed with: --keyring-file, else <data_dir>/server/keyring/."""
+def _load_keyring(config: AgentConfig, data_dir: Path, backend: Any = None) -> Any:
+    """The keys variables are sealed with: --keyring-file, else <data_dir>/server/keyring/.
+    On etcd (``backend``), every server must hold the cluster's key (podium.server.ha)."""
     from podium.server.keyring import Keyring, KeyringError
 
     try:
+        if backend is not None:
+            from podium.server.ha import cluster_keyring
+
+            return cluster_keyring(backend, config.keyring_file, data_dir / "server" / "keyring")
         if config.keyring_file:
             return Keyring.from_file(Path(config.keyring_file))
         return Keyring.load_or_create(data_dir / "server" / "keyring")
@@ -455,7 +467,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     from podium.server.api import create_app
     from podium.server.core import Server, ServerConfig
     from podium.server.proxy import DEFAULT_MAX_STREAMS
-    from podium.state.datadir import open_store
+    from podium.state.datadir import open_etcd_store, open_store
 
     run_server = config.dev or config.server
     ephemeral = config.dev and config.data_dir is None
@@ -478,15 +490,22 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     audit = None
     store_lock = None
     agent_proxy = None
+    ha = None
+    forward = None
     if run_server:
         # first: a damaged or lost store stops the start before anything is written
-        store, store_lock = open_store(data_dir)
+        backend = None
+        if config.etcd:
+            store, backend, store_lock = open_etcd_store(data_dir, config.etcd, config.etcd_cluster)
+        else:
+            store, store_lock = open_store(data_dir)
         server_tls = _server_tls(config, data_dir, host, port)
-        keyring = _load_keyring(config, data_dir)
+        keyring = _load_keyring(config, data_dir, backend)
         dns = await _start_dns(config, store)
         server = Server(
             store,
             ServerConfig(
+                name=config.server_name or "",
                 advertise_url=_server_url(config, host, port, server_tls is not None),
                 heartbeat_ttl=config.heartbeat_ttl,
                 heartbeat_grace=config.heartbeat_grace,
@@ -497,7 +516,15 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             ),
             keyring=keyring,
         )
-        await server.start()
+        if backend is not None:
+            from podium.server.ha import HighAvailability
+
+            ha = HighAvailability(server, backend, config.etcd, cluster=config.etcd_cluster)
+            server.cluster = ha
+            await server.start(lead=False)  # the duties start once elected
+            await ha.start()
+        else:
+            await server.start()
         tune_gc()
         audit = _open_audit(config, data_dir)
         api = create_app(
@@ -508,6 +535,10 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
         )
         agent_proxy = api.state.agent_proxy
         app: Any = api
+        if ha is not None:
+            from podium.server.forward import LeaderForward
+
+            app = forward = LeaderForward(api, ha, store, url=server.config.advertise_url)
         if not server.config.acl:
             # Without tokens, the Host header is what stops DNS rebinding (podium.server.edge);
             # with ACLs on, a rebound page has no token, and the check would only get in the
@@ -655,6 +686,10 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 await asyncio.wait_for(t, 5)
         if agent_proxy is not None:
             await agent_proxy.aclose()
+        if forward is not None:
+            await forward.aclose()
+        if ha is not None:
+            await ha.stop()  # resign first: a successor takes over at once
         if dns is not None:
             await dns.stop()
         if server is not None:

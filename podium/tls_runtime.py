@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 from cryptography import x509
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from podium.tls import TLSError
 from podium.tls.agent import AgentTLS
@@ -102,10 +103,26 @@ class TLSProtocol(H11Protocol):
             self.app = _WithTLS(self.app, tls_extension(ssl_object))
 
 
+class TLSWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (``alloc exec``), with the TLS extension in its scope
+    too: the upgraded connection gets the app from the config, not from the HTTP
+    protocol that held it, so without this a certificate guard would see none."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.app = _WithTLS(self.app, tls_extension(ssl_object))
+
+
 def uvicorn_tls(context: ssl.SSLContext) -> dict[str, Any]:
     """The ``uvicorn.Config`` arguments that serve over ``context`` (kept, not copied:
     a renewal loads into it)."""
-    return {"http": TLSProtocol, "ssl_context_factory": lambda _config, _default: context}
+    return {
+        "http": TLSProtocol,
+        "ws": TLSWebSocketProtocol,
+        "ssl_context_factory": lambda _config, _default: context,
+    }
 
 
 # ---------------------------------------------------------------------------- server

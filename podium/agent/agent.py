@@ -36,6 +36,7 @@ from podium.agent.config import AgentSettings
 from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
 from podium.agent.identity import AgentIdentities
 from podium.agent.localstate import LocalState, StoredAlloc
+from podium.agent.metrics import AgentMetrics
 from podium.agent.runner import AllocRunner
 from podium.client import AsyncClient
 from podium.client.results import SpecCache
@@ -185,6 +186,9 @@ class Agent:
         """Allocation id -> the index of the last change of it this agent applied."""
         self._specs_kept = 16
         """Prune ``_specs`` once it grows past this (twice what the last pruning kept)."""
+        self.metrics = AgentMetrics()
+        """Counters of task starts, restarts and re-attachments; the registry that
+        ``/v1/metrics`` serves (podium.agent.metrics)."""
         self.identities = (
             AgentIdentities(self) if settings.alloc_dirs and settings.workload_identity else None
         )

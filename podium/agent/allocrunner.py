@@ -95,6 +95,18 @@ class RestartRequested(Event):
     reason: str
     type: str = "Restart Signaled"
     counts: bool = False
+    operator: bool = False
+    """An operator's ``podium alloc restart``: neither the policy's attempts nor the
+    task's ``restarts`` count it (its event records it)."""
+
+
+@dataclass(frozen=True)
+class TaskSignaled(Event):
+    """An operator delivered ``signal`` to the task (``podium alloc signal``): recorded
+    as a task event, nothing else changes."""
+
+    task: str
+    signal: str
 
 
 @dataclass(frozen=True)
@@ -172,7 +184,9 @@ class TaskTrack:
     window_restarts: int = 0
     timer_token: int = 0
     restart_after_kill: str = ""
-    """Set while a requested restart kills the task: "counted" or "free"."""
+    """Set while a requested restart kills the task: "counted", "free" or "operator"."""
+    uncounted_restart: bool = False
+    """The restart now waiting is an operator's: ``restarts`` stays as it is."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,6 +196,7 @@ class TaskTrack:
             "window_restarts": self.window_restarts,
             "timer_token": self.timer_token,
             "restart_after_kill": self.restart_after_kill,
+            "uncounted_restart": self.uncounted_restart,
         }
 
     @classmethod
@@ -193,6 +208,7 @@ class TaskTrack:
             window_restarts=int(data.get("window_restarts", 0)),
             timer_token=int(data.get("timer_token", 0)),
             restart_after_kill=str(data.get("restart_after_kill", "")),
+            uncounted_restart=bool(data.get("uncounted_restart", False)),
         )
 
 
@@ -269,6 +285,8 @@ class AllocStateMachine:
             return self._on_timer(event)
         if isinstance(event, RestartRequested):
             return self._on_restart_requested(event)
+        if isinstance(event, TaskSignaled):
+            return self._on_signaled(event)
         raise TypeError(f"unknown event {event!r}")
 
     def start(self, time: float) -> list[Instruction]:
@@ -346,13 +364,20 @@ class AllocStateMachine:
             return []
         spec = self._task_spec(ev.task)
         track.phase = Phase.KILLING
-        track.restart_after_kill = "counted" if ev.counts else "free"
+        track.restart_after_kill = "operator" if ev.operator else "counted" if ev.counts else "free"
         self._event(track, ev.time, ev.type, ev.reason)
         return [
             KillTask(ev.task, spec.kill_signal, spec.kill_timeout, ev.reason),
             Report(),
             Persist(),
         ]
+
+    def _on_signaled(self, ev: TaskSignaled) -> list[Instruction]:
+        track = self.tasks.get(ev.task)
+        if track is None:
+            return []
+        self._event(track, ev.time, "Signaling", f"{ev.signal} sent by an operator")
+        return [Report(), Persist()]
 
     def _on_recovered(self, ev: TaskRecovered) -> list[Instruction]:
         track = self.tasks[ev.task]
@@ -420,6 +445,7 @@ class AllocStateMachine:
         if restart and not self.stopping and not sibling_failed and track.phase == Phase.KILLING:
             if restart == "counted":
                 return self._maybe_restart(ev.task, ev.time, failed_run=True)
+            track.uncounted_restart = restart == "operator"
             return self._schedule_restart(ev.task, ev.time, 0.0, "restarting now")
         if track.phase == Phase.KILLING or self.stopping:
             self._event(track, ev.time, "Killed", "task stopped")
@@ -474,7 +500,9 @@ class AllocStateMachine:
         if self.stopping:
             return self._dead(ev.task, ev.time, failed=False)
         track.phase = Phase.STARTING
-        track.state.restarts += 1
+        if not track.uncounted_restart:
+            track.state.restarts += 1
+        track.uncounted_restart = False
         track.state.last_restart = ev.time
         return [StartTask(ev.task), Persist()]
 

@@ -1,4 +1,5 @@
-"""The agent's own small HTTP API: task logs, read where they are written.
+"""The agent's own small HTTP API: task logs, read where they are written; allocations'
+resource usage (``/v1/client/allocation/{id}/stats``); the agent's metrics (``/v1/metrics``).
 
 Servers proxy ``GET /v1/allocation/{id}/logs`` here, so logs never pass
 through the state store.  The task name must be one of the allocation's tasks
@@ -18,8 +19,13 @@ from collections.abc import AsyncIterator, Iterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from podium.agent import ops_http
 from podium.agent.agent import Agent
+from podium.agent.exec_api import add_exec_route
+from podium.agent.usage import alloc_usage, running_tasks
 from podium.drivers.logrotate import open_log_dir, open_segment, segment_names
+from podium.metrics import metrics_answer
+from podium.metrics.exposition import FORMATS
 
 CHUNK = 64 * 1024
 FOLLOW_POLL = 0.25
@@ -164,6 +170,34 @@ def create_agent_app(agent: Agent) -> FastAPI:
             runner = agent.runners.get(alloc_id)
             if runner is None or (runner.machine.terminal() and size == pos_in_current):
                 return
+
+    ops_http.add_routes(app, agent)  # restart, signal, fs, monitor (issue 16)
+    add_exec_route(app, agent)
+
+    @app.get("/v1/client/allocation/{alloc_id}/stats")
+    async def stats(alloc_id: str) -> Response:
+        """The allocation's resource usage (podium.agent.usage): what the servers relay as
+        ``/v1/allocation/{id}/stats``."""
+        runner = agent.runners.get(alloc_id)
+        if runner is None:
+            return _error(404, f"allocation {alloc_id} is not on this node")
+        if not running_tasks(runner):
+            return _error(
+                409,
+                f"allocation {alloc_id} has no running task on this node "
+                f"(client status {runner.machine.alloc.client_status.value}): "
+                "there is no resource usage to report",
+            )
+        usage = await alloc_usage(agent, runner)
+        return Response(usage.model_dump_json(), media_type="application/json")
+
+    @app.get("/v1/metrics")
+    async def metrics(format: str | None = None) -> Response:
+        """This agent's metrics (podium.agent.metrics); ``format=json`` for JSON."""
+        registry = agent.metrics.registry(agent)
+        if format in FORMATS or not format:  # else metrics_answer's 400
+            await agent.metrics.sample(agent)
+        return metrics_answer(registry, format)
 
     @app.get("/v1/client/status")
     async def status() -> JSONResponse:

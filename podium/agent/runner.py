@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -412,6 +413,8 @@ class AllocRunner:
         self._dirs_ready = True
 
     async def _start_task(self, task: str) -> None:
+        asked = time.perf_counter()
+        driver: Driver | None = None
         try:
             driver = self.driver_for(task)
             network = self.machine.spec.groups[self.alloc.group].network
@@ -431,12 +434,19 @@ class AllocRunner:
                 ctx.env.update(template_env)
                 handle = await driver.start(ctx)
         except DriverError as exc:
+            self.agent.metrics.start_failed(driver.name if driver is not None else "")
             self.dispatch(TaskStartFailed(self.now(), task, str(exc), exc.recoverable))
             return
         except Exception as exc:
             log.exception("alloc %s task %s: start failed", self.id, task)
+            self.agent.metrics.start_failed(driver.name if driver is not None else "")
             self.dispatch(TaskStartFailed(self.now(), task, f"{type(exc).__name__}: {exc}"))
             return
+        self.agent.metrics.started(
+            driver.name,
+            time.perf_counter() - asked,
+            restart=self.machine.tasks[task].state.restarts > 0,
+        )
         self.handles[task] = handle
         # The handle is saved on the loop's next turn, batched with every other start
         # of this turn (one SQLite transaction for a burst of 1,000 starts, not 1,000).
@@ -543,6 +553,7 @@ class AllocRunner:
                     )
                     continue
                 if alive:
+                    self.agent.metrics.reattached()
                     self.dispatch(TaskRecovered(self.now(), task, handle.pid))
                     if self._has_templates(task):
                         self.templates.resume(task)

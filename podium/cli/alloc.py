@@ -10,12 +10,16 @@ from rich.console import Group as RenderGroup
 from rich.console import RenderableType
 from rich.text import Text
 
-from podium.cli import common, render
+from podium.cli import alloc_ops, common, render
+from podium.cli.alloc_exec import register as register_exec
 from podium.cli.common import AddressOpt, Output, OutputOpt
 from podium.client import Client, endpoints
-from podium.models import Allocation
+from podium.errors import PodiumError
+from podium.models import Allocation, ClientStatus
+from podium.models.stats import AllocResourceUsage
 
 app = typer.Typer(help="Inspect allocations and read their logs.", no_args_is_help=True)
+register_exec(app)  # `alloc exec`: podium/cli/alloc_exec.py
 
 AllocArg = Annotated[
     str, typer.Argument(metavar="ALLOC_ID", help="An allocation id or unique prefix.")
@@ -59,6 +63,7 @@ def status(
         if a.reschedule_events:
             rows.append(("Reschedules", len(a.reschedule_events)))
         parts: list[RenderableType] = [render.fields(rows)]
+        usage, no_usage = _usage(client, a)
         for name, state in sorted(a.task_states.items()):
             head = Text.assemble(
                 ("Task ", "bold"),
@@ -80,10 +85,44 @@ def status(
             if state.finished_at:
                 trows.append(("Finished", render.age(state.finished_at)))
             block: list[RenderableType] = [head, render.fields(trows)]
+            if state.state.value == "running" and (usage is not None or no_usage):
+                block += [Text("Resource Usage:"), _usage_fields(usage, name, no_usage)]
             if state.events:
                 block += [Text("Recent Events:"), render.events_table(state.events)]
             parts.append(RenderGroup(*block))
         common.console().print(render.stack(*parts))
+
+
+def _usage(client: Client, a: Allocation) -> tuple[AllocResourceUsage | None, str]:
+    """The running allocation's resource usage from its agent, or why there is none
+    (an agent that cannot be reached must not hide the rest of the status)."""
+    if a.client_status != ClientStatus.RUNNING:
+        return None, ""
+    try:
+        return client.query(endpoints.alloc_stats(a.id)).value, ""
+    except PodiumError as exc:
+        return None, f"unavailable: {exc}"
+
+
+def _usage_fields(usage: AllocResourceUsage | None, task: str, why: str) -> RenderableType:
+    """``CPU 1.5% of a core``, ``Memory 12.3 MiB of 256 MiB``, ``Processes 3``."""
+    stats = usage.tasks.get(task) if usage is not None else None
+    if stats is None:
+        return render.fields([("Usage", why or "not measured (the driver did not say)")])
+    memory = _mib(stats.memory_bytes)
+    if stats.memory_limit_bytes is not None:
+        memory += f" of {_mib(stats.memory_limit_bytes)}"
+    return render.fields(
+        [
+            ("CPU", f"{stats.cpu_percent:.1f}% of a core"),
+            ("Memory", memory),
+            ("Processes", stats.pids),
+        ]
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
 
 
 def _ports(a: Allocation) -> str:
@@ -204,3 +243,7 @@ def _last_lines(text: str, n: int) -> str:
         return ""
     kept = text.splitlines(keepends=True)[-n:]
     return "".join(kept)
+
+
+# restart, signal, stop and fs: podium.cli.alloc_ops (issue 16)
+alloc_ops.install(app)

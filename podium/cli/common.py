@@ -158,7 +158,16 @@ _namespace: ContextVar[str | None] = ContextVar("podium_cli_namespace", default=
 """The running command's ``-n``/``--namespace`` (or ``$PODIUM_NAMESPACE``), which
 :func:`make_client` hands to the client."""
 
-NAMESPACED_GROUPS = ("job", "alloc", "eval", "deployment", "var", "service", "compose")
+NAMESPACED_GROUPS = (
+    "job",
+    "alloc",
+    "eval",
+    "event",
+    "deployment",
+    "var",
+    "service",
+    "compose",
+)
 """The command groups whose commands (those that take ``--address``) get ``-n``."""
 
 

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from podium.cli import common, jobdiff, render
+from podium.cli import common, job_restart, jobdiff, render
 from podium.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -923,3 +923,7 @@ def inspect(
             raise PodiumError("the server's answer has no spec")
         # JSON unless YAML is asked for: it is meant to be copied, and rich would wrap it.
         common.print_data(spec, output)
+
+
+# podium job restart: podium.cli.job_restart (issue 16)
+job_restart.install(app)

@@ -40,12 +40,13 @@ class PodiumGroup(LazyGroup):
 
     lazy = {
         "agent": "podium.cli.agent:agent",
-        "server": "podium.cli.server:server",
+        "server": "podium.cli.server:app",
         "sim": "podium.cli.sim:sim",
         "job": "podium.cli.job:app",
         "alloc": "podium.cli.alloc:app",
         "node": "podium.cli.node:app",
         "eval": "podium.cli.eval:app",
+        "event": "podium.cli.event:app",
         "deployment": "podium.cli.deployment:app",
         "compose": "podium.cli.compose:app",
         "var": "podium.cli.var:app",
@@ -55,6 +56,7 @@ class PodiumGroup(LazyGroup):
         "tls": "podium.cli.tls:app",
         "acl": "podium.cli.acl:app",
         "operator": "podium.cli.operator:app",
+        "monitor": "podium.cli.monitor:monitor",
     }
 
     def _build(self, name: str, target: str) -> Any:

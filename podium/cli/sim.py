@@ -21,6 +21,7 @@ from podium.cli import common
 class StoreKind(StrEnum):
     SQLITE = "sqlite"
     MEMORY = "memory"
+    ETCD = "etcd"
 
 
 def sim(
@@ -28,8 +29,30 @@ def sim(
     jobs: Annotated[int, typer.Option("--jobs", help="Service jobs to register.")] = 10,
     count: Annotated[int, typer.Option("--count", help="Instances per job.")] = 100,
     store: Annotated[
-        StoreKind, typer.Option("--store", help="Server store: sqlite (temporary dir) or memory.")
+        StoreKind,
+        typer.Option(
+            "--store",
+            help="Server store: sqlite (a temporary dir, the default), memory, or etcd (real "
+            "etcd: a member of the run's own, or --etcd).",
+        ),
     ] = StoreKind.SQLITE,
+    etcd: Annotated[
+        str | None,
+        typer.Option(
+            "--etcd",
+            help="With --store etcd: use this etcd cluster (client URLs, comma-separated) "
+            "under a fresh cluster name sim-<random>, whose keys are deleted at the end, "
+            "instead of starting members.",
+        ),
+    ] = None,
+    etcd_members: Annotated[
+        int,
+        typer.Option(
+            "--etcd-members",
+            help="With --store etcd and no --etcd: etcd members to start (3: the quorum's "
+            "cost); stopped and removed at the end.",
+        ),
+    ] = 1,
     node_classes: Annotated[
         int, typer.Option("--node-classes", help="Node shapes (cpu, memory, arch).")
     ] = 4,
@@ -64,6 +87,15 @@ def sim(
             "over HTTPS. Needs real sockets: implies --agent-procs 1; --agent-procs 0 is refused.",
         ),
     ] = False,
+    failover: Annotated[
+        bool,
+        typer.Option(
+            "--failover",
+            help="With --store etcd and --agent-procs 1 or more: two servers on the etcd "
+            "cluster; the leader crashes (no resignation) once half the instances are "
+            "placed, the other must lead within 10 s and lose nothing.",
+        ),
+    ] = False,
     heartbeat_ttl: Annotated[
         float | None,
         typer.Option("--heartbeat-ttl", help="Seconds (default: 10, or nodes/50 when larger)."),
@@ -72,6 +104,14 @@ def sim(
         bool,
         typer.Option("--probe/--no-probe", help="Measure API latency from another process."),
     ] = True,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events",
+            help="Subscribe to the event stream from another process for the whole run; "
+            "every event the commits made must arrive (else an invariant is broken).",
+        ),
+    ] = False,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Give up after this many seconds.")
     ] = 1800.0,
@@ -94,6 +134,22 @@ def sim(
             )
         if not 0.0 <= fail_rate <= 1.0:
             common.usage("--fail-rate must be between 0 and 1")
+        etcd_urls = [u.strip() for u in etcd.split(",") if u.strip()] if etcd else None
+        if store != StoreKind.ETCD and (etcd is not None or etcd_members != 1):
+            common.usage("--etcd and --etcd-members go with --store etcd")
+        if etcd is not None and not etcd_urls:
+            common.usage("--etcd needs client URLs, e.g. http://127.0.0.1:2379")
+        if etcd_urls and etcd_members != 1:
+            common.usage("--etcd-members starts members of the run's own: not with --etcd")
+        if etcd_members < 1:
+            common.usage("--etcd-members must be at least 1")
+        for url in etcd_urls or ():
+            if not url.startswith(("http://", "https://")):
+                common.usage(f"--etcd: {url!r} is not an http(s):// URL")
+        if failover and (store != StoreKind.ETCD or agent_procs < 1 or secure):
+            common.usage("--failover needs --store etcd and --agent-procs 1 or more (not --secure)")
+        if events and (failover or secure):
+            common.usage("--events: not with --failover or --secure (one server, no token)")
         from podium.sim import SimConfig, simulate
 
         def progress(message: str) -> None:
@@ -105,6 +161,9 @@ def sim(
                 jobs=jobs,
                 count=count,
                 store=store.value,
+                etcd=etcd_urls,
+                etcd_members=etcd_members,
+                failover=failover,
                 node_classes=node_classes,
                 constraints=constraints,
                 run_for=run_for,
@@ -114,6 +173,7 @@ def sim(
                 secure=secure,
                 heartbeat_ttl=heartbeat_ttl,
                 probe=probe,
+                events=events,
                 timeout=timeout,
                 seed=seed,
                 data_dir=data_dir,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from podium.client import endpoints as ep
+from podium.client import ops
 from podium.client._http import (
     DEFAULT_TIMEOUT,
     TOKEN_HEADER,
@@ -32,6 +33,7 @@ from podium.client._http import (
     transport_error,
 )
 from podium.client.endpoints import Endpoint
+from podium.client.execws import AsyncExecSession, ExecResult, collect, exec_url
 from podium.client.results import (
     DeploymentActionResult,
     JobInfo,
@@ -57,9 +59,12 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
-from podium.models.api import LeaderAnswer
+from podium.models.alloc_ops import FileInfo, FsListing, RestartAnswer, SignalAnswer
+from podium.models.api import LeaderAnswer, MembersAnswer
+from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata
 
 if TYPE_CHECKING:
@@ -159,6 +164,45 @@ class AsyncClient:
             self._httpx.headers.pop(TOKEN_HEADER, None)
             if token:
                 self._httpx.headers[TOKEN_HEADER] = token
+
+    # ------------------------------------------------------------ alloc exec (execws.py)
+    async def exec_session(
+        self,
+        id: str,
+        command: list[str],
+        task: str | None = None,
+        *,
+        tty: bool = False,
+        namespace: str | None = None,
+    ) -> AsyncExecSession:
+        """:meth:`podium.client.Client.exec_session` for asyncio."""
+        url = exec_url(self.address, id, command, task, tty, namespace or self.namespace)
+        return await AsyncExecSession.open(url, dict(self._headers), self._verify, self.address)
+
+    async def exec(
+        self,
+        id: str,
+        command: list[str],
+        task: str | None = None,
+        *,
+        stdin: bytes | None = None,
+        namespace: str | None = None,
+    ) -> ExecResult:
+        """:meth:`podium.client.Client.exec` for asyncio."""
+        async with await self.exec_session(id, command, task, namespace=namespace) as session:
+
+            async def feed() -> None:  # beside the reading: a command may answer as it reads
+                if stdin:
+                    await session.send_stdin(stdin)
+                await session.close_stdin()
+
+            feeder = asyncio.create_task(feed())
+            try:
+                outputs = [o async for o in session]
+            finally:
+                feeder.cancel()
+            assert session.exit_code is not None
+            return collect(outputs, session.exit_code)
 
     async def aclose(self) -> None:
         if self._aio is not None:
@@ -406,6 +450,12 @@ class AsyncClient:
     ) -> Allocation:
         return await self._get(ep.in_namespace(ep.allocation(id), namespace), index, wait)
 
+    async def alloc_stats(self, id: str, *, namespace: str | None = None) -> AllocResourceUsage:
+        """The allocation's CPU (percent of one core) and memory, per running task, as its
+        agent measures them now.  NotFound for an unknown allocation, Conflict for one
+        that is not running."""
+        return await self._get(ep.in_namespace(ep.alloc_stats(id), namespace), None, None)
+
     async def alloc_logs(
         self,
         id: str,
@@ -439,6 +489,122 @@ class AsyncClient:
                     raise error_for(response)
                 async for chunk in response.aiter_text():
                     yield chunk
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+
+    # -- day-two operations (podium.client.ops; issue 16) ---------------------------------
+
+    async def restart_alloc(
+        self,
+        id: str,
+        task: str | None = None,
+        *,
+        all_tasks: bool = False,
+        namespace: str | None = None,
+    ) -> RestartAnswer:
+        """Restart a task (or every running task) in place: the tasks restarted."""
+        endpoint = ep.in_namespace(ops.restart_alloc(id, task, all_tasks), namespace)
+        return (await self.query(endpoint)).value
+
+    async def signal_alloc(
+        self, id: str, signal: str, task: str | None = None, *, namespace: str | None = None
+    ) -> SignalAnswer:
+        """Deliver ``signal`` to a task (or every running one): the signal and tasks."""
+        endpoint = ep.in_namespace(ops.signal_alloc(id, signal, task), namespace)
+        return (await self.query(endpoint)).value
+
+    async def stop_alloc(self, id: str, *, namespace: str | None = None) -> StopResult:
+        """Stop an allocation; the answer's evaluation places its replacement."""
+        return (await self.query(ep.in_namespace(ops.stop_alloc(id), namespace))).value
+
+    async def alloc_fs_ls(
+        self, id: str, path: str = "", *, namespace: str | None = None
+    ) -> FsListing:
+        """A directory's entries, ``path`` relative to the allocation's directory."""
+        return (await self.query(ep.in_namespace(ops.alloc_fs_ls(id, path), namespace))).value
+
+    async def alloc_fs_stat(
+        self, id: str, path: str = "", *, namespace: str | None = None
+    ) -> FileInfo:
+        return (await self.query(ep.in_namespace(ops.alloc_fs_stat(id, path), namespace))).value
+
+    async def alloc_fs_cat(
+        self,
+        id: str,
+        path: str,
+        offset: int = 0,
+        limit: int = 0,
+        follow: bool = False,
+        *,
+        namespace: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        """A file's bytes as they arrive (``follow``: and what is appended after)."""
+        params = ops.alloc_fs_cat_params(path, offset, limit, follow)
+        namespace = namespace or self.namespace
+        if namespace is not None:
+            params["namespace"] = namespace
+        async for chunk in self._stream(ops.alloc_fs_cat_path(id), params, follow, lines=False):
+            yield chunk
+
+    async def monitor(
+        self, log_level: str = "info", node_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The server's (or with ``node_id``, that agent's) log records from now on, as
+        they are logged; stop iterating to end it."""
+        params = ops.monitor_params(log_level, node_id)
+        async for line in self._stream(ops.MONITOR, params, True, lines=True):
+            record = ops.parse_line(line.decode())
+            if record is not None:
+                yield record
+
+    async def _stream(
+        self, path: str, params: dict[str, str], follow: bool, *, lines: bool
+    ) -> AsyncIterator[bytes]:
+        try:
+            async with self._http.stream(
+                "GET", path, params=params, timeout=logs_timeout(self.timeout, follow)
+            ) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_for(response)
+                if lines:
+                    async for text in response.aiter_lines():
+                        yield text.encode()
+                else:
+                    async for chunk in response.aiter_bytes():
+                        yield chunk
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+
+    async def events(
+        self,
+        topics: Sequence[str] = (),
+        *,
+        index: int | None = None,
+        namespace: str | None = None,
+        heartbeat: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Iterate the cluster's committed changes (``GET /v1/event/stream``) as they
+        happen, without end: ``topics`` such as ``["Job", "Allocation:web"]`` (default
+        every topic), ``index`` to resume after the last index seen (without it, from now
+        on), ``namespace`` (``"*"``: all).  Heartbeats are not yielded.  A resume from an
+        index the server no longer holds raises :class:`~podium.errors.APIError` with
+        status 410 (code ``index_too_old``), on the first iteration or later."""
+        params = ep.event_params(topics, namespace or self.namespace, index, heartbeat)
+        try:
+            async with self._http.stream(
+                "GET",
+                ep.EVENT_STREAM,
+                params=params,
+                timeout=httpx.Timeout(self.timeout, read=None),
+            ) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_for(response)
+                async for line in response.aiter_lines():
+                    event = ep.parse_event_line(line)
+                    if event is not None:
+                        yield event
         except httpx.TransportError as exc:
             raise transport_error(self.address, exc) from exc
 
@@ -508,6 +674,10 @@ class AsyncClient:
     async def leader(self) -> LeaderAnswer:
         """``GET /v1/status/leader``: the server leading the cluster, and the one asked."""
         return (await self.query(ep.leader())).value
+
+    async def members(self) -> MembersAnswer:
+        """``GET /v1/status/members``: every server as it last reported itself."""
+        return (await self.query(ep.members())).value
 
     async def peers(self) -> list[str]:
         """``GET /v1/status/peers``: the URLs of the cluster's servers."""

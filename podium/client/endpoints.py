@@ -18,6 +18,7 @@ write a blocking-query loop::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -38,6 +39,7 @@ from podium.client.results import (
     SpecCache,
     StopResult,
 )
+from podium.errors import APIError
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -49,9 +51,11 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
-from podium.models.api import LeaderAnswer, PeersAnswer
+from podium.models.api import LeaderAnswer, MembersAnswer, PeersAnswer
+from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 
 T = TypeVar("T")
@@ -262,6 +266,13 @@ def allocation(alloc_id: str) -> Endpoint[Allocation]:
     return Endpoint("GET", f"/v1/allocation/{_seg(alloc_id)}", Allocation.model_validate)
 
 
+def alloc_stats(alloc_id: str) -> Endpoint[AllocResourceUsage]:
+    """The allocation's resource usage, as its agent measures it now."""
+    return Endpoint(
+        "GET", f"/v1/allocation/{_seg(alloc_id)}/stats", AllocResourceUsage.model_validate
+    )
+
+
 SNAPSHOT = "/v1/operator/snapshot"
 """The store's snapshot streams a file, so it is not an :class:`Endpoint` either."""
 
@@ -330,6 +341,10 @@ def status() -> Endpoint[ServerStatus]:
 
 def leader() -> Endpoint[LeaderAnswer]:
     return Endpoint("GET", "/v1/status/leader", LeaderAnswer.model_validate)
+
+
+def members() -> Endpoint[MembersAnswer]:
+    return Endpoint("GET", "/v1/status/members", MembersAnswer.model_validate)
 
 
 def peers() -> Endpoint[list[str]]:
@@ -589,3 +604,37 @@ def namespace_apply(
 def namespace_delete(name: str) -> Endpoint[int]:
     """Delete a namespace (refused while it holds live jobs or variables)."""
     return Endpoint("DELETE", f"/v1/namespace/{_seg(name)}", _index)
+
+
+EVENT_STREAM = "/v1/event/stream"
+"""The event stream is NDJSON without end, so it is not an :class:`Endpoint` either."""
+
+
+def event_params(
+    topics: Sequence[str] = (),
+    namespace: str | None = None,
+    index: int | None = None,
+    heartbeat: float | None = None,
+) -> dict[str, str | list[str]]:
+    params: dict[str, str | list[str]] = {"topic": list(topics)}
+    if namespace is not None:
+        params["namespace"] = namespace
+    if index is not None:
+        params["index"] = str(index)
+    if heartbeat is not None:
+        params["heartbeat"] = f"{heartbeat}s"
+    return params
+
+
+def parse_event_line(line: str) -> Event | None:
+    """One line of the event stream: an :class:`Event`, None for a heartbeat (``{}``) or a
+    blank line; the stream's closing error (a subscriber that fell behind the server's
+    buffer) raised as :class:`~podium.errors.APIError` (status 410, its ``detail`` the
+    server's object, ``code`` ``index_too_old``)."""
+    line = line.strip()
+    if not line or line == "{}":
+        return None
+    data = json.loads(line)
+    if "error" in data:
+        raise APIError(410, str(data["error"]), detail=data)
+    return Event.model_validate(data)

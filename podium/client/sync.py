@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 
 from podium.client import endpoints as ep
+from podium.client import ops
 from podium.client._http import (
     DEFAULT_TIMEOUT,
     TOKEN_HEADER,
@@ -28,6 +30,7 @@ from podium.client._http import (
     transport_error,
 )
 from podium.client.endpoints import Endpoint
+from podium.client.execws import ExecResult, ExecSession, collect, exec_url
 from podium.client.results import (
     DeploymentActionResult,
     JobInfo,
@@ -53,9 +56,12 @@ from podium.models import (
     ServiceRegistration,
     ServiceSummary,
 )
-from podium.models.api import LeaderAnswer
+from podium.models.alloc_ops import FileInfo, FsListing, RestartAnswer, SignalAnswer
+from podium.models.api import LeaderAnswer, MembersAnswer
+from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata
 
 T = TypeVar("T")
@@ -104,12 +110,13 @@ class Client:
         self.node_secrets: dict[str, str] = {}
         """Node id -> the node's secret (learnt from its registration, or set by its
         agent from its own state): sent on that node's agent routes."""
+        self._verify = ssl_context or tls_context(self.address, ca_cert)
         self._http = httpx.Client(
             base_url=self.address,
             timeout=timeout,
             transport=transport,
             headers={"User-Agent": "podium-sdk", **auth_headers(token), **(headers or {})},
-            verify=ssl_context or tls_context(self.address, ca_cert),
+            verify=self._verify,
         )
 
     def set_token(self, token: str | None) -> None:
@@ -121,6 +128,46 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+
+    # ------------------------------------------------------------ alloc exec (execws.py)
+    def exec_session(
+        self,
+        id: str,
+        command: list[str],
+        task: str | None = None,
+        *,
+        tty: bool = False,
+        namespace: str | None = None,
+    ) -> ExecSession:
+        """Run ``command`` in a task of allocation ``id`` (its only task when ``task`` is
+        None) over a WebSocket; iterate the session for output, then read ``exit_code``."""
+        url = exec_url(self.address, id, command, task, tty, namespace or self.namespace)
+        return ExecSession(url, dict(self._http.headers), self._verify, self.address)
+
+    def exec(
+        self,
+        id: str,
+        command: list[str],
+        task: str | None = None,
+        *,
+        stdin: bytes | None = None,
+        namespace: str | None = None,
+    ) -> ExecResult:
+        """Run ``command`` to its end without a TTY: ``stdin`` sent (then closed), the
+        output and the exit code returned."""
+        with self.exec_session(id, command, task, namespace=namespace) as session:
+
+            def feed() -> None:  # beside the reading: a command may answer as it reads
+                if stdin:
+                    session.send_stdin(stdin)
+                session.close_stdin()
+
+            feeder = threading.Thread(target=feed, name="podium-exec-stdin", daemon=True)
+            feeder.start()
+            outputs = list(session)
+            feeder.join()
+            assert session.exit_code is not None
+            return collect(outputs, session.exit_code)
 
     def __enter__(self) -> Client:
         return self
@@ -319,6 +366,12 @@ class Client:
     ) -> Allocation:
         return self._get(ep.in_namespace(ep.allocation(id), namespace), index, wait)
 
+    def alloc_stats(self, id: str, *, namespace: str | None = None) -> AllocResourceUsage:
+        """The allocation's CPU (percent of one core) and memory, per running task, as its
+        agent measures them now.  NotFound for an unknown allocation, Conflict for one
+        that is not running."""
+        return self._get(ep.in_namespace(ep.alloc_stats(id), namespace), None, None)
+
     def alloc_logs(
         self,
         id: str,
@@ -351,6 +404,114 @@ class Client:
                     response.read()
                     raise error_for(response)
                 yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+
+    # -- day-two operations (podium.client.ops; issue 16) ---------------------------------
+
+    def restart_alloc(
+        self,
+        id: str,
+        task: str | None = None,
+        *,
+        all_tasks: bool = False,
+        namespace: str | None = None,
+    ) -> RestartAnswer:
+        """Restart a task (or every running task) in place: the tasks restarted."""
+        return self.query(ep.in_namespace(ops.restart_alloc(id, task, all_tasks), namespace)).value
+
+    def signal_alloc(
+        self, id: str, signal: str, task: str | None = None, *, namespace: str | None = None
+    ) -> SignalAnswer:
+        """Deliver ``signal`` to a task (or every running one): the signal and tasks."""
+        return self.query(ep.in_namespace(ops.signal_alloc(id, signal, task), namespace)).value
+
+    def stop_alloc(self, id: str, *, namespace: str | None = None) -> StopResult:
+        """Stop an allocation; the answer's evaluation places its replacement."""
+        return self.query(ep.in_namespace(ops.stop_alloc(id), namespace)).value
+
+    def alloc_fs_ls(self, id: str, path: str = "", *, namespace: str | None = None) -> FsListing:
+        """A directory's entries, ``path`` relative to the allocation's directory."""
+        return self.query(ep.in_namespace(ops.alloc_fs_ls(id, path), namespace)).value
+
+    def alloc_fs_stat(self, id: str, path: str = "", *, namespace: str | None = None) -> FileInfo:
+        return self.query(ep.in_namespace(ops.alloc_fs_stat(id, path), namespace)).value
+
+    def alloc_fs_cat(
+        self,
+        id: str,
+        path: str,
+        offset: int = 0,
+        limit: int = 0,
+        follow: bool = False,
+        *,
+        namespace: str | None = None,
+    ) -> Iterator[bytes]:
+        """A file's bytes as they arrive (``follow``: and what is appended after)."""
+        params = ops.alloc_fs_cat_params(path, offset, limit, follow)
+        namespace = namespace or self.namespace
+        if namespace is not None:
+            params["namespace"] = namespace
+        yield from self._stream(ops.alloc_fs_cat_path(id), params, follow, lines=False)
+
+    def monitor(
+        self, log_level: str = "info", node_id: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The server's (or with ``node_id``, that agent's) log records from now on, as
+        they are logged; stop iterating to end it."""
+        params = ops.monitor_params(log_level, node_id)
+        for line in self._stream(ops.MONITOR, params, True, lines=True):
+            record = ops.parse_line(line.decode())
+            if record is not None:
+                yield record
+
+    def _stream(
+        self, path: str, params: dict[str, str], follow: bool, *, lines: bool
+    ) -> Iterator[bytes]:
+        try:
+            with self._http.stream(
+                "GET", path, params=params, timeout=logs_timeout(self.timeout, follow)
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_for(response)
+                if lines:
+                    for text in response.iter_lines():
+                        yield text.encode()
+                else:
+                    yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise transport_error(self.address, exc) from exc
+
+    def events(
+        self,
+        topics: Sequence[str] = (),
+        *,
+        index: int | None = None,
+        namespace: str | None = None,
+        heartbeat: float | None = None,
+    ) -> Iterator[Event]:
+        """Iterate the cluster's committed changes (``GET /v1/event/stream``) as they
+        happen, without end: ``topics`` such as ``["Job", "Allocation:web"]`` (default
+        every topic), ``index`` to resume after the last index seen (without it, from now
+        on), ``namespace`` (``"*"``: all).  Heartbeats are not yielded.  A resume from an
+        index the server no longer holds raises :class:`~podium.errors.APIError` with
+        status 410 (code ``index_too_old``), on the first iteration or later."""
+        params = ep.event_params(topics, namespace or self.namespace, index, heartbeat)
+        try:
+            with self._http.stream(
+                "GET",
+                ep.EVENT_STREAM,
+                params=params,
+                timeout=httpx.Timeout(self.timeout, read=None),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_for(response)
+                for line in response.iter_lines():
+                    event = ep.parse_event_line(line)
+                    if event is not None:
+                        yield event
         except httpx.TransportError as exc:
             raise transport_error(self.address, exc) from exc
 
@@ -418,6 +579,10 @@ class Client:
     def leader(self) -> LeaderAnswer:
         """``GET /v1/status/leader``: the server leading the cluster, and the one asked."""
         return self.query(ep.leader()).value
+
+    def members(self) -> MembersAnswer:
+        """``GET /v1/status/members``: every server as it last reported itself."""
+        return self.query(ep.members()).value
 
     def peers(self) -> list[str]:
         """``GET /v1/status/peers``: the URLs of the cluster's servers."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from podium.errors import DriverError
 from podium.models import AllocatedPort, DriverInfo, Resources
 
 
@@ -158,8 +159,45 @@ class DriverHealth:
 @dataclass
 class TaskStats:
     cpu_percent: float = 0.0
+    """Percent of one core, since the driver's previous sample of the task."""
     memory_rss_bytes: int = 0
+    """What the task's cgroup or container is charged, else its processes' RSS."""
     timestamp: float = 0.0
+    memory_limit_bytes: int | None = None
+    """The hard memory limit the task runs under (its cgroup's, its container's)."""
+    pids: int = 0
+    """How many processes the task runs."""
+
+
+class ExecSession(abc.ABC):
+    """A command running in a task's context (``podium alloc exec``), with a pty
+    (``tty``: stdout only, and resizable) or with pipes (stdout and stderr apart)."""
+
+    tty: bool = False
+
+    @abc.abstractmethod
+    async def read(self) -> tuple[str, bytes] | None:
+        """The next output: ``("stdout" | "stderr", bytes)``; None once all is read."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to the command's stdin (dropped once the command has exited)."""
+
+    @abc.abstractmethod
+    async def close_stdin(self) -> None:
+        """End the command's stdin (EOF; with a TTY, the terminal's EOF character)."""
+
+    @abc.abstractmethod
+    async def resize(self, height: int, width: int) -> None:
+        """Set the terminal's size (SIGWINCH); nothing without a TTY."""
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """The command's exit code (128+N when signal N killed it)."""
+
+    @abc.abstractmethod
+    async def kill(self) -> None:
+        """End the command now (the client went away).  Idempotent."""
 
 
 class Driver(abc.ABC):
@@ -221,6 +259,14 @@ class Driver(abc.ABC):
     async def signal(self, handle: TaskHandle, signal: str) -> None:
         """Send ``signal`` to the task (a template's ``change_mode: signal``)."""
         raise NotImplementedError(f"driver {self.name} cannot signal its tasks")
+
+    async def exec(
+        self, handle: TaskHandle, ctx: TaskContext, command: list[str], tty: bool
+    ) -> ExecSession:
+        """Run ``command`` in the running task's context (its namespaces, root, user,
+        directory and environment; no more than the task itself may reach).  Raises
+        DriverError when it cannot (the message is the client's)."""
+        raise DriverError(f"driver {self.name} cannot run commands in its tasks")
 
     async def destroy(self, handle: TaskHandle) -> None:  # noqa: B027 - optional hook
         """Release what the task held on the node (cgroups, status files).  Idempotent."""

@@ -274,6 +274,36 @@ def pids(dirs: list[str]) -> set[int]:
     return out
 
 
+UNLIMITED = 1 << 60
+"""cgroup v1 writes "no limit" as a huge page-rounded number (9223372036854771712)."""
+
+
+def memory_usage(dirs: list[str]) -> int | None:
+    """Bytes the task's memory cgroup is charged (v2 ``memory.current``, v1
+    ``memory.usage_in_bytes``), page cache included; None where neither can be read."""
+    for d in dirs:
+        for name in ("memory.current", "memory.usage_in_bytes"):
+            text = _read(os.path.join(d, name))
+            if text is not None and text.strip().isdigit():
+                return int(text)
+    return None
+
+
+def memory_limit(dirs: list[str]) -> int | None:
+    """The task's hard memory limit in bytes (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``); None when it has none."""
+    for d in dirs:
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            text = _read(os.path.join(d, name))
+            if text is None:
+                continue
+            value = text.strip()
+            if value.isdigit() and int(value) < UNLIMITED:
+                return int(value)
+            return None  # "max", or v1's no-limit number
+    return None
+
+
 def oom_kills(dirs: list[str]) -> int | None:
     """How many processes the kernel OOM-killed in the cgroup; None if it does not say.
 

@@ -31,9 +31,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from podium.drivers.base import (
     Driver,
     DriverHealth,
+    ExecSession,
     ExitResult,
     Orphan,
     TaskContext,
@@ -41,7 +44,7 @@ from podium.drivers.base import (
     TaskOwner,
     TaskStats,
 )
-from podium.drivers.cgroups import core_mhz
+from podium.drivers.cgroups import UNLIMITED, core_mhz
 from podium.drivers.docker_oom import OomWatch, child_limit
 from podium.drivers.procfs import parse_signal
 from podium.errors import DriverError
@@ -556,6 +559,14 @@ class DockerDriver(Driver):
         if self._client_obj is None:
             self._client_obj = new_client()
         return self._client_obj
+
+    async def exec(
+        self, handle: TaskHandle, ctx: TaskContext, command: list[str], tty: bool
+    ) -> ExecSession:
+        """``docker exec`` in the task's container (its namespaces, user, directory, env)."""
+        from podium.drivers.docker_exec import DockerExecSession
+
+        return await DockerExecSession.start(self._client(), _container_id(handle), command, tty)
 
     def task_owner(self, ctx: TaskContext) -> TaskOwner:
         """A container's files go to its user when that is numeric (``uid[:gid]``); a user
@@ -1196,6 +1207,8 @@ class DockerDriver(Driver):
             cpu_percent=_cpu_percent(raw),
             memory_rss_bytes=_memory_bytes(raw),
             timestamp=time.time(),
+            memory_limit_bytes=_memory_limit(raw),
+            pids=int((raw.get("pids_stats") or {}).get("current") or 0),
         )
 
 
@@ -1225,6 +1238,15 @@ def _memory_bytes(raw: dict[str, Any]) -> int:
     st = mem.get("stats") or {}
     cache = st.get("total_inactive_file", st.get("inactive_file", st.get("cache", 0)))
     return max(0, usage - int(cache))
+
+
+def _memory_limit(raw: dict[str, Any]) -> int | None:
+    """The container's memory limit; None when it has none (the engine then reports the
+    host's memory as the limit)."""
+    limit = int((raw.get("memory_stats") or {}).get("limit") or 0)
+    if limit <= 0 or limit >= psutil.virtual_memory().total or limit >= UNLIMITED:
+        return None
+    return limit
 
 
 def _explain(exc: BaseException) -> str:

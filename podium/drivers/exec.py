@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podium.drivers import cgroups, rootfs
-from podium.drivers.base import TaskContext, TaskOwner
+from podium.drivers.base import TaskContext, TaskHandle, TaskOwner
 from podium.drivers.commands import exec_config, helper_path, pwd_arg, resolve_command, task_cwd
-from podium.drivers.process import SH, STATE_SUBDIR, LaunchPlan, ProcessDriver
+from podium.drivers.process import SH, STATE_SUBDIR, LaunchPlan, ProcessDriver, _Watch
+from podium.drivers.procfs import parse_signal
 from podium.drivers.uids import UidPool
 from podium.errors import DriverError
 from podium.models import DriverInfo
@@ -113,6 +114,9 @@ class ExecDriver(ProcessDriver):
         self.options = options or ExecOptions()
         self._unshare = helper_path("unshare")
         self._setpriv = helper_path("setpriv")
+        self._nsenter = helper_path("nsenter")
+        self._setsid = helper_path("setsid")
+        self._env = helper_path("env")
         self._mount = helper_path("mount")
         self._umount = helper_path("umount")
         self._pivot_root = helper_path("pivot_root")
@@ -267,9 +271,14 @@ class ExecDriver(ProcessDriver):
         ids = [f"--reuid={uid}", f"--regid={gid}"]
         ids.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
         plan = LaunchPlan(
-            argv=[*self._chain(fstab, cwd, pwd_arg(ctx.env), ids), command, *cfg.args],
+            argv=[
+                *self._chain(fstab, cwd, pwd_arg(ctx.env), ids),
+                *self._loader_prefix(ctx.env, command),
+                command,
+                *cfg.args,
+            ],
             cwd=cwd,
-            env=dict(ctx.env),
+            env=without_loader(ctx.env),
             state={"user": user, "uid": uid, "gid": gid, "fstab": fstab},
         )
         # exec holds a task to its reservation unless it names a higher limit.
@@ -336,6 +345,65 @@ class ExecDriver(ProcessDriver):
                 recoverable=False,
             )
 
+    _exec_session_inside = True
+
+    def _exec_env(self, ctx: TaskContext) -> dict[str, str]:
+        """The task's environment less what steers the dynamic loader: the programs that
+        enter the task (``sh``, ``nsenter``, ``setsid``, ``setpriv``) run as root, and a
+        job's ``LD_PRELOAD`` (``${PODIUM_TASK_DIR}/x.so``, a file its task wrote) must not
+        load into them; ``env`` gives them back to the command, past ``setpriv``."""
+        return without_loader(ctx.env)
+
+    def _loader_prefix(self, env: dict[str, str], program: str) -> list[str]:
+        """``env NAME=VALUE...`` for the job's loader variables, run after ``setpriv`` has
+        dropped to the task's user (nothing when it has none: the usual chain)."""
+        restore = [f"{k}={v}" for k, v in env.items() if loader_variable(k)]
+        if not restore:
+            return []
+        if "=" in program:  # env would take it for one more variable
+            raise DriverError(
+                f"command {program!r} contains '=', which cannot run with the job's "
+                f"loader variables ({', '.join(sorted(k for k in env if loader_variable(k)))})"
+            )
+        return [self._env, *restore]
+
+    async def _exec_argv(
+        self, watch: _Watch, ctx: TaskContext, command: list[str], tty: bool
+    ) -> list[str]:
+        """``command`` in the task's pid and mount namespaces, under its root and working
+        directory (those of the namespace's init), as its user with no new privileges:
+        ``nsenter`` (forks into the pid namespace), then the task's own ``setpriv``.
+
+        With a TTY, ``setsid --ctty`` runs inside the namespace (from the task's root, as
+        ``setpriv`` does): a shell's job control then finds its terminal's process group
+        in its own pid namespace (made outside, it is invisible there: "Cannot set tty
+        process group").  The task's root has no /dev/pts, so ``tty`` there says "not a
+        tty"; the terminal itself (size, modes, ^C) works."""
+        _user, uid, gid, groups = self.identity(ctx)
+        init = namespace_init(cgroups.pids(list(watch.state.get("cgroups") or [])))
+        if init is None:
+            raise DriverError(
+                f"task {ctx.task_name} of allocation {ctx.alloc_id} has no running namespace"
+            )
+        ids = [f"--reuid={uid}", f"--regid={gid}"]
+        ids.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
+        return [
+            self._nsenter,
+            f"--target={init}",
+            "--pid",
+            "--mount",
+            "--root",
+            "--wd",
+            "--",
+            *([self._setsid, "--ctty"] if tty else []),
+            self._setpriv,
+            *ids,
+            "--no-new-privs",
+            "--",
+            *self._loader_prefix(ctx.env, command[0]),
+            *command,
+        ]
+
     def _abandon(self, state: dict[str, Any]) -> None:
         rootfs.remove_quietly(state.get("fstab"))
         super()._abandon(state)
@@ -354,6 +422,93 @@ class ExecDriver(ProcessDriver):
         """
         dirs = list(state.get("cgroups") or [])
         return super()._signalable(state) and len(cgroups.pids(dirs)) >= 3
+
+    async def signal(self, handle: TaskHandle, signal: str) -> None:
+        """Deliver ``signal`` to the task's processes inside its PID namespace.
+
+        Not to the process group, as raw_exec does: ``unshare`` is in it, and a signal it
+        neither blocks nor handles (SIGUSR1, SIGHUP) kills it, which reads as the task's
+        death (a template's ``change_mode: signal`` or ``podium alloc signal`` ended the
+        task).  Every process of the task's cgroup that lives in the namespace gets it,
+        except its init (which the kernel shields anyway): the task and its children, as
+        a group signal reaches them under raw_exec."""
+        dirs = list(self._watch_for(handle).state.get("cgroups") or [])
+        if not dirs:
+            await super().signal(handle, signal)
+            return
+        try:
+            sig = parse_signal(signal)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from exc
+        watch = self._watch_for(handle)
+        if watch.future.done() or await self._task_pid(watch, ready=True) is None:
+            raise DriverError(f"task {handle.task_id} is not running")
+        sent = False
+        for pid in cgroups.pids(dirs):
+            nspids = _nspids(pid)
+            if len(nspids) < 2 or nspids[-1] == 1:
+                continue  # unshare (the host's namespace only), or the namespace's init
+            try:
+                os.kill(pid, sig)
+                sent = True
+            except (ProcessLookupError, PermissionError):
+                continue
+        if not sent:
+            raise DriverError(f"could not send {sig.name} to task {handle.task_id}")
+
+
+def _nspids(pid: int) -> list[int]:
+    """``NSpid`` of ``/proc/<pid>/status``: the process's pid in each PID namespace it is
+    in, the host's first (empty when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    except OSError:
+        pass
+    return []
+
+
+LOADER_VARIABLES = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TZDIR",
+    }
+)
+"""glibc's list of variables it ignores for setuid programs (``unsecure-envvars.h``), less
+TMPDIR, plus every ``LD_*``: what could load a job's code into a root process."""
+
+
+def loader_variable(name: str) -> bool:
+    return name.startswith("LD_") or name in LOADER_VARIABLES
+
+
+def without_loader(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for the chain's root programs (the shim, ``unshare``, the namespace's init,
+    ``mount``, ``setpriv``; ``nsenter`` for ``alloc exec``): none of the job's loader
+    variables, which would load a library of the job's choosing into a root process."""
+    return {k: v for k, v in env.items() if not loader_variable(k)}
+
+
+def namespace_init(pids: set[int]) -> int | None:
+    """Of a task's processes, the pid (as the agent sees it) of its pid namespace's init:
+    the one that is pid 1 one namespace down (``NSpid:`` in /proc/PID/status)."""
+    for pid in sorted(pids):
+        nspids = _nspids(pid)
+        if len(nspids) == 2 and nspids[1] == 1:
+            return pid
+    return None
 
 
 def refused_users(denylist: tuple[str, ...]) -> set[str]:

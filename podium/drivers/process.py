@@ -37,6 +37,7 @@ import psutil
 from podium.drivers import cgroups
 from podium.drivers.base import (
     Driver,
+    ExecSession,
     ExitResult,
     Orphan,
     TaskContext,
@@ -44,7 +45,8 @@ from podium.drivers.base import (
     TaskStats,
     allocs_roots,
 )
-from podium.drivers.commands import pwd_arg, signal_reset_prefix
+from podium.drivers.commands import exec_config, pwd_arg, signal_reset_prefix, task_cwd
+from podium.drivers.execsession import ProcessExecSession, cgroup_join
 from podium.drivers.procfs import (
     boottime_ticks,
     now_boottime_ns,
@@ -461,7 +463,17 @@ class ProcessDriver(Driver):
         if at > since:  # a newer scan than this task's last sample
             percent = max(0.0, (cpu - before) / (at - since) * 100.0)
             watch.cpu_sample = (at, cpu, percent)
-        return TaskStats(cpu_percent=percent, memory_rss_bytes=rss, timestamp=at)
+        # A task with a cgroup: what the kernel charges it, and its limit (its processes'
+        # RSS misses what the kernel charges the cgroup for them: page cache, kernel memory)
+        dirs = list(watch.state.get("cgroups") or [])
+        charged = cgroups.memory_usage(dirs) if dirs else None
+        return TaskStats(
+            cpu_percent=percent,
+            memory_rss_bytes=charged if charged is not None else rss,
+            timestamp=at,
+            memory_limit_bytes=cgroups.memory_limit(dirs) if dirs else None,
+            pids=len(pids),
+        )
 
     async def destroy(self, handle: TaskHandle) -> None:
         watch = self._watch_for(handle)
@@ -505,7 +517,11 @@ class ProcessDriver(Driver):
             out.append(
                 Orphan(shim.driver, shim.alloc_id, shim.task, f"shim pid {shim.pid} ({how})")
             )
-        return out + await self._reap_stray_tasks(data_dir, owned, grace)
+        # a task killed with its shim can still be in /proc for a moment: stopped again
+        # below if so (harmless), but named once, by its shim
+        named = {(o.alloc_id, o.task) for o in out}
+        strays = await self._reap_stray_tasks(data_dir, owned, grace)
+        return out + [o for o in strays if (o.alloc_id, o.task) not in named]
 
     async def _reap_stray_tasks(
         self, data_dir: str, owned: Collection[str], grace: float
@@ -538,6 +554,37 @@ class ProcessDriver(Driver):
     async def task_pid(self, handle: TaskHandle, timeout: float = PID_WAIT) -> int | None:
         """The task's pid, once it leads its process group (up to ``timeout``; None: it exited)."""
         return await self._task_pid(self._watch_for(handle), timeout, ready=True)
+
+    async def exec(
+        self, handle: TaskHandle, ctx: TaskContext, command: list[str], tty: bool
+    ) -> ExecSession:
+        """``command`` as the task runs: its directory and environment, its cgroups (and,
+        for ``exec``, its namespaces, root and user: :meth:`_exec_argv`)."""
+        watch = self._watch_for(handle)
+        if watch.future.done():
+            raise DriverError(f"task {ctx.task_name} of allocation {ctx.alloc_id} is not running")
+        cwd = task_cwd(exec_config(ctx), ctx)
+        argv = await self._exec_argv(watch, ctx, command, tty)
+        return ProcessExecSession.spawn(
+            cgroup_join(list(watch.state.get("cgroups") or []), argv),
+            cwd=cwd,
+            env=self._exec_env(ctx),
+            tty=tty,
+            session_inside=self._exec_session_inside,
+        )
+
+    def _exec_env(self, ctx: TaskContext) -> dict[str, str]:
+        """The environment ``alloc exec`` runs with: the task's."""
+        return dict(ctx.env)
+
+    _exec_session_inside = False
+    """Whether :meth:`_exec_argv` starts the terminal's session itself (``exec``)."""
+
+    async def _exec_argv(
+        self, watch: _Watch, ctx: TaskContext, command: list[str], tty: bool
+    ) -> list[str]:
+        """What runs ``command`` in the task's context (``raw_exec``: the command itself)."""
+        return command
 
     # ----------------------------------------------------------- watching
     def _watch_for(self, handle: TaskHandle) -> _Watch:

@@ -104,6 +104,35 @@ class PeersAnswer(BaseModel):
     servers: list[str]
 
 
+class MemberInfo(BaseModel):
+    """One server of the cluster (``GET /v1/status/members``), as it last reported
+    itself: servers on etcd refresh their record every few seconds under a lease, so a
+    server that died drops out of the list within the lease's TTL."""
+
+    url: str
+    name: str
+    leader: bool
+    version: str
+    applied_index: int
+    """The last commit this server's in-memory store has applied."""
+    last_contact: float | None
+    """Seconds since etcd last answered this server (None: not yet; 0 for one server on
+    its own store)."""
+    etcd_revision: int
+    """etcd's revision when this server last heard from it (0 without etcd)."""
+    reported_ago: float
+    """Seconds since this server wrote its record (by the answering server's clock)."""
+    started: float
+    """When the server started (Unix time)."""
+
+
+class MembersAnswer(BaseModel):
+    """``GET /v1/status/members``: the cluster's servers, the leader marked."""
+
+    members: list[MemberInfo]
+    leader: str
+
+
 class StatusAnswer(BaseModel):
     """``GET /v1/status``: the server's version, store index and figures."""
 

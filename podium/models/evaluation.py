@@ -28,6 +28,8 @@ class TriggeredBy(StrEnum):
     DEPLOYMENT_WATCHER = "deployment-watcher"
     ALLOC_STATUS = "alloc-status"
     """An allocation a waiting group depends on changed (depends_on)."""
+    ALLOC_STOP = "alloc-stop"
+    """An operator stopped one allocation (``podium alloc stop``): replace it."""
 
 
 UNITS = {"cpu": "MHz", "memory": "MB"}

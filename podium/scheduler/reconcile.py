@@ -84,12 +84,15 @@ CANARY_REMOVED = "alloc not needed: its deployment failed (canary removed)"
 REPLACED_BY_CANARY = "alloc replaced by a promoted canary"
 NODE_DRAIN = "node drain"
 """Prefix of the description the server's drainer stops allocations with."""
+ALLOC_STOP = "stopped by an operator"
+"""Prefix of the description ``podium alloc stop`` stops an allocation with."""
 
 
 def drained(alloc: Allocation) -> bool:
-    """Whether the drainer stopped ``alloc`` to move it off its node."""
+    """Whether the drainer (or an operator's ``alloc stop``) stopped ``alloc`` to move it:
+    its index is refilled and the new instance links back to it."""
     return alloc.desired_status == DesiredStatus.STOP and alloc.desired_description.startswith(
-        NODE_DRAIN
+        (NODE_DRAIN, ALLOC_STOP)
     )
 
 

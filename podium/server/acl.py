@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
-from starlette.routing import compile_path
+from starlette.routing import WebSocketRoute, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from podium.models import acl as caps
@@ -55,7 +55,10 @@ class Rule:
       which the handler matches to the body);
     - ``register``: judged by the handler (a known node needs its secret; a new one,
       ``node: write`` or an agent certificate);
-    - ``token``: any valid token; ``bootstrap`` and ``public``: anyone.
+    - ``token``: any valid token; ``bootstrap`` and ``public``: anyone;
+    - ``events``: any caller who may read something (a token, or an anonymous policy that
+      grants anything); the handler sends each event only where :func:`event_reader`
+      allows it.
     """
 
     kind: str
@@ -103,6 +106,7 @@ REGISTER = Rule("register")
 ANY_TOKEN = Rule("token")
 BOOTSTRAP = Rule("bootstrap")
 PUBLIC = Rule("public")
+EVENTS = Rule("events")
 
 RULES: dict[tuple[str, str], Rule] = {
     # API documents: no data
@@ -114,6 +118,9 @@ RULES: dict[tuple[str, str], Rule] = {
     # before they can prove anything, and the addresses are what they dialled anyway
     ("GET", "/v1/status/leader"): PUBLIC,
     ("GET", "/v1/status/peers"): PUBLIC,
+    ("GET", "/v1/status/members"): OPERATOR_READ,
+    # the event stream: each event filtered by what the caller may read (event_reader)
+    ("GET", "/v1/event/stream"): EVENTS,
     # jobs
     ("POST", "/v1/jobs"): ns(caps.SUBMIT_JOB),
     ("GET", "/v1/jobs"): ns_list(caps.LIST_JOBS),
@@ -131,6 +138,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/allocations"): ns_list(caps.READ_JOB),
     ("GET", "/v1/allocation/{alloc_id}"): ns(caps.READ_JOB),
     ("GET", "/v1/allocation/{alloc_id}/logs"): ns(caps.READ_LOGS),
+    # a WebSocket (the upgrade is a GET): a command in the task, recorded as a write
+    ("GET", "/v1/allocation/{alloc_id}/exec"): ns(caps.ALLOC_EXEC),
     # evaluations, deployments, services
     ("GET", "/v1/evaluations"): ns_list(caps.READ_JOB),
     ("GET", "/v1/evaluation/{eval_id}"): ns(caps.READ_JOB),
@@ -189,6 +198,36 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/acl/token/self"): ANY_TOKEN,
     ("GET", "/v1/acl/token/{accessor}"): MANAGEMENT,
     ("DELETE", "/v1/acl/token/{accessor}"): MANAGEMENT,
+    # day-two operations (issue 16): a task's lifecycle, an allocation's files (read-logs
+    # stands for Nomad's read-fs) and the servers' and agents' live logs (agent:read)
+    ("POST", "/v1/allocation/{alloc_id}/restart"): ns(caps.ALLOC_LIFECYCLE),
+    ("POST", "/v1/allocation/{alloc_id}/signal"): ns(caps.ALLOC_LIFECYCLE),
+    ("POST", "/v1/allocation/{alloc_id}/stop"): ns(caps.ALLOC_LIFECYCLE),
+    ("GET", "/v1/allocation/{alloc_id}/fs/ls"): ns(caps.READ_LOGS),
+    ("GET", "/v1/allocation/{alloc_id}/fs/stat"): ns(caps.READ_LOGS),
+    ("GET", "/v1/allocation/{alloc_id}/fs/cat"): ns(caps.READ_LOGS),
+    ("GET", "/v1/agent/monitor"): OPERATOR_READ,
+    # the web UI (podium.server.ui_routes): the shell and its files carry no data; each
+    # fragment needs what its API twin needs, and list fragments filter as lists do
+    ("GET", "/"): PUBLIC,
+    ("GET", "/ui"): PUBLIC,
+    ("GET", "/ui/"): PUBLIC,
+    ("GET", "/ui/{page:path}"): PUBLIC,
+    ("GET", "/ui/static/{name}"): PUBLIC,
+    ("GET", "/ui/fragment/jobs"): ns_list(caps.LIST_JOBS),
+    ("GET", "/ui/fragment/job/{job_id}"): ns(caps.READ_JOB),
+    ("GET", "/ui/fragment/allocation/{alloc_id}"): ns(caps.READ_JOB),
+    ("GET", "/ui/fragment/nodes"): NODE_READ,
+    ("GET", "/ui/fragment/node/{node_id}"): NODE_READ,
+    ("GET", "/ui/fragment/topology"): NODE_READ,
+    ("GET", "/ui/fragment/services"): services(list=True),
+    ("GET", "/ui/fragment/evaluations"): ns_list(caps.READ_JOB),
+    ("GET", "/ui/fragment/variables"): var("list"),
+    ("GET", "/ui/fragment/variable/{path:path}"): var("read"),
+    # metrics: how busy the cluster is, not what runs in it (Nomad's agent:read)
+    ("GET", "/v1/metrics"): OPERATOR_READ,
+    ("GET", "/v1/node/{node_id}/metrics"): OPERATOR_READ,  # an agent's, relayed
+    ("GET", "/v1/allocation/{alloc_id}/stats"): ns(caps.READ_JOB),
 }
 """Every route of the API and what it requires.  A route not listed is refused."""
 
@@ -260,6 +299,28 @@ def can_list_variable(namespace: str, path: str) -> bool:
         or access.grants is None
         or access.grants.allows_variable("list", namespace, path)
     )
+
+
+def event_reader() -> Callable[[str, str, str], bool] | None:
+    """Who may read which events, fixed for the life of one stream: ``(topic, namespace,
+    key) -> bool``, or None with ACLs off (every event).  The rule of each topic is its
+    read route's: ``read-job`` for jobs, evaluations, allocations and deployments; ``node:
+    read`` for nodes; the service catalogue; ``list`` on a variable's path."""
+    access = _access.get()
+    if access is None or access.grants is None:
+        return None
+    grants = access.grants
+
+    def may_read(topic: str, namespace: str, key: str) -> bool:
+        if topic == "Node":
+            return grants.level("node", Level.READ)
+        if topic == "Service":
+            return grants.reads_services(namespace)
+        if topic == "Variable":
+            return grants.allows_variable("list", namespace, key)
+        return grants.allows(caps.READ_JOB, namespace)
+
+    return may_read
 
 
 def may_register_node(node_id: str) -> bool:
@@ -357,7 +418,7 @@ class AccessControl:
 
     # ------------------------------------------------------------------ the edge
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
+        if scope["type"] not in ("http", "websocket") or (
             not self.enabled and not scope["path"].startswith(AGENT_PREFIXES)
         ):
             await self.app(scope, receive, send)
@@ -369,8 +430,16 @@ class AccessControl:
             headers = [(b"content-type", b"application/json")]
             if exc.status == 401:
                 headers.append((b"www-authenticate", b'Bearer realm="podium"'))
-            await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            # a WebSocket's upgrade is refused with an HTTP answer too, where the server
+            # can send one (else a close before accept: 403 with no body)
+            kind = "http" if scope["type"] == "http" else "websocket.http"
+            if kind == "http" or "websocket.http.response" in scope.get("extensions", {}):
+                await send(
+                    {"type": f"{kind}.response.start", "status": exc.status, "headers": headers}
+                )
+                await send({"type": f"{kind}.response.body", "body": body})
+            else:
+                await send({"type": "websocket.close", "code": 1008})
             return
         reset = _access.set(access)
         try:
@@ -381,7 +450,7 @@ class AccessControl:
     def decide(self, scope: Scope) -> Access | None:
         """The one authorization function: the request's route, caller and namespace in;
         what the handlers may know of the caller out, or :class:`_Refusal`."""
-        matched = self.match(scope["method"], scope["path"])
+        matched = self.match(method_of(scope), scope["path"])
         if matched is None:
             return None  # no such route: the app answers 404 or 405, with no data
         compiled, params = matched
@@ -391,7 +460,7 @@ class AccessControl:
                 return None
             raise _Refusal(
                 403,
-                f"{scope['method']} {compiled.template} is not classified for access control, "
+                f"{method_of(scope)} {compiled.template} is not classified for access control, "
                 "so it is refused (podium.server.acl.RULES)",
             )
         if rule.kind == "agent":
@@ -426,13 +495,13 @@ class AccessControl:
         if identity.anonymous:
             raise _Refusal(
                 401,
-                f"{scope['method']} {compiled.template} needs {need}, which anonymous requests "
+                f"{method_of(scope)} {compiled.template} needs {need}, which anonymous requests "
                 "do not have: give a token (--token or PODIUM_TOKEN)",
                 missing=need,
             )
         raise _Refusal(
             403,
-            f"{identity.who} may not {scope['method']} {compiled.template}: it lacks {need}",
+            f"{identity.who} may not {method_of(scope)} {compiled.template}: it lacks {need}",
             missing=need,
         )
 
@@ -445,6 +514,8 @@ class AccessControl:
             return True
         if kind == "token":
             return identity.token is not None
+        if kind == "events":
+            return identity.token is not None or bool(grants.namespace_patterns())
         if kind == "management":
             return grants.management
         if kind in ("node", "operator"):
@@ -514,12 +585,20 @@ def app_routes(routes: Iterable[Any], prefix: str = "") -> list[tuple[str, str, 
             continue
         full = prefix + str(path)
         regex = compile_path(full)[0] if prefix else route.path_regex
+        if isinstance(route, WebSocketRoute):  # the upgrade is a GET
+            out.append(("GET", full, regex))
+            continue
         methods = getattr(route, "methods", None)
-        if methods is None:  # a mount, a websocket: nothing here is classified for them
+        if methods is None:  # a mount: nothing here is classified for it
             out.append(("*", full, regex))
             continue
         out.extend((m, full, regex) for m in sorted(methods) if m != "HEAD")
     return out
+
+
+def method_of(scope: Scope) -> str:
+    """The request's method; a WebSocket's upgrade is a GET (its scope names none)."""
+    return str(scope.get("method", "GET"))
 
 
 def _bucket(path: str) -> str:

@@ -16,18 +16,31 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from podium import __version__
-from podium.server import acl, acl_api, api_docs, snapshot, workload
+from podium.server import (
+    acl,
+    acl_api,
+    api_docs,
+    api_metrics,
+    exec_relay,
+    snapshot,
+    ui_routes,
+    workload,
+)
 from podium.server.api_namespaces import namespace_routes
 from podium.server.audit import AuditLog, AuditMiddleware
 from podium.server.core import Server
 from podium.server.proxy import DEFAULT_MAX_STREAMS, AgentProxy
 from podium.server.routes import (
     agent,
+    alloc_ops,
+    alloc_stats,
     allocations,
     deployments,
     errors,
     evaluations,
+    events,
     jobs,
+    monitor,
     nodes,
     services,
     status,
@@ -86,21 +99,30 @@ def create_app(
     agent.install(app, ctx)
     jobs.add_routes(app.router, ctx)
     allocations.add_routes(app.router, ctx, agent_proxy, relay_ext)
+    exec_relay.add_routes(app, ctx, relay_verify, relay_ext)
+    alloc_stats.add_routes(app.router, ctx, agent_proxy, relay_ext)
     nodes.add_routes(app.router, ctx)
     services.add_routes(app.router, ctx)
     evaluations.add_routes(app.router, ctx)
     variables.add_routes(app.router, ctx)
     deployments.add_routes(app.router, ctx)
     status.add_routes(app.router, ctx)
+    alloc_ops.add_routes(app.router, ctx, agent_proxy, relay_ext)
+    monitor.add_routes(app.router, ctx, agent_proxy, relay_ext)
+    events.add_routes(app.router, ctx)
+    ui_routes.add_routes(app.router, ctx, acl_enabled=server.config.acl)  # the web UI
     app.include_router(namespace_routes(server))
     app.include_router(acl_api.router(server.trust))
     app.include_router(workload.router(server))
     app.include_router(snapshot.router(server))
+    app.include_router(api_metrics.router(server.metrics))
     # Middleware: the last added is the outermost.  A request meets the audit log, then
     # the TLS guard (a machine's route needs its certificate), then the ACL edge.
     acl.install(app, server.trust, enabled=server.config.acl)
     if tls is not None:
         tls_routes.install_tls(app, tls)
+    # request metrics outside the edges, so that refused requests are counted too
+    api_metrics.install(app, server.metrics)
     if audit is not None:
         app.add_middleware(AuditMiddleware, log=audit)  # added last: outermost
     return app

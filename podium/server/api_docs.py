@@ -149,3 +149,19 @@ LOG_STREAM: dict[str, Any] = {
     "description": "The log's bytes, streamed (with `follow`, until the task ends).",
     "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}},
 }
+
+EVENT_STREAM: dict[str, Any] = {
+    "description": "Committed changes, one JSON object per line (an `Event`; `{}` is a "
+    "heartbeat), without end; with `Accept: text/event-stream`, Server-Sent Events.",
+    "content": {
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
+}
+GONE: dict[int | str, dict[str, Any]] = {
+    410: {
+        "model": ErrorBody,
+        "description": "The events after `index` are no longer held (`code`: "
+        "`index_too_old`, `oldest_index`: the lowest index to resume from).",
+    }
+}

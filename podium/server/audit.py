@@ -108,6 +108,9 @@ class AuditMiddleware:
         self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["method"] in READS:
             await self.app(scope, receive, send)
             return
@@ -128,12 +131,41 @@ class AuditMiddleware:
             if verdict in ("refused", "error") or not _is_agent_protocol(method, path):
                 self.log.write(_entry(scope, status, verdict, time.perf_counter() - started))
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket (``alloc exec``) acts: it is recorded as a write, once, when the
+        upgrade is answered (101 accepted, or the refusal's status), not when it ends."""
+        started = time.perf_counter()
+        written = False
+
+        def record(status: int | None) -> None:
+            nonlocal written
+            if not written:
+                written = True
+                entry = _entry(scope, status, outcome(status), time.perf_counter() - started)
+                entry["websocket"] = True
+                self.log.write(entry)
+
+        async def send_status(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                record(101)
+            elif kind == "websocket.http.response.start":
+                record(int(message["status"]))
+            elif kind == "websocket.close":
+                record(403)  # closed before it was accepted: refused
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            record(None)
+
 
 def _entry(scope: Scope, status: int | None, verdict: str, seconds: float) -> dict[str, Any]:
     client = scope.get("client")
     entry: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "method": scope["method"],
+        "method": scope.get("method", "GET"),
         "path": scope["path"],
     }
     query = scope.get("query_string", b"")

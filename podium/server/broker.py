@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from podium.models import Evaluation
@@ -38,7 +38,8 @@ class EvalBroker:
         self._ready: list[_Item] = []
         self._ready_keys: set[JobKey] = set()
         self._seq = itertools.count()
-        self._inflight: set[JobKey] = set()
+        self._inflight: dict[JobKey, str] = {}
+        """Jobs with an evaluation being scheduled, and that evaluation's type."""
         self._waiting: dict[JobKey, Evaluation] = {}
         self._delayed: list[tuple[float, int, Evaluation]] = []
         self._blocked: dict[JobKey, Evaluation] = {}
@@ -90,7 +91,7 @@ class EvalBroker:
             if self._ready:
                 item = heapq.heappop(self._ready)
                 self._ready_keys.discard(self._key(item.evaluation))
-                self._inflight.add(self._key(item.evaluation))
+                self._inflight[self._key(item.evaluation)] = item.evaluation.type
                 return item.evaluation
             timeout = None
             if self._delayed:
@@ -105,7 +106,7 @@ class EvalBroker:
     def ack(self, ev: Evaluation) -> None:
         """The worker is done with ``ev``; release the next one for its job, if any."""
         key = self._key(ev)
-        self._inflight.discard(key)
+        self._inflight.pop(key, None)
         nxt = self._waiting.pop(key, None)
         if nxt is not None:
             self._push_ready(nxt)
@@ -127,6 +128,32 @@ class EvalBroker:
             "delayed": len(self._delayed),
             "blocked": len(self._blocked),
         }
+
+    def stats_by_type(self) -> dict[str, dict[str, int]]:
+        """How many evaluations are ready, unacked (in flight), waiting (behind one of
+        their job's in flight), delayed and blocked, by scheduler type (``service``,
+        ``batch``, ``system``): read at scrape time by podium.server.metrics."""
+        out: dict[str, dict[str, int]] = {
+            "ready": {},
+            "unacked": {},
+            "waiting": {},
+            "delayed": {},
+            "blocked": {},
+        }
+
+        def count(state: str, evs: Iterable[Evaluation]) -> None:
+            by_type = out[state]
+            for ev in evs:
+                by_type[ev.type] = by_type.get(ev.type, 0) + 1
+
+        count("ready", (item.evaluation for item in self._ready))
+        count("waiting", self._waiting.values())
+        count("delayed", (ev for _at, _seq, ev in self._delayed))
+        count("blocked", self._blocked.values())
+        count_types = out["unacked"]
+        for kind in self._inflight.values():
+            count_types[kind] = count_types.get(kind, 0) + 1
+        return out
 
     def close(self) -> None:
         self._closed = True

@@ -17,6 +17,8 @@ class ServerConfig:
     """The URL agents and other servers reach this server at (``/v1/status/peers``,
     ``/v1/status/leader``); "" where it has none (a server inside a test or simulation)."""
     heartbeat_grace: float = 10.0
+    name: str = ""
+    """The server's name in ``podium server members`` (default: its advertise URL)."""
     workers: int = 1
     eval_gc_keep: int = 20
     """Terminal evaluations kept per job (older ones are removed)."""

@@ -29,15 +29,18 @@ from podium.models import AllocClientUpdate, Deployment, Evaluation, JobSpec, No
 from podium.models.acl import NodeSecret
 from podium.models.views import JobPlanResult
 from podium.scheduler import schedule
+from podium.scheduler.commit import PLAN_ATTEMPTS
 from podium.server import deployments, namespaces
 from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
+from podium.server.cluster import ClusterView, Solo
 from podium.server.config import ServerConfig
 from podium.server.evals import new_eval, new_id
 from podium.server.gc import collect as collect_garbage
 from podium.server.jobs import Jobs, RegisterResult
 from podium.server.keyring import Keyring
 from podium.server.leader import LeaderDuties
+from podium.server.metrics import ServerMetrics
 from podium.server.nodes import Nodes
 from podium.server.reports import Reports
 from podium.server.retry import Failures, RetryPolicy
@@ -110,19 +113,29 @@ class Server:
         )
         """The loops only the leader runs; started by :meth:`start`, and on their own by
         ``leader.start()`` / ``await leader.stop()``."""
+        self.cluster: ClusterView = Solo(self)
+        """Who leads and who the servers are (:class:`podium.server.ha.HighAvailability`
+        replaces it for servers on etcd, and starts the duties only while it leads)."""
         self.started = False
+        self.metrics = ServerMetrics(self)
+        """This server's Prometheus registry and the hooks its hot paths feed
+        (podium.server.metrics; served at ``/v1/metrics``)."""
 
     def _now(self) -> float:
         return self.clock()
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, *, lead: bool = True) -> None:
         """Restore the broker from the store and start the background loops (this server
-        takes the leader's duties: a single server is its own leader)."""
-        self.leader.start()
+        takes the leader's duties: a single server is its own leader).  ``lead=False``:
+        not now (a server on etcd takes them when elected)."""
+        if lead:
+            self.leader.start()
+        self.metrics.loop_lag.start()
         self.started = True
 
     async def stop(self) -> None:
+        self.metrics.loop_lag.stop()
         self.broker.close()
         await self.reports.close()  # reports accepted before the stop are committed
         await self.leader.stop()
@@ -302,7 +315,7 @@ class Server:
         self.jobs.revert_all(outcome.reverts)
 
     # ------------------------------------------------------------------ scheduling
-    def process_eval(self, ev: Evaluation, attempts: int = 3) -> None:
+    def process_eval(self, ev: Evaluation, attempts: int = PLAN_ATTEMPTS) -> None:
         """Schedule one evaluation and commit its plan (re-planning if the plan went
         stale), with this module's ``schedule`` (looked up at each call)."""
         self.worker.process(

@@ -135,6 +135,12 @@ class _GuardedH11(H11Protocol):
         if self.conn.their_state in _DONE:
             self._disarm()
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # The request is whole: the connection is a WebSocket from here on (``alloc
+        # exec``, held open as long as its command runs), no longer a request to time.
+        self._disarm()
+        super().handle_websocket_upgrade(event)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)

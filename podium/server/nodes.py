@@ -57,6 +57,9 @@ class Nodes:
         """node id -> when its agent last registered or sent a heartbeat (this server's
         clock)."""
         self._pending_enqueue: list[Evaluation] = []
+        self.missed_heartbeats = 0
+        """Nodes this server marked down for missing their heartbeats (a counter, read by
+        podium.server.metrics)."""
 
     # ------------------------------------------------------------------ from the API
     def register(self, node: Node, secret: NodeSecret | None = None) -> int:
@@ -232,6 +235,7 @@ class Nodes:
                     )
             log.warning("node %s (%s) is down: no heartbeat for %.0fs", node.name, node.id, limit)
         self.store.commit(txn)
+        self.missed_heartbeats += len(expired)
         pending, self._pending_enqueue = self._pending_enqueue, []
         for ev in pending:
             self.broker.enqueue(ev)

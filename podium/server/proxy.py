@@ -20,6 +20,8 @@ DEFAULT_MAX_STREAMS = 256
 """Log relays open at once: each holds a connection to an agent and one to a client."""
 RETRY_AFTER = 5
 """Seconds a refused client is told to wait."""
+FETCH_TIMEOUT = 15.0
+"""Seconds a short answer from an agent may take (docker stats samples for a second or two)."""
 
 
 class AgentProxy:
@@ -54,8 +56,44 @@ class AgentProxy:
             headers={"Retry-After": str(RETRY_AFTER)},
         )
 
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        extensions: dict[str, Any],
+        unreachable: str,
+    ) -> Response:
+        """One short request to an agent (restart, signal, a file listing), its answer
+        passed back as it came; 502 (``unreachable``, and why) when the agent cannot be
+        reached.  Not counted against the streams: it ends within the client's timeout."""
+        client = self.client()
+        try:
+            answer = await client.request(
+                method,
+                url,
+                params=params,
+                json=body,
+                extensions=extensions,
+                timeout=httpx.Timeout(30.0),
+            )
+        except httpx.HTTPError as exc:
+            return JSONResponse({"error": f"{unreachable}: {exc}"}, status_code=502)
+        return Response(
+            content=answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+        )
+
     async def relay(
-        self, url: str, params: dict[str, str], extensions: dict[str, Any], unreachable: str
+        self,
+        url: str,
+        params: dict[str, str],
+        extensions: dict[str, Any],
+        unreachable: str,
+        media_type: str = "text/plain; charset=utf-8",
     ) -> Response:
         """The agent's answer to ``GET url``, streamed through; 429 when the relays are
         all taken, 502 (``unreachable``, and why) when the agent cannot be reached."""
@@ -100,15 +138,41 @@ class AgentProxy:
             finally:
                 release()
 
-        return _Relay(upstream.aiter_raw(), close)
+        return _Relay(upstream.aiter_raw(), close, media_type)
+
+    async def fetch(
+        self, url: str, params: dict[str, str], extensions: dict[str, Any], unreachable: str
+    ) -> Response:
+        """The agent's short answer to ``GET url`` (an allocation's stats), read whole and
+        passed on with its status and content type: it takes no stream slot.  502
+        (``unreachable``, and why) when the agent cannot be reached."""
+        client = self.client()
+        try:
+            answer = await client.send(
+                client.build_request(
+                    "GET", url, params=params, extensions=extensions, timeout=FETCH_TIMEOUT
+                )
+            )
+        except httpx.HTTPError as exc:
+            return JSONResponse({"error": f"{unreachable}: {exc}"}, status_code=502)
+        return Response(
+            content=answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+        )
 
 
 class _Relay(StreamingResponse):
     """A streamed agent answer that closes its upstream however the stream ends (the
     client went away before the first chunk, too: a generator's ``finally`` would not run)."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], close: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(chunks, media_type="text/plain; charset=utf-8")
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        close: Callable[[], Awaitable[None]],
+        media_type: str = "text/plain; charset=utf-8",
+    ) -> None:
+        super().__init__(chunks, media_type=media_type)
         self._close = close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

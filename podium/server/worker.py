@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from podium.models import EvalStatus, Evaluation, SchedulerResult
+from podium.scheduler.commit import PLAN_ATTEMPTS
 from podium.scheduler.snapshot import Snapshot
 from podium.server.applier import PlanApplier
 from podium.server.broker import EvalBroker
@@ -49,6 +50,11 @@ class SchedulerStats:
     seconds: float = 0.0
     """Time inside the scheduler and the plan applier (re-plans included)."""
     plan_rejections: int = 0
+    completed: int = 0
+    """Evaluations whose plan was committed (``evals`` counts every attempt)."""
+    observe: Callable[[float, float], None] | None = None
+    """Called after each attempt with the seconds in the scheduler and in the applier
+    (podium.server.metrics' histograms); None: nothing is observed."""
 
 
 class Worker:
@@ -88,7 +94,7 @@ class Worker:
             # p99 several seconds at 5,000 nodes with one turn between them).
             await asyncio.sleep(min(time.perf_counter() - started, EVAL_YIELD_MAX))
 
-    def process(self, ev: Evaluation, plan: Plan, attempts: int = 3) -> None:
+    def process(self, ev: Evaluation, plan: Plan, attempts: int = PLAN_ATTEMPTS) -> None:
         """Schedule one evaluation and commit its plan (re-planning if the plan went stale)."""
         for _ in range(attempts):
             current = self.store.evaluation(ev.id) or ev
@@ -100,12 +106,17 @@ class Worker:
             now = self.clock()
             result = plan(snap, current, now)
             result.plan.snapshot_index = snap.index
+            planned = time.perf_counter()
             outcome = self.applier.apply(result, now)
             stats = self.stats
-            stats.seconds += time.perf_counter() - started
+            done = time.perf_counter()
+            stats.seconds += done - started
             stats.evals += 1
+            if stats.observe is not None:
+                stats.observe(planned - started, done - planned)
             if not outcome.rejected_nodes:
                 stats.placements += outcome.committed_placements
+                stats.completed += 1
             else:
                 stats.plan_rejections += 1
                 log.info(

@@ -2,6 +2,10 @@
 
     python -m podium.sim.agents http://127.0.0.1:PORT --nodes 5000 --first 0 --count 2500
 
+The address may name several servers of one cluster, comma-separated (``podium sim
+--failover``): agent ``i`` talks to server ``i mod n`` first and to the others when that
+one cannot be reached (the SDK client's ``fallbacks``), as ``podium agent --servers``.
+
 Runs agents ``first`` .. ``first + count - 1`` of the cluster's node shapes (the
 same shapes :func:`podium.sim.nodes.node_shapes` gives the in-process mode) and
 talks to the server over real HTTP on loopback, each agent with its own SDK client
@@ -28,6 +32,7 @@ import os
 import ssl
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -45,7 +50,9 @@ from podium.sim.nodes import (
 )
 
 
-def http_client(address: str, ssl_context: ssl.SSLContext | None = None) -> AsyncClient:
+def http_client(
+    address: str, ssl_context: ssl.SSLContext | None = None, fallbacks: Sequence[str] = ()
+) -> AsyncClient:
     """One agent's SDK client over real HTTP (aiohttp, as a real agent's): its own
     connection pool, connections kept while idle for as long as a blocking query waits;
     with ``ssl_context`` (``--secure``), HTTPS presenting the agent's own certificate.
@@ -54,8 +61,20 @@ def http_client(address: str, ssl_context: ssl.SSLContext | None = None) -> Asyn
     ACL token (``$PODIUM_TOKEN`` is not passed to workers): a secure agent proves itself
     with its certificate and its node secret only."""
     return AsyncClient(
-        address, timeout=SYNC_WAIT + 60.0, keepalive=SYNC_WAIT * 2, ssl_context=ssl_context
+        address,
+        timeout=SYNC_WAIT + 60.0,
+        keepalive=SYNC_WAIT * 2,
+        ssl_context=ssl_context,
+        fallbacks=fallbacks,
     )
+
+
+def servers_for(address: str, i: int) -> list[str]:
+    """The servers agent ``i`` knows, the one it talks to first leading: the comma-
+    separated ``address`` rotated by ``i`` (agents spread over the servers)."""
+    servers = [a.strip() for a in address.split(",") if a.strip()]
+    k = i % len(servers)
+    return servers[k:] + servers[:k]
 
 
 async def run_agents(args: argparse.Namespace) -> dict[str, float]:
@@ -82,12 +101,15 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float]:
     loop.run_in_executor(None, watch_stdin)
     try:
         for i, shape in enumerate(shapes):
-            settings = sim_settings(shape.name, str(data_dir), args.address)
+            servers = servers_for(args.address, args.first + i)
+            settings = sim_settings(shape.name, str(data_dir), servers[0])
+            settings.servers = servers
             if certs is not None:
-                client = http_client(args.address, certs.context(shape.name))
+                client = http_client(servers[0], certs.context(shape.name), servers[1:])
                 agent = SimAgent(shape, settings, client, driver, node_id=certs.node_id(shape.name))
             else:
-                agent = SimAgent(shape, settings, http_client(args.address), driver)
+                client = http_client(servers[0], fallbacks=servers[1:])
+                agent = SimAgent(shape, settings, client, driver)
             await agent.start(http_addr="")
             agents.append(agent)
             if i % 250 == 249:
@@ -110,7 +132,7 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="simulated agents for podium sim")
-    parser.add_argument("address")
+    parser.add_argument("address", help="the server's URL (several: comma-separated)")
     parser.add_argument("--nodes", type=int, required=True, help="nodes in the whole cluster")
     parser.add_argument("--first", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)

@@ -6,13 +6,16 @@
 - no node over-committed: the allocations that still hold resources fit
   the node's capacity (resources minus reserved);
 - no placement on an ineligible or down node, nor on a node the store
-  does not know.
+  does not know;
+- with a durable store read back by a fresh backend (``etcd_reload_matches`` for the
+  store on etcd): the same index and the same allocations as the server holds in memory,
+  so nothing the server acknowledged is missing from the store.
 """
 
 from __future__ import annotations
 
 from podium.models import NodeStatus
-from podium.state import StateStore
+from podium.state import ALLOCS, Backend, StateStore
 
 
 def check(store: StateStore, ineligible: set[str], *, exact_counts: bool = True) -> list[str]:
@@ -57,4 +60,22 @@ def check(store: StateStore, ineligible: set[str], *, exact_counts: bool = True)
             live = sum(1 for g, _ in seen if g == name)
             if live != group.count and (exact_counts or live > group.count):
                 problems.append(f"{job.id}.{name}: {live} live instances, count {group.count}")
+    return problems
+
+
+def reload_matches(store: StateStore, fresh: Backend, name: str) -> list[str]:
+    """What a fresh backend's ``load()`` of the same store returns against the server's
+    in-memory ``store``: the same index and the same allocation ids (nothing acknowledged
+    lost, nothing extra).  Call it when nothing commits meanwhile."""
+    index, rows = fresh.load()
+    loaded = {key for table, key, _ in rows if table == ALLOCS}
+    held = {a.id for a in store.allocs()}
+    problems = []
+    if index != store.index:
+        problems.append(f"{name}: a fresh load is at index {index}, the server at {store.index}")
+    if loaded != held:
+        problems.append(
+            f"{name}: a fresh load holds {len(loaded):,} allocations, the server {len(held):,} "
+            f"({len(held - loaded):,} missing from the store, {len(loaded - held):,} extra)"
+        )
     return problems

@@ -4,6 +4,9 @@ runs, and prints its latencies as one JSON object when its stdin closes.
 
     python -m podium.sim.probe http://127.0.0.1:PORT [--interval 0.05]
 
+With several servers (comma-separated: ``podium sim --failover``), a server that cannot
+be reached is passed over for the next from then on (the request counts as an error).
+
 A separate process, so what it measures is what any client of the server sees
 (its own event loop and GIL are not the server's).
 """
@@ -16,14 +19,14 @@ import sys
 import threading
 import time
 
-from podium.client import Client
+from podium.client import Client, ServerUnreachable
 from podium.models import JobSpec
 from podium.sim.workload import probe_job
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="API latency probe for podium sim")
-    parser.add_argument("address")
+    parser.add_argument("address", help="the server's URL (several: comma-separated)")
     parser.add_argument("--interval", type=float, default=0.05)
     args = parser.parse_args(argv)
     stop = threading.Event()
@@ -36,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     samples: dict[str, list[float]] = {"register": [], "list": [], "get": []}
     errors = 0
     i = 0
-    with Client(args.address, timeout=30.0) as client:
+    servers = [a.strip() for a in args.address.split(",") if a.strip()]
+    at = 0
+    client = Client(servers[0], timeout=30.0)
+    try:
         while not stop.is_set():
             name = f"probe-{i}"
             for op in ("register", "list", "get"):
@@ -48,6 +54,13 @@ def main(argv: list[str] | None = None) -> None:
                         client.jobs()
                     else:
                         client.job(name)
+                except ServerUnreachable:
+                    errors += 1
+                    if len(servers) > 1:
+                        client.close()
+                        at = (at + 1) % len(servers)
+                        client = Client(servers[at], timeout=30.0)
+                    continue
                 except Exception:
                     errors += 1
                     continue
@@ -57,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
                 sys.stdout.flush()
             i += 1
             stop.wait(args.interval)
+    finally:
+        client.close()
     sys.stdout.write(json.dumps({"samples": samples, "errors": errors, "jobs": i}) + "\n")
     sys.stdout.flush()
 

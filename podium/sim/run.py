@@ -12,7 +12,28 @@ The figures (printed by ``podium sim`` as its last line):
 - ``server_cpu_s``: CPU seconds this process used from the first registration on
   (``agents_cpu_s``: the agents' worker processes', summed, over the same span);
 - ``api_p50_ms`` / ``api_p99_ms``: latencies seen by :mod:`podium.sim.probe` (all its
-  requests pooled; ``api_p99_ms_by_op`` per kind of request).
+  requests pooled; ``api_p99_ms_by_op`` per kind of request);
+- ``commits``, ``commit_ms_p50`` / ``commit_ms_p99``: the server's commits over the same
+  span and the time of each ``StateStore.commit`` (rows encoded, the backend's durable
+  write, the tables updated, the waiters woken), ``commit_s`` their sum (the event loop
+  does nothing else meanwhile); ``store_write_ms_p50`` / ``_p99`` and ``store_write_s``:
+  the backend's write alone (SQLite's transaction, etcd's txn; nothing for ``memory``).
+
+With the store on etcd (:mod:`podium.sim.etcd`), also ``etcd_endpoints``,
+``etcd_members`` (members this run started; None for a cluster given by ``--etcd``),
+``etcd_cpu_s`` (the CPU those members used over the same span as ``server_cpu_s``),
+``etcd_put_ms_p50`` (etcd's own floor: single small puts through the same client,
+measured once the agents are registered, before the jobs arrive) and
+``etcd_reload_matches``: a fresh backend's load of the cluster returns the index and the
+allocations the server holds (else a broken invariant).
+
+With ``failover`` (etcd, agent worker processes): two servers on the etcd cluster, the
+leader crashed once half the instances are placed; ``failover`` gives the placements at the
+crash (``at_placements``), the seconds until the other led (``new_leader_after_s``, at most
+10 or a broken invariant), what the survivor lacks of the crashed leader's jobs, nodes and
+allocations and of the run's jobs (``lost_writes``, 0 or a broken invariant), and its first
+placements of the run's instances (``placements_total``: the target, each placed once).  The
+invariants and ``etcd_reload_matches`` are then checked on the survivor's store.
 
 With ``secure`` (TLS with a cluster CA, ACL on, each agent with its own certificate: see
 :mod:`podium.sim.secure`), also ``secure``: what the TLS listener saw (connections, those
@@ -34,7 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +65,16 @@ import psutil
 import uvicorn
 
 from podium import eventloop
-from podium.client import AsyncClient
+from podium.client import AsyncClient, ServerUnreachable
 from podium.client import acl as acl_endpoints
+from podium.errors import APIError
 from podium.models import AllocClientUpdate, ClientStatus, JobSpec
 from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
+from podium.server.forward import LeaderForward
+from podium.server.ha import HighAvailability
 from podium.sim import invariants
+from podium.sim.etcd import SimEtcd
 from podium.sim.nodes import (
     GC_THRESHOLD,
     SYNC_WAIT,
@@ -60,7 +85,9 @@ from podium.sim.nodes import (
     sim_settings,
 )
 from podium.sim.workload import sim_job
-from podium.state import SqliteBackend, StateStore
+from podium.state import Backend, NullBackend, SqliteBackend, StateStore, Txn
+from podium.state.backend import Row
+from podium.state.events import event_count
 
 log = logging.getLogger("podium.sim")
 
@@ -72,7 +99,16 @@ class SimConfig:
     count: int = 100
     """Instances per job."""
     store: str = "sqlite"
-    """``sqlite`` (in a temporary directory unless ``data_dir``) or ``memory``."""
+    """``sqlite`` (in a temporary directory unless ``data_dir``), ``memory``, or ``etcd``
+    (real etcd: members of the run's own unless ``etcd``)."""
+    etcd: list[str] | None = None
+    """With ``store="etcd"``: an etcd cluster's client URLs to use (under a fresh cluster
+    name, deleted at the end) instead of starting members."""
+    etcd_members: int = 1
+    """With ``store="etcd"`` and no ``etcd``: members to start (3: the quorum's cost)."""
+    failover: bool = False
+    """With ``store="etcd"`` and ``agent_procs``: two servers on the etcd cluster, one
+    leading; the leader crashes once half the instances are placed (see ``_failover``)."""
     node_classes: int = 4
     constraints: bool = False
     spread_every: int = 10
@@ -95,6 +131,10 @@ class SimConfig:
     (needs ``agent_procs`` >= 1: real sockets)."""
     probe: bool = True
     probe_interval: float = 0.05
+    events: bool = False
+    """A subscriber of the event stream in another process, over a real socket, from before
+    the jobs arrive; every event the server's commits made must reach it (else a broken
+    invariant).  Not with ``failover`` or ``secure``."""
     timeout: float = 1800.0
     seed: int = 0
     data_dir: str | None = None
@@ -119,20 +159,94 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-class _Reports:
-    """Counts instances first reported by their agents (wraps ``Server.client_update_many``,
-    through which every agent's report passes, batched or not)."""
+def _ms(values: list[float], q: float) -> float | None:
+    return round(_percentile(values, q), 3) if values else None
 
-    def __init__(self, server: Server) -> None:
+
+class _TimedBackend:
+    """The store's backend, timing each durable write (``ms``) while ``on``."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.on = False
+        self.ms: list[float] = []
+
+    def load(self) -> tuple[int, Iterable[Row]]:
+        return self.inner.load()
+
+    def commit(
+        self, index: int, puts: dict[str, list[tuple[str, bytes]]], deletes: dict[str, list[str]]
+    ) -> None:
+        if not self.on:
+            return self.inner.commit(index, puts, deletes)
+        start = time.perf_counter()
+        self.inner.commit(index, puts, deletes)
+        self.ms.append((time.perf_counter() - start) * 1000.0)
+        return None
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def cluster_id(self) -> str | None:
+        return self.inner.cluster_id()
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self.inner.set_cluster_id(cluster_id)
+
+    def snapshot(self, dest: str | os.PathLike[str]) -> None:
+        self.inner.snapshot(dest)
+
+
+class _Commits:
+    """Times every ``StateStore.commit`` of the server (``ms``) while ``on``: wraps the
+    store's method, through which every write of the server passes."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.on = False
+        self.ms: list[float] = []
+        self.events: dict[int, int] | None = None
+        """Once set (``--events``): per committed index, the changes it made to the
+        event stream's topics (what a subscriber must be sent for it)."""
+        self._inner = store.commit
+        store.commit = self  # type: ignore[method-assign]
+
+    def __call__(self, txn: Txn) -> int:
+        if not self.on:
+            index = self._inner(txn)
+        else:
+            start = time.perf_counter()
+            index = self._inner(txn)
+            self.ms.append((time.perf_counter() - start) * 1000.0)
+        if self.events is not None and (n := event_count(txn)):
+            self.events[index] = n
+        return index
+
+
+class _Reports:
+    """Counts instances first reported by their agents (wraps ``Server.client_update_many``
+    of each server, through which every agent's report passes, batched or not).  With
+    several servers (``failover``), an instance counted on one is never counted again on
+    another (a report the crashed leader took and the next one gets again)."""
+
+    def __init__(self, *servers: Server) -> None:
         self.first = 0
         self.last_at = 0.0
-        self._server = server
-        self._inner = server.client_update_many
-        server.client_update_many = self  # type: ignore[method-assign]
+        self.counted: set[str] | None = set() if len(servers) > 1 else None
+        for server in servers:
+            inner = server.client_update_many
+            server.client_update_many = self._wrap(server, inner)  # type: ignore[method-assign,assignment]
 
-    def __call__(self, reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
-        store = self._server.store
-        seen: set[str] = set()
+    def _wrap(
+        self, server: Server, inner: Callable[[list[tuple[str, list[AllocClientUpdate]]]], int]
+    ) -> Callable[[list[tuple[str, list[AllocClientUpdate]]]], int]:
+        def counted(reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
+            self._count(server.store, reports)
+            return inner(reports)
+
+        return counted
+
+    def _count(self, store: StateStore, reports: list[tuple[str, list[AllocClientUpdate]]]) -> None:
+        seen: set[str] = set() if self.counted is None else self.counted
         for _node_id, updates in reports:
             for u in updates:
                 if u.client_status == ClientStatus.PENDING or u.id in seen:
@@ -147,26 +261,32 @@ class _Reports:
                     seen.add(u.id)
                     self.first += 1
                     self.last_at = time.time()
-        return self._inner(reports)
 
 
 BACKLOG = 4096
 """Listen backlog: thousands of agents connect at once when worker processes start."""
 
 
-async def _serve_http(
-    app: Any, tls: dict[str, Any] | None = None
-) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    """The real HTTP listener (loopback, a free port) the probe and agent workers talk to;
-    HTTPS with ``tls`` (uvicorn arguments, see :func:`podium.sim.secure.uvicorn_args`).
-
-    Agents keep their connections between requests (each holds a blocking query of up
-    to ``SYNC_WAIT``), so the idle keep-alive timeout is longer than that."""
+def _listen() -> socket.socket:
+    """A listening socket on loopback, on a free port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(BACKLOG)
     sock.setblocking(False)
+    return sock
+
+
+async def _serve_http(
+    app: Any, tls: dict[str, Any] | None = None, sock: socket.socket | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """The real HTTP listener (loopback, a free port, or ``sock``) the probe and agent
+    workers talk to; HTTPS with ``tls`` (uvicorn arguments, see
+    :func:`podium.sim.secure.uvicorn_args`).
+
+    Agents keep their connections between requests (each holds a blocking query of up
+    to ``SYNC_WAIT``), so the idle keep-alive timeout is longer than that."""
+    sock = sock or _listen()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -180,6 +300,150 @@ async def _serve_http(
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="sim-http")
     return server, task, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+
+
+async def _crash_http(http: tuple[uvicorn.Server, asyncio.Task[None], str]) -> None:
+    """Stop a listener as a killed process's would stop: the listening socket closed
+    (connections refused from now on) and every open connection reset, mid-request
+    or not (no answer is sent on any)."""
+    server, task, _ = http
+    server.should_exit = server.force_exit = True
+    for listener in server.servers:
+        listener.close()
+    for connection in list(server.server_state.connections):
+        transport = getattr(connection, "transport", None)
+        if transport is not None:
+            transport.abort()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await task
+
+
+@dataclass
+class _Peer:
+    """One of the servers of a ``failover`` simulation: its own store on etcd, its own
+    replica and election, its API behind :class:`LeaderForward`, on its own port."""
+
+    url: str
+    server: Server
+    store: StateStore
+    backend: _TimedBackend
+    commits: _Commits
+    ha: HighAvailability
+    forward: LeaderForward
+    http: tuple[uvicorn.Server, asyncio.Task[None], str]
+    crashed: bool = False
+
+    @classmethod
+    async def start(cls, etcd: SimEtcd, ttl: float, workers: int) -> _Peer:
+        sock = _listen()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        inner = etcd.backend()
+        backend = _TimedBackend(inner)
+        store = StateStore(backend)
+        commits = _Commits(store)
+        server = Server(
+            store,
+            ServerConfig(
+                advertise_url=url, heartbeat_ttl=ttl, heartbeat_grace=ttl, workers=workers
+            ),
+        )
+        ha = HighAvailability(server, inner, etcd.endpoints, cluster=etcd.cluster)
+        server.cluster = ha
+        await server.start(lead=False)  # the duties start once elected
+        await ha.start()
+        forward = LeaderForward(create_app(server), ha, store, url=url)
+        http = await _serve_http(forward, sock=sock)
+        return cls(url, server, store, backend, commits, ha, forward, http)
+
+    async def crash(self) -> None:
+        """As kill -9: the listener gone at once, no resignation (the lease runs out)."""
+        self.crashed = True
+        await _crash_http(self.http)
+        await self.ha.crash()
+
+    async def stop(self) -> None:
+        if not self.crashed:
+            self.http[0].should_exit = True
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self.http[1]
+            await self.ha.stop()
+        self.store.release_waiters()
+        await self.forward.aclose()
+        await self.server.stop()
+        self.store.close()
+
+
+async def _leads(peers: list[_Peer], timeout: float) -> _Peer:
+    """The peer (not crashed) that leads, once one does; TimeoutError after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for p in peers:
+                if not p.crashed and p.ha.is_leader():
+                    return p
+            await asyncio.sleep(0.05)
+
+
+NEW_LEADER_WITHIN = 10.0
+"""Seconds the survivor has to take the lead after the leader's crash (the issue's bound)."""
+
+
+async def _failover(
+    peers: list[_Peer], placed: Callable[[], int], half: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Once ``placed()`` reaches ``half``, crash the leader; answer when another leads."""
+    while placed() < half:
+        await asyncio.sleep(0.02)
+    leader = await _leads(peers, 30.0)
+    at = placed()
+    crashed_at = time.monotonic()
+    await leader.crash()
+    say(f"leader {leader.url} crashed at {at:,} placements")
+    survivor = await _leads(peers, NEW_LEADER_WITHIN * 3)
+    after = time.monotonic() - crashed_at
+    say(f"{survivor.url} leads {after:.1f}s after the crash")
+    return {"at_placements": at, "new_leader_after_s": round(after, 2), "crashed": leader}
+
+
+def _lost_writes(crashed: StateStore, survivor: StateStore, job_ids: list[str]) -> list[str]:
+    """What the survivor lacks: a job the simulation registered, or any job, node or
+    allocation the crashed leader held (all of them acknowledged commits)."""
+    lost = [f"job {j} registered by the simulation" for j in job_ids if survivor.job(j) is None]
+    lost += [
+        f"job {j.id} of the crashed leader"
+        for j in crashed.jobs()
+        if survivor.job(j.id, j.namespace) is None
+    ]
+    lost += [
+        f"node {n.name} of the crashed leader"
+        for n in crashed.nodes()
+        if survivor.node(n.id) is None
+    ]
+    lost += [
+        f"allocation {a.name} of the crashed leader"
+        for a in crashed.allocs()
+        if survivor.alloc(a.id) is None
+    ]
+    if survivor.index < crashed.index:
+        lost.append(f"the survivor's index {survivor.index} < the crashed leader's {crashed.index}")
+    return lost
+
+
+async def _register(client: AsyncClient, spec: JobSpec, timeout: float) -> None:
+    """Register ``spec``, again while no server can take it (a leader being elected:
+    503, or a server gone): registering the same spec twice changes nothing placed."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await client.register_job(spec)
+                return
+            except ServerUnreachable:
+                pass
+            except APIError as exc:
+                if exc.status != 503:
+                    raise
+            await asyncio.sleep(0.2)
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -232,14 +496,23 @@ async def _stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
             await w.wait()
 
 
-async def _simulate(cfg: SimConfig) -> SimResult:
+async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResult:
     say = cfg.progress or (lambda _msg: None)
     proc = psutil.Process()
-    tmp = Path(cfg.data_dir or tempfile.mkdtemp(prefix="podium-sim-"))
-    tmp.mkdir(parents=True, exist_ok=True)
     ttl = cfg.heartbeat_ttl or max(10.0, cfg.nodes / 50.0)
-    backend = SqliteBackend(tmp / "server" / "state.db") if cfg.store == "sqlite" else None
+    peers: list[_Peer] = []
+    inner: Backend
+    if etcd is not None and cfg.failover:
+        inner = NullBackend()  # unused: each peer has its own backend on etcd
+    elif etcd is not None:
+        inner = etcd.backend()
+    elif cfg.store == "sqlite":
+        inner = SqliteBackend(tmp / "server" / "state.db")
+    else:
+        inner = NullBackend()
+    backend = _TimedBackend(inner)
     store = StateStore(backend)
+    commits = _Commits(store)
     tls = None
     counts = None
     if cfg.secure:
@@ -257,10 +530,25 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             data_dir=str(tmp / "server") if cfg.secure else None,
         ),
     )
-    await server.start()
-    reports = _Reports(server)
-    app = create_app(server, tls=tls)
-    client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=app), timeout=300)
+    app: Any
+    if etcd is not None and cfg.failover:
+        # two servers on the cluster: the first leads before the second starts
+        store.close()
+        peers.append(await _Peer.start(etcd, ttl, cfg.workers))
+        await _leads(peers, 30.0)
+        peers.append(await _Peer.start(etcd, ttl, cfg.workers))
+        first = peers[0]
+        server, store, backend, commits = first.server, first.store, first.backend, first.commits
+        app = first.forward
+        reports = _Reports(*(p.server for p in peers))
+        urls = [p.url for p in peers]
+        client = AsyncClient(urls[0], fallbacks=urls[1:], timeout=300)
+        say(f"servers {', '.join(urls)} on etcd, {first.url} leads")
+    else:
+        await server.start()
+        reports = _Reports(server)
+        app = create_app(server, tls=tls)
+        client = AsyncClient("http://podium", transport=httpx.ASGITransport(app=app), timeout=300)
     token = ""
     if cfg.secure:
         # the management token, as `podium acl bootstrap` prints it: the jobs, the
@@ -271,11 +559,13 @@ async def _simulate(cfg: SimConfig) -> SimResult:
     agents: list[SimAgent] = []
     http: tuple[uvicorn.Server, asyncio.Task[None], str] | None = None
     probe: asyncio.subprocess.Process | None = None
+    subscriber: asyncio.subprocess.Process | None = None
     peak_rss = 0
     workers: list[asyncio.subprocess.Process] = []
     worker_procs: list[psutil.Process] = []
     peak_agents_rss = 0
     shapes = node_shapes(cfg.nodes, cfg.node_classes, cfg.seed)
+    failing: asyncio.Task[dict[str, Any]] | None = None
     try:
         started = time.perf_counter()
         if cfg.agent_procs > 0 and tls is not None and counts is not None:
@@ -288,6 +578,9 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             )
             http = await _serve_http(app, secure.uvicorn_args(tls, counts))
             workers = await _start_workers(cfg, http[2], tmp, tls_dir)
+            worker_procs = [psutil.Process(w.pid) for w in workers]
+        elif peers:
+            workers = await _start_workers(cfg, ",".join(p.url for p in peers), tmp)
             worker_procs = [psutil.Process(w.pid) for w in workers]
         elif cfg.agent_procs > 0:
             http = await _serve_http(app)
@@ -318,13 +611,13 @@ async def _simulate(cfg: SimConfig) -> SimResult:
 
         samples: dict[str, list[float]] = {}
         if cfg.probe:
-            if http is None:
+            if http is None and not peers:
                 http = await _serve_http(app)
             probe = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "podium.sim.probe",
-                http[2],
+                ",".join(p.url for p in peers) if peers else http[2] if http else "",
                 "--interval",
                 str(cfg.probe_interval),
                 stdin=asyncio.subprocess.PIPE,
@@ -338,11 +631,42 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             async with asyncio.timeout(60):
                 await probe.stdout.readline()  # "ready": its first round is done
 
+        if cfg.events:
+            if http is None:
+                http = await _serve_http(app)
+            subscriber = await _start_subscriber(http[2], store, commits)
+
+        etcd_floor: list[float] = []
+        if etcd is not None:
+            # etcd's own floor, on the loop (nothing else runs meanwhile: ~0.5 s)
+            etcd_floor = etcd.put_floor()
+            say(
+                f"etcd ({len(etcd.endpoints)} endpoints): put floor "
+                f"{statistics.median(etcd_floor):.2f} ms (median of {len(etcd_floor)})"
+            )
+
         total = cfg.jobs * cfg.count
-        stats0 = (server.stats.placements, server.stats.seconds, server.stats.plan_rejections)
+        servers = [p.server for p in peers] or [server]
+        timers = [(p.commits, p.backend) for p in peers] or [(commits, backend)]
+
+        def stats() -> tuple[int, float, int]:
+            return (
+                sum(s.stats.placements for s in servers),
+                sum(s.stats.seconds for s in servers),
+                sum(s.stats.plan_rejections for s in servers),
+            )
+
+        stats0 = stats()
+        for c, b in timers:
+            c.on = b.on = True
+        if peers:
+            failing = asyncio.create_task(
+                _failover(peers, lambda: stats()[0] - stats0[0], (total + 1) // 2, say)
+            )
         t0 = time.time()
         cpu0 = proc.cpu_times()
         agents_cpu0 = _cpu_seconds(worker_procs)
+        etcd_cpu0 = etcd.cpu_seconds() if etcd is not None else None
         for j in range(cfg.jobs):
             spec = sim_job(
                 j,
@@ -352,12 +676,14 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 spread_every=cfg.spread_every,
                 seed=cfg.seed,
             )
-            await client.register_job(JobSpec.model_validate(spec))
+            await _register(client, JobSpec.model_validate(spec), max(60.0, cfg.timeout / 10))
         say(f"{cfg.jobs} jobs of {cfg.count} registered in {time.time() - t0:.1f}s")
 
         last_say = time.monotonic()
         deadline = time.monotonic() + cfg.timeout
         while reports.first < total and time.monotonic() < deadline:
+            if failing is not None and failing.done() and failing.exception() is not None:
+                break
             await asyncio.sleep(0.2)
             peak_rss = max(peak_rss, proc.memory_info().rss)
             if worker_procs:
@@ -367,13 +693,24 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             if time.monotonic() - last_say >= 5.0:
                 last_say = time.monotonic()
                 say(
-                    f"{time.time() - t0:6.1f}s: placed {server.stats.placements - stats0[0]:,}, "
+                    f"{time.time() - t0:6.1f}s: placed {stats()[0] - stats0[0]:,}, "
                     f"reported {reports.first:,}/{total:,}, rss {peak_rss / 2**20:,.0f} MB"
                 )
         seconds = (reports.last_at or time.time()) - t0
+        for c, b in timers:
+            c.on = b.on = False
+        failover: dict[str, Any] | None = None
+        crashed: _Peer | None = None
+        if failing is not None:
+            async with asyncio.timeout(NEW_LEADER_WITHIN * 6):
+                failover = await failing
+            crashed = failover.pop("crashed")
+            survivor = await _leads(peers, 30.0)
+            server, store = survivor.server, survivor.store
         peak_rss = max(peak_rss, proc.memory_info().rss)
         cpu1 = proc.cpu_times()
         agents_cpu_s = _cpu_seconds(worker_procs) - agents_cpu0
+        etcd_cpu1 = etcd.cpu_seconds() if etcd is not None else None
         timed_out = reports.first < total
 
         if probe is not None:
@@ -392,6 +729,38 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 while any(server.broker.stats()[k] for k in ("ready", "inflight", "waiting")):
                     await asyncio.sleep(0.05)
         problems = invariants.check(store, ineligible, exact_counts=cfg.fail_rate == 0)
+        event_figures: dict[str, Any] | None = None
+        if subscriber is not None and commits.events is not None:
+            event_figures, event_problems = await _check_events(subscriber, commits.events)
+            problems.extend(event_problems)
+        if failover is not None and crashed is not None:
+            lost = _lost_writes(crashed.store, store, [f"sim-{j}" for j in range(cfg.jobs)])
+            problems.extend(f"failover lost {what}" for what in lost)
+            placements_total = sum(
+                1
+                for a in store.allocs()
+                if a.job_id.startswith("sim-") and a.previous_allocation is None
+            )
+            if placements_total != total:
+                problems.append(
+                    f"failover: {placements_total:,} first placements on the survivor, "
+                    f"target {total:,}"
+                )
+            if failover["new_leader_after_s"] > NEW_LEADER_WITHIN:
+                problems.append(
+                    f"failover: a new leader only {failover['new_leader_after_s']}s "
+                    f"after the crash (bound {NEW_LEADER_WITHIN:.0f}s)"
+                )
+            failover.update(lost_writes=len(lost), placements_total=placements_total)
+        reload_problems: list[str] = []
+        if etcd is not None:
+            # on the loop: nothing commits while a fresh backend reads the cluster back
+            fresh = etcd.backend()
+            try:
+                reload_problems = invariants.reload_matches(store, fresh, "etcd_reload_matches")
+            finally:
+                fresh.close()
+            problems.extend(reload_problems)
         secure_figures: dict[str, int] | None = None
         if tls is not None and counts is not None and http is not None:
             secure_figures = {
@@ -401,8 +770,12 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             problems.extend(_secure_problems(secure_figures, cfg.nodes))
         if timed_out:
             problems.insert(0, f"timed out: {reports.first:,} of {total:,} instances reported")
-        placed = server.stats.placements - stats0[0]
-        sched_s = server.stats.seconds - stats0[1]
+        # memory: nothing to time
+        writes = [ms for _, b in timers for ms in b.ms] if cfg.store != "memory" else []
+        commit_ms = [ms for c, _ in timers for ms in c.ms]
+        stats1 = stats()
+        placed = stats1[0] - stats0[0]
+        sched_s = stats1[1] - stats0[1]
         figures: dict[str, Any] = {
             "nodes": cfg.nodes,
             "jobs": cfg.jobs,
@@ -412,7 +785,7 @@ async def _simulate(cfg: SimConfig) -> SimResult:
             "seconds": round(seconds, 3),
             "placements_per_s": round(reports.first / seconds, 1) if seconds > 0 else 0.0,
             "scheduler_placements_per_s": round(placed / sched_s, 1) if sched_s > 0 else 0.0,
-            "plan_rejections": server.stats.plan_rejections - stats0[2],
+            "plan_rejections": stats1[2] - stats0[2],
             "server_rss_mb": round(peak_rss / 2**20, 1),
             "agent_procs": cfg.agent_procs,
             "agents_rss_mb": round(peak_agents_rss / 2**20, 1) if workers else None,
@@ -425,14 +798,36 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 op: round(_percentile(values, 0.99), 1) for op, values in samples.items() if values
             },
             "secure": secure_figures,
+            "commits": len(commit_ms),
+            "commit_s": round(sum(commit_ms) / 1000.0, 2),
+            "commit_ms_p50": _ms(commit_ms, 0.5),
+            "commit_ms_p99": _ms(commit_ms, 0.99),
+            "store_write_ms_p50": _ms(writes, 0.5),
+            "store_write_ms_p99": _ms(writes, 0.99),
+            "store_write_s": round(sum(writes) / 1000.0, 2) if writes else None,
             "invariants_ok": not problems,
         }
+        if etcd is not None:
+            figures.update(
+                etcd_endpoints=len(etcd.endpoints),
+                etcd_members=etcd.members,
+                etcd_put_ms_p50=_ms(etcd_floor, 0.5),
+                etcd_cpu_s=round(etcd_cpu1 - etcd_cpu0, 1)
+                if etcd_cpu0 is not None and etcd_cpu1 is not None
+                else None,
+                etcd_reload_matches=not reload_problems,
+            )
+        if failover is not None:
+            figures["failover"] = failover
+        if event_figures is not None:
+            figures["events"] = event_figures
         return SimResult(figures, problems)
     finally:
-        if probe is not None and probe.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                probe.kill()
-            await probe.wait()
+        for child in (probe, subscriber):
+            if child is not None and child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                await child.wait()
         await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
         await _stop_workers(workers)
         store.release_waiters()
@@ -442,10 +837,78 @@ async def _simulate(cfg: SimConfig) -> SimResult:
                 async with asyncio.timeout(5):
                     await http[1]
         await client.aclose()
-        await server.stop()
-        store.close()
-        if cfg.data_dir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if failing is not None and not failing.done():
+            failing.cancel()
+            with contextlib.suppress(BaseException):
+                await failing
+        if peers:
+            for p in peers:
+                await p.stop()
+        else:
+            await server.stop()
+            store.close()
+
+
+async def _start_subscriber(
+    address: str, store: StateStore, commits: _Commits
+) -> asyncio.subprocess.Process:
+    """The event stream's subscriber (podium.sim.subscriber), from the store's index now
+    on; the commits after it are counted from the same moment (nothing awaited between)."""
+    start = store.index
+    commits.events = {}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "podium.sim.subscriber",
+        address,
+        "--index",
+        str(start),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=_child_env(),
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        ready = await proc.stdout.readline()
+    if ready.strip() != b"ready":
+        raise RuntimeError(f"the event subscriber did not start: {ready!r}")
+    return proc
+
+
+async def _check_events(
+    proc: asyncio.subprocess.Process, expected: dict[int, int]
+) -> tuple[dict[str, Any], list[str]]:
+    """Tell the subscriber the last index to wait for; compare what it was sent, index by
+    index, with what the commits wrote.  Figures and problems."""
+    assert proc.stdin is not None and proc.stdout is not None
+    upto = max(expected, default=0)
+    proc.stdin.write(f"{upto}\n".encode())
+    await proc.stdin.drain()
+    proc.stdin.close()
+    async with asyncio.timeout(180):
+        out = await proc.stdout.read()
+        await proc.wait()
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    counts = {int(k): v for k, v in got["counts"].items() if int(k) <= upto}
+    wanted = {k: v for k, v in expected.items() if k <= upto}
+    missing = sorted(k for k, n in wanted.items() if counts.get(k, 0) < n)
+    extra = sorted(k for k, n in counts.items() if n > wanted.get(k, 0))
+    problems = []
+    if got["error"]:
+        problems.append(f"events: the stream ended with an error: {got['error']}")
+    if missing:
+        problems.append(f"events: {len(missing)} indexes short of events, first {missing[:5]}")
+    if extra:
+        problems.append(f"events: {len(extra)} indexes with events never committed: {extra[:5]}")
+    figures = {
+        "expected": sum(wanted.values()),
+        "received": sum(counts.values()),
+        "indexes": len(wanted),
+        "missing_indexes": len(missing),
+        "extra_indexes": len(extra),
+        "mb": round(got["bytes"] / 2**20, 1),
+    }
+    return figures, problems
 
 
 def _cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -481,9 +944,40 @@ def simulate(cfg: SimConfig) -> SimResult:
         logging.getLogger(name).setLevel(logging.WARNING)
     if cfg.agent_procs > 0:
         raise_fd_limit()
+    if cfg.failover and (cfg.store != "etcd" or cfg.agent_procs < 1 or cfg.secure):
+        raise ValueError(
+            "failover needs the store on etcd and real sockets (agent_procs of 1 or more), "
+            "without secure"
+        )
+    if cfg.store not in ("sqlite", "memory", "etcd"):
+        raise ValueError(f"unknown store {cfg.store!r}: sqlite, memory or etcd")
+    if cfg.events and (cfg.failover or cfg.secure):
+        raise ValueError("events: not with failover or secure (one server, no token)")
     previous = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLD)
+    tmp = Path(cfg.data_dir or tempfile.mkdtemp(prefix="podium-sim-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
-        return eventloop.run(_simulate(cfg))
+        with contextlib.ExitStack() as stack:
+            etcd = None
+            if cfg.store == "etcd":
+                # outside the event loop, so the members are stopped and the keys deleted
+                # whatever ends the run (an error, Ctrl-C)
+                etcd = stack.enter_context(
+                    SimEtcd.open(
+                        cfg.etcd, cfg.etcd_members, tmp / "etcd", keep=cfg.data_dir is not None
+                    )
+                )
+                where = (
+                    f"{len(etcd.endpoints)} given endpoints"
+                    if etcd.members is None
+                    else f"{etcd.members} member(s) of its own"
+                )
+                (cfg.progress or (lambda _m: None))(
+                    f"store on etcd: {where}, cluster {etcd.cluster}"
+                )
+            return eventloop.run(_simulate(cfg, tmp, etcd))
     finally:
         gc.set_threshold(*previous)
+        if cfg.data_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -25,9 +25,13 @@ import fcntl
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+from podium.state.backend import Row
 from podium.state.errors import StoreDamaged, StoreError
+from podium.state.etcd import EtcdBackend
+from podium.state.etcd_client import compare, get, put
 from podium.state.sqlite import SqliteBackend
 from podium.state.store import StateStore
 
@@ -140,7 +144,10 @@ def open_store(data_dir: Path) -> tuple[StateStore, DataDirLock]:
         raise
 
 
-def _open(data_dir: Path) -> StateStore:
+def _open(data_dir: Path, *, assign_id: bool = True) -> StateStore:
+    """The checked store.  ``assign_id``: a store without a cluster id gets one (and
+    ``cluster-id`` is written beside it), as a server's start does; without it nothing
+    is written (a migration reads the store and leaves it as it was)."""
     path = store_path(data_dir)
     had = _had_cluster(data_dir)
     if had is not None and (not path.exists() or path.stat().st_size == 0):
@@ -158,6 +165,8 @@ def _open(data_dir: Path) -> StateStore:
         if cluster_id is None:
             if store.index == 0 and had is not None:
                 raise _empty_refusal(data_dir, path, "empty (no cluster in it)", had)
+            if not assign_id:
+                return store
             cluster_id = marker or str(uuid.uuid4())
             backend.set_cluster_id(cluster_id)
         elif marker is not None and marker != cluster_id:
@@ -167,7 +176,7 @@ def _open(data_dir: Path) -> StateStore:
                 path=str(path),
                 cause="cluster id mismatch",
             )
-        if marker != cluster_id:
+        if marker != cluster_id and assign_id:
             write_cluster_id(data_dir, cluster_id)
     except StoreDamaged as exc:
         backend.close()
@@ -178,6 +187,45 @@ def _open(data_dir: Path) -> StateStore:
         backend.close()
         raise
     return store
+
+
+def require_store(data_dir: Path) -> Path:
+    """The store file of ``data_dir``; StoreError when there is none (check before taking
+    the lock: :class:`DataDirLock` creates ``server/`` in a data dir that has none)."""
+    path = store_path(data_dir)
+    if not path.is_file():
+        raise StoreError(
+            f"there is no Podium store at {path} (is {data_dir} a server's --data-dir?)",
+            path=str(path),
+            cause="no store",
+        )
+    return path
+
+
+@dataclass
+class StoreRows:
+    """A stopped server's store as its rows (what ``podium operator migrate`` moves)."""
+
+    index: int
+    rows: list[Row]
+    cluster_id: str | None
+    """The store's own, else the data dir's ``cluster-id``; None: neither names one."""
+
+
+def read_store(data_dir: Path) -> StoreRows:
+    """The rows of the store at ``data_dir``, refused as a server's start refuses it (a
+    damaged store, an empty one where a cluster was: the same one line) and changed in
+    nothing.  The caller holds the data dir's :class:`DataDirLock`.  A data dir with no
+    store file is refused rather than opened (opening would create an empty store)."""
+    data_dir = data_dir.absolute()
+    require_store(data_dir)
+    store = _open(data_dir, assign_id=False)
+    try:
+        backend = store.backend
+        index, rows = backend.load()
+        return StoreRows(index, list(rows), backend.cluster_id() or read_cluster_id(data_dir))
+    finally:
+        store.close()
 
 
 def _damaged(data_dir: Path, path: Path, exc: StoreError) -> StoreDamaged:
@@ -228,3 +276,67 @@ def reset_store(data_dir: Path) -> Path | None:
         return aside
     finally:
         lock.close()
+
+
+def open_etcd_store(
+    data_dir: Path, endpoints: list[str], cluster: str
+) -> tuple[StateStore, EtcdBackend, DataDirLock]:
+    """A server's store on etcd (``podium server --etcd``): the state is etcd's, loaded
+    into memory; the data dir keeps what is this server's own (its keyring, TLS, audit
+    log) under its lock, and the cluster's id in ``cluster-id``, so that the same data dir
+    is never started on another cluster, nor later without ``--etcd`` as if it were new.
+
+    The first server on an empty etcd names the cluster (one guarded transaction: two
+    servers starting at once agree on one id)."""
+    data_dir = data_dir.absolute()
+    lock = DataDirLock(data_dir, "starting this server")
+    try:
+        backend = EtcdBackend(endpoints, cluster=cluster)
+        try:
+            marker = read_cluster_id(data_dir)
+            if marker is not None and backend.cluster_id() is None:
+                raise StoreDamaged(
+                    f"etcd cluster {cluster!r} at {', '.join(endpoints)} holds no Podium "
+                    f"cluster, but this data dir served cluster {marker} there (etcd's data "
+                    "lost or wiped? a wrong --etcd or --etcd-cluster?): restore a snapshot "
+                    "with `podium operator snapshot restore FILE --etcd URLS`, or give this "
+                    "server a new data dir to start a new, empty cluster",
+                    path=str(server_dir(data_dir) / CLUSTER_ID_FILE),
+                    cause="cluster missing from etcd",
+                )
+            cluster_id = _etcd_cluster_id(backend, marker)
+            if marker is not None and marker != cluster_id:
+                raise StoreDamaged(
+                    f"etcd cluster {cluster!r} at {', '.join(endpoints)} is Podium cluster "
+                    f"{cluster_id}, but {server_dir(data_dir) / CLUSTER_ID_FILE} says this data "
+                    f"dir served cluster {marker}: give this server a data dir of its own "
+                    "for that cluster, or the --etcd-cluster it served",
+                    path=str(server_dir(data_dir) / CLUSTER_ID_FILE),
+                    cause="cluster id mismatch",
+                )
+            store = StateStore(backend)
+            if marker != cluster_id:
+                write_cluster_id(data_dir, cluster_id)
+        except BaseException:
+            backend.close()
+            raise
+        return store, backend, lock
+    except BaseException:
+        lock.close()
+        raise
+
+
+def _etcd_cluster_id(backend: EtcdBackend, proposed: str | None) -> str:
+    key = backend.prefix + "cluster_id"
+    result = backend.client.txn(
+        [compare(key, "CREATE", 0)],
+        [put(key, proposed or str(uuid.uuid4()))],
+        [get(key)],
+    )
+    if result.succeeded:
+        _, found, _ = backend.client.range(key)
+    else:
+        found = result.kvs(0)
+    if not found:
+        raise StoreError(f"etcd lost {key} as it was written; start again")
+    return found[0].value.decode()

@@ -23,6 +23,10 @@ class StoreError(PodiumError):
         self.path = path
         self.cause = cause
 
+    outcome_unknown = False
+    """True when the store could not learn whether the write was made (a replicated
+    store's request timed out: it may still be applied, whole, and is found in the log)."""
+
 
 class StoreFull(StoreError):
     """The disk under the store is full: the write was rolled back."""

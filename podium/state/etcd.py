@@ -183,6 +183,10 @@ class EtcdBackend:
         self.client = client or EtcdClient(endpoints, timeout=commit_timeout)
         self.prefix = f"/podium/{cluster}/"
         self.fence = fence
+        self.time_left: Callable[[], float] | None = None
+        """Seconds the fence is sure to hold (the leader's term): a commit waits no longer
+        than that for etcd, since it could not be acknowledged after (servers commit on
+        their event loop: a partition must not stall their API past the term)."""
         self.chunk_bytes = chunk_bytes
         self.commit_timeout = commit_timeout
         self._unknown: dict[int, str] = {}
@@ -295,14 +299,16 @@ class EtcdBackend:
                 [*fence, previous, compare(log_key, "CREATE", 0)],
                 [put(log_key, value), put(head, str(index))],
                 [get(head), get(log_key), *(get(g.key) for g in guards)],
-                timeout=self.commit_timeout,
+                timeout=self._timeout(),
             )
         except EtcdUnavailable as exc:
             self._unknown[index] = commit.nonce
-            raise EtcdUnavailable(
+            unknown = EtcdUnavailable(
                 f"commit {index} refused: {exc} (it may land later; the next commit finds out)",
                 cause=exc.cause,
-            ) from None
+            )
+            unknown.outcome_unknown = True
+            raise unknown from None
         if result.succeeded:
             self._unknown.pop(index, None)
             return
@@ -349,13 +355,18 @@ class EtcdBackend:
             f"at {index - 1} (another server committed); nothing was written"
         )
 
+    def _timeout(self) -> float:
+        if self.time_left is None:
+            return self.commit_timeout
+        return max(0.05, min(self.commit_timeout, self.time_left()))
+
     def _write_chunks(self, name: str, data: bytes, fence: list[dict[str, Any]]) -> list[str]:
         keys = []
         size = self.chunk_bytes
         for n, start in enumerate(range(0, len(data), size)):
             key = f"{self.prefix}{name}{n:06d}"
             result = self.client.txn(
-                fence, [put(key, data[start : start + size])], timeout=self.commit_timeout
+                fence, [put(key, data[start : start + size])], timeout=self._timeout()
             )
             if not result.succeeded:
                 raise FenceLost(

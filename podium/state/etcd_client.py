@@ -84,8 +84,12 @@ def kv_of(raw: dict[str, Any]) -> KV:
 
 
 # -- request builders (the gateway's JSON shapes)
-def put(key: str, value: bytes | str) -> dict[str, Any]:
-    return {"request_put": {"key": b64(key), "value": b64(value)}}
+def put(key: str, value: bytes | str, *, lease: int = 0) -> dict[str, Any]:
+    """A put; with ``lease`` the key is attached to it (etcd deletes it when the lease ends)."""
+    body = {"key": b64(key), "value": b64(value)}
+    if lease:
+        body["lease"] = str(lease)
+    return {"request_put": body}
 
 
 def get(key: str, range_end: bytes | None = None) -> dict[str, Any]:
@@ -237,6 +241,31 @@ class EtcdClient:
         """Drop etcd's history before ``revision`` (keys' current values stay)."""
         with contextlib.suppress(EtcdCompacted):  # someone compacted as far already
             self.call("kv/compaction", {"revision": str(revision)})
+
+    # -- leases (the leader election's: podium.state.election)
+    def lease_grant(self, ttl: int, *, timeout: float | None = None) -> tuple[int, int]:
+        """A new lease of ``ttl`` seconds: (its id, the TTL etcd granted).  etcd raises a
+        TTL below its minimum (1.5 election timeouts) to that minimum."""
+        data = self.call("lease/grant", {"TTL": str(ttl)}, timeout=timeout)
+        return int(data["ID"]), int(data.get("TTL", ttl))
+
+    def lease_keepalive(self, lease: int, *, timeout: float | None = None) -> int:
+        """Renew ``lease`` for its whole TTL again: the TTL it now has, 0 when etcd no
+        longer knows it (it expired or was revoked).  One request per renewal: the gateway
+        answers a POST to the keepalive stream with one reply and ends it."""
+        data = self.call("lease/keepalive", {"ID": str(lease)}, timeout=timeout)
+        return int(data.get("result", {}).get("TTL", 0))
+
+    def lease_revoke(self, lease: int, *, timeout: float | None = None) -> None:
+        """End ``lease`` now: etcd deletes the keys attached to it.  A lease etcd no
+        longer knows is already ended."""
+        try:
+            self.call("lease/revoke", {"ID": str(lease)}, timeout=timeout)
+        except EtcdUnavailable:
+            raise
+        except StoreError as exc:
+            if "lease not found" not in str(exc):
+                raise
 
     def watch(self, key: str, range_end: bytes, start_revision: int) -> Watch:
         return Watch(self, key, range_end, start_revision)

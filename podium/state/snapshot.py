@@ -102,7 +102,16 @@ def verify(path: str | os.PathLike[str], *, deep: bool = True) -> SnapshotInfo:
     """Check a snapshot file without changing it; raise StoreDamaged (saying what is
     wrong) unless it is sound.  ``deep=False`` skips parsing every row (the server's own
     check of what it is about to send: no second copy of the state in memory)."""
-    path = Path(path)
+    return _verified(Path(path), deep)[0]
+
+
+def read(path: str | os.PathLike[str]) -> tuple[SnapshotInfo, list[Row]]:
+    """:func:`verify` (deep), and the rows it checked: what a restore into etcd installs
+    (podium.state.etcd_admin)."""
+    return _verified(Path(path), True)
+
+
+def _verified(path: Path, deep: bool) -> tuple[SnapshotInfo, list[Row]]:
     try:
         with open(path, "rb") as f:
             head = f.read(len(SQLITE_MAGIC))
@@ -146,8 +155,9 @@ def verify(path: str | os.PathLike[str], *, deep: bool = True) -> SnapshotInfo:
     for table, _, _ in rows:
         counts[table] = counts.get(table, 0) + 1
     cluster_id = str(info[0]) if info is not None else None
+    held = SnapshotInfo(index=index, cluster_id=cluster_id, objects=counts, size=size)
     if not deep:
-        return SnapshotInfo(index=index, cluster_id=cluster_id, objects=counts, size=size)
+        return held, rows
     try:
         store = StateStore(_Rows(index, rows))
     except StoreDamaged as exc:
@@ -155,7 +165,7 @@ def verify(path: str | os.PathLike[str], *, deep: bool = True) -> SnapshotInfo:
     newest = max((getattr(o, "modify_index", 0) for o in _objects(store)), default=0)
     if newest > index:
         raise _bad(path, f"an object was written at index {newest}, after the snapshot's {index}")
-    return SnapshotInfo(index=index, cluster_id=cluster_id, objects=counts, size=size)
+    return held, rows
 
 
 def _objects(store: StateStore) -> Iterable[object]:

@@ -19,8 +19,9 @@ for writers, and it need not be.
 from __future__ import annotations
 
 import asyncio
+import time
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,8 @@ from podium.models.acl import ACLBootstrap, ACLPolicy, NodeSecret, StoredToken
 from podium.models.compact import compact_alloc
 from podium.models.namespace import DEFAULT_NAMESPACE, Namespace
 from podium.state.backend import Backend, NullBackend
-from podium.state.errors import StoreDamaged
+from podium.state.errors import StoreDamaged, StoreError
+from podium.state.events import DEFAULT_CAPACITY, EventBuffer
 
 JOBS = "jobs"
 VERSIONS = "job_versions"
@@ -71,6 +73,13 @@ TABLES = (
     NAMESPACES,
     *ACL_TABLES,
 )
+
+TXN_META = "_txn"
+"""Not a table: what a transaction says of itself, carried to the backend as deletes of
+keys no row has (inert in every backend), so that a follower applying the commit from the
+log (:meth:`StateStore.apply_committed`) applies it exactly as its committer did.  The one
+key so far is ``client_update`` (see :attr:`Txn.client_update`)."""
+CLIENT_UPDATE = "client_update"
 
 _MODELS: dict[str, Any] = {
     JOBS: Job,
@@ -199,6 +208,48 @@ class Txn:
 
     def tables(self) -> set[str]:
         return {t for t in TABLES if self.puts[t] or self.deletes[t]}
+
+
+def parse_rows(rows: Iterable[tuple[str, str, bytes]]) -> list[tuple[str, Any]]:
+    """The stored rows ``(table, key, json)`` as ``(table, model)``; pure (any thread).
+
+    Raises :class:`~podium.state.errors.StoreDamaged` for a row of an unknown table or
+    one that does not parse."""
+    return [(table, _parse(table, key, data)) for table, key, data in rows]
+
+
+def _parse(table: str, key: str, data: bytes) -> Any:
+    model = _MODELS.get(table)
+    if model is None:
+        raise StoreDamaged(f"the store holds rows of an unknown table {table!r}")
+    try:
+        return model.model_validate_json(data)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        first = str(exc).splitlines()[0]
+        raise StoreDamaged(f"stored {table} row {key!r} is unreadable: {first}") from exc
+
+
+def txn_of(
+    index: int, puts: dict[str, list[tuple[str, bytes]]], deletes: dict[str, list[str]]
+) -> Txn:
+    """The transaction a backend committed at ``index`` (its rows as the backend holds
+    them), for :meth:`StateStore.apply_committed`; pure (parse on any thread)."""
+    txn = Txn(index=index)
+    for table, rows in puts.items():
+        target = txn.puts.get(table)
+        if target is None:
+            raise StoreDamaged(f"commit {index} writes rows of an unknown table {table!r}")
+        for key, data in rows:
+            target[key] = _parse(table, key, data)
+    for table, keys in deletes.items():
+        if table == TXN_META:
+            txn.client_update = CLIENT_UPDATE in keys
+            continue
+        gone = txn.deletes.get(table)
+        if gone is None:
+            raise StoreDamaged(f"commit {index} deletes rows of an unknown table {table!r}")
+        gone.update(keys)
+    return txn
 
 
 class _Tables:
@@ -445,7 +496,9 @@ class Snapshot:
 class StateStore(Snapshot):
     """The live store.  Reading it directly reads the latest state."""
 
-    def __init__(self, backend: Backend | None = None) -> None:
+    def __init__(
+        self, backend: Backend | None = None, *, event_buffer: int = DEFAULT_CAPACITY
+    ) -> None:
         super().__init__(_Tables(), 0)
         self._backend: Backend = backend or NullBackend()
         self._table_index: dict[str, int] = dict.fromkeys(TABLES, 0)
@@ -472,7 +525,13 @@ class StateStore(Snapshot):
         """Per-node events for agents' blocking queries: a commit wakes only the agents
         whose allocations it changed (5,000 agents, not 5,000 wake-ups per commit)."""
         self._closing = False
+        self.commit_observer: Callable[[float, float], None] | None = None
+        """Called after each commit of this server's with the seconds the whole commit
+        took and those of the backend's durable write (SQLite's fsync, etcd's
+        transaction): podium.server.metrics' histograms.  None: nothing is timed."""
         self._load()
+        self.events = EventBuffer(event_buffer, self._index)
+        """The latest commits' events (podium.state.events): the event stream's source."""
 
     # -- bookkeeping
     @property
@@ -574,6 +633,11 @@ class StateStore(Snapshot):
     def txn(self) -> Txn:
         return Txn(index=self._index + 1)
 
+    @property
+    def closing(self) -> bool:
+        """The store is closing: blocking queries and streams should end."""
+        return self._closing
+
     def close(self) -> None:
         self._backend.close()
 
@@ -587,17 +651,13 @@ class StateStore(Snapshot):
     # -- loading
     def _load(self) -> None:
         index, rows = self._backend.load()
+        self._install(index, parse_rows(rows))
+
+    def _install(self, index: int, objs: Iterable[tuple[str, Any]]) -> None:
+        """Fill the (empty) tables with ``objs``, the state at ``index``."""
         self._index = index
         self._loaded_index = index
-        for table, key, data in rows:
-            model = _MODELS.get(table)
-            if model is None:
-                raise StoreDamaged(f"the store holds rows of an unknown table {table!r}")
-            try:
-                obj = model.model_validate_json(data)
-            except ValueError as exc:  # pydantic's ValidationError is one
-                first = str(exc).splitlines()[0]
-                raise StoreDamaged(f"stored {table} row {key!r} is unreadable: {first}") from exc
+        for table, obj in objs:
             self._apply_put(table, obj)
             idx = getattr(obj, "modify_index", 0)
             self._table_index[table] = max(self._table_index[table], idx)
@@ -690,6 +750,7 @@ class StateStore(Snapshot):
         """
         if txn.empty():
             return self._index
+        started = time.perf_counter()
         if txn.index != self._index + 1:
             raise RuntimeError(f"stale transaction: built at {txn.index}, store at {self._index}")
         puts = {
@@ -698,14 +759,94 @@ class StateStore(Snapshot):
             if objs
         }
         deletes = {table: sorted(keys) for table, keys in txn.deletes.items() if keys}
+        if txn.client_update:
+            deletes[TXN_META] = [CLIENT_UPDATE]
+        observe = self.commit_observer
+        if observe is None:
+            self._backend.commit(txn.index, puts, deletes)
+            self._publish(txn)
+            return txn.index
+        written = time.perf_counter()
         self._backend.commit(txn.index, puts, deletes)
+        wrote = time.perf_counter() - written
+        self._publish(txn)
+        observe(time.perf_counter() - started, wrote)
+        return txn.index
+
+    def apply_committed(self, txn: Txn) -> int:
+        """Apply a transaction another server committed (:func:`txn_of` of a commit read
+        from the backend's log) exactly as :meth:`commit` applies its own, without writing
+        it to the backend again; returns the store's index.  One already applied (this
+        server's own commit, seen again in the log) is skipped.  Run on the event loop,
+        like every write."""
+        if txn.index <= self._index:
+            return self._index
+        if txn.index != self._index + 1:
+            raise StoreError(
+                f"commit {txn.index} cannot be applied to a store at {self._index}: "
+                "the commits between are missing"
+            )
+        self._publish(txn)
+        return txn.index
+
+    def reset(self, index: int, objs: Iterable[tuple[str, Any]]) -> None:
+        """Replace the whole state with ``objs`` (:func:`parse_rows` of the backend's rows),
+        the state at ``index``, as a restart would load it, and wake every blocking query:
+        for a follower whose next commit was compacted away.  Snapshots and views already
+        taken keep the old tables."""
+        self._t = _Tables()
+        self._table_index = dict.fromkeys(TABLES, 0)
+        self._node_alloc_index = {}
+        self._alloc_sync_index = {}
+        self._node_removal_index = {}
+        self._node_changes = {}
+        self._job_counts = {}
+        self._install(index, objs)
+        self.events.reset(index)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        events, self._node_changed = self._node_changed, {}
+        for event in events.values():
+            event.set()
+
+    def _publish(self, txn: Txn) -> None:
+        """Apply a committed ``txn``, bump the indexes, wake the blocking queries: what
+        both a commit of this server's and one read from the log do after the backend."""
+        self.events.record(txn, *self._departing(txn))
         self._apply(txn)
         self._index = txn.index
         for table in txn.tables():
             self._table_index[table] = txn.index
         self._changed.set()
         self._changed = asyncio.Event()
-        return txn.index
+
+    def _departing(self, txn: Txn) -> tuple[dict[str, dict[str, Any]], frozenset[str]]:
+        """What ``txn`` deletes, as it was before (a delete's event carries the object's
+        last state), and the nodes it writes that were not known (``NodeRegistered``)."""
+        t = self._t
+        gone: dict[str, dict[str, Any]] = {}
+        tables: dict[str, Any] = {
+            ALLOCS: t.allocs,
+            NODES: t.nodes,
+            EVALS: t.evals,
+            DEPLOYMENTS: t.deployments,
+            SERVICES: t.services,
+            VARIABLES: t.variables,
+        }
+        for table, rows in tables.items():
+            keys = txn.deletes[table]
+            if keys:
+                gone[table] = {k: rows[k] for k in keys if k in rows}
+        if txn.deletes[JOBS]:
+            jobs = gone[JOBS] = {}
+            for key in txn.deletes[JOBS]:
+                ns, job_id = key.split("/", 1)
+                job = t.jobs.get(_job_key(ns, job_id))
+                if job is not None:
+                    jobs[key] = job
+        puts = txn.puts[NODES]
+        new_nodes = frozenset(k for k in puts if k not in t.nodes) if puts else frozenset()
+        return gone, new_nodes
 
     def _apply(self, txn: Txn) -> None:
         t = self._t

@@ -39,11 +39,19 @@ def every_route(path: str) -> bool:
     return True
 
 
-async def refuse(send: Send, status: int, message: str) -> None:
+async def refuse(send: Send, status: int, message: str, scope: Scope | None = None) -> None:
+    """Answer ``status`` with ``{"error": message}``; a WebSocket's upgrade (``scope``) is
+    refused with the same HTTP answer, or closed unaccepted where the server cannot."""
     body = json.dumps({"error": message}).encode()
+    kind = "http"
+    if scope is not None and scope["type"] == "websocket":
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        kind = "websocket.http"
     await send(
         {
-            "type": "http.response.start",
+            "type": f"{kind}.response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
@@ -51,7 +59,7 @@ async def refuse(send: Send, status: int, message: str) -> None:
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 class RequireCertificate:
@@ -63,7 +71,7 @@ class RequireCertificate:
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.paths(scope["path"]):
+        if scope["type"] not in ("http", "websocket") or not self.paths(scope["path"]):
             await self.app(scope, receive, send)
             return
         identity = peer_identity(scope)
@@ -78,6 +86,7 @@ class RequireCertificate:
                     if self.role == ROLE_AGENT
                     else "only the cluster's servers may call this"
                 ),
+                scope,
             )
             return
         if identity.role != self.role:
@@ -85,6 +94,7 @@ class RequireCertificate:
                 send,
                 403,
                 f"{path} is for a cluster {self.role}; this certificate is a {identity.role}'s",
+                scope,
             )
             return
         m = _NODE_IN_PATH.match(path)
@@ -93,6 +103,7 @@ class RequireCertificate:
                 send,
                 403,
                 f"this certificate is node {identity.node_id}'s; it cannot act for node {m.group(1)}",
+                scope,
             )
             return
         await self.app(scope, receive, send)

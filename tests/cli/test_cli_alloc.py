@@ -163,3 +163,53 @@ def test_address_comes_from_the_environment(
     fake.on("GET", "/v1/allocation/aaaa", alloc())
     CliRunner().invoke(app, ["alloc", "status", "aaaa"], env={"COLUMNS": "200"})
     assert seen == ["http://elsewhere:1"]
+
+
+def _running(task: str = "server") -> object:
+    return alloc(status="running", task_states={task: TaskState(state="running")})
+
+
+def test_status_shows_resource_usage_of_running_tasks(cli: Invoke, fake: FakeServer) -> None:
+    fake.on("GET", f"/v1/allocation/{ALLOC_A}", _running())
+    usage = {
+        "alloc_id": ALLOC_A,
+        "node_id": "n",
+        "timestamp": 1.0,
+        "cpu_percent": 12.5,
+        "memory_bytes": 12 * 1024 * 1024,
+        "tasks": {
+            "server": {
+                "cpu_percent": 12.5,
+                "memory_bytes": 12 * 1024 * 1024,
+                "memory_limit_bytes": 256 * 1024 * 1024,
+                "pids": 3,
+            }
+        },
+    }
+    fake.on("GET", f"/v1/allocation/{ALLOC_A}/stats", usage)
+    result = cli("alloc", "status", ALLOC_A)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Resource Usage:" in out
+    assert "12.5% of a core" in out and "12.0 MiB of 256.0 MiB" in out
+    assert "Processes" in out and "= 3" in out
+
+
+def test_status_says_why_usage_is_missing_and_shows_the_rest(cli: Invoke, fake: FakeServer) -> None:
+    fake.on("GET", f"/v1/allocation/{ALLOC_A}", _running())
+    fake.on(
+        "GET",
+        f"/v1/allocation/{ALLOC_A}/stats",
+        {"error": "cannot reach the agent of node laptop at http://10.0.0.5:4000"},
+        status=502,
+    )
+    result = cli("alloc", "status", ALLOC_A)
+    assert result.exit_code == 0, result.output
+    assert "unavailable: " in result.output and "cannot reach the agent" in result.output
+    assert 'Task "server" is running' in result.output
+
+
+def test_status_of_a_finished_allocation_asks_no_usage(cli: Invoke, fake: FakeServer) -> None:
+    fake.on("GET", "/v1/allocation/aaaa", failed_alloc())
+    assert cli("alloc", "status", "aaaa").exit_code == 0
+    assert not fake.calls("GET", f"/v1/allocation/{ALLOC_A}/stats")

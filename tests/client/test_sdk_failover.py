@@ -13,7 +13,7 @@ from podium.server.core import Server, ServerConfig
 from podium.state import StateStore
 
 from ..server.conftest import mock_job
-from .test_sdk_aiohttp import _serve
+from ..serving import start_uvicorn as _serve
 
 _DOWN = "http://127.0.0.1:1"  # nothing listens on port 1 here: the connection is refused
 

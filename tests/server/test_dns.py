@@ -175,7 +175,9 @@ async def test_port_0_skips_a_free_udp_port_whose_tcp_twin_is_taken(
     server = DnsServer(store, "127.0.0.1", 0)
     await server.start()
     try:
-        assert len(tried) == 2 and server.port == tried[1]
+        # the first port's TCP twin was taken: another was tried (on a busy machine another
+        # process may take a second one too, so two or more), and the server is on the last
+        assert len(tried) >= 2 and server.port == tried[-1] != tried[0]
         reply = await ask(server, "web.service.podium", tcp=True)
         assert reply.header.rcode == RCODE.NOERROR
         reply = await ask(server, "web.service.podium")

@@ -146,3 +146,41 @@ def test_agents_in_worker_processes_over_http() -> None:
     assert f["placements"] == 2_000 and f["agent_procs"] == 2
     assert f["agents_rss_mb"] is not None and f["agents_rss_mb"] > 0
     assert f["server_rss_mb"] > 0 and f["api_p99_ms"] is not None
+
+
+def test_the_event_stream_delivers_every_change_of_a_10000_placement_simulation() -> None:
+    """A subscriber in another process reads the stream over a socket for the whole run;
+    ``podium sim`` compares what it was sent, index by index, with what the commits wrote
+    (a broken invariant otherwise).  The API's latency meanwhile is bench/events_sim.py's."""
+    result = simulate(
+        SimConfig(nodes=200, jobs=10, count=1000, store="memory", events=True, timeout=300)
+    )
+    assert result.problems == []
+    events = result.figures["events"]
+    assert result.figures["placements"] == 10_000
+    # each placement is told at least twice: placed, then running
+    assert events["received"] == events["expected"] >= 20_000
+    assert events["missing_indexes"] == events["extra_indexes"] == 0
+
+
+def test_the_event_check_catches_a_missing_or_invented_event() -> None:
+    import asyncio
+
+    from podium.sim import run
+
+    async def check(counts: dict[int, int], expected: dict[int, int]) -> list[str]:
+        proc = await asyncio.create_subprocess_exec(
+            "sh",
+            "-c",
+            f"read x; echo '{json.dumps({'counts': counts, 'events': 0, 'bytes': 0, 'error': None})}'",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        _, problems = await run._check_events(proc, expected)
+        return problems
+
+    assert asyncio.run(check({1: 2, 2: 1}, {1: 2, 2: 1})) == []
+    short = asyncio.run(check({1: 2}, {1: 2, 2: 1}))
+    assert short and "1 indexes short of events, first [2]" in short[0]
+    extra = asyncio.run(check({1: 2, 2: 1, 3: 1}, {1: 2, 3: 1}))
+    assert extra and "never committed" in extra[0]

@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,32 +37,10 @@ from podium.state.etcd import (
     encode_record,
 )
 from podium.state.etcd_client import b64, prefix_end, put
-from podium.state.etcd_member import EtcdCluster, etcd_binary
+from podium.state.etcd_member import EtcdCluster
 from tests.state import test_store as store_tests
 
 Rows = dict[tuple[str, str], bytes]
-
-
-def need_etcd() -> None:
-    if etcd_binary() is None:
-        pytest.skip("etcd is not installed (Debian's etcd-server package: /usr/bin/etcd)")
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    need_etcd()
-    cluster = EtcdCluster.start(1, tmp_path_factory.mktemp("etcd"))
-    yield cluster
-    cluster.close()
-
-
-_names = iter(range(1_000_000))
-
-
-@pytest.fixture
-def name() -> str:
-    """A cluster name of this test's own under /podium/."""
-    return f"t{os.getpid()}-{next(_names)}"
 
 
 def wait_until(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -191,6 +169,7 @@ import sys
 sys.path.insert(0, sys.argv[3])
 from test_etcd import plan
 from podium.state.etcd import EtcdBackend
+from tests.state.etcd_support import need_etcd
 endpoints, name = sys.argv[1].split(","), sys.argv[2]
 backend = EtcdBackend(endpoints, cluster=name, chunk_bytes=8192)
 for index in range(1, 10_000):

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from podium.models import Allocation, AllocClientUpdate, JobSpec, Node
 from podium.models.acl import NODE_SECRET_HEADER
@@ -28,7 +28,7 @@ from podium.models.namespace import spec_key
 from podium.models.node import check_node_names
 from podium.server import acl
 from podium.server.api_docs import BODY, CONFLICT, NOT_FOUND, Index, Since, Wait
-from podium.server.routes.common import ApiContext, json_answer, parse_wait
+from podium.server.routes.common import ApiContext, json_answer, parse_wait, read_body, replay
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -321,13 +321,13 @@ def _fast_routes(ctx: ApiContext, routes: APIRouter) -> list[Route]:
         await response(scope, receive, send)
 
     async def node_sync_with_reports(scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return
         args = sync_query(scope)
         request = _parse_json_body(scope, body, NodeSyncRequest) if args is not None else None
         if args is None or request is None:
-            await sync_post_route.app(scope, _replay(body, receive), send)
+            await sync_post_route.app(scope, replay(body, receive), send)
             return
         del body  # not held through the blocking wait (thousands of parked agents)
         response = await sync_with_reports(
@@ -341,12 +341,12 @@ def _fast_routes(ctx: ApiContext, routes: APIRouter) -> list[Route]:
         await response(scope, receive, send)
 
     async def client_update(scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return
         request = _parse_json_body(scope, body, ClientUpdateRequest)
         if request is None:
-            await update_route.app(scope, _replay(body, receive), send)
+            await update_route.app(scope, replay(body, receive), send)
             return
         acl.reporting_node(request.node_id)
         idx = await server.client_update_batched(
@@ -372,18 +372,6 @@ def _fast_routes(ctx: ApiContext, routes: APIRouter) -> list[Route]:
     return fast
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request's whole body; None when the client went away first."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 def _parse_json_body(scope: Scope, body: bytes, model: type[_M]) -> _M | None:
     """``body`` as ``model`` when it is valid JSON sent as such; None for FastAPI to judge
     (and answer with its usual 422 or 415)."""
@@ -394,20 +382,6 @@ def _parse_json_body(scope: Scope, body: bytes, model: type[_M]) -> _M | None:
         return model.model_validate_json(body)
     except ValidationError:
         return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands out ``body`` (already read) once, then defers to the real one."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def _is_digits(value: str) -> bool:

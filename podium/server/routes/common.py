@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
+from starlette.types import Message, Receive
 
 from podium.errors import AmbiguousPrefix, NotFound
 from podium.models import Allocation, Deployment, Evaluation, Job, Node, parse_duration
@@ -177,3 +178,29 @@ class ApiContext:
 
         ids = (d.id for d in store.deployments() if d.namespace == ns)
         return resolve("deployment", ident, exact, ids)
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The request's whole body; None when the client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` (already read) once, then defers to the real one."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

@@ -47,11 +47,15 @@ async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
 
 async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
     # 507 Insufficient Storage for a full disk, 503 for any other store failure;
-    # nothing was changed (the store applies a write only once it is durable)
+    # nothing was changed (the store applies a write only once it is durable), unless
+    # the store could not learn the outcome (etcd did not answer in time: the proposal
+    # may still be applied, and is then found in the log, never half)
+    if getattr(exc, "outcome_unknown", False):
+        what = "the server could not confirm this change (it may still take effect)"
+    else:
+        what = "the server could not store this change, so nothing changed"
     return error_answer(
-        507 if isinstance(exc, StoreFull) else 503,
-        f"the server could not store this change, so nothing changed: {exc}",
-        cause=exc.cause,
+        507 if isinstance(exc, StoreFull) else 503, f"{what}: {exc}", cause=exc.cause
     )
 
 

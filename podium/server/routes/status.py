@@ -1,6 +1,7 @@
-"""``/v1/status``: the server's version, index and figures.  Issue 15's leader and peers
-(``/v1/status/leader``, ``/v1/status/peers``) belong here.  Declared on the app's router
-by :func:`podium.server.api.create_app`; the operator's snapshot is podium.server.snapshot."""
+"""``/v1/status``: the server's version, index and figures; the leader, the peers and the
+members of the cluster (``server.cluster``: podium.server.cluster).  Declared on the
+app's router by :func:`podium.server.api.create_app`; the operator's snapshot is
+podium.server.snapshot."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from podium import __version__
-from podium.models.api import LeaderAnswer, PeersAnswer, StatusAnswer
+from podium.models.api import LeaderAnswer, MembersAnswer, PeersAnswer, StatusAnswer
 from podium.server.routes.common import ApiContext, json_answer
 
 
@@ -38,11 +39,22 @@ def add_routes(router: APIRouter, ctx: ApiContext) -> None:
         broker, the plan applier, heartbeat expiry, the deployment watcher and GC).  One
         server leads itself while its duties run; with etcd, the lease's holder."""
         me = server.config.advertise_url
-        leader = me if server.leader.running else ""
+        leader = server.cluster.leader_url()
         return json_answer(LeaderAnswer(leader=leader, server=me), LeaderAnswer, store.index)
 
     @router.get("/v1/status/peers", tags=["status"], response_model=PeersAnswer)
     async def status_peers() -> Response:
-        """The cluster's servers.  One server's cluster is itself."""
+        """The cluster's servers (those whose member record is live, with etcd).  One
+        server's cluster is itself."""
         me = server.config.advertise_url
-        return json_answer(PeersAnswer(servers=[me] if me else []), PeersAnswer, store.index)
+        urls = sorted({m.url for m in await server.cluster.members() if m.url} | {me} - {""})
+        return json_answer(PeersAnswer(servers=urls), PeersAnswer, store.index)
+
+    @router.get("/v1/status/members", tags=["status"], response_model=MembersAnswer)
+    async def status_members() -> Response:
+        """Every server as it last reported itself: address, leader or follower, the
+        index it has applied, its last contact with etcd and etcd's revision then
+        (``podium server members``)."""
+        members = await server.cluster.members()
+        answer = MembersAnswer(members=members, leader=server.cluster.leader_url())
+        return json_answer(answer, MembersAnswer, store.index)
