@@ -12,8 +12,10 @@ talks to the server over real HTTP on loopback, each agent with its own SDK clie
 (its own connection pool, as each machine has); with ``--tls-dir`` (``podium sim
 --secure``) over HTTPS, each agent with its own certificate and node id from that
 directory (see :mod:`podium.sim.secure`).  It
-prints ``ready`` once its agents are started, and when its stdin closes it
-stops them and prints one JSON line (its peak RSS).  Its agents log errors only
+prints ``ready`` once its agents are started; a line ``reset`` on its stdin forgets the
+event-loop lag measured so far (the run's start), a line ``figures`` makes it print one
+JSON line (its peak RSS, its event loop's lag p99: :class:`podium.sim.health.LagSampler`),
+and when its stdin closes it stops its agents and prints that line once more.  Its agents log errors only
 (``PODIUM_SIM_AGENT_LOG=WARNING`` for more, on its stderr).
 
 A process of its own, so the server's process keeps a core (and its RSS) to
@@ -39,6 +41,7 @@ import psutil
 
 from podium import eventloop
 from podium.client import AsyncClient
+from podium.sim.health import LagSampler
 from podium.sim.nodes import (
     GC_THRESHOLD,
     SYNC_WAIT,
@@ -77,7 +80,7 @@ def servers_for(address: str, i: int) -> list[str]:
     return servers[k:] + servers[:k]
 
 
-async def run_agents(args: argparse.Namespace) -> dict[str, float]:
+async def run_agents(args: argparse.Namespace) -> dict[str, float | None]:
     proc = psutil.Process()
     driver = SimDriver(args.fail_rate, args.fail_within, args.seed * 1_000 + args.first)
     shapes = node_shapes(args.nodes, args.node_classes, args.seed)[
@@ -93,9 +96,26 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float]:
     peak = 0
     loop = asyncio.get_running_loop()
     closed = asyncio.Event()
+    lag = LagSampler()
+    lag.start()
+
+    def figures() -> dict[str, float | None]:
+        return {
+            "agents": len(agents),
+            "rss_mb": round(max(peak, proc.memory_info().rss) / 2**20, 1),
+            "loop_lag_p99_ms": lag.p99_ms(),
+        }
+
+    def emit() -> None:
+        sys.stdout.write(json.dumps(figures()) + "\n")
+        sys.stdout.flush()
 
     def watch_stdin() -> None:
-        sys.stdin.read()
+        for line in sys.stdin:
+            if line.strip() == "reset":
+                loop.call_soon_threadsafe(lag.reset)
+            elif line.strip() == "figures":
+                loop.call_soon_threadsafe(emit)
         loop.call_soon_threadsafe(closed.set)
 
     loop.run_in_executor(None, watch_stdin)
@@ -125,9 +145,10 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float]:
                 pass
         peak = max(peak, proc.memory_info().rss)
     finally:
+        lag.stop()
         await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
         await asyncio.gather(*(a.client.aclose() for a in agents), return_exceptions=True)
-    return {"agents": len(agents), "rss_mb": round(peak / 2**20, 1)}
+    return figures()
 
 
 def main(argv: list[str] | None = None) -> None:

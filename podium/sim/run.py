@@ -19,6 +19,16 @@ The figures (printed by ``podium sim`` as its last line):
   does nothing else meanwhile); ``store_write_ms_p50`` / ``_p99`` and ``store_write_s``:
   the backend's write alone (SQLite's transaction, etcd's txn; nothing for ``memory``).
 
+- ``nodes_down``, ``allocs_lost``, ``placements_total``: nodes the servers declared down over
+  the timed span, the run's allocations lost, and every allocation made for the run's jobs
+  (replacements included).  With ``fail_rate`` 0 any node down, any allocation lost or more
+  placements than the target is a broken invariant (:func:`podium.sim.health.stability_problems`);
+- ``event_loop_lag_p99_ms``: how late the server's event loop (``server``) and the agents'
+  worker processes' (``agents``: the worst worker's) ran a timer due every 0.1 s, over the
+  timed span;
+- ``machine``: CPU model, cpus, Python, load and a calibration loop's milliseconds measured
+  at the start of the run (:func:`podium.sim.health.machine`), so that figures from other
+  machines can be set beside these.
 With the store on etcd (:mod:`podium.sim.etcd`), also ``etcd_endpoints``,
 ``etcd_members`` (members this run started; None for a cluster given by ``--etcd``),
 ``etcd_cpu_s`` (the CPU those members used over the same span as ``server_cpu_s``),
@@ -73,7 +83,7 @@ from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.server.forward import LeaderForward
 from podium.server.ha import HighAvailability
-from podium.sim import invariants
+from podium.sim import health, invariants
 from podium.sim.etcd import SimEtcd
 from podium.sim.nodes import (
     GC_THRESHOLD,
@@ -479,6 +489,30 @@ async def _start_workers(
     return out
 
 
+def _tell(worker: asyncio.subprocess.Process, command: str) -> None:
+    """A line to a worker of agents (``reset``, ``figures``: see :mod:`podium.sim.agents`)."""
+    if worker.stdin is not None and not worker.stdin.is_closing():
+        worker.stdin.write(command.encode() + b"\n")
+
+
+async def _worker_figures(workers: list[asyncio.subprocess.Process]) -> list[dict[str, Any]]:
+    """Each worker's figures line (its RSS, its event loop's lag), asked for while its
+    agents still run; a worker that does not answer within 30 s is left out."""
+    out: list[dict[str, Any]] = []
+    for w in workers:
+        _tell(w, "figures")
+    for w in workers:
+        if w.stdout is None:
+            continue
+        with contextlib.suppress(TimeoutError, ValueError):
+            async with asyncio.timeout(30):
+                while line := await w.stdout.readline():
+                    if line.startswith(b"{"):
+                        out.append(json.loads(line))
+                        break
+    return out
+
+
 async def _stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
     """Close each worker's stdin (it stops its agents and exits); kill what lingers."""
     for w in workers:
@@ -498,7 +532,14 @@ async def _stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
 
 async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResult:
     say = cfg.progress or (lambda _msg: None)
+    host = health.machine()  # before anything runs: the calibration loop measures the CPU
+    say(
+        f"machine: {host['cpu_model']}, {host['cpus']} cpus, python {host['python']}, "
+        f"calibration {host['calibration_ms']} ms, load {host['load']}"
+    )
     proc = psutil.Process()
+    lag = health.LagSampler()
+    lag.start()
     ttl = cfg.heartbeat_ttl or max(10.0, cfg.nodes / 50.0)
     peers: list[_Peer] = []
     inner: Backend
@@ -664,6 +705,10 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                 _failover(peers, lambda: stats()[0] - stats0[0], (total + 1) // 2, say)
             )
         t0 = time.time()
+        lag.reset()
+        for w in workers:
+            _tell(w, "reset")
+        down0 = sum(s.nodes.missed_heartbeats for s in servers)
         cpu0 = proc.cpu_times()
         agents_cpu0 = _cpu_seconds(worker_procs)
         etcd_cpu0 = etcd.cpu_seconds() if etcd is not None else None
@@ -699,6 +744,9 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
         seconds = (reports.last_at or time.time()) - t0
         for c, b in timers:
             c.on = b.on = False
+        server_lag_p99 = lag.p99_ms()
+        worker_figures = await _worker_figures(workers)
+        nodes_down = sum(s.nodes.missed_heartbeats for s in servers) - down0
         failover: dict[str, Any] | None = None
         crashed: _Peer | None = None
         if failing is not None:
@@ -729,6 +777,19 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                 while any(server.broker.stats()[k] for k in ("ready", "inflight", "waiting")):
                     await asyncio.sleep(0.05)
         problems = invariants.check(store, ineligible, exact_counts=cfg.fail_rate == 0)
+        run_allocs = [a for a in store.allocs() if a.job_id.startswith("sim-")]
+        allocs_lost = sum(1 for a in run_allocs if a.client_status == ClientStatus.LOST)
+        placements_made = len(run_allocs)
+        if failover is None:  # a crashed leader's own placements are judged apart, below
+            problems.extend(
+                health.stability_problems(
+                    nodes_down=nodes_down,
+                    allocs_lost=allocs_lost,
+                    placements_total=placements_made,
+                    target=total,
+                    fail_rate=cfg.fail_rate,
+                )
+            )
         event_figures: dict[str, Any] | None = None
         if subscriber is not None and commits.events is not None:
             event_figures, event_problems = await _check_events(subscriber, commits.events)
@@ -805,6 +866,19 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
             "store_write_ms_p50": _ms(writes, 0.5),
             "store_write_ms_p99": _ms(writes, 0.99),
             "store_write_s": round(sum(writes) / 1000.0, 2) if writes else None,
+            "nodes_down": nodes_down,
+            "allocs_lost": allocs_lost,
+            "placements_total": placements_made,
+            "event_loop_lag_p99_ms": {
+                "server": server_lag_p99,
+                "agents": max(
+                    (f["loop_lag_p99_ms"] for f in worker_figures if f.get("loop_lag_p99_ms")),
+                    default=None,
+                )
+                if worker_figures
+                else None,
+            },
+            "machine": host,
             "invariants_ok": not problems,
         }
         if etcd is not None:
@@ -823,6 +897,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
             figures["events"] = event_figures
         return SimResult(figures, problems)
     finally:
+        lag.stop()
         for child in (probe, subscriber):
             if child is not None and child.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from podium.cli.main import app
 from podium.models import Allocation, Node, NodeResources, NodeStatus
-from podium.sim import SimConfig, simulate
+from podium.sim import SimConfig, health, simulate
 from podium.sim import invariants as inv
 from podium.sim.nodes import node_shapes
 from podium.sim.workload import sim_job
@@ -146,6 +146,34 @@ def test_agents_in_worker_processes_over_http() -> None:
     assert f["placements"] == 2_000 and f["agent_procs"] == 2
     assert f["agents_rss_mb"] is not None and f["agents_rss_mb"] > 0
     assert f["server_rss_mb"] > 0 and f["api_p99_ms"] is not None
+    # the cluster stayed whole, and the run says on what and how late its loops ran
+    assert (f["nodes_down"], f["allocs_lost"], f["placements_total"]) == (0, 0, 2_000)
+    lag = f["event_loop_lag_p99_ms"]
+    assert lag["server"] is not None and lag["agents"] is not None
+    assert lag["server"] >= 0 and lag["agents"] >= 0
+    machine = f["machine"]
+    assert machine["cpu_model"] and machine["cpus"] >= 1 and machine["calibration_ms"] > 0
+
+
+def test_with_no_failure_injected_a_node_down_a_loss_or_a_replacement_breaks_the_run() -> None:
+    ok = {"nodes_down": 0, "allocs_lost": 0, "placements_total": 100, "target": 100}
+    assert health.stability_problems(**ok, fail_rate=0.0) == []
+    down = health.stability_problems(**{**ok, "nodes_down": 1808}, fail_rate=0.0)
+    assert down == ["1,808 nodes declared down with no failure injected (heartbeats starved)"]
+    lost = health.stability_problems(**{**ok, "allocs_lost": 3}, fail_rate=0.0)
+    assert lost == ["3 allocations lost with no failure injected"]
+    extra = health.stability_problems(**{**ok, "placements_total": 109}, fail_rate=0.0)
+    assert extra == ["109 placements for a target of 100: 9 replacements with no failure injected"]
+    # with failures injected, replacements are the point
+    assert health.stability_problems(**{**ok, "placements_total": 150}, fail_rate=0.2) == []
+
+
+def test_lag_percentile_and_machine() -> None:
+    assert health.percentile_ms([], 0.99) is None
+    assert health.percentile_ms([0.001 * i for i in range(1, 101)], 0.99) == 99.0
+    assert health.percentile_ms([0.5], 0.99) == 500.0
+    info = health.machine(calibration=False)
+    assert info["cpus"] >= 1 and info["python"].startswith("3.") and "calibration_ms" not in info
 
 
 def test_the_event_stream_delivers_every_change_of_a_10000_placement_simulation() -> None:

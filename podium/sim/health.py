@@ -1,0 +1,135 @@
+"""What a simulation says about the run itself, beside its throughput: the machine it ran
+on, how late each event loop ran, and whether the cluster stayed whole.
+
+Why (issue 18): a full-size run on a busy server once declared 1,808 healthy simulated
+nodes down at once, replaced their allocations, and still printed ``invariants_ok: true``
+with more placements than its target.  With no failure injected, a node declared down, an
+allocation lost or a placement beyond the target is the control plane failing, so
+:func:`stability_problems` makes each a broken invariant.  And a figure from another machine
+of the same kind is only comparable with the machine's speed beside it: :func:`machine`
+names the CPU and measures a fixed pure-Python loop in the same run (:func:`calibrate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+LAG_INTERVAL = 0.1
+"""Seconds between two lag samples (ten timer callbacks a second: nothing)."""
+
+
+def calibrate(rounds: int = 3) -> float:
+    """Milliseconds for a fixed pure-Python loop (median of ``rounds``): this machine's
+    speed now, printed beside every figure so runs on other machines can be compared."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i % 7
+        times.append((time.perf_counter() - start) * 1000.0)
+    return round(statistics.median(times), 1)
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (``platform.processor()`` where /proc is absent)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(calibration: bool = True) -> dict[str, Any]:
+    """``cpu_model``, ``cpus`` (usable by this process), ``python``, ``load`` (1-minute
+    average at the call) and ``calibration_ms`` (:func:`calibrate`, unless told not to)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 0
+    out: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpus": cpus,
+        "python": platform.python_version(),
+        "load": round(os.getloadavg()[0], 2),
+    }
+    if calibration:
+        out["calibration_ms"] = calibrate()
+    return out
+
+
+class LagSampler:
+    """How late the running event loop runs a timer that is due every ``interval``
+    seconds, every sample kept (a run's worth is small) so the p99 is exact."""
+
+    def __init__(self, interval: float = LAG_INTERVAL) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due = 0.0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def reset(self) -> None:
+        """Forget the samples so far (set-up is not what the run measures)."""
+        self.samples.clear()
+
+    def p99_ms(self) -> float | None:
+        return percentile_ms(self.samples, 0.99)
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._due = self._loop.time() + self.interval
+        self._handle = self._loop.call_at(self._due, self._fire)
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        self.samples.append(max(0.0, self._loop.time() - self._due))
+        self._schedule()
+
+
+def percentile_ms(seconds: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``seconds`` (nearest rank), in milliseconds; None when empty."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+    k = min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))
+    return round(ordered[k] * 1000.0, 1)
+
+
+def stability_problems(
+    *, nodes_down: int, allocs_lost: int, placements_total: int, target: int, fail_rate: float
+) -> list[str]:
+    """With no failure injected, nothing may go down, be lost or be placed twice."""
+    if fail_rate > 0:
+        return []
+    problems = []
+    if nodes_down:
+        problems.append(
+            f"{nodes_down:,} nodes declared down with no failure injected (heartbeats starved)"
+        )
+    if allocs_lost:
+        problems.append(f"{allocs_lost:,} allocations lost with no failure injected")
+    if placements_total > target:
+        problems.append(
+            f"{placements_total:,} placements for a target of {target:,}: "
+            f"{placements_total - target:,} replacements with no failure injected"
+        )
+    return problems
