@@ -27,6 +27,7 @@ from typing import Any
 from podium.models import EvalStatus
 from podium.server.broker import EvalBroker
 from podium.server.config import ServerConfig
+from podium.server.hearing import check_interval
 from podium.state import StateStore
 
 log = logging.getLogger("podium.server")
@@ -77,7 +78,7 @@ class LeaderDuties:
             (
                 "heartbeats",
                 "heartbeat check",
-                lambda: min(1.0, config.heartbeat_ttl / 4),
+                lambda: check_interval(config.heartbeat_ttl),
                 self._check_heartbeats,
             ),
             ("gc", "garbage collection", lambda: config.gc_interval, self._gc),

@@ -261,6 +261,12 @@ class StateCollector(Collector):
             "Nodes this server marked down because their heartbeats stopped.",
             server.nodes.missed_heartbeats,
         )
+        yield _counter(
+            "podium_heartbeat_held",
+            "Node expiries held back because the silence looked like this server's own "
+            "(its loop stalled, or every node's heartbeats reached it late).",
+            server.nodes.held_heartbeats,
+        )
         index = GaugeMetricFamily("podium_store_index", "The store's latest commit index.")
         index.add_metric([], store.index)
         yield index

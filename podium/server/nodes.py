@@ -16,6 +16,7 @@ the store: a server that takes the leader's duties gives every node a fresh TTL
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from podium.errors import NotFound
@@ -35,6 +36,7 @@ from podium.models.acl import NodeSecret
 from podium.server import catalog, evals
 from podium.server.broker import EvalBroker
 from podium.server.config import ServerConfig
+from podium.server.hearing import Hearing
 from podium.state import StateStore, Txn
 from podium.state.store import NODE_SECRETS
 
@@ -48,11 +50,15 @@ class Nodes:
         broker: EvalBroker,
         config: ServerConfig,
         clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.broker = broker
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic
+        """The process' own time, for :meth:`Hearing.stall` (how long this server did not
+        run), apart from ``clock``, the cluster's time that deadlines are counted in."""
         self.last_heard: dict[str, float] = {}
         """node id -> when its agent last registered or sent a heartbeat (this server's
         clock)."""
@@ -60,6 +66,10 @@ class Nodes:
         self.missed_heartbeats = 0
         """Nodes this server marked down for missing their heartbeats (a counter, read by
         podium.server.metrics)."""
+        self.hearing = Hearing(config.heartbeat_ttl)
+        """Whether a silence is the nodes' or this server's own (:mod:`podium.server.hearing`)."""
+        self.held_heartbeats = 0
+        """Expiries held back because the silence looked like this server's own (a counter)."""
 
     # ------------------------------------------------------------------ from the API
     def register(self, node: Node, secret: NodeSecret | None = None) -> int:
@@ -92,6 +102,7 @@ class Nodes:
             self._node_evals(stored, txn, now, system=True)
         index = store.commit(txn)
         self.last_heard[node.id] = now
+        self.hearing.forget(node.id)
         if was_down:
             self._after_node_change()
         return index
@@ -101,6 +112,7 @@ class Nodes:
         if node is None:
             raise NotFound(f"node {node_id!r} is not registered")
         now = self.clock()
+        self.hearing.heard(node_id, now, self.last_heard.get(node_id))
         self.last_heard[node_id] = now
         if node.status == NodeStatus.DOWN:
             # It reconnected: bring it back and let the scheduler look at its jobs
@@ -191,21 +203,38 @@ class Nodes:
         """Give every node that is not down a fresh TTL from now (as Nomad's new leader
         does), so no node is declared down for the time this server did not watch."""
         now = self.clock()
+        self.hearing.restart()
         for node in self.store.nodes():
             if node.status != NodeStatus.DOWN:
                 self.last_heard[node.id] = now
 
     def check_heartbeats(self) -> list[str]:
-        """Mark nodes whose heartbeat is older than TTL + grace as down."""
+        """Mark nodes whose heartbeat is older than TTL + grace as down, unless the
+        silence is this server's own (:mod:`podium.server.hearing`): a check that runs late
+        counts every node's silence shorter by its lateness, and a mass of nodes silent at
+        once while the others are heard late is held back by a TTL (logged, with why)."""
         now = self.clock()
-        limit = self.config.heartbeat_ttl + self.config.heartbeat_grace
-        expired = [
-            n
-            for n in self.store.nodes()
-            if n.status == NodeStatus.READY and now - self.last_heard.get(n.id, now) > limit
-        ]
+        ttl = self.hearing.ttl = self.config.heartbeat_ttl
+        limit = ttl + self.config.heartbeat_grace
+        ready = [n for n in self.store.nodes() if n.status == NodeStatus.READY]
+        shift, why = self.hearing.stall(self.monotonic())
+        if shift:
+            log.warning("heartbeats: %s", why)
+            for n in ready:
+                if n.id in self.last_heard:
+                    self.last_heard[n.id] = min(now, self.last_heard[n.id] + shift)
+        expired = [n for n in ready if now - self.last_heard.get(n.id, now) > limit]
         if not expired:
             return []
+        held, why = self.hearing.hold(now, [n.id for n in expired], len(ready))
+        if held:
+            log.warning("heartbeats: %s", why)
+            self.held_heartbeats += len(held)
+            for node_id in held:
+                self.last_heard[node_id] = now - limit + ttl  # expires again a TTL from now
+            expired = [n for n in expired if n.id not in held]
+            if not expired:
+                return []
         txn = self.store.txn()
         for node in expired:
             down = node.model_copy(
