@@ -103,6 +103,12 @@ class _Reports:
     order: tuple[str, int]
 
 
+def heartbeat_deadline(ttl: float) -> float:
+    """Seconds a heartbeat may wait for its answer before it is sent again: TTL/2 (the
+    interval between heartbeats), at least one second."""
+    return max(1.0, ttl / 2)
+
+
 class Agent:
     shared_specs: SpecCache | None = None
     """Parsed job specs to take a sync's specs from instead of validating them again:
@@ -357,7 +363,11 @@ class Agent:
                 if not self.registered.is_set():
                     await self._register()
                 else:
-                    answer = await self.client.heartbeat(self.node_id)
+                    # unanswered within TTL/2, the request is dropped (its connection with
+                    # it) and sent again at once: a heartbeat stuck behind a server's backlog
+                    # or a dead connection must not take the node's whole TTL + grace
+                    async with asyncio.timeout(heartbeat_deadline(self.heartbeat_ttl)):
+                        answer = await self.client.heartbeat(self.node_id)
                     self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
                 backoff = 0.2
                 self._maybe_learn_servers()
@@ -366,6 +376,13 @@ class Agent:
                 self.registered.clear()
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                self.metrics.heartbeat_retries += 1
+                log.warning(
+                    "heartbeat unanswered after %.1fs: sending it again now",
+                    heartbeat_deadline(self.heartbeat_ttl),
+                )
+                await asyncio.sleep(0)  # at once: the deadline was the wait
             except Exception as exc:
                 log.warning("cannot reach server: %s (retrying in %.1fs)", exc, backoff)
                 await asyncio.sleep(backoff)

@@ -50,6 +50,7 @@ class AgentMetrics:
         "_registry",
         "_start_buckets",
         "_start_sum",
+        "heartbeat_retries",
         "loop_lag",
         "task_reattached",
         "task_restarts",
@@ -67,6 +68,8 @@ class AgentMetrics:
         template's change_mode: restart)."""
         self.task_reattached = 0
         """Tasks found running and re-attached to after the agent restarted."""
+        self.heartbeat_retries = 0
+        """Heartbeats sent again because the last went unanswered for TTL/2."""
         self._start_buckets = [0] * (len(START_BUCKETS) + 1)
         self._start_sum = 0.0
         self.usage: dict[str, AllocResourceUsage] = {}
@@ -172,6 +175,12 @@ class AgentCollector(Collector):
             "podium_agent_task_reattached",
             "Running tasks the agent re-attached to after it restarted.",
             value=m.task_reattached,
+        )
+        yield CounterMetricFamily(
+            "podium_agent_heartbeat_retries",
+            "Heartbeats sent again at once because the previous one went unanswered for "
+            "TTL/2 (a server's backlog, a dead connection).",
+            value=m.heartbeat_retries,
         )
         yield from self._usage()
 
