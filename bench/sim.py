@@ -27,8 +27,9 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from podium.sim.health import calibrate
 
 C1M = 3750.0
 KUBE_FLOOR = 680.0
@@ -37,18 +38,6 @@ SECURE_TARGET = 0.15
 """Issue 13: TLS and ACL may cost at most 15% (of the plain figure, in the same run)."""
 
 Row = dict[str, object]
-
-
-def calibrate() -> float:
-    """Milliseconds for a fixed pure-Python loop (median of 3): the machine's speed now."""
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        total = 0
-        for i in range(2_000_000):
-            total += i % 7
-        times.append((time.perf_counter() - start) * 1000.0)
-    return round(statistics.median(times), 1)
 
 
 def run_one(nodes: int, jobs: int, count: int, extra: list[str]) -> Row:

@@ -27,21 +27,18 @@ def add_process_metrics(registry: CollectorRegistry) -> None:
     ProcessCollector(namespace="podium", registry=registry)
 
 
-class LoopLag:
-    """Measures the running event loop's lag into a histogram of ``registry``."""
+class LagTimer:
+    """A timer due every ``interval`` seconds on the running loop that hands how late it
+    ran to :meth:`observe` (subclasses keep it as they need)."""
 
-    def __init__(self, registry: CollectorRegistry, interval: float = LAG_INTERVAL) -> None:
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.histogram = Histogram(
-            "podium_process_event_loop_lag_seconds",
-            "How late the event loop ran a timer that was due (sampled every "
-            f"{interval:g}s): the wait work on the loop imposes on every other callback.",
-            buckets=LAG_BUCKETS,
-            registry=registry,
-        )
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
+
+    def observe(self, seconds: float) -> None:
+        raise NotImplementedError
 
     @property
     def running(self) -> bool:
@@ -67,5 +64,22 @@ class LoopLag:
 
     def _fire(self) -> None:
         assert self._loop is not None
-        self.histogram.observe(max(0.0, self._loop.time() - self._due))
+        self.observe(max(0.0, self._loop.time() - self._due))
         self._schedule()
+
+
+class LoopLag(LagTimer):
+    """Measures the running event loop's lag into a histogram of ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, interval: float = LAG_INTERVAL) -> None:
+        super().__init__(interval)
+        self.histogram = Histogram(
+            "podium_process_event_loop_lag_seconds",
+            "How late the event loop ran a timer that was due (sampled every "
+            f"{interval:g}s): the wait work on the loop imposes on every other callback.",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, seconds: float) -> None:
+        self.histogram.observe(seconds)

@@ -12,13 +12,14 @@ names the CPU and measures a fixed pure-Python loop in the same run (:func:`cali
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+from podium.metrics.process import LagTimer
 
 LAG_INTERVAL = 0.1
 """Seconds between two lag samples (ten timer callbacks a second: nothing)."""
@@ -67,25 +68,16 @@ def machine(calibration: bool = True) -> dict[str, Any]:
     return out
 
 
-class LagSampler:
+class LagSampler(LagTimer):
     """How late the running event loop runs a timer that is due every ``interval``
     seconds, every sample kept (a run's worth is small) so the p99 is exact."""
 
     def __init__(self, interval: float = LAG_INTERVAL) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self.samples: list[float] = []
-        self._handle: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._due = 0.0
 
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._schedule()
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    def observe(self, seconds: float) -> None:
+        self.samples.append(seconds)
 
     def reset(self) -> None:
         """Forget the samples so far (set-up is not what the run measures)."""
@@ -93,16 +85,6 @@ class LagSampler:
 
     def p99_ms(self) -> float | None:
         return percentile_ms(self.samples, 0.99)
-
-    def _schedule(self) -> None:
-        assert self._loop is not None
-        self._due = self._loop.time() + self.interval
-        self._handle = self._loop.call_at(self._due, self._fire)
-
-    def _fire(self) -> None:
-        assert self._loop is not None
-        self.samples.append(max(0.0, self._loop.time() - self._due))
-        self._schedule()
 
 
 def percentile_ms(seconds: list[float], q: float) -> float | None:
