@@ -34,7 +34,7 @@ from podium.models.stats import AllocResourceUsage
 from podium.server import scaling_log
 from podium.server.autoscale_policy import Decision, GroupState, Reading, decide
 from podium.server.jobs import Jobs
-from podium.state import StateStore
+from podium.state import JOBS, StateStore
 
 log = logging.getLogger("podium.server")
 
@@ -135,12 +135,14 @@ class Autoscaler:
         """Set by the API (podium.server.api): agents are reached through its relay."""
         self.read_query = read_query or self.prometheus_query
         self._watches: dict[GroupKey, _Watch] = {}
+        self._targets: dict[GroupKey, tuple[Job, Scaling]] = {}
+        self._targets_index = -1
         self._http: httpx.AsyncClient | None = None
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
         """Evaluate the groups as they fall due, until cancelled (the leader's duties)."""
-        self._watches = {}
+        self._watches, self._targets_index = {}, -1
         try:
             while True:
                 try:
@@ -159,27 +161,38 @@ class Autoscaler:
             await self._http.aclose()
             self._http = None
 
-    async def tick(self) -> float:
-        """Evaluate every group that is due; returns the seconds until the next is."""
-        now = self.clock()
-        due: list[tuple[GroupKey, Job]] = []
-        seen: set[GroupKey] = set()
+    def targets(self) -> dict[GroupKey, tuple[Job, Scaling]]:
+        """The groups to watch: of running service jobs, with an enabled policy.  Found
+        again only when the jobs changed (a pass over every job is not free at 10,000
+        jobs, and most passes find the jobs as they were)."""
+        index = self.store.table_index(JOBS)
+        if index == self._targets_index:
+            return self._targets
+        found: dict[GroupKey, tuple[Job, Scaling]] = {}
         for job in self.store.jobs(None):
             if job.stop or job.spec.type != JobType.SERVICE:
                 continue
             for name, group in job.spec.groups.items():
                 scaling = group.scaling
-                if scaling is None or scaling.policy is None or not scaling.enabled:
-                    continue
-                key = (job.namespace, job.id, name)
-                seen.add(key)
-                watch = self._watches.get(key)
-                if watch is None or watch.scaling != scaling:
-                    watch = self._watches[key] = _Watch(scaling, now, now)
-                if watch.next_due <= now:
-                    watch.next_due = now + scaling.policy.evaluation_interval
-                    due.append((key, job))
-        for key in self._watches.keys() - seen:
+                if scaling is not None and scaling.policy is not None and scaling.enabled:
+                    found[(job.namespace, job.id, name)] = (job, scaling)
+        self._targets, self._targets_index = found, index
+        return found
+
+    async def tick(self) -> float:
+        """Evaluate every group that is due; returns the seconds until the next is."""
+        now = self.clock()
+        due: list[tuple[GroupKey, Job]] = []
+        targets = self.targets()
+        for key, (job, scaling) in targets.items():
+            assert scaling.policy is not None
+            watch = self._watches.get(key)
+            if watch is None or watch.scaling != scaling:
+                watch = self._watches[key] = _Watch(scaling, now, now)
+            if watch.next_due <= now:
+                watch.next_due = now + scaling.policy.evaluation_interval
+                due.append((key, job))
+        for key in self._watches.keys() - targets.keys():
             del self._watches[key]
         if due:
             await asyncio.gather(*(self.evaluate(key, job) for key, job in due))
