@@ -108,7 +108,8 @@ def decide(scaling: Scaling, state: GroupState, reading: Reading | None, now: fl
                 raw = math.ceil(count * new_ratio - 1e-9)
     rec = scaling.clamp(raw)
     window = (*window, (now, rec))
-    over = "" if not reading.per_instance else f" over {reading.samples} allocations"
+    plural = "" if reading.samples == 1 else "s"
+    over = f" over {reading.samples} allocation{plural}" if reading.per_instance else ""
     said = f"{metric} {_pct(metric, value)} of target {_pct(metric, target)}{over}"
 
     if rec > count:

@@ -33,7 +33,7 @@ STATUS = JobScaleStatus(
                     group="api",
                     previous_count=1,
                     count=3,
-                    reason="autoscaler: cpu 1840% of target 50% over 1 allocations -> 3 (max)",
+                    reason="autoscaler: cpu 1840% of target 50% over 1 allocation -> 3 (max)",
                 ),
                 ScalingEvent(
                     time=1_700_000_000.0,
