@@ -282,7 +282,7 @@ class Autoscaler:
         self.store.commit(txn)
 
     def decisions(self) -> dict[GroupKey, Decision]:
-        """The last decision of each watched group (what ``podium sim`` or a test shows)."""
+        """The last decision of each watched group (for tests and debugging)."""
         return {k: w.last for k, w in self._watches.items() if w.last is not None}
 
     # ------------------------------------------------------------------ readings

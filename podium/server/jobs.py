@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from podium.errors import Conflict, NotFound
-from podium.models import Job, JobSpec, JobVersion, TriggeredBy, next_job
+from podium.models import Evaluation, Job, JobSpec, JobVersion, TriggeredBy, next_job
 from podium.models.diff import spec_diff
 from podium.models.scaling import ScalingEvent
 from podium.models.views import JobPlanResult
@@ -72,7 +72,7 @@ class Jobs:
         description: str = "",
         force_reschedule: bool = False,
         namespace: str | None = None,
-        also: Callable[[Txn, Job], None] | None = None,
+        also: Callable[[Txn, Job, Evaluation], None] | None = None,
     ) -> RegisterResult:
         """Store ``spec`` as the job's next version (when it changed) and evaluate it.
 
@@ -86,7 +86,8 @@ class Jobs:
         kept on the new version (why it exists, e.g. a revert).  With
         ``force_reschedule`` the evaluation replaces the job's failed allocations
         at once, even those their reschedule policy gave up on.  ``also`` adds its
-        own writes to the transaction (a scaling event), given the job as stored.
+        own writes to the transaction (a scaling event), given the job as stored and
+        its evaluation.
         """
         store = self.store
         now = self.clock()
@@ -119,7 +120,7 @@ class Jobs:
         txn.put_eval(ev)
         drop_blocked(self.broker, job.namespace, job.id, txn, now)
         if also is not None:
-            also(txn, job)
+            also(txn, job, ev)
         index = store.commit(txn)
         self.broker.enqueue(ev)
         return RegisterResult(
@@ -225,10 +226,9 @@ class Jobs:
             )
         description = event.reason if event.source == "autoscaler" else message
 
-        def record(txn: Txn, stored: Job) -> None:
-            scaling_log.record(
-                self.store, txn, stored, event.model_copy(update={"job_version": stored.version})
-            )
+        def record(txn: Txn, stored: Job, ev: Evaluation) -> None:
+            done = event.model_copy(update={"job_version": stored.version, "eval_id": ev.id})
+            scaling_log.record(self.store, txn, stored, done)
 
         return self.register(spec, description=description, namespace=job.namespace, also=record)
 

@@ -126,6 +126,8 @@ async def test_the_leader_scales_out_and_in_by_a_prometheus_query(
         (1, 4, "autoscaler"),
     ]
     assert group.events[1].value == 35.0 and group.events[1].job_version == 1
+    evaluation = await live.client.evaluation(group.events[1].eval_id)
+    assert evaluation.job_id == "web" and evaluation.job_modify_index > 0
     assert group.events[1].metric == "prometheus"
 
     # The decisions are in the event stream: the job's new versions, and the scaling events.
