@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from podium.cli import common, job_restart, jobdiff, render
+from podium.cli import common, job_restart, job_scaling, jobdiff, render
 from podium.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -734,12 +734,16 @@ def scale(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="A job id or unique prefix.")],
     group: Annotated[str, typer.Argument(help="The group to scale.")],
     count: Annotated[int, typer.Argument(min=0, help="The new number of allocations.")],
+    message: Annotated[
+        str, typer.Option("--message", "-m", help="Why: kept on the version and scaling event.")
+    ] = "",
     address: AddressOpt = common.DEFAULT_ADDR,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Set a group's count; the server stores a new version and evaluates it."""
+    """Set a group's count; the server stores a new version and evaluates it (a group
+    with scaling bounds refuses a count outside them)."""
     with common.handle_errors(output=output), common.make_client(address) as client:
-        result = client.query(endpoints.scale_job(job_id, group, count))
+        result = client.query(endpoints.scale_job(job_id, group, count, message))
         if output.structured:
             common.print_data(result.raw, output)
             return
@@ -927,3 +931,5 @@ def inspect(
 
 # podium job restart: podium.cli.job_restart (issue 16)
 job_restart.install(app)
+# podium job scaling-events: podium.cli.job_scaling (issue 17, docs/autoscaling.md)
+job_scaling.install(app)

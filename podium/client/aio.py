@@ -64,6 +64,7 @@ from podium.models.api import LeaderAnswer, MembersAnswer
 from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.models.scaling import JobScaleStatus
 from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata
 
@@ -380,9 +381,24 @@ class AsyncClient:
         return (await self.query(ep.node_eligibility(id, eligible))).value
 
     async def scale_job(
-        self, id: str, group: str, count: int, *, namespace: str | None = None
+        self,
+        id: str,
+        group: str,
+        count: int,
+        *,
+        message: str = "",
+        namespace: str | None = None,
     ) -> ScaleResult:
-        return (await self.query(ep.in_namespace(ep.scale_job(id, group, count), namespace))).value
+        """Set a group's count (refused outside its ``scaling`` bounds)."""
+        return (
+            await self.query(ep.in_namespace(ep.scale_job(id, group, count, message), namespace))
+        ).value
+
+    async def job_scale_status(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> JobScaleStatus:
+        """Each group's count, bounds, policy and newest scaling events (newest first)."""
+        return await self._get(ep.in_namespace(ep.job_scale_status(id), namespace), index, wait)
 
     # -- deployments --------------------------------------------------------------------
 

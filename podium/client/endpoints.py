@@ -55,6 +55,7 @@ from podium.models.api import LeaderAnswer, MembersAnswer, PeersAnswer
 from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.models.scaling import JobScaleStatus
 from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 
@@ -242,13 +243,16 @@ def job_evaluations(job_id: str) -> Endpoint[list[Evaluation]]:
     return Endpoint("GET", f"/v1/job/{_seg(job_id)}/evaluations", _EVALS)
 
 
-def scale_job(job_id: str, group: str, count: int) -> Endpoint[ScaleResult]:
-    return Endpoint(
-        "POST",
-        f"/v1/job/{_seg(job_id)}/scale",
-        ScaleResult.model_validate,
-        body={"group": group, "count": count},
-    )
+def scale_job(job_id: str, group: str, count: int, message: str = "") -> Endpoint[ScaleResult]:
+    body: dict[str, Any] = {"group": group, "count": count}
+    if message:
+        body["message"] = message
+    return Endpoint("POST", f"/v1/job/{_seg(job_id)}/scale", ScaleResult.model_validate, body=body)
+
+
+def job_scale_status(job_id: str) -> Endpoint[JobScaleStatus]:
+    """Each group's count, scaling bounds and policy, and newest scaling events."""
+    return Endpoint("GET", f"/v1/job/{_seg(job_id)}/scale", JobScaleStatus.model_validate)
 
 
 # -- allocations -----------------------------------------------------------------------

@@ -61,6 +61,7 @@ from podium.models.api import LeaderAnswer, MembersAnswer
 from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.models.scaling import JobScaleStatus
 from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata
 
@@ -302,9 +303,22 @@ class Client:
         return (self.query(ep.node_eligibility(id, eligible))).value
 
     def scale_job(
-        self, id: str, group: str, count: int, *, namespace: str | None = None
+        self,
+        id: str,
+        group: str,
+        count: int,
+        *,
+        message: str = "",
+        namespace: str | None = None,
     ) -> ScaleResult:
-        return self.query(ep.in_namespace(ep.scale_job(id, group, count), namespace)).value
+        """Set a group's count (refused outside its ``scaling`` bounds)."""
+        return self.query(ep.in_namespace(ep.scale_job(id, group, count, message), namespace)).value
+
+    def job_scale_status(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> JobScaleStatus:
+        """Each group's count, bounds, policy and newest scaling events (newest first)."""
+        return self._get(ep.in_namespace(ep.job_scale_status(id), namespace), index, wait)
 
     # -- deployments --------------------------------------------------------------------
 

@@ -12,7 +12,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-TOPICS = ("Job", "Evaluation", "Allocation", "Deployment", "Node", "Service", "Variable")
+TOPICS = (
+    "Job",
+    "Evaluation",
+    "Allocation",
+    "Deployment",
+    "Node",
+    "Service",
+    "Variable",
+    "Scaling",
+)
 """Every topic, in the order the events of one commit are sent."""
 
 INDEX_TOO_OLD = "index_too_old"

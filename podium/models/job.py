@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from podium.models import limits as L
 from podium.models.duration import Duration
 from podium.models.namespace import check_namespace
+from podium.models.scaling import Scaling
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Name = Annotated[str, Field(min_length=1, max_length=128)]
@@ -587,6 +588,17 @@ class Group(Spec):
     """Groups of the same job this one waits for when it is first placed (Compose's
     ``depends_on``): every instance of each running, healthy, or exited 0."""
     tasks: dict[str, Task] = Field(max_length=L.MAX_TASKS)
+    # Autoscaling (docs/autoscaling.md): bounds for the count, and the autoscaler's policy.
+    scaling: Scaling | None = Field(default=None, exclude_if=_is_none)
+
+    @model_validator(mode="after")
+    def _scaling_bounds(self) -> Group:
+        if self.scaling is None:
+            return self
+        if "count" not in self.model_fields_set:
+            self.count = self.scaling.min  # as Nomad: a group with bounds starts at min
+        self.scaling.check_count(self.count)
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -686,6 +698,11 @@ class JobSpec(Spec):
                 raise ValueError(
                     f"group {name!r}: depends_on ... completed_successfully needs a batch job "
                     f"(a {self.type.value} job restarts a task that exits)"
+                )
+        for name, group in self.groups.items():
+            if group.scaling is not None and self.type != JobType.SERVICE:
+                raise ValueError(
+                    f"group {name!r}: scaling is for service jobs, not {self.type.value} jobs"
                 )
         if self.type != JobType.SERVICE and (
             self.update is not None or any(g.update is not None for g in self.groups.values())

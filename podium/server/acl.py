@@ -132,6 +132,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/job/{job_id}/deployment"): ns(caps.READ_JOB),
     ("GET", "/v1/job/{job_id}/deployments"): ns(caps.READ_JOB),
     ("POST", "/v1/job/{job_id}/scale"): ns(caps.SCALE_JOB),
+    ("GET", "/v1/job/{job_id}/scale"): ns(caps.READ_JOB),
     ("POST", "/v1/job/{job_id}/plan"): ns(caps.SUBMIT_JOB),
     ("POST", "/v1/job/{job_id}/revert"): ns(caps.SUBMIT_JOB),
     # allocations

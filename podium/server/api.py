@@ -42,6 +42,7 @@ from podium.server.routes import (
     jobs,
     monitor,
     nodes,
+    scaling,
     services,
     status,
     variables,
@@ -101,6 +102,7 @@ def create_app(
     allocations.add_routes(app.router, ctx, agent_proxy, relay_ext)
     exec_relay.add_routes(app, ctx, relay_verify, relay_ext)
     alloc_stats.add_routes(app.router, ctx, agent_proxy, relay_ext)
+    scaling.add_routes(app.router, ctx, agent_proxy, relay_ext)  # and the autoscaler's reads
     nodes.add_routes(app.router, ctx)
     services.add_routes(app.router, ctx)
     evaluations.add_routes(app.router, ctx)

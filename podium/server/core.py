@@ -8,7 +8,8 @@ the parts do the work, each in a module of its own:
 - :mod:`~podium.server.reports`: agents' task-state reports, group-committed;
 - :mod:`~podium.server.worker`: the scheduling worker, with :mod:`~podium.server.retry`;
 - :mod:`~podium.server.gc`: garbage collection;
-- :mod:`~podium.server.deployments`: the deployment watcher.
+- :mod:`~podium.server.deployments`: the deployment watcher;
+- :mod:`~podium.server.autoscaler`: the autoscaler (docs/autoscaling.md).
 
 What serves the API (every call below) is apart from what only the leader may run
 (:class:`~podium.server.leader.LeaderDuties`: the workers, heartbeat expiry, the
@@ -32,6 +33,7 @@ from podium.scheduler import schedule
 from podium.scheduler.commit import PLAN_ATTEMPTS
 from podium.server import deployments, namespaces
 from podium.server.applier import PlanApplier
+from podium.server.autoscaler import Autoscaler
 from podium.server.broker import EvalBroker
 from podium.server.cluster import ClusterView, Solo
 from podium.server.config import ServerConfig
@@ -100,6 +102,9 @@ class Server:
             commit=lambda reports: self.client_update_many(reports),
         )
         self.worker = Worker(store, self.broker, self.applier, now, self.process_eval)
+        self.autoscaler = Autoscaler(store, self.jobs, now)
+        """Moves autoscaled groups' counts (a leader's loop; the API gives it its way to
+        the agents: podium.server.api)."""
         self.leader = LeaderDuties(
             store,
             self.broker,
@@ -110,6 +115,7 @@ class Server:
             drain_tick=self.drain_tick,
             deployments_tick=self.deployments_tick,
             gc=self.gc,
+            loops=[("autoscaler", self.autoscaler.run)],
         )
         """The loops only the leader runs; started by :meth:`start`, and on their own by
         ``leader.start()`` / ``await leader.stop()``."""
@@ -200,9 +206,10 @@ class Server:
         return self.jobs.revert(job_id, version, enforce_prior_version, reason, namespace)
 
     def scale_job(
-        self, job_id: str, group: str, count: int, namespace: str = "default"
+        self, job_id: str, group: str, count: int, namespace: str = "default", message: str = ""
     ) -> RegisterResult:
-        return self.jobs.scale(job_id, group, count, namespace)
+        """See :meth:`podium.server.jobs.Jobs.scale` (refused outside the group's bounds)."""
+        return self.jobs.scale(job_id, group, count, namespace, message=message)
 
     def stop_job(
         self, job_id: str, purge: bool = False, namespace: str = "default"

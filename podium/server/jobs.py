@@ -13,15 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from podium.errors import Conflict, NotFound
-from podium.models import Job, JobSpec, JobVersion, TriggeredBy, next_job
+from podium.models import Evaluation, Job, JobSpec, JobVersion, TriggeredBy, next_job
 from podium.models.diff import spec_diff
+from podium.models.scaling import ScalingEvent
 from podium.models.views import JobPlanResult
-from podium.server import catalog, jobplan, limits, namespaces
+from podium.server import catalog, jobplan, limits, namespaces, scaling_log
 from podium.server.broker import EvalBroker
 from podium.server.config import ServerConfig
 from podium.server.deployments import Revert
 from podium.server.evals import drop_blocked, new_eval, new_id
-from podium.state import StateStore
+from podium.state import StateStore, Txn
 
 log = logging.getLogger("podium.server")
 
@@ -71,6 +72,7 @@ class Jobs:
         description: str = "",
         force_reschedule: bool = False,
         namespace: str | None = None,
+        also: Callable[[Txn, Job, Evaluation], None] | None = None,
     ) -> RegisterResult:
         """Store ``spec`` as the job's next version (when it changed) and evaluate it.
 
@@ -83,7 +85,9 @@ class Jobs:
         (0: only if the job is new), else raises Conflict.  ``description`` is
         kept on the new version (why it exists, e.g. a revert).  With
         ``force_reschedule`` the evaluation replaces the job's failed allocations
-        at once, even those their reschedule policy gave up on.
+        at once, even those their reschedule policy gave up on.  ``also`` adds its
+        own writes to the transaction (a scaling event), given the job as stored and
+        its evaluation.
         """
         store = self.store
         now = self.clock()
@@ -115,6 +119,8 @@ class Jobs:
             ev.force_reschedule = True
         txn.put_eval(ev)
         drop_blocked(self.broker, job.namespace, job.id, txn, now)
+        if also is not None:
+            also(txn, job, ev)
         index = store.commit(txn)
         self.broker.enqueue(ev)
         return RegisterResult(
@@ -183,8 +189,18 @@ class Jobs:
                 log.exception("could not revert job %s to version %d", r.job_id, r.version)
 
     def scale(
-        self, job_id: str, group: str, count: int, namespace: str = "default"
+        self,
+        job_id: str,
+        group: str,
+        count: int,
+        namespace: str = "default",
+        *,
+        message: str = "",
+        event: ScalingEvent | None = None,
     ) -> RegisterResult:
+        """Set ``group``'s count: a new job version, and a scaling event beside it in the
+        same transaction (``event``: the autoscaler's; else a manual one, with
+        ``message``).  A count outside the group's ``scaling`` bounds is refused."""
         job = self.job(job_id, namespace)
         if group not in job.spec.groups:
             raise NotFound(
@@ -192,9 +208,29 @@ class Jobs:
             )
         if count < 0:
             raise ValueError("count cannot be negative")
+        current = job.spec.groups[group]
+        if current.scaling is not None:
+            current.scaling.check_count(count, f"job {job.id!r} group {group!r}")
         spec = job.spec.model_copy(deep=True)
         spec.groups[group].count = count
-        return self.register(spec, namespace=job.namespace)
+        if count == current.count:
+            return self.register(spec, namespace=job.namespace)
+        if event is None:
+            event = ScalingEvent(
+                time=self.clock(),
+                group=group,
+                source="manual",
+                previous_count=current.count,
+                count=count,
+                reason=message or f"scaled by hand from {current.count} to {count}",
+            )
+        description = event.reason if event.source == "autoscaler" else message
+
+        def record(txn: Txn, stored: Job, ev: Evaluation) -> None:
+            done = event.model_copy(update={"job_version": stored.version, "eval_id": ev.id})
+            scaling_log.record(self.store, txn, stored, done)
+
+        return self.register(spec, description=description, namespace=job.namespace, also=record)
 
     def stop(self, job_id: str, purge: bool = False, namespace: str = "default") -> tuple[str, int]:
         store = self.store
@@ -204,6 +240,7 @@ class Jobs:
         if purge:
             versions = [v.version for v in store.job_versions(job.id, job.namespace)]
             txn.delete_job(job.namespace, job.id, versions)
+            scaling_log.forget(store, txn, job.namespace, job.id)
         else:
             version = job.version + 1 if not job.stop else job.version
             stopped = job.model_copy(

@@ -5,7 +5,8 @@ the calls that serve the API.
 - heartbeat expiry (nodes silent for TTL + grace go down) and the drainer
   (:mod:`podium.server.nodes`);
 - the deployment watcher's tick (progress deadlines) and garbage collection
-  (:mod:`podium.server.gc`).
+  (:mod:`podium.server.gc`);
+- more loops of their own (``loops``: the autoscaler, podium.server.autoscaler).
 
 Exactly one server may run them (issue 15: the one holding the etcd lease), while
 every server answers reads, blocking queries and API calls.  :class:`LeaderDuties`
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from podium.models import EvalStatus
@@ -46,7 +47,10 @@ class LeaderDuties:
         drain_tick: Callable[[], None],
         deployments_tick: Callable[[], None],
         gc: Callable[[], object],
+        loops: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = (),
     ) -> None:
+        """``loops``: (name, coroutine function) of more loops, each started with the
+        duties and cancelled with them."""
         self.store = store
         self.broker = broker
         self.config = config
@@ -56,6 +60,7 @@ class LeaderDuties:
         self._drain_tick = drain_tick
         self._deployments_tick = deployments_tick
         self._gc = gc
+        self._loops = tuple(loops)
         self.tasks: list[asyncio.Task[None]] = []
         self.running = False
 
@@ -92,6 +97,8 @@ class LeaderDuties:
         ]
         for name, what, interval, tick in loops:
             self._spawn(self._every(interval, tick, what), name)
+        for name, loop in self._loops:
+            self._spawn(loop(), name)
         self.running = True
 
     async def stop(self) -> None:

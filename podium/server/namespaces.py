@@ -29,6 +29,7 @@ from podium.models.namespace import (
     Usage,
     check_namespace,
 )
+from podium.server import scaling_log
 from podium.state import Snapshot, StateStore
 
 _UNITS = {"cpu": "MHz", "memory": "MB", "count": "instances"}
@@ -238,6 +239,7 @@ class Namespaces:
         for job in jobs:
             versions = [v.version for v in store.job_versions(job.id, name)]
             txn.delete_job(name, job.id, versions)
+            scaling_log.forget(store, txn, name, job.id)
         txn.delete_namespace(name)
         return store.commit(txn)
 

@@ -34,10 +34,13 @@ _TABLE_TOPIC = {
     "nodes": "Node",
     "services": "Service",
     "variables": "Variable",
+    "scaling_events": "Scaling",
 }
 TOPIC_TABLES = {topic: table for table, topic in _TABLE_TOPIC.items()}
 _VARIABLE_META = {"path", "namespace", "create_index", "modify_index", "create_time", "modify_time"}
 _REGISTERED = {"Job", "Service"}
+_NAMESPACED_KEYS = ("Job", "Variable", "Scaling")
+"""Topics whose store key is ``namespace/id``: the event's key is the id."""
 
 
 class IndexTooOld(Exception):
@@ -99,6 +102,8 @@ def _filter_keys(topic: str, obj: Any) -> tuple[str, ...]:
         return (obj.job_id,)
     if topic == "Service":
         return (obj.service_name, obj.job_id, obj.alloc_id)
+    if topic == "Scaling":
+        return (obj.job_id,)
     return ()
 
 
@@ -123,12 +128,12 @@ def _record(
     index: int, topic: str, key: str, obj: Any, *, deleted: bool, new: bool = False
 ) -> EventRecord:
     namespace = str(getattr(obj, "namespace", "default")) if obj is not None else ""
-    if obj is None and "/" in key and topic in ("Job", "Variable"):
+    if obj is None and "/" in key and topic in _NAMESPACED_KEYS:
         namespace = key.split("/", 1)[0]
     if topic == "Node":
         namespace = ""
     kind = _event_type(topic, deleted, new)
-    shown = key.split("/", 1)[1] if topic in ("Job", "Variable") and "/" in key else key
+    shown = key.split("/", 1)[1] if topic in _NAMESPACED_KEYS and "/" in key else key
     fkeys = _filter_keys(topic, obj)
     head = json.dumps(
         {

@@ -41,6 +41,7 @@ from podium.models import (
 from podium.models.acl import ACLBootstrap, ACLPolicy, NodeSecret, StoredToken
 from podium.models.compact import compact_alloc
 from podium.models.namespace import DEFAULT_NAMESPACE, Namespace
+from podium.models.scaling import JobScalingEvents
 from podium.state.backend import Backend, NullBackend
 from podium.state.errors import StoreDamaged, StoreError
 from podium.state.events import DEFAULT_CAPACITY, EventBuffer
@@ -58,6 +59,8 @@ ACL_TOKENS = "acl_tokens"
 ACL_POLICIES = "acl_policies"
 ACL_META = "acl_meta"
 NODE_SECRETS = "node_secrets"
+SCALING_EVENTS = "scaling_events"
+"""Per job (``namespace/job_id``), its groups' newest scaling events (docs/autoscaling.md)."""
 ACL_TABLES = (ACL_TOKENS, ACL_POLICIES, ACL_META, NODE_SECRETS)
 """Trust: ACL tokens (by accessor), policies (by name), the bootstrap record, and each
 node's secret (by node id); secrets only ever as hashes."""
@@ -72,6 +75,7 @@ TABLES = (
     VARIABLES,
     NAMESPACES,
     *ACL_TABLES,
+    SCALING_EVENTS,
 )
 
 TXN_META = "_txn"
@@ -95,6 +99,7 @@ _MODELS: dict[str, Any] = {
     ACL_POLICIES: ACLPolicy,
     ACL_META: ACLBootstrap,
     NODE_SECRETS: NodeSecret,
+    SCALING_EVENTS: JobScalingEvents,
 }
 
 JobKey = tuple[str, str]
@@ -107,6 +112,8 @@ def _job_key(namespace: str, job_id: str) -> JobKey:
 def _key_str(table: str, obj: Any) -> str:
     if table == JOBS:
         return f"{obj.namespace}/{obj.id}"
+    if table == SCALING_EVENTS:
+        return f"{obj.namespace}/{obj.job_id}"
     if table == VERSIONS:
         # Rows written before namespaces were keyed ``default/...`` and carry no
         # namespace field, which reads as ``default``: the same key.
@@ -203,6 +210,16 @@ class Txn:
         self.deletes[table].add(key)
         self.puts[table].pop(key, None)
 
+    def put_scaling_events(self, events: JobScalingEvents) -> None:
+        key = _key_str(SCALING_EVENTS, events)
+        self.puts[SCALING_EVENTS][key] = events
+        self.deletes[SCALING_EVENTS].discard(key)
+
+    def delete_scaling_events(self, namespace: str, job_id: str) -> None:
+        key = f"{namespace}/{job_id}"
+        self.deletes[SCALING_EVENTS].add(key)
+        self.puts[SCALING_EVENTS].pop(key, None)
+
     def empty(self) -> bool:
         return not any(self.puts.values()) and not any(self.deletes.values())
 
@@ -279,6 +296,7 @@ class _Tables:
         """Per ACL table, key -> object (see :data:`ACL_TABLES`)."""
         self.by_secret: dict[str, dict[str, str]] = {ACL_TOKENS: {}, NODE_SECRETS: {}}
         """Secret hash -> token accessor, and -> node id."""
+        self.scaling_events: dict[JobKey, JobScalingEvents] = {}
 
     def add_usage(self, alloc: Allocation, sign: int) -> None:
         if alloc.uses_resources():
@@ -309,6 +327,7 @@ class _Tables:
         t.namespaces = dict(self.namespaces)
         t.acl = {k: dict(v) for k, v in self.acl.items()}
         t.by_secret = {k: dict(v) for k, v in self.by_secret.items()}
+        t.scaling_events = dict(self.scaling_events)
         return t
 
 
@@ -491,6 +510,10 @@ class Snapshot:
 
     def node_by_secret(self, secret_hash: str) -> str | None:
         return self._t.by_secret[NODE_SECRETS].get(secret_hash)
+
+    # -- scaling events (docs/autoscaling.md)
+    def scaling_events(self, job_id: str, namespace: str = "default") -> JobScalingEvents | None:
+        return self._t.scaling_events.get(_job_key(namespace, job_id))
 
 
 class StateStore(Snapshot):
@@ -723,6 +746,8 @@ class StateStore(Snapshot):
             t.variables[_key_str(VARIABLES, obj)] = obj
         elif table == NAMESPACES:
             t.namespaces[obj.name] = obj
+        elif table == SCALING_EVENTS:
+            t.scaling_events[_job_key(obj.namespace, obj.job_id)] = obj
         elif table in ACL_TABLES:
             acl_key = _key_str(table, obj)
             self._acl_delete(table, acl_key)
@@ -936,6 +961,11 @@ class StateStore(Snapshot):
                 self._unindex_service(reg)
         for var_key in txn.deletes[VARIABLES]:
             t.variables.pop(var_key, None)
+        for scaling_key in txn.deletes[SCALING_EVENTS]:
+            ns, job_id = scaling_key.split("/", 1)
+            t.scaling_events.pop(_job_key(ns, job_id), None)
+        for obj in txn.puts[SCALING_EVENTS].values():
+            self._apply_put(SCALING_EVENTS, obj)
         for table in ACL_TABLES:
             for acl_key in txn.deletes[table]:
                 self._acl_delete(table, acl_key)

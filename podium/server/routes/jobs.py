@@ -55,6 +55,8 @@ class ScaleRequest(BaseModel):
     group: str
     count: int = Field(ge=0, strict=True)
     """Bounded by the server's --max-count (podium.server.limits)."""
+    message: str = Field(default="", max_length=1024)
+    """Why (kept on the scaling event and the job version)."""
 
 
 def summarize(store: StateStore, job: Job) -> dict[str, GroupSummary]:
@@ -214,7 +216,9 @@ def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     )
     async def scale_job(job_id: str, body: ScaleRequest, namespace: str = "default") -> Response:
         job = ctx.resolve_job(job_id, namespace)
-        r = server.scale_job(job.id, body.group, body.count, namespace=job.namespace)
+        r = server.scale_job(
+            job.id, body.group, body.count, namespace=job.namespace, message=body.message
+        )
         return json_answer(
             {
                 "eval_id": r.eval_id,
