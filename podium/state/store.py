@@ -41,6 +41,7 @@ from podium.models import (
 from podium.models.acl import ACLBootstrap, ACLPolicy, NodeSecret, StoredToken
 from podium.models.compact import compact_alloc
 from podium.models.namespace import DEFAULT_NAMESPACE, Namespace
+from podium.models.schedconfig import DEFAULT_SCHEDULER_CONFIG, SchedulerConfiguration
 from podium.state.backend import Backend, NullBackend
 from podium.state.errors import StoreDamaged, StoreError
 from podium.state.events import DEFAULT_CAPACITY, EventBuffer
@@ -61,6 +62,8 @@ NODE_SECRETS = "node_secrets"
 ACL_TABLES = (ACL_TOKENS, ACL_POLICIES, ACL_META, NODE_SECRETS)
 """Trust: ACL tokens (by accessor), policies (by name), the bootstrap record, and each
 node's secret (by node id); secrets only ever as hashes."""
+SCHED_CONFIG = "scheduler_config"
+"""The cluster's scheduler configuration: one row, key ``config`` (preemption per type)."""
 TABLES = (
     JOBS,
     VERSIONS,
@@ -72,6 +75,7 @@ TABLES = (
     VARIABLES,
     NAMESPACES,
     *ACL_TABLES,
+    SCHED_CONFIG,
 )
 
 TXN_META = "_txn"
@@ -95,6 +99,7 @@ _MODELS: dict[str, Any] = {
     ACL_POLICIES: ACLPolicy,
     ACL_META: ACLBootstrap,
     NODE_SECRETS: NodeSecret,
+    SCHED_CONFIG: SchedulerConfiguration,
 }
 
 JobKey = tuple[str, str]
@@ -193,6 +198,9 @@ class Txn:
         self.deletes[NAMESPACES].add(name)
         self.puts[NAMESPACES].pop(name, None)
 
+    def put_scheduler_config(self, config: SchedulerConfiguration) -> None:
+        self.puts[SCHED_CONFIG][config.id] = config
+
     def put_acl(self, table: str, obj: Any) -> None:
         """An ACL token, policy or bootstrap record, or a node secret (``table``)."""
         key = _key_str(table, obj)
@@ -279,6 +287,7 @@ class _Tables:
         """Per ACL table, key -> object (see :data:`ACL_TABLES`)."""
         self.by_secret: dict[str, dict[str, str]] = {ACL_TOKENS: {}, NODE_SECRETS: {}}
         """Secret hash -> token accessor, and -> node id."""
+        self.sched_config: SchedulerConfiguration = DEFAULT_SCHEDULER_CONFIG
 
     def add_usage(self, alloc: Allocation, sign: int) -> None:
         if alloc.uses_resources():
@@ -309,6 +318,7 @@ class _Tables:
         t.namespaces = dict(self.namespaces)
         t.acl = {k: dict(v) for k, v in self.acl.items()}
         t.by_secret = {k: dict(v) for k, v in self.by_secret.items()}
+        t.sched_config = self.sched_config
         return t
 
 
@@ -491,6 +501,10 @@ class Snapshot:
 
     def node_by_secret(self, secret_hash: str) -> str | None:
         return self._t.by_secret[NODE_SECRETS].get(secret_hash)
+
+    def scheduler_config(self) -> SchedulerConfiguration:
+        """The cluster's scheduler configuration (Nomad's defaults until one is stored)."""
+        return self._t.sched_config
 
 
 class StateStore(Snapshot):
@@ -723,6 +737,8 @@ class StateStore(Snapshot):
             t.variables[_key_str(VARIABLES, obj)] = obj
         elif table == NAMESPACES:
             t.namespaces[obj.name] = obj
+        elif table == SCHED_CONFIG:
+            t.sched_config = obj
         elif table in ACL_TABLES:
             acl_key = _key_str(table, obj)
             self._acl_delete(table, acl_key)
@@ -919,9 +935,11 @@ class StateStore(Snapshot):
                 t.versions.pop(jk, None)
         for node_id in txn.deletes[NODES]:
             t.nodes.pop(node_id, None)
-        for table in (DEPLOYMENTS, SERVICES, VARIABLES, NAMESPACES):
+        for table in (DEPLOYMENTS, SERVICES, VARIABLES, NAMESPACES, SCHED_CONFIG):
             for obj in txn.puts[table].values():
                 self._apply_put(table, obj)
+        if txn.deletes[SCHED_CONFIG]:
+            t.sched_config = DEFAULT_SCHEDULER_CONFIG
         for name in txn.deletes[NAMESPACES]:
             t.namespaces.pop(name, None)
         for dep_id in txn.deletes[DEPLOYMENTS]:
