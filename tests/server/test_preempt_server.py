@@ -198,3 +198,23 @@ async def test_job_plan_lists_preemptions_and_writes_nothing(
     assert all(p["priority"] == 20 for p in plan["preemptions"])
     assert server.store.index == index
     assert not any(a.preempted_by_alloc for a in server.store.allocs_by_job("low"))
+
+
+def test_the_example_preempts_as_its_comments_say() -> None:
+    """examples/preemption/: on a 4000 MHz node, ``crunch`` runs 8 of 20 and ``urgent``
+    preempts two of them, with service preemption on."""
+    from podium.spec import load_job_file
+
+    examples = Path(__file__).parents[2] / "examples" / "preemption"
+    server = Server(StateStore(), clock=lambda: NOW)
+    server.register_node(make_node("a", cpu=4000, memory=8192, drivers=("raw_exec",)))
+    schedconfig.set_config(server, PreemptionConfig.of_types(["service", "system"]))
+    server.register_job(load_job_file(examples / "low.yaml"))
+    run_evals(server)
+    assert len([a for a in server.store.allocs_by_job("crunch") if not a.terminal()]) == 8
+    server.register_job(load_job_file(examples / "high.yaml"))
+    run_evals(server)
+    assert len(server.store.allocs_by_job("urgent")) == 1
+    victims = [a for a in server.store.allocs_by_job("crunch") if a.preempted_by_alloc]
+    assert len(victims) == 2
+    assert all(a.preempted_by_job == "urgent" for a in victims)
