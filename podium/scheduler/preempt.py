@@ -118,10 +118,13 @@ def choose_victims(
     cap_cpu: int,
     cap_memory: int,
     budget: int = SEARCH_BUDGET,
+    beat: Key | None = None,
 ) -> tuple[Key, list[Victim]] | None:
     """The preferred set of ``candidates`` that frees at least ``need_cpu`` and
     ``need_memory`` (see the module's docstring for the order), or None if even all of
-    them cannot.  Pure: the same candidates give the same set."""
+    them cannot, or (given ``beat``, the best set found elsewhere) if no set here can
+    beat it on priority and count, which is known before any search.  Pure: the same
+    candidates give the same set."""
     by_priority = sorted(candidates, key=_order)
     if not by_priority:
         return None
@@ -148,6 +151,8 @@ def choose_victims(
         _min_count([v.cpu for v in pool], need_cpu),
         _min_count([v.memory for v in pool], need_memory),
     )
+    if beat is not None and (level, low) > beat[:2]:
+        return None  # every set here is worse than one found elsewhere: skip the search
     left = budget
     picks = [0] * len(groups)
     best: tuple[Key, list[Victim]] | None = None
@@ -255,8 +260,11 @@ class Preemptor:
                 out.append(Victim(alloc, prio))
         return out
 
-    def on_node(self, st: NodeState, cpu: int, memory: int) -> tuple[Key, list[Victim]] | None:
-        """The preferred victims on one node for an instance of ``cpu``/``memory``."""
+    def on_node(
+        self, st: NodeState, cpu: int, memory: int, beat: Key | None = None
+    ) -> tuple[Key, list[Victim]] | None:
+        """The preferred victims on one node for an instance of ``cpu``/``memory`` (None
+        too when ``beat``, a set found on another node, is certainly better)."""
         need_cpu = st.used_cpu + cpu - st.cap_cpu
         need_memory = st.used_memory + memory - st.cap_memory
         if need_cpu <= 0 and need_memory <= 0:
@@ -264,7 +272,7 @@ class Preemptor:
         if cpu > st.cap_cpu or memory > st.cap_memory:
             return None  # bigger than the node: nothing stopped would help
         return choose_victims(
-            self.candidates(st.id), need_cpu, need_memory, st.cap_cpu, st.cap_memory
+            self.candidates(st.id), need_cpu, need_memory, st.cap_cpu, st.cap_memory, beat=beat
         )
 
     def select(
@@ -285,7 +293,7 @@ class Preemptor:
             if dynamic and state.dynamic_reason(needs, node, replaces) is not None:
                 continue
             st = self._usage.state(node, info)
-            found = self.on_node(st, needs.cpu, needs.memory)
+            found = self.on_node(st, needs.cpu, needs.memory, best[0] if best else None)
             if found is None:
                 continue
             key, victims = found

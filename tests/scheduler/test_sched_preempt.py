@@ -331,3 +331,24 @@ def test_commit_accepts_a_fresh_preemption_and_counts_it() -> None:
     h.evaluate("urgent")
     assert h.plan_results[-1].committed_preemptions == 1
     assert h.plan_results[-1].rejected_nodes == []
+
+
+def test_between_nodes_the_same_order_decides() -> None:
+    """Node a could free room with one priority-30 allocation; node b with two of priority
+    20: b wins (lowest highest-priority first).  Between equal sets, the lower node id."""
+    h = Harness(now=NOW)
+    for name in ("a", "b", "c"):
+        h.add_node(make_node(name, cpu=1000, memory=8192))
+    h.set_preemption("service")
+    fill(h, "node-a", "mid", 30, [1000])
+    fill(h, "node-b", "low", 20, [500, 500])
+    fill(h, "node-c", "mid2", 30, [1000])
+    submit(h, "urgent", 70, 800)
+    result = h.evaluate("urgent")
+    assert {p.alloc_id for p in result.plan.preemptions} == {"low-0", "low-1"}
+    assert result.plan.placements[0].node_id == "node-b"
+    # b is now taken by urgent; the next one must use a or c: equal sets, a wins
+    submit(h, "urgent2", 70, 800)
+    result = h.evaluate("urgent2")
+    assert [p.alloc_id for p in result.plan.preemptions] == ["mid-0"]
+    assert result.plan.placements[0].node_id == "node-a"
