@@ -34,8 +34,9 @@ The rules (Nomad's, with the order of preference written down):
 Finding the exact smallest set is a small covering problem; the search enumerates
 sets by size over *kinds* of allocation (same priority, cpu and memory), which keeps
 it tiny for the usual node of a few job shapes.  Past :data:`SEARCH_BUDGET` sets on a
-node it falls back to a greedy pick (lowest priority first, larger first, then drops
-whatever the rest covers without), which is what Nomad does throughout.
+node it stops: the best set seen of the size being tried wins, or, when none was seen, a
+greedy pick (lowest priority first, larger first, then drops whatever the rest covers
+without), which is what Nomad does throughout.
 """
 
 from __future__ import annotations
