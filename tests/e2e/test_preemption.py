@@ -88,6 +88,8 @@ def test_high_priority_job_preempts_and_victims_are_rescheduled(
         assert v["desired_status"] == "stop"
         assert v["desired_description"].startswith("preempted by allocation")
     assert sorted(winner.get("preempted_allocations") or []) == sorted(v["id"] for v in victims)
+    shown = dev_agent.cli("alloc", "status", victims[0]["id"], check=True).stdout
+    assert "Preempted By" in shown and winner["id"][:8] in shown and "job high" in shown, shown
     # the victims' processes are stopped for real; the other two keep running
     victim_ids = {v["id"] for v in victims}
     wait_until(
