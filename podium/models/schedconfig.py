@@ -11,7 +11,7 @@ node), so keeping it as a model costs nothing on the hot path.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 PREEMPTION_TYPES = ("service", "batch", "system")
 """The job types with a scheduler that can preempt (in the order people list them)."""
@@ -27,9 +27,10 @@ class PreemptionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    system_scheduler_enabled: bool = True
-    service_scheduler_enabled: bool = False
-    batch_scheduler_enabled: bool = False
+    # strict: a "0" or a 1 is not taken for a boolean (the API refuses it, 400)
+    system_scheduler_enabled: bool = Field(default=True, strict=True)
+    service_scheduler_enabled: bool = Field(default=False, strict=True)
+    batch_scheduler_enabled: bool = Field(default=False, strict=True)
 
     def enabled(self, job_type: str) -> bool:
         """Whether jobs of ``job_type`` may preempt (unknown types never do)."""
@@ -88,4 +89,4 @@ class SchedulerConfigRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preemption_config: PreemptionConfig
-    check_index: int | None = None
+    check_index: int | None = Field(default=None, ge=0, strict=True)

@@ -218,3 +218,21 @@ def test_the_example_preempts_as_its_comments_say() -> None:
     victims = [a for a in server.store.allocs_by_job("crunch") if a.preempted_by_alloc]
     assert len(victims) == 2
     assert all(a.preempted_by_job == "urgent" for a in victims)
+
+
+async def test_configuration_route_is_strict(api: tuple[httpx.AsyncClient, Server]) -> None:
+    """Found by the API fuzzer: ``check_index: false`` was taken for 0.  Booleans and the
+    index take their own JSON types only; nothing is written."""
+    client, server = api
+    ok = {"batch_scheduler_enabled": False}
+    for body in (
+        {"preemption_config": ok, "check_index": False},
+        {"preemption_config": ok, "check_index": -1},
+        {"preemption_config": ok, "check_index": "0"},
+        {"preemption_config": {"service_scheduler_enabled": 1}},
+        {"preemption_config": {"service_scheduler_enabled": "true"}},
+        {},
+    ):
+        answer = await client.put(PATH, json=body)
+        assert answer.status_code == 400, (body, answer.text)
+    assert server.store.scheduler_config().modify_index == 0
