@@ -352,3 +352,25 @@ def test_between_nodes_the_same_order_decides() -> None:
     result = h.evaluate("urgent2")
     assert [p.alloc_id for p in result.plan.preemptions] == ["mid-0"]
     assert result.plan.placements[0].node_id == "node-a"
+
+
+def test_job_plan_dry_run_lists_preemptions_and_commits_nothing() -> None:
+    """``job plan``'s dry run (podium.server.jobplan.plan_job) over the harness: the
+    candidate's preemptions are in the answer; the harness is left as it was."""
+    from podium.models import next_job
+    from podium.scheduler.harness import make_eval
+    from podium.server.jobplan import plan_job
+
+    h = one_node()
+    h.set_preemption("service")
+    fill(h, "node-a", "low", 20, [400, 400])
+    index = h.index
+    spec = make_job("urgent", priority=70, cpu=700, memory=64)
+    candidate, _ = next_job(spec, None, index + 1, NOW)
+    ev = make_eval("urgent", eval_id="plan-ev", priority=70)
+    answer = plan_job(h, None, candidate, ev, NOW, new_id=h.new_id, diff=False)
+    assert sorted(p.alloc_id for p in answer.preemptions) == ["low-0", "low-1"]
+    assert {p.preempted_by_job for p in answer.preemptions} == {"urgent"}
+    assert h.index == index
+    assert preempted(h) == set()
+    assert h.job("urgent") is None
