@@ -16,6 +16,10 @@ Quality: on a small instance the same jobs are placed again with
 average utilisation of the used nodes and the spread of allocations per node
 are printed for both, so the speed of scoring only a few candidates (Nomad's
 power-of-two-choices / log2(n)) is shown beside what it costs.
+
+``--preempt`` turns preemption on for every job type (docs/preemption.md).  Every job
+here has the same priority, so nothing is ever preempted: the figure is what preemption
+costs when it is enabled but unused (bench/RESULTS.md compares it with the code before it).
 """
 
 from __future__ import annotations
@@ -41,9 +45,15 @@ C1M = 3750.0
 SHAPES = [(2, 4096), (4, 8192), (8, 16384), (8, 32768), (16, 65536)]
 
 
+PREEMPT = False
+"""Preemption on for every type (``--preempt``)."""
+
+
 def build(nodes: int, seed: int) -> Harness:
     rng = random.Random(seed)
     h = Harness(now=1000.0)
+    if PREEMPT:
+        h.set_preemption("service", "batch", "system")
     for i in range(nodes):
         cores, mem = rng.choice(SHAPES)
         arch = "arm64" if rng.random() < 0.1 else "amd64"
@@ -97,8 +107,14 @@ def main() -> None:
     parser.add_argument("--placements", type=int, default=20000)
     parser.add_argument("--per-job", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--preempt", action="store_true", help="preemption on for every job type (never needed)"
+    )
     args = parser.parse_args()
+    global PREEMPT
+    PREEMPT = args.preempt
     print(f"machine: {platform.node()} {platform.machine()}, python {platform.python_version()}")
+    print(f"preemption: {'on for every type (unused)' if PREEMPT else 'defaults'}")
     rates = []
     last: dict[str, float] = {}
     for r in range(args.runs):

@@ -60,6 +60,11 @@ def status(
             rows.append(("Replaces", render.short(a.previous_allocation)))
         if a.next_allocation:
             rows.append(("Replaced By", render.short(a.next_allocation)))
+        if a.preempted_by_alloc:
+            by = f"{render.short(a.preempted_by_alloc)} (job {a.preempted_by_job})"
+            rows.append(("Preempted By", by))
+        if a.preempted_allocations:
+            rows.append(("Preempted", ", ".join(render.short(i) for i in a.preempted_allocations)))
         if a.reschedule_events:
             rows.append(("Reschedules", len(a.reschedule_events)))
         parts: list[RenderableType] = [render.fields(rows)]

@@ -121,6 +121,8 @@ def plan_lines(plan: JobPlanResult, file: str, spec: JobSpec | None = None) -> l
             what = f"{n} allocation{'s' if n != 1 else ''} could not be placed"
             reasons = metric.model_copy(update={"coalesced_failures": 0}).describe()
             out.append(Text(f'  Group "{name}": {what}: {reasons}', style="yellow"))
+    if plan.preemptions:
+        out += preemption_lines(plan)
     for warning in plan.warnings:
         out.append(Text(f"- Warning: {warning}", style="yellow"))
     if spec is not None:
@@ -134,6 +136,29 @@ def plan_lines(plan: JobPlanResult, file: str, spec: JobSpec | None = None) -> l
             f"podium job run --check-index {plan.job_modify_index} {file}"
         )
     )
+    return out
+
+
+def preemption_lines(plan: JobPlanResult) -> list[Text]:
+    """What the placements would preempt: one line per allocation, lowest priority first."""
+    n = len(plan.preemptions)
+    out = [
+        Text(
+            f"- Preemptions: {n} allocation{'s' if n != 1 else ''} of lower-priority jobs "
+            "would be stopped:",
+            style="bold yellow",
+        )
+    ]
+    for p in sorted(plan.preemptions, key=lambda p: (p.priority, p.namespace, p.job_id, p.name)):
+        ns = f"{p.namespace}/" if p.namespace != "default" else ""
+        out.append(
+            Text(
+                f"  {p.alloc_id[:8]}  {ns}{p.name or p.job_id}  (job {p.job_id!r}, priority "
+                f"{p.priority}; cpu {p.cpu} MHz, memory {p.memory} MB on node "
+                f"{p.node_id[:8]})",
+                style="yellow",
+            )
+        )
     return out
 
 

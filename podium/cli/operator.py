@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from podium.cli import common
+from podium.cli import common, operator_scheduler
 from podium.cli.common import AddressOpt, Output, OutputOpt, TokenOpt
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ snapshot_app = typer.Typer(help="Save, check and restore the server's state.", n
 store_app = typer.Typer(help="The server's store on disk.", no_args_is_help=True)
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(store_app, name="store")
+app.add_typer(operator_scheduler.app, name="scheduler")
 
 DataDirOpt = Annotated[
     Path,

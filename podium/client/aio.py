@@ -65,6 +65,7 @@ from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.scaling import JobScaleStatus
+from podium.models.schedconfig import PreemptionConfig, SchedulerConfiguration
 from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata
 
@@ -686,6 +687,17 @@ class AsyncClient:
 
     async def status(self) -> ServerStatus:
         return (await self.query(ep.status())).value
+
+    async def scheduler_config(self) -> SchedulerConfiguration:
+        """``GET /v1/operator/scheduler/configuration``: which job types may preempt."""
+        return (await self.query(ep.scheduler_config())).value
+
+    async def set_scheduler_config(
+        self, preemption: PreemptionConfig, *, check_index: int | None = None
+    ) -> SchedulerConfiguration:
+        """Replace the cluster's preemption settings (Conflict if ``check_index`` is
+        given and the stored configuration is at another index)."""
+        return (await self.query(ep.set_scheduler_config(preemption, check_index))).value
 
     async def leader(self) -> LeaderAnswer:
         """``GET /v1/status/leader``: the server leading the cluster, and the one asked."""

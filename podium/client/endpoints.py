@@ -56,6 +56,7 @@ from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.scaling import JobScaleStatus
+from podium.models.schedconfig import PreemptionConfig, SchedulerConfiguration
 from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata, check_var_path
 
@@ -341,6 +342,24 @@ def evaluation(eval_id: str) -> Endpoint[Evaluation]:
 
 def status() -> Endpoint[ServerStatus]:
     return Endpoint("GET", "/v1/status", ServerStatus.model_validate)
+
+
+SCHEDULER_CONFIG_PATH = "/v1/operator/scheduler/configuration"
+
+
+def scheduler_config() -> Endpoint[SchedulerConfiguration]:
+    """``GET /v1/operator/scheduler/configuration``: which job types may preempt."""
+    return Endpoint("GET", SCHEDULER_CONFIG_PATH, SchedulerConfiguration.model_validate)
+
+
+def set_scheduler_config(
+    preemption: PreemptionConfig, check_index: int | None = None
+) -> Endpoint[SchedulerConfiguration]:
+    """``PUT /v1/operator/scheduler/configuration``; ``check_index``: only if unchanged."""
+    body: dict[str, Any] = {"preemption_config": preemption.model_dump()}
+    if check_index is not None:
+        body["check_index"] = check_index
+    return Endpoint("PUT", SCHEDULER_CONFIG_PATH, SchedulerConfiguration.model_validate, body=body)
 
 
 def leader() -> Endpoint[LeaderAnswer]:

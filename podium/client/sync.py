@@ -62,6 +62,7 @@ from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
 from podium.models.scaling import JobScaleStatus
+from podium.models.schedconfig import PreemptionConfig, SchedulerConfiguration
 from podium.models.stats import AllocResourceUsage
 from podium.models.variable import Variable, VariableMetadata
 
@@ -589,6 +590,17 @@ class Client:
 
     def status(self) -> ServerStatus:
         return self.query(ep.status()).value
+
+    def scheduler_config(self) -> SchedulerConfiguration:
+        """``GET /v1/operator/scheduler/configuration``: which job types may preempt."""
+        return (self.query(ep.scheduler_config())).value
+
+    def set_scheduler_config(
+        self, preemption: PreemptionConfig, *, check_index: int | None = None
+    ) -> SchedulerConfiguration:
+        """Replace the cluster's preemption settings (Conflict if ``check_index`` is
+        given and the stored configuration is at another index)."""
+        return (self.query(ep.set_scheduler_config(preemption, check_index))).value
 
     def leader(self) -> LeaderAnswer:
         """``GET /v1/status/leader``: the server leading the cluster, and the one asked."""

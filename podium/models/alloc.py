@@ -155,6 +155,12 @@ class Allocation(BaseModel):
     deployment_status: AllocHealth | None = None
     checks: dict[str, CheckResult] = Field(default_factory=dict)
     """The agent's latest check results, by check name."""
+    preempted_by_alloc: str | None = None
+    """The allocation whose placement stopped this one (it was preempted), if any."""
+    preempted_by_job: str | None = None
+    """That allocation's job."""
+    preempted_allocations: list[str] | None = None
+    """The allocations of lower-priority jobs this one's placement preempted (None: none)."""
     create_index: int = 0
     modify_index: int = 0
     create_time: float = 0.0

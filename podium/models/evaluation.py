@@ -30,6 +30,8 @@ class TriggeredBy(StrEnum):
     """An allocation a waiting group depends on changed (depends_on)."""
     ALLOC_STOP = "alloc-stop"
     """An operator stopped one allocation (``podium alloc stop``): replace it."""
+    PREEMPTION = "preemption"
+    """A higher-priority job preempted some of this job's allocations: replace them."""
 
 
 UNITS = {"cpu": "MHz", "memory": "MB"}

@@ -20,6 +20,32 @@ class AllocStop(BaseModel):
     followup_eval_id: str | None = None
 
 
+class Preemption(BaseModel):
+    """Stop an allocation of a lower-priority job to make room for one this plan places.
+
+    Besides the victim, it carries what the scheduler saw of it (its job's version and
+    priority) so the plan applier can tell a stale preemption: the victim gone, moved,
+    already stopped, or its job changed since (``podium.scheduler.commit``)."""
+
+    alloc_id: str
+    node_id: str
+    job_id: str
+    namespace: str = "default"
+    job_version: int = 0
+    priority: int = 50
+    """The victim's job priority when the scheduler chose it."""
+    group: str = ""
+    name: str = ""
+    """The victim's instance name (``job.group[i]``), for people."""
+    cpu: int = 0
+    memory: int = 0
+    """What stopping the victim frees (its resources)."""
+    preempted_by_alloc: str
+    """The allocation this plan places in the room the victim leaves."""
+    preempted_by_job: str
+    description: str = ""
+
+
 class GroupChanges(BaseModel):
     """The scheduler's desired changes for one group, for people and for `job plan`."""
 
@@ -49,6 +75,8 @@ class Plan(BaseModel):
     """A deployment this plan creates, or the current one with canaries it placed."""
     cancel_deployments: dict[str, str] = Field(default_factory=dict)
     """Active deployments of older versions (or of a stopped job) to cancel: id -> why."""
+    preemptions: list[Preemption] = Field(default_factory=list)
+    """Allocations of lower-priority jobs this plan stops to make room (podium.scheduler.preempt)."""
 
     def empty(self) -> bool:
         return (
@@ -56,6 +84,7 @@ class Plan(BaseModel):
             and not self.placements
             and self.deployment is None
             and not self.cancel_deployments
+            and not self.preemptions
         )
 
 
@@ -72,5 +101,6 @@ class PlanResult(BaseModel):
     index: int
     committed_placements: int = 0
     committed_stops: int = 0
+    committed_preemptions: int = 0
     rejected_nodes: list[str] = Field(default_factory=list)
     """Nodes on which placements no longer fit at commit time; the eval is re-run."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from podium.models.diff import JobDiff
 from podium.models.evaluation import AllocMetric
 from podium.models.node import Node, NodeResources
-from podium.models.plan import GroupChanges
+from podium.models.plan import GroupChanges, Preemption
 from podium.models.state import Job, JobStatus
 
 
@@ -96,6 +96,8 @@ class JobPlanResult(BaseModel):
     notes: str = ""
     """The scheduler's own summary of the dry run (the evaluation's description)."""
     warnings: list[str] = Field(default_factory=list)
+    preemptions: list[Preemption] = Field(default_factory=list)
+    """Allocations of lower-priority jobs the placements would preempt (stop)."""
 
     def creates_or_destroys(self) -> bool:
         """Whether allocations would be created or destroyed (Nomad's exit-1 rule)."""

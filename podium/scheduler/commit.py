@@ -16,6 +16,14 @@ keep what the agent reported meanwhile, the ``next_allocation`` links of replace
 stops), deployments (created, canaries merged, older ones cancelled), the evaluation's
 outcome and its follow-up evaluations.
 
+Preemptions (:mod:`podium.scheduler.preempt`) are re-checked the same way: each victim
+must still be the allocation the scheduler chose from (present, on the same node,
+meant to run and not finished, of the same job version) and its job must still be at
+least :data:`~podium.models.schedconfig.PRIORITY_DELTA` priority points below the
+plan's.  A stale preemption refuses its node, so the plan commits nothing and is made
+again on the latest state, like a placement that no longer fits.  A victim's
+resources count as freed on its node, as a stop's do.
+
 It is pure (a view, a result, ``now`` and the index the commit will take in, a
 :class:`PlanCommit` out) and lives in the scheduler package because that is the layer
 both committers may import (scheduler imports only models; state may not import the
@@ -36,10 +44,13 @@ from podium.models import (
     DeploymentStatus,
     DesiredStatus,
     Evaluation,
+    Job,
     Node,
     Plan,
     SchedulerResult,
 )
+from podium.models.plan import Preemption
+from podium.models.schedconfig import PRIORITY_DELTA
 
 PLAN_ATTEMPTS = 3
 """How many times an evaluation is planned before a plan that keeps going stale fails it."""
@@ -58,6 +69,10 @@ class CommitView(Protocol):
 
     def deployment(self, deployment_id: str) -> Deployment | None: ...
 
+    def job(self, job_id: str, namespace: str = "default") -> Job | None:
+        """A job as stored now (a preemption's victim must still be of lower priority)."""
+        ...
+
 
 @dataclass
 class PlanCommit:
@@ -75,14 +90,33 @@ class PlanCommit:
     placed: int = 0
     """New allocations (not in-place updates)."""
     stopped: int = 0
+    preempted: int = 0
 
     @property
     def accepted(self) -> bool:
         return not self.rejected_nodes
 
 
+def stale_preemption(view: CommitView, plan: Plan, preemption: Preemption) -> str | None:
+    """Why ``preemption`` no longer holds on the latest state, or None."""
+    victim = view.alloc(preemption.alloc_id)
+    if victim is None:
+        return "the allocation is gone"
+    if victim.node_id != preemption.node_id:
+        return "the allocation moved"
+    if victim.desired_status != DesiredStatus.RUN or victim.client_status.terminal:
+        return "the allocation is already stopping or finished"
+    if victim.job_version != preemption.job_version:
+        return "the allocation changed"
+    job = view.job(victim.job_id, victim.namespace)
+    if job is None or job.priority > plan.priority - PRIORITY_DELTA:
+        return "its job's priority is no longer low enough"
+    return None
+
+
 def rejected_nodes(view: CommitView, plan: Plan) -> list[str]:
-    """Nodes on which the plan's placements no longer fit the latest state."""
+    """Nodes on which the plan's placements no longer fit the latest state, or whose
+    preemptions went stale."""
     by_node: dict[str, list[Allocation]] = defaultdict(list)
     for alloc in plan.placements:
         by_node[alloc.node_id].append(alloc)
@@ -93,7 +127,18 @@ def rejected_nodes(view: CommitView, plan: Plan) -> list[str]:
         if stopped is not None and stopped.id not in placed:
             stopping[stopped.node_id].append(stopped)
     rejected: list[str] = []
+    for preemption in plan.preemptions:
+        node_id = preemption.node_id
+        if stale_preemption(view, plan, preemption) is not None:
+            if node_id not in rejected:
+                rejected.append(node_id)
+            continue
+        victim = view.alloc(preemption.alloc_id)
+        if victim is not None and victim.id not in placed:
+            stopping[node_id].append(victim)
     for node_id, allocs in by_node.items():
+        if node_id in rejected:
+            continue
         node = view.node(node_id)
         if node is None:
             rejected.append(node_id)
@@ -185,6 +230,21 @@ def commit_plan(view: CommitView, result: SchedulerResult, now: float, index: in
             update["followup_eval_id"] = stop.followup_eval_id
         rows[stop.alloc_id] = current_or_none.model_copy(update=update)
         out.stopped += 1
+    for preemption in plan.preemptions:
+        victim = rows.get(preemption.alloc_id) or view.alloc(preemption.alloc_id)
+        if victim is None:
+            continue  # cannot happen: a missing victim refused the plan above
+        rows[victim.id] = victim.model_copy(
+            update={
+                "desired_status": DesiredStatus.STOP,
+                "desired_description": preemption.description,
+                "preempted_by_alloc": preemption.preempted_by_alloc,
+                "preempted_by_job": preemption.preempted_by_job,
+                "modify_index": index,
+                "modify_time": now,
+            }
+        )
+        out.preempted += 1
     _deployments(view, out, plan, now)
     out.evals.append(
         result.eval_update.model_copy(update={"modify_index": index, "modify_time": now})

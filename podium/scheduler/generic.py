@@ -37,6 +37,7 @@ from podium.models import (
     TriggeredBy,
 )
 from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage, PlacementState
+from podium.scheduler.preempt import Preemptor, preemption_evals
 from podium.scheduler.rank import PlacementGroup, Ranker, default_candidate_limit
 from podium.scheduler.reconcile import Placement, instance_name, reconcile
 from podium.scheduler.snapshot import Snapshot
@@ -69,6 +70,20 @@ class GenericScheduler:
         self._new_id = new_id
         self._batch = batch
         self._candidate_limit = candidate_limit
+        self._preemptor: Preemptor | None = None
+        self._may_preempt: bool | None = None
+        """Read from the snapshot the first time a placement fits nowhere (never before)."""
+
+    def _preemptor_for(self, job: Job, usage: NodeUsage) -> Preemptor | None:
+        """The plan's preemptor, or None when this job type may not preempt."""
+        if self._may_preempt is None:
+            config = self._snapshot.scheduler_config().preemption_config
+            self._may_preempt = config.enabled(job.spec.type.value)
+        if not self._may_preempt:
+            return None
+        if self._preemptor is None:
+            self._preemptor = Preemptor(self._snapshot, usage, job.priority)
+        return self._preemptor
 
     def run(self) -> SchedulerResult:
         snap = self._snapshot
@@ -106,6 +121,9 @@ class GenericScheduler:
                     new_evals.append(continue_eval(ev, job, self._new_id(), self._now))
             if rec.deployment is not None:
                 plan.deployment = with_placed_canaries(rec.deployment, plan.placements)
+            if plan.preemptions:
+                notes.append(preemption_note(plan))
+                new_evals += preemption_evals(snap, plan.preemptions, ev, self._new_id, self._now)
 
         return finish(ev, job, plan, failed, queued, notes, new_evals, self._new_id, self._now)
 
@@ -161,9 +179,16 @@ class GenericScheduler:
                 queued[name] += 1
                 continue
             metric = MetricCounter()
-            st = ranker.select(
-                pg, metric, replaces=want.previous.id if want.previous is not None else None
-            )
+            replaces = want.previous.id if want.previous is not None else None
+            st = ranker.select(pg, metric, replaces=replaces)
+            victims = None
+            if st is None:
+                # Nothing fits: the only path that ever looks at preemption.
+                preemptor = self._preemptor_for(job, usage)
+                if preemptor is not None:
+                    found = preemptor.select(nodes, pg.needs, state, replaces)
+                    if found is not None:
+                        st, victims = found
             if st is None:
                 failed[name] = metric.to_metric(
                     nodes_available=metric.evaluated, cpu=pg.needs.cpu, memory=pg.needs.memory
@@ -178,6 +203,15 @@ class GenericScheduler:
                         description=want.stop_previous,
                     )
                 )
+            alloc_id = self._new_id()
+            preempted = None
+            if victims:
+                assert self._preemptor is not None
+                taken = self._preemptor.take(st, victims, alloc_id, job.id)
+                plan.preemptions += taken
+                preempted = [p.alloc_id for p in taken]
+                st.reserve(pg.needs.cpu, pg.needs.memory)
+                state.record(pg.needs, st.node)
             plan.placements.append(
                 new_alloc(
                     self._eval,
@@ -186,8 +220,9 @@ class GenericScheduler:
                     st.node.id,
                     st.node.name,
                     templates[name],
-                    self._new_id(),
+                    alloc_id,
                     self._now,
+                    preempted,
                 )
             )
             if budget is not None:
@@ -229,8 +264,10 @@ def new_alloc(
     template: Template,
     alloc_id: str,
     now: float,
+    preempted: list[str] | None = None,
 ) -> Allocation:
-    """A fresh allocation at ``want.index`` on the chosen node.
+    """A fresh allocation at ``want.index`` on the chosen node (``preempted``: the
+    allocations its placement preempts).
 
     Static ports are recorded on it at once (dynamic ones are the agent's to
     pick).  Built with the validating constructor on purpose: pydantic-core
@@ -262,6 +299,7 @@ def new_alloc(
         deployment_id=want.deployment_id,
         deployment_status=AllocHealth(canary=True) if want.canary else None,
         ports={label: AllocatedPort(value=port) for label, port in ports.items()},
+        preempted_allocations=preempted,
         create_time=now,
         modify_time=now,
     )
@@ -301,6 +339,16 @@ def finish(
         new_evals.append(blocked)
         update["blocked_eval"] = blocked.id
     return SchedulerResult(plan=plan, eval_update=ev.model_copy(update=update), new_evals=new_evals)
+
+
+def preemption_note(plan: Plan) -> str:
+    """The evaluation's word on what its plan preempted."""
+    jobs = sorted({p.job_id for p in plan.preemptions})
+    n = len(plan.preemptions)
+    return (
+        f"preempted {n} allocation{'s' if n != 1 else ''} of lower-priority "
+        f"job{'s' if len(jobs) != 1 else ''} {', '.join(jobs)}"
+    )
 
 
 def blocked_eval(evaluation: Evaluation, job: Job, eval_id: str, now: float) -> Evaluation:

@@ -46,6 +46,11 @@ from podium.models import (
     TriggeredBy,
     next_job,
 )
+from podium.models.schedconfig import (
+    DEFAULT_SCHEDULER_CONFIG,
+    PreemptionConfig,
+    SchedulerConfiguration,
+)
 from podium.scheduler import schedule
 from podium.scheduler.commit import PLAN_ATTEMPTS, commit_plan
 from podium.scheduler.reconcile import instance_name
@@ -99,6 +104,9 @@ class _CommitView:
 
     def deployment(self, deployment_id: str) -> Deployment | None:
         return self._h.deployments.get(deployment_id)
+
+    def job(self, job_id: str, namespace: str = "default") -> Job | None:
+        return self._h.job(job_id, namespace)
 
 
 # -- builders ---------------------------------------------------------------
@@ -289,6 +297,8 @@ class Harness:
         self.new_id = id_sequence(id_prefix)
         self.now = now
         """The clock used when a method is not given ``now``; tests move it forward by hand."""
+        self.config = DEFAULT_SCHEDULER_CONFIG
+        """The cluster's scheduler configuration (see :meth:`set_preemption`)."""
 
     # -- Snapshot ------------------------------------------------------------
 
@@ -317,6 +327,18 @@ class Harness:
 
     def evaluation(self, eval_id: str) -> Evaluation | None:
         return self.evals.get(eval_id)
+
+    def scheduler_config(self) -> SchedulerConfiguration:
+        return self.config
+
+    def set_preemption(self, *types: str) -> SchedulerConfiguration:
+        """Let exactly the job types ``types`` preempt (``service``, ``batch``, ``system``)."""
+        self.config = SchedulerConfiguration(
+            preemption_config=PreemptionConfig.of_types(list(types)),
+            create_index=self.config.create_index or self._index + 1,
+            modify_index=self._bump(),
+        )
+        return self.config
 
     def latest_deployment(self, job_id: str, namespace: str = "default") -> Deployment | None:
         found = [
@@ -508,6 +530,7 @@ class Harness:
                 index=verdict.index,
                 committed_placements=verdict.placed,
                 committed_stops=verdict.stopped,
+                committed_preemptions=verdict.preempted,
             )
         self.plan_results.append(outcome)
         return outcome

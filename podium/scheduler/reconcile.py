@@ -89,10 +89,12 @@ ALLOC_STOP = "stopped by an operator"
 
 
 def drained(alloc: Allocation) -> bool:
-    """Whether the drainer (or an operator's ``alloc stop``) stopped ``alloc`` to move it:
-    its index is refilled and the new instance links back to it."""
-    return alloc.desired_status == DesiredStatus.STOP and alloc.desired_description.startswith(
-        (NODE_DRAIN, ALLOC_STOP)
+    """Whether the drainer (or an operator's ``alloc stop``, or a higher-priority job's
+    preemption) stopped ``alloc`` to move it: its index is refilled and the new instance
+    links back to it."""
+    return alloc.desired_status == DesiredStatus.STOP and (
+        alloc.desired_description.startswith((NODE_DRAIN, ALLOC_STOP))
+        or alloc.preempted_by_alloc is not None
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from podium.models import Allocation, Deployment, Evaluation, Job, JobSpec, Node
+from podium.models.schedconfig import SchedulerConfiguration
 
 
 class Snapshot(Protocol):
@@ -43,4 +44,10 @@ class Snapshot(Protocol):
 
     def latest_deployment(self, job_id: str, namespace: str = "default") -> Deployment | None:
         """The job's newest deployment (any status), or None."""
+        ...
+
+    def scheduler_config(self) -> SchedulerConfiguration:
+        """The cluster's scheduler configuration (the defaults until one is stored).
+        Read only when a placement found no node (preemption), so it costs a plan
+        that fits nothing."""
         ...

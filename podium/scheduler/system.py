@@ -52,7 +52,9 @@ from podium.scheduler.generic import (
     finish,
     group_template,
     new_alloc,
+    preemption_note,
 )
+from podium.scheduler.preempt import Preemptor, preemption_evals
 from podium.scheduler.reconcile import (
     DUPLICATE,
     GROUP_REMOVED,
@@ -112,6 +114,9 @@ class SystemScheduler:
                     f"places); {deferred} more in a follow-up evaluation"
                 )
                 new_evals.append(continue_eval(ev, job, self._new_id(), self._now))
+            if plan.preemptions:
+                notes.append(preemption_note(plan))
+                new_evals += preemption_evals(snap, plan.preemptions, ev, self._new_id, self._now)
 
         return finish(ev, job, plan, failed, queued, notes, new_evals, self._new_id, self._now)
 
@@ -246,6 +251,8 @@ class SystemScheduler:
             for name, needs in needs_by_group.items()
         }
         deferred = 0
+        preemptor: Preemptor | None = None
+        may_preempt: bool | None = None  # read the first time a node lacks room, never before
         for name, node, previous, destructive in wanted:
             needs = needs_by_group[name]
             if len(plan.placements) >= MAX_PLACEMENTS + placed_before:
@@ -270,11 +277,27 @@ class SystemScheduler:
                     continue
             st = usage.state(node)
             dim = st.exhausted(needs.cpu, needs.memory)
+            found = None
             if dim is not None:
-                metric.exhaust(dim)
-                metric.note_free((st,))
-                failures[name] = failures.get(name, 0) + 1
-                continue
+                if may_preempt is None:
+                    config = snap.scheduler_config().preemption_config
+                    may_preempt = config.enabled("system")
+                if may_preempt:
+                    if preemptor is None:
+                        preemptor = Preemptor(snap, usage, job.priority)
+                    found = preemptor.on_node(st, needs.cpu, needs.memory)
+                if found is None:
+                    metric.exhaust(dim)
+                    metric.note_free((st,))
+                    failures[name] = failures.get(name, 0) + 1
+                    continue
+            alloc_id = self._new_id()
+            preempted = None
+            if found is not None:
+                assert preemptor is not None
+                taken = preemptor.take(st, found[1], alloc_id, job.id)
+                plan.preemptions += taken
+                preempted = [p.alloc_id for p in taken]
             st.reserve(needs.cpu, needs.memory)
             state.record(needs, node)
             plan.placements.append(
@@ -285,8 +308,9 @@ class SystemScheduler:
                     node.id,
                     node.name,
                     templates[name],
-                    self._new_id(),
+                    alloc_id,
                     self._now,
+                    preempted,
                 )
             )
         for name, n in failures.items():

@@ -208,6 +208,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/allocation/{alloc_id}/fs/stat"): ns(caps.READ_LOGS),
     ("GET", "/v1/allocation/{alloc_id}/fs/cat"): ns(caps.READ_LOGS),
     ("GET", "/v1/agent/monitor"): OPERATOR_READ,
+    # the scheduler's configuration (preemption per job type), as Nomad's
+    ("GET", "/v1/operator/scheduler/configuration"): OPERATOR_READ,
+    ("PUT", "/v1/operator/scheduler/configuration"): OPERATOR_WRITE,
     # the web UI (podium.server.ui_routes): the shell and its files carry no data; each
     # fragment needs what its API twin needs, and list fragments filter as lists do
     ("GET", "/"): PUBLIC,

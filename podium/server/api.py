@@ -42,6 +42,7 @@ from podium.server.routes import (
     jobs,
     monitor,
     nodes,
+    operator_scheduler,
     scaling,
     services,
     status,
@@ -112,6 +113,7 @@ def create_app(
     alloc_ops.add_routes(app.router, ctx, agent_proxy, relay_ext)
     monitor.add_routes(app.router, ctx, agent_proxy, relay_ext)
     events.add_routes(app.router, ctx)
+    operator_scheduler.add_routes(app.router, ctx)  # preemption settings
     ui_routes.add_routes(app.router, ctx, acl_enabled=server.config.acl)  # the web UI
     app.include_router(namespace_routes(server))
     app.include_router(acl_api.router(server.trust))

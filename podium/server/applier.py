@@ -46,5 +46,8 @@ class PlanApplier:
         catalog.sync_txn(store, txn)  # stopped instances leave the catalog in this very commit
         index = store.commit(txn)
         return PlanResult(
-            index=index, committed_placements=verdict.placed, committed_stops=verdict.stopped
+            index=index,
+            committed_placements=verdict.placed,
+            committed_stops=verdict.stopped,
+            committed_preemptions=verdict.preempted,
         )

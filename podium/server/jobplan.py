@@ -105,4 +105,5 @@ def plan_job(
         failed_tg_allocs=ev.failed_tg_allocs,
         queued_allocations={g: n for g, n in ev.queued_allocations.items() if n},
         notes=ev.status_description,
+        preemptions=result.plan.preemptions,
     )

@@ -42,6 +42,7 @@ from podium.models.acl import ACLBootstrap, ACLPolicy, NodeSecret, StoredToken
 from podium.models.compact import compact_alloc
 from podium.models.namespace import DEFAULT_NAMESPACE, Namespace
 from podium.models.scaling import JobScalingEvents
+from podium.models.schedconfig import DEFAULT_SCHEDULER_CONFIG, SchedulerConfiguration
 from podium.state.backend import Backend, NullBackend
 from podium.state.errors import StoreDamaged, StoreError
 from podium.state.events import DEFAULT_CAPACITY, EventBuffer
@@ -64,6 +65,8 @@ SCALING_EVENTS = "scaling_events"
 ACL_TABLES = (ACL_TOKENS, ACL_POLICIES, ACL_META, NODE_SECRETS)
 """Trust: ACL tokens (by accessor), policies (by name), the bootstrap record, and each
 node's secret (by node id); secrets only ever as hashes."""
+SCHED_CONFIG = "scheduler_config"
+"""The cluster's scheduler configuration: one row, key ``config`` (preemption per type)."""
 TABLES = (
     JOBS,
     VERSIONS,
@@ -76,6 +79,7 @@ TABLES = (
     NAMESPACES,
     *ACL_TABLES,
     SCALING_EVENTS,
+    SCHED_CONFIG,
 )
 
 TXN_META = "_txn"
@@ -100,6 +104,7 @@ _MODELS: dict[str, Any] = {
     ACL_META: ACLBootstrap,
     NODE_SECRETS: NodeSecret,
     SCALING_EVENTS: JobScalingEvents,
+    SCHED_CONFIG: SchedulerConfiguration,
 }
 
 JobKey = tuple[str, str]
@@ -200,6 +205,9 @@ class Txn:
         self.deletes[NAMESPACES].add(name)
         self.puts[NAMESPACES].pop(name, None)
 
+    def put_scheduler_config(self, config: SchedulerConfiguration) -> None:
+        self.puts[SCHED_CONFIG][config.id] = config
+
     def put_acl(self, table: str, obj: Any) -> None:
         """An ACL token, policy or bootstrap record, or a node secret (``table``)."""
         key = _key_str(table, obj)
@@ -297,6 +305,7 @@ class _Tables:
         self.by_secret: dict[str, dict[str, str]] = {ACL_TOKENS: {}, NODE_SECRETS: {}}
         """Secret hash -> token accessor, and -> node id."""
         self.scaling_events: dict[JobKey, JobScalingEvents] = {}
+        self.sched_config: SchedulerConfiguration = DEFAULT_SCHEDULER_CONFIG
 
     def add_usage(self, alloc: Allocation, sign: int) -> None:
         if alloc.uses_resources():
@@ -328,6 +337,7 @@ class _Tables:
         t.acl = {k: dict(v) for k, v in self.acl.items()}
         t.by_secret = {k: dict(v) for k, v in self.by_secret.items()}
         t.scaling_events = dict(self.scaling_events)
+        t.sched_config = self.sched_config
         return t
 
 
@@ -514,6 +524,10 @@ class Snapshot:
     # -- scaling events (docs/autoscaling.md)
     def scaling_events(self, job_id: str, namespace: str = "default") -> JobScalingEvents | None:
         return self._t.scaling_events.get(_job_key(namespace, job_id))
+
+    def scheduler_config(self) -> SchedulerConfiguration:
+        """The cluster's scheduler configuration (Nomad's defaults until one is stored)."""
+        return self._t.sched_config
 
 
 class StateStore(Snapshot):
@@ -748,6 +762,8 @@ class StateStore(Snapshot):
             t.namespaces[obj.name] = obj
         elif table == SCALING_EVENTS:
             t.scaling_events[_job_key(obj.namespace, obj.job_id)] = obj
+        elif table == SCHED_CONFIG:
+            t.sched_config = obj
         elif table in ACL_TABLES:
             acl_key = _key_str(table, obj)
             self._acl_delete(table, acl_key)
@@ -944,9 +960,11 @@ class StateStore(Snapshot):
                 t.versions.pop(jk, None)
         for node_id in txn.deletes[NODES]:
             t.nodes.pop(node_id, None)
-        for table in (DEPLOYMENTS, SERVICES, VARIABLES, NAMESPACES):
+        for table in (DEPLOYMENTS, SERVICES, VARIABLES, NAMESPACES, SCHED_CONFIG):
             for obj in txn.puts[table].values():
                 self._apply_put(table, obj)
+        if txn.deletes[SCHED_CONFIG]:
+            t.sched_config = DEFAULT_SCHEDULER_CONFIG
         for name in txn.deletes[NAMESPACES]:
             t.namespaces.pop(name, None)
         for dep_id in txn.deletes[DEPLOYMENTS]:
