@@ -117,6 +117,33 @@ class TaskRecovered(Event):
     pid: int | None = None
 
 
+@dataclass(frozen=True)
+class PortsAssigned(Event):
+    """The shell chose the group's ports on this node (see :meth:`AllocStateMachine.needs_ports`):
+    kept for the allocation's life, reported to the server."""
+
+    ports: dict[str, AllocatedPort]
+
+
+@dataclass(frozen=True)
+class RecoverTask(Event):
+    """A restarted agent loaded this task's record; ``has_handle``: the earlier agent saved
+    the driver's handle (so it can be re-attached to)."""
+
+    task: str
+    has_handle: bool
+
+
+@dataclass(frozen=True)
+class RecoveryDone(Event):
+    """Every task of a restored allocation was looked at (see :class:`RecoverTask`)."""
+
+
+@dataclass(frozen=True)
+class CleanedUp(Event):
+    """The shell freed the allocation's resources (after a :class:`Cleanup`)."""
+
+
 # --------------------------------------------------------------------------- instructions
 
 
@@ -155,6 +182,22 @@ class Report(Instruction):
 @dataclass(frozen=True)
 class Persist(Instruction):
     """The runner's state changed: save it so a restarted agent can resume."""
+
+
+@dataclass(frozen=True)
+class ReattachTask(Instruction):
+    """Ask the driver to re-attach to the task an earlier agent started (its saved handle),
+    then watch it: answer :class:`TaskRecovered` if it runs, its exit otherwise."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class StopUnrecorded(Instruction):
+    """Stop any instance of the task an earlier agent started without saving its handle
+    (``Driver.stop_unrecorded``)."""
+
+    task: str
 
 
 @dataclass(frozen=True)
@@ -287,6 +330,16 @@ class AllocStateMachine:
             return self._on_restart_requested(event)
         if isinstance(event, TaskSignaled):
             return self._on_signaled(event)
+        if isinstance(event, PortsAssigned):
+            self.ports = dict(event.ports)
+            return [Report()]
+        if isinstance(event, RecoverTask):
+            return self._on_recover_task(event)
+        if isinstance(event, RecoveryDone):
+            return [Cleanup()] if self.terminal() and not self.cleaned_up else []
+        if isinstance(event, CleanedUp):
+            self.cleaned_up = True
+            return [Persist()]
         raise TypeError(f"unknown event {event!r}")
 
     def start(self, time: float) -> list[Instruction]:
@@ -399,6 +452,31 @@ class AllocStateMachine:
                 Persist(),
             ]
         return [Report(), Persist()]
+
+    def needs_ports(self) -> bool:
+        """Whether a start must first choose the group's ports (:class:`PortsAssigned`):
+        the group asks for some and none were chosen yet."""
+        return not self.ports and bool(self._group().network.ports)
+
+    def _on_recover_task(self, ev: RecoverTask) -> list[Instruction]:
+        """What a restarted agent does with a task, by where the earlier one left it."""
+        track = self.tasks.get(ev.task)
+        if track is None:
+            return []
+        live = (Phase.RUNNING, Phase.KILLING, Phase.STARTING)
+        if track.phase in live and ev.has_handle:
+            return [ReattachTask(ev.task)]
+        if track.phase == Phase.KILLING:
+            # Stopped while it was starting, and the agent died before the handle was
+            # saved: stop any instance that did start, then let the task be dead.
+            exited = TaskExited(ev.time, ev.task, error="stopped while starting")
+            return [StopUnrecorded(ev.task), *self._on_exited(exited)]
+        if track.phase == Phase.STARTING:
+            # The agent died between deciding to start and recording the handle.
+            return [StartTask(ev.task)]
+        if track.phase == Phase.WAITING_RESTART:
+            return [SetTimer(ev.task, self._policy().delay or 0.0, track.timer_token)]
+        return []
 
     def _on_start_failed(self, ev: TaskStartFailed) -> list[Instruction]:
         track = self.tasks[ev.task]
