@@ -262,7 +262,7 @@ class AllocRunner:
         if tracker is None:
             return None
         now = self.now()
-        again = tracker.observe(now, self.machine.task_states(), self.check_results)
+        again = tracker.observe(now, self.machine.health_task_states(), self.check_results)
         if self._health_timer is not None:
             self._health_timer.cancel()
             self._health_timer = None
