@@ -330,7 +330,10 @@ BAD = [
     ),
     ({"a": {"driver": "mock", "lifecycle": {"hook": "prestop"}}, "m": {}}, "expected 'prestart'"),
     ({"a": {"driver": "mock", "lifecycle": PRE}}, "at least one main task"),
-    ({"a": {"driver": "mock", "lifecycle": {"hook": "prestart", "x": 1}}, "m": {}}, "x"),
+    (
+        {"a": {"driver": "mock", "lifecycle": {"hook": "prestart", "x": 1}}, "m": {}},
+        "unknown field 'x'",
+    ),
 ]
 
 
