@@ -213,3 +213,50 @@ def test_the_lifecycle_example_runs_as_written(dev_agent: DevAgent) -> None:
     # the sidecar was told to stop only once app had stopped
     assert when("heartbeat", "Killing") >= when("app", "Killed")
     assert when("init-config", "Completed") <= when("app", "Started")
+
+
+def test_a_batch_allocation_completes_with_its_main_task_not_its_sidecar(
+    dev_agent: DevAgent, tmp_path: Path
+) -> None:
+    d = tmp_path / "out"
+    d.mkdir()
+    stamp_cmd = "date +%s%N"
+    job = f"""
+job: once
+type: batch
+groups:
+  g:
+    tasks:
+      proxy:
+        driver: raw_exec
+        lifecycle: {{hook: prestart, sidecar: true}}
+        config:
+          command: /bin/sh
+          args:
+            - -c
+            - |
+              trap '{stamp_cmd} > {d}/proxy.stopped; exit 0' TERM
+              while true; do sleep 0.2; done
+      main:
+        driver: raw_exec
+        config:
+          command: /bin/sh
+          args: ["-c", "sleep 1; {stamp_cmd} > {d}/main.done"]
+      last:
+        driver: raw_exec
+        lifecycle: {{hook: poststop}}
+        config:
+          command: /bin/sh
+          args: ["-c", "{stamp_cmd} > {d}/last.ran"]
+"""
+    dev_agent.cli("job", "run", "--detach", write_job(tmp_path, job), check=True)
+    alloc = wait_until(
+        lambda: (a := dev_agent.allocs("once")) and a[0]["client_status"] == "complete" and a[0],
+        timeout=60,
+        what="the batch allocation to complete",
+    )
+    # the sidecar, which never exits on its own, was stopped once main was done
+    assert stamp(d / "main.done") < stamp(d / "proxy.stopped")
+    assert stamp(d / "main.done") < stamp(d / "last.ran")
+    assert set(states(alloc).values()) == {"dead"}
+    assert not any(s["failed"] for s in alloc["task_states"].values())
