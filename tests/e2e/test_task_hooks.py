@@ -260,3 +260,42 @@ groups:
     assert stamp(d / "main.done") < stamp(d / "last.ran")
     assert set(states(alloc).values()) == {"dead"}
     assert not any(s["failed"] for s in alloc["task_states"].values())
+
+
+def test_group_depends_on_waits_for_the_main_tasks_past_prestart(
+    dev_agent: DevAgent, tmp_path: Path
+) -> None:
+    d = tmp_path / "out"
+    d.mkdir()
+    stamp_cmd = "date +%s%N"
+    job = f"""
+job: deps
+type: service
+groups:
+  db:
+    tasks:
+      migrate:
+        driver: raw_exec
+        lifecycle: {{hook: prestart}}
+        config:
+          command: /bin/sh
+          args: ["-c", "sleep 2; {stamp_cmd} > {d}/migrate.done"]
+      db:
+        driver: raw_exec
+        config:
+          command: /bin/sh
+          args: ["-c", "{stamp_cmd} > {d}/db.started; while true; do sleep 0.2; done"]
+  web:
+    depends_on: {{db: started}}
+    tasks:
+      web:
+        driver: raw_exec
+        config:
+          command: /bin/sh
+          args: ["-c", "{stamp_cmd} > {d}/web.started; while true; do sleep 0.2; done"]
+"""
+    dev_agent.cli("job", "run", "--detach", write_job(tmp_path, job), check=True)
+    dev_agent.wait_running("deps", 2, timeout=90)
+    wait_until(lambda: Path(d, "web.started").exists(), timeout=30, what="web to start")
+    # db counts as started only once its main task ran, after its prestart task
+    assert stamp(d / "migrate.done") < stamp(d / "db.started") < stamp(d / "web.started")
