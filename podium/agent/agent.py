@@ -216,6 +216,10 @@ class Agent:
         except OSError:
             return None
 
+    def driver(self, name: str) -> Driver | None:
+        """The enabled driver of that name (part of the runners' host protocol)."""
+        return self.drivers.get(name)
+
     def _node_id(self) -> str:
         existing = self.state.get("node_id")
         if existing:
@@ -570,16 +574,14 @@ class Agent:
     async def _remove_orphans(self, live: set[str]) -> None:
         """Containers left by allocations this node no longer has (the agent was down
         when they were stopped or collected) are removed, once, after the first sync."""
-        remover = getattr(self.drivers.get("docker"), "remove_orphans", None)
-        if remover is None:
-            return
-        try:
-            removed = await remover(live, node_id=self.node_id)
-        except Exception as exc:
-            log.warning("could not remove orphaned containers: %s", exc)
-            return
-        if removed:
-            log.info("removed %d orphaned containers: %s", len(removed), ", ".join(removed))
+        for name, driver in self.drivers.items():
+            try:
+                removed = await driver.remove_orphans(live, node_id=self.node_id)
+            except Exception as exc:
+                log.warning("could not remove orphaned %s tasks: %s", name, exc)
+                continue
+            if removed:
+                log.info("removed %d orphaned %s tasks: %s", len(removed), name, ", ".join(removed))
 
     def apply_sync(
         self,
@@ -704,13 +706,19 @@ class Agent:
 
     # ---------------------------------------------------------------- reporting
     def mark_dirty(self, runner: AllocRunner) -> None:
-        self._dirty.add(runner.id)
+        self.report(runner.id)
+
+    def report(self, alloc_id: str) -> None:
+        """The allocation's state changed: send it with the next report (host protocol)."""
+        self._dirty.add(alloc_id)
         self._report_wakeup.set()
         waiting = self._first_reports
-        if runner.id in waiting and runner.machine.client_status() != ClientStatus.PENDING:
-            waiting.discard(runner.id)
-            if not waiting:
-                self._first_reported.set()
+        if alloc_id in waiting:
+            runner = self.runners.get(alloc_id)
+            if runner is not None and runner.machine.client_status() != ClientStatus.PENDING:
+                waiting.discard(alloc_id)
+                if not waiting:
+                    self._first_reported.set()
 
     async def _report_loop(self) -> None:
         while True:
@@ -779,7 +787,11 @@ class Agent:
 
     # ---------------------------------------------------------------- persistence
     def mark_persist(self, runner: AllocRunner) -> None:
-        self._persist.add(runner.id)
+        self.persist(runner.id)
+
+    def persist(self, alloc_id: str) -> None:
+        """Save the allocation's runner state with the next batch (host protocol)."""
+        self._persist.add(alloc_id)
         if not self._persist_scheduled:
             # Batched: one transaction per PERSIST_DELAY however many runners changed.
             # An agent killed inside that window loses only the last few state changes:

@@ -17,6 +17,24 @@ Restart policy (on this node, per task, as Nomad's ``restarts.go``):
   until the interval is over and starts again;
 - a start error that the driver calls unrecoverable (missing command, bad
   image) fails the task at once: retrying it cannot help.
+
+Lifecycle hooks (a task's ``lifecycle``, docs/lifecycle.md), as Nomad's:
+
+- ``prestart`` tasks start first; the main tasks (those without ``lifecycle``) start
+  once every prestart task that is not a sidecar has exited 0 and every prestart sidecar
+  has started.  A prestart task that fails is restarted by the group's policy (the main
+  tasks wait); when it runs out of attempts the allocation fails.
+- ``poststart`` tasks start once every main task has started.
+- ``sidecar: true`` (prestart or poststart): restarted whenever it exits, for any
+  reason, as a service task is; stopped after the main tasks have stopped.
+- ``poststop`` tasks start once every main task is dead (completed, failed, or stopped
+  with the allocation), if anything of the allocation ever started; each run gets
+  ``POSTSTOP_DEADLINE`` seconds, then it is killed.  The allocation is reported
+  complete (or failed) only after them.
+- Hooks that are not sidecars run to completion: exit 0 is done, whatever the job
+  type; they never run again, even when a main task restarts later.
+- The client status follows the main tasks: pending until one starts, running until
+  every task (poststop ones included) is dead.
 """
 
 from __future__ import annotations
@@ -33,12 +51,18 @@ from podium.models import (
     DesiredStatus,
     JobSpec,
     JobType,
+    Lifecycle,
+    LifecycleHook,
     RestartMode,
     RestartPolicy,
     TaskEvent,
     TaskState,
     TaskStateName,
 )
+
+POSTSTOP_DEADLINE = 60.0
+"""Seconds a poststop task may run (each run) before it is killed: an allocation being
+stopped must end, whatever its poststop tasks do."""
 
 # --------------------------------------------------------------------------- events
 
@@ -117,6 +141,33 @@ class TaskRecovered(Event):
     pid: int | None = None
 
 
+@dataclass(frozen=True)
+class PortsAssigned(Event):
+    """The shell chose the group's ports on this node (see :meth:`AllocStateMachine.needs_ports`):
+    kept for the allocation's life, reported to the server."""
+
+    ports: dict[str, AllocatedPort]
+
+
+@dataclass(frozen=True)
+class RecoverTask(Event):
+    """A restarted agent loaded this task's record; ``has_handle``: the earlier agent saved
+    the driver's handle (so it can be re-attached to)."""
+
+    task: str
+    has_handle: bool
+
+
+@dataclass(frozen=True)
+class RecoveryDone(Event):
+    """Every task of a restored allocation was looked at (see :class:`RecoverTask`)."""
+
+
+@dataclass(frozen=True)
+class CleanedUp(Event):
+    """The shell freed the allocation's resources (after a :class:`Cleanup`)."""
+
+
 # --------------------------------------------------------------------------- instructions
 
 
@@ -155,6 +206,22 @@ class Report(Instruction):
 @dataclass(frozen=True)
 class Persist(Instruction):
     """The runner's state changed: save it so a restarted agent can resume."""
+
+
+@dataclass(frozen=True)
+class ReattachTask(Instruction):
+    """Ask the driver to re-attach to the task an earlier agent started (its saved handle),
+    then watch it: answer :class:`TaskRecovered` if it runs, its exit otherwise."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class StopUnrecorded(Instruction):
+    """Stop any instance of the task an earlier agent started without saving its handle
+    (``Driver.stop_unrecorded``)."""
+
+    task: str
 
 
 @dataclass(frozen=True)
@@ -224,6 +291,8 @@ class AllocStateMachine:
         self.started = False
         self.ports: dict[str, AllocatedPort] = {}
         """The group's ports on this node, chosen once for the allocation's life."""
+        self.hooks = self._has_hooks()
+        """Whether any task has a ``lifecycle`` (else none of the hook logic runs)."""
 
     # -- helpers
     def _group(self) -> Any:
@@ -236,6 +305,30 @@ class AllocStateMachine:
     def _task_spec(self, name: str) -> Any:
         return self._group().tasks[name]
 
+    def _has_hooks(self) -> bool:
+        group = self.spec.groups.get(self.alloc.group)
+        return group is not None and any(t.lifecycle is not None for t in group.tasks.values())
+
+    def _lifecycle(self, name: str) -> Lifecycle | None:
+        lifecycle: Lifecycle | None = self._task_spec(name).lifecycle
+        return lifecycle
+
+    def _is_main(self, name: str) -> bool:
+        return self._lifecycle(name) is None
+
+    def _is_poststop(self, name: str) -> bool:
+        lc = self._lifecycle(name)
+        return lc is not None and lc.hook == LifecycleHook.POSTSTOP
+
+    def _is_sidecar(self, name: str) -> bool:
+        lc = self._lifecycle(name)
+        return lc is not None and lc.sidecar
+
+    def _runs_to_completion(self, name: str) -> bool:
+        """A hook that is not a sidecar: exit 0 is done, whatever the job type."""
+        lc = self._lifecycle(name)
+        return lc is not None and not lc.sidecar
+
     @property
     def stopping(self) -> bool:
         return self.alloc.desired_status == DesiredStatus.STOP
@@ -246,6 +339,9 @@ class AllocStateMachine:
             # stopped by the server before finishing is complete too, not failed
             failed = any(t.state.failed for t in tracks)
             return ClientStatus.FAILED if failed else ClientStatus.COMPLETE
+        if self.hooks:
+            # the main tasks say: pending while only prestart hooks ran
+            tracks = [t for name, t in self.tasks.items() if self._is_main(name)]
         if any(t.phase in (Phase.RUNNING, Phase.KILLING, Phase.WAITING_RESTART) for t in tracks):
             return ClientStatus.RUNNING
         if any(t.state.started_at is not None for t in tracks):
@@ -260,6 +356,8 @@ class AllocStateMachine:
             return "all tasks have completed" if not self.stopping else "stopped"
         if status == ClientStatus.RUNNING:
             return "tasks are running"
+        if self.hooks and any(t.state.started_at is not None for t in self.tasks.values()):
+            return "prestart tasks are running"
         return "tasks are starting"
 
     def terminal(self) -> bool:
@@ -271,6 +369,12 @@ class AllocStateMachine:
 
     # -- the machine
     def handle(self, event: Event) -> list[Instruction]:
+        out = self._handle(event)
+        if self.hooks and self.started and not isinstance(event, (RecoverTask, CleanedUp)):
+            out = self._tidy(out + self._advance(event.time))
+        return out
+
+    def _handle(self, event: Event) -> list[Instruction]:
         if isinstance(event, AllocUpdated):
             return self._on_update(event)
         if isinstance(event, TaskStarted):
@@ -287,6 +391,16 @@ class AllocStateMachine:
             return self._on_restart_requested(event)
         if isinstance(event, TaskSignaled):
             return self._on_signaled(event)
+        if isinstance(event, PortsAssigned):
+            self.ports = dict(event.ports)
+            return [Report()]
+        if isinstance(event, RecoverTask):
+            return self._on_recover_task(event)
+        if isinstance(event, RecoveryDone):
+            return [Cleanup()] if self.terminal() and not self.cleaned_up else []
+        if isinstance(event, CleanedUp):
+            self.cleaned_up = True
+            return [Persist()]
         raise TypeError(f"unknown event {event!r}")
 
     def start(self, time: float) -> list[Instruction]:
@@ -298,6 +412,12 @@ class AllocStateMachine:
                 track.state.state = TaskStateName.DEAD
             return [Report(), Persist(), Cleanup()]
         out: list[Instruction] = []
+        if self.hooks:
+            for track in self.tasks.values():
+                if track.phase == Phase.PENDING:
+                    self._event(track, time, "Received", "task received by the agent")
+            # no Report: as below, the server already has it as pending
+            return [i for i in self._advance(time) if not isinstance(i, Report)] or [Persist()]
         for name, track in self.tasks.items():
             if track.phase == Phase.PENDING:
                 track.phase = Phase.STARTING
@@ -311,6 +431,7 @@ class AllocStateMachine:
         was_stopping = self.stopping
         self.alloc = ev.alloc
         self.spec = ev.spec
+        self.hooks = self._has_hooks()
         if self.stopping and not was_stopping:
             return self._kill_all(ev.time, ev.alloc.desired_description or "allocation stopped")
         return [Persist()]
@@ -318,6 +439,8 @@ class AllocStateMachine:
     def _kill_all(self, time: float, reason: str) -> list[Instruction]:
         out: list[Instruction] = []
         for name, track in self.tasks.items():
+            if self.hooks and (self._is_sidecar(name) or self._is_poststop(name)):
+                continue  # stopped after the main tasks (sidecars), run after them (poststop)
             spec = self._task_spec(name)
             if track.phase in (Phase.RUNNING, Phase.STARTING):
                 track.phase = Phase.KILLING
@@ -387,7 +510,11 @@ class AllocStateMachine:
         track.state.pid = ev.pid
         self._event(track, ev.time, "Reattached", "the restarted agent re-attached to the task")
         sibling_failed = any(t.state.failed for t in self.tasks.values())
-        if self.stopping or was_killing or sibling_failed:
+        if self.hooks and self._is_poststop(ev.task):
+            stopping = sibling_failed = False  # it runs because the others stopped
+        else:
+            stopping = self.stopping
+        if stopping or was_killing or sibling_failed:
             # The earlier agent was stopping it (the allocation was stopped, or a sibling
             # failed): finish that, or the allocation would run on forever.
             spec = self._task_spec(ev.task)
@@ -400,14 +527,43 @@ class AllocStateMachine:
             ]
         return [Report(), Persist()]
 
+    def needs_ports(self) -> bool:
+        """Whether a start must first choose the group's ports (:class:`PortsAssigned`):
+        the group asks for some and none were chosen yet."""
+        return not self.ports and bool(self._group().network.ports)
+
+    def _on_recover_task(self, ev: RecoverTask) -> list[Instruction]:
+        """What a restarted agent does with a task, by where the earlier one left it."""
+        track = self.tasks.get(ev.task)
+        if track is None:
+            return []
+        live = (Phase.RUNNING, Phase.KILLING, Phase.STARTING)
+        if track.phase in live and ev.has_handle:
+            return [ReattachTask(ev.task)]
+        if track.phase == Phase.KILLING:
+            # Stopped while it was starting, and the agent died before the handle was
+            # saved: stop any instance that did start, then let the task be dead.
+            exited = TaskExited(ev.time, ev.task, error="stopped while starting")
+            return [StopUnrecorded(ev.task), *self._on_exited(exited)]
+        if track.phase == Phase.STARTING:
+            # The agent died between deciding to start and recording the handle.
+            return [StartTask(ev.task)]
+        if track.phase == Phase.WAITING_RESTART:
+            return [SetTimer(ev.task, self._policy().delay or 0.0, track.timer_token)]
+        return []
+
     def _on_start_failed(self, ev: TaskStartFailed) -> list[Instruction]:
         track = self.tasks[ev.task]
         self._event(track, ev.time, "Driver Failure", ev.error)
-        if self.stopping or track.phase == Phase.KILLING:
+        poststop = self.hooks and self._is_poststop(ev.task)
+        if (self.stopping and not poststop) or track.phase == Phase.KILLING:
             return self._dead(ev.task, ev.time, failed=False)
         if not ev.recoverable:
             self.failed_reason = f"task {ev.task!r} could not start: {ev.error}"
             return self._fail(ev.task, ev.time, ev.error)
+        if poststop and self.stopping:
+            self.failed_reason = f"poststop task {ev.task!r} could not start: {ev.error}"
+            return self._dead(ev.task, ev.time, failed=True)
         return self._maybe_restart(ev.task, ev.time, failed_run=True)
 
     def _on_exited(self, ev: TaskExited) -> list[Instruction]:
@@ -447,13 +603,29 @@ class AllocStateMachine:
                 return self._maybe_restart(ev.task, ev.time, failed_run=True)
             track.uncounted_restart = restart == "operator"
             return self._schedule_restart(ev.task, ev.time, 0.0, "restarting now")
-        if track.phase == Phase.KILLING or self.stopping:
+        poststop = self.hooks and self._is_poststop(ev.task)
+        if track.phase == Phase.KILLING or (self.stopping and not poststop):
             self._event(track, ev.time, "Killed", "task stopped")
             return self._dead(ev.task, ev.time, failed=False)
         success = ev.exit_code == 0 and ev.signal is None and not ev.oom_killed and not ev.error
+        if self.hooks and self._lifecycle(ev.task) is not None:
+            return self._hook_exited(ev.task, ev.time, success)
         if success and self.spec.type == JobType.BATCH:
             return self._dead(ev.task, ev.time, failed=False)
         return self._maybe_restart(ev.task, ev.time, failed_run=not success)
+
+    def _hook_exited(self, task: str, time: float, success: bool) -> list[Instruction]:
+        """A lifecycle hook exited on its own (not killed)."""
+        if self._is_sidecar(task):
+            return self._maybe_restart(task, time, failed_run=not success)
+        if success:
+            self._event(self.tasks[task], time, "Completed", "hook task completed")
+            return self._dead(task, time, failed=False)
+        if self._is_poststop(task) and self.stopping:
+            # no restarts for the allocation's last words
+            self.failed_reason = f"poststop task {task!r} failed"
+            return self._dead(task, time, failed=True)
+        return self._maybe_restart(task, time, failed_run=True)
 
     def _maybe_restart(self, task: str, time: float, failed_run: bool) -> list[Instruction]:
         track = self.tasks[task]
@@ -495,23 +667,32 @@ class AllocStateMachine:
 
     def _on_timer(self, ev: TimerFired) -> list[Instruction]:
         track = self.tasks[ev.task]
+        if (
+            self.hooks
+            and ev.token == track.timer_token
+            and track.phase in (Phase.RUNNING, Phase.STARTING)
+            and self._is_poststop(ev.task)
+        ):
+            return self._poststop_overdue(ev.task, ev.time)
         if ev.token != track.timer_token or track.phase != Phase.WAITING_RESTART:
             return []
-        if self.stopping:
+        if self.stopping and not (self.hooks and self._is_poststop(ev.task)):
             return self._dead(ev.task, ev.time, failed=False)
         track.phase = Phase.STARTING
         if not track.uncounted_restart:
             track.state.restarts += 1
         track.uncounted_restart = False
         track.state.last_restart = ev.time
+        if self.hooks and self._is_poststop(ev.task):
+            return [*self._start_hook(ev.task), Persist()]
         return [StartTask(ev.task), Persist()]
 
     def _fail(self, task: str, time: float, reason: str) -> list[Instruction]:
         out = self._dead(task, time, failed=True)
         # One failed task fails the allocation: stop its siblings (as Nomad does).
         for name, track in self.tasks.items():
-            if name == task:
-                continue
+            if name == task or (self.hooks and self._is_poststop(name)):
+                continue  # poststop tasks run once the main tasks are dead (``_advance``)
             spec = self._task_spec(name)
             if track.phase in (Phase.RUNNING, Phase.STARTING):
                 track.phase = Phase.KILLING
@@ -538,6 +719,135 @@ class AllocStateMachine:
         if self.terminal():
             out.append(Cleanup())
         return out
+
+    # -- lifecycle hooks
+    def _prestart_done(self) -> bool:
+        """The main tasks may start: every prestart task that runs to completion has
+        exited 0, every prestart sidecar has started."""
+        for name, track in self.tasks.items():
+            lc = self._lifecycle(name)
+            if lc is None or lc.hook != LifecycleHook.PRESTART:
+                continue
+            if lc.sidecar:
+                if track.state.started_at is None:
+                    return False
+            elif track.phase != Phase.DEAD or track.state.failed:
+                return False
+        return True
+
+    def _mains(self) -> list[TaskTrack]:
+        return [t for name, t in self.tasks.items() if self._is_main(name)]
+
+    def _start_hook(self, name: str) -> list[Instruction]:
+        """Start a task whose turn came; a poststop one with its deadline armed."""
+        track = self.tasks[name]
+        track.phase = Phase.STARTING
+        if not self._is_poststop(name):
+            return [StartTask(name)]
+        track.timer_token += 1
+        return [StartTask(name), SetTimer(name, POSTSTOP_DEADLINE, track.timer_token)]
+
+    def _poststop_overdue(self, task: str, time: float) -> list[Instruction]:
+        track = self.tasks[task]
+        spec = self._task_spec(task)
+        reason = f"poststop task ran past its {POSTSTOP_DEADLINE:g}s deadline"
+        track.phase = Phase.KILLING
+        self._event(track, time, "Killing", reason)
+        return [KillTask(task, spec.kill_signal, spec.kill_timeout, reason), Report(), Persist()]
+
+    def _advance(self, time: float) -> list[Instruction]:
+        """Start the tasks whose turn came, stop the sidecars once the main tasks are dead,
+        and skip what will never run (see the module's docstring), until nothing moves:
+        each step only moves tasks forward (pending → starting or dead, running →
+        killing), so this ends."""
+        out: list[Instruction] = []
+        while step := self._advance_once(time):
+            out += step
+        if out:
+            out += [Report(), Persist()]
+            if self.terminal() and not self.cleaned_up:
+                out.append(Cleanup())
+        return out
+
+    def _advance_once(self, time: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        mains = self._mains()
+        mains_dead = all(t.phase == Phase.DEAD for t in mains)
+        mains_started = all(t.state.started_at is not None for t in mains)
+        ever_started = any(t.state.started_at is not None for t in self.tasks.values())
+        failed = any(t.state.failed for t in self.tasks.values())
+        for name, track in self.tasks.items():
+            lc = self._lifecycle(name)
+            if lc is not None and lc.hook == LifecycleHook.POSTSTOP:
+                if track.phase == Phase.PENDING and mains_dead:
+                    if ever_started:
+                        out += self._start_hook(name)
+                    else:
+                        self._skip(name, time, "nothing of the allocation ran")
+                        out.append(Persist())
+                continue
+            if mains_dead or self.stopping or failed:
+                if track.phase == Phase.PENDING:
+                    self._skip(name, time, "the main tasks are done")
+                    out.append(Persist())
+                elif mains_dead and track.phase in (Phase.RUNNING, Phase.STARTING):
+                    spec = self._task_spec(name)
+                    reason = "the main tasks have stopped"
+                    track.phase = Phase.KILLING
+                    self._event(track, time, "Killing", reason)
+                    out.append(KillTask(name, spec.kill_signal, spec.kill_timeout, reason))
+                elif mains_dead and track.phase == Phase.WAITING_RESTART:
+                    self._skip(name, time, "the main tasks have stopped")
+                    out.append(Persist())
+                continue
+            if track.phase != Phase.PENDING:
+                continue
+            if lc is None:
+                ready = self._prestart_done()
+            elif lc.hook == LifecycleHook.POSTSTART:
+                ready = mains_started
+            else:
+                ready = True  # prestart
+            if ready:
+                out += self._start_hook(name)
+        return out
+
+    def _skip(self, name: str, time: float, why: str) -> None:
+        """A task that will not run (again): dead, not failed."""
+        track = self.tasks[name]
+        track.phase = Phase.DEAD
+        track.state.state = TaskStateName.DEAD
+        track.state.finished_at = track.state.finished_at or time
+        track.timer_token += 1
+        self._event(track, time, "Skipped" if track.state.started_at is None else "Killed", why)
+
+    @staticmethod
+    def _tidy(out: list[Instruction]) -> list[Instruction]:
+        """One Report, one Persist, at most one Cleanup (last) per step."""
+        seen: set[type[Instruction]] = set()
+        tidy: list[Instruction] = []
+        cleanup = False
+        for ins in out:
+            if isinstance(ins, Cleanup):
+                cleanup = True
+                continue
+            if isinstance(ins, (Report, Persist)):
+                if type(ins) in seen:
+                    continue
+                seen.add(type(ins))
+            tidy.append(ins)
+        if cleanup:
+            tidy.append(Cleanup())
+        return tidy
+
+    def health_task_states(self) -> dict[str, TaskState]:
+        """The tasks a deployment's health looks at: the main tasks and the sidecars
+        (hooks that run to completion are not expected to be running)."""
+        if not self.hooks:
+            return self.task_states()
+        return {
+            name: t.state for name, t in self.tasks.items() if not self._runs_to_completion(name)
+        }
 
     # -- persistence
     def to_dict(self) -> dict[str, Any]:

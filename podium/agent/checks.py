@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from podium.agent.allocrunner import Phase, RestartRequested
-from podium.drivers.base import Driver, DriverHealth
+from podium.drivers.base import DriverHealth
 from podium.models import Check, CheckResult, CheckStatus, Service
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ class AllocChecks:
             driver = self.runner.driver_for(task)
         except Exception:
             return False
-        return type(driver).health is not Driver.health
+        return driver.keeps_health()
 
     def _done(self, name: str, task: asyncio.Task[None]) -> None:
         entry = self._loops.get(name)
@@ -307,13 +307,13 @@ class AllocChecks:
             output="the task is not running; waiting for it to start again",
             time=self.runner.now(),
         )
-        self.runner.agent.mark_dirty(self.runner)
+        self.runner.host.report(self.runner.id)
 
     def _record(self, result: CheckResult) -> None:
         old = self.runner.check_results.get(result.name)
         self.runner.check_results[result.name] = result
         if old is None or old.status != result.status:
-            self.runner.agent.mark_dirty(self.runner)
+            self.runner.host.report(self.runner.id)
 
     # -- the loops
     async def _check_loop(self, check: Check, spec: _Spec) -> None:
@@ -407,7 +407,7 @@ class AllocChecks:
                 health = DriverHealth(healthy=False, output=f"driver health unknown: {exc}")
             if health is None:  # the driver keeps no verdict for this task
                 if self.runner.check_results.pop(name, None) is not None:
-                    self.runner.agent.mark_dirty(self.runner)
+                    self.runner.host.report(self.runner.id)
                 return
             status = (
                 CheckStatus.PENDING

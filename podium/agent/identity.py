@@ -26,14 +26,15 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from podium.agent.allocrunner import Phase
+from podium.client import AsyncClient
 from podium.errors import DriverError
 
 if TYPE_CHECKING:
-    from podium.agent.agent import Agent
     from podium.agent.runner import AllocRunner
 
 log = logging.getLogger("podium.agent")
@@ -130,10 +131,28 @@ def open_secrets_for_any_user(task_dir: str) -> None:
         os.close(dir_fd)
 
 
+class IdentityHost(Protocol):
+    """What the token keeper needs from the agent (:class:`~podium.agent.agent.Agent`)."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def client(self) -> AsyncClient: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def runners(self) -> Mapping[str, AllocRunner]: ...
+
+    def cluster_ca(self) -> bytes | None: ...
+
+
 class AgentIdentities:
     """The node's workload tokens: fetched in batches, renewed in one loop."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: IdentityHost) -> None:
         self.agent = agent
         self._batch: dict[str, tuple[AllocRunner, set[str]]] = {}
         self._answer: asyncio.Future[dict[str, str]] | None = None

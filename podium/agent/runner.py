@@ -15,20 +15,26 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from podium.agent import secretsdir
 from podium.agent.allocrunner import (
     AllocStateMachine,
     AllocUpdated,
+    CleanedUp,
     Cleanup,
     Event,
     Instruction,
     KillTask,
     Persist,
+    PortsAssigned,
+    ReattachTask,
+    RecoverTask,
+    RecoveryDone,
     Report,
     SetTimer,
     StartTask,
+    StopUnrecorded,
     TaskExited,
     TaskRecovered,
     TaskStarted,
@@ -37,15 +43,12 @@ from podium.agent.allocrunner import (
 )
 from podium.agent.checks import AllocChecks
 from podium.agent.health import HealthTracker
+from podium.agent.host import AllocHost
 from podium.agent.identity import Held
 from podium.agent.templates import TemplateManager
 from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskOwner
-from podium.drivers.process import STATE_SUBDIR, kill_previous
 from podium.errors import DriverError
 from podium.models import Allocation, AllocHealth, CheckResult, JobSpec, parse_config
-
-if TYPE_CHECKING:
-    from podium.agent.agent import Agent
 
 log = logging.getLogger("podium.agent")
 
@@ -94,19 +97,8 @@ def _allocs_root(data_dir: str) -> str:
     paths from it, and string joins cost a tenth of pathlib's (profiled: pathlib was ~10%
     of the simulated agents' CPU).  Normalised by pathlib, as the paths were when built
     with it: a task's directory is matched by its exact string (a leftover shim's command
-    line, see ``kill_previous``), also for tasks an earlier version started."""
+    line, see ``Driver.stop_unrecorded``), also for tasks an earlier version started."""
     return str(Path(data_dir) / "allocs")
-
-
-def _owns_files(driver: Driver) -> bool:
-    """Whether the driver names an owner for its tasks' files (see ``Driver.task_owner``):
-    the others' belong to the agent's user, and need no context built to say so."""
-    return type(driver).task_owner is not Driver.task_owner
-
-
-def _keeps_health(driver: Driver | None) -> bool:
-    """Whether the driver keeps a health verdict of its own (see ``Driver.health``)."""
-    return driver is not None and type(driver).health is not Driver.health
 
 
 class AllocRunner:
@@ -115,8 +107,9 @@ class AllocRunner:
     timers, kills and cleanups) are made on first use, the template manager and the check
     loops only for allocations that have templates or checks."""
 
-    def __init__(self, agent: Agent, alloc: Allocation, spec: JobSpec) -> None:
-        self.agent = agent
+    def __init__(self, host: AllocHost, alloc: Allocation, spec: JobSpec) -> None:
+        self.host = host
+        """The agent, as far as this runner may see it (:mod:`podium.agent.host`)."""
         self.machine = AllocStateMachine(alloc, spec)
         self.handles: dict[str, TaskHandle] = {}
         self._timers: dict[str, asyncio.TimerHandle] | None = None
@@ -131,7 +124,7 @@ class AllocRunner:
         """The latest result of each health check (see podium.agent.checks), by name."""
         self.checks: AllocChecks | _NoChecks = NO_CHECKS
         self._want_checks(spec)
-        self.health = HealthTracker.for_alloc(alloc, spec, agent.clock())
+        self.health = HealthTracker.for_alloc(alloc, spec, host.clock())
         """Deployment health (None outside a deployment); see podium.agent.health."""
         self._health_timer: asyncio.TimerHandle | None = None
         self._identities: dict[str, Held] | None = None
@@ -160,7 +153,8 @@ class AllocRunner:
         if self._owners is not None and task in self._owners:
             return self._owners[task]
         driver = self.driver_for(task)
-        owner = driver.task_owner(self.context(task)) if _owns_files(driver) else None
+        # drivers that run tasks as the agent's user need no context built to say so
+        owner = driver.task_owner(self.context(task)) if driver.owns_task_files() else None
         if self._owners is None:
             self._owners = {}
         self._owners[task] = owner
@@ -169,7 +163,7 @@ class AllocRunner:
     def prepare_secrets(self, task: str) -> None:
         """The task's ``secrets/`` dir, its user's, a tmpfs where the agent can
         (:mod:`podium.agent.secretsdir`), before its token or templates are written."""
-        if not self.agent.settings.alloc_dirs:
+        if not self.host.settings.alloc_dirs:
             return
         owner = self.task_owner(task)
         self.make_dirs()
@@ -183,7 +177,7 @@ class AllocRunner:
 
     def unmount_secrets(self) -> None:
         """Take the tasks' secrets tmpfs mounts off the host (the allocation is done)."""
-        if self.agent.settings.alloc_dirs:
+        if self.host.settings.alloc_dirs:
             secretsdir.unmount_tasks(self.alloc_path)
 
     # ---------------------------------------------------------------- properties
@@ -192,7 +186,7 @@ class AllocRunner:
         """Rendered before each start, watched while the task runs (podium.agent.templates);
         made on first use."""
         if self._templates is None:
-            self._templates = TemplateManager(self, self.agent.client)
+            self._templates = TemplateManager(self, self.host.client)
         return self._templates
 
     def _want_checks(self, spec: JobSpec) -> None:
@@ -204,7 +198,8 @@ class AllocRunner:
         if group is None:
             return
         if any(svc.checks for svc in group.services) or any(
-            _keeps_health(self.agent.drivers.get(t.driver)) for t in group.tasks.values()
+            (d := self.host.driver(t.driver)) is not None and d.keeps_health()
+            for t in group.tasks.values()
         ):
             self.checks = AllocChecks(self)
 
@@ -224,7 +219,7 @@ class AllocRunner:
     def alloc_path(self) -> str:
         """``alloc_dir`` as a string, built when asked for, not kept: a path per runner is
         ~0.5 KB of every placement, and it is needed only around a start."""
-        return f"{_allocs_root(self.agent.settings.data_dir)}/{self.id}"
+        return f"{_allocs_root(self.host.settings.data_dir)}/{self.id}"
 
     def task_dir(self, task: str) -> Path:
         return Path(self.alloc_path, task)
@@ -240,7 +235,7 @@ class AllocRunner:
 
     # ---------------------------------------------------------------- the loop
     def now(self) -> float:
-        return self.agent.clock()
+        return self.host.clock()
 
     def dispatch(self, event: Event) -> None:
         try:
@@ -267,13 +262,13 @@ class AllocRunner:
         if tracker is None:
             return None
         now = self.now()
-        again = tracker.observe(now, self.machine.task_states(), self.check_results)
+        again = tracker.observe(now, self.machine.health_task_states(), self.check_results)
         if self._health_timer is not None:
             self._health_timer.cancel()
             self._health_timer = None
         if again is not None and not self.machine.stopping:
             self._health_timer = asyncio.get_running_loop().call_later(
-                max(0.0, again - now) + 0.01, self.agent.mark_dirty, self
+                max(0.0, again - now) + 0.01, self.host.report, self.id
             )
         return tracker.verdict
 
@@ -296,11 +291,15 @@ class AllocRunner:
                     TimerFired(self.now() + ins.delay, ins.task, ins.token),
                 )
             elif isinstance(ins, Report):
-                self.agent.mark_dirty(self)
+                self.host.report(self.id)
             elif isinstance(ins, Persist):
-                self.agent.mark_persist(self)
+                self.host.persist(self.id)
             elif isinstance(ins, Cleanup):
                 self._bg_task(self._cleanup())
+            elif isinstance(ins, ReattachTask):
+                self._bg_task(self._reattach(ins.task))
+            elif isinstance(ins, StopUnrecorded):
+                self._stop_unrecorded(ins.task)
 
     def _spawn_start(self, task: str) -> None:
         starting = asyncio.get_running_loop().create_task(self._start_task(task))
@@ -319,7 +318,7 @@ class AllocRunner:
     # ---------------------------------------------------------------- tasks
     def driver_for(self, task: str) -> Driver:
         spec = self.machine.spec.groups[self.alloc.group].tasks[task]
-        driver = self.agent.drivers.get(spec.driver)
+        driver = self.host.driver(spec.driver)
         if driver is None:
             raise DriverError(f"driver {spec.driver!r} is not enabled on this node")
         return driver
@@ -343,7 +342,7 @@ class AllocRunner:
             "PODIUM_ALLOC_NAME": alloc.name,
             "PODIUM_ALLOC_INDEX": str(alloc.index),
             "PODIUM_NODE_ID": alloc.node_id,
-            "PODIUM_NODE_NAME": self.agent.node_name,
+            "PODIUM_NODE_NAME": self.host.node_name,
             "PODIUM_ALLOC_DIR": f"{alloc_dir}/alloc",
             "PODIUM_TASK_DIR": task_dir,
             "PODIUM_CPU_LIMIT": str(spec.resources.cpu),
@@ -352,8 +351,8 @@ class AllocRunner:
         held = self.identity(task)
         if held is not None:
             env["PODIUM_TOKEN"] = held.token  # the file is the current one once renewed
-            env["PODIUM_ADDR"] = self.agent.api_address
-            if self.agent.api_address.startswith("https://"):
+            env["PODIUM_ADDR"] = self.host.api_address
+            if self.host.api_address.startswith("https://"):
                 env["PODIUM_CACERT"] = f"{task_dir}/secrets/ca.crt"
         for label, port in self.machine.ports.items():
             env[f"PODIUM_PORT_{label}"] = str(port.value)
@@ -385,15 +384,15 @@ class AllocRunner:
             stderr_path=self._log_path(alloc_dir, task, "stderr"),
             user=spec.user,
             kill_signal=spec.kill_signal,
-            kill_timeout=self.agent.settings.kill_timeout(spec.kill_timeout),
+            kill_timeout=self.host.settings.kill_timeout(spec.kill_timeout),
             ports=dict(self.machine.ports),
-            data_dir=self.agent.settings.data_dir,
+            data_dir=self.host.settings.data_dir,
         )
 
     def make_dirs(self, alloc_dir: str | None = None) -> None:
         """The allocation's directory tree, made once, top down (one mkdir per directory:
         on a burst of 1,000 starts, pathlib's parents=True retries cost a third of a second)."""
-        if self._dirs_ready or not self.agent.settings.alloc_dirs:
+        if self._dirs_ready or not self.host.settings.alloc_dirs:
             return
         if alloc_dir is None:
             alloc_dir = self.alloc_path
@@ -417,32 +416,33 @@ class AllocRunner:
         driver: Driver | None = None
         try:
             driver = self.driver_for(task)
-            network = self.machine.spec.groups[self.alloc.group].network
-            if network.ports and not self.machine.ports:
-                self.machine.ports = self.agent.assign_ports(self.id, network)
-                self.agent.mark_dirty(self)
+            if self.machine.needs_ports():
+                network = self.machine.spec.groups[self.alloc.group].network
+                ports = self.host.assign_ports(self.id, network)
+                self.dispatch(PortsAssigned(self.now(), ports))
             self.prepare_secrets(task)
-            if self.agent.identities is not None:
-                await self.agent.identities.ensure(self, task)
+            identities = self.host.identities
+            if identities is not None:
+                await identities.ensure(self, task)
             template_env = (
                 await self.templates.render_for_start(task) if self._has_templates(task) else {}
             )
-            async with self.agent.start_slots:
+            async with self.host.start_slots:
                 if self.forgotten:
                     return
                 ctx = self.context(task)
                 ctx.env.update(template_env)
                 handle = await driver.start(ctx)
         except DriverError as exc:
-            self.agent.metrics.start_failed(driver.name if driver is not None else "")
+            self.host.metrics.start_failed(driver.name if driver is not None else "")
             self.dispatch(TaskStartFailed(self.now(), task, str(exc), exc.recoverable))
             return
         except Exception as exc:
             log.exception("alloc %s task %s: start failed", self.id, task)
-            self.agent.metrics.start_failed(driver.name if driver is not None else "")
+            self.host.metrics.start_failed(driver.name if driver is not None else "")
             self.dispatch(TaskStartFailed(self.now(), task, f"{type(exc).__name__}: {exc}"))
             return
-        self.agent.metrics.started(
+        self.host.metrics.started(
             driver.name,
             time.perf_counter() - asked,
             restart=self.machine.tasks[task].state.restarts > 0,
@@ -452,7 +452,7 @@ class AllocRunner:
         # of this turn (one SQLite transaction for a burst of 1,000 starts, not 1,000).
         # An agent killed inside that sub-millisecond window leaves the task running
         # without a record; the shim's pid file under the task dir still names it.
-        self.agent.mark_persist(self)
+        self.host.persist(self.id)
         self.dispatch(TaskStarted(self.now(), task, handle.pid))
         self._watch(task, driver, handle)
         if self._templates is not None:
@@ -529,49 +529,55 @@ class AllocRunner:
             # clients that had already looked it up finish before the signal.
             await asyncio.sleep(ins.delay)
         try:
-            timeout = self.agent.settings.kill_timeout(ins.timeout)  # --max-kill-timeout
+            timeout = self.host.settings.kill_timeout(ins.timeout)  # --max-kill-timeout
             await self.driver_for(ins.task).stop(handle, ins.signal, timeout)
         except Exception:
             log.exception("alloc %s task %s: stop failed", self.id, ins.task)
 
     async def recover(self) -> None:
-        """Re-attach to the tasks an earlier agent process started."""
-        from podium.agent.allocrunner import Phase
+        """Re-attach to the tasks an earlier agent process started: the machine decides,
+        task by task (:class:`RecoverTask`), what to do with each."""
+        for task in list(self.machine.tasks):
+            event = RecoverTask(self.now(), task, has_handle=task in self.handles)
+            try:
+                instructions = self.machine.handle(event)
+            except Exception:
+                log.exception("alloc %s: state machine failed on %r", self.id, event)
+                continue
+            for ins in instructions:
+                if isinstance(ins, ReattachTask):
+                    await self._reattach(ins.task)  # one task after the other, as started
+                else:
+                    self.execute([ins])
+        self.dispatch(RecoveryDone(self.now()))
 
-        for task, track in self.machine.tasks.items():
-            handle = self.handles.get(task)
-            if track.phase in (Phase.RUNNING, Phase.KILLING, Phase.STARTING) and handle:
-                try:
-                    driver = self.driver_for(task)
-                    alive = await driver.recover(handle)
-                except Exception as exc:
-                    log.exception("alloc %s task %s: recover failed", self.id, task)
-                    self.dispatch(
-                        TaskExited(
-                            self.now(), task, error=f"could not re-attach after restart: {exc}"
-                        )
-                    )
-                    continue
-                if alive:
-                    self.agent.metrics.reattached()
-                    self.dispatch(TaskRecovered(self.now(), task, handle.pid))
-                    if self._has_templates(task):
-                        self.templates.resume(task)
-                self._watch(task, driver, handle)
-            elif track.phase == Phase.KILLING:
-                # Stopped while it was starting, and the agent died before the handle was
-                # saved: stop any instance that did start (its shim left a pid file), then
-                # let the task be dead.
-                kill_previous(f"{self.alloc_path}/{task}/{STATE_SUBDIR}")
-                self.dispatch(TaskExited(self.now(), task, error="stopped while starting"))
-            elif track.phase == Phase.STARTING:
-                # The agent died between deciding to start and recording the handle.
-                self._spawn_start(task)
-            elif track.phase == Phase.WAITING_RESTART:
-                delay = self.machine._policy().delay or 0.0
-                self.execute([SetTimer(task, delay, track.timer_token)])
-        if self.machine.terminal() and not self.machine.cleaned_up:
-            self._bg_task(self._cleanup())
+    async def _reattach(self, task: str) -> None:
+        """Ask the task's driver to re-attach to it (``Driver.recover``), then watch it."""
+        handle = self.handles.get(task)
+        if handle is None:
+            return
+        try:
+            driver = self.driver_for(task)
+            alive = await driver.recover(handle)
+        except Exception as exc:
+            log.exception("alloc %s task %s: recover failed", self.id, task)
+            self.dispatch(
+                TaskExited(self.now(), task, error=f"could not re-attach after restart: {exc}")
+            )
+            return
+        if alive:
+            self.host.metrics.reattached()
+            self.dispatch(TaskRecovered(self.now(), task, handle.pid))
+            if self._has_templates(task):
+                self.templates.resume(task)
+        self._watch(task, driver, handle)
+
+    def _stop_unrecorded(self, task: str) -> None:
+        try:
+            driver = self.driver_for(task)
+            driver.stop_unrecorded(f"{self.alloc_path}/{task}")
+        except Exception:
+            log.exception("alloc %s task %s: cannot stop an unrecorded start", self.id, task)
 
     async def _cleanup(self) -> None:
         if self.machine.cleaned_up:
@@ -583,8 +589,7 @@ class AllocRunner:
             except Exception:
                 log.exception("alloc %s task %s: destroy failed", self.id, task)
         self.unmount_secrets()
-        self.machine.cleaned_up = True
-        self.agent.mark_persist(self)
+        self.dispatch(CleanedUp(self.now()))
 
     async def kill_and_forget(self) -> None:
         """The server no longer knows this allocation: stop everything, remove its files."""
@@ -601,7 +606,7 @@ class AllocRunner:
         for task, handle in list(self.handles.items()):
             with contextlib.suppress(Exception):
                 spec = self.machine.spec.groups[self.alloc.group].tasks[task]
-                timeout = self.agent.settings.kill_timeout(spec.kill_timeout)
+                timeout = self.host.settings.kill_timeout(spec.kill_timeout)
                 await self.driver_for(task).stop(handle, spec.kill_signal, timeout)
             with contextlib.suppress(Exception):
                 await self.driver_for(task).destroy(handle)

@@ -746,7 +746,7 @@ class TemplateManager:
         lookups = Lookups(
             self.client, self.runner.alloc.namespace, self.runner.identity_token(task)
         )
-        host_files = self.runner.agent.settings.template_host_files
+        host_files = self.runner.host.settings.template_host_files
         out = [
             (t, await render(t, task_dir, env, lookups, host_files=host_files)) for t in templates
         ]

@@ -526,19 +526,31 @@ class RunMonitor:
                 self.phase = "failed"
                 return EXIT_ERROR
             # running means every task is up, not one of them waiting to be restarted
+            # (lifecycle hooks that run to completion are not: docs/lifecycle.md)
             done = [
                 a
                 for a in self.allocs
                 if a.client_status in ok
                 and (
                     a.client_status != ClientStatus.RUNNING
-                    or all(t.state == TaskStateName.RUNNING for t in a.task_states.values())
+                    or all(
+                        t.state == TaskStateName.RUNNING
+                        for name, t in a.task_states.items()
+                        if self._stays_up(a.group, name)
+                    )
                 )
             ]
             if len(done) >= self._wanted() and len(done) == len(self.allocs):
                 self.phase = "done"
                 return EXIT_OK
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _stays_up(self, group: str, task: str) -> bool:
+        """Whether the task runs as long as its allocation: a main task or a sidecar, not
+        a lifecycle hook that runs to completion."""
+        spec = self.spec.groups.get(group)
+        found = spec.tasks.get(task) if spec is not None else None
+        return found is None or found.lifecycle is None or found.lifecycle.sidecar
 
     def _timeout_text(self) -> str:
         ev = self.eval

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,30 @@ class Driver(abc.ABC):
         The agent polls it like a check (see :mod:`podium.agent.checks`).
         """
         return None
+
+    def keeps_health(self) -> bool:
+        """Whether :meth:`health` may answer a verdict (so the agent runs a check loop for
+        the driver's tasks).  By default: whether the driver overrides ``health``."""
+        return type(self).health is not Driver.health
+
+    def owns_task_files(self) -> bool:
+        """Whether :meth:`task_owner` may name an owner other than the agent's own user
+        (so the agent builds the task's context to ask).  By default: whether the driver
+        overrides ``task_owner``."""
+        return type(self).task_owner is not Driver.task_owner
+
+    def stop_unrecorded(self, task_dir: str) -> None:  # noqa: B027 - optional hook
+        """Stop an instance of the task in ``task_dir`` that an earlier agent started but
+        never recorded (it died between the start and saving the handle), if one runs.
+        Drivers whose tasks leave no trace in their task dir keep this default: nothing."""
+
+    async def remove_orphans(
+        self, live_alloc_ids: Iterable[str], node_id: str | None = None
+    ) -> list[str]:
+        """Remove what this node's tasks left behind for allocations no longer in
+        ``live_alloc_ids`` (containers, networks); answers what was removed.  The agent
+        calls it once, after its first sync.  Default: nothing to remove."""
+        return []
 
     def task_owner(self, ctx: TaskContext) -> TaskOwner | None:
         """The owner of the task's files (templates, secrets), or None for the agent's own

@@ -568,6 +568,12 @@ class DockerDriver(Driver):
 
         return await DockerExecSession.start(self._client(), _container_id(handle), command, tty)
 
+    def owns_task_files(self) -> bool:
+        return True
+
+    def keeps_health(self) -> bool:
+        return True  # the image's HEALTHCHECK
+
     def task_owner(self, ctx: TaskContext) -> TaskOwner:
         """A container's files go to its user when that is numeric (``uid[:gid]``); a user
         name (or the image's default user) only the image resolves, so the files are then

@@ -312,6 +312,9 @@ class ExecDriver(ProcessDriver):
             f"command {command!r} not found in PATH ({search}) within the task's root filesystem"
         )
 
+    def owns_task_files(self) -> bool:
+        return True
+
     def task_owner(self, ctx: TaskContext) -> TaskOwner:
         """The task's files belong to the user it runs as (its allocation's uid, or the
         named user with its own gid)."""

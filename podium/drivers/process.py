@@ -488,6 +488,11 @@ class ProcessDriver(Driver):
         if self._watches.get(handle.task_id) is watch:
             del self._watches[handle.task_id]
 
+    def stop_unrecorded(self, task_dir: str) -> None:
+        """SIGKILL a shim (and its task) an earlier agent started in ``task_dir`` without
+        recording its handle: its pid file under the task's state dir names it."""
+        kill_previous(f"{task_dir}/{STATE_SUBDIR}")
+
     async def reap_orphans(
         self, data_dir: str, owned: Collection[str], grace: float = ORPHAN_GRACE
     ) -> list[Orphan]:

@@ -531,6 +531,32 @@ class Template(Spec):
         return self
 
 
+class LifecycleHook(StrEnum):
+    PRESTART = "prestart"
+    POSTSTART = "poststart"
+    POSTSTOP = "poststop"
+
+
+class Lifecycle(Spec):
+    """When a task runs beside its group's main tasks (docs/lifecycle.md): ``prestart``
+    before them (to completion, or beside them as a ``sidecar``), ``poststart`` once they
+    run, ``poststop`` after they stopped."""
+
+    hook: LifecycleHook
+    sidecar: bool = False
+    """Keep running (restarted when it exits) as long as the main tasks run, instead of
+    running to completion."""
+
+    @model_validator(mode="after")
+    def _sidecar(self) -> Lifecycle:
+        if self.sidecar and self.hook == LifecycleHook.POSTSTOP:
+            raise ValueError(
+                "a poststop task cannot be a sidecar: it runs after the main tasks have "
+                "stopped, to completion (sidecar applies to prestart and poststart)"
+            )
+        return self
+
+
 class Task(Spec):
     """One process (or container) of a group."""
 
@@ -549,6 +575,8 @@ class Task(Spec):
     constraints: list[Constraint] = _rules()
     affinities: list[Affinity] = _rules()
     templates: list[Template] = Field(default_factory=list, max_length=L.MAX_TEMPLATES)
+    lifecycle: Lifecycle | None = None
+    """None: a main task.  Otherwise a hook task (see :class:`Lifecycle`)."""
 
     @field_validator("kill_signal")
     @classmethod
@@ -607,6 +635,11 @@ class Group(Spec):
             raise ValueError("a group needs at least one task")
         for name in v:
             _check_name(name, "task name")
+        if all(t.lifecycle is not None for t in v.values()):
+            raise ValueError(
+                "a group needs at least one main task (a task without lifecycle); "
+                f"every task here is a lifecycle hook: {', '.join(sorted(v))}"
+            )
         return v
 
     @model_validator(mode="after")

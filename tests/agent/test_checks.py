@@ -192,7 +192,7 @@ async def test_a_check_starts_with_its_task_and_reports_changes(
     # nothing listens on the allocated port
     assert result.status == CheckStatus.CRITICAL and result.service == "web"
     assert "refused" in result.output
-    assert runner.id in runner.agent._dirty
+    assert runner.id in runner.host._dirty  # type: ignore[attr-defined]  # the Agent
     later = await until(
         lambda: (r := runner.check_results["alive"]).consecutive_failures >= 3 and r,
         "more failures",
@@ -231,7 +231,7 @@ async def test_checks_stop_before_the_tasks_are_killed(
 ) -> None:
     runner = make_runner([tcp()])
     await until(lambda: runner.checks.running, "the check to start")
-    driver = runner.agent.drivers["mock"]
+    driver = runner.host.driver("mock")
     at_kill: list[list[str]] = []
     original = driver.stop
 

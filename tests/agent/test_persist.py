@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from podium.agent.agent import Agent
 from podium.agent.localstate import CACHE_KIB, LocalState
 from podium.agent.runner import AllocRunner
 from podium.drivers.mock import MockDriver
@@ -36,7 +37,8 @@ async def test_a_flush_dumps_a_shared_spec_once(
     offline_runner: OfflineRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = offline_runner(make_alloc("a1"), SPEC, MockDriver())
-    agent = first.agent
+    agent = first.host
+    assert isinstance(agent, Agent)
     second = AllocRunner(agent, make_alloc("a2"), SPEC)
     agent.runners["a2"] = second
     specs = counting(monkeypatch, JobSpec)
