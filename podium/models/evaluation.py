@@ -30,6 +30,8 @@ class TriggeredBy(StrEnum):
     """An allocation a waiting group depends on changed (depends_on)."""
     ALLOC_STOP = "alloc-stop"
     """An operator stopped one allocation (``podium alloc stop``): replace it."""
+    PERIODIC_JOB = "periodic-job"
+    """A periodic job's launch (its child's first evaluation)."""
 
 
 UNITS = {"cpu": "MHz", "memory": "MB"}

@@ -16,7 +16,7 @@ from podium.errors import Conflict, NotFound
 from podium.models import Job, JobSpec, JobVersion, TriggeredBy, next_job
 from podium.models.diff import spec_diff
 from podium.models.views import JobPlanResult
-from podium.server import catalog, jobplan, limits, namespaces
+from podium.server import catalog, children, jobplan, limits, namespaces
 from podium.server.broker import EvalBroker
 from podium.server.config import ServerConfig
 from podium.server.deployments import Revert
@@ -87,6 +87,7 @@ class Jobs:
         """
         store = self.store
         now = self.clock()
+        children.refuse_reserved(spec)
         limits.check_counts(spec, self.config.max_count)
         ns, spec = namespaces.resolve_spec_namespace(spec, namespace)
         current = store.job(spec.job, ns)
@@ -131,6 +132,7 @@ class Jobs:
         """A dry run of :meth:`register`: the diff against the running version and
         what the scheduler would do, worked out on a snapshot in which ``spec`` is
         registered but not committed.  Writes nothing and enqueues nothing."""
+        children.refuse_reserved(spec)
         limits.check_counts(spec, self.config.max_count)
         snap = self.store.view()  # used and done with before this returns
         now = self.clock()

@@ -5,7 +5,8 @@ the calls that serve the API.
 - heartbeat expiry (nodes silent for TTL + grace go down) and the drainer
   (:mod:`podium.server.nodes`);
 - the deployment watcher's tick (progress deadlines) and garbage collection
-  (:mod:`podium.server.gc`).
+  (:mod:`podium.server.gc`);
+- the periodic dispatcher (:mod:`podium.server.periodic`).
 
 Exactly one server may run them (issue 15: the one holding the etcd lease), while
 every server answers reads, blocking queries and API calls.  :class:`LeaderDuties`
@@ -45,6 +46,7 @@ class LeaderDuties:
         drain_tick: Callable[[], None],
         deployments_tick: Callable[[], None],
         gc: Callable[[], object],
+        periodic: tuple[float, Callable[[], object], Callable[[], None]] | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -55,6 +57,8 @@ class LeaderDuties:
         self._drain_tick = drain_tick
         self._deployments_tick = deployments_tick
         self._gc = gc
+        self._periodic = periodic
+        """The periodic dispatcher: (interval, tick, reset) (podium.server.periodic)."""
         self.tasks: list[asyncio.Task[None]] = []
         self.running = False
 
@@ -89,6 +93,10 @@ class LeaderDuties:
                 self._deployments_tick,
             ),
         ]
+        if self._periodic is not None:
+            every, tick, reset = self._periodic
+            reset()
+            loops.append(("periodic", "periodic dispatcher", lambda: every, tick))
         for name, what, interval, tick in loops:
             self._spawn(self._every(interval, tick, what), name)
         self.running = True
