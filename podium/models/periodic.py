@@ -175,8 +175,13 @@ class Cron:
 
     def after(self, wall: float) -> float:
         """The first matching wall time strictly after ``wall`` (whole seconds)."""
+        from croniter import CroniterBadDateError
+
         self._it.set_current(_naive(math.floor(wall)), force=True)
-        nxt: Any = self._it.get_next(datetime)
+        try:
+            nxt: Any = self._it.get_next(datetime)
+        except CroniterBadDateError:  # matches nothing for decades (31 February)
+            return math.inf
         return _wall_seconds(nxt)
 
 
@@ -205,6 +210,8 @@ def next_launch(periodic: Periodic, after: float) -> float | None:
         end = _transition_after(tz, lo, _TRANSITION_HORIZON)
         seg_end = end if end is not None else lo + _TRANSITION_HORIZON
         best = _in_segment(cron, after, start, before, o, seg_end)
+        if best == math.inf:  # croniter found no match for decades
+            return None
         if best is not None:
             return best
         if end is None:
@@ -230,6 +237,8 @@ def _in_segment(
             # clocks went back: the repeated walls already launched in the last segment
             wall_from = max(wall_from, start + before - 1)
     w = cron.after(wall_from)
+    if w == math.inf:
+        return w
     if w - o < end:
         found.append(w - o)
     # Clocks went forward at ``start``: the skipped walls launch as far past the jump.
