@@ -282,7 +282,7 @@ async def test_dispatch_through_the_api(api: Any) -> None:
 
 
 async def test_idempotency_token_answers_the_first_child(api: Any) -> None:
-    server, client, http, clock = api
+    _server, client, _http, clock = api
     await client.register_job(parameterized_job())
     a = await client.dispatch_job("work", payload=b"1", idempotency_token="req-42")
     clock.now += 5

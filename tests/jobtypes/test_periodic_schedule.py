@@ -4,6 +4,7 @@ all with a fixed clock."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -72,7 +73,7 @@ def test_spring_forward_skips_nothing() -> None:
     got = [next_launch(every30, at(2026, 3, 29, 1, 0, 0))]
     for _ in range(4):
         got.append(next_launch(every30, got[-1] or 0))
-    steps = [b - a for a, b in zip(got, got[1:], strict=False)]  # type: ignore[operator]
+    steps = [b - a for a, b in itertools.pairwise(got)]  # type: ignore[operator]
     assert steps == [1800.0] * 4  # every 30 real minutes through the jump
 
 
