@@ -360,3 +360,22 @@ async def test_a_periodic_job_launches_on_a_running_server(cluster: Cluster) -> 
     )
     await cluster.client.stop_job("tick")
     assert cluster.server.periodic.tick() == []  # stopped: its loop launches nothing more
+
+
+def test_quotas_count_children_not_templates(tmp_path: Path) -> None:
+    from podium.models.namespace import Quota
+
+    clock = Clock()
+    server = open_server(tmp_path / "s.db", clock)
+    server.namespaces.apply("team", None, Quota(count=1))
+    # a template is never placed: it takes nothing of the quota, however many groups
+    server.register_job(periodic_job(cron="* * * * * *"), namespace="team")
+    server.register_job(parameterized_job(), namespace="team")
+    first = server.dispatcher.dispatch("work", "team", payload=b"x")
+    assert first.dispatched_job_id.startswith("work/dispatch-")
+    # each child is admitted as it comes: the second instance is over the quota
+    with pytest.raises(Exception, match="quota count"):
+        server.dispatcher.dispatch("work", "team", payload=b"x")
+    clock.now += 1
+    assert server.periodic.tick() == []  # refused too (logged), launched nothing
+    server.store.close()

@@ -165,7 +165,14 @@ async def test_heartbeats_keep_a_node_up_while_the_duties_are_stopped(rig: Rig) 
 async def test_starting_twice_runs_one_set_of_loops_and_stop_ends_them(rig: Rig) -> None:
     leader = rig.server.leader
     names = sorted(t.get_name() for t in leader.tasks)
-    assert names == ["deployments", "drainer", "gc", "heartbeats", "scheduler-worker-0"]
+    assert names == [
+        "deployments",
+        "drainer",
+        "gc",
+        "heartbeats",
+        "periodic",
+        "scheduler-worker-0",
+    ]
     leader.start()
     assert sorted(t.get_name() for t in leader.tasks) == names
     tasks = list(leader.tasks)
