@@ -26,7 +26,7 @@ from podium.models import Evaluation, Job, TriggeredBy
 from podium.models.periodic import decide, launch_id
 from podium.server import children, namespaces
 from podium.server.broker import EvalBroker
-from podium.state import StateStore
+from podium.state import JOBS, StateStore
 
 log = logging.getLogger("podium.server")
 
@@ -50,16 +50,34 @@ class PeriodicDispatcher:
         """Per job: what its decision was made from, and when a launch is next due, so a
         tick looks again only at jobs whose time came (or that changed)."""
 
+        self._periodic: list[tuple[str, str]] = []
+        self._jobs_index = -1
+        """The periodic jobs as of the jobs table's index ``_jobs_index``: a tick scans
+        every job only when some job changed, not four times a second."""
+
     def reset(self) -> None:
         """Forget the cached schedule (a server taking the lead starts from the store)."""
         self._next.clear()
+        self._jobs_index = -1
+
+    def _periodic_jobs(self) -> list[Job]:
+        index = self.store.table_index(JOBS)
+        if index != self._jobs_index:
+            self._periodic = [
+                (j.namespace, j.id)
+                for j in self.store.jobs(None)
+                if j.spec.periodic is not None and not j.stop
+            ]
+            self._jobs_index = index
+        found = (self.store.job(job_id, ns) for ns, job_id in self._periodic)
+        return [j for j in found if j is not None]
 
     def tick(self) -> list[str]:
         """Launch every periodic job whose launch is due; returns the children made."""
         now = self.clock()
         made: list[str] = []
         seen: set[tuple[str, str]] = set()
-        for job in self.store.jobs(None):
+        for job in self._periodic_jobs():
             if job.spec.periodic is None or job.stop:
                 continue
             key = (job.namespace, job.id)
