@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from podium.models.limits import MAX_VALUE_CHARS
 
 MAX_PAYLOAD = 16 * 1024
 """Bytes of payload one dispatch may carry (Nomad's limit too): it is stored in the
@@ -87,7 +89,10 @@ class DispatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    meta: dict[str, str] = Field(default_factory=dict, max_length=MAX_META_KEYS)
+    meta: dict[
+        Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=MAX_VALUE_CHARS)]
+    ] = Field(default_factory=dict, max_length=MAX_META_KEYS)
+    """Checked against the job's ``parameterized`` rules (keys: letters, digits, '_')."""
     payload: str | None = Field(default=None, max_length=(MAX_PAYLOAD + 2) // 3 * 4 + 4)
     """Standard base64 of at most MAX_PAYLOAD bytes."""
     idempotency_token: str = Field(default="", max_length=MAX_TOKEN_CHARS)
