@@ -129,8 +129,25 @@ def test_periodic_force_launches_now(dev_agent: DevAgent, tmp_path: Path) -> Non
         timeout=60,
         what="the forced launch to finish",
     )
+    assert [c["id"] for c in children(dev_agent, "later")] == [child]  # once a year only
     refused = dev_agent.cli("job", "periodic", "force", "nope")
     assert refused.returncode != 0 and "not found" in refused.stderr
+
+    # the example, as written: launches every 10 s, and once more when forced
+    dev_agent.cli("job", "run", str(EXAMPLES / "periodic.yaml"), check=True)
+    dev_agent.cli("job", "periodic", "force", "report-cron", check=True)
+    alloc = wait_until(
+        lambda: [
+            a
+            for c in children(dev_agent, "report-cron")
+            for a in allocs_of(dev_agent, c["id"])
+            if a["client_status"] == "complete"
+        ],
+        timeout=60,
+        what="a launch of examples/periodic.yaml to finish",
+    )[0]
+    assert "report for launch report-cron/periodic-" in stdout_of(dev_agent, alloc["id"])
+    dev_agent.cli("job", "stop", "report-cron", check=True)
 
 
 def test_a_dispatched_job_reads_its_payload_and_meta(dev_agent: DevAgent, tmp_path: Path) -> None:
