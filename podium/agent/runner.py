@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podium.agent import secretsdir
+from podium.agent import payload, secretsdir
 from podium.agent.allocrunner import (
     AllocStateMachine,
     AllocUpdated,
@@ -358,6 +358,7 @@ class AllocRunner:
             env[f"PODIUM_PORT_{label}"] = str(port.value)
             env[f"PODIUM_IP_{label}"] = port.host_ip
             env[f"PODIUM_ADDR_{label}"] = f"{port.host_ip}:{port.value}"
+        env.update(payload.meta_env(self.machine.spec, alloc.group, task))
         for key, value in spec.env.items():
             env[key] = interpolate(value, env)
         return env
@@ -431,6 +432,12 @@ class AllocRunner:
                 if self.forgotten:
                     return
                 ctx = self.context(task)
+                if self.host.settings.alloc_dirs:  # a dispatched job's payload
+                    payload.write_payload(
+                        self.machine.spec,
+                        self.machine.spec.groups[self.alloc.group].tasks[task],
+                        ctx.task_dir,
+                    )
                 ctx.env.update(template_env)
                 handle = await driver.start(ctx)
         except DriverError as exc:

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from podium.cli import common, job_restart, job_scaling, jobdiff, render
+from podium.cli import common, job_restart, job_scaling, job_types, jobdiff, render
 from podium.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -142,11 +142,26 @@ def run(
             else:
                 for warning in reg.warnings:
                     common.err_console().print(f"[yellow]Warning:[/] {escape(warning)}")
-            if detach:
+            if detach or spec.periodic is not None or spec.parameterized is not None:
                 if not quiet:
                     _print_registered(common.console(), spec, reg)
+                    _print_template(common.console(), spec)
                 return
             _follow_registration(RunMonitor(client, spec, reg, deadline, quiet=quiet))
+
+
+def _print_template(con: Console, spec: JobSpec) -> None:
+    """A periodic or parameterized job is not placed itself: say what happens instead."""
+    if spec.periodic is not None:
+        con.print(
+            f"Periodic job: next launch {job_types.next_launch_text(spec.periodic)}; "
+            f"each launch is a job {escape(spec.id)}/periodic-<time>."
+        )
+    elif spec.parameterized is not None:
+        con.print(
+            f"Parameterized job: run it with `podium job dispatch {escape(spec.id)}`; each "
+            f"dispatch is a job {escape(spec.id)}/dispatch-<time>-<id>."
+        )
 
 
 def _adopt_namespace(client: Client, spec: JobSpec) -> None:
@@ -659,13 +674,23 @@ def status(
     job_id: Annotated[
         str | None, typer.Argument(metavar="[ID]", help="A job id or unique prefix.")
     ] = None,
+    children: Annotated[
+        bool,
+        typer.Option(
+            "--children",
+            help="List periodic launches and dispatches too (each under its parent's "
+            "row by default only counted).",
+        ),
+    ] = False,
     address: AddressOpt = common.DEFAULT_ADDR,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """List jobs, or show one: summary, deployment, placement failures, allocations, events.
 
     The list counts each job's allocations per state (5 running, 3 complete);
-    one job's view ends with the newest events of its tasks.
+    one job's view ends with the newest events of its tasks.  Children of periodic and
+    parameterized jobs are left out of the list (their parent's row counts them) unless
+    --children; a parent's own view lists them.
     """
     with common.handle_errors(output=output), common.make_client(address) as client:
         con = common.console()
@@ -680,15 +705,20 @@ def status(
             every = client.namespace == "*"
             columns = ("ID", "Type", "Priority", "Status", "Version", "Allocs", "Submitted")
             t = render.table(*(("Namespace", *columns) if every else columns))
+            kids = job_types.count_children(listed.value)
             for j in sorted(listed.value, key=lambda j: (j.namespace, j.id)):
+                if j.parent_id and not children:
+                    continue
                 t.add_row(
                     *((escape(j.namespace),) if every else ()),
                     escape(j.id),
-                    j.type,
+                    f"{j.type}/{j.kind}" if j.kind else j.type,
                     str(j.priority),
                     render.status_text("stopped" if j.stop else j.status.value),
                     str(j.version),
-                    render.alloc_counts(j.summary),
+                    job_types.children_text(kids.get((j.namespace, j.id)))
+                    if j.kind
+                    else render.alloc_counts(j.summary),
                     render.age(j.submit_time),
                 )
             con.print(t)
@@ -708,6 +738,7 @@ def status(
             ("Status", job.status.value + (" (stopped)" if job.stop else "")),
             ("Version", job.version),
             ("Submitted", render.age(job.submit_time)),
+            *job_types.status_rows(job),
         ]
         failures = None
         latest = render.placement_eval(evals)
@@ -726,6 +757,13 @@ def status(
                 Text("Latest Deployment", style="bold"),
                 deployment_view(deployment, time.time()),
             )
+        if job.spec.periodic is not None or job.spec.parameterized is not None:
+            con.print(
+                render.stack(
+                    render.fields(rows), job_types.children_table(client.job_children(job.id))
+                )
+            )
+            return
         con.print(
             render.stack(
                 render.fields(rows),
@@ -945,3 +983,5 @@ def inspect(
 job_restart.install(app)
 # podium job scaling-events: podium.cli.job_scaling (issue 17, docs/autoscaling.md)
 job_scaling.install(app)
+# podium job dispatch, podium job periodic force: podium.cli.job_types (issue 17)
+job_types.install(app)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 
 from podium.client import endpoints as ep
-from podium.client import ops
+from podium.client import jobtypes, ops
 from podium.client._http import (
     DEFAULT_TIMEOUT,
     TOKEN_HEADER,
@@ -58,9 +58,11 @@ from podium.models import (
 )
 from podium.models.alloc_ops import FileInfo, FsListing, RestartAnswer, SignalAnswer
 from podium.models.api import LeaderAnswer, MembersAnswer
+from podium.models.dispatch import DispatchAnswer
 from podium.models.events import Event
 from podium.models.identity import IdentitiesAnswer
 from podium.models.namespace import NamespaceInfo, Quota
+from podium.models.periodic import ForceAnswer
 from podium.models.scaling import JobScaleStatus
 from podium.models.schedconfig import PreemptionConfig, SchedulerConfiguration
 from podium.models.stats import AllocResourceUsage
@@ -320,6 +322,32 @@ class Client:
     ) -> JobScaleStatus:
         """Each group's count, bounds, policy and newest scaling events (newest first)."""
         return self._get(ep.in_namespace(ep.job_scale_status(id), namespace), index, wait)
+
+    # -- periodic and parameterized jobs (docs/periodic.md) ------------------------------
+
+    def dispatch_job(
+        self,
+        id: str,
+        meta: Mapping[str, str] | None = None,
+        payload: bytes | None = None,
+        *,
+        idempotency_token: str = "",
+        namespace: str | None = None,
+    ) -> DispatchAnswer:
+        """Dispatch a parameterized job: the child job made (or, for a token already
+        used, the one the first dispatch made)."""
+        endpoint = jobtypes.dispatch_job(id, meta, payload, idempotency_token)
+        return (self.query(ep.in_namespace(endpoint, namespace))).value
+
+    def force_periodic(self, id: str, *, namespace: str | None = None) -> ForceAnswer:
+        """Launch a periodic job now (its schedule is unchanged)."""
+        return (self.query(ep.in_namespace(jobtypes.force_periodic(id), namespace))).value
+
+    def job_children(
+        self, id: str, *, index: int | None = None, wait: Wait = None, namespace: str | None = None
+    ) -> list[JobListItem]:
+        """A periodic or parameterized job's launches and dispatches, oldest first."""
+        return self._get(ep.in_namespace(jobtypes.job_children(id), namespace), index, wait)
 
     # -- deployments --------------------------------------------------------------------
 

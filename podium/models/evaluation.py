@@ -32,6 +32,8 @@ class TriggeredBy(StrEnum):
     """An operator stopped one allocation (``podium alloc stop``): replace it."""
     PREEMPTION = "preemption"
     """A higher-priority job preempted some of this job's allocations: replace them."""
+    PERIODIC_JOB = "periodic-job"
+    """A periodic job's launch (its child's first evaluation)."""
 
 
 UNITS = {"cpu": "MHz", "memory": "MB"}

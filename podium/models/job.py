@@ -15,8 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from podium.models import limits as L
+from podium.models.dispatch import MAX_PAYLOAD, DispatchPayload, Parameterized, is_child_id
 from podium.models.duration import Duration
 from podium.models.namespace import check_namespace
+from podium.models.periodic import Periodic
 from podium.models.scaling import Scaling
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -577,6 +579,8 @@ class Task(Spec):
     templates: list[Template] = Field(default_factory=list, max_length=L.MAX_TEMPLATES)
     lifecycle: Lifecycle | None = None
     """None: a main task.  Otherwise a hook task (see :class:`Lifecycle`)."""
+    dispatch_payload: DispatchPayload | None = Field(default=None, exclude_if=_is_none)
+    """Where a dispatched job's payload is written (docs/periodic.md, parameterized)."""
 
     @field_validator("kill_signal")
     @classmethod
@@ -690,10 +694,22 @@ class JobSpec(Spec):
     update: UpdateStrategy | None = None
     """The default ``update`` of every group that has none (service jobs only)."""
     groups: dict[str, Group] = Field(max_length=L.MAX_GROUPS)
+    # -- job types (docs/periodic.md; podium.models.periodic and .dispatch) --------------
+    periodic: Periodic | None = Field(default=None, exclude_if=_is_none)
+    """A batch job launched on a cron schedule: a template, each launch a child job."""
+    parameterized: Parameterized | None = Field(default=None, exclude_if=_is_none)
+    """A batch job run on demand (``job dispatch``): a template, each dispatch a child."""
+    payload: str | None = Field(
+        default=None, max_length=(MAX_PAYLOAD + 2) // 3 * 4, exclude_if=_is_none
+    )
+    """A dispatched child's payload (base64), set by the server; never in a job file."""
 
     @field_validator("job")
     @classmethod
     def _id(cls, v: str) -> str:
+        # a child of a periodic or parameterized job (the server names them)
+        if is_child_id(v):
+            return v
         return _check_name(v, "job id")
 
     @field_validator("namespace")
@@ -743,6 +759,7 @@ class JobSpec(Spec):
             raise ValueError(
                 f"update (rolling deployments) is for service jobs, not {self.type.value} jobs"
             )
+        _check_job_type_blocks(self)
         return self
 
     def update_strategy(self, group: str) -> UpdateStrategy | None:
@@ -759,6 +776,31 @@ class JobSpec(Spec):
 
     def group(self, name: str) -> Group:
         return self.groups[name]
+
+
+def _check_job_type_blocks(spec: JobSpec) -> None:
+    """``periodic`` and ``parameterized`` are for batch jobs, one at a time; a task's
+    ``dispatch_payload`` needs a parameterized job that may take a payload."""
+    for block in ("periodic", "parameterized"):
+        if getattr(spec, block) is not None and spec.type != JobType.BATCH:
+            raise ValueError(
+                f"{block} is for batch jobs, not {spec.type.value} jobs (each launch runs to "
+                "completion: add `type: batch`)"
+            )
+    if spec.periodic is not None and spec.parameterized is not None:
+        raise ValueError(
+            "a job is periodic or parameterized, not both (a periodic job launches itself; "
+            "a parameterized one waits to be dispatched)"
+        )
+    for gname, group in spec.groups.items():
+        for tname, task in group.tasks.items():
+            if task.dispatch_payload is None:
+                continue
+            where = f"group {gname!r} task {tname!r}: dispatch_payload"
+            if spec.parameterized is None and not is_child_id(spec.job):
+                raise ValueError(f"{where} needs a parameterized job (add `parameterized:`)")
+            if spec.parameterized is not None and spec.parameterized.payload == "forbidden":
+                raise ValueError(f"{where} asks for a payload that parameterized forbids")
 
 
 def _check_depends_on(groups: dict[str, Group]) -> None:

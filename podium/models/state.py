@@ -34,6 +34,18 @@ class Job(BaseModel):
     modify_index: int = 0
     job_modify_index: int = 0
     """The index of the last change to the spec (not to status): check_index compares to this."""
+    # -- job types (docs/periodic.md) -------------------------------------------------
+    parent_id: str = ""
+    """A periodic launch or a dispatch: the job it is a child of ("" for other jobs)."""
+    periodic_launch: float | None = None
+    """A periodic job: the scheduled instant of its last launch (run or skipped), kept
+    through new versions so that no launch ever runs twice, across leaders too."""
+    dispatch_token: str = ""
+    """A dispatched child: the idempotency token its dispatch carried ("" for none)."""
+
+    def template(self) -> bool:
+        """A periodic or parameterized job: never placed itself, only its children."""
+        return self.spec.periodic is not None or self.spec.parameterized is not None
 
 
 class JobVersion(BaseModel):
@@ -80,4 +92,8 @@ def next_job(
         modify_index=index,
         job_modify_index=index if changed or current is None else current.job_modify_index,
     )
+    if current is not None:
+        job.parent_id = current.parent_id
+        job.periodic_launch = current.periodic_launch
+        job.dispatch_token = current.dispatch_token
     return job, changed

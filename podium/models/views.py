@@ -48,6 +48,10 @@ class JobListItem(BaseModel):
     modify_index: int = 0
     job_modify_index: int = 0
     summary: dict[str, GroupSummary] = Field(default_factory=dict)
+    parent_id: str = ""
+    """A periodic launch or a dispatch: its parent job (docs/periodic.md)."""
+    kind: str = ""
+    """``periodic`` or ``parameterized`` for such a job itself (a template), else ""."""
 
 
 class JobInfo(Job):

@@ -73,6 +73,7 @@ from podium.models.taskconfig import declares_health
 from podium.scheduler.snapshot import Snapshot
 
 JOB_STOPPED = "job stopped"
+JOB_TEMPLATE = "job became periodic or parameterized (only its launches run)"
 JOB_PURGED = "job purged"
 GROUP_REMOVED = "alloc not needed: its group was removed from the job"
 NODE_LOST = "alloc is lost since its node is down"
@@ -276,11 +277,14 @@ class Reconciler:
             latest = self._snapshot.latest_deployment(job.id, job.namespace)
         elif self._eval.job_id:
             latest = self._snapshot.latest_deployment(self._eval.job_id, self._eval.namespace)
-        if job is None or job.stop:
+        if job is None or job.stop or job.template():
             if latest is not None and latest.active():
                 why = "job purged" if job is None else "job stopped"
                 self._out.cancel_deployments[latest.id] = f"cancelled: {why}"
-            self._stop_all(allocs, JOB_PURGED if job is None else JOB_STOPPED)
+            reason = JOB_PURGED if job is None else JOB_STOPPED
+            if job is not None and not job.stop:
+                reason = JOB_TEMPLATE  # periodic/parameterized: only its children run
+            self._stop_all(allocs, reason)
             return self._out
         if latest is not None and latest.job_version == job.version:
             self._deployment = latest

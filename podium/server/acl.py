@@ -135,6 +135,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/job/{job_id}/scale"): ns(caps.READ_JOB),
     ("POST", "/v1/job/{job_id}/plan"): ns(caps.SUBMIT_JOB),
     ("POST", "/v1/job/{job_id}/revert"): ns(caps.SUBMIT_JOB),
+    # periodic and parameterized jobs (docs/periodic.md): dispatching is a capability of
+    # its own (Nomad's dispatch-job); forcing a launch is a write of the job
+    ("POST", "/v1/job/{job_id}/dispatch"): ns(caps.DISPATCH_JOB),
+    ("POST", "/v1/job/{job_id}/periodic/force"): ns(caps.SUBMIT_JOB),
+    ("GET", "/v1/job/{job_id}/children"): ns(caps.READ_JOB),
     # allocations
     ("GET", "/v1/allocations"): ns_list(caps.READ_JOB),
     ("GET", "/v1/allocation/{alloc_id}"): ns(caps.READ_JOB),

@@ -40,6 +40,7 @@ from podium.server.routes import (
     evaluations,
     events,
     jobs,
+    jobtypes,
     monitor,
     nodes,
     operator_scheduler,
@@ -100,6 +101,7 @@ def create_app(
     # behind only their fast routes, which go ahead of every route.
     agent.install(app, ctx)
     jobs.add_routes(app.router, ctx)
+    jobtypes.add_routes(app.router, ctx)  # dispatch, periodic force, children
     allocations.add_routes(app.router, ctx, agent_proxy, relay_ext)
     exec_relay.add_routes(app, ctx, relay_verify, relay_ext)
     alloc_stats.add_routes(app.router, ctx, agent_proxy, relay_ext)
@@ -123,6 +125,7 @@ def create_app(
     # Middleware: the last added is the outermost.  A request meets the audit log, then
     # the TLS guard (a machine's route needs its certificate), then the ACL edge.
     acl.install(app, server.trust, enabled=server.config.acl)
+    jobtypes.install(app)  # outside the ACL edge: it routes children's ids as it will
     if tls is not None:
         tls_routes.install_tls(app, tls)
     # request metrics outside the edges, so that refused requests are counted too

@@ -35,8 +35,10 @@ from podium.server import deployments, namespaces
 from podium.server.applier import PlanApplier
 from podium.server.autoscaler import Autoscaler
 from podium.server.broker import EvalBroker
+from podium.server.children import collect as collect_children
 from podium.server.cluster import ClusterView, Solo
 from podium.server.config import ServerConfig
+from podium.server.dispatch import Dispatcher
 from podium.server.evals import new_eval, new_id
 from podium.server.gc import collect as collect_garbage
 from podium.server.jobs import Jobs, RegisterResult
@@ -44,6 +46,8 @@ from podium.server.keyring import Keyring
 from podium.server.leader import LeaderDuties
 from podium.server.metrics import ServerMetrics
 from podium.server.nodes import Nodes
+from podium.server.periodic import TICK as PERIODIC_TICK
+from podium.server.periodic import PeriodicDispatcher
 from podium.server.reports import Reports
 from podium.server.retry import Failures, RetryPolicy
 from podium.server.trust import Trust
@@ -105,6 +109,10 @@ class Server:
         self.autoscaler = Autoscaler(store, self.jobs, now)
         """Moves autoscaled groups' counts (a leader's loop; the API gives it its way to
         the agents: podium.server.api)."""
+        self.periodic = PeriodicDispatcher(store, self.broker, now)
+        """Launches periodic jobs' children (a leader's duty; podium.server.periodic)."""
+        self.dispatcher = Dispatcher(store, self.broker, now)
+        """Dispatches parameterized jobs (podium.server.dispatch)."""
         self.leader = LeaderDuties(
             store,
             self.broker,
@@ -116,6 +124,7 @@ class Server:
             deployments_tick=self.deployments_tick,
             gc=self.gc,
             loops=[("autoscaler", self.autoscaler.run)],
+            periodic=(PERIODIC_TICK, self.periodic.tick, self.periodic.reset),
         )
         """The loops only the leader runs; started by :meth:`start`, and on their own by
         ``leader.start()`` / ``await leader.stop()``."""
@@ -333,4 +342,6 @@ class Server:
     def gc(self) -> int:
         """Remove what the store no longer needs (:func:`podium.server.gc.collect`);
         returns how many objects went."""
-        return collect_garbage(self.store, self.config, self.clock())
+        now = self.clock()
+        removed = collect_garbage(self.store, self.config, now)
+        return removed + collect_children(self.store, self.config.alloc_gc_age, now)

@@ -17,7 +17,7 @@ from podium.models import Evaluation, Job, JobSpec, JobVersion, TriggeredBy, nex
 from podium.models.diff import spec_diff
 from podium.models.scaling import ScalingEvent
 from podium.models.views import JobPlanResult
-from podium.server import catalog, jobplan, limits, namespaces, scaling_log
+from podium.server import catalog, children, jobplan, limits, namespaces, scaling_log
 from podium.server.broker import EvalBroker
 from podium.server.config import ServerConfig
 from podium.server.deployments import Revert
@@ -91,6 +91,7 @@ class Jobs:
         """
         store = self.store
         now = self.clock()
+        children.refuse_reserved(spec)
         limits.check_counts(spec, self.config.max_count)
         ns, spec = namespaces.resolve_spec_namespace(spec, namespace)
         current = store.job(spec.job, ns)
@@ -137,6 +138,7 @@ class Jobs:
         """A dry run of :meth:`register`: the diff against the running version and
         what the scheduler would do, worked out on a snapshot in which ``spec`` is
         registered but not committed.  Writes nothing and enqueues nothing."""
+        children.refuse_reserved(spec)
         limits.check_counts(spec, self.config.max_count)
         snap = self.store.view()  # used and done with before this returns
         now = self.clock()

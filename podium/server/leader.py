@@ -6,6 +6,7 @@ the calls that serve the API.
   (:mod:`podium.server.nodes`);
 - the deployment watcher's tick (progress deadlines) and garbage collection
   (:mod:`podium.server.gc`);
+- the periodic dispatcher (:mod:`podium.server.periodic`);
 - more loops of their own (``loops``: the autoscaler, podium.server.autoscaler).
 
 Exactly one server may run them (issue 15: the one holding the etcd lease), while
@@ -48,6 +49,7 @@ class LeaderDuties:
         deployments_tick: Callable[[], None],
         gc: Callable[[], object],
         loops: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = (),
+        periodic: tuple[float, Callable[[], object], Callable[[], None]] | None = None,
     ) -> None:
         """``loops``: (name, coroutine function) of more loops, each started with the
         duties and cancelled with them."""
@@ -61,6 +63,8 @@ class LeaderDuties:
         self._deployments_tick = deployments_tick
         self._gc = gc
         self._loops = tuple(loops)
+        self._periodic = periodic
+        """The periodic dispatcher: (interval, tick, reset) (podium.server.periodic)."""
         self.tasks: list[asyncio.Task[None]] = []
         self.running = False
 
@@ -95,6 +99,10 @@ class LeaderDuties:
                 self._deployments_tick,
             ),
         ]
+        if self._periodic is not None:
+            every, tick, reset = self._periodic
+            reset()
+            loops.append(("periodic", "periodic dispatcher", lambda: every, tick))
         for name, what, interval, tick in loops:
             self._spawn(self._every(interval, tick, what), name)
         for name, loop in self._loops:

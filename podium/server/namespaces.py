@@ -107,7 +107,7 @@ def desired(store: Snapshot, namespace: str, *, without: str | None = None) -> U
     nodes = _eligible_nodes(store)
     total = Usage()
     for job in store.jobs(namespace):
-        if not job.stop and job.id != without:
+        if not job.stop and job.id != without and not job.template():
             total = _add(total, spec_ask(job.spec, nodes))
     return total
 
@@ -143,11 +143,15 @@ def admit(store: Snapshot, namespace: str, spec: JobSpec, current: Job | None) -
     refuse (NamespaceMissing) a namespace that does not exist.  Reads only."""
     ns = require_namespace(store, namespace)
     quota = ns.quota
-    if quota == Quota():
-        return
+    if quota == Quota() or spec.periodic is not None or spec.parameterized is not None:
+        return  # a template is never placed: each of its children is admitted as it comes
     nodes = _eligible_nodes(store)
     new = spec_ask(spec, nodes)
-    old = spec_ask(current.spec, nodes) if current is not None and not current.stop else Usage()
+    old = (
+        spec_ask(current.spec, nodes)
+        if current is not None and not current.stop and not current.template()
+        else Usage()
+    )
     others = desired(store, namespace, without=spec.job)
     for key in ("cpu", "memory", "count"):
         limit = getattr(quota, key)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -147,7 +148,7 @@ class DevAgent:
             try:
                 for job in self.get("/v1/jobs", namespace="*"):
                     httpx.delete(
-                        f"{self.addr}/v1/job/{job['id']}",
+                        f"{self.addr}/v1/job/{quote(job['id'], safe='')}",  # children have '/'
                         params={"purge": "true", "namespace": job.get("namespace", "default")},
                         timeout=5,
                     )

@@ -171,6 +171,7 @@ async def test_starting_twice_runs_one_set_of_loops_and_stop_ends_them(rig: Rig)
         "drainer",
         "gc",
         "heartbeats",
+        "periodic",
         "scheduler-worker-0",
     ]
     leader.start()

@@ -26,6 +26,10 @@ from podium.state import StateStore
 
 T = TypeVar("T")
 INDEX_HEADER = "X-Podium-Index"
+CHILD_SLASH = "%2F"
+"""How a '/' inside a path segment (a child job's id, ``web/periodic-1700000000``) reaches
+the routes: :class:`podium.server.routes.jobtypes.ChildIdPaths` keeps it encoded so that
+``{job_id}`` still matches one segment; ``resolve_job`` decodes it."""
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 
@@ -129,6 +133,7 @@ class ApiContext:
         return store.table_index(*tables)
 
     def resolve_job(self, ident: str, namespace: str = "default") -> Job:
+        ident = ident.replace(CHILD_SLASH, "/")  # a child's id (routes/jobtypes.py)
         store = self.store
         ns = _ns(namespace)
         return resolve("job", ident, lambda i: store.job(i, ns), (j.id for j in store.jobs(ns)))

@@ -73,6 +73,8 @@ def summarize(store: StateStore, job: Job) -> dict[str, GroupSummary]:
 
 
 def job_status(job: Job, summary: dict[str, GroupSummary]) -> JobStatus:
+    if job.template():  # periodic/parameterized: running while it may launch children
+        return JobStatus.DEAD if job.stop else JobStatus.RUNNING
     live = sum(s.pending + s.running for s in summary.values())
     if live:
         return JobStatus.RUNNING
@@ -103,7 +105,16 @@ def job_item(store: StateStore, job: Job) -> JobListItem:
         modify_index=job.modify_index,
         job_modify_index=job.job_modify_index,
         summary=summary,
+        parent_id=job.parent_id,
+        kind=job_kind(job),
     )
+
+
+def job_kind(job: Job) -> str:
+    """``periodic`` or ``parameterized`` for a template job, else ""."""
+    if job.spec.periodic is not None:
+        return "periodic"
+    return "parameterized" if job.spec.parameterized is not None else ""
 
 
 def add_routes(router: APIRouter, ctx: ApiContext) -> None:
