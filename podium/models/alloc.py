@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
+from podium.models.devices import AllocatedDevices
 from podium.models.job import Resources
 
 MAX_TASK_EVENTS = 10
@@ -155,6 +156,8 @@ class Allocation(BaseModel):
     deployment_status: AllocHealth | None = None
     checks: dict[str, CheckResult] = Field(default_factory=dict)
     """The agent's latest check results, by check name."""
+    devices: list[AllocatedDevices] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """The device instances the scheduler gave the tasks (docs/devices.md)."""
     create_index: int = 0
     modify_index: int = 0
     create_time: float = 0.0
