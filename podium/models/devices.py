@@ -85,7 +85,7 @@ def name_matches(wanted: str, vendor: str, type_: str, model: str) -> bool:
 
 def valid_device_name(wanted: str) -> bool:
     parts = wanted.split("/")
-    return 1 <= len(parts) and all(p.strip() for p in parts) and wanted.isprintable()
+    return len(parts) >= 1 and all(p.strip() for p in parts) and wanted.isprintable()
 
 
 DEVICE_TARGET_KEYS = ("device.vendor", "device.type", "device.model", "device.name")

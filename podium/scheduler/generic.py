@@ -178,18 +178,19 @@ class GenericScheduler:
                         description=want.stop_previous,
                     )
                 )
-            plan.placements.append(
-                new_alloc(
-                    self._eval,
-                    job,
-                    want,
-                    st.node.id,
-                    st.node.name,
-                    templates[name],
-                    self._new_id(),
-                    self._now,
-                )
+            alloc = new_alloc(
+                self._eval,
+                job,
+                want,
+                st.node.id,
+                st.node.name,
+                templates[name],
+                self._new_id(),
+                self._now,
             )
+            if pg.needs.devices:
+                alloc.devices = state.devices.take(st.node, pg.needs.devices)
+            plan.placements.append(alloc)
             if budget is not None:
                 budget -= 1
         return deferred
