@@ -118,3 +118,46 @@ class AllocatedDevices(BaseModel):
     @property
     def id(self) -> str:
         return f"{self.vendor}/{self.type}/{self.name}"
+
+
+class _DeviceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[DeviceGroup] = Field(default_factory=list)
+
+
+def parse_device_file(text: str, source: str) -> list[DeviceGroup]:
+    """The device groups of a ``--device-file`` (docs/devices.md); ValueError says what
+    is wrong and where.  Pure: the agent and the CLI read the file."""
+    import json
+
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"device file {source}: not JSON: {exc}") from exc
+    try:
+        parsed = _DeviceFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"device file {source}: {where}: {first['msg']}") from exc
+    seen: set[tuple[str, str]] = set()
+    for group in parsed.devices:
+        for what, part in (("vendor", group.vendor), ("type", group.type), ("name", group.name)):
+            slash = what != "name" and "/" in part
+            if not part.strip() or slash or not part.isprintable():
+                raise ValueError(
+                    f"device file {source}: {group.id}: {what} {part!r} must be printable "
+                    "and not empty (vendor and type without '/')"
+                )
+        for inst in group.instances:
+            key = (group.id, inst.id)
+            if not inst.id or key in seen:
+                raise ValueError(
+                    f"device file {source}: {group.id}: instance id {inst.id!r} is empty "
+                    "or listed twice"
+                )
+            seen.add(key)
+    return parsed.devices
