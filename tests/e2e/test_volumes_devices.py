@@ -263,7 +263,13 @@ def test_fake_gpus_are_each_given_once(gpu_agent: DevAgent, tmp_path: Path) -> N
     for alloc in running:
         full = gpu_agent.get(f"/v1/allocation/{alloc['id']}")
         (given,) = full["devices"]
-        assert given["device_ids"] == [visible(gpu_agent, alloc["id"])]
+        gpu = visible(gpu_agent, alloc["id"])
+        assert given["device_ids"] == [gpu]
+        status = gpu_agent.cli("alloc", "status", alloc["id"], check=True).stdout
+        assert f"Devices = t: nvidia/gpu/Fake T4 {gpu}" in " ".join(status.split())
+    node = gpu_agent.get("/v1/nodes")[0]
+    shown = gpu_agent.cli("node", "status", node["id"], check=True).stdout
+    assert "nvidia/gpu/Fake T4" in shown and "3/4" in shown
 
     # no GPU is free: a fourth task is not placed, and the status says why in numbers
     more = gpu_agent.cli(
