@@ -29,6 +29,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from podium import eventloop
 from podium.errors import PodiumError
+from podium.models.volumes import HostVolume
 
 log = logging.getLogger("podium")
 
@@ -66,6 +67,10 @@ class AgentConfig:
     """``--exec-user-denylist`` (names or uids); None: the driver's default list."""
     exec_uid_range: tuple[int, int] | None = None
     """``--exec-uid-range``; None: 70000-79999."""
+    host_volumes: dict[str, HostVolume] = field(default_factory=dict)
+    """``--host-volume`` declarations (docs/volumes.md)."""
+    device_file: str | None = None
+    """``--device-file``: simulated devices (docs/devices.md)."""
     meta: dict[str, str] = field(default_factory=dict)
     datacenter: str = "dc1"
     node_pool: str = "default"
@@ -582,6 +587,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             meta=config.meta,
             datacenter=config.datacenter,
             node_pool=config.node_pool,
+            host_volumes=dict(config.host_volumes),
+            device_file=config.device_file,
         )
         if config.exec_uid_range is not None:
             settings.exec_uid_range = config.exec_uid_range

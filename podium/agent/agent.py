@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from podium.agent import secretsdir
 from podium.agent.config import AgentSettings
+from podium.agent.devices import default_plugins, fingerprint_devices
 from podium.agent.fingerprint import fingerprint_attributes, fingerprint_resources
 from podium.agent.identity import AgentIdentities
 from podium.agent.localstate import LocalState, StoredAlloc
@@ -347,6 +348,8 @@ class Agent:
             resources=res,
             reserved=NodeResources(cpu=s.reserved_cpu, memory=s.reserved_memory),
             drivers=infos,
+            host_volumes=dict(s.host_volumes),
+            devices=fingerprint_devices(default_plugins(s.device_file)),
         )
 
     async def _register(self) -> None:

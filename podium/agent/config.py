@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from podium.drivers import rootfs, uids
 from podium.drivers.exec import DEFAULT_USER_DENYLIST, ExecOptions
 from podium.models.dockerpolicy import DEFAULT_CAPS, DockerPolicy, parse_caps
+from podium.models.volumes import HostVolume
 
 
 @dataclass
@@ -54,6 +55,11 @@ class AgentSettings:
     ``DEFAULT_USER_DENYLIST``); root and uid 0 are refused whatever it says."""
     exec_uid_range: tuple[int, int] = uids.DEFAULT_RANGE
     """The uids allocations' exec tasks get one of each (``--exec-uid-range``)."""
+    host_volumes: dict[str, HostVolume] = field(default_factory=dict)
+    """Named host directories tasks may mount (``--host-volume NAME=PATH[,read_only]``;
+    docs/volumes.md)."""
+    device_file: str | None = None
+    """Devices to simulate from a JSON file (``--device-file``; docs/devices.md)."""
 
     def exec_options(self, pool: uids.UidPool) -> ExecOptions:
         """This node's exec driver settings, with ``pool`` (the agent's persisted leases)."""

@@ -45,6 +45,7 @@ from podium.agent.checks import AllocChecks
 from podium.agent.health import HealthTracker
 from podium.agent.host import AllocHost
 from podium.agent.identity import Held
+from podium.agent.taskextras import extra_env, task_devices, task_mounts
 from podium.agent.templates import TemplateManager
 from podium.drivers.base import Driver, ExitResult, TaskContext, TaskHandle, TaskOwner
 from podium.errors import DriverError
@@ -359,12 +360,15 @@ class AllocRunner:
             env[f"PODIUM_IP_{label}"] = port.host_ip
             env[f"PODIUM_ADDR_{label}"] = f"{port.host_ip}:{port.value}"
         env.update(payload.meta_env(self.machine.spec, alloc.group, task))
+        group = self.machine.spec.groups[alloc.group]
+        env.update(extra_env(group, task, spec.driver, alloc, self.host.settings.host_volumes))
         for key, value in spec.env.items():
             env[key] = interpolate(value, env)
         return env
 
     def context(self, task: str) -> TaskContext:
-        spec = self.machine.spec.groups[self.alloc.group].tasks[task]
+        group = self.machine.spec.groups[self.alloc.group]
+        spec = group.tasks[task]
         alloc_dir = self.alloc_path
         env = self.build_env(task, alloc_dir)
         config = parse_config(spec.driver, interpolate(spec.config, env))
@@ -388,6 +392,8 @@ class AllocRunner:
             kill_timeout=self.host.settings.kill_timeout(spec.kill_timeout),
             ports=dict(self.machine.ports),
             data_dir=self.host.settings.data_dir,
+            mounts=task_mounts(group, task, self.host.settings.host_volumes),
+            devices=task_devices(self.alloc, task),
         )
 
     def make_dirs(self, alloc_dir: str | None = None) -> None:

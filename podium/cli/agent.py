@@ -186,6 +186,36 @@ def apply_exec_options(
         config.exec_uid_range = span  # type: ignore[attr-defined]
 
 
+def apply_volumes_and_devices(
+    config: object, host_volume: list[str] | None, device_file: str | None
+) -> None:
+    """``--host-volume`` (each an existing directory, names once) and ``--device-file``
+    (read and checked now, so a typo fails here, not at the node's registration)."""
+    import os
+
+    from podium.models.devices import parse_device_file
+    from podium.models.volumes import parse_host_volumes
+
+    if host_volume:
+        try:
+            volumes = parse_host_volumes(host_volume)
+        except ValueError as exc:
+            common.usage(f"--host-volume: {exc}")
+        for name, vol in volumes.items():
+            if not os.path.isdir(vol.path):
+                common.usage(f"--host-volume: host volume {name!r}: {vol.path} is no directory")
+        config.host_volumes = volumes  # type: ignore[attr-defined]
+    if device_file:
+        try:
+            with open(device_file, encoding="utf-8") as f:
+                parse_device_file(f.read(), device_file)
+        except OSError as exc:
+            common.usage(f"--device-file {device_file}: {exc.strerror or exc}")
+        except ValueError as exc:
+            common.usage(f"--device-file: {exc}")
+        config.device_file = os.path.abspath(device_file)  # type: ignore[attr-defined]
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -388,6 +418,23 @@ def agent(
             "allocation [70000-79999]; uids of the node's accounts are skipped.",
         ),
     ] = None,
+    host_volume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host-volume",
+            help="A host directory tasks may mount, NAME=PATH[,read_only] (repeatable; "
+            "docs/volumes.md).",
+        ),
+    ] = None,
+    device_file: Annotated[
+        str | None,
+        typer.Option(
+            "--device-file",
+            envvar="PODIUM_DEVICE_FILE",
+            help="Simulate the devices (GPUs) described in this JSON file: a test aid "
+            "(docs/devices.md).",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -487,6 +534,7 @@ def agent(
             config, max_kill_timeout, docker_volumes, docker_volume_allow, docker_allow_caps
         )
         apply_exec_options(config, exec_chroot, exec_user_denylist, exec_uid_range)
+        apply_volumes_and_devices(config, host_volume, device_file)
         apply_limits(
             config,
             runs_server=dev or server,

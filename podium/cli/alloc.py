@@ -67,6 +67,8 @@ def status(
             rows.append(("Preempted", ", ".join(render.short(i) for i in a.preempted_allocations)))
         if a.reschedule_events:
             rows.append(("Reschedules", len(a.reschedule_events)))
+        for given in a.devices:  # docs/devices.md
+            rows.append(("Devices", f"{given.task}: {given.id} {', '.join(given.device_ids)}"))
         parts: list[RenderableType] = [render.fields(rows)]
         usage, no_usage = _usage(client, a)
         for name, state in sorted(a.task_states.items()):

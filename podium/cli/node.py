@@ -11,6 +11,7 @@ from rich.text import Text
 
 from podium.cli import common, render
 from podium.cli.common import AddressOpt, Output, OutputOpt
+from podium.cli.node_devices import devices_table, volumes_table
 from podium.client import Client, NodeInfo, endpoints
 from podium.models import parse_duration
 
@@ -70,6 +71,8 @@ def status(
                 render.fields(_rows(node)),
                 _drivers(node),
                 _attributes(node),
+                volumes_table(node),
+                devices_table(node),
                 render.allocs_table(allocs, show_job=True) if allocs else Text("No allocations."),
             )
         )

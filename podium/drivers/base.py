@@ -19,6 +19,21 @@ from pydantic import BaseModel
 
 from podium.errors import DriverError
 from podium.models import AllocatedPort, DriverInfo, Resources
+from podium.models.devices import AllocatedDevices
+
+
+@dataclass(frozen=True)
+class TaskMount:
+    """A host volume a task mounts (docs/volumes.md): the agent resolved ``source`` from
+    its ``--host-volume`` declarations; each driver shows it at ``destination`` its own
+    way (a bind mount for exec and docker, a link in the task dir for raw_exec)."""
+
+    volume: str
+    """The group's name for it (``PODIUM_VOLUME_<VOLUME>``)."""
+    source: str
+    """The host path."""
+    destination: str
+    read_only: bool = False
 
 
 @dataclass
@@ -48,6 +63,11 @@ class TaskContext:
     """The starting agent's data dir: what a driver marks its tasks with (a container
     label), so that an agent on the same data dir finds them after its state was lost
     (:meth:`Driver.reap_orphans`)."""
+    mounts: list[TaskMount] = field(default_factory=list)
+    """Host volumes to show the task (docs/volumes.md)."""
+    devices: list[AllocatedDevices] = field(default_factory=list)
+    """Device instances the scheduler gave this task; their ids are already in ``env``
+    (docs/devices.md); docker also asks the engine for real NVIDIA GPUs."""
 
     @property
     def task_id(self) -> str:

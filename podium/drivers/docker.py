@@ -703,6 +703,12 @@ class DockerDriver(Driver):
                 mounts.append(types.Mount(dst, path, type="bind", read_only=ro))
             else:
                 mounts.append(types.Mount(dst, src, type="volume", read_only=ro))
+        # Host volumes the operator declared (--host-volume): bound whatever the node's
+        # policy says of arbitrary binds, which the config's volumes/mounts stay under.
+        for vol in ctx.mounts:
+            mounts.append(
+                types.Mount(vol.destination, vol.source, type="bind", read_only=vol.read_only)
+            )
         for m in cfg.mounts:
             source = m.source
             if m.type == "bind":
@@ -771,6 +777,11 @@ class DockerDriver(Driver):
             "log_config": LOG_OPTIONS,
             "detach": True,
         }
+        gpus = [d for g in ctx.devices if g.plugin == "nvidia" for d in g.device_ids]
+        if gpus:  # real NVIDIA GPUs: the engine's nvidia runtime hands them over
+            args["device_requests"] = [
+                types.DeviceRequest(driver="nvidia", device_ids=gpus, capabilities=[["gpu"]])
+            ]
         return {k: v for k, v in args.items() if v is not None}
 
     def _ensure_image(self, cfg: DockerConfig) -> None:

@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,10 +212,10 @@ class ExecDriver(ProcessDriver):
             rootfs.remove_quietly(fstab)
             shutil.rmtree(probe, ignore_errors=True)
 
-    def _write_fstab(self, name: str, own: list[str]) -> str:
+    def _write_fstab(self, name: str, own: list[str], volumes: Sequence[rootfs.Volume] = ()) -> str:
         """The task's fstab, in a directory only root can reach (a task must never be
         able to change what its root-owned pid 1 mounts)."""
-        text = self.root.fstab(own)
+        text = self.root.fstab(own, volumes)
         folder = os.path.join(self.options.root_base, "fstab")
         os.makedirs(folder, 0o700, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix=f"{name}-", dir=folder)
@@ -265,7 +266,8 @@ class ExecDriver(ProcessDriver):
         give_alloc_dirs(ctx.alloc_dir, gid)
         give_task_dir(ctx.task_dir, uid, gid)
         try:
-            fstab = self._write_fstab(f"{ctx.alloc_id}-{ctx.task_name}", own)
+            volumes = [rootfs.Volume(m.source, m.destination, m.read_only) for m in ctx.mounts]
+            fstab = self._write_fstab(f"{ctx.alloc_id}-{ctx.task_name}", own, volumes)
         except OSError as exc:
             raise DriverError(f"cannot write the task's mounts: {exc}", recoverable=True) from exc
         ids = [f"--reuid={uid}", f"--regid={gid}"]

@@ -5,6 +5,10 @@ Everything but *what to run* is the shared shim supervision in
 agent's configuration (``raw_exec_enabled``), so the fingerprint is always
 healthy and :func:`podium.drivers.builtin_drivers` leaves it out when disabled.
 
+Host volumes (docs/volumes.md) appear as symlinks in the task dir, since there is no
+root of the task's own to mount them in: ``volume_mounts: [{destination: /data}]`` is
+``$PODIUM_TASK_DIR/data``, and ``PODIUM_VOLUME_<NAME>`` is the host path.
+
 A task's ``memory`` and ``cpu`` are only reserved: nothing holds it to them.
 A task that names hard limits (``memory_max``, ``cpu_max``) gets them, in a
 cgroup of its own as an ``exec`` task does (OOM kills reported the same way);
@@ -43,6 +47,7 @@ class RawExecDriver(ProcessDriver):
         return DriverInfo(detected=True, healthy=True, description="runs tasks as the agent's user")
 
     def _plan(self, ctx: TaskContext) -> LaunchPlan:
+        link_volumes(ctx)
         cfg = exec_config(ctx)
         cwd = task_cwd(cfg, ctx)
         command = resolve_command(cfg.command, ctx.env, cwd)
@@ -69,3 +74,25 @@ class RawExecDriver(ProcessDriver):
                 )
         assert self._cgroups is not None
         return self._cgroups
+
+
+def link_volumes(ctx: TaskContext) -> None:
+    """raw_exec has no root of its own to mount a host volume into: each mount is a
+    symlink at ``<task dir>/<destination>`` to the host path (``PODIUM_VOLUME_<NAME>``
+    holds the host path too).  ``read_only`` cannot be enforced on a process that runs as
+    the agent's user; it is documented so (docs/volumes.md)."""
+    task_dir = os.path.realpath(ctx.task_dir)
+    for mount in ctx.mounts:
+        link = os.path.normpath(os.path.join(task_dir, mount.destination.lstrip("/")))
+        if not link.startswith(task_dir + "/"):
+            raise DriverError(f"volume destination {mount.destination!r} leaves the task dir")
+        try:
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            if os.path.islink(link):
+                os.unlink(link)  # a restart: the host path may have changed
+            os.symlink(mount.source, link)
+        except OSError as exc:
+            raise DriverError(
+                f"volume {mount.volume!r}: cannot link {link} to {mount.source}: {exc}",
+                recoverable=False,
+            ) from exc

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from podium.errors import DriverError
@@ -85,6 +86,15 @@ class Bind:
 
     src: str
     dest: str
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A host volume (docs/volumes.md) bound at ``dest`` in the task's root."""
+
+    src: str
+    dest: str
+    read_only: bool = False
 
 
 def parse_bind(spec: str) -> Bind:
@@ -188,8 +198,9 @@ class RootFs:
                     os.chmod(os.path.join(top, d), 0o755)
 
     # ------------------------------------------------------------ per task
-    def fstab(self, own: list[str]) -> str:
-        """The mounts for a task whose own (read-write) directories are ``own``."""
+    def fstab(self, own: list[str], volumes: Sequence[Volume] = ()) -> str:
+        """The mounts for a task whose own (read-write) directories are ``own``, and the
+        host volumes it mounts (bound last, at their destinations, read-only if asked)."""
         root = self.ensure()
 
         def line(src: str, dest: str, fstype: str, opts: str) -> str:
@@ -216,7 +227,30 @@ class RootFs:
                 out.append(line("tmpfs", top, "tmpfs", "nosuid,nodev,mode=755,size=1m"))
         for path in own:
             out.append(line(path, path, "none", "rbind,nosuid,nodev,X-mount.mkdir"))
+        for vol in volumes:
+            dest = os.path.normpath(vol.dest)
+            top = "/" + dest.strip("/").split("/")[0]
+            why = self._volume_conflict(dest, top, own)
+            if why is not None:
+                raise DriverError(why, recoverable=False)
+            if top != "/tmp" and top not in tops and not any(_under(dest, p) for p in own):
+                tops.append(top)
+                os.makedirs(os.path.join(root, top.lstrip("/")), 0o755, exist_ok=True)
+                out.append(line("tmpfs", top, "tmpfs", "nosuid,nodev,mode=755,size=1m"))
+            opts = "bind,nosuid,nodev,X-mount.mkdir" + (",ro" if vol.read_only else "")
+            out.append(line(vol.src, dest, "none", opts))
         return "".join(out)
+
+    def _volume_conflict(self, dest: str, top: str, own: list[str]) -> str | None:
+        if any(_under(p, dest) for p in own):
+            return f"volume destination {dest} would hide the task's own directories"
+        for shown in [*(b.dest for b in self.mounted), *self.links, *RESERVED[:2]]:
+            if _under(dest, shown) or _under(shown, top):
+                return (
+                    f"volume destination {dest} is where the exec driver's root shows "
+                    f"{shown}: choose another destination (e.g. /data)"
+                )
+        return None
 
     def _conflict(self, path: str, top: str) -> str | None:
         for dest in [*(b.dest for b in self.mounted), *self.links, "/proc", "/dev"]:

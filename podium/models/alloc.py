@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
+from podium.models.devices import AllocatedDevices
 from podium.models.job import Resources
 
 MAX_TASK_EVENTS = 10
@@ -161,6 +162,8 @@ class Allocation(BaseModel):
     """That allocation's job."""
     preempted_allocations: list[str] | None = None
     """The allocations of lower-priority jobs this one's placement preempted (None: none)."""
+    devices: list[AllocatedDevices] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """The device instances the scheduler gave the tasks (docs/devices.md)."""
     create_index: int = 0
     modify_index: int = 0
     create_time: float = 0.0

@@ -45,7 +45,7 @@ def _share_fields_set(obj: BaseModel) -> None:
 
 
 def _resources(res: Resources) -> Resources:
-    if type(res) is not Resources or res.__pydantic_extra__:
+    if type(res) is not Resources or res.__pydantic_extra__ or res.devices:
         return res
     key = (res.cpu, res.memory, res.memory_max, res.cpu_max)
     shared = _RESOURCES.get(key)

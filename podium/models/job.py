@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from podium.models import limits as L
+from podium.models.devices import valid_device_name, valid_device_target
 from podium.models.dispatch import MAX_PAYLOAD, DispatchPayload, Parameterized, is_child_id
 from podium.models.duration import Duration
 from podium.models.namespace import check_namespace
@@ -292,6 +293,117 @@ def _is_none(value: object) -> bool:
     return value is None
 
 
+# -- volumes and devices (docs/volumes.md, docs/devices.md) ------------------------------
+
+
+def _is_empty(value: object) -> bool:
+    return not value
+
+
+class VolumeRequest(Spec):
+    """A group's claim on a host volume the node's agent declared (``--host-volume``)."""
+
+    type: Literal["host"] = "host"
+    source: Name
+    """The host volume's name on the node."""
+    read_only: bool = False
+    """Mount it read-only everywhere; a node whose volume is read-only takes only such
+    requests."""
+
+
+class VolumeMount(Spec):
+    """Where a task sees one of its group's volumes."""
+
+    volume: Name
+    """A key of the group's ``volumes``."""
+    destination: Text
+    read_only: bool = False
+
+    @field_validator("destination")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in v.split("/") or "\0" in v or v.strip("/") == "":
+            raise ValueError(
+                f"destination {v!r} must be an absolute path other than /, without '..'"
+            )
+        return v
+
+
+def _device_target(value: str) -> str:
+    if not valid_device_target(value):
+        raise ValueError(
+            f"{value!r} is not a device attribute: write ${{device.vendor}}, "
+            "${device.type}, ${device.model} or ${device.attr.<name>} (e.g. "
+            "${device.attr.memory})"
+        )
+    return value
+
+
+class DeviceConstraint(Spec):
+    """A hard rule on the device group an instance comes from:
+    ``${device.attr.memory} >= 16384``."""
+
+    attribute: Text
+    operator: ConstraintOperator = "="
+    value: Text = ""
+
+    @field_validator("attribute", "value")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        return _device_target(v)
+
+    @model_validator(mode="after")
+    def _placement_free(self) -> DeviceConstraint:
+        if self.operator in ("distinct_hosts", "distinct_property"):
+            raise ValueError(f"operator {self.operator!r} does not apply to devices")
+        return self
+
+
+class DeviceAffinity(DeviceConstraint):
+    """A preference between device groups of a node (the matching one is tried first)."""
+
+    weight: int = Field(default=50, ge=-100, le=100)
+
+
+class DeviceRequest(Spec):
+    """``count`` instances of devices named ``name`` (``gpu``, ``nvidia/gpu`` or
+    ``nvidia/gpu/<model>``), all from one device group, given to the task alone."""
+
+    name: Text
+    count: Whole = Field(default=1, ge=1, le=L.MAX_DEVICES, strict=True)
+    constraints: list[DeviceConstraint] = _rules()
+    affinities: list[DeviceAffinity] = _rules()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not valid_device_name(v):
+            raise ValueError(
+                f"device name {v!r}: write TYPE, VENDOR/TYPE or VENDOR/TYPE/MODEL "
+                "(e.g. gpu, nvidia/gpu)"
+            )
+        return v
+
+
+def check_volume_mounts(volumes: dict[str, VolumeRequest], tasks: dict[str, Any]) -> None:
+    """Every task's mounts name one of the group's volumes, each destination once."""
+    for task_name, task in tasks.items():
+        seen: set[str] = set()
+        for i, mount in enumerate(task.volume_mounts):
+            if mount.volume not in volumes:
+                known = ", ".join(sorted(volumes)) or "none"
+                raise ValueError(
+                    f"task {task_name!r}: volume_mounts[{i}] names volume {mount.volume!r}, "
+                    f"which is not in the group's volumes (known: {known})"
+                )
+            if mount.destination.rstrip("/") in seen:
+                raise ValueError(
+                    f"task {task_name!r}: volume_mounts[{i}]: destination "
+                    f"{mount.destination!r} is mounted twice"
+                )
+            seen.add(mount.destination.rstrip("/"))
+
+
 class Resources(Spec):
     """What one task asks of its node, apart from what the kernel holds it to.
 
@@ -332,6 +444,10 @@ class Resources(Spec):
         description="hard CPU limit in MHz",
         exclude_if=_is_none,
     )
+    devices: list[DeviceRequest] = Field(
+        default_factory=list, max_length=L.MAX_DEVICE_REQUESTS, exclude_if=_is_empty
+    )
+    """Devices (GPUs) the task is given instances of (docs/devices.md)."""
 
     @model_validator(mode="after")
     def _limits_not_below_reservations(self) -> Resources:
@@ -581,6 +697,10 @@ class Task(Spec):
     """None: a main task.  Otherwise a hook task (see :class:`Lifecycle`)."""
     dispatch_payload: DispatchPayload | None = Field(default=None, exclude_if=_is_none)
     """Where a dispatched job's payload is written (docs/periodic.md, parameterized)."""
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list, max_length=L.MAX_VOLUMES, exclude_if=_is_empty
+    )
+    """Where the task sees its group's ``volumes`` (docs/volumes.md)."""
 
     @field_validator("kill_signal")
     @classmethod
@@ -630,6 +750,16 @@ class Group(Spec):
         if "count" not in self.model_fields_set:
             self.count = self.scaling.min  # as Nomad: a group with bounds starts at min
         self.scaling.check_count(self.count)
+        return self
+
+    volumes: dict[Name, VolumeRequest] = Field(
+        default_factory=dict, max_length=L.MAX_VOLUMES, exclude_if=_is_empty
+    )
+    """Host volumes the group needs on its node, by the name its tasks mount them as."""
+
+    @model_validator(mode="after")
+    def _volume_mounts(self) -> Group:
+        check_volume_mounts(self.volumes, self.tasks)
         return self
 
     @field_validator("tasks")
@@ -837,6 +967,8 @@ def tasks_changed(old: Group, new: Group) -> bool:
     metadata do not (Nomad's ``tasksUpdated`` draws the same line).
     """
     if old.tasks.keys() != new.tasks.keys() or old.network != new.network:
+        return True
+    if old.volumes != new.volumes:  # another host directory: a new allocation
         return True
     # placement rules are the scheduler's business, not a reason to restart a process
     ignore = {"meta", "constraints", "affinities"}

@@ -34,6 +34,12 @@ MAX_TEMPLATE_CHARS = 1 << 20
 """Inline template text: what the agent renders at most (agent.templates.MAX_TEMPLATE)."""
 MAX_RULES = 64
 """Constraints, affinities or spreads in one list: each is evaluated per node per placement."""
+MAX_VOLUMES = 32
+"""Volumes a group asks for; mounts a task makes."""
+MAX_DEVICE_REQUESTS = 8
+"""Device requests of one task."""
+MAX_DEVICES = 64
+"""Instances one device request may ask for."""
 MAX_SPREAD_TARGETS = 100
 MAX_PORTS = 64
 """Port labels per group (each dynamic one takes a port on the node)."""

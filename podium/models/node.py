@@ -7,6 +7,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from podium.models.devices import DeviceGroup
+from podium.models.volumes import HostVolume
+
 
 class NodeStatus(StrEnum):
     INITIALIZING = "initializing"
@@ -61,6 +64,10 @@ class Node(BaseModel):
     resources: NodeResources
     reserved: NodeResources = Field(default_factory=lambda: NodeResources(cpu=0, memory=0))
     drivers: dict[str, DriverInfo] = Field(default_factory=dict)
+    host_volumes: dict[str, HostVolume] = Field(default_factory=dict)
+    """Named host directories tasks may mount (``--host-volume``; docs/volumes.md)."""
+    devices: list[DeviceGroup] = Field(default_factory=list)
+    """What the agent's device plugins found (docs/devices.md)."""
     create_index: int = 0
     modify_index: int = 0
     status_updated_at: float = 0.0

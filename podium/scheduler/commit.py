@@ -35,6 +35,7 @@ keeps (the service catalog), the harness stores them in its dictionaries.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,6 +52,7 @@ from podium.models import (
 )
 from podium.models.plan import Preemption
 from podium.models.schedconfig import PRIORITY_DELTA
+from podium.scheduler.devices import conflicts, held
 
 PLAN_ATTEMPTS = 3
 """How many times an evaluation is planned before a plan that keeps going stale fails it."""
@@ -65,6 +67,10 @@ class CommitView(Protocol):
 
     def node_usage(self, node_id: str) -> tuple[int, int]:
         """(cpu, memory) held on the node by allocations whose tasks have not exited."""
+        ...
+
+    def allocs_by_node(self, node_id: str) -> list[Allocation]:
+        """The node's allocations (the device re-check reads which instances they hold)."""
         ...
 
     def deployment(self, deployment_id: str) -> Deployment | None: ...
@@ -148,6 +154,10 @@ def rejected_nodes(view: CommitView, plan: Plan) -> list[str]:
         if fresh and not node.schedulable():
             rejected.append(node_id)
             continue
+        why = _device_conflict(view, node, allocs, olds, stopping.get(node_id, ()))
+        if why is not None:
+            rejected.append(node_id)
+            continue
         grows = any(
             old is not None
             and (a.resources.cpu > old.resources.cpu or a.resources.memory > old.resources.memory)
@@ -176,6 +186,23 @@ def rejected_nodes(view: CommitView, plan: Plan) -> list[str]:
         if cpu > cap.cpu or mem > cap.memory:
             rejected.append(node_id)
     return rejected
+
+
+def _device_conflict(
+    view: CommitView,
+    node: Node,
+    allocs: list[Allocation],
+    olds: list[tuple[Allocation, Allocation | None]],
+    stopping: Iterable[Allocation],
+) -> str | None:
+    """Why the device instances this plan gives on ``node`` cannot commit (one is held by
+    another allocation of the latest state, given twice, or not a healthy device of the
+    node), or None.  Instances of allocations the plan replaces or stops are free."""
+    giving = [a for a, old in olds if a.devices and (old is None or old.devices != a.devices)]
+    if not giving:
+        return None
+    skip = {a.id for a in allocs} | {a.id for a in stopping}
+    return conflicts(node, giving, held(view.allocs_by_node(node.id), skip))
 
 
 def commit_plan(view: CommitView, result: SchedulerResult, now: float, index: int) -> PlanCommit:

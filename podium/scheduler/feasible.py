@@ -31,6 +31,7 @@ from podium.models import Allocation, AllocMetric, Constraint, Group, JobSpec, N
 from podium.models.dockerpolicy import DockerNeeds, DockerPolicy
 from podium.models.taskconfig import DockerConfig
 from podium.scheduler.constraints import PLACEMENT_OPERATORS, check, resolve
+from podium.scheduler.devices import DeviceAsk, DeviceUsage, group_asks
 from podium.scheduler.snapshot import Snapshot
 
 StaticFilter = Callable[[Node, "GroupNeeds"], str | None]
@@ -76,6 +77,7 @@ class NodeInfo:
                 repr(sorted(node.attributes.items())),
                 repr(sorted(node.meta.items())),
                 ",".join(drivers),
+                repr(sorted((k, v.read_only) for k, v in node.host_volumes.items())),
             ]
         )
 
@@ -184,6 +186,18 @@ def group_constraints(node: Node, needs: GroupNeeds) -> str | None:
     return _first_failing(needs.group_constraints, node)
 
 
+def missing_host_volume(node: Node, needs: GroupNeeds) -> str | None:
+    """Every host volume the group asks for must be declared by the node's agent, and
+    writable unless the group asks to read it only (docs/volumes.md)."""
+    for source, read_only in needs.host_volumes:
+        have = node.host_volumes.get(source)
+        if have is None:
+            return f"missing host volume {source}"
+        if have.read_only and not read_only:
+            return f"host volume {source} is read-only"
+    return None
+
+
 STATIC_FILTERS: tuple[StaticFilter, ...] = (
     outside_datacenters,
     outside_node_pool,
@@ -191,6 +205,7 @@ STATIC_FILTERS: tuple[StaticFilter, ...] = (
     missing_driver,
     docker_refused,
     refused_exec_user,
+    missing_host_volume,
     group_constraints,
 )
 """Applied in order (Nomad's order: job constraints, drivers, group constraints);
@@ -251,6 +266,17 @@ def _docker_needs(group: Group) -> tuple[DockerNeeds, ...]:
     return tuple(out)
 
 
+def _host_volume_needs(group: Group) -> tuple[tuple[str, bool], ...]:
+    """Per host volume: whether every use of it is read-only (the group's request, or
+    every task's mount of it)."""
+    out: dict[str, bool] = {}
+    for name, vol in group.volumes.items():
+        mounts = [m for t in group.tasks.values() for m in t.volume_mounts if m.volume == name]
+        read_only = vol.read_only or (bool(mounts) and all(m.read_only for m in mounts))
+        out[vol.source] = out.get(vol.source, True) and read_only
+    return tuple(sorted(out.items()))
+
+
 @dataclass(slots=True)
 class GroupNeeds:
     """What one instance of a group asks of a node, precomputed once per schedule call."""
@@ -282,6 +308,10 @@ class GroupNeeds:
     affinity_per_node: bool = False
     docker: tuple[DockerNeeds, ...] = ()
     """What the group's docker tasks ask beyond a plain container (host binds, cap_add)."""
+    host_volumes: tuple[tuple[str, bool], ...] = ()
+    """(host volume name, read only) the group asks for (docs/volumes.md)."""
+    devices: tuple[DeviceAsk, ...] = ()
+    """The tasks' device requests (docs/devices.md): checked per node as the plan places."""
     _verdicts: dict[str, str | None] = field(default_factory=dict)
     _affinity: dict[str, float] = field(default_factory=dict)
 
@@ -298,6 +328,8 @@ class GroupNeeds:
         drivers = tuple(sorted({t.driver for t in group.tasks.values()}))
         needs = cls(name=name, cpu=cpu, memory=memory, drivers=drivers, filters=filters)
         needs.docker = _docker_needs(group)
+        needs.host_volumes = _host_volume_needs(group)
+        needs.devices = group_asks(group)
         needs.exec_users = tuple(
             sorted({t.user.strip() for t in group.tasks.values() if t.driver == "exec" and t.user})
         )
@@ -445,10 +477,18 @@ class PlacementState:
         self._attr: dict[str, dict[str, str | None]] = {}
         self._ports: dict[str, dict[int, list[str]]] = {}
         self._spec_ports: dict[tuple[str, str, int, str], tuple[int, ...]] = {}
+        self._devices: DeviceUsage | None = None
         for alloc in running:
             self.by_node[alloc.node_id] = self.by_node.get(alloc.node_id, 0) + 1
             per_node = self.by_group.setdefault(alloc.group, {})
             per_node[alloc.node_id] = per_node.get(alloc.node_id, 0) + 1
+
+    @property
+    def devices(self) -> DeviceUsage:
+        """Device instances in use per node (built on first use: most jobs ask none)."""
+        if self._devices is None:
+            self._devices = DeviceUsage(self._snapshot.allocs_by_node, self.released)
+        return self._devices
 
     def group_counts(self, group: str) -> dict[str, int]:
         return self.by_group.setdefault(group, {})

@@ -185,7 +185,8 @@ class GenericScheduler:
             if st is None:
                 # Nothing fits: the only path that ever looks at preemption.
                 preemptor = self._preemptor_for(job, usage)
-                if preemptor is not None:
+                # preemption frees cpu and memory, never devices (docs/preemption.md)
+                if preemptor is not None and not pg.needs.devices:
                     found = preemptor.select(nodes, pg.needs, state, replaces)
                     if found is not None:
                         st, victims = found
@@ -212,19 +213,20 @@ class GenericScheduler:
                 preempted = [p.alloc_id for p in taken]
                 st.reserve(pg.needs.cpu, pg.needs.memory)
                 state.record(pg.needs, st.node)
-            plan.placements.append(
-                new_alloc(
-                    self._eval,
-                    job,
-                    want,
-                    st.node.id,
-                    st.node.name,
-                    templates[name],
-                    alloc_id,
-                    self._now,
-                    preempted,
-                )
+            alloc = new_alloc(
+                self._eval,
+                job,
+                want,
+                st.node.id,
+                st.node.name,
+                templates[name],
+                alloc_id,
+                self._now,
+                preempted,
             )
+            if pg.needs.devices:
+                alloc.devices = state.devices.take(st.node, pg.needs.devices)
+            plan.placements.append(alloc)
             if budget is not None:
                 budget -= 1
         return deferred

@@ -102,6 +102,9 @@ class _CommitView:
     def node_usage(self, node_id: str) -> tuple[int, int]:
         return self._h.node_usage(node_id)
 
+    def allocs_by_node(self, node_id: str) -> list[Allocation]:
+        return self._h.allocs_by_node(node_id)
+
     def deployment(self, deployment_id: str) -> Deployment | None:
         return self._h.deployments.get(deployment_id)
 

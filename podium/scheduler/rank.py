@@ -217,6 +217,7 @@ class Ranker:
         dynamic = needs.placement_dependent
         affinities = bool(needs.affinities)
         spreads = bool(needs.spreads)
+        devices = bool(needs.devices)
 
         best: NodeState | None = None
         best_score = -math.inf
@@ -248,6 +249,14 @@ class Ranker:
                 metric.exhaust(dim)
                 full.append(st)
                 continue
+            if devices:
+                refusal = state.devices.check(node, needs.devices)
+                if refusal is not None:
+                    if refusal.exhausted:
+                        metric.exhaust(refusal.reason)
+                    else:
+                        metric.filter(refusal.reason)
+                    continue
             score = binpack_score(
                 st.cap_cpu, st.cap_memory, st.used_cpu + cpu, st.used_memory + memory
             )

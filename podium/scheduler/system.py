@@ -265,8 +265,16 @@ class SystemScheduler:
             if reason is not None:
                 metric.filter(reason)  # not a failure: the node is not for this job
                 continue
+            refusal = state.devices.check(node, needs.devices) if needs.devices else None
+            if refusal is not None and not refusal.exhausted:
+                metric.filter(refusal.reason)  # no such devices: not for this node
+                continue
             if not destructive:
                 plan.changes[name].place += 1  # destructive updates are counted already
+            if refusal is not None:
+                metric.exhaust(refusal.reason)
+                failures[name] = failures.get(name, 0) + 1
+                continue
             if needs.placement_dependent:
                 reason = state.dynamic_reason(
                     needs, node, previous.id if previous is not None else None
@@ -300,19 +308,20 @@ class SystemScheduler:
                 preempted = [p.alloc_id for p in taken]
             st.reserve(needs.cpu, needs.memory)
             state.record(needs, node)
-            plan.placements.append(
-                new_alloc(
-                    self._eval,
-                    job,
-                    Placement(name, 0, previous=previous),
-                    node.id,
-                    node.name,
-                    templates[name],
-                    alloc_id,
-                    self._now,
-                    preempted,
-                )
+            alloc = new_alloc(
+                self._eval,
+                job,
+                Placement(name, 0, previous=previous),
+                node.id,
+                node.name,
+                templates[name],
+                alloc_id,
+                self._now,
+                preempted,
             )
+            if needs.devices:
+                alloc.devices = state.devices.take(node, needs.devices)
+            plan.placements.append(alloc)
         for name, n in failures.items():
             needs = needs_by_group[name]
             metric_out = metrics[name].to_metric(

@@ -77,7 +77,7 @@ def test_unknown_key_without_close_match_lists_allowed_fields() -> None:
         """
     )
     assert issue.path == "groups.g.tasks.t.resources.disk"
-    assert issue.hint == "allowed fields: cpu, memory, memory_max, cpu_max"
+    assert issue.hint == "allowed fields: cpu, memory, memory_max, cpu_max, devices"
     assert issue.line == 4
 
 
