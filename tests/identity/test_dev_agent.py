@@ -24,8 +24,12 @@ pytestmark = pytest.mark.e2e
 SCRIPT = """
 cd "$PODIUM_TASK_DIR"
 if [ "$(cat secrets/podium_token)" = "$PODIUM_TOKEN" ]; then echo same > same.txt; fi
-{podium} var get jobs/default/reader/cfg v > own.out 2> own.err; echo $? > own.rc
-{podium} var get jobs/default/other/cfg v > other.out 2> other.err; echo $? > other.rc
+# the file holds the current token once renewed (6 s tokens, renewed every 4 s: on a busy
+# machine a CLI start can take longer than what is left of the first one)
+PODIUM_TOKEN="$(cat secrets/podium_token)" {podium} var get jobs/default/reader/cfg v \
+    > own.out 2> own.err; echo $? > own.rc
+PODIUM_TOKEN="$(cat secrets/podium_token)" {podium} var get jobs/default/other/cfg v \
+    > other.out 2> other.err; echo $? > other.rc
 echo "$PODIUM_ADDR" > addr.txt
 echo "$PODIUM_CACERT" > cacert.txt
 exec sleep 3600

@@ -58,6 +58,15 @@ class RealServer:
     def fds(self) -> int:
         return psutil.Process(self.proc.pid).num_fds()
 
+    def connections(self) -> int:
+        """Established TCP connections the server holds on its API port (a count of fds
+        would also move with files and with a client's connection closing late)."""
+        return sum(
+            1
+            for c in psutil.Process(self.proc.pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.port
+        )
+
     def stop(self) -> None:
         stop_process(self.proc)
 

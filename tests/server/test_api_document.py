@@ -148,6 +148,9 @@ async def test_numbers_are_not_booleans_and_booleans_are_not_counts(
     assert r.status_code == 400 and "eligible" in r.json()["error"], r.text
     r = await client.put("/v1/node/n1/drain", json={"ignore_system": 0})
     assert r.status_code == 400 and "ignore_system" in r.json()["error"], r.text
+    # a drain's deadline is a duration: true is none (the API fuzzer found it taken as 1 s)
+    r = await client.put("/v1/node/n1/drain", json={"enable": False, "deadline": True})
+    assert r.status_code == 400 and "deadline" in r.json()["error"], r.text
     r = await client.put("/v1/namespace/default", json={"quota": {"count": False}})
     assert r.status_code == 400 and "count" in r.json()["error"], r.text
     assert server.store.index == before

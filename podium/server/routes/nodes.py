@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from pydantic import BaseModel, StrictBool
+from pydantic import BaseModel, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from podium.models import Allocation, Node, NodeResources, parse_duration
 from podium.models.acl import READ_JOB
@@ -27,8 +27,9 @@ class EligibilityRequest(BaseModel):
 
 class DrainRequest(BaseModel):
     enable: StrictBool = True
-    deadline: str | float = "1h"
-    """How long service and batch allocations may take to leave; then everything stops."""
+    deadline: StrictStr | StrictFloat | StrictInt = "1h"
+    """How long service and batch allocations may take to leave; then everything stops
+    (a duration: "30m", or seconds; strict: ``true`` is no duration)."""
     ignore_system: StrictBool = False
 
 
