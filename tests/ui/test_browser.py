@@ -311,8 +311,11 @@ def test_promote_canaries_from_the_ui(ui_agent: DevAgent, page: Any) -> None:
 
 
 def test_node_eligibility_and_drain_from_the_ui(ui_agent: DevAgent, page: Any) -> None:
-    # something running, with nowhere else to go: the drain lasts until it is stopped
-    register(ui_agent.addr, sleeper("resident"))
+    # a batch allocation running: a drain leaves it until the deadline (an hour), so the
+    # drain lasts until it is stopped (a service allocation would be stopped at once, and
+    # the drain complete as soon as its task exited: on a busy machine, before the page
+    # showed it)
+    register(ui_agent.addr, sleeper("resident", type="batch"))
     ui_agent.wait_running("resident", 1)
     node = ui_agent.get("/v1/nodes")[0]
     page.goto(f"{ui_agent.addr}/ui/node/{node['id']}")
