@@ -57,6 +57,20 @@ def _resources(res: Resources) -> Resources:
     return shared
 
 
+def plain_resources(cpu: int, memory: int) -> Resources:
+    """The shared ``Resources(cpu=cpu, memory=memory)`` (no limits, no devices), built once
+    per pair: the scheduler gives one to every allocation it places and one per task, and
+    stored allocations share them anyway (:func:`compact_alloc`)."""
+    key = (cpu, memory, None, None)
+    shared = _RESOURCES.get(key)
+    if shared is None:
+        shared = Resources(cpu=cpu, memory=memory)
+        if len(_RESOURCES) < _LIMIT:
+            _share_fields_set(shared)
+            _RESOURCES[key] = shared
+    return shared
+
+
 def _intern(values: dict[str, Any], *names: str) -> None:
     for name in names:
         value = values.get(name)

@@ -32,10 +32,10 @@ from podium.models import (
     GroupChanges,
     Job,
     Plan,
-    Resources,
     SchedulerResult,
     TriggeredBy,
 )
+from podium.models.compact import plain_resources
 from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage, PlacementState
 from podium.scheduler.preempt import Preemptor, preemption_evals
 from podium.scheduler.rank import PlacementGroup, Ranker, default_candidate_limit
@@ -292,8 +292,8 @@ def new_alloc(
         index=want.index,
         node_id=node_id,
         node_name=node_name,
-        resources=Resources(cpu=cpu, memory=memory),
-        task_resources={t: Resources(cpu=c, memory=m) for t, (c, m) in task_res.items()},
+        resources=plain_resources(cpu, memory),
+        task_resources={t: plain_resources(c, m) for t, (c, m) in task_res.items()},
         desired_status=DesiredStatus.RUN,
         client_status=ClientStatus.PENDING,
         previous_allocation=prev.id if prev is not None else None,
