@@ -33,7 +33,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -324,27 +324,24 @@ def add_routes(app: FastAPI, agent: Agent) -> None:
         except OSError as exc:
             raise FsError(403, f"the directory of allocation {alloc_id} is unsafe: {exc}") from None
 
-    @app.get("/v1/client/allocation/{alloc_id}/fs/ls")
-    async def fs_ls(alloc_id: str, path: str = "") -> Response:
+    def fs_json(alloc_id: str, path: str, read: Callable[[int, str], Any]) -> Response:
+        """``read(root fd, clean path)`` of the allocation's directory as JSON."""
         try:
             root, clean = fs_root(alloc_id, path)
             try:
-                return JSONResponse(fs_list(root, clean))
+                return JSONResponse(read(root, clean))
             finally:
                 os.close(root)
         except FsError as exc:
             return _error(exc.status, str(exc))
 
+    @app.get("/v1/client/allocation/{alloc_id}/fs/ls")
+    async def fs_ls(alloc_id: str, path: str = "") -> Response:
+        return fs_json(alloc_id, path, fs_list)
+
     @app.get("/v1/client/allocation/{alloc_id}/fs/stat")
     async def fs_stat_route(alloc_id: str, path: str = "") -> Response:
-        try:
-            root, clean = fs_root(alloc_id, path)
-            try:
-                return JSONResponse(fs_stat(root, clean))
-            finally:
-                os.close(root)
-        except FsError as exc:
-            return _error(exc.status, str(exc))
+        return fs_json(alloc_id, path, fs_stat)
 
     @app.get("/v1/client/allocation/{alloc_id}/fs/cat")
     async def fs_cat(

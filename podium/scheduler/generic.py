@@ -36,6 +36,7 @@ from podium.models import (
     TriggeredBy,
 )
 from podium.models.compact import plain_resources
+from podium.scheduler.evals import follow_up_eval
 from podium.scheduler.feasible import GroupNeeds, MetricCounter, NodeUsage, PlacementState
 from podium.scheduler.preempt import Preemptor, preemption_evals
 from podium.scheduler.rank import PlacementGroup, Ranker, default_candidate_limit
@@ -355,39 +356,27 @@ def preemption_note(plan: Plan) -> str:
 
 def blocked_eval(evaluation: Evaluation, job: Job, eval_id: str, now: float) -> Evaluation:
     """The evaluation that waits for capacity; the broker re-runs it when nodes change."""
-    return Evaluation(
-        id=eval_id,
-        namespace=job.namespace,
-        priority=job.priority,
-        type=job.spec.type.value,
+    return follow_up_eval(
+        job,
+        evaluation,
+        eval_id,
+        now,
         triggered_by=TriggeredBy.QUEUED_ALLOCS,
-        job_id=job.id,
-        job_modify_index=job.job_modify_index,
         status=EvalStatus.BLOCKED,
-        status_description="created to place the allocations that did not fit",
-        previous_eval=evaluation.id,
-        create_time=now,
-        modify_time=now,
+        why="created to place the allocations that did not fit",
     )
 
 
 def continue_eval(evaluation: Evaluation, job: Job, eval_id: str, now: float) -> Evaluation:
     """The evaluation that goes on placing where a capped one stopped (see MAX_PLACEMENTS)."""
-    return Evaluation(
-        id=eval_id,
-        namespace=job.namespace,
-        priority=job.priority,
-        type=job.spec.type.value,
+    return follow_up_eval(
+        job,
+        evaluation,
+        eval_id,
+        now,
         triggered_by=TriggeredBy.QUEUED_ALLOCS,
-        job_id=job.id,
-        job_modify_index=job.job_modify_index,
         status=EvalStatus.PENDING,
-        status_description=(
-            f"created to go on placing: one evaluation places at most {MAX_PLACEMENTS}"
-        ),
-        previous_eval=evaluation.id,
-        create_time=now,
-        modify_time=now,
+        why=f"created to go on placing: one evaluation places at most {MAX_PLACEMENTS}",
     )
 
 

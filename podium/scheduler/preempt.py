@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from podium.models import Allocation, DesiredStatus, EvalStatus, Evaluation, Node, TriggeredBy
 from podium.models.plan import Preemption
 from podium.models.schedconfig import PRIORITY_DELTA
+from podium.scheduler.evals import follow_up_eval
 from podium.scheduler.feasible import GroupNeeds, NodeState, NodeUsage, PlacementState, node_info
 from podium.scheduler.snapshot import Snapshot
 
@@ -359,21 +360,14 @@ def preemption_evals(
         if job is None:
             continue
         out.append(
-            Evaluation(
-                id=new_id(),
-                namespace=job.namespace,
-                priority=job.priority,
-                type=job.spec.type.value,
+            follow_up_eval(
+                job,
+                cause,
+                new_id(),
+                now,
                 triggered_by=TriggeredBy.PREEMPTION,
-                job_id=job.id,
-                job_modify_index=job.job_modify_index,
                 status=EvalStatus.PENDING,
-                status_description=(
-                    f"created to replace allocations preempted by job {cause.job_id!r}"
-                ),
-                previous_eval=cause.id,
-                create_time=now,
-                modify_time=now,
+                why=f"created to replace allocations preempted by job {cause.job_id!r}",
             )
         )
     return out

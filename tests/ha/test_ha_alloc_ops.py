@@ -13,8 +13,6 @@ import pytest
 from tests.e2e.conftest import wait_until
 from tests.ha.cluster import HACluster, etcd_binary
 from tests.ha.test_ha_servers import agent, running, sleep_job
-from tests.ha.test_ha_servers import cluster as cluster
-from tests.ha.test_ha_servers import etcd as etcd
 
 pytestmark = pytest.mark.skipif(
     etcd_binary() is None,

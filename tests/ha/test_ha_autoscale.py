@@ -8,36 +8,19 @@ HTTP server (tests/server/fake_prometheus.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import wait_until
-from tests.ha.cluster import EtcdCluster, HACluster, etcd_binary
+from tests.ha.cluster import HACluster, etcd_binary
 from tests.server.fake_prometheus import FakePrometheus, serve_prometheus
 
 pytestmark = pytest.mark.skipif(
     etcd_binary() is None,
     reason="etcd is not installed (Debian's etcd-server package: /usr/bin/etcd)",
 )
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    members = EtcdCluster.start(3, tmp_path / "etcd")
-    yield members
-    members.close()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, etcd: EtcdCluster) -> Iterator[HACluster]:
-    servers = HACluster(tmp_path, etcd)
-    try:
-        yield servers
-    finally:
-        servers.close()
 
 
 @pytest.fixture

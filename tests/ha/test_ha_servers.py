@@ -34,22 +34,6 @@ FAILOVER = 10.0
 """The issue's bound: a new leader within 10 s of the old one's death."""
 
 
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    members = EtcdCluster.start(3, tmp_path / "etcd")
-    yield members
-    members.close()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, etcd: EtcdCluster) -> Iterator[HACluster]:
-    servers = HACluster(tmp_path, etcd)
-    try:
-        yield servers
-    finally:
-        servers.close()
-
-
 def sleep_job(name: str, count: int) -> dict[str, Any]:
     return {
         "job": {
