@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, stop_process, wait_until
+from tests.acl.devagent import AclAgent
+from tests.e2e.conftest import PODIUM, wait_until
 
 POLICY = """\
 namespaces:
@@ -35,40 +36,11 @@ groups:
 """
 
 
-class Dev:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.addr = f"http://127.0.0.1:{free_port()}"
-        self.log = tmp / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+class Dev(AclAgent):
+    """Not bootstrapped: the tests do it through the CLI."""
 
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *PODIUM,
-                    "agent",
-                    "--dev",
-                    "--acl",
-                    "--data-dir",
-                    str(self.tmp / "data"),
-                    "--http-addr",
-                    self.addr.removeprefix("http://"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={k: v for k, v in os.environ.items() if k != "PODIUM_TOKEN"},
-            )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited:\n{self.log.read_text()[-3000:]}")
-            return httpx.get(f"{self.addr}/v1/status", timeout=2).status_code == 401
-
-        wait_until(up, timeout=30, what="the dev agent's API")
+    def start(self, *, bootstrap: bool = False) -> None:
+        super().start(bootstrap=bootstrap)
 
     def cli(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PODIUM_ADDR": self.addr, "COLUMNS": "200", "NO_COLOR": "1"}
@@ -78,11 +50,6 @@ class Dev:
         return subprocess.run(
             [*PODIUM, *args], capture_output=True, text=True, env=env, timeout=60, cwd=self.tmp
         )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-        kill_recorded_tasks(self.tmp / "data")
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ Waits are Playwright's ``expect``/``wait_for`` with deadlines, never sleeps.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.acl.devagent import AclAgent
 from tests.e2e.conftest import (
-    PODIUM,
     DevAgent,
     free_port,
-    kill_recorded_tasks,
-    stop_process,
-    wait_until,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -137,72 +132,6 @@ def ui_agent(tmp_path: Path) -> Iterator[DevAgent]:
         yield agent
     finally:
         agent.cleanup()
-
-
-class AclAgent:
-    """``podium agent --dev --acl``, bootstrapped: ``management`` holds the first token."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.addr = f"http://127.0.0.1:{free_port()}"
-        self.log = tmp / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.management = ""
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *PODIUM,
-                    "agent",
-                    "--dev",
-                    "--acl",
-                    "--data-dir",
-                    str(self.tmp / "data"),
-                    "--http-addr",
-                    self.addr.removeprefix("http://"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={k: v for k, v in os.environ.items() if k != "PODIUM_TOKEN"},
-            )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited:\n{self.log.read_text()[-3000:]}")
-            return httpx.get(f"{self.addr}/v1/status", timeout=2).status_code == 401
-
-        wait_until(up, timeout=30, what="the dev agent's API")
-        r = httpx.post(f"{self.addr}/v1/acl/bootstrap", timeout=10)
-        assert r.status_code == 200, r.text
-        self.management = str(r.json()["secret_id"])
-
-    def admin(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(
-            method,
-            f"{self.addr}{path}",
-            headers={"X-Podium-Token": self.management},
-            timeout=10,
-            **kw,
-        )
-        assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text}"
-        return r.json()
-
-    def token(self, name: str, rules: str) -> str:
-        self.admin("PUT", f"/v1/acl/policy/{name}", json={"rules": rules})
-        return str(
-            self.admin("POST", "/v1/acl/token", json={"name": name, "policies": [name]})[
-                "secret_id"
-            ]
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-        kill_recorded_tasks(self.tmp / "data")
 
 
 @pytest.fixture

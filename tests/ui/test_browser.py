@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.acl.devagent import AclAgent
 from tests.e2e.conftest import DevAgent, wait_until, write_job
-from tests.ui.conftest import AclAgent, register, sleeper
+from tests.ui.conftest import register, sleeper
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
