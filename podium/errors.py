@@ -92,3 +92,13 @@ class APIError(PodiumError):
         super().__init__(message)
         self.status = status
         self.detail = detail
+
+
+class Overloaded(APIError):
+    """The server shed the request (429, code ``overloaded``: its event loop was behind)
+    and did nothing; ``retry_after``: the seconds it asked the caller to wait.  The SDK
+    waits and sends it again for up to its ``overload_budget`` before raising this."""
+
+    def __init__(self, message: str, retry_after: float, detail: object = None) -> None:
+        super().__init__(429, message, detail)
+        self.retry_after = retry_after

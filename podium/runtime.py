@@ -115,6 +115,8 @@ class AgentConfig:
     """Open connections per HTTP server (``--max-connections``; None: fit to the fd limit)."""
     max_log_streams: int | None = None
     """Log streams the server relays from agents at once (``--max-log-streams``)."""
+    shed_lag: float | None = None
+    """Event-loop lag past which syncs and reads are shed (``--shed-lag``; None: default)."""
     allowed_hosts: list[str] = field(default_factory=list)
     """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
     etcd: list[str] = field(default_factory=list)
@@ -518,6 +520,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 data_dir=str(data_dir / "server"),
                 identity_ttl=config.identity_ttl or ServerConfig.identity_ttl,
                 max_count=config.max_count or ServerConfig.max_count,
+                shed_lag=ServerConfig.shed_lag if config.shed_lag is None else config.shed_lag,
             ),
             keyring=keyring,
         )

@@ -365,16 +365,23 @@ class Agent:
 
     async def _register_and_heartbeat(self) -> None:
         backoff = 0.2
+        first_sent: float | None = None
+        """When the heartbeat now being sent (again) was first sent."""
         while True:
             try:
                 if not self.registered.is_set():
+                    first_sent = None
                     await self._register()
                 else:
                     # unanswered within TTL/2, the request is dropped (its connection with
                     # it) and sent again at once: a heartbeat stuck behind a server's backlog
                     # or a dead connection must not take the node's whole TTL + grace
+                    if first_sent is None:
+                        first_sent = time.monotonic()
                     async with asyncio.timeout(heartbeat_deadline(self.heartbeat_ttl)):
                         answer = await self.client.heartbeat(self.node_id)
+                    self.heartbeat_answered(time.monotonic() - first_sent)
+                    first_sent = None
                     self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
                 backoff = 0.2
                 self._maybe_learn_servers()
@@ -396,6 +403,10 @@ class Agent:
                 # never slower than the heartbeats themselves: a server back from a restart
                 # counts the TTL (+ grace) from its start, and a short TTL must be met
                 backoff = min(backoff * 2, 5.0, max(0.2, self.heartbeat_ttl / 2))
+
+    def heartbeat_answered(self, seconds: float) -> None:
+        """A heartbeat was answered ``seconds`` after its first send (retries included)."""
+        self.metrics.heartbeat_answered(seconds)
 
     def _maybe_learn_servers(self) -> None:
         """Every PEERS_INTERVAL, ask for the cluster's servers on a task of its own: the

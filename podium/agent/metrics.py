@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds from the decision to start a task to its driver's answer (a process: tens of
 milliseconds; a container: up to an image's pull)."""
+HEARTBEAT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds from a heartbeat's first send to the server's answer (retries included): a few
+milliseconds on a quiet server; past the TTL, a node close to being declared down."""
 USAGE_LABELS = ["namespace", "job_id", "group", "alloc_id", "task"]
 """``job_id``, not ``job``: Prometheus gives every target a ``job`` label of its own (the
 scrape job), and would rename a clashing one to ``exported_job``."""
@@ -47,6 +50,8 @@ class AgentMetrics:
 
     # slots: ``podium sim`` holds thousands of agents in one process
     __slots__ = (
+        "_heartbeat_buckets",
+        "_heartbeat_sum",
         "_registry",
         "_start_buckets",
         "_start_sum",
@@ -72,6 +77,8 @@ class AgentMetrics:
         """Heartbeats sent again because the last went unanswered for TTL/2."""
         self._start_buckets = [0] * (len(START_BUCKETS) + 1)
         self._start_sum = 0.0
+        self._heartbeat_buckets = [0] * (len(HEARTBEAT_BUCKETS) + 1)
+        self._heartbeat_sum = 0.0
         self.usage: dict[str, AllocResourceUsage] = {}
         """The last scrape's sample of every running allocation."""
         self._registry: CollectorRegistry | None = None
@@ -84,6 +91,11 @@ class AgentMetrics:
         self._start_sum += seconds
         if restart:
             self.task_restarts += 1
+
+    def heartbeat_answered(self, seconds: float) -> None:
+        """A heartbeat was answered ``seconds`` after it was first sent."""
+        self._heartbeat_buckets[bisect_left(HEARTBEAT_BUCKETS, seconds)] += 1
+        self._heartbeat_sum += seconds
 
     def start_failed(self, driver: str) -> None:
         self.task_start_failures[driver] = self.task_start_failures.get(driver, 0) + 1
@@ -109,16 +121,32 @@ class AgentMetrics:
         self.usage = await sample_all(agent)
 
     def start_histogram(self) -> HistogramMetricFamily:
-        cumulative, buckets = 0, []
-        for bound, n in zip([*START_BUCKETS, float("inf")], self._start_buckets, strict=True):
-            cumulative += n
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        return HistogramMetricFamily(
+        return _histogram(
             "podium_agent_task_start_duration_seconds",
             "Time from the agent's decision to start a task to its driver's answer.",
-            buckets=buckets,
-            sum_value=self._start_sum,
+            START_BUCKETS,
+            self._start_buckets,
+            self._start_sum,
         )
+
+    def heartbeat_histogram(self) -> HistogramMetricFamily:
+        return _histogram(
+            "podium_agent_heartbeat_duration_seconds",
+            "Time from a heartbeat's first send to the server's answer, retries included.",
+            HEARTBEAT_BUCKETS,
+            self._heartbeat_buckets,
+            self._heartbeat_sum,
+        )
+
+
+def _histogram(
+    name: str, doc: str, bounds: tuple[float, ...], counts: list[int], total: float
+) -> HistogramMetricFamily:
+    cumulative, buckets = 0, []
+    for bound, n in zip([*bounds, float("inf")], counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
 
 
 class AgentCollector(Collector):
@@ -165,6 +193,7 @@ class AgentCollector(Collector):
             failures.add_metric([driver], m.task_start_failures.get(driver, 0))
         yield failures
         yield m.start_histogram()
+        yield m.heartbeat_histogram()
         yield CounterMetricFamily(
             "podium_agent_task_restarts",
             "Starts of a task that had already run on this node (restart policy, template "

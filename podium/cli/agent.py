@@ -23,6 +23,7 @@ from podium.cli.limits import (
     MaxLogStreamsOpt,
     MaxRequestBodyOpt,
     RequestReadTimeoutOpt,
+    ShedLagOpt,
     apply_limits,
 )
 
@@ -449,6 +450,7 @@ def agent(
     request_read_timeout: RequestReadTimeoutOpt = None,
     max_connections: MaxConnectionsOpt = None,
     max_log_streams: MaxLogStreamsOpt = None,
+    shed_lag: ShedLagOpt = None,
     allowed_hosts: AllowedHostsOpt = None,
 ) -> None:
     """Run a Podium agent.
@@ -544,6 +546,7 @@ def agent(
             max_connections=max_connections,
             max_log_streams=max_log_streams,
             allowed_hosts=allowed_hosts,
+            shed_lag=shed_lag,
         )
         config.acl = acl
         config.token = token

@@ -61,6 +61,16 @@ MaxLogStreamsOpt = Annotated[
         show_default=False,
     ),
 ]
+ShedLagOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--shed-lag",
+        help="Seconds the server's event loop may run behind before agents' syncs and API "
+        "reads are answered 429 with Retry-After (heartbeats, registrations and writes "
+        "never are); 0: never shed [2].",
+        show_default=False,
+    ),
+]
 AllowedHostsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -97,13 +107,16 @@ def apply_limits(
     max_connections: int | None,
     max_log_streams: int | None,
     allowed_hosts: list[str] | None,
+    shed_lag: float | None = None,
 ) -> None:
     """Check the limits' flags and put those given on the runtime's config.  The count and
     log-stream limits are a server's; the HTTP ones bound an agent's endpoint too."""
-    if not runs_server and (max_count is not None or max_log_streams is not None):
+    if not runs_server and (
+        max_count is not None or max_log_streams is not None or shed_lag is not None
+    ):
         common.usage(
-            "--max-count and --max-log-streams are a server's settings: give them with "
-            "--dev or --server"
+            "--max-count, --max-log-streams and --shed-lag are a server's settings: give "
+            "them with --dev or --server"
         )
     if max_count is not None:
         if not 1 <= max_count <= COUNT_CEILING:
@@ -129,6 +142,12 @@ def apply_limits(
         if max_log_streams < 1:
             common.usage("--max-log-streams must be at least 1")
         config.max_log_streams = max_log_streams  # type: ignore[attr-defined]
+    if shed_lag is not None:
+        if not 0 <= shed_lag <= 3600:
+            common.usage(
+                f"--shed-lag must be between 0 (never shed) and 3600 seconds, got {shed_lag}"
+            )
+        config.shed_lag = shed_lag  # type: ignore[attr-defined]
     if allowed_hosts:
         hosts = [h.strip() for v in allowed_hosts for h in v.split(",") if h.strip()]
         config.allowed_hosts = hosts  # type: ignore[attr-defined]

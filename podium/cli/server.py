@@ -34,6 +34,7 @@ from podium.cli.limits import (
     MaxLogStreamsOpt,
     MaxRequestBodyOpt,
     RequestReadTimeoutOpt,
+    ShedLagOpt,
     apply_limits,
 )
 from podium.client import endpoints
@@ -109,6 +110,7 @@ def server(
     request_read_timeout: RequestReadTimeoutOpt = None,
     max_connections: MaxConnectionsOpt = None,
     max_log_streams: MaxLogStreamsOpt = None,
+    shed_lag: ShedLagOpt = None,
     allowed_hosts: AllowedHostsOpt = None,
     advertise: Annotated[
         str | None,
@@ -178,6 +180,7 @@ def server(
             max_connections=max_connections,
             max_log_streams=max_log_streams,
             allowed_hosts=allowed_hosts,
+            shed_lag=shed_lag,
         )
         if advertise is not None:
             if not advertise.strip():

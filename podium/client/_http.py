@@ -7,6 +7,7 @@ whether they ``await``.
 from __future__ import annotations
 
 import os
+import random
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from podium.errors import (
     APIError,
     Conflict,
     NotFound,
+    Overloaded,
     PodiumError,
     SpecError,
     SpecIssue,
@@ -308,11 +310,36 @@ def error_for(response: Answer) -> PodiumError:
         if matches and not any(m in message for m in matches):
             message += ": " + ", ".join(matches)
         return AmbiguousPrefix(message)
+    if status == 429 and data.get("code") == "overloaded":
+        return Overloaded(message, _retry_after(response.headers.get("retry-after")), body)
     if status in (400, 422) and isinstance(data.get("issues"), list):
         issues = _issues(data["issues"])
         if issues:
             return SpecError(issues=issues)
     return APIError(status, message, detail=body)
+
+
+OVERLOAD_BUDGET = 120.0
+"""Seconds an SDK call waits out a shed server's Retry-After answers, in all, before it
+raises :class:`podium.errors.Overloaded` (the clients' ``overload_budget``)."""
+RETRY_AFTER_MAX = 30.0
+
+
+def _retry_after(header: str | None) -> float:
+    """A ``Retry-After`` of whole seconds, bounded; 1 s where absent or unreadable (an
+    HTTP date is not sent by Podium's servers)."""
+    try:
+        return min(RETRY_AFTER_MAX, max(0.0, float(header or "1")))
+    except ValueError:
+        return 1.0
+
+
+def overload_wait(exc: Overloaded, waited: float, budget: float) -> float | None:
+    """Seconds to wait before sending a shed request again (jittered down by up to a tenth,
+    so that callers shed together do not come back together), or None when the budget is
+    spent: raise then."""
+    wait = exc.retry_after * (0.9 + 0.1 * random.random())
+    return wait if waited + wait <= budget else None
 
 
 def transport_error(address: str, exc: httpx.TransportError) -> ServerUnreachable:

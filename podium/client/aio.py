@@ -18,6 +18,7 @@ from podium.client import endpoints as ep
 from podium.client import jobtypes, ops
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    OVERLOAD_BUDGET,
     TOKEN_HEADER,
     Prepared,
     ServerUnreachable,
@@ -25,6 +26,7 @@ from podium.client._http import (
     error_for,
     finish,
     logs_timeout,
+    overload_wait,
     prepare,
     resolve_address,
     resolve_namespace,
@@ -48,6 +50,7 @@ from podium.client.results import (
     SpecCache,
     StopResult,
 )
+from podium.errors import Overloaded
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -122,6 +125,8 @@ class AsyncClient:
         server's ``default``, or a job file's own ``namespace:``."""
         self._verify = ssl_context or tls_context(self.address, ca_cert)
         self.timeout = timeout
+        self.overload_budget = OVERLOAD_BUDGET
+        """Seconds a call waits out a shed server's ``Retry-After`` in all (0: never)."""
         self._headers = {"User-Agent": "podium-sdk", **auth_headers(token), **(headers or {})}
         self.node_secrets: dict[str, str] = {}
         """Node id -> the node's secret (learnt from its registration, or set by its
@@ -238,8 +243,23 @@ class AsyncClient:
         With several servers (``fallbacks``), one that cannot be connected to is passed
         over at once for the next (the request was never sent); one that timed out or
         dropped the connection is passed over for the next request, and the error raised
-        (the request may have been carried out: its caller decides whether to repeat it)."""
+        (the request may have been carried out: its caller decides whether to repeat it).
+
+        A request the server shed (429 ``overloaded``: it did nothing) is sent again after
+        the ``Retry-After`` it was given, for up to ``overload_budget`` seconds in all."""
         req = prepare(endpoint, index, wait, self.timeout, self.namespace)
+        waited = 0.0
+        while True:
+            try:
+                return await self._send_any(endpoint, req)
+            except Overloaded as exc:  # shed, nothing done: wait as asked, send it again
+                pause = overload_wait(exc, waited, self.overload_budget)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+                waited += pause
+
+    async def _send_any(self, endpoint: Endpoint[T], req: Prepared) -> QueryResult[T]:
         for _ in range(len(self.servers) - 1):
             try:
                 return await self._send(endpoint, req)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import ssl
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -17,11 +18,13 @@ from podium.client import endpoints as ep
 from podium.client import jobtypes, ops
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    OVERLOAD_BUDGET,
     TOKEN_HEADER,
     auth_headers,
     error_for,
     finish,
     logs_timeout,
+    overload_wait,
     prepare,
     resolve_address,
     resolve_namespace,
@@ -45,6 +48,7 @@ from podium.client.results import (
     SpecCache,
     StopResult,
 )
+from podium.errors import Overloaded
 from podium.models import (
     Allocation,
     AllocClientUpdate,
@@ -111,6 +115,8 @@ class Client:
         its own (``namespace=`` on a method); None (no ``$PODIUM_NAMESPACE`` either): the
         server's ``default``, or a job file's own ``namespace:``."""
         self.timeout = timeout
+        self.overload_budget = OVERLOAD_BUDGET
+        """Seconds a call waits out a shed server's ``Retry-After`` in all (0: never)."""
         self.node_secrets: dict[str, str] = {}
         """Node id -> the node's secret (learnt from its registration, or set by its
         agent from its own state): sent on that node's agent routes."""
@@ -192,20 +198,31 @@ class Client:
     def query(
         self, endpoint: Endpoint[T], *, index: int | None = None, wait: Wait = None
     ) -> QueryResult[T]:
-        """Send ``endpoint``; answer its value with the store index and the raw JSON."""
+        """Send ``endpoint``; answer its value with the store index and the raw JSON.  A
+        request the server shed (429 ``overloaded``: it did nothing) is sent again after
+        the ``Retry-After`` it was given, for up to ``overload_budget`` seconds in all."""
         req = prepare(endpoint, index, wait, self.timeout, self.namespace)
-        try:
-            response = self._http.request(
-                req.method,
-                req.url,
-                params=req.params,
-                json=req.json,
-                timeout=req.timeout,
-                headers=req.headers or None,
-            )
-        except httpx.TransportError as exc:
-            raise transport_error(self.address, exc) from exc
-        return finish(endpoint, response)
+        waited = 0.0
+        while True:
+            try:
+                response = self._http.request(
+                    req.method,
+                    req.url,
+                    params=req.params,
+                    json=req.json,
+                    timeout=req.timeout,
+                    headers=req.headers or None,
+                )
+            except httpx.TransportError as exc:
+                raise transport_error(self.address, exc) from exc
+            try:
+                return finish(endpoint, response)
+            except Overloaded as exc:
+                pause = overload_wait(exc, waited, self.overload_budget)
+                if pause is None:
+                    raise
+                time.sleep(pause)
+                waited += pause
 
     def _get(self, endpoint: Endpoint[T], index: int | None, wait: Wait) -> T:
         return self.query(endpoint, index=index, wait=wait).value

@@ -50,6 +50,7 @@ from podium.server.routes import (
     variables,
 )
 from podium.server.routes.common import ApiContext
+from podium.server.shed import ShedMiddleware
 
 if TYPE_CHECKING:
     from podium.tls.server import ServerTLS
@@ -131,5 +132,8 @@ def create_app(
     # request metrics outside the edges, so that refused requests are counted too
     api_metrics.install(app, server.metrics)
     if audit is not None:
-        app.add_middleware(AuditMiddleware, log=audit)  # added last: outermost
+        app.add_middleware(AuditMiddleware, log=audit)
+    # outermost: a shed request costs the loop as little as it can (counted apart, in
+    # podium_http_shed_total, not by the request metrics)
+    app.add_middleware(ShedMiddleware, shedder=server.shedder)
     return app

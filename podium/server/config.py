@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from podium.server import limits
 from podium.server.identity import DEFAULT_TTL as DEFAULT_IDENTITY_TTL
 
+DEFAULT_SHED_LAG = 2.0
+"""Seconds of event-loop lag past which the server sheds (``--shed-lag``; 0: never): far
+above a healthy server's milliseconds, far below a heartbeat's TTL (podium.server.shed)."""
+
 
 @dataclass
 class ServerConfig:
@@ -40,3 +44,6 @@ class ServerConfig:
     report_batch_window: float = 0.01
     """Agents' reports arriving within this many seconds share one transaction (and one
     fsync) on the HTTP path; 0: whatever is queued when the batcher runs."""
+    shed_lag: float = DEFAULT_SHED_LAG
+    """Seconds of event-loop lag past which syncs and reads are answered 429 with
+    Retry-After (``--shed-lag``; 0: never; podium.server.shed)."""

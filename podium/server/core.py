@@ -50,6 +50,7 @@ from podium.server.periodic import TICK as PERIODIC_TICK
 from podium.server.periodic import PeriodicDispatcher
 from podium.server.reports import Reports
 from podium.server.retry import Failures, RetryPolicy
+from podium.server.shed import LoadShedder
 from podium.server.trust import Trust
 from podium.server.variables import Variables
 from podium.server.worker import EVAL_YIELD_MAX, SchedulerStats, Worker
@@ -135,6 +136,9 @@ class Server:
         self.metrics = ServerMetrics(self)
         """This server's Prometheus registry and the hooks its hot paths feed
         (podium.server.metrics; served at ``/v1/metrics``)."""
+        self.shedder = LoadShedder(self.config.shed_lag)
+        """The event loop's recent lag, and what the API turned away while it was behind
+        (podium.server.shed)."""
 
     def _now(self) -> float:
         return self.clock()
@@ -151,6 +155,7 @@ class Server:
 
     async def stop(self) -> None:
         self.metrics.loop_lag.stop()
+        self.shedder.stop()
         self.broker.close()
         await self.reports.close()  # reports accepted before the stop are committed
         await self.leader.stop()

@@ -72,9 +72,11 @@ class Hearing:
     def forget(self, node_id: str) -> None:
         self.holds.pop(node_id, None)
 
-    def restart(self) -> None:
-        """Duties (re)taken: the time before is nobody's stall."""
-        self.last_check = None
+    def restart(self, now: float | None = None) -> None:
+        """Duties (re)taken at ``now`` (every node given a fresh TTL then): the time before
+        is nobody's stall, the time after is this server's, and the first check measures
+        it from ``now`` (None: from the first check on)."""
+        self.last_check = now
 
     def median_gap(self, now: float) -> float | None:
         """The median gap between live nodes' heartbeats heard in the last 2 TTLs."""

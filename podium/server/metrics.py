@@ -267,6 +267,15 @@ class StateCollector(Collector):
             "(its loop stalled, or every node's heartbeats reached it late).",
             server.nodes.held_heartbeats,
         )
+        shed = CounterMetricFamily(
+            "podium_http_shed",
+            "Requests answered 429 with Retry-After because the event loop was behind "
+            "(--shed-lag), by kind (sync, read); heartbeats are never shed.",
+            labels=["kind"],
+        )
+        for what, n in sorted(server.shedder.shed.items()):
+            shed.add_metric([what], n)
+        yield shed
         index = GaugeMetricFamily("podium_store_index", "The store's latest commit index.")
         index.add_metric([], store.index)
         yield index

@@ -203,7 +203,7 @@ class Nodes:
         """Give every node that is not down a fresh TTL from now (as Nomad's new leader
         does), so no node is declared down for the time this server did not watch."""
         now = self.clock()
-        self.hearing.restart()
+        self.hearing.restart(self.monotonic())
         for node in self.store.nodes():
             if node.status != NodeStatus.DOWN:
                 self.last_heard[node.id] = now

@@ -14,7 +14,8 @@ talks to the server over real HTTP on loopback, each agent with its own SDK clie
 directory (see :mod:`podium.sim.secure`).  It
 prints ``ready`` once its agents are started; a line ``reset`` on its stdin forgets the
 event-loop lag measured so far (the run's start), a line ``figures`` makes it print one
-JSON line (its peak RSS, its event loop's lag p99: :class:`podium.sim.health.LagSampler`),
+JSON line (its peak RSS, its event loop's lag p99: :class:`podium.sim.health.LagSampler`,
+its agents' heartbeats' times to their answers: :func:`podium.sim.health.heartbeat_figures`),
 and when its stdin closes it stops its agents and prints that line once more.  Its agents log errors only
 (``PODIUM_SIM_AGENT_LOG=WARNING`` for more, on its stderr).
 
@@ -36,14 +37,16 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from podium import eventloop
 from podium.client import AsyncClient
-from podium.sim.health import LagSampler
+from podium.sim.health import LagSampler, heartbeat_figures
 from podium.sim.nodes import (
     GC_THRESHOLD,
+    HEARTBEAT_SECONDS,
     SYNC_WAIT,
     SimAgent,
     SimDriver,
@@ -80,7 +83,7 @@ def servers_for(address: str, i: int) -> list[str]:
     return servers[k:] + servers[:k]
 
 
-async def run_agents(args: argparse.Namespace) -> dict[str, float | None]:
+async def run_agents(args: argparse.Namespace) -> dict[str, Any]:
     proc = psutil.Process()
     driver = SimDriver(args.fail_rate, args.fail_within, args.seed * 1_000 + args.first)
     shapes = node_shapes(args.nodes, args.node_classes, args.seed)[
@@ -99,11 +102,12 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float | None]:
     lag = LagSampler()
     lag.start()
 
-    def figures() -> dict[str, float | None]:
+    def figures() -> dict[str, Any]:
         return {
             "agents": len(agents),
             "rss_mb": round(max(peak, proc.memory_info().rss) / 2**20, 1),
             "loop_lag_p99_ms": lag.p99_ms(),
+            "heartbeats": heartbeat_figures(HEARTBEAT_SECONDS),
         }
 
     def emit() -> None:
@@ -114,6 +118,7 @@ async def run_agents(args: argparse.Namespace) -> dict[str, float | None]:
         for line in sys.stdin:
             if line.strip() == "reset":
                 loop.call_soon_threadsafe(lag.reset)
+                loop.call_soon_threadsafe(HEARTBEAT_SECONDS.clear)
             elif line.strip() == "figures":
                 loop.call_soon_threadsafe(emit)
         loop.call_soon_threadsafe(closed.set)

@@ -96,6 +96,27 @@ def percentile_ms(seconds: list[float], q: float) -> float | None:
     return round(ordered[k] * 1000.0, 1)
 
 
+def heartbeat_figures(seconds: list[float]) -> dict[str, Any]:
+    """Heartbeats' times to their answers, as the agents saw them (retries included):
+    ``count``, ``p50_ms``, ``p99_ms``, ``max_ms``."""
+    return {
+        "count": len(seconds),
+        "p50_ms": percentile_ms(seconds, 0.5),
+        "p99_ms": percentile_ms(seconds, 0.99),
+        "max_ms": round(max(seconds) * 1000.0, 1) if seconds else None,
+    }
+
+
+def worst_heartbeats(figures: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Several processes' :func:`heartbeat_figures` as one: the counts added, the worst
+    process' quantiles (as for the loops' lag)."""
+    some = [f for f in figures if f.get("count")]
+    if not some:
+        return None
+    worst = max(some, key=lambda f: f["p99_ms"] or 0.0)
+    return {**worst, "count": sum(f["count"] for f in some)}
+
+
 def stability_problems(
     *, nodes_down: int, allocs_lost: int, placements_total: int, target: int, fail_rate: float
 ) -> list[str]:

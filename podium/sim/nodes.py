@@ -172,6 +172,9 @@ MOCK_INFO = DriverInfo(detected=True, healthy=True, description="simulated tasks
 
 
 PROCESS_SPECS: SpecCache = {}
+HEARTBEAT_SECONDS: list[float] = []
+"""Every heartbeat's time to its answer (retries included) of this process' simulated
+agents, since the run's timed span began (cleared then: ``podium sim``'s ``reset``)."""
 """The job specs the simulated agents of this process have parsed (see SimAgent)."""
 
 
@@ -243,6 +246,10 @@ class SimAgent(Agent):
     def mark_persist(self, runner: Any) -> None:
         """Nothing to persist: a simulated agent never restarts."""
         return None
+
+    def heartbeat_answered(self, seconds: float) -> None:
+        super().heartbeat_answered(seconds)
+        HEARTBEAT_SECONDS.append(seconds)
 
 
 def raise_fd_limit() -> None:

@@ -26,6 +26,9 @@ The figures (printed by ``podium sim`` as its last line):
 - ``event_loop_lag_p99_ms``: how late the server's event loop (``server``) and the agents'
   worker processes' (``agents``: the worst worker's) ran a timer due every 0.1 s, over the
   timed span;
+- ``heartbeats``: the agents' heartbeats over the timed span, from first send to the
+  server's answer (retries included), as the agents saw them: ``count``, ``p50_ms``,
+  ``p99_ms``, ``max_ms`` (with several worker processes, the worst one's quantiles);
 - ``machine``: CPU model, cpus, Python, load and a calibration loop's milliseconds measured
   at the start of the run (:func:`podium.sim.health.machine`), so that figures from other
   machines can be set beside these.
@@ -87,6 +90,7 @@ from podium.sim import health, invariants
 from podium.sim.etcd import SimEtcd
 from podium.sim.nodes import (
     GC_THRESHOLD,
+    HEARTBEAT_SECONDS,
     SYNC_WAIT,
     SimAgent,
     SimDriver,
@@ -706,6 +710,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
             )
         t0 = time.time()
         lag.reset()
+        HEARTBEAT_SECONDS.clear()
         for w in workers:
             _tell(w, "reset")
         down0 = sum(s.nodes.missed_heartbeats for s in servers)
@@ -745,6 +750,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
         for c, b in timers:
             c.on = b.on = False
         server_lag_p99 = lag.p99_ms()
+        in_process_heartbeats = health.heartbeat_figures(HEARTBEAT_SECONDS)
         worker_figures = await _worker_figures(workers)
         nodes_down = sum(s.nodes.missed_heartbeats for s in servers) - down0
         failover: dict[str, Any] | None = None
@@ -878,6 +884,9 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                 if worker_figures
                 else None,
             },
+            "heartbeats": health.worst_heartbeats(
+                [in_process_heartbeats, *(f.get("heartbeats") or {} for f in worker_figures)]
+            ),
             "machine": host,
             "invariants_ok": not problems,
         }

@@ -23,6 +23,10 @@ def test_a_check_on_time_shifts_nothing_and_a_late_one_shifts_by_its_lateness() 
     assert shift == 29.0 and why is not None and "not listening for 29.0s" in why
     h.restart()  # duties taken again: the time before is nobody's stall
     assert h.stall(500.0) == (0.0, None)
+    # from the moment they were taken: a loop held before the first check is a stall too
+    h.restart(600.0)
+    shift, why = h.stall(612.0)
+    assert shift == 11.0 and why is not None
 
 
 def _heard_late(h: Hearing, now: float, nodes: int, gap: float) -> None:
