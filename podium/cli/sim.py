@@ -100,6 +100,16 @@ def sim(
         float | None,
         typer.Option("--heartbeat-ttl", help="Seconds (default: 10, or nodes/50 when larger)."),
     ] = None,
+    shed_lag: Annotated[
+        float | None,
+        typer.Option(
+            "--shed-lag",
+            help="The server's --shed-lag: seconds its event loop may run behind before "
+            "syncs and reads are shed (default: the server's, 2; 0 with the agents in the "
+            "server's own process, whose loop they share).",
+            min=0,
+        ),
+    ] = None,
     probe: Annotated[
         bool,
         typer.Option("--probe/--no-probe", help="Measure API latency from another process."),
@@ -172,6 +182,7 @@ def sim(
                 agent_procs=agent_procs,
                 secure=secure,
                 heartbeat_ttl=heartbeat_ttl,
+                shed_lag=shed_lag,
                 probe=probe,
                 events=events,
                 timeout=timeout,

@@ -107,12 +107,13 @@ def heartbeat_figures(seconds: list[float]) -> dict[str, Any]:
     }
 
 
-def worst_heartbeats(figures: list[dict[str, Any]]) -> dict[str, Any] | None:
+def worst_heartbeats(figures: list[dict[str, Any]]) -> dict[str, Any]:
     """Several processes' :func:`heartbeat_figures` as one: the counts added, the worst
-    process' quantiles (as for the loops' lag)."""
+    process' quantiles (as for the loops' lag); a count of 0 where none was sent in the
+    timed span (a run shorter than TTL/2)."""
     some = [f for f in figures if f.get("count")]
     if not some:
-        return None
+        return heartbeat_figures([])
     worst = max(some, key=lambda f: f["p99_ms"] or 0.0)
     return {**worst, "count": sum(f["count"] for f in some)}
 

@@ -26,6 +26,8 @@ The figures (printed by ``podium sim`` as its last line):
 - ``event_loop_lag_p99_ms``: how late the server's event loop (``server``) and the agents'
   worker processes' (``agents``: the worst worker's) ran a timer due every 0.1 s, over the
   timed span;
+- ``shed``: requests the server answered 429 because its loop ran more than ``shed_lag``
+  behind (``sync``, ``read``; podium.server.shed), over the whole run;
 - ``heartbeats``: the agents' heartbeats over the timed span, from first send to the
   server's answer (retries included), as the agents saw them: ``count``, ``p50_ms``,
   ``p99_ms``, ``max_ms`` (with several worker processes, the worst one's quantiles);
@@ -135,6 +137,10 @@ class SimConfig:
     workers: int = 1
     heartbeat_ttl: float | None = None
     """Default: 10 s, or nodes / 50 s for big clusters (5,000 nodes: 100 s)."""
+    shed_lag: float | None = None
+    """The server's ``--shed-lag`` (podium.server.shed).  Default: the server's own with
+    ``agent_procs``; 0 (never shed) with the agents in the server's process, whose event
+    loop they share: their own work would count as the server's overload."""
     ineligible: float = 0.01
     """Share of nodes marked ineligible before the jobs arrive (nothing may land there)."""
     agent_procs: int = 0
@@ -281,6 +287,12 @@ BACKLOG = 4096
 """Listen backlog: thousands of agents connect at once when worker processes start."""
 
 
+def _shed_lag(cfg: SimConfig) -> float:
+    if cfg.shed_lag is not None:
+        return cfg.shed_lag
+    return ServerConfig.shed_lag if cfg.agent_procs > 0 else 0.0
+
+
 def _listen() -> socket.socket:
     """A listening socket on loopback, on a free port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -349,7 +361,7 @@ class _Peer:
     crashed: bool = False
 
     @classmethod
-    async def start(cls, etcd: SimEtcd, ttl: float, workers: int) -> _Peer:
+    async def start(cls, etcd: SimEtcd, ttl: float, workers: int, shed_lag: float) -> _Peer:
         sock = _listen()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         inner = etcd.backend()
@@ -359,7 +371,11 @@ class _Peer:
         server = Server(
             store,
             ServerConfig(
-                advertise_url=url, heartbeat_ttl=ttl, heartbeat_grace=ttl, workers=workers
+                advertise_url=url,
+                heartbeat_ttl=ttl,
+                heartbeat_grace=ttl,
+                workers=workers,
+                shed_lag=shed_lag,
             ),
         )
         ha = HighAvailability(server, inner, etcd.endpoints, cluster=etcd.cluster)
@@ -571,6 +587,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
             heartbeat_ttl=ttl,
             heartbeat_grace=ttl,
             workers=cfg.workers,
+            shed_lag=_shed_lag(cfg),
             acl=cfg.secure,
             data_dir=str(tmp / "server") if cfg.secure else None,
         ),
@@ -579,9 +596,9 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
     if etcd is not None and cfg.failover:
         # two servers on the cluster: the first leads before the second starts
         store.close()
-        peers.append(await _Peer.start(etcd, ttl, cfg.workers))
+        peers.append(await _Peer.start(etcd, ttl, cfg.workers, _shed_lag(cfg)))
         await _leads(peers, 30.0)
-        peers.append(await _Peer.start(etcd, ttl, cfg.workers))
+        peers.append(await _Peer.start(etcd, ttl, cfg.workers, _shed_lag(cfg)))
         first = peers[0]
         server, store, backend, commits = first.server, first.store, first.backend, first.commits
         app = first.forward
@@ -884,6 +901,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                 if worker_figures
                 else None,
             },
+            "shed": {what: sum(s.shedder.shed[what] for s in servers) for what in ("sync", "read")},
             "heartbeats": health.worst_heartbeats(
                 [in_process_heartbeats, *(f.get("heartbeats") or {} for f in worker_figures)]
             ),

@@ -153,6 +153,9 @@ def test_agents_in_worker_processes_over_http() -> None:
     assert lag["server"] >= 0 and lag["agents"] >= 0
     machine = f["machine"]
     assert machine["cpu_model"] and machine["cpus"] >= 1 and machine["calibration_ms"] > 0
+    # heartbeats timed by the agents (none may fall in so short a span), sheds counted
+    assert set(f["heartbeats"]) == {"count", "p50_ms", "p99_ms", "max_ms"}
+    assert set(f["shed"]) == {"sync", "read"}
 
 
 def test_with_no_failure_injected_a_node_down_a_loss_or_a_replacement_breaks_the_run() -> None:
@@ -166,6 +169,15 @@ def test_with_no_failure_injected_a_node_down_a_loss_or_a_replacement_breaks_the
     assert extra == ["109 placements for a target of 100: 9 replacements with no failure injected"]
     # with failures injected, replacements are the point
     assert health.stability_problems(**{**ok, "placements_total": 150}, fail_rate=0.2) == []
+
+
+def test_heartbeat_figures_pool_the_counts_and_keep_the_worst_process() -> None:
+    one = health.heartbeat_figures([0.002] * 98 + [0.040, 1.5])
+    assert one == {"count": 100, "p50_ms": 2.0, "p99_ms": 40.0, "max_ms": 1500.0}
+    other = health.heartbeat_figures([0.001] * 50)
+    pooled = health.worst_heartbeats([other, one, health.heartbeat_figures([])])
+    assert pooled == {**one, "count": 150}
+    assert health.worst_heartbeats([{}, health.heartbeat_figures([])])["count"] == 0
 
 
 def test_lag_percentile_and_machine() -> None:
