@@ -104,10 +104,16 @@ class _Reports:
     order: tuple[str, int]
 
 
+HEARTBEAT_DEADLINE_MAX = 10.0
+"""A heartbeat is answered in milliseconds: one unanswered this long is stuck (a dead
+connection, a request lost in a backlog) and is sent again on a fresh connection, however
+long the TTL (a 5,000-node cluster's is 100 s: twenty tries before its TTL + grace)."""
+
+
 def heartbeat_deadline(ttl: float) -> float:
     """Seconds a heartbeat may wait for its answer before it is sent again: TTL/2 (the
-    interval between heartbeats), at least one second."""
-    return max(1.0, ttl / 2)
+    interval between heartbeats), at least one second, at most HEARTBEAT_DEADLINE_MAX."""
+    return max(1.0, min(ttl / 2, HEARTBEAT_DEADLINE_MAX))
 
 
 class Agent:
@@ -373,9 +379,10 @@ class Agent:
                     first_sent = None
                     await self._register()
                 else:
-                    # unanswered within TTL/2, the request is dropped (its connection with
-                    # it) and sent again at once: a heartbeat stuck behind a server's backlog
-                    # or a dead connection must not take the node's whole TTL + grace
+                    # unanswered within TTL/2 (at most 10 s), the request is dropped (its
+                    # connection with it) and sent again at once: a heartbeat stuck behind a
+                    # server's backlog or a dead connection must not take the node's whole
+                    # TTL + grace
                     if first_sent is None:
                         first_sent = time.monotonic()
                     async with asyncio.timeout(heartbeat_deadline(self.heartbeat_ttl)):

@@ -74,7 +74,7 @@ class AgentMetrics:
         self.task_reattached = 0
         """Tasks found running and re-attached to after the agent restarted."""
         self.heartbeat_retries = 0
-        """Heartbeats sent again because the last went unanswered for TTL/2."""
+        """Heartbeats sent again because the last went unanswered for TTL/2 (at most 10 s)."""
         self._start_buckets = [0] * (len(START_BUCKETS) + 1)
         self._start_sum = 0.0
         self._heartbeat_buckets = [0] * (len(HEARTBEAT_BUCKETS) + 1)
@@ -208,7 +208,7 @@ class AgentCollector(Collector):
         yield CounterMetricFamily(
             "podium_agent_heartbeat_retries",
             "Heartbeats sent again at once because the previous one went unanswered for "
-            "TTL/2 (a server's backlog, a dead connection).",
+            "TTL/2, at most 10 s (a server's backlog, a dead connection).",
             value=m.heartbeat_retries,
         )
         yield from self._usage()

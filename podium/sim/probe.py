@@ -1,6 +1,9 @@
 """The API probe: a separate process that keeps registering small jobs and reading
 (``GET /v1/jobs``, ``GET /v1/job/{id}``) through a real socket while the simulation
-runs, and prints its latencies as one JSON object when its stdin closes.
+runs, and heartbeating a node of its own (``PUT /v1/node/{id}/heartbeat``: a heartbeat's
+latency during the storm, seen by a client whose own loop is idle, unlike the simulated
+agents' shared worker), and prints its latencies as one JSON object when its stdin closes.
+Its node has no driver, so nothing is ever placed on it.
 
     python -m podium.sim.probe http://127.0.0.1:PORT [--interval 0.05]
 
@@ -20,8 +23,16 @@ import threading
 import time
 
 from podium.client import Client, ServerUnreachable
-from podium.models import JobSpec
+from podium.errors import PodiumError
+from podium.models import JobSpec, Node, NodeResources
 from podium.sim.workload import probe_job
+
+PROBE_NODE = Node(
+    id="sim-probe-node",
+    name="sim-probe",
+    resources=NodeResources(cpu=1, memory=1),
+    drivers={},  # no driver: no task can be placed here
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,24 +47,37 @@ def main(argv: list[str] | None = None) -> None:
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    samples: dict[str, list[float]] = {"register": [], "list": [], "get": []}
+    samples: dict[str, list[float]] = {"register": [], "list": [], "get": [], "heartbeat": []}
     errors = 0
     i = 0
     servers = [a.strip() for a in args.address.split(",") if a.strip()]
     at = 0
     client = Client(servers[0], timeout=30.0)
+    registered: bool | None = False
     try:
         while not stop.is_set():
             name = f"probe-{i}"
-            for op in ("register", "list", "get"):
+            for op in ("register", "list", "get", "heartbeat"):
                 started = time.perf_counter()
                 try:
                     if op == "register":
                         client.register_job(JobSpec.model_validate(probe_job(i)))
                     elif op == "list":
                         client.jobs()
-                    else:
+                    elif op == "get":
                         client.job(name)
+                    elif registered is None:
+                        continue  # refused its node (--secure: a node needs a certificate)
+                    elif not registered:
+                        try:
+                            client.register_node(PROBE_NODE)
+                        except PodiumError:
+                            registered = None
+                            continue
+                        registered = True
+                        continue  # a registration is not a heartbeat
+                    else:
+                        client.heartbeat(PROBE_NODE.id)
                 except ServerUnreachable:
                     errors += 1
                     if len(servers) > 1:

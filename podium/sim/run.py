@@ -11,8 +11,9 @@ The figures (printed by ``podium sim`` as its last line):
   ``agent_procs``; then ``agents_rss_mb`` is the workers' peak, summed);
 - ``server_cpu_s``: CPU seconds this process used from the first registration on
   (``agents_cpu_s``: the agents' worker processes', summed, over the same span);
-- ``api_p50_ms`` / ``api_p99_ms``: latencies seen by :mod:`podium.sim.probe` (all its
-  requests pooled; ``api_p99_ms_by_op`` per kind of request);
+- ``api_p50_ms`` / ``api_p99_ms``: latencies seen by :mod:`podium.sim.probe` (its job
+  registrations and reads pooled, not its heartbeats; ``api_p99_ms_by_op`` per kind of
+  request, heartbeats included);
 - ``commits``, ``commit_ms_p50`` / ``commit_ms_p99``: the server's commits over the same
   span and the time of each ``StateStore.commit`` (rows encoded, the backend's durable
   write, the tables updated, the waiters woken), ``commit_s`` their sum (the event loop
@@ -28,9 +29,12 @@ The figures (printed by ``podium sim`` as its last line):
   timed span;
 - ``shed``: requests the server answered 429 because its loop ran more than ``shed_lag``
   behind (``sync``, ``read``; podium.server.shed), over the whole run;
-- ``heartbeats``: the agents' heartbeats over the timed span, from first send to the
-  server's answer (retries included), as the agents saw them: ``count``, ``p50_ms``,
-  ``p99_ms``, ``max_ms`` (with several worker processes, the worst one's quantiles);
+- ``heartbeats``: heartbeats' times to their answers over the timed span (``count``,
+  ``p50_ms``, ``p99_ms``, ``max_ms``): ``probe``, the probe's own node's, one heartbeat a
+  round from a process with nothing else to do (what a real machine's agent would see);
+  ``agents``, the simulated agents', from first send to answer, retries included, which also
+  counts how late their shared worker's loop noticed the answer (with several worker
+  processes, the worst one's quantiles);
 - ``machine``: CPU model, cpus, Python, load and a calibration loop's milliseconds measured
   at the start of the run (:func:`podium.sim.health.machine`), so that figures from other
   machines can be set beside these.
@@ -792,6 +796,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                     out = await probe.stdout.read()
                     await probe.wait()
                 samples = json.loads(out.decode().strip().splitlines()[-1])["samples"]
+        probe_heartbeats = samples.pop("heartbeat", [])
         latencies = [ms for values in samples.values() for ms in values]
 
         # let the broker drain (probe jobs, follow-ups) before judging the state
@@ -879,7 +884,9 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
             "api_p99_ms": round(_percentile(latencies, 0.99), 2) if latencies else None,
             "api_requests": len(latencies),
             "api_p99_ms_by_op": {
-                op: round(_percentile(values, 0.99), 1) for op, values in samples.items() if values
+                op: round(_percentile(values, 0.99), 1)
+                for op, values in {**samples, "heartbeat": probe_heartbeats}.items()
+                if values
             },
             "secure": secure_figures,
             "commits": len(commit_ms),
@@ -902,9 +909,12 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                 else None,
             },
             "shed": {what: sum(s.shedder.shed[what] for s in servers) for what in ("sync", "read")},
-            "heartbeats": health.worst_heartbeats(
-                [in_process_heartbeats, *(f.get("heartbeats") or {} for f in worker_figures)]
-            ),
+            "heartbeats": {
+                "probe": health.heartbeat_figures([ms / 1000.0 for ms in probe_heartbeats]),
+                "agents": health.worst_heartbeats(
+                    [in_process_heartbeats, *(f.get("heartbeats") or {} for f in worker_figures)]
+                ),
+            },
             "machine": host,
             "invariants_ok": not problems,
         }
