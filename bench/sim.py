@@ -4,11 +4,16 @@
     python bench/sim.py --runs 500x100x1000 5000x1000x1000 # NODESxJOBSxCOUNT, as many as wanted
     python bench/sim.py --store memory --constraints
     python bench/sim.py --pair --repeat 3 --agent-procs 1 --runs 5000x100x1000  # plain vs --secure
+    python bench/sim.py --repeat 3 --agent-procs 1 --runs 5000x1000x1000  # median and range
 
 Each run is ``podium sim`` (a real server and N mock-driver agents, in its process or
 with ``--agent-procs N`` in N worker processes over loopback HTTP; SQLite store by default); its JSON line is collected and printed as a table beside
 the anchors: Nomad C1M (3,750 placements/s end to end, 5 servers), kube-scheduler's
 CI floor (680 pods/s at 5,000 nodes) and the Kubernetes API SLO (p99 <= 1 s).
+
+``--repeat N``: N runs of each size; without ``--pair``, each size's median and range
+(fastest-slowest) of every headline figure follow the table, beside the calibration of
+each run, as the README quotes them (issue 18: a figure is a median of three or more).
 
 ``--secure``: every run with ``podium sim --secure`` (TLS, ACL, agent certificates).
 ``--pair``: each size plain and secure, one after the other (the order alternating from
@@ -75,7 +80,7 @@ def table(rows: list[Row]) -> None:
     print(
         f"{'mode':>6} {'nodes':>6} {'placements':>10} {'seconds':>8} {'e2e/s':>8} "
         f"{'sched/s':>8} {'rss MB':>7} {'agents':>7} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'rejects':>7} {'calib':>6} invariants"
+        f"{'hb p99':>7} {'down':>5} {'calib':>6} invariants"
     )
     for r in rows:
         print(
@@ -83,9 +88,50 @@ def table(rows: list[Row]) -> None:
             f"{r['nodes']:>6} {r['placements']:>10,} {r['seconds']:>8} {r['placements_per_s']:>8} "
             f"{r['scheduler_placements_per_s']:>8} {r['server_rss_mb']:>7} "
             f"{r.get('agents_rss_mb')!s:>7} {r['api_p50_ms']!s:>7} "
-            f"{r['api_p99_ms']!s:>7} {r['plan_rejections']:>7} {r.get('calibration_ms')!s:>6} "
+            f"{r['api_p99_ms']!s:>7} {_probe_heartbeat_p99(r)!s:>7} {r.get('nodes_down')!s:>5} "
+            f"{r.get('calibration_ms')!s:>6} "
             f"{'ok' if r['invariants_ok'] and not r['exit'] else 'BROKEN'}"
         )
+
+
+def _probe_heartbeat_p99(row: Row) -> object:
+    beats = row.get("heartbeats")
+    probe = beats.get("probe") if isinstance(beats, dict) else None
+    return probe.get("p99_ms") if isinstance(probe, dict) else None
+
+
+HEADLINE = (
+    ("seconds", "seconds"),
+    ("placements_per_s", "placements/s end to end"),
+    ("scheduler_placements_per_s", "scheduler placements/s"),
+    ("server_rss_mb", "server RSS MB"),
+    ("agents_rss_mb", "agents' RSS MB"),
+    ("api_p99_ms", "API p99 ms"),
+    ("heartbeat_p99_ms", "heartbeat p99 ms (probe)"),
+    ("nodes_down", "nodes declared down"),
+    ("calibration_ms", "calibration ms"),
+)
+
+
+def repeat_summary(size: str, rows: list[Row]) -> None:
+    """Each headline figure's median and range over the runs of one size."""
+    print(f"\n{size}: {len(rows)} runs, median [fastest or least .. slowest or most]")
+    for key, label in HEADLINE:
+        values = [
+            float(v)
+            for r in rows
+            if isinstance(
+                v := (_probe_heartbeat_p99(r) if key == "heartbeat_p99_ms" else r.get(key)),
+                int | float,
+            )
+        ]
+        if values:
+            print(
+                f"  {label:28} {statistics.median(values):>10,.1f}  "
+                f"[{min(values):,.1f} .. {max(values):,.1f}]"
+            )
+    broken = sum(1 for r in rows if not r["invariants_ok"] or r["exit"])
+    print(f"  {'invariants':28} {'held in every run' if not broken else f'BROKEN in {broken}'}")
 
 
 PAIRED = (
@@ -167,6 +213,9 @@ def main() -> None:
     if args.pair:
         for spec, (plain, secure) in paired.items():
             pair_summary(spec, plain, secure)
+    elif args.repeat > 1:
+        for spec, (plain, _) in paired.items():
+            repeat_summary(spec, plain)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from podium import eventloop
+from podium import eventloop, gcpause
 from podium.errors import PodiumError
 from podium.models.volumes import HostVolume
 
@@ -459,10 +459,13 @@ holding hundreds of thousands of stored models then spends 2-3x its work in the 
 
 def tune_gc() -> None:
     """Move what start-up loaded (the store, imported modules) out of the collector's
-    sight (``gc.freeze``) and make young collections rarer."""
+    sight (``gc.freeze``), make young collections rarer, and freeze what survives each full
+    collection from then on (podium.gcpause: a full pass over a large store held the event
+    loop for seconds)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*SERVER_GC_THRESHOLD)
+    gcpause.WATCH.install()
 
 
 async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 import psutil
 
-from podium import eventloop
+from podium import eventloop, gcpause
 from podium.client import AsyncClient
 from podium.sim.health import LagSampler, heartbeat_figures
 from podium.sim.nodes import (
@@ -108,6 +108,7 @@ async def run_agents(args: argparse.Namespace) -> dict[str, Any]:
             "rss_mb": round(max(peak, proc.memory_info().rss) / 2**20, 1),
             "loop_lag_p99_ms": lag.p99_ms(),
             "heartbeats": heartbeat_figures(HEARTBEAT_SECONDS),
+            "gc_full_pauses": gcpause.WATCH.figures(),
         }
 
     def emit() -> None:
@@ -119,6 +120,7 @@ async def run_agents(args: argparse.Namespace) -> dict[str, Any]:
             if line.strip() == "reset":
                 loop.call_soon_threadsafe(lag.reset)
                 loop.call_soon_threadsafe(HEARTBEAT_SECONDS.clear)
+                loop.call_soon_threadsafe(gcpause.WATCH.reset)
             elif line.strip() == "figures":
                 loop.call_soon_threadsafe(emit)
         loop.call_soon_threadsafe(closed.set)
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("PODIUM_SIM_AGENT_LOG", "ERROR"))
     raise_fd_limit()
     gc.set_threshold(*GC_THRESHOLD)
+    gcpause.WATCH.install()
     figures = eventloop.run(run_agents(args))
     sys.stdout.write(json.dumps(figures) + "\n")
     sys.stdout.flush()

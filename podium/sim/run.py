@@ -35,6 +35,9 @@ The figures (printed by ``podium sim`` as its last line):
   ``agents``, the simulated agents', from first send to answer, retries included, which also
   counts how late their shared worker's loop noticed the answer (with several worker
   processes, the worst one's quantiles);
+- ``gc_full_pauses``: the full (generation 2) collections of the server's process and of the
+  worst agents' worker over the timed span: ``count``, ``max_ms``, ``total_s``
+  (:mod:`podium.gcpause` keeps them short by freezing their survivors);
 - ``machine``: CPU model, cpus, Python, load and a calibration loop's milliseconds measured
   at the start of the run (:func:`podium.sim.health.machine`), so that figures from other
   machines can be set beside these.
@@ -83,7 +86,7 @@ import httpx
 import psutil
 import uvicorn
 
-from podium import eventloop
+from podium import eventloop, gcpause
 from podium.client import AsyncClient, ServerUnreachable
 from podium.client import acl as acl_endpoints
 from podium.errors import APIError
@@ -731,6 +734,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
             )
         t0 = time.time()
         lag.reset()
+        gcpause.WATCH.reset()
         HEARTBEAT_SECONDS.clear()
         for w in workers:
             _tell(w, "reset")
@@ -771,6 +775,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
         for c, b in timers:
             c.on = b.on = False
         server_lag_p99 = lag.p99_ms()
+        server_gc = gcpause.WATCH.figures()
         in_process_heartbeats = health.heartbeat_figures(HEARTBEAT_SECONDS)
         worker_figures = await _worker_figures(workers)
         nodes_down = sum(s.nodes.missed_heartbeats for s in servers) - down0
@@ -913,6 +918,14 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                 "probe": health.heartbeat_figures([ms / 1000.0 for ms in probe_heartbeats]),
                 "agents": health.worst_heartbeats(
                     [in_process_heartbeats, *(f.get("heartbeats") or {} for f in worker_figures)]
+                ),
+            },
+            "gc_full_pauses": {
+                "server": server_gc,
+                "agents": max(
+                    (f["gc_full_pauses"] for f in worker_figures if f.get("gc_full_pauses")),
+                    key=lambda g: g["max_ms"] or 0.0,
+                    default=None,
                 ),
             },
             "machine": host,
@@ -1067,6 +1080,8 @@ def simulate(cfg: SimConfig) -> SimResult:
         raise ValueError("events: not with failover or secure (one server, no token)")
     previous = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLD)
+    installed = gcpause.WATCH.installed
+    gcpause.WATCH.install()  # full collections short, as a real server's (podium.gcpause)
     tmp = Path(cfg.data_dir or tempfile.mkdtemp(prefix="podium-sim-"))
     tmp.mkdir(parents=True, exist_ok=True)
     try:
@@ -1091,5 +1106,8 @@ def simulate(cfg: SimConfig) -> SimResult:
             return eventloop.run(_simulate(cfg, tmp, etcd))
     finally:
         gc.set_threshold(*previous)
+        if not installed:  # this process is not a server's: its objects back to the collector
+            gcpause.WATCH.uninstall()
+            gc.unfreeze()
         if cfg.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
