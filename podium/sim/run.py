@@ -540,6 +540,12 @@ async def _worker_figures(workers: list[asyncio.subprocess.Process]) -> list[dic
     return out
 
 
+WORKER_STOP_WAIT = 5.0
+"""Seconds a worker has to stop its agents once told (its figures were taken before): past
+it, it is killed.  Its thousands of simulated agents hold nothing real, and stopping a
+million mock tasks one by one took most of a full-size run's 30 s wait."""
+
+
 async def _stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
     """Close each worker's stdin (it stops its agents and exits); kill what lingers."""
     for w in workers:
@@ -547,7 +553,7 @@ async def _stop_workers(workers: list[asyncio.subprocess.Process]) -> None:
             w.stdin.close()
     for w in workers:
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(WORKER_STOP_WAIT):
                 if w.stdout is not None:
                     await w.stdout.read()
                 await w.wait()
