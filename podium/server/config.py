@@ -44,6 +44,9 @@ class ServerConfig:
     report_batch_window: float = 0.01
     """Agents' reports arriving within this many seconds share one transaction (and one
     fsync) on the HTTP path; 0: whatever is queued when the batcher runs."""
+    report_batch_max: int = 2_000
+    """The most allocations' reports one of those transactions takes (the rest follow in the
+    next, the event loop given a turn in between; a single larger request goes alone)."""
     shed_lag: float = DEFAULT_SHED_LAG
     """Seconds of event-loop lag past which syncs and reads are answered 429 with
     Retry-After (``--shed-lag``; 0: never; podium.server.shed)."""

@@ -203,6 +203,33 @@ async def test_reports_are_committed_together(api: tuple[Server, AsyncClient]) -
     assert all(server.store.alloc(a.id).client_status == ClientStatus.RUNNING for a in allocs)  # type: ignore[union-attr]
 
 
+async def test_a_storm_of_reports_is_committed_in_bounded_transactions(
+    api: tuple[Server, AsyncClient],
+) -> None:
+    """At most ``report_batch_max`` allocations a transaction (issue 18: one transaction of
+    a whole storm held the event loop for seconds); every report is still committed and
+    each request answered with the index of the transaction that took it."""
+    server, client = api
+    server.config.report_batch_max = 2
+    node = add_node(server)
+    allocs = place(server, mock_job("web", count=5))
+    sizes: list[int] = []
+    inner = server.client_update_many
+
+    def counted(reports: list[tuple[str, list[AllocClientUpdate]]]) -> int:
+        sizes.append(sum(len(updates) for _n, updates in reports))
+        return inner(reports)
+
+    server.client_update_many = counted  # type: ignore[method-assign]
+    indexes = await asyncio.gather(
+        *(client.update_allocs(node.id, [running(a)]) for a in allocs[:4]),
+        client.update_allocs(node.id, [running(allocs[4]), running(allocs[4])]),
+    )
+    assert sizes == [2, 2, 2], sizes  # a request of two goes alone, never split
+    assert indexes[0] == indexes[1] < indexes[2] == indexes[3] < indexes[4]
+    assert all(server.store.alloc(a.id).client_status == ClientStatus.RUNNING for a in allocs)  # type: ignore[union-attr]
+
+
 async def test_a_bad_report_fails_alone(api: tuple[Server, AsyncClient]) -> None:
     server, client = api
     node = add_node(server)
