@@ -207,14 +207,21 @@ def test_a_leader_whose_key_is_deleted_steps_down(
     etcd: EtcdCluster, name: str, candidates: Callable[..., Candidate]
 ) -> None:
     """etcd ends the leader's lease (an operator revoked it, or it expired while the
-    leader was paused): the leader learns it and steps down; the other takes over."""
+    leader was paused): the leader learns it and steps down, its term fenced off; a new
+    term begins (b's, or a's own again when a campaigns first: both race for the free key,
+    and either is right)."""
     a = candidates(etcd.endpoints, "http://a:7634", name)
     wait_until(a.elected, what="a to be elected")
     b = candidates(etcd.endpoints, "http://b:7634", name)
     wait_until(lambda: b.election.leader_url() == "http://a:7634", what="b to see a")
+    old = a.guards[0]
+    client = EtcdClient(etcd.endpoints)
     revoked = time.monotonic()
-    EtcdClient(etcd.endpoints).lease_revoke(a.guards[0].lease or 0)
-    wait_until(b.elected, what="b to be elected")
+    client.lease_revoke(old.lease or 0)
+    wait_until(
+        lambda: leader_key(client, name)[1] not in (0, old.create_revision),
+        what="a new term",
+    )
     # a hears of it from its watch (at once) or its next renewal (TTL/3), and at the
     # latest its deadline passes (TTL - margin after its last renewal): the callback runs
     # on a thread that a loaded machine may wake late, so the bound has slack; the safety
@@ -222,8 +229,12 @@ def test_a_leader_whose_key_is_deleted_steps_down(
     wait_until(a.deposed, timeout=TTL + 10, what="a to step down")
     assert a.at("deposed") - revoked < TTL + 2
     with pytest.raises(FenceLost):
-        a.election.guard()
-    wait_until(lambda: a.election.leader_url() == "http://b:7634", what="a to see b")
+        EtcdBackend(etcd.endpoints, cluster=name, fence=lambda: [old]).commit(1, row("old"), {})
+    holder = leader_key(client, name)[0]
+    wait_until(
+        lambda: a.election.leader_url() == holder == b.election.leader_url(),
+        what="both to see the new leader",
+    )
 
 
 @pytest.fixture
