@@ -75,9 +75,12 @@ def test_the_servers_limits_reach_a_dev_agents_config(
         "8",
         "--allowed-hosts",
         "podium.lan, lb.lan",
+        "--shed-lag",
+        "0.5",
     )
     assert result.exit_code == 0, result.output
     (config,) = runtime
+    assert config.shed_lag == 0.5  # type: ignore[attr-defined]
     assert config.max_count == 20000  # type: ignore[attr-defined]
     assert config.max_request_body == 16 * 2**20  # type: ignore[attr-defined]
     assert config.request_read_timeout == 5.0  # type: ignore[attr-defined]
@@ -89,7 +92,7 @@ def test_the_servers_limits_reach_a_dev_agents_config(
 def test_limits_left_out_stay_the_runtimes(cli: Invoke, runtime: list[FakeConfig]) -> None:
     assert cli("agent", "--dev").exit_code == 0
     (config,) = runtime
-    for name in ("max_count", "max_request_body", "max_connections", "max_log_streams"):
+    for name in ("max_count", "max_request_body", "max_connections", "max_log_streams", "shed_lag"):
         assert getattr(config, name, None) is None, name
 
 
@@ -101,6 +104,8 @@ def test_limits_left_out_stay_the_runtimes(cli: Invoke, runtime: list[FakeConfig
         (["--dev", "--request-read-timeout", "0"], "--request-read-timeout"),
         (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--max-count", "5"], "server's"),
         (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--max-log-streams", "5"], "--dev"),
+        (["--dev", "--shed-lag", "-1"], "--shed-lag must be between 0"),
+        (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--shed-lag", "2"], "server's"),
     ],
 )
 def test_bad_server_limits_are_usage_errors(
