@@ -115,7 +115,7 @@ HEADLINE = (
 
 def repeat_summary(size: str, rows: list[Row]) -> None:
     """Each headline figure's median and range over the runs of one size."""
-    print(f"\n{size}: {len(rows)} runs, median [fastest or least .. slowest or most]")
+    print(f"\n{size}: {len(rows)} runs, median [min .. max]")
     for key, label in HEADLINE:
         values = [
             float(v)
