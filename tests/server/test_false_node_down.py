@@ -129,10 +129,10 @@ async def test_a_server_that_stopped_listening_declares_no_node_down(
     await until(lambda: checks["stalled"], "the stalled check")
     if not hearing:
         # the bug, reproduced: every node declared down, its instance lost
-        assert nodes.missed_heartbeats == NODES
+        assert nodes.missed_heartbeats >= NODES
         assert all(n.status == NodeStatus.DOWN for n in server.store.nodes())
         web = server.store.allocs_by_job("web")
-        assert sum(a.client_status == ClientStatus.LOST for a in web) == NODES
+        assert sum(a.client_status == ClientStatus.LOST for a in web) >= NODES
         return
     assert nodes.missed_heartbeats == 0
     # every node heard again after the stall, then two more checks: still nobody down
