@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import deque
 from typing import Any
 
+PAUSES_KEPT = 10_000
+"""Full collections' durations kept (a long-lived server's list stays bounded)."""
 FULL_EVERY = 3600.0
 """Seconds between two full passes over everything, frozen objects included."""
 
@@ -34,8 +37,8 @@ class GcPauses:
     def __init__(self, *, freeze: bool = True, full_every: float = FULL_EVERY) -> None:
         self.freeze = freeze
         self.full_every = full_every
-        self.pauses: list[float] = []
-        """Seconds each full collection took, in order."""
+        self.pauses: deque[float] = deque(maxlen=PAUSES_KEPT)
+        """Seconds each recent full collection took, in order."""
         self._started: float | None = None
         self._last_full = time.monotonic()
 

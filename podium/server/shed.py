@@ -29,11 +29,11 @@ SDK and the agents wait that long and send it again (podium.client: ``overloaded
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import deque
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from podium.metrics.process import LagTimer
@@ -124,22 +124,13 @@ class ShedMiddleware:
             return
         self.shedder.shed[what] += 1
         after = self.shedder.retry_after(lag)
-        body = json.dumps(
+        answer = JSONResponse(
             {
                 "error": f"the server is overloaded (its event loop is {lag:.1f}s behind): "
                 f"try again in {after}s",
                 "code": CODE,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(after).encode()),
-                ],
-            }
+            },
+            status_code=429,
+            headers={"Retry-After": str(after)},
         )
-        await send({"type": "http.response.body", "body": body})
+        await answer(scope, receive, send)

@@ -7,9 +7,6 @@ the task runs, with no restart."""
 from __future__ import annotations
 
 import json
-import os
-import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import PODIUM, free_port, kill_recorded_tasks, stop_process, wait_until
+from tests.acl.devagent import AclAgent
+from tests.e2e.conftest import PODIUM, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -95,66 +93,15 @@ NOSY = json.dumps(
 )
 
 
-class Dev:
+class Dev(AclAgent):
     """``podium agent --dev --acl --identity-ttl 6s`` (or ``--secure``: TLS too) and the CLI
     against it."""
 
     def __init__(self, tmp: Path, mode: str = "acl") -> None:
-        self.tmp = tmp
-        self.mode = mode
-        scheme = "https" if mode == "secure" else "http"
-        self.addr = f"{scheme}://127.0.0.1:{free_port()}"
-        self.log = tmp / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.admin = ""
-
-    @property
-    def verify(self) -> ssl.SSLContext | bool:
-        ca = self.tmp / "data" / "server" / "tls" / "ca.crt"
-        if self.mode != "secure":
-            return True
-        return ssl.create_default_context(cafile=str(ca))
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *PODIUM,
-                    "agent",
-                    "--dev",
-                    f"--{self.mode}",
-                    "--identity-ttl",
-                    "6s",
-                    "--dns-addr",
-                    "off",
-                    "--data-dir",
-                    str(self.tmp / "data"),
-                    "--http-addr",
-                    self.addr.split("://", 1)[1],
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={k: v for k, v in os.environ.items() if k != "PODIUM_TOKEN"},
-            )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited:\n{self.log.read_text()[-3000:]}")
-            if self.mode == "secure" and not (self.tmp / "data/server/tls/ca.crt").exists():
-                return False
-            r = httpx.get(f"{self.addr}/v1/status", timeout=2, verify=self.verify)
-            return r.status_code == 401
-
-        wait_until(up, timeout=30, what="the dev agent's API")
-        r = httpx.post(f"{self.addr}/v1/acl/bootstrap", timeout=10, verify=self.verify)
-        assert r.status_code == 200, r.text
-        self.admin = r.json()["secret_id"]
+        super().__init__(tmp, mode, ["--identity-ttl", "6s", "--dns-addr", "off"])
 
     def api(self, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
-        headers = {"X-Podium-Token": token if token is not None else self.admin}
+        headers = {"X-Podium-Token": token if token is not None else self.management}
         return httpx.request(
             method, f"{self.addr}{path}", headers=headers, timeout=10, verify=self.verify, **kw
         )
@@ -169,11 +116,6 @@ class Dev:
 
     def task_dir(self, alloc_id: str, task: str = "t") -> Path:
         return self.tmp / "data" / "agent" / "allocs" / alloc_id / task
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-        kill_recorded_tasks(self.tmp / "data")
 
 
 @pytest.fixture(params=["acl", "secure"])

@@ -17,7 +17,6 @@ queued meanwhile are heard, and the nodes stay ready for several TTLs after.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -26,15 +25,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from podium.agent.agent import Agent
-from podium.agent.config import AgentSettings
 from podium.client import AsyncClient
-from podium.drivers.mock import MockDriver
-from podium.models import ClientStatus, JobSpec, NodeStatus
+from podium.models import ClientStatus, NodeStatus
 from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.state import SqliteBackend, StateStore
-from tests.server.conftest import mock_job
+from tests.server.conftest import Cluster, mock_job
 
 TTL = 2.0
 GRACE = 2.0
@@ -42,45 +38,16 @@ NODES = 12
 STALL = 2 * (TTL + GRACE)
 
 
-class Cluster:
-    def __init__(self, server: Server, transport: httpx.ASGITransport, tmp: Path) -> None:
-        self.server = server
-        self.transport = transport
-        self.tmp = tmp
-        self.agents: list[Agent] = []
-        self.client = AsyncClient("http://podium", transport=transport, timeout=30)
-
-    async def add_agents(self, n: int) -> None:
-        for i in range(n):
-            agent = Agent(
-                AgentSettings(
-                    data_dir=str(self.tmp / f"agent{i}"),
-                    servers=["http://podium"],
-                    name=f"node{i:02}",
-                    sync_wait=5.0,
-                ),
-                AsyncClient("http://podium", transport=self.transport, timeout=30),
-                drivers={"mock": MockDriver()},
-            )
-            await agent.start(http_addr="")
-            self.agents.append(agent)
-        await until(lambda: all(a.registered.is_set() for a in self.agents), "registrations")
-
-
-async def until(cond: object, what: str, timeout: float = 60.0) -> None:
-    assert callable(cond)
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """The in-process cluster of tests/server/conftest.py, on a SQLite store, with a TTL
+    that a held loop can outlast."""
     store = StateStore(SqliteBackend(tmp_path / "state.db"))
     server = Server(store, ServerConfig(heartbeat_ttl=TTL, heartbeat_grace=GRACE))
     await server.start()
-    c = Cluster(server, httpx.ASGITransport(app=create_app(server)), tmp_path)
+    transport = httpx.ASGITransport(app=create_app(server))
+    client = AsyncClient("http://podium", transport=transport, timeout=30)
+    c = Cluster(server=server, store=store, client=client, tmp=tmp_path, _transport=transport)
     try:
         yield c
     finally:
@@ -88,7 +55,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             with contextlib.suppress(Exception):
                 await agent.stop()
             await agent.client.aclose()
-        await c.client.aclose()
+        await client.aclose()
         await server.stop()
         store.close()
 
@@ -98,14 +65,15 @@ async def test_a_server_that_stopped_listening_declares_no_node_down(
     cluster: Cluster, hearing: bool
 ) -> None:
     server = cluster.server
-    await cluster.add_agents(NODES)
-    await cluster.client.register_job(JobSpec.model_validate(mock_job("web", count=NODES)))
+    for _ in range(NODES):
+        await cluster.add_agent()
+    await cluster.run(mock_job("web", count=NODES))
 
     def running() -> int:
         web = server.store.allocs_by_job("web")
         return sum(a.client_status == ClientStatus.RUNNING for a in web)
 
-    await until(lambda: running() == NODES, "every instance to run")
+    await cluster.until(lambda: running() == NODES, 60, "every instance to run")
     nodes = server.nodes
     if not hearing:  # the server before issue 18: a late check is never its own fault
         nodes.hearing.stall = lambda now: (0.0, None)  # type: ignore[method-assign]
@@ -126,7 +94,7 @@ async def test_a_server_that_stopped_listening_declares_no_node_down(
         return check()
 
     nodes.check_heartbeats = stalled_check  # type: ignore[method-assign]
-    await until(lambda: checks["stalled"], "the stalled check")
+    await cluster.until(lambda: checks["stalled"], 60, "the stalled check")
     if not hearing:
         # the bug, reproduced: every node declared down, its instance lost
         assert nodes.missed_heartbeats >= NODES
@@ -136,12 +104,13 @@ async def test_a_server_that_stopped_listening_declares_no_node_down(
         return
     assert nodes.missed_heartbeats == 0
     # every node heard again after the stall, then two more checks: still nobody down
-    await until(
+    await cluster.until(
         lambda: all(nodes.last_heard.get(n.id, 0) >= resumed[0] for n in server.store.nodes()),
+        60,
         "every node's heartbeat after the stall",
     )
     after = checks["after"]
-    await until(lambda: checks["after"] >= after + 2, "two more heartbeat checks")
+    await cluster.until(lambda: checks["after"] >= after + 2, 60, "two more heartbeat checks")
     assert nodes.missed_heartbeats == 0
     assert all(n.status == NodeStatus.READY for n in server.store.nodes())
     web = server.store.allocs_by_job("web")
