@@ -19,7 +19,7 @@ import socket
 import ssl
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,9 @@ class AgentConfig:
     """Log streams the server relays from agents at once (``--max-log-streams``)."""
     shed_lag: float | None = None
     """Event-loop lag past which syncs and reads are shed (``--shed-lag``; None: default)."""
+    heartbeat_port: int | None = 0
+    """The heartbeat lane's port (``--heartbeat-port``; 0: a free one; None: no lane;
+    :mod:`podium.server.lane`)."""
     allowed_hosts: list[str] = field(default_factory=list)
     """Further names the API answers to while ACLs are off (``--allowed-hosts``; ``*``: any)."""
     etcd: list[str] = field(default_factory=list)
@@ -373,8 +376,13 @@ def _url_host(host: str) -> str:
 
 
 def _uvicorn(
-    app: Any, level: str, tls: ssl.SSLContext | None = None, limits: AgentConfig | None = None
+    app: Any,
+    level: str,
+    tls: ssl.SSLContext | None = None,
+    limits: AgentConfig | None = None,
+    keep_alive: int = 5,
 ) -> _Uvicorn:
+    """``keep_alive``: seconds an idle connection is kept (uvicorn's default: 5)."""
     from podium.server import edge
 
     secure: dict[str, Any] = {}
@@ -398,10 +406,47 @@ def _uvicorn(
         access_log=level == "debug",
         lifespan="off",
         timeout_graceful_shutdown=2,
+        timeout_keep_alive=keep_alive,
         limit_concurrency=None,
         backlog=2048,
     )
     return _Uvicorn(config)
+
+
+async def _start_lane(
+    server: Any,
+    app: Any,
+    guard: Callable[[Any], Any],
+    ctx: ssl.SSLContext | None,
+    config: AgentConfig,
+    host: str,
+) -> Any:
+    """The server's heartbeat lane (podium.server.lane), listening and told to agents:
+    the API's TLS, edge guards and host check, on ``--heartbeat-port``."""
+    from urllib.parse import urlsplit
+
+    from podium.server.lane import HeartbeatLane
+
+    assert config.heartbeat_port is not None
+    keep_alive = int(server.config.heartbeat_ttl + server.config.heartbeat_grace) + 1
+    try:
+        sock = _bind(host, config.heartbeat_port)
+    except OSError as exc:
+        raise ValueError(
+            f"--heartbeat-port {config.heartbeat_port}: cannot listen on {host} ({exc}); "
+            "pick another port, 0 for a free one, or off"
+        ) from None
+    lane = HeartbeatLane(
+        server,
+        app,
+        sock,
+        # an agent keeps its lane connection from one heartbeat (every TTL/2) to the next
+        lambda lane_app: _uvicorn(guard(lane_app), config.log_level, ctx, config, keep_alive),
+        tls=ctx is not None,
+        host=urlsplit(server.config.advertise_url).hostname,
+    )
+    await lane.start()
+    return lane
 
 
 def setup_logging(level: str) -> None:
@@ -502,6 +547,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
     agent_proxy = None
     ha = None
     forward = None
+    lane = None
     if run_server:
         # first: a damaged or lost store stops the start before anything is written
         backend = None
@@ -550,6 +596,7 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
             from podium.server.forward import LeaderForward
 
             app = forward = LeaderForward(api, ha, store, url=server.config.advertise_url)
+        guard: Callable[[Any], Any] = lambda inner: inner  # noqa: E731
         if not server.config.acl:
             # Without tokens, the Host header is what stops DNS rebinding (podium.server.edge);
             # with ACLs on, a rebound page has no token, and the check would only get in the
@@ -560,9 +607,13 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 *config.allowed_hosts,
                 *([config.advertise_host] if config.advertise_host else []),
             ]
-            app = HostCheck(app, local_names(host, extra))
+            names = local_names(host, extra)
+            guard = lambda inner: HostCheck(inner, names)  # noqa: E731
+        app = guard(app)
         ctx = server_tls.server_context if server_tls is not None else None
         uvicorns.append((_uvicorn(app, config.log_level, ctx, config), _bind(host, port)))
+        if config.heartbeat_port is not None:
+            lane = await _start_lane(server, app, guard, ctx, config, host)
     servers = list(config.servers)
     if run_server and not servers:
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -699,6 +750,8 @@ async def serve(config: AgentConfig, ready: asyncio.Event | None = None) -> None
                 await asyncio.wait_for(t, 5)
         if agent_proxy is not None:
             await agent_proxy.aclose()
+        if lane is not None:
+            await lane.stop()
         if forward is not None:
             await forward.aclose()
         if ha is not None:

@@ -8,7 +8,9 @@ loops:
 - **report**: task-state changes are batched (every ``report_interval``) into
   one request, retried until the server has them; the changes that follow a sync
   (the runners it started) ride on the next sync instead (one request, not two);
-- **heartbeat**: every TTL/2; a server that forgot the node gets a re-register;
+- **heartbeat**: every TTL/2 (less a random fifth), to the server's heartbeat lane
+  when it names one (podium.server.lane); a server that forgot the node gets a
+  re-register;
 - **persist**: runner state is written to the agent's SQLite file in batches,
   so a restarted agent (even after kill -9) re-attaches to its tasks;
 - **log rotation**: copy-truncate of oversized task logs.
@@ -108,6 +110,12 @@ HEARTBEAT_DEADLINE_MAX = 10.0
 """A heartbeat is answered in milliseconds: one unanswered this long is stuck (a dead
 connection, a request lost in a backlog) and is sent again on a fresh connection, however
 long the TTL (a 5,000-node cluster's is 100 s: twenty tries before its TTL + grace)."""
+
+
+def heartbeat_interval(ttl: float) -> float:
+    """Seconds to the next heartbeat: TTL/2, less up to a fifth at random, so that the
+    nodes that registered at once (a cluster starting) do not beat in step forever."""
+    return max(0.2, ttl / 2 * random.uniform(0.8, 1.0))
 
 
 def heartbeat_deadline(ttl: float) -> float:
@@ -392,13 +400,14 @@ class Agent:
                     self.heartbeat_ttl = float(answer.get("heartbeat_ttl", self.heartbeat_ttl))
                 backoff = 0.2
                 self._maybe_learn_servers()
-                await asyncio.sleep(max(0.2, self.heartbeat_ttl / 2))
+                await asyncio.sleep(heartbeat_interval(self.heartbeat_ttl))
             except NotFound:
                 self.registered.clear()
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
                 self.metrics.heartbeat_retries += 1
+                self.client.heartbeat_unanswered()  # not to the heartbeat lane again soon
                 log.warning(
                     "heartbeat unanswered after %.1fs: sending it again now",
                     heartbeat_deadline(self.heartbeat_ttl),

@@ -18,6 +18,7 @@ import typer
 from podium.cli import common
 from podium.cli.limits import (
     AllowedHostsOpt,
+    HeartbeatPortOpt,
     MaxConnectionsOpt,
     MaxCountOpt,
     MaxLogStreamsOpt,
@@ -451,6 +452,7 @@ def agent(
     max_connections: MaxConnectionsOpt = None,
     max_log_streams: MaxLogStreamsOpt = None,
     shed_lag: ShedLagOpt = None,
+    heartbeat_port: HeartbeatPortOpt = None,
     allowed_hosts: AllowedHostsOpt = None,
 ) -> None:
     """Run a Podium agent.
@@ -547,6 +549,7 @@ def agent(
             max_log_streams=max_log_streams,
             allowed_hosts=allowed_hosts,
             shed_lag=shed_lag,
+            heartbeat_port=heartbeat_port,
         )
         config.acl = acl
         config.token = token

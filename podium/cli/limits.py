@@ -71,6 +71,17 @@ ShedLagOpt = Annotated[
         show_default=False,
     ),
 ]
+HeartbeatPortOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--heartbeat-port",
+        help="The port of the server's heartbeat lane: a listener on the API's host that "
+        "answers agents' heartbeats on a thread of its own, so a busy server still hears "
+        "them (agents learn it from the server, and use the API's port when they cannot "
+        "reach it); `0`: a free port, `off`: no lane [0].",
+        show_default=False,
+    ),
+]
 AllowedHostsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -97,6 +108,16 @@ def parse_size(text: str) -> int:
     return int(digits.strip()) * _UNITS[unit]
 
 
+def parse_heartbeat_port(text: str) -> int | None:
+    """``--heartbeat-port``: a port (0: a free one), or None for ``off``."""
+    value = text.strip().lower()
+    if value == "off":
+        return None
+    if not value.isdigit() or int(value) > 65535:
+        common.usage(f"--heartbeat-port must be a port (0-65535) or off, got {text!r}")
+    return int(value)
+
+
 def apply_limits(
     config: object,
     *,
@@ -108,15 +129,19 @@ def apply_limits(
     max_log_streams: int | None,
     allowed_hosts: list[str] | None,
     shed_lag: float | None = None,
+    heartbeat_port: str | None = None,
 ) -> None:
     """Check the limits' flags and put those given on the runtime's config.  The count and
     log-stream limits are a server's; the HTTP ones bound an agent's endpoint too."""
     if not runs_server and (
-        max_count is not None or max_log_streams is not None or shed_lag is not None
+        max_count is not None
+        or max_log_streams is not None
+        or shed_lag is not None
+        or heartbeat_port is not None
     ):
         common.usage(
-            "--max-count, --max-log-streams and --shed-lag are a server's settings: give "
-            "them with --dev or --server"
+            "--max-count, --max-log-streams, --shed-lag and --heartbeat-port are a server's "
+            "settings: give them with --dev or --server"
         )
     if max_count is not None:
         if not 1 <= max_count <= COUNT_CEILING:
@@ -148,6 +173,8 @@ def apply_limits(
                 f"--shed-lag must be between 0 (never shed) and 3600 seconds, got {shed_lag}"
             )
         config.shed_lag = shed_lag  # type: ignore[attr-defined]
+    if heartbeat_port is not None:
+        config.heartbeat_port = parse_heartbeat_port(heartbeat_port)  # type: ignore[attr-defined]
     if allowed_hosts:
         hosts = [h.strip() for v in allowed_hosts for h in v.split(",") if h.strip()]
         config.allowed_hosts = hosts  # type: ignore[attr-defined]

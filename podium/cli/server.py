@@ -29,6 +29,7 @@ from podium.cli.agent import (
 from podium.cli.common import AddressOpt, Output, OutputOpt, TokenOpt
 from podium.cli.limits import (
     AllowedHostsOpt,
+    HeartbeatPortOpt,
     MaxConnectionsOpt,
     MaxCountOpt,
     MaxLogStreamsOpt,
@@ -111,6 +112,7 @@ def server(
     max_connections: MaxConnectionsOpt = None,
     max_log_streams: MaxLogStreamsOpt = None,
     shed_lag: ShedLagOpt = None,
+    heartbeat_port: HeartbeatPortOpt = None,
     allowed_hosts: AllowedHostsOpt = None,
     advertise: Annotated[
         str | None,
@@ -181,6 +183,7 @@ def server(
             max_log_streams=max_log_streams,
             allowed_hosts=allowed_hosts,
             shed_lag=shed_lag,
+            heartbeat_port=heartbeat_port,
         )
         if advertise is not None:
             if not advertise.strip():

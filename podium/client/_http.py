@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -384,3 +385,43 @@ def _verify_failed(exc: BaseException | None) -> bool:
 def logs_timeout(timeout: float, follow: bool) -> httpx.Timeout:
     """Following a log may be silent for as long as the task is: never time out reading."""
     return httpx.Timeout(timeout, read=None if follow else timeout)
+
+
+LANE_TIMEOUT = 10.0
+"""Seconds a heartbeat waits for the heartbeat lane's answer before it is sent to the
+API's route instead (the lane answers in milliseconds: one this late is stuck)."""
+LANE_PAUSE = 60.0
+"""Seconds the lane is passed over after it could not be reached (then tried again)."""
+
+
+class HeartbeatLane:
+    """Where a client sends its heartbeats (podium.server.lane): the lane URL its server
+    named in its last answer (``heartbeat_url``), unless the lane failed lately: a
+    heartbeat it did not answer goes to the API's route, as does every heartbeat for
+    :data:`LANE_PAUSE` after a lane that could not be reached."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.url: str | None = None
+        self._clock = clock
+        self._failed: tuple[str, float] | None = None
+        """The lane that failed last, and until when it is passed over."""
+
+    def learn(self, answer: Any) -> None:
+        """Take ``answer``'s lane (none: the API's route)."""
+        url = answer.get("heartbeat_url") if isinstance(answer, dict) else None
+        if not isinstance(url, str) or not url:
+            url = None
+        elif self._failed is not None and self._failed[0] == url:
+            if self._clock() < self._failed[1]:
+                url = None
+            else:
+                self._failed = None
+        self.url = url
+
+    def failed(self, exc: ServerUnreachable) -> None:
+        """The lane did not answer: the API's route for a while (a lost connection, which
+        a server closing an idle keep-alive can cause, is not held against it); another
+        lane named meanwhile (a restarted server's, a new leader's) is taken at once."""
+        if exc.kind != "lost" and self.url is not None:
+            self._failed = (self.url, self._clock() + LANE_PAUSE)
+            self.url = None

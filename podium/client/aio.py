@@ -18,8 +18,10 @@ from podium.client import endpoints as ep
 from podium.client import jobtypes, ops
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    LANE_TIMEOUT,
     OVERLOAD_BUDGET,
     TOKEN_HEADER,
+    HeartbeatLane,
     Prepared,
     ServerUnreachable,
     auth_headers,
@@ -139,6 +141,12 @@ class AsyncClient:
 
             self._aio = AioSender(self.address, self._headers, keepalive, self._verify)
         self._httpx: httpx.AsyncClient | None = None
+        self._keepalive = keepalive
+        self.lane = HeartbeatLane()
+        """Where heartbeats go (podium.server.lane): over aiohttp only, so an agent of
+        remote servers; the tests' ASGI transports and a dev agent use the API's route."""
+        self._lane: AioSender | None = None
+        self._lane_keepalive = 0.0
 
     def _set_ssl_context(self, context: ssl.SSLContext) -> None:
         """For the agent (not the SDK): make new connections with ``context`` (its trusted
@@ -146,6 +154,8 @@ class AsyncClient:
         self._verify = context
         if self._aio is not None:
             self._aio.set_ssl(context)
+        if self._lane is not None:
+            self._lane.set_ssl(context)
 
     @property
     def _http(self) -> httpx.AsyncClient:
@@ -169,6 +179,8 @@ class AsyncClient:
             self._headers[TOKEN_HEADER] = token
         if self._aio is not None:
             self._aio.set_headers(self._headers)
+        if self._lane is not None:
+            self._lane.set_headers(self._headers)
         if self._httpx is not None:
             self._httpx.headers.pop(TOKEN_HEADER, None)
             if token:
@@ -214,6 +226,8 @@ class AsyncClient:
             return collect(outputs, session.exit_code)
 
     async def aclose(self) -> None:
+        if self._lane is not None:
+            await self._lane.aclose()
         if self._aio is not None:
             await self._aio.aclose()
         if self._httpx is not None:
@@ -846,12 +860,60 @@ class AsyncClient:
         answer = (await self.query(endpoint)).value
         if isinstance(answer.get("node_secret"), str):
             self.node_secrets[node.id] = answer["node_secret"]
+        await self._learn_lane(answer)
         return answer
 
     async def heartbeat(self, node_id: str) -> dict[str, Any]:
-        """``{"index", "heartbeat_ttl"}``."""
+        """``{"index", "heartbeat_ttl"}``, and ``heartbeat_url`` where the server has a
+        heartbeat lane: sent there from then on (:class:`HeartbeatLane`)."""
         endpoint = ep.heartbeat(node_id, self.node_secrets.get(node_id))
-        return (await self.query(endpoint)).value
+        await self._follow_lane()
+        lane = self._lane
+        if lane is not None:
+            try:
+                req = prepare(endpoint, None, None, LANE_TIMEOUT, self.namespace)
+                answer: dict[str, Any] = finish(endpoint, await lane.send(req)).value
+            except ServerUnreachable as exc:
+                log.info(
+                    "heartbeat lane %s: %s; heartbeats go to %s", lane.address, exc, self.address
+                )
+                self.lane.failed(exc)
+                await self._follow_lane()
+            else:
+                await self._learn_lane(answer)
+                return answer
+        answer = (await self.query(endpoint)).value
+        await self._learn_lane(answer)
+        return answer
+
+    def heartbeat_unanswered(self) -> None:
+        """Its caller stopped waiting for a heartbeat's answer: when the heartbeat lane
+        had it, the next one goes to the API's route (the lane may be stuck)."""
+        if self._lane is not None:
+            self.lane.failed(ServerUnreachable("no answer in time", self._lane.address, "timeout"))
+
+    async def _learn_lane(self, answer: dict[str, Any]) -> None:
+        if self._aio is not None:
+            self.lane.learn(answer)
+            ttl = answer.get("heartbeat_ttl")
+            if isinstance(ttl, int | float) and ttl > 0:
+                self._lane_keepalive = float(ttl)
+            await self._follow_lane()
+
+    async def _follow_lane(self) -> None:
+        """Send heartbeats where :attr:`lane` says (a new sender when its URL changed)."""
+        if (self._lane.address if self._lane is not None else None) == self.lane.url:
+            return
+        old, self._lane = self._lane, None
+        if old is not None:
+            await old.aclose()
+        if self.lane.url is not None:
+            from podium.client._aio import AioSender
+
+            # its connection kept from one heartbeat (every TTL/2) to the next; the lane
+            # keeps it longer (TTL + grace), so the agent is the one that closes it
+            keepalive = max(self._keepalive, self._lane_keepalive)
+            self._lane = AioSender(self.lane.url, self._headers, keepalive, self._verify)
 
     async def node_sync(
         self,

@@ -18,8 +18,11 @@ from podium.client import endpoints as ep
 from podium.client import jobtypes, ops
 from podium.client._http import (
     DEFAULT_TIMEOUT,
+    LANE_TIMEOUT,
     OVERLOAD_BUDGET,
     TOKEN_HEADER,
+    HeartbeatLane,
+    ServerUnreachable,
     auth_headers,
     error_for,
     finish,
@@ -128,6 +131,11 @@ class Client:
             headers={"User-Agent": "podium-sdk", **auth_headers(token), **(headers or {})},
             verify=self._verify,
         )
+        self._transport = transport
+        self.lane = HeartbeatLane()
+        """Where heartbeats go (podium.server.lane); not with a ``transport`` of the
+        caller's (the tests' ASGI apps have no second listener)."""
+        self._lane: httpx.Client | None = None
 
     def set_token(self, token: str | None) -> None:
         """Send ``token`` (an ACL secret) with every request from now on; None: none."""
@@ -137,6 +145,8 @@ class Client:
             self._http.headers[TOKEN_HEADER] = token
 
     def close(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
         self._http.close()
 
     # ------------------------------------------------------------ alloc exec (execws.py)
@@ -747,12 +757,56 @@ class Client:
         answer = (self.query(endpoint)).value
         if isinstance(answer.get("node_secret"), str):
             self.node_secrets[node.id] = answer["node_secret"]
+        self._learn_lane(answer)
         return answer
 
     def heartbeat(self, node_id: str) -> dict[str, Any]:
-        """``{"index", "heartbeat_ttl"}``."""
+        """``{"index", "heartbeat_ttl"}``, and ``heartbeat_url`` where the server has a
+        heartbeat lane: sent there from then on (:class:`HeartbeatLane`)."""
         endpoint = ep.heartbeat(node_id, self.node_secrets.get(node_id))
-        return (self.query(endpoint)).value
+        lane = self._lane
+        if lane is not None:
+            req = prepare(endpoint, None, None, LANE_TIMEOUT, self.namespace)
+            try:
+                response = lane.request(
+                    req.method, req.url, timeout=req.timeout, headers=req.headers or None
+                )
+            except httpx.TransportError as exc:
+                self.lane.failed(transport_error(str(lane.base_url), exc))
+                self._follow_lane()
+            else:
+                answer: dict[str, Any] = finish(endpoint, response).value
+                self._learn_lane(answer)
+                return answer
+        answer = (self.query(endpoint)).value
+        self._learn_lane(answer)
+        return answer
+
+    def heartbeat_unanswered(self) -> None:
+        """Its caller stopped waiting for a heartbeat's answer: when the heartbeat lane
+        had it, the next one goes to the API's route (the lane may be stuck)."""
+        if self._lane is not None:
+            address = str(self._lane.base_url)
+            self.lane.failed(ServerUnreachable("no answer in time", address, "timeout"))
+            self._follow_lane()
+
+    def _learn_lane(self, answer: dict[str, Any]) -> None:
+        if self._transport is None:
+            self.lane.learn(answer)
+            self._follow_lane()
+
+    def _follow_lane(self) -> None:
+        """Send heartbeats where :attr:`lane` says (a new client when its URL changed)."""
+        current = str(self._lane.base_url).rstrip("/") if self._lane is not None else None
+        if current == self.lane.url:
+            return
+        if self._lane is not None:
+            self._lane.close()
+            self._lane = None
+        if self.lane.url is not None:
+            self._lane = httpx.Client(
+                base_url=self.lane.url, headers=self._http.headers, verify=self._verify
+            )
 
     def node_sync(
         self,

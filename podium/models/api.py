@@ -78,12 +78,20 @@ class ScaleAnswer(BaseModel):
 class HeartbeatAnswer(BaseModel):
     index: int
     heartbeat_ttl: float
+    heartbeat_url: str | None = Field(
+        default=None,
+        description="the leader's heartbeat lane (a listener that answers heartbeats only, "
+        "on a thread of its own): where the agent sends its next heartbeats",
+    )
 
 
 class NodeRegisterAnswer(BaseModel):
     node_id: str
     index: int
     heartbeat_ttl: float
+    heartbeat_url: str | None = Field(
+        default=None, description="as in the heartbeat's answer (HeartbeatAnswer)"
+    )
     node_secret: str | None = Field(
         default=None, description="a new node's secret: shown once, in this answer only"
     )

@@ -130,6 +130,11 @@ class Server:
         """The loops only the leader runs; started by :meth:`start`, and on their own by
         ``leader.start()`` / ``await leader.stop()``."""
         self.cluster: ClusterView = Solo(self)
+        self.heartbeat_url: str | None = None
+        """The heartbeat lane's URL (:mod:`podium.server.lane`), None without one."""
+        self.lane_counts = {"heard": 0, "handed": 0}
+        """Heartbeats on the lane: heard there, handed to the loop (written by the lane's
+        thread alone; read by the metrics)."""
         """Who leads and who the servers are (:class:`podium.server.ha.HighAvailability`
         replaces it for servers on etcd, and starts the duties only while it leads)."""
         self.started = False
@@ -237,6 +242,22 @@ class Server:
 
     def heartbeat(self, node_id: str) -> int:
         return self.nodes.heartbeat(node_id)
+
+    def hear(self, node_id: str) -> int | None:
+        """A heartbeat heard off the event loop, by the heartbeat lane's thread
+        (:mod:`podium.server.lane`): the store's index, or None when it needs the loop
+        (this server does not lead, or the node is unknown or down: :meth:`heartbeat`)."""
+        if not (self.leader.running and self.cluster.is_leader()):
+            return None
+        return self.nodes.hear(node_id)
+
+    def heartbeat_answer(self, index: int) -> dict[str, object]:
+        """What a heartbeat (or a registration) is answered: the TTL, and the heartbeat
+        lane's URL where this server runs one (agents send their heartbeats there)."""
+        answer: dict[str, object] = {"index": index, "heartbeat_ttl": self.config.heartbeat_ttl}
+        if self.heartbeat_url:
+            answer["heartbeat_url"] = self.heartbeat_url
+        return answer
 
     def set_eligibility(self, node_id: str, eligible: bool) -> int:
         return self.nodes.set_eligibility(node_id, eligible)

@@ -276,6 +276,16 @@ class StateCollector(Collector):
         for what, n in sorted(server.shedder.shed.items()):
             shed.add_metric([what], n)
         yield shed
+        lane = CounterMetricFamily(
+            "podium_heartbeat_lane",
+            "Heartbeats that reached the heartbeat lane (podium.server.lane), by what became "
+            "of them: heard (answered on the lane's thread) or handed (to the event loop: "
+            "a node down or unknown, a wrong secret, a follower).",
+            labels=["outcome"],
+        )
+        for what, n in sorted(server.lane_counts.items()):
+            lane.add_metric([what], n)
+        yield lane
         index = GaugeMetricFamily("podium_store_index", "The store's latest commit index.")
         index.add_metric([], store.index)
         yield index

@@ -11,11 +11,17 @@ Two kinds of work live here, and issue 15 separates them by who runs them:
 The time each node was last heard from is kept in memory (``last_heard``), never in
 the store: a server that takes the leader's duties gives every node a fresh TTL
 (:meth:`Nodes.refresh_heartbeats`) instead of trusting another server's clock.
+
+Heartbeats are also heard off the event loop, by the heartbeat lane's thread
+(:mod:`podium.server.lane`, :meth:`Nodes.hear`): what they touch (``last_heard`` and the
+:class:`Hearing`) is guarded by ``heard_lock``, and every other heartbeat (a node that is
+down, unknown, or on a server that does not lead) is the event loop's, as before.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -70,6 +76,9 @@ class Nodes:
         """Whether a silence is the nodes' or this server's own (:mod:`podium.server.hearing`)."""
         self.held_heartbeats = 0
         """Expiries held back because the silence looked like this server's own (a counter)."""
+        self.heard_lock = threading.Lock()
+        """Guards ``last_heard`` and ``hearing``: the heartbeat lane's thread writes them
+        (:meth:`hear`) while the event loop reads them."""
 
     # ------------------------------------------------------------------ from the API
     def register(self, node: Node, secret: NodeSecret | None = None) -> int:
@@ -101,19 +110,35 @@ class Nodes:
         if was_down:
             self._node_evals(stored, txn, now, system=True)
         index = store.commit(txn)
-        self.last_heard[node.id] = now
-        self.hearing.forget(node.id)
+        with self.heard_lock:
+            self.last_heard[node.id] = now
+            self.hearing.forget(node.id)
         if was_down:
             self._after_node_change()
         return index
+
+    def hear(self, node_id: str) -> int | None:
+        """A heartbeat heard off the event loop (the lane's thread): the store's index when
+        it is heard (a known node that is not down: nothing to write), None when it must go
+        to :meth:`heartbeat` on the loop.  Reads only what the store holds in memory."""
+        node = self.store.node(node_id)
+        if node is None or node.status == NodeStatus.DOWN:
+            return None
+        self._heard(node_id)
+        return self.store.index
+
+    def _heard(self, node_id: str) -> float:
+        now = self.clock()
+        with self.heard_lock:
+            self.hearing.heard(node_id, now, self.last_heard.get(node_id))
+            self.last_heard[node_id] = now
+        return now
 
     def heartbeat(self, node_id: str) -> int:
         node = self.store.node(node_id)
         if node is None:
             raise NotFound(f"node {node_id!r} is not registered")
-        now = self.clock()
-        self.hearing.heard(node_id, now, self.last_heard.get(node_id))
-        self.last_heard[node_id] = now
+        now = self._heard(node_id)
         if node.status == NodeStatus.DOWN:
             # It reconnected: bring it back and let the scheduler look at its jobs
             # (their lost allocations were replaced; the agent will stop its copies).
@@ -203,16 +228,26 @@ class Nodes:
         """Give every node that is not down a fresh TTL from now (as Nomad's new leader
         does), so no node is declared down for the time this server did not watch."""
         now = self.clock()
-        self.hearing.restart(self.monotonic())
-        for node in self.store.nodes():
-            if node.status != NodeStatus.DOWN:
-                self.last_heard[node.id] = now
+        with self.heard_lock:
+            self.hearing.restart(self.monotonic())
+            for node in self.store.nodes():
+                if node.status != NodeStatus.DOWN:
+                    self.last_heard[node.id] = now
 
     def check_heartbeats(self) -> list[str]:
         """Mark nodes whose heartbeat is older than TTL + grace as down, unless the
         silence is this server's own (:mod:`podium.server.hearing`): a check that runs late
         counts every node's silence shorter by its lateness, and a mass of nodes silent at
         once while the others are heard late is held back by a TTL (logged, with why)."""
+        with self.heard_lock:  # decided while no heartbeat is heard, committed after
+            expired, now, limit = self._expiring()
+        return self._expire(expired, now, limit)
+
+    def _expiring(self) -> tuple[list[Node], float, float]:
+        """The nodes to declare down now, with the clock's time and the limit (called with
+        ``heard_lock`` held).  A heartbeat heard on the lane between this decision and its
+        commit is answered, and its node's next heartbeat brings it back (as one heard
+        just after the check would)."""
         now = self.clock()
         ttl = self.hearing.ttl = self.config.heartbeat_ttl
         limit = ttl + self.config.heartbeat_grace
@@ -225,7 +260,7 @@ class Nodes:
                     self.last_heard[n.id] = min(now, self.last_heard[n.id] + shift)
         expired = [n for n in ready if now - self.last_heard.get(n.id, now) > limit]
         if not expired:
-            return []
+            return [], now, limit
         held, why = self.hearing.hold(now, [n.id for n in expired], len(ready))
         if held:
             log.warning("heartbeats: %s", why)
@@ -233,8 +268,12 @@ class Nodes:
             for node_id in held:
                 self.last_heard[node_id] = now - limit + ttl  # expires again a TTL from now
             expired = [n for n in expired if n.id not in held]
-            if not expired:
-                return []
+        return expired, now, limit
+
+    def _expire(self, expired: list[Node], now: float, limit: float) -> list[str]:
+        """Declare ``expired`` down (one commit) and queue their jobs' evaluations."""
+        if not expired:
+            return []
         txn = self.store.txn()
         for node in expired:
             down = node.model_copy(

@@ -95,6 +95,7 @@ from podium.server.api import create_app
 from podium.server.core import Server, ServerConfig
 from podium.server.forward import LeaderForward
 from podium.server.ha import HighAvailability
+from podium.server.lane import HeartbeatLane
 from podium.sim import health, invariants
 from podium.sim.etcd import SimEtcd
 from podium.sim.nodes import (
@@ -335,6 +336,27 @@ async def _serve_http(
     return server, task, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
+async def _serve_lane(server: Server, app: Any, tls: dict[str, Any] | None = None) -> HeartbeatLane:
+    """The server's heartbeat lane (podium.server.lane) beside its listener, as `podium
+    server` runs one: agents learn its URL from their registrations' answers."""
+
+    def make(lane_app: Any) -> uvicorn.Server:
+        config = uvicorn.Config(
+            lane_app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            backlog=BACKLOG,
+            timeout_keep_alive=int(SYNC_WAIT * 2),  # as the API's: agents keep theirs
+            **(tls or {}),
+        )
+        return uvicorn.Server(config)  # on a thread, uvicorn leaves signals alone
+
+    lane = HeartbeatLane(server, app, _listen(), make, tls=tls is not None)
+    await lane.start()
+    return lane
+
+
 async def _crash_http(http: tuple[uvicorn.Server, asyncio.Task[None], str]) -> None:
     """Stop a listener as a killed process's would stop: the listening socket closed
     (connections refused from now on) and every open connection reset, mid-request
@@ -365,6 +387,7 @@ class _Peer:
     ha: HighAvailability
     forward: LeaderForward
     http: tuple[uvicorn.Server, asyncio.Task[None], str]
+    lane: HeartbeatLane
     crashed: bool = False
 
     @classmethod
@@ -391,16 +414,19 @@ class _Peer:
         await ha.start()
         forward = LeaderForward(create_app(server), ha, store, url=url)
         http = await _serve_http(forward, sock=sock)
-        return cls(url, server, store, backend, commits, ha, forward, http)
+        lane = await _serve_lane(server, forward)
+        return cls(url, server, store, backend, commits, ha, forward, http, lane)
 
     async def crash(self) -> None:
         """As kill -9: the listener gone at once, no resignation (the lease runs out)."""
         self.crashed = True
         await _crash_http(self.http)
+        await self.lane.stop()
         await self.ha.crash()
 
     async def stop(self) -> None:
         if not self.crashed:
+            await self.lane.stop()
             self.http[0].should_exit = True
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
@@ -633,6 +659,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
     driver = SimDriver(cfg.fail_rate, cfg.fail_within, cfg.seed)
     agents: list[SimAgent] = []
     http: tuple[uvicorn.Server, asyncio.Task[None], str] | None = None
+    lanes: list[HeartbeatLane] = []
     probe: asyncio.subprocess.Process | None = None
     subscriber: asyncio.subprocess.Process | None = None
     peak_rss = 0
@@ -652,6 +679,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
                 f"{time.perf_counter() - issue_started:.1f}s"
             )
             http = await _serve_http(app, secure.uvicorn_args(tls, counts))
+            lanes.append(await _serve_lane(server, app, secure.uvicorn_args(tls, counts)))
             workers = await _start_workers(cfg, http[2], tmp, tls_dir)
             worker_procs = [psutil.Process(w.pid) for w in workers]
         elif peers:
@@ -659,6 +687,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
             worker_procs = [psutil.Process(w.pid) for w in workers]
         elif cfg.agent_procs > 0:
             http = await _serve_http(app)
+            lanes.append(await _serve_lane(server, app))
             workers = await _start_workers(cfg, http[2], tmp)
             worker_procs = [psutil.Process(w.pid) for w in workers]
         else:
@@ -688,6 +717,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
         if cfg.probe:
             if http is None and not peers:
                 http = await _serve_http(app)
+                lanes.append(await _serve_lane(server, app))
             probe = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -709,6 +739,7 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
         if cfg.events:
             if http is None:
                 http = await _serve_http(app)
+                lanes.append(await _serve_lane(server, app))
             subscriber = await _start_subscriber(http[2], store, commits)
 
         etcd_floor: list[float] = []
@@ -962,6 +993,8 @@ async def _simulate(cfg: SimConfig, tmp: Path, etcd: SimEtcd | None) -> SimResul
         await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
         await _stop_workers(workers)
         store.release_waiters()
+        for lane in lanes:
+            await lane.stop()
         if http is not None:
             http[0].should_exit = True
             with contextlib.suppress(Exception):

@@ -77,10 +77,13 @@ def test_the_servers_limits_reach_a_dev_agents_config(
         "podium.lan, lb.lan",
         "--shed-lag",
         "0.5",
+        "--heartbeat-port",
+        "4647",
     )
     assert result.exit_code == 0, result.output
     (config,) = runtime
     assert config.shed_lag == 0.5  # type: ignore[attr-defined]
+    assert config.heartbeat_port == 4647  # type: ignore[attr-defined]
     assert config.max_count == 20000  # type: ignore[attr-defined]
     assert config.max_request_body == 16 * 2**20  # type: ignore[attr-defined]
     assert config.request_read_timeout == 5.0  # type: ignore[attr-defined]
@@ -94,6 +97,18 @@ def test_limits_left_out_stay_the_runtimes(cli: Invoke, runtime: list[FakeConfig
     (config,) = runtime
     for name in ("max_count", "max_request_body", "max_connections", "max_log_streams", "shed_lag"):
         assert getattr(config, name, None) is None, name
+    assert not hasattr(config, "heartbeat_port")  # the runtime's: a lane on a free port
+
+
+def test_heartbeat_lane_off(cli: Invoke, runtime: list[FakeConfig]) -> None:
+    assert cli("agent", "--dev", "--heartbeat-port", "off").exit_code == 0
+    (config,) = runtime
+    assert config.heartbeat_port is None  # type: ignore[attr-defined]
+
+
+def test_the_runtime_runs_a_heartbeat_lane_on_a_free_port_by_default() -> None:
+    rt = pytest.importorskip("podium.runtime")
+    assert rt.AgentConfig().heartbeat_port == 0
 
 
 @pytest.mark.parametrize(
@@ -106,6 +121,9 @@ def test_limits_left_out_stay_the_runtimes(cli: Invoke, runtime: list[FakeConfig
         (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--max-log-streams", "5"], "--dev"),
         (["--dev", "--shed-lag", "-1"], "--shed-lag must be between 0"),
         (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--shed-lag", "2"], "server's"),
+        (["--dev", "--heartbeat-port", "soon"], "--heartbeat-port must be a port"),
+        (["--dev", "--heartbeat-port", "70000"], "--heartbeat-port must be a port"),
+        (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--heartbeat-port", "0"], "server's"),
     ],
 )
 def test_bad_server_limits_are_usage_errors(

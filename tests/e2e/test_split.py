@@ -148,3 +148,21 @@ groups:
     # and the restarted server still schedules onto the agent
     split.view.cli("job", "scale", "steady", "g", "3", check=True)
     split.view.wait_running("steady", 3)
+    # its heartbeats found the restarted server's heartbeat lane (a new free port: the
+    # old one refused them, they went to the API's port, whose answer named the new lane)
+    wait_until(lambda: lane_heard(split.addr) > 0, timeout=30, what="a heartbeat on the lane")
+
+
+def lane_heard(addr: str) -> float:
+    """``podium_heartbeat_lane_total{outcome="heard"}`` of the server at ``addr``."""
+    text = httpx.get(f"{addr}/v1/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith('podium_heartbeat_lane_total{outcome="heard"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_the_agents_heartbeats_are_heard_on_the_servers_heartbeat_lane(split: Split) -> None:
+    wait_until(lambda: lane_heard(split.addr) >= 2, timeout=30, what="heartbeats on the lane")
+    status = httpx.get(f"{split.addr}/v1/nodes", timeout=5).json()
+    assert [n["status"] for n in status] == ["ready"]

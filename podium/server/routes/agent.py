@@ -183,7 +183,7 @@ def add_routes(router: APIRouter, ctx: ApiContext) -> None:
         secret = trust.registration(node.id, presented, acl.may_register_node(node.id))
         record = trust.node_secret_record(node.id, secret, 0) if secret else None
         idx = server.register_node(node, record)
-        answer = {"node_id": node.id, "index": idx, "heartbeat_ttl": server.config.heartbeat_ttl}
+        answer = {"node_id": node.id, **server.heartbeat_answer(idx)}
         if secret:
             answer["node_secret"] = secret
         return json_answer(answer, dict[str, Any], idx)
@@ -196,9 +196,7 @@ def add_routes(router: APIRouter, ctx: ApiContext) -> None:
     )
     async def heartbeat(node_id: str) -> Response:
         idx = server.heartbeat(node_id)
-        return json_answer(
-            {"index": idx, "heartbeat_ttl": server.config.heartbeat_ttl}, dict[str, Any], idx
-        )
+        return json_answer(server.heartbeat_answer(idx), dict[str, Any], idx)
 
     @router.get(
         "/v1/client/node/{node_id}/allocations",
