@@ -123,7 +123,10 @@ def test_the_runtime_runs_a_heartbeat_lane_on_a_free_port_by_default() -> None:
         (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--shed-lag", "2"], "server's"),
         (["--dev", "--heartbeat-port", "soon"], "--heartbeat-port must be a port"),
         (["--dev", "--heartbeat-port", "70000"], "--heartbeat-port must be a port"),
-        (["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--heartbeat-port", "0"], "server's"),
+        (
+            ["--data-dir", "/tmp/x", "--servers", "http://s:7634", "--heartbeat-port", "0"],
+            "server's",
+        ),
     ],
 )
 def test_bad_server_limits_are_usage_errors(
